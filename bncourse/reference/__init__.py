@@ -1,0 +1,1 @@
+"""Reference solutions in numpy, one concept per module."""

@@ -1,0 +1,28 @@
+"""nbgrader configuration of the bncourse course (this folder is the course root).
+
+Instructors run nbgrader from this folder (or a copy of it). Everything here is read by both
+nbgrader's command line and the bncourse helpers (``bncourse grade``, ``bncourse progress``).
+"""
+
+import os
+from pathlib import Path
+
+c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
+
+c.CourseDirectory.course_id = "bncourse"
+c.CourseDirectory.root = str(Path(__file__).resolve().parent)
+
+# nbgrader's default exchange (/srv/nbgrader/exchange) is not writable on most machines.
+c.Exchange.root = os.environ.get(
+    "BNCOURSE_EXCHANGE", str(Path.home() / ".local" / "share" / "bncourse" / "exchange")
+)
+
+# A learner's infinite loop must not hang grading: every cell gets at most this many seconds.
+c.ExecutePreprocessor.timeout = int(os.environ.get("BNCOURSE_CELL_TIMEOUT", "300"))
+c.ExecutePreprocessor.interrupt_on_timeout = True
+
+# What a learner sees in place of a solution.
+c.ClearSolutions.code_stub = {
+    "python": "# YOUR CODE HERE\nraise NotImplementedError()",
+}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
