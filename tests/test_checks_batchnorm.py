@@ -1,0 +1,532 @@
+"""Do the batch-norm checks reject each known mistake by its name, and pass every correct implementation?
+
+Each mistake is written here the way a learner would write it (not taken from the checks module),
+so these tests fail if a check stops recognizing the mistake in a learner's own code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bncourse.checks import batchnorm as checks
+from bncourse.reference import batchnorm as ref
+
+# ---------------------------------------------------------------------------------------------
+# Forward: correct variants and learner-style mistakes
+# ---------------------------------------------------------------------------------------------
+
+
+def fwd_two_pass(x, gamma, beta, eps=1e-5):
+    n = x.shape[0]
+    mu = x.sum(axis=0) / n
+    xc = x - mu
+    var = (xc**2).sum(axis=0) / n
+    out = gamma * (xc / np.sqrt(var + eps)) + beta
+    return out, (xc, var)
+
+
+def fwd_np_var(x, gamma, beta, eps=1e-5):
+    x_hat = (x - np.mean(x, axis=0)) / np.sqrt(np.var(x, axis=0) + eps)
+    return gamma * x_hat + beta, {"x_hat": x_hat}
+
+
+def fwd_float64_inside(x, gamma, beta, eps=1e-5):
+    """Computes in float64 whatever comes in, then returns x's dtype."""
+    x64 = x.astype(np.float64)
+    x_hat = (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + eps)
+    return (gamma.astype(np.float64) * x_hat + beta).astype(x.dtype), None
+
+
+def fwd_other_order(x, gamma, beta, eps=1e-5):
+    mu = np.mean(x, axis=0, keepdims=True)
+    inv = 1.0 / np.sqrt(np.mean((x - mu) ** 2, axis=0, keepdims=True) + eps)
+    scale = gamma * inv
+    return x * scale + (beta - mu * scale), None
+
+
+CORRECT_FORWARDS = [ref.batchnorm_forward, fwd_two_pass, fwd_np_var, fwd_float64_inside, fwd_other_order]
+
+
+def fwd_unbiased(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + eps) + beta, None
+
+
+def fwd_eps_outside(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) / (np.sqrt(x.var(0)) + eps) + beta, None
+
+
+def fwd_no_eps(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) / x.std(0) + beta, None
+
+
+def fwd_hardcoded_eps(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) + beta, None
+
+
+def fwd_wrong_axis(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=1, keepdims=True)
+    var = x.var(axis=1, keepdims=True)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
+
+
+def fwd_swapped(x, gamma, beta, eps=1e-5):
+    return beta * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + gamma, None
+
+
+def fwd_in_place(x, gamma, beta, eps=1e-5):
+    x -= x.mean(axis=0)
+    x /= np.sqrt(x.var(axis=0) + eps)
+    return gamma * x + beta, None
+
+
+def fwd_naive_var(x, gamma, beta, eps=1e-5):
+    mu = x.mean(0)
+    var = (x**2).mean(0) - mu**2
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
+
+
+def fwd_wrong_shape(x, gamma, beta, eps=1e-5):
+    out, cache = ref.batchnorm_forward(x, gamma, beta, eps)
+    return out.T, cache
+
+
+def fwd_no_affine(x, gamma, beta, eps=1e-5):
+    return (x - x.mean(0)) / np.sqrt(x.var(0) + eps), None
+
+
+FORWARD_MISTAKES = [
+    (fwd_unbiased, "unbiased variance used to normalize"),
+    (fwd_eps_outside, "eps outside the square root"),
+    (fwd_no_eps, "eps missing"),
+    (fwd_hardcoded_eps, "eps argument ignored"),
+    (fwd_wrong_axis, "statistics over the wrong axis"),
+    (fwd_swapped, "gamma and beta swapped"),
+    (fwd_in_place, "the input array modified in place"),
+    (fwd_naive_var, "variance computed as E[x^2] - E[x]^2"),
+    (fwd_wrong_shape, "wrong output shape"),
+    (fwd_no_affine, "gamma and beta not applied"),
+]
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn", CORRECT_FORWARDS, ids=lambda f: f.__name__)
+def test_does_every_correct_forward_pass(fn, hidden):
+    result = checks.check_batchnorm_forward(fn, hidden=hidden)
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("fn,name", FORWARD_MISTAKES, ids=[n for _, n in FORWARD_MISTAKES])
+def test_is_each_forward_mistake_named(fn, name):
+    result = checks.check_batchnorm_forward(fn)
+    assert not result.passed
+    assert result.diagnosis.startswith(name), result.diagnosis
+    with pytest.raises(AssertionError, match=name.replace("^", r"\^").replace("[", r"\[")):
+        result.assert_passed()
+
+
+def test_are_forward_mistakes_also_caught_by_the_hidden_cases():
+    for fn, name in FORWARD_MISTAKES:
+        result = checks.check_batchnorm_forward(fn, hidden=True)
+        assert not result.passed, name
+        assert result.diagnosis.startswith(name), (name, result.diagnosis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def run_np_var(x, running_mean, running_var, momentum=0.1):
+    return ((1 - momentum) * running_mean + momentum * x.mean(0),
+            (1 - momentum) * running_var + momentum * np.var(x, axis=0, ddof=1))
+
+
+def run_lerp(x, running_mean, running_var, momentum=0.1):
+    n = x.shape[0]
+    mu = x.sum(0) / n
+    var_u = ((x - mu) ** 2).sum(0) / (n - 1)
+    return running_mean + momentum * (mu - running_mean), running_var + momentum * (var_u - running_var)
+
+
+def run_copy_then_in_place(x, running_mean, running_var, momentum=0.1):
+    m, v = running_mean.copy(), running_var.copy()
+    m *= 1 - momentum
+    m += momentum * x.mean(0)
+    v *= 1 - momentum
+    v += momentum * x.var(0) * x.shape[0] / (x.shape[0] - 1)
+    return m, v
+
+
+CORRECT_RUNNING = [ref.update_running_stats, run_np_var, run_lerp, run_copy_then_in_place]
+
+
+def run_flipped(x, running_mean, running_var, momentum=0.1):
+    return (momentum * running_mean + (1 - momentum) * x.mean(0),
+            momentum * running_var + (1 - momentum) * x.var(0, ddof=1))
+
+
+def run_biased(x, running_mean, running_var, momentum=0.1):
+    return ((1 - momentum) * running_mean + momentum * x.mean(0),
+            (1 - momentum) * running_var + momentum * x.var(0))
+
+
+def run_not_updated(x, running_mean, running_var, momentum=0.1):
+    return running_mean, running_var
+
+
+def run_in_place(x, running_mean, running_var, momentum=0.1):
+    running_mean *= 1 - momentum
+    running_mean += momentum * x.mean(0)
+    running_var *= 1 - momentum
+    running_var += momentum * x.var(0, ddof=1)
+    return running_mean, running_var
+
+
+RUNNING_MISTAKES = [
+    (run_flipped, "momentum convention flipped"),
+    (run_biased, "running_var updated with the biased variance"),
+    (run_not_updated, "running statistics not updated"),
+    (run_in_place, "running statistics modified in place"),
+]
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn", CORRECT_RUNNING, ids=lambda f: f.__name__)
+def test_does_every_correct_running_update_pass(fn, hidden):
+    result = checks.check_update_running_stats(fn, hidden=hidden)
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn,name", RUNNING_MISTAKES, ids=[n for _, n in RUNNING_MISTAKES])
+def test_is_each_running_stats_mistake_named(fn, name, hidden):
+    result = checks.check_update_running_stats(fn, hidden=hidden)
+    assert not result.passed
+    assert result.diagnosis.startswith(name), result.diagnosis
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------------------------
+
+
+def inf_direct(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+
+
+def inf_folded(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    scale = gamma / np.sqrt(running_var + eps)
+    return x * scale + (beta - running_mean * scale)
+
+
+CORRECT_INFERENCE = [ref.batchnorm_inference, inf_direct, inf_folded]
+
+
+def inf_batch_stats(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    return gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta
+
+
+def inf_updates_stats(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    running_mean[:] = 0.9 * running_mean + 0.1 * x.mean(0)
+    running_var[:] = 0.9 * running_var + 0.1 * x.var(0, ddof=1) if len(x) > 1 else running_var
+    return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+
+
+def inf_eps_outside(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    return gamma * (x - running_mean) / (np.sqrt(running_var) + eps) + beta
+
+
+def inf_swapped(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    return beta * (x - running_mean) / np.sqrt(running_var + eps) + gamma
+
+
+INFERENCE_MISTAKES = [
+    (inf_batch_stats, "batch statistics used in inference"),
+    (inf_updates_stats, "running statistics changed in inference"),
+    (inf_eps_outside, "eps outside the square root"),
+    (inf_swapped, "gamma and beta swapped"),
+]
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn", CORRECT_INFERENCE, ids=lambda f: f.__name__)
+def test_does_every_correct_inference_pass(fn, hidden):
+    result = checks.check_batchnorm_inference(fn, hidden=hidden)
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn,name", INFERENCE_MISTAKES, ids=[n for _, n in INFERENCE_MISTAKES])
+def test_is_each_inference_mistake_named(fn, name, hidden):
+    result = checks.check_batchnorm_inference(fn, hidden=hidden)
+    assert not result.passed
+    assert result.diagnosis.startswith(name), result.diagnosis
+
+
+def test_is_using_updated_running_stats_without_mutating_named():
+    def fn(x, gamma, beta, running_mean, running_var, eps=1e-5):
+        m = 0.9 * running_mean + 0.1 * x.mean(0)
+        with np.errstate(all="ignore"):
+            v = 0.9 * running_var + 0.1 * np.var(x, axis=0, ddof=1)
+        return gamma * (x - m) / np.sqrt(v + eps) + beta
+
+    result = checks.check_batchnorm_inference(fn)
+    assert result.diagnosis.startswith("running statistics updated in inference"), result.diagnosis
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward (cache from the reference forward)
+# ---------------------------------------------------------------------------------------------
+
+
+def bwd_textbook(dout, cache):
+    n = dout.shape[0]
+    dbeta = dout.sum(0)
+    dgamma = (dout * cache.x_hat).sum(0)
+    dx_hat = dout * cache.gamma
+    dvar = (dx_hat * cache.xmu).sum(0) * -0.5 * (cache.var + cache.eps) ** -1.5
+    dmu = -(dx_hat * cache.inv_std).sum(0) + dvar * (-2 * cache.xmu).mean(0)
+    dx = dx_hat * cache.inv_std + dvar * 2 * cache.xmu / n + dmu / n
+    return dx, dgamma, dbeta
+
+
+def bwd_compact(dout, cache):
+    dx_hat = dout * cache.gamma
+    dx = cache.inv_std * (dx_hat - dx_hat.mean(0) - cache.x_hat * (dx_hat * cache.x_hat).mean(0))
+    return dx, np.sum(dout * cache.x_hat, axis=0), np.sum(dout, axis=0)
+
+
+CORRECT_BACKWARDS = [ref.batchnorm_backward, ref.batchnorm_backward_staged, bwd_textbook, bwd_compact]
+
+
+def bwd_direct_only(dout, cache):
+    return dout * cache.gamma * cache.inv_std, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def bwd_no_var_path(dout, cache):
+    dx_hat = dout * cache.gamma
+    return cache.inv_std * (dx_hat - dx_hat.mean(0)), (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def bwd_no_mean_path(dout, cache):
+    dx_hat = dout * cache.gamma
+    dx = cache.inv_std * (dx_hat - cache.x_hat * (dx_hat * cache.x_hat).mean(0))
+    return dx, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def bwd_dgamma_unsummed(dout, cache):
+    dx, _, dbeta = ref.batchnorm_backward(dout, cache)
+    return dx, dout * cache.x_hat, dbeta
+
+
+def bwd_dbeta_unsummed(dout, cache):
+    dx, dgamma, _ = ref.batchnorm_backward(dout, cache)
+    return dx, dgamma, dout
+
+
+def bwd_two_mistakes(dout, cache):
+    return dout * cache.gamma * cache.inv_std, dout * cache.x_hat, dout.sum(0)
+
+
+def bwd_wrong_shape(dout, cache):
+    dx, dgamma, dbeta = ref.batchnorm_backward(dout, cache)
+    return dx, dgamma[None, :], dbeta
+
+
+BACKWARD_MISTAKES = [
+    (bwd_direct_only, "dx missing the terms that flow through the mean and the variance"),
+    (bwd_no_var_path, "dx missing the term that flows through the variance"),
+    (bwd_no_mean_path, "dx missing the term that flows through the mean"),
+    (bwd_dgamma_unsummed, "dgamma not summed over the batch"),
+    (bwd_dbeta_unsummed, "dbeta not summed over the batch"),
+    (bwd_wrong_shape, "wrong output shape"),
+]
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn", CORRECT_BACKWARDS, ids=lambda f: f.__name__)
+def test_does_every_correct_backward_pass_both_checks(fn, hidden):
+    assert checks.check_batchnorm_backward(fn, hidden=hidden).passed
+    assert checks.check_batchnorm_backward_staged(fn, hidden=hidden).passed
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn,name", BACKWARD_MISTAKES, ids=[n for _, n in BACKWARD_MISTAKES])
+def test_is_each_backward_mistake_named(fn, name, hidden):
+    result = checks.check_batchnorm_backward_staged(fn, hidden=hidden)
+    assert not result.passed
+    assert result.diagnosis.startswith(name), result.diagnosis
+
+
+def test_are_two_backward_mistakes_at_once_both_named():
+    diagnosis = checks.check_batchnorm_backward(bwd_two_mistakes).diagnosis
+    assert "dx missing the terms that flow through the mean and the variance" in diagnosis
+    assert "dgamma not summed over the batch" in diagnosis
+    assert "[dbeta]" not in diagnosis  # dbeta was right: no mistake is blamed on it
+
+
+@pytest.mark.parametrize("fn", CORRECT_BACKWARDS, ids=lambda f: f.__name__)
+def test_does_the_numerical_gradient_check_pass_correct_backwards(fn):
+    result = checks.check_gradients_numerically(fn)
+    assert result.passed, str(result)
+    assert "relative error" in str(result)
+
+
+def test_does_the_numerical_gradient_check_reject_and_name_a_missing_path():
+    result = checks.check_gradients_numerically(bwd_no_var_path)
+    assert not result.passed
+    assert result.diagnosis.startswith("dx disagree")
+    assert "dx missing the term that flows through the variance" in result.diagnosis
+
+
+# ---------------------------------------------------------------------------------------------
+# Spatial
+# ---------------------------------------------------------------------------------------------
+
+
+def spatial_fwd_moveaxis(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    rows = np.moveaxis(x, 1, -1).reshape(-1, c)
+    out, cache = ref.batchnorm_forward(rows, gamma, beta, eps)
+    return np.moveaxis(out.reshape(n, h, w, c), -1, 1), (cache, x.shape)
+
+
+def spatial_bwd_moveaxis(dout, cache):
+    cache2d, (n, c, h, w) = cache
+    dx, dgamma, dbeta = ref.batchnorm_backward(np.moveaxis(dout, 1, -1).reshape(-1, c), cache2d)
+    return np.moveaxis(dx.reshape(n, h, w, c), -1, 1), dgamma, dbeta
+
+
+def spatial_fwd_direct(x, gamma, beta, eps=1e-5):
+    axes = (0, 2, 3)
+    mu = x.mean(axes, keepdims=True)
+    var = x.var(axes, keepdims=True)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    return gamma[None, :, None, None] * x_hat + beta[None, :, None, None], (x_hat, var, gamma, eps)
+
+
+def spatial_bwd_direct(dout, cache):
+    x_hat, var, gamma, eps = cache
+    axes = (0, 2, 3)
+    dx_hat = dout * gamma[None, :, None, None]
+    dx = (dx_hat - dx_hat.mean(axes, keepdims=True)
+          - x_hat * (dx_hat * x_hat).mean(axes, keepdims=True)) / np.sqrt(var + eps)
+    return dx, (dout * x_hat).sum(axes), dout.sum(axes)
+
+
+def spatial_fwd_no_transpose(x, gamma, beta, eps=1e-5):
+    out, cache = ref.batchnorm_forward(x.reshape(-1, x.shape[1]), gamma, beta, eps)
+    return out.reshape(x.shape), cache
+
+
+def spatial_fwd_per_position(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+    return gamma[None, :, None, None] * x_hat + beta[None, :, None, None], None
+
+
+def spatial_bwd_sum_n_only(dout, cache):
+    dx, _, _ = spatial_bwd_moveaxis(dout, cache)
+    cache2d, shape = cache
+    x_hat = np.moveaxis(cache2d.x_hat.reshape(shape[0], shape[2], shape[3], shape[1]), -1, 1)
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("pair", [(ref.spatial_batchnorm_forward, ref.spatial_batchnorm_backward),
+                                  (spatial_fwd_moveaxis, spatial_bwd_moveaxis),
+                                  (spatial_fwd_direct, spatial_bwd_direct)], ids=["reference", "moveaxis", "direct"])
+def test_does_every_correct_spatial_pair_pass(pair, hidden):
+    fwd, bwd = pair
+    assert checks.check_spatial_batchnorm_forward(fwd, hidden=hidden).passed
+    result = checks.check_spatial_batchnorm_backward(fwd, bwd, hidden=hidden)
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("fn,name", [
+    (spatial_fwd_no_transpose, "reshaped to (N*H*W, C) without moving C last"),
+    (spatial_fwd_per_position, "statistics per pixel position instead of per channel"),
+])
+def test_is_each_spatial_forward_mistake_named(fn, name):
+    result = checks.check_spatial_batchnorm_forward(fn)
+    assert result.diagnosis.startswith(name), result.diagnosis
+
+
+def test_is_a_spatial_dgamma_summed_over_n_only_named():
+    result = checks.check_spatial_batchnorm_backward(spatial_fwd_moveaxis, spatial_bwd_sum_n_only)
+    assert result.diagnosis.startswith("dgamma and dbeta summed over N only"), result.diagnosis
+
+
+def test_does_a_spatial_backward_check_point_at_a_broken_forward():
+    def bwd(dout, cache):
+        return spatial_bwd_moveaxis(dout, cache)
+
+    result = checks.check_spatial_batchnorm_backward(spatial_fwd_no_transpose_cache, bwd)
+    assert not result.passed
+    assert any("fix the forward first" in n for n in result.notes)
+
+
+def spatial_fwd_no_transpose_cache(x, gamma, beta, eps=1e-5):
+    out, cache = spatial_fwd_no_transpose(x, gamma, beta, eps)
+    return out, (cache, x.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every check: unattempted exercises, stderr, and the registry of names
+# ---------------------------------------------------------------------------------------------
+
+
+def _not_implemented(*args, **kwargs):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("check", [
+    checks.check_batchnorm_forward, checks.check_update_running_stats, checks.check_batchnorm_inference,
+    checks.check_batchnorm_backward_staged, checks.check_batchnorm_backward, checks.check_gradients_numerically,
+    checks.check_spatial_batchnorm_forward,
+    lambda fn: checks.check_spatial_batchnorm_backward(fn, fn),
+])
+def test_does_an_unattempted_exercise_fail_saying_so(check, capsys):
+    result = check(_not_implemented)
+    assert not result.passed
+    assert "NotImplementedError" in result.diagnosis
+    assert capsys.readouterr().err == ""
+
+
+def test_does_a_passing_check_write_nothing_to_stderr(capsys):
+    checks.check_batchnorm_forward(ref.batchnorm_forward).assert_passed()
+    checks.check_batchnorm_inference(ref.batchnorm_inference).assert_passed()
+    checks.check_gradients_numerically(ref.batchnorm_backward)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("group,check", [
+    ("forward", checks.check_batchnorm_forward),
+    ("running", checks.check_update_running_stats),
+    ("inference", checks.check_batchnorm_inference),
+    ("backward", checks.check_batchnorm_backward),
+    ("spatial_forward", checks.check_spatial_batchnorm_forward),
+])
+def test_is_every_registered_mistake_recognized_by_its_own_check(group, check):
+    """Each Mistake's own implementation, handed in as the learner's, must be named as itself."""
+    mistakes = {
+        "forward": checks._forward_mistakes, "running": checks._running_mistakes,
+        "inference": checks._inference_mistakes, "backward": checks._backward_mistakes,
+        "spatial_forward": checks._spatial_forward_mistakes,
+    }[group]()
+    assert [m.name for m in mistakes] == checks.MISTAKE_NAMES[group]
+    for m in mistakes:
+        for hidden in (False, True):
+            result = check(m.fn, hidden=hidden)
+            assert not result.passed, (m.name, hidden)
+            assert result.diagnosis.startswith(m.name), (m.name, hidden, result.diagnosis)
+
+
+def test_does_importing_the_checks_leave_torch_unimported():
+    import subprocess
+    import sys
+
+    code = ("import sys, bncourse.checks.batchnorm, bncourse.reference.batchnorm, bncourse.gradcheck; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
