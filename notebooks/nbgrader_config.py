@@ -17,6 +17,10 @@ c.Exchange.root = os.environ.get(
     "BNCOURSE_EXCHANGE", str(Path.home() / ".local" / "share" / "bncourse" / "exchange")
 )
 
+# Grading needs the exercises, not full-size experiments: autograde runs notebooks in fast mode
+# (the learner's own run stays full size). Export BNCOURSE_FAST=0 before grading to override.
+os.environ.setdefault("BNCOURSE_FAST", "1")
+
 # A learner's infinite loop must not hang grading: every cell gets at most this many seconds.
 c.ExecutePreprocessor.timeout = int(os.environ.get("BNCOURSE_CELL_TIMEOUT", "300"))
 c.ExecutePreprocessor.interrupt_on_timeout = True

@@ -1,0 +1,31 @@
+"""Shared test set-up: fast mode, a headless matplotlib, and a scratch copy of the course."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("BNCOURSE_FAST", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+# nbgrader runs `alembic` from PATH: make this interpreter's scripts folder visible even when the
+# environment was not activated (the README's commands call .venv/bin/python directly).
+_bin = os.path.dirname(sys.executable)
+if _bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
+
+REPO = Path(__file__).resolve().parent.parent
+COURSE = REPO / "notebooks"
+GENERATED = ("release", "submitted", "autograded", "feedback", "gradebook.db", ".nbgrader.log", ".ipynb_checkpoints")
+
+
+@pytest.fixture
+def course_copy(tmp_path, monkeypatch) -> Path:
+    """A private copy of the nbgrader course (source + config), with its own exchange folder."""
+    dest = tmp_path / "course"
+    shutil.copytree(COURSE, dest, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
+    monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
+    return dest
