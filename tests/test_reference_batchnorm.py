@@ -194,3 +194,14 @@ def test_does_inference_accept_a_batch_of_one():
 def test_does_pytorch_refuse_a_batch_of_one_in_training_too():
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         torch.nn.BatchNorm1d(3)(torch.ones(1, 3))
+
+
+def test_does_the_keras_update_weigh_the_old_value_and_use_the_biased_variance():
+    x = np.array([[0.0], [2.0], [4.0], [6.0]])  # mean 3, biased var 5, unbiased var 20/3
+    mean, var = bn.update_running_stats_keras(x, np.zeros(1), np.ones(1), momentum=0.99)
+    np.testing.assert_allclose(mean, [0.01 * 3])
+    np.testing.assert_allclose(var, [0.99 + 0.01 * 5])
+    # Keras momentum m with the biased variance is PyTorch momentum 1 - m up to the N / (N - 1) factor
+    t_mean, t_var = bn.update_running_stats(x, np.zeros(1), np.ones(1), momentum=0.01)
+    np.testing.assert_allclose(t_mean, mean)
+    np.testing.assert_allclose(t_var, [0.99 + 0.01 * 20 / 3])

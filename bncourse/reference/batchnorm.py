@@ -32,6 +32,7 @@ __all__ = [
     "BatchNorm",
     "batchnorm_forward",
     "update_running_stats",
+    "update_running_stats_keras",
     "batchnorm_inference",
     "batchnorm_backward_staged",
     "batchnorm_backward",
@@ -168,6 +169,24 @@ def update_running_stats(x, running_mean, running_var, momentum: float = 0.1) ->
     new_mean = ((1 - momentum) * rm + momentum * mu).astype(dtype, copy=False)
     new_var = ((1 - momentum) * rv + momentum * var_unbiased).astype(dtype, copy=False)
     return new_mean, new_var
+
+
+def update_running_stats_keras(x, moving_mean, moving_variance, momentum: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+    """The same update under Keras' conventions, for comparison (Keras 3 ``BatchNormalization``).
+
+    ``new = momentum * moving + (1 - momentum) * batch_stat``: Keras' momentum (default 0.99)
+    weighs the *old* value, and the variance blended in is the *biased* batch variance
+    (``ops.moments``). Keras' momentum m is PyTorch's momentum 1 - m. Shapes as in
+    ``update_running_stats``.
+    """
+    x = _float_array("x", x, 2, "(N, D)")
+    d = x.shape[1]
+    _check_training_batch(x)
+    rm = _per_feature("moving_mean", moving_mean, d, x.shape, np.float64)
+    rv = _per_feature("moving_variance", moving_variance, d, x.shape, np.float64)
+    if not np.isscalar(momentum) or not 0 <= momentum <= 1:
+        raise ValueError(f"expected momentum in [0, 1], got {momentum!r}")
+    return momentum * rm + (1 - momentum) * x.mean(axis=0), momentum * rv + (1 - momentum) * x.var(axis=0)
 
 
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps: float = 1e-5) -> np.ndarray:
