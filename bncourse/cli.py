@@ -28,7 +28,7 @@ def _start(args: argparse.Namespace) -> int:
     if args.no_lab:
         print(f"Open it later with: bncourse start {ws}")
         return 0
-    cmd = workspace.lab_command(ws)
+    cmd = workspace.lab_command(ws, open_browser=not args.no_browser, port=args.port)
     print("Starting JupyterLab:", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ws)
 
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("start", help="prepare your workspace and open the course in JupyterLab")
     p.add_argument("dir", nargs="?", help="workspace folder (default: $BNCOURSE_WORKSPACE or ~/bncourse-workspace)")
     p.add_argument("--no-lab", action="store_true", help="prepare the notebooks only; do not start JupyterLab")
+    p.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    p.add_argument("--port", type=int, default=None, help="JupyterLab's port (default: 8888 or the next free one)")
     p.set_defaults(func=_start)
 
     p = sub.add_parser("doctor", help="check that everything the course needs works here")

@@ -160,11 +160,13 @@ def describe(actions: list[FileAction], workspace: Path) -> str:
     return "\n".join(lines)
 
 
-def lab_command(workspace: Path, open_browser: bool = True) -> list[str]:
+def lab_command(workspace: Path, open_browser: bool = True, port: int | None = None) -> list[str]:
     """The command that opens JupyterLab in the workspace (``--allow-root`` when run as root)."""
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={workspace}"]
     if not open_browser:
         cmd.append("--no-browser")
+    if port is not None:
+        cmd.append(f"--ServerApp.port={port}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     return cmd

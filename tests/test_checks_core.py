@@ -1,0 +1,114 @@
+"""The checks engine: verdicts, diagnoses and manners, whatever the learner's function does."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from bncourse.checks.core import Case, Mistake, check_function, compare_arrays
+
+
+def reference(x):
+    return x - x.mean(axis=0)
+
+
+def forgot_axis(x):
+    return x - x.mean()
+
+
+CASES = [Case(f"N={n}, D={d}", lambda n=n, d=d: (np.random.default_rng(n).normal(size=(n, d)),)) for n, d in [(4, 3), (2, 1)]]
+MISTAKES = [Mistake("mean over all entries", "pass axis=0", forgot_axis)]
+
+
+def check(fn):
+    return check_function("center", fn, reference, CASES, MISTAKES)
+
+
+def test_does_a_correct_function_pass_every_case():
+    result = check(lambda x: x - x.mean(axis=0, keepdims=True))
+    assert result.passed and bool(result)
+    assert result.assert_passed() is result
+
+
+def test_is_a_known_mistake_named():
+    result = check(forgot_axis)
+    assert not result.passed
+    assert "mean over all entries" in result.diagnosis
+    with pytest.raises(AssertionError, match="mean over all entries: pass axis=0"):
+        result.assert_passed()
+
+
+def test_does_an_unknown_wrong_answer_fail_without_a_false_diagnosis():
+    result = check(lambda x: x * 2)
+    assert not result.passed
+    assert "mean over all entries" not in result.diagnosis
+    assert "differ" in str(result)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda x: None, "is None"),
+        (lambda x: x[:1], "has shape"),
+        (lambda x: (x - x.mean(0)).astype(np.float32), "has dtype"),
+        (lambda x: [1, 2], "should be a numpy array"),
+        (lambda x: 1 / 0, "raised ZeroDivisionError"),
+        (lambda x: np.full_like(x, np.nan), "NaN"),
+    ],
+)
+def test_do_broken_returns_get_a_readable_verdict(fn, words):
+    result = check(fn)
+    assert not result.passed
+    assert words in str(result)
+
+
+def test_is_an_untouched_stub_called_not_attempted():
+    def stub(x):
+        raise NotImplementedError()
+
+    assert "not attempted" in check(stub).diagnosis
+
+
+def test_is_an_input_changed_in_place_caught():
+    def in_place(x):
+        x -= x.mean(axis=0)
+        return x
+
+    result = check(in_place)
+    assert not result.passed
+    assert "in place" in result.diagnosis
+
+
+def test_does_a_passing_check_stay_silent_on_stderr(capfd):
+    def noisy(x):
+        warnings.warn("learner warning")
+        np.log(np.zeros(1))  # numpy's divide-by-zero warning
+        return x - x.mean(axis=0)
+
+    result = check(noisy)
+    assert result.passed
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert any("learner warning" in n for n in result.notes)
+
+
+def test_is_a_non_function_refused_with_a_hint():
+    result = check(np.zeros(3))
+    assert not result.passed and "no parentheses" in result.diagnosis
+
+
+def test_does_the_result_render_as_html_with_the_diagnosis():
+    html = check(forgot_axis)._repr_html_()
+    assert "<table>" in html and "mean over all entries" in html and "fail" in html
+
+
+def test_does_compare_arrays_point_at_the_worst_entry():
+    msg = compare_arrays("out", np.array([1.0, 2.0, 3.5]), np.array([1.0, 2.0, 3.0]), 1e-6, 1e-8)
+    assert "1 of 3 values differ" in msg and "index (2,)" in msg and "expected 3" in msg
+    assert compare_arrays("out", np.ones(2), np.ones(2), 1e-6, 1e-8) == ""
+
+
+def test_does_an_empty_case_list_never_pass():
+    assert not check_function("x", reference, reference, []).passed
