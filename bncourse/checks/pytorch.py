@@ -406,10 +406,10 @@ def _record(cls, spec: Step, dtype, device, forbid: bool) -> tuple[dict, str, ob
                 rec["step 1: dx"] = _np(x.grad)
                 rec["step 1: dweight"] = _np(module.weight.grad)
                 rec["step 1: dbias"] = _np(module.bias.grad)
+                rec["buffers track gradients"] = np.array(
+                    [bool(getattr(module, b).requires_grad) for b in ("running_mean", "running_var")])
             rec[f"step {k}: running_mean"] = _np(module.running_mean)
             rec[f"step {k}: running_var"] = _np(module.running_var)
-        rec["buffers track gradients"] = np.array(
-            [bool(getattr(module, b).requires_grad) for b in ("running_mean", "running_var")])
         module.eval()
         x = _batch(gen, spec.shape, dtype, device)
         with torch.no_grad():
@@ -529,6 +529,13 @@ def check_module(
                         failed_keys[i].add(key)
                     detail = detail or f"{spec.name}: {msg}"
         rows.append(CaseResult(title, not detail, detail))
+
+    tracked = [s.name for s, (rec, _, _) in zip(specs, learner)
+               if rec.get("buffers track gradients") is not None and rec["buffers track gradients"].any()]
+    missing = [s.name for s, (rec, _, _) in zip(specs, learner) if "buffers track gradients" not in rec]
+    detail = (f"{tracked[0]}: running_mean or running_var requires grad after a step" if tracked else
+              f"{missing[0]}: not reached, the module raised {errors[0] if errors else 'an error'}" if missing else "")
+    rows.append(CaseResult("running statistics updated outside autograd (no gradient history)", not detail, detail))
 
     notes: list[str] = []
     if device_spec is not None:
