@@ -11,6 +11,9 @@ import pytest
 
 os.environ.setdefault("BNCOURSE_FAST", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker (and per kernel it starts): the workers already fill the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # nbgrader runs `alembic` from PATH: make this interpreter's scripts folder visible even when the
 # environment was not activated (the README's commands call .venv/bin/python directly).
 _bin = os.path.dirname(sys.executable)
@@ -29,3 +32,4 @@ def course_copy(tmp_path, monkeypatch) -> Path:
     shutil.copytree(COURSE, dest, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     return dest
+
