@@ -452,9 +452,44 @@ def test_is_each_spatial_forward_mistake_named(fn, name):
     assert result.diagnosis.startswith(name), result.diagnosis
 
 
-def test_is_a_spatial_dgamma_summed_over_n_only_named():
-    result = checks.check_spatial_batchnorm_backward(spatial_fwd_moveaxis, spatial_bwd_sum_n_only)
-    assert result.diagnosis.startswith("dgamma and dbeta summed over N only"), result.diagnosis
+def spatial_bwd_no_inverse_transpose(dout, cache):
+    cache2d, shape = cache
+    dx, dgamma, dbeta = ref.batchnorm_backward(np.moveaxis(dout, 1, -1).reshape(-1, shape[1]), cache2d)
+    return dx.reshape(shape), dgamma, dbeta
+
+
+def spatial_bwd_direct_only(dout, cache):
+    cache2d, shape = cache
+    scale = (cache2d.gamma * cache2d.inv_std)[None, :, None, None]
+    _, dgamma, dbeta = spatial_bwd_moveaxis(dout, cache)
+    return dout * scale, dgamma, dbeta
+
+
+def spatial_bwd_sum_hw_only(dout, cache):
+    dx, _, _ = spatial_bwd_moveaxis(dout, cache)
+    cache2d, shape = cache
+    x_hat = np.moveaxis(cache2d.x_hat.reshape(shape[0], shape[2], shape[3], shape[1]), -1, 1)
+    return dx, (dout * x_hat).sum((2, 3)), dout.sum((2, 3))
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn,name", [
+    (spatial_bwd_sum_n_only, "dgamma and dbeta summed over N only (not H and W)"),
+    (spatial_bwd_sum_hw_only, "dgamma and dbeta not summed over N"),
+    (spatial_bwd_no_inverse_transpose, "dx reshaped back without the inverse transpose"),
+    (spatial_bwd_direct_only, "dx missing the terms that flow through the mean and the variance"),
+])
+def test_is_each_spatial_backward_mistake_named(fn, name, hidden):
+    result = checks.check_spatial_batchnorm_backward(spatial_fwd_moveaxis, fn, hidden=hidden)
+    assert not result.passed
+    assert result.diagnosis.startswith(name), result.diagnosis
+    assert name in checks.MISTAKE_NAMES["spatial_backward"]
+
+
+def test_does_passing_a_non_function_say_so():
+    result = checks.check_spatial_batchnorm_backward(spatial_fwd_moveaxis, "spatial_bwd")
+    assert not result.passed and "expected a function, got str" in str(result)
+    assert "expected a function" in str(checks.check_batchnorm_forward(None))
 
 
 def test_does_a_spatial_backward_check_point_at_a_broken_forward():

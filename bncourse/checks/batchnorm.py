@@ -787,7 +787,10 @@ def check_spatial_batchnorm_backward(forward_fn, backward_fn, hidden: bool = Fal
 
     The cache is the one the learner's own spatial forward returns.
     """
-    pair = _spatial_pair(forward_fn, backward_fn) if callable(forward_fn) and callable(backward_fn) else backward_fn
+    if not callable(forward_fn) or not callable(backward_fn):
+        not_fn = forward_fn if not callable(forward_fn) else backward_fn
+        return check_function("spatial_batchnorm_backward", not_fn, None, [])  # "expected a function, got ..."
+    pair = _spatial_pair(forward_fn, backward_fn)
     result = _check(
         "spatial_batchnorm_backward", pair, _ref_spatial_backward_from(lambda dx, dg, db, dout, c: (dx, dg, db)),
         _spatial_cases(hidden, with_dout=True), _spatial_backward_mistakes(),
@@ -796,7 +799,7 @@ def check_spatial_batchnorm_backward(forward_fn, backward_fn, hidden: bool = Fal
                                              "dout belongs to the caller: compute into new arrays")},
         outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-5,
     )
-    if not result.passed and callable(forward_fn) and not check_spatial_batchnorm_forward(forward_fn, hidden).passed:
+    if not result.passed and not check_spatial_batchnorm_forward(forward_fn, hidden).passed:
         result.notes.append("your spatial forward does not pass its check yet; the backward uses its cache, "
                             "so fix the forward first")
     return result
