@@ -1,0 +1,105 @@
+"""The training loop: it learns, records what the plots need, and evaluates in eval mode."""
+
+import pytest
+import torch
+from torch import nn
+
+from bncourse.data import DeviceLoader, load_digits
+from bncourse.models import BNPaperMLP, SmallCNN
+from bncourse.train import History, TrainConfig, evaluate, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def test_does_the_bn_mlp_learn_digits_in_a_few_hundred_steps(digits):
+    torch.manual_seed(0)
+    model = BNPaperMLP(64, 10, batch_norm=True)
+    config = TrainConfig(steps=200, batch_size=60, lr=0.5, momentum=0.0, eval_every=100, progress=False)
+    h = train(model, digits.train, digits.test, config)
+    assert h.eval_steps == [0, 100, 200]
+    assert h.test_acc[0] < 0.3 and h.final_test_acc > 0.9
+    assert len(h.steps) == len(h.train_loss) == len(h.train_acc) == 200
+    assert h.train_loss[-1] < h.train_loss[0]
+    assert h.images_seen == 8 * 1438 + 8 * 60 and h.images_per_s > 0  # 8 epochs of 24 batches, 8 more steps
+
+
+def test_are_per_epoch_records_one_per_epoch(digits):
+    torch.manual_seed(0)
+    h = train(BNPaperMLP(64, 10), digits.train, digits.test, TrainConfig(epochs=2, batch_size=500, progress=False))
+    assert len(h.epoch_train_loss) == len(h.epoch_test_acc) == 2 and h.eval_steps == [3, 6]
+    assert len(h.steps) == 6
+
+
+def test_does_evaluation_use_eval_mode_and_restore_the_mode(digits):
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, 10)
+            self.modes = []
+
+        def forward(self, x):
+            self.modes.append(self.training)
+            return self.lin(x.flatten(1))
+
+    m = Spy().train()
+    evaluate(m, digits.test)
+    assert m.modes and not any(m.modes) and m.training
+    m.eval()
+    evaluate(m, digits.test)
+    assert not m.training
+
+
+def test_do_records_run_in_eval_mode_at_every_evaluation(digits):
+    torch.manual_seed(0)
+    model = BNPaperMLP(64, 10, batch_norm=True)
+    x_fixed = digits.X_test[:30]
+    seen = []
+
+    def record(m):
+        seen.append(m.training)
+        return m.forward_with_preact(x_fixed)[1][:, 0].clone()
+
+    config = TrainConfig(steps=50, batch_size=60, eval_every=25, progress=False, record=record)
+    h = train(model, digits.train, digits.test, config)
+    assert len(h.records) == len(h.eval_steps) == 3 and h.records[0].shape == (30,)
+    assert seen == [False, False, False] and model.training
+
+
+def test_does_training_repeat_exactly_with_the_same_seed(digits):
+    def run():
+        torch.manual_seed(1)
+        return train(BNPaperMLP(64, 10), digits.train, None, TrainConfig(steps=30, batch_size=60, progress=False))
+
+    assert run().train_loss == run().train_loss
+
+
+def test_does_a_cnn_train_from_a_device_loader_with_augmentation(digits):
+    torch.manual_seed(0)
+    loader = DeviceLoader(*digits.train, batch_size=128, augment=True, padding=1, flip=False)
+    h = train(SmallCNN(1, 10, widths=(8, 16)), loader, digits.test,
+              TrainConfig(steps=5, lr=0.05, progress=False, schedule="onecycle"))
+    assert len(h.train_loss) == 5 and len(h.test_acc) == 1
+
+
+def test_is_a_diverging_run_flagged_and_stopped(digits):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    h = train(model, digits.train, None, TrainConfig(epochs=3, batch_size=256, lr=1e37, momentum=0.9, progress=False))
+    assert h.diverged and len(h.epoch_train_loss) < 3
+
+
+def test_are_unknown_options_rejected_by_name(digits):
+    with pytest.raises(ValueError, match="optimizer"):
+        train(BNPaperMLP(64, 10), digits.train, None, TrainConfig(steps=1, optimizer="lion", progress=False))
+    with pytest.raises(ValueError, match="schedule"):
+        train(BNPaperMLP(64, 10), digits.train, None, TrainConfig(steps=1, schedule="cosine", progress=False))
+
+
+def test_does_fast_mode_shorten_the_default_epochs(monkeypatch):
+    monkeypatch.setenv("BNCOURSE_FAST", "1")
+    fast = TrainConfig().epochs
+    monkeypatch.setenv("BNCOURSE_FAST", "0")
+    assert TrainConfig().epochs > fast
