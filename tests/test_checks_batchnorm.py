@@ -125,6 +125,16 @@ def test_is_each_forward_mistake_named(fn, name):
         result.assert_passed()
 
 
+def test_is_a_float64_output_for_float32_input_called_a_dtype_problem_not_an_eps_mistake():
+    def upcasts(x, gamma, beta, eps=1e-5):
+        x = x.astype(np.float64)
+        return gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta, None
+
+    result = checks.check_batchnorm_forward(upcasts)
+    assert not result.passed
+    assert result.diagnosis.startswith("wrong output dtype: out has dtype float64, expected float32"), result.diagnosis
+
+
 def test_are_forward_mistakes_also_caught_by_the_hidden_cases():
     for fn, name in FORWARD_MISTAKES:
         result = checks.check_batchnorm_forward(fn, hidden=True)
