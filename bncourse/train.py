@@ -272,3 +272,33 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
     finally:
         bar.close()
     return history
+
+
+def recompute_bn_statistics(model: nn.Module, batches) -> nn.Module:
+    """Re-estimate every batch-norm layer's running statistics from ``batches``; returns ``model``.
+
+    Each layer's ``running_mean``/``running_var`` are reset (``reset_running_stats``) and its
+    ``momentum`` set to ``None`` (PyTorch's cumulative average: every batch weighs the same) while
+    the batches (input tensors (N, ...), or (X, y) pairs) go through the model in training mode
+    without gradients. Momenta and the model's mode are restored afterwards; weights are untouched.
+    """
+    from bncourse.models import norm_layers
+
+    layers = [m for m in norm_layers(model) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        with torch.no_grad():
+            for batch in batches:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(device))
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model

@@ -1,0 +1,63 @@
+"""The training notebooks' checks pass the reference and name the known mistakes."""
+
+import numpy as np
+import pytest
+
+from bncourse.checks import training as T
+from bncourse.plots import percentile_bands
+from bncourse.train import recompute_bn_statistics
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_does_the_reference_pass_both_checks(hidden):
+    assert T.check_sigmoid_input_percentiles(percentile_bands, hidden=hidden).passed
+    assert T.check_recompute_bn_statistics(recompute_bn_statistics, hidden=hidden).passed
+
+
+@pytest.mark.parametrize("mistake", T._percentile_mistakes(), ids=lambda m: m.name)
+def test_is_each_percentile_mistake_named(mistake):
+    result = T.check_sigmoid_input_percentiles(mistake.fn)
+    assert not result.passed and result.diagnosis.startswith(mistake.name)
+
+
+def test_does_an_unattempted_exercise_fail_with_a_plain_message():
+    def blank(records):
+        raise NotImplementedError()
+
+    result = T.check_sigmoid_input_percentiles(blank)
+    assert not result.passed and "not attempted" in result.diagnosis
+    with pytest.raises(AssertionError):
+        T.check_recompute_bn_statistics(lambda model, batches: blank(None)).assert_passed()
+
+
+@pytest.mark.parametrize("name, hint, buggy", T._BN_MISTAKES, ids=[m[0] for m in T._BN_MISTAKES])
+def test_is_each_recompute_mistake_named(name, hint, buggy):
+    result = T.check_recompute_bn_statistics(buggy)
+    assert not result.passed and result.diagnosis.startswith(name), result.diagnosis
+
+
+def test_does_leaving_train_mode_on_fail_even_with_right_statistics():
+    def forgets_mode(model, batches):
+        recompute_bn_statistics(model, batches)
+        model.train()
+
+    result = T.check_recompute_bn_statistics(forgets_mode)
+    assert not result.passed and "mode" in result.diagnosis
+
+
+def test_does_an_optimizer_step_count_as_a_failure():
+    import torch
+
+    def trains(model, batches):
+        recompute_bn_statistics(model, batches)
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)
+
+    result = T.check_recompute_bn_statistics(trains)
+    assert not result.passed and "weights changed" in result.diagnosis
+
+
+def test_are_the_checks_silent_on_stderr(capfd):
+    T.check_sigmoid_input_percentiles(percentile_bands).assert_passed()
+    T.check_recompute_bn_statistics(recompute_bn_statistics).assert_passed()
+    assert capfd.readouterr().err == ""
