@@ -312,10 +312,11 @@ def batchnorm_backward(dout, cache: BatchNormCache) -> tuple[np.ndarray, np.ndar
     n = cache.x.shape[0]
     dbeta = dout.sum(axis=0)
     dgamma = np.einsum("nd,nd->d", dout, cache.x_hat)
-    k = cache.gamma * cache.inv_std / n
-    dx = dout * (k * n)
-    dx -= k * dbeta
-    dx -= cache.x_hat * (k * dgamma)
+    # One new (N, D) array and three in-place passes: fresh arrays cost more than arithmetic here.
+    dx = cache.x_hat * (-dgamma / n)
+    dx += dout
+    dx -= dbeta / n
+    dx *= cache.gamma * cache.inv_std
     return dx, dgamma, dbeta
 
 
