@@ -6,6 +6,8 @@ module), so these tests fail if a check stops recognizing the mistake in a learn
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,11 @@ def _fwd_default_eps(ctx, x, gamma, beta, eps):
     return torch.from_numpy(out)
 
 
+def _fwd_float64_out(ctx, x, gamma, beta, eps):
+    out, ctx.cache = batchnorm_forward(*(t.detach().double().numpy() for t in (x, gamma, beta)), eps)
+    return torch.from_numpy(out)
+
+
 def _fwd_builtin(ctx, x, gamma, beta, eps):
     ctx.save_for_backward(x, gamma, beta)
     return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
@@ -135,6 +142,7 @@ def test_does_a_correct_function_pass_silently(Fn, hidden, capfd):
         (_fwd_ok, _bwd_swapped, "dgamma and dbeta swapped"),
         (_fwd_ok, _bwd_dx_through_x_hat_only, "treats the batch mean and variance as constants"),
         (_fwd_builtin, _bwd_ok, "used torch's own batch norm"),
+        (_fwd_float64_out, _bwd_ok, "wrong dtype (out has dtype float64, expected float32"),
         (_fwd_not_implemented, _bwd_not_implemented, "not attempted yet"),
     ],
 )
@@ -142,7 +150,7 @@ def test_is_each_function_mistake_rejected_by_name(forward, backward, name, capf
     result = check_batchnorm_function(_fn(forward, backward))
     assert not result.passed
     assert name in result.diagnosis, result.diagnosis
-    with pytest.raises(AssertionError, match=name.split("'")[0]):
+    with pytest.raises(AssertionError, match=re.escape(name.split("'")[0])):
         result.assert_passed()
     assert name.split("'")[0] in result._repr_html_()
     assert capfd.readouterr().err == ""

@@ -315,6 +315,10 @@ def check_batchnorm_function(Fn, hidden: bool = False) -> CheckResult:
     if not grad.passed and r64.passed and r32.passed:
         result.diagnosis = "backward does not compute the gradient of forward (torch.autograd.gradcheck failed)"
     result.tolerance = "float64: rtol=1e-06, atol=1e-08; float32: rtol=1e-03, atol=1e-04; gradcheck: eps=1e-6, atol=1e-5"
+    dtype_problem = next((c.detail for c in result.cases if not c.passed and "has dtype" in c.detail), "")
+    if dtype_problem and r64.passed:  # the values may be right: say what is wrong, not a mistake they resemble
+        result.diagnosis = (f"wrong dtype ({dtype_problem.split(';')[0]}): convert back in the input's dtype, "
+                            "torch.from_numpy(out).to(device=x.device, dtype=x.dtype), and the gradients in dout's")
     return _apply_explanation(result, [m.name for m in mistakes])
 
 
