@@ -17,12 +17,18 @@ odd return value escape as a traceback from inside it; a passing check writes no
 from __future__ import annotations
 
 import html
+import io
+import os
+import sys
+import tempfile
 import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from bncourse.checks import replay
 
 # Captured once at import, so a learner's cell that later replaces numpy's functions cannot
 # change how the checker compares arrays.
@@ -160,19 +166,58 @@ def _learner_frame(tb) -> str:
     return f" (at {where}: {f.line.strip()})" if f.line else (f" (at {where})" if where else "")
 
 
+class _quiet_stderr:
+    """Divert stderr (Python's and file descriptor 2) while the learner's code runs.
+
+    nbgrader scores a test cell 0 when anything reaches stderr; a warning the learner's code (or
+    torch's C++ side) prints is reported as a note instead. ``getvalue()`` gives what was written.
+    """
+
+    def __enter__(self):
+        self._buf = io.StringIO()
+        self._old = sys.stderr
+        sys.stderr = self._buf
+        self._fd_saved = self._tmp = None
+        try:
+            sys.__stderr__ and sys.__stderr__.flush()
+            self._tmp = tempfile.TemporaryFile()
+            self._fd_saved = os.dup(2)
+            os.dup2(self._tmp.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no usable fd 2 (some embedded interpreters)
+            self._fd_saved = None
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr = self._old
+        if self._fd_saved is not None:
+            os.dup2(self._fd_saved, 2)
+            os.close(self._fd_saved)
+        if self._tmp is not None:
+            self._tmp.seek(0)
+            self._buf.write(self._tmp.read().decode("utf-8", "replace"))
+            self._tmp.close()
+        return False
+
+    def getvalue(self) -> str:
+        return self._buf.getvalue()
+
+
 def safe_call(fn: Callable, args: tuple) -> Call:
     """Call ``fn(*args)``, catching exceptions and warnings and noticing in-place changes."""
     before = [(i, _copy(a)) for i, a in enumerate(args) if type(a) is _ndarray]
     call = Call()
-    with warnings.catch_warnings(record=True) as caught, _errstate(all="ignore"):
+    with warnings.catch_warnings(record=True) as caught, _errstate(all="ignore"), _quiet_stderr() as err:
         warnings.simplefilter("always")
         try:
             call.value = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt/SystemExit must not kill grading either
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, (KeyboardInterrupt, replay.NotReplayable)):
                 raise
             call.error = f"{type(exc).__name__}: {exc}{_learner_frame(exc.__traceback__)}"
     call.warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    printed = err.getvalue().strip()
+    if printed:
+        call.warnings.append(f"the function wrote to stderr: {printed[:300]}")
     for i, old in before:
         new = args[i]
         if type(new) is _ndarray and (new.shape != old.shape or not _array_equal(new, old, equal_nan=True)):
@@ -259,7 +304,7 @@ def check_function(
     """
     compare = list(compare or outputs)
     tolerance = f"rtol={rtol:g}, atol={atol:g}"
-    if not callable(learner_fn):
+    if not callable(learner_fn) or _replayed_not_callable(exercise, learner_fn):
         return CheckResult(
             exercise,
             [CaseResult("setup", False, f"expected a function, got {type(learner_fn).__name__}")],
@@ -270,8 +315,9 @@ def check_function(
     failed_outputs: list[tuple[Case, dict]] = []
     structural: list[str] = []
     notes: list[str] = []
+    learner = _Learner(exercise, learner_fn)
     for case in cases:
-        call = safe_call(learner_fn, case.make_args())
+        call = learner.call(case)
         notes.extend(w for w in call.warnings if w not in notes)
         if call.error:
             if "NotImplementedError" in call.error:
@@ -297,12 +343,83 @@ def check_function(
             dtype_msgs = [p for p in problems if "has dtype" in p]
             structural.extend(shape_msgs or dtype_msgs)
 
+    learner.finish()
     diagnosis = ""
     if not all(r.passed for r in results):
         diagnosis = _diagnose(failed_outputs, mistakes, compare, outputs, rtol, atol) or (
             structural[0] if structural else "the values differ from the reference (see the cases below)"
         )
     return CheckResult(exercise, results, diagnosis=diagnosis, tolerance=tolerance, notes=notes)
+
+
+class _Learner:
+    """Calls the learner's function for ``check_function``: records receipts while grading,
+    and during the grader's replay (``bncourse.checks.replay``) answers from them instead."""
+
+    def __init__(self, exercise: str, fn: Callable):
+        self.exercise = exercise
+        self.fn = fn
+        self.replaying = type(fn) is replay.Replayer
+        self.recording = not self.replaying and replay.recording()
+        self.calls: list[dict] = []
+        self.entry = None
+        self.index = 0
+        if self.replaying:
+            sess = replay.session()
+            if sess is None:
+                raise replay.NotReplayable("a replayed function outside a replay session")
+            self.entry = sess.next_entry(exercise)
+            if self.entry.get("not_callable"):
+                raise replay.Tampered("the receipt says the learner's object was not callable")
+            if str(self.entry.get("origin", "")).split(".")[0] == "bncourse":
+                raise replay.Tampered("the function checked was bncourse's own code, not the learner's")
+
+    def call(self, case: Case) -> Call:
+        args = case.make_args()
+        if self.replaying:
+            return self._replayed(case, args)
+        fingerprint = replay.digest(args) if self.recording else ""
+        call = safe_call(self.fn, args)
+        if self.recording:
+            self.calls.append({
+                "digest": fingerprint,
+                "value": None if call.error else replay.encode(call.value),
+                "error": call.error[:2000],
+                "mutated": list(call.mutated),
+            })
+        return call
+
+    def _replayed(self, case: Case, args: tuple) -> Call:
+        calls = self.entry.get("calls") or []
+        if self.index >= len(calls):
+            raise replay.Tampered(f"'{self.exercise}': fewer recorded calls than cases")
+        rec = calls[self.index]
+        self.index += 1
+        if rec.get("digest") != replay.digest(args):
+            if replay.digest(case.make_args()) != replay.digest(args):
+                raise replay.NotReplayable(f"case '{case.name}' of '{self.exercise}' is not deterministic")
+            raise replay.Tampered(f"'{self.exercise}', case '{case.name}': recorded for other inputs")
+        error = str(rec.get("error") or "")
+        value = None if error else replay.decode(rec.get("value"))
+        mutated = [int(i) for i in rec.get("mutated") or []]
+        return Call(value=value, error=error, mutated=mutated)
+
+    def finish(self) -> None:
+        if self.recording:
+            try:
+                origin = str(getattr(self.fn, "__module__", "") or "")
+            except Exception:  # noqa: BLE001 - a learner object may raise on attribute access
+                origin = ""
+            replay.publish({"exercise": self.exercise, "calls": self.calls, "origin": origin})
+        elif self.replaying and self.index != len(self.entry.get("calls") or []):
+            raise replay.Tampered(f"'{self.exercise}': more recorded calls than cases")
+
+
+def _replayed_not_callable(exercise: str, fn: Any) -> bool:
+    """While grading, a non-callable 'function' is receipted too, so the replay agrees."""
+    if not callable(fn) and replay.recording():
+        replay.publish({"exercise": exercise, "not_callable": True})
+    return False
 
 
 def _diagnose(failed, mistakes, compare, outputs, rtol, atol) -> str:

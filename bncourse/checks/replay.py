@@ -1,0 +1,259 @@
+"""Receipts: the grader re-judges a graded test cell outside the learner's kernel.
+
+A learner's cell runs in the same Python process as the test cells after it, so it can replace
+anything there (bncourse's checks, numpy's comparisons, the result objects). The verdict that
+counts is therefore computed again by the grader, from data:
+
+1. In the kernel, during ``nbgrader autograde`` (``NBGRADER_EXECUTION=autograde``), every
+   ``check_function`` call publishes a *receipt*: for each case, a digest of the inputs and the
+   learner function's return value (or error), serialized as plain data (arrays as bytes; any
+   other object becomes an opaque stand-in). Receipts travel as display outputs of the test cell.
+2. After execution, the grader (``bncourse.grading.VerifyChecks``) runs the test cell's ORIGINAL
+   source (nbgrader restores it from the source notebook) in a fresh ``python -I`` process, the
+   learner's names bound to ``Replayer`` stand-ins. ``check_function`` sees a ``Replayer`` and
+   takes the outputs from the receipts instead of calling anything. Genuine bncourse, genuine
+   numpy: the same verdict an honest kernel would give, or a failure.
+
+Forging a receipt can only claim outputs; claiming the right outputs is no easier than computing
+them. A cell whose checks touch the learner's objects some other way is *not replayable*; the
+grader then keeps the kernel's verdict and says so in its log.
+
+Run as ``python -I -m bncourse.checks.replay`` it reads a JSON job on stdin and writes verdicts.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import builtins
+import hashlib
+import json
+import os
+import sys
+import zlib
+from typing import Any
+
+import numpy as np
+
+MIME = "application/vnd.bncourse.receipt+json"
+ENV_FORCE = "BNCOURSE_RECEIPTS"  # "1": publish receipts outside autograde too (tests)
+_MAX_ARRAY_BYTES = 64 * 1024 * 1024
+
+
+def recording() -> bool:
+    """True when check_function calls in this process should publish receipts."""
+    return os.environ.get("NBGRADER_EXECUTION") == "autograde" or os.environ.get(ENV_FORCE) == "1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-data encoding (never pickle: the grader must not run code a learner crafted)
+# ---------------------------------------------------------------------------------------------
+
+
+class Opaque:
+    """Stands in for an object that is not plain data (it never compares equal to an array)."""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} object>"
+
+
+def encode(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON-able data: exact ndarrays (numeric), tuples, lists, None; else opaque."""
+    t = type(value)
+    if value is None:
+        return None
+    if t is np.ndarray and value.dtype.kind in "biufc" and value.nbytes <= _MAX_ARRAY_BYTES and not value.dtype.hasobject:
+        arr = np.ascontiguousarray(value)
+        return {"nd": arr.dtype.str, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
+    if t in (tuple, list) and depth < 3 and len(value) <= 64:
+        return {"seq": "tuple" if t is tuple else "list", "items": [encode(v, depth + 1) for v in value]}
+    return {"opaque": t.__name__[:80]}
+
+
+def decode(data: Any) -> Any:
+    if data is None:
+        return None
+    if type(data) is not dict:
+        return Opaque("unknown")
+    if "nd" in data:
+        dtype = np.dtype(str(data["nd"]))
+        if dtype.kind not in "biufc":
+            return Opaque("ndarray")
+        shape = tuple(int(s) for s in data["shape"])
+        raw = base64.b64decode(data["b64"])
+        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    if "seq" in data:
+        items = [decode(v) for v in data.get("items", [])]
+        return tuple(items) if data["seq"] == "tuple" else items
+    return Opaque(str(data.get("opaque", "object")))
+
+
+def digest(args: tuple) -> str:
+    """A short fingerprint of a call's arguments (arrays by dtype, shape and bytes)."""
+    h = hashlib.sha256()
+    for a in args:
+        if type(a) is np.ndarray:
+            arr = np.ascontiguousarray(a)
+            h.update(f"nd{arr.dtype.str}{arr.shape}".encode())
+            if not arr.dtype.hasobject:
+                h.update(arr.tobytes())
+        elif type(a) in (int, float, bool, str, type(None)):
+            h.update(f"{type(a).__name__}:{a!r}".encode())
+        else:
+            h.update(f"<{type(a).__name__}>".encode())
+        h.update(b"|")
+    return h.hexdigest()[:24]
+
+
+def pack(entry: dict) -> dict:
+    raw = zlib.compress(json.dumps(entry).encode("utf-8"), 6)
+    return {"v": 1, "z": base64.b64encode(raw).decode("ascii")}
+
+
+def unpack(bundle: Any) -> dict | None:
+    try:
+        if type(bundle) is not dict or bundle.get("v") != 1:
+            return None
+        entry = json.loads(zlib.decompress(base64.b64decode(bundle["z"]), bufsize=1 << 20).decode("utf-8"))
+        return entry if type(entry) is dict else None
+    except Exception:  # noqa: BLE001 - a damaged receipt is simply not a receipt
+        return None
+
+
+def publish(entry: dict) -> None:
+    """Attach a receipt to the running cell's outputs (no-op outside IPython)."""
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - plain python: nothing to attach to
+        return
+    display({MIME: pack(entry)}, raw=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The replay side (runs in the grader's fresh process)
+# ---------------------------------------------------------------------------------------------
+
+
+class NotReplayable(BaseException):
+    """The cell's checks used the learner's objects in a way receipts cannot reproduce.
+
+    A BaseException so that a check's ``except Exception`` cannot turn it into a verdict.
+    """
+
+
+class Tampered(Exception):
+    """The receipts do not match what the genuine test cell asks for."""
+
+
+class Replayer:
+    """Stands in for a learner's object during replay; only ``check_function`` may use it."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str):
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args, **kwargs):
+        raise NotReplayable(f"{object.__getattribute__(self, '_name')} was called outside check_function")
+
+    def __getattr__(self, attr):
+        raise NotReplayable(f"the check looked at {object.__getattribute__(self, '_name')}.{attr}")
+
+    def __repr__(self) -> str:
+        return f"<replayed {object.__getattribute__(self, '_name')}>"
+
+
+class _Session:
+    def __init__(self, entries: list[dict]):
+        self.entries = list(entries)
+        self.used = 0
+
+    def next_entry(self, exercise: str) -> dict:
+        if self.used >= len(self.entries):
+            raise Tampered(f"no receipt for check '{exercise}' (the test cell did not run as written)")
+        entry = self.entries[self.used]
+        self.used += 1
+        if entry.get("exercise") != exercise:
+            raise Tampered(f"receipt for '{entry.get('exercise')}' where the test cell runs '{exercise}'")
+        return entry
+
+
+_SESSION: _Session | None = None
+
+
+def session() -> _Session | None:
+    return _SESSION
+
+
+def free_names(source: str) -> set[str]:
+    """Names a cell reads without defining them itself (the learner's objects, typically)."""
+    tree = ast.parse(source)
+    bound: set[str] = set()
+    loaded: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                bound.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return {n for n in loaded - bound if not hasattr(builtins, n)}
+
+
+def replay_cell(source: str, entries: list[dict]) -> tuple[str, str]:
+    """Re-run one test cell against its receipts: ('pass'|'fail'|'not_replayable', reason)."""
+    global _SESSION
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    try:
+        names = free_names(source)
+        code = compile(source, "<test cell>", "exec")
+    except SyntaxError as exc:
+        return "not_replayable", f"the cell is not plain Python ({exc.msg})"
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    namespace.update({n: Replayer(n) for n in names})
+    _SESSION = _Session(entries)
+    sink = io.StringIO()
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            exec(code, namespace)  # noqa: S102 - trusted source: the instructor's test cell
+    except NotReplayable as exc:
+        return "not_replayable", str(exc)
+    except Tampered as exc:
+        return "fail", str(exc)
+    except AssertionError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "assertion failed"
+        return "fail", f"the genuine check fails on the recorded outputs ({first})"
+    except BaseException as exc:  # noqa: BLE001 - anything else: the cell does not pass
+        return "fail", f"{type(exc).__name__}: {exc}"
+    finally:
+        used = _SESSION.used if _SESSION else 0
+        _SESSION = None
+    if used == 0:
+        return "not_replayable", "the cell calls no receipt-producing check"
+    return "pass", ""
+
+
+def main() -> int:
+    """stdin: {"cells": [{"id", "source", "receipts": [bundle, ...]}]}; stdout: {"id": [verdict, reason]}."""
+    job = json.load(sys.stdin)
+    out = {}
+    for cell in job.get("cells", []):
+        entries = [e for e in (unpack(b) for b in cell.get("receipts", [])) if e is not None]
+        out[cell["id"]] = list(replay_cell(cell["source"], entries))
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, so check_function recognises the same Replayer class.
+    from bncourse.checks.replay import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,574 @@
+"""Instructor helpers over nbgrader: hardened autograding, parallel grading, safe feedback.
+
+nbgrader stays the grading engine. This module adds what the course needs around it:
+
+- ``configure_nbgrader(c)``: one line in ``nbgrader_config.py`` that makes plain ``nbgrader
+  autograde`` / ``generate_feedback`` and the formgrader behave like ``bncourse grade``:
+  ``GradingExecute`` (the kernel runs in fast mode), ``VerifyChecks`` (graded test cells are
+  re-judged outside the learner's kernel, see ``bncourse.checks.replay``) and ``HideHiddenTests``
+  (feedback shows neither hidden test code nor hidden cases' values).
+- ``grade(assignment, course_dir, jobs=N)``: autogrades every submission with N worker processes,
+  each running nbgrader's own autograde for one student at a time against a private copy of the
+  gradebook; the main process then merges each student's rows into the ONE gradebook, which
+  ``nbgrader export`` and the formgrader read as usual. Workers read a staged copy of the
+  submissions, so submitted files are never touched (their hashes are checked afterwards). A
+  submission nbgrader cannot grade (kernel crash, corrupted JSON) is recorded with 0 points and a
+  reason; the others are graded.
+
+    report = grade("01_why_normalize", "notebooks", jobs=2)
+    print(report)                      # one row per student: score, status, reason
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from nbgrader import utils as nbutils
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbformat.v4 import new_output
+from traitlets import Dict, Float, Unicode
+
+from bncourse.checks import replay
+
+REPORT_DIR = "grading_reports"
+VERIFY_ENAME = "GradingVerificationError"
+HIDDEN_MESSAGE = "a hidden test did not pass (hidden tests' code and values are not shown)"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+# ---------------------------------------------------------------------------------------------
+# nbgrader preprocessors
+# ---------------------------------------------------------------------------------------------
+
+
+class GradingExecute(Execute):
+    """nbgrader's Execute with extra environment variables for the kernel (fast mode by default).
+
+    The checks do not depend on the size of a notebook's experiments, so grading runs the
+    notebooks the way CI does. Set ``c.GradingExecute.kernel_env = {}`` for full-size runs.
+    """
+
+    kernel_env = Dict({"BNCOURSE_FAST": "1"}, help="Environment variables set for the grading kernel.").tag(
+        config=True
+    )
+
+    def preprocess(self, nb, resources=None, km=None):
+        with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
+            return super().preprocess(nb, resources, km=km)
+
+
+def _is_test_cell(cell) -> bool:
+    return cell.cell_type == "code" and nbutils.is_grade(cell) and not nbutils.is_solution(cell)
+
+
+def _failed_in_kernel(cell) -> bool:
+    return any(
+        o.output_type == "error" or (o.output_type == "stream" and o.get("name") == "stderr") for o in cell.outputs
+    )
+
+
+def _pop_receipts(cell) -> list:
+    receipts, kept = [], []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") in ("display_data", "execute_result") and replay.MIME in o.get("data", {}):
+            receipts.append(o["data"][replay.MIME])
+        else:
+            kept.append(o)
+    cell.outputs = kept
+    return receipts
+
+
+def replay_cells(cells: Sequence[dict], timeout: float = 600) -> dict[str, list]:
+    """Re-judge test cells in a fresh ``python -I`` process: {cell id: [verdict, reason]}."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NBGRADER_EXECUTION", replay.ENV_FORCE)}
+    with tempfile.TemporaryDirectory(prefix="bncourse-replay-") as cwd:
+        proc = subprocess.run(
+            [sys.executable, "-I", "-m", "bncourse.checks.replay"],
+            input=json.dumps({"cells": list(cells)}), capture_output=True, text=True, cwd=cwd, env=env,
+            timeout=timeout,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the replay process failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+class VerifyChecks(NbGraderPreprocessor):
+    """After Execute: re-judge each graded test cell without an error from its receipts, outside the kernel.
+
+    A cell whose verdict the genuine checks do not confirm gets an error output (so nbgrader
+    scores it 0); a cell that only wrote to stderr and whose re-run passes keeps its points.
+    Receipts are removed from every cell. Cells that are not replayable keep the kernel's
+    verdict (logged).
+    """
+
+    timeout = Float(600, help="Seconds allowed for re-judging one notebook's test cells.").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        jobs = []
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            receipts = _pop_receipts(cell)
+            if _is_test_cell(cell) and not any(o.output_type == "error" for o in cell.outputs):
+                jobs.append({"id": str(i), "source": cell.source, "receipts": receipts})
+        if not jobs:
+            return nb, resources
+        verdicts = replay_cells(jobs, timeout=self.timeout)
+        for job in jobs:
+            cell = nb.cells[int(job["id"])]
+            grade_id = cell.metadata["nbgrader"].get("grade_id", job["id"])
+            verdict, reason = verdicts.get(job["id"], ["fail", "no verdict from the replay"])
+            if verdict == "fail":
+                self.log.warning("Test cell %s: kernel said pass, the grader's re-run says: %s", grade_id, reason)
+                # First: nbgrader's determine_grade stops at the first execute_result it meets.
+                cell.outputs.insert(0, new_output(
+                    "error", ename=VERIFY_ENAME,
+                    evalue="the grader re-ran this test cell with genuine checks on your function's "
+                           f"recorded outputs and it did not pass: {reason}",
+                    traceback=[f"{VERIFY_ENAME}: {reason}"],
+                ))
+            elif verdict == "pass" and _failed_in_kernel(cell):
+                # Only stderr stood against it (a warning printed by the learner's code or by torch):
+                # the genuine checks passed, so the warning is kept as plain output and costs nothing.
+                self.log.info("Test cell %s: stderr output only; the grader's re-run passes it", grade_id)
+                for o in cell.outputs:
+                    if o.output_type == "stream" and o.get("name") == "stderr":
+                        o.name = "stdout"
+            elif verdict == "not_replayable":
+                self.log.info("Test cell %s is not replayable (%s); the kernel's verdict stands", grade_id, reason)
+        return nb, resources
+
+
+def _hidden_ranges(source: str, begin: str, end: str) -> list[tuple[int, int]]:
+    ranges, start = [], None
+    for n, line in enumerate(source.split("\n"), start=1):
+        if begin in line and start is None:
+            start = n
+        elif end in line and start is not None:
+            ranges.append((start, n))
+            start = None
+    if start is not None:
+        ranges.append((start, 10**9))
+    return ranges
+
+
+def _failing_line(traceback: Sequence[str]) -> int | None:
+    """The line of the test cell an IPython traceback points at (None if it cannot tell)."""
+    for entry in traceback:
+        text = _ANSI.sub("", entry)
+        m = re.search(r"(?:Cell In\s*\[\d*\]|Input In \[\d*\]|<ipython-input-[^>]*>),\s*line (\d+)", text)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+class HideHiddenTests(NbGraderPreprocessor):
+    """For feedback: graded cells with hidden tests lose the hidden code and anything it printed.
+
+    The hidden region of the source becomes one comment line; outputs are dropped except errors,
+    which keep their message only when they come from a visible line (else a generic sentence),
+    and never a traceback (it quotes the code around the failing line).
+    """
+
+    begin = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
+    end = Unicode("END HIDDEN TESTS").tag(config=True)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code":
+            _pop_receipts(cell)
+        if not (nbutils.is_grade(cell) and self.begin in cell.source):
+            return cell, resources
+        ranges = _hidden_ranges(cell.source, self.begin, self.end)
+        outputs = []
+        for o in cell.get("outputs", []):
+            if o.output_type != "error":
+                continue
+            line = _failing_line(o.get("traceback", []))
+            visible = (
+                o.ename not in (VERIFY_ENAME,)
+                and line is not None
+                and not any(a <= line <= b for a, b in ranges)
+            )
+            if o.ename == "CellTimeoutError":
+                evalue = "the cell did not finish before the time limit"
+            elif visible:
+                evalue = o.evalue
+            else:
+                evalue = HIDDEN_MESSAGE
+            ename = o.ename if visible or o.ename == "CellTimeoutError" else "AssertionError"
+            outputs.append(new_output(
+                "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+        cell.outputs = outputs
+        lines, kept, inside = cell.source.split("\n"), [], False
+        for line in lines:
+            if self.begin in line:
+                inside = True
+                kept.append("# (hidden tests run here when your work is graded)")
+            elif self.end in line:
+                inside = False
+            elif not inside:
+                kept.append(line)
+        cell.source = "\n".join(kept)
+        return cell, resources
+
+
+def configure_nbgrader(c) -> None:
+    """Install the course's grading preprocessors into an nbgrader config (idempotent).
+
+    In ``nbgrader_config.py``: ``from bncourse.grading import configure_nbgrader; configure_nbgrader(c)``.
+    """
+    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import (
+        AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades)
+
+    c.Autograde.autograde_preprocessors = [
+        GradingExecute, VerifyChecks, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+    ]
+    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+    # A deleted graded cell is put back from the source (nbgrader's own option, off by default).
+    c.OverwriteCells.add_missing_cells = True
+
+
+def load_config(course_dir: str | os.PathLike, **overrides):
+    """The course's nbgrader config (its ``nbgrader_config.py``), hardened, with ``overrides``.
+
+    ``overrides``: ``{"CourseDirectory.db_url": ...}`` style keys.
+    """
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course_dir = Path(course_dir).resolve()
+    cfg = Config()
+    if (course_dir / "nbgrader_config.py").exists():
+        cfg.merge(PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config())
+    configure_nbgrader(cfg)
+    cfg.CourseDirectory.root = str(course_dir)
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        setattr(cfg[section], name, value)
+    return cfg
+
+
+def db_url_of(course_dir: str | os.PathLike) -> str:
+    from nbgrader.coursedir import CourseDirectory
+
+    return CourseDirectory(config=load_config(course_dir)).db_url
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel autograding
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudentResult:
+    """How one student's submission went through grading."""
+
+    student: str
+    status: str  # "graded" or "failed"
+    score: float = 0.0
+    max_score: float = 0.0
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class GradeReport:
+    """The outcome of ``grade``: one row per student, printable as a table."""
+
+    assignment: str
+    jobs: int
+    students: list[StudentResult]
+    seconds: float
+    modified_submissions: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[StudentResult]:
+        return [s for s in self.students if s.status != "graded"]
+
+    def scores(self) -> dict[str, float]:
+        return {s.student: s.score for s in self.students}
+
+    def __str__(self) -> str:
+        w = max([7] + [len(s.student) for s in self.students])
+        lines = [f"{self.assignment}: {len(self.students)} submissions graded with {self.jobs} worker(s) "
+                 f"in {self.seconds:.1f} s", f"{'student':<{w}}  {'score':>11}  status  reason / notes"]
+        for s in self.students:
+            extra = s.reason or "; ".join(s.notes)
+            lines.append(f"{s.student:<{w}}  {s.score:>5.1f} / {s.max_score:<3g}  {s.status:<6}  {extra}")
+        if self.failed:
+            lines.append(f"{len(self.failed)} submission(s) could not be graded; they are recorded with 0 points.")
+        if self.modified_submissions:
+            lines.append("WARNING: submitted files changed during grading: " + ", ".join(self.modified_submissions))
+        return "\n".join(lines)
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _precheck(submission: Path) -> str:
+    """A reason nbgrader will fail on this submission before running it ('' if none seen)."""
+    import nbformat
+
+    for nb in sorted(submission.glob("*.ipynb")):
+        try:
+            nbformat.read(str(nb), as_version=4)
+        except Exception as exc:  # noqa: BLE001 - any unreadable notebook is reported
+            return f"{nb.name} is not a readable notebook (corrupted JSON?): {type(exc).__name__}: {str(exc)[:200]}"
+    return ""
+
+
+def _reason_from_log(text: str) -> str:
+    if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
+        return "the kernel died while running the notebook (os._exit, a segfault or out of memory)"
+    if "UnresponsiveKernelError" in text or "became unresponsive" in text:
+        return "the kernel stopped responding and could not be interrupted after the time limit"
+    if "NotJSONError" in text or "does not appear to be JSON" in text or "JSONDecodeError" in text:
+        return "a notebook is not valid JSON (corrupted file)"
+    errors = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("[INFO]")]
+    return (errors[-1][:300] if errors else "nbgrader could not grade this submission")
+
+
+def _copy_sqlite(src_url: str, dest: Path) -> None:
+    src = sqlite3.connect(src_url[len("sqlite:///"):])
+    dst = sqlite3.connect(str(dest))
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def _worker_task(task: dict) -> dict:
+    """One student's nbgrader autograde against a private gradebook (runs in a worker process)."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    start = time.perf_counter()
+    db_file = Path(task["db_file"])
+    if task["template_db"]:
+        shutil.copyfile(task["template_db"], db_file)
+    cfg = load_config(
+        task["course_dir"],
+        **{"CourseDirectory.db_url": f"sqlite:///{db_file}",
+           "CourseDirectory.submitted_directory": task["submitted_dir"]},
+    )
+    cfg.GradingExecute.kernel_env = task["kernel_env"]
+    api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+    result = api.autograde(task["assignment"], task["student"], force=True, create=True)
+    return {
+        "student": task["student"], "success": bool(result.get("success")),
+        "log": str(result.get("log", ""))[-20000:], "error": str(result.get("error", ""))[-5000:],
+        "db_file": str(db_file), "seconds": time.perf_counter() - start,
+    }
+
+
+def _merge(gb, src_gb, assignment: str, student: str, ok: bool) -> None:
+    """Copy one student's submission rows from a worker's gradebook into the main one."""
+    from nbgrader.api import MissingEntry
+
+    try:
+        stu = src_gb.find_student(student)
+        fields = {k: getattr(stu, k) for k in ("first_name", "last_name", "email", "lms_user_id")}
+    except MissingEntry:
+        fields = {}
+    gb.update_or_create_student(student, **{k: v for k, v in fields.items() if v is not None})
+    try:
+        src = src_gb.find_submission(assignment, student)
+    except MissingEntry:
+        src = None
+    kwargs = {"timestamp": src.timestamp, "extension": src.extension} if src is not None else {}
+    sub = gb.update_or_create_submission(assignment, student, **kwargs)
+    src_nbs = {nb.name: nb for nb in src.notebooks} if (src is not None and ok) else {}
+    for nb in sub.notebooks:
+        src_nb = src_nbs.get(nb.name)
+        nb.flagged = src_nb.flagged if src_nb else False
+        nb.late_submission_penalty = src_nb.late_submission_penalty if src_nb else None
+        src_grades = {g.name: g for g in src_nb.grades} if src_nb else {}
+        for g in nb.grades:
+            s = src_grades.get(g.name)
+            if s is None:  # not graded: 0 points, nothing left for a human to grade automatically
+                g.auto_score, g.manual_score, g.extra_credit, g.needs_manual_grade = 0.0, None, None, False
+            else:
+                g.auto_score, g.manual_score = s.auto_score, s.manual_score
+                g.extra_credit, g.needs_manual_grade = s.extra_credit, s.needs_manual_grade
+        src_comments = {c.name: c for c in src_nb.comments} if src_nb else {}
+        for c in nb.comments:
+            s = src_comments.get(c.name)
+            c.auto_comment = s.auto_comment if s else None
+            c.manual_comment = s.manual_comment if s else None
+    gb.db.commit()
+
+
+def _cell_notes(autograded: Path) -> list[str]:
+    """Test cells that failed for a reason worth a line: timeouts and re-run verdicts."""
+    import nbformat
+
+    notes = []
+    for path in sorted(autograded.glob("*.ipynb")):
+        try:
+            nb = nbformat.read(str(path), as_version=4)
+        except Exception:  # noqa: BLE001
+            continue
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id", "?")
+            for o in cell.get("outputs", []):
+                if o.get("output_type") == "error" and o.get("ename") in ("CellTimeoutError", VERIFY_ENAME):
+                    what = "timed out" if o["ename"] == "CellTimeoutError" else "rejected by the grader's re-run"
+                    notes.append(f"{gid}: {what}")
+    return notes
+
+
+def find_submissions(course_dir: str | os.PathLike, assignment: str) -> list[str]:
+    root = Path(course_dir).resolve() / "submitted"
+    return sorted(p.parent.name for p in root.glob(f"*/{assignment}") if p.is_dir())
+
+
+def grade(
+    assignment: str,
+    course_dir: str | os.PathLike = "notebooks",
+    jobs: int = 1,
+    students: Iterable[str] | None = None,
+    fast: bool = True,
+    write_report: bool = True,
+) -> GradeReport:
+    """Autograde every submission of ``assignment`` with ``jobs`` worker processes.
+
+    Each worker runs nbgrader's own autograde for one student at a time against a private copy of
+    the gradebook; the results are merged into the course's gradebook (its ``db_url``), so
+    ``nbgrader export`` and the formgrader see one consistent gradebook. The assignment must have
+    been generated (``nbgrader generate_assignment``) into that gradebook first.
+
+    Args:
+        students: grade only these (default: every ``submitted/<student>/<assignment>``).
+        fast: run the kernels with ``BNCOURSE_FAST=1`` (the checks do not depend on it).
+        write_report: also write ``grading_reports/<assignment>.csv`` in the course folder.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+
+    start = time.perf_counter()
+    _alembic_on_path()
+    course_dir = Path(course_dir).resolve()
+    db_url = db_url_of(course_dir)
+    with Gradebook(db_url) as gb:
+        try:
+            gb.find_assignment(assignment)
+        except MissingEntry:
+            raise ValueError(
+                f"assignment {assignment!r} is not in the gradebook {db_url}; run "
+                f"`nbgrader generate_assignment {assignment}` in {course_dir} first") from None
+    wanted = set(students) if students is not None else None
+    names = [s for s in find_submissions(course_dir, assignment) if wanted is None or s in wanted]
+    jobs = max(1, min(int(jobs), len(names) or 1))
+    kernel_env = {"BNCOURSE_FAST": "1"} if fast else {}
+
+    with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
+        tmp = Path(tmp)
+        staged = tmp / "submitted"
+        before, prechecks = {}, {}
+        for s in names:
+            src = course_dir / "submitted" / s / assignment
+            before[s] = _tree_hashes(src)
+            prechecks[s] = _precheck(src)
+            shutil.copytree(src, staged / s / assignment)
+        template = ""
+        if db_url.startswith("sqlite:///"):
+            template = str(tmp / "template.db")
+            _copy_sqlite(db_url, Path(template))
+        else:  # e.g. PostgreSQL: each worker's private gradebook is generated from the source
+            template = str(tmp / "template.db")
+            _generate_into(course_dir, assignment, f"sqlite:///{template}", tmp / "release")
+        tasks = [
+            {"student": s, "assignment": assignment, "course_dir": str(course_dir), "submitted_dir": str(staged),
+             "db_file": str(tmp / f"worker-{i}.db"), "template_db": template, "kernel_env": kernel_env}
+            for i, s in enumerate(names)
+        ]
+        if jobs == 1:
+            outcomes = [_worker_task(t) for t in tasks]
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(jobs) as pool:
+                outcomes = pool.map(_worker_task, tasks, chunksize=1)
+
+        results = []
+        with Gradebook(db_url) as gb:
+            for out in outcomes:
+                s = out["student"]
+                ok = out["success"]
+                with Gradebook(f"sqlite:///{out['db_file']}") as src_gb, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # SQLAlchemy's autoflush chatter inside nbgrader's API
+                    _merge(gb, src_gb, assignment, s, ok)
+                sub = gb.find_submission(assignment, s)
+                reason = "" if ok else (prechecks[s] or _reason_from_log(out["log"] + "\n" + out["error"]))
+                notes = _cell_notes(course_dir / "autograded" / s / assignment) if ok else []
+                results.append(StudentResult(s, "graded" if ok else "failed", float(sub.score),
+                                             float(sub.max_score), reason, notes, out["seconds"]))
+    modified = [s for s in names if _tree_hashes(course_dir / "submitted" / s / assignment) != before[s]]
+    report = GradeReport(assignment, jobs, results, time.perf_counter() - start, modified)
+    if write_report:
+        _write_csv(course_dir / REPORT_DIR / f"{assignment}.csv", report)
+    return report
+
+
+def _alembic_on_path() -> None:
+    """nbgrader runs ``alembic`` from PATH: make this interpreter's scripts folder visible."""
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def _generate_into(course_dir: Path, assignment: str, db_url: str, release: Path) -> None:
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    cfg = load_config(course_dir, **{"CourseDirectory.db_url": db_url,
+                                     "CourseDirectory.release_directory": str(release)})
+    api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+    res = api.generate_assignment(assignment, force=True, create=True)
+    if not res.get("success"):
+        raise RuntimeError(f"could not prepare a worker gradebook: {res.get('error')}")
+
+
+def _write_csv(path: Path, report: GradeReport) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student", "score", "max_score", "status", "reason", "notes"])
+        for s in report.students:
+            w.writerow([s.student, s.score, s.max_score, s.status, s.reason, "; ".join(s.notes)])
+
+
+def main_grade(args) -> int:
+    """CLI glue: ``args.assignment``, ``args.course_dir`` (default notebooks), ``args.jobs``."""
+    report = grade(
+        args.assignment,
+        getattr(args, "course_dir", None) or "notebooks",
+        jobs=getattr(args, "jobs", None) or 1,
+        fast=not getattr(args, "full", False),
+    )
+    print(report)
+    return 0 if not report.modified_submissions else 1
