@@ -37,12 +37,12 @@ __all__ = ["BatchNormFunction", "BatchNorm1dNumpy", "BatchNorm2d", "to_numpy64",
 
 def to_numpy64(t: torch.Tensor) -> np.ndarray:
     """Any tensor (any device, any float dtype) -> a float64 numpy array on the CPU, detached."""
-    return t.detach().to("cpu", torch.float64).numpy()
+    return t.detach().cpu().to(torch.float64).numpy()  # to the CPU first: MPS has no float64
 
 
 def from_numpy_like(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """A numpy array -> a tensor with ``like``'s dtype and device."""
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype=like.dtype).to(device=like.device)
 
 
 class BatchNormFunction(torch.autograd.Function):
