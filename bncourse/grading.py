@@ -572,3 +572,19 @@ def main_grade(args) -> int:
     )
     print(report)
     return 0 if not report.modified_submissions else 1
+
+
+def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: bool = True) -> int:
+    """CLI glue for ``bncourse grade ASSIGNMENT [--jobs N] [--course DIR]``: grade, print the table.
+
+    Exit status 0 when grading ran (crashed submissions are recorded with 0 and listed), 1 if a
+    submitted file changed, 2 when the assignment is not in the gradebook.
+    """
+    try:
+        report = grade(assignment, course, jobs=jobs, fast=fast)
+    except ValueError as exc:
+        print(f"bncourse grade: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    print(f"report written to {Path(course).resolve() / REPORT_DIR / (assignment + '.csv')}")
+    return 0 if not report.modified_submissions else 1
