@@ -183,12 +183,17 @@ def _function_runner(Fn) -> Callable:
 
 
 def _function_reference(x, gamma, beta, dout, eps):
-    """The oracle: F.batch_norm in training mode (what nn.BatchNorm1d runs) and its autograd."""
-    xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    """The oracle: the output of F.batch_norm in training mode, the gradients of autograd through nn.BatchNorm1d."""
+    xt = torch.tensor(x, requires_grad=True)
     with _quiet():
-        out = F.batch_norm(xt, None, None, weight=gt, bias=bt, training=True, eps=eps)
-        out.backward(torch.tensor(dout))
-    return _np(out), _np(xt.grad), _np(gt.grad), _np(bt.grad)
+        out = F.batch_norm(xt.detach(), None, None, weight=torch.tensor(gamma), bias=torch.tensor(beta),
+                           training=True, eps=eps)
+        bn = nn.BatchNorm1d(x.shape[1], eps=eps, dtype=xt.dtype)
+        with torch.no_grad():
+            bn.weight.copy_(torch.tensor(gamma))
+            bn.bias.copy_(torch.tensor(beta))
+        bn(xt).backward(torch.tensor(dout))
+    return _np(out), _np(xt.grad), _np(bn.weight.grad), _np(bn.bias.grad)
 
 
 def _numpy_function(forward=batchnorm_forward, backward=batchnorm_backward, pass_eps=True, order=(0, 1, 2)):
