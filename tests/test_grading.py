@@ -1,0 +1,145 @@
+"""Does `bncourse grade --jobs 2` leave the same gradebook as nbgrader's own sequential autograde?"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bncourse import grading
+
+REPO = Path(__file__).resolve().parent.parent
+ASSIGNMENT = "01_why_normalize"
+NOTEBOOK = "why_normalize"
+GENERATED = ("release", "submitted", "autograded", "feedback", "gradebook.db", ".nbgrader.log",
+             ".ipynb_checkpoints", "grading_reports", "__pycache__")
+CONFIG_LINE = "\nfrom bncourse.grading import configure_nbgrader\nconfigure_nbgrader(c)\n"
+
+
+def _grades(course: Path) -> dict:
+    """{(student, notebook, cell): (auto_score, needs_manual_grade)} read from the course's gradebook."""
+    from nbgrader.api import Gradebook
+
+    out = {}
+    with Gradebook(grading.db_url_of(course)) as gb:
+        for sub in gb.assignment_submissions(ASSIGNMENT):
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    out[(sub.student.id, nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
+    return out
+
+
+@pytest.mark.slow
+def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_autograde(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
+    monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "30")
+    grading._alembic_on_path()
+    seq = tmp_path / "sequential"
+    shutil.copytree(REPO / "notebooks", seq, ignore=shutil.ignore_patterns(*GENERATED))
+    config = seq / "nbgrader_config.py"
+    if "configure_nbgrader" not in config.read_text():  # the line the instructor guide asks for
+        config.write_text(config.read_text() + CONFIG_LINE)
+    run = dict(cwd=seq, capture_output=True, text=True, timeout=600)
+    gen = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT], **run)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+
+    source = nbformat.read(seq / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    release = nbformat.read(seq / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    half = nbformat.reads(nbformat.writes(source), as_version=4)
+    for cell in half.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "min_max_scale":
+            cell.source = "def min_max_scale(X_train, X_test):\n    return X_train / X_train.max(0), X_test / X_train.max(0)\n"
+    for student, nb in {"ada": source, "bob": release, "cy": half, "dee": source}.items():
+        dest = seq / "submitted" / student / ASSIGNMENT
+        dest.mkdir(parents=True)
+        nbformat.write(nb, dest / f"{NOTEBOOK}.ipynb")
+    par = tmp_path / "parallel"
+    shutil.copytree(seq, par)
+
+    auto = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT], **run)
+    assert auto.returncode == 0, auto.stderr[-3000:]
+    report = grading.grade(ASSIGNMENT, par, jobs=2)
+
+    sequential, parallel = _grades(seq), _grades(par)
+    assert sequential == parallel
+    assert report.scores() == {"ada": 5, "bob": 0, "cy": 3, "dee": 5}
+    export = subprocess.run([sys.executable, "-m", "nbgrader", "export"], **{**run, "cwd": par})
+    assert export.returncode == 0 and "ada" in (par / "grades.csv").read_text()
+
+
+# --- the grader's re-run, without nbgrader (fast) -----------------------------------------------
+
+TEST_CELL = """from bncourse.checks.normalize import check_standardize
+check_standardize(standardize).assert_passed()
+### BEGIN HIDDEN TESTS
+check_standardize(standardize, hidden=True).assert_passed()
+### END HIDDEN TESTS"""
+
+
+def _receipts_of(fn, monkeypatch) -> list:
+    """Run the test cell's checks on ``fn`` the way the grading kernel does, keeping the receipts."""
+    from bncourse.checks import replay
+    from bncourse.checks.normalize import check_standardize
+
+    published = []
+    monkeypatch.setenv(replay.ENV_FORCE, "1")
+    monkeypatch.setattr(replay, "publish", lambda entry: published.append(replay.pack(entry)))
+    check_standardize(fn)
+    check_standardize(fn, hidden=True)
+    return published
+
+
+def _my_standardize(X_train, X_test):
+    import numpy as np
+    m, s = X_train.mean(0), X_train.std(0)
+    return (X_train - m) / s, (np.asarray(X_test) - m) / s
+
+
+def _ddof1(X_train, X_test):
+    m, s = X_train.mean(0), X_train.std(0, ddof=1)
+    return (X_train - m) / s, (X_test - m) / s
+
+
+def test_does_the_grader_rerun_confirm_an_honest_pass_and_reject_wrong_or_missing_receipts(monkeypatch):
+    receipts = _receipts_of(_my_standardize, monkeypatch)
+    cells = [
+        {"id": "honest", "source": TEST_CELL, "receipts": receipts},
+        {"id": "wrong", "source": TEST_CELL, "receipts": _receipts_of(_ddof1, monkeypatch)},
+        {"id": "missing", "source": TEST_CELL, "receipts": receipts[:1]},
+        {"id": "swapped", "source": TEST_CELL, "receipts": receipts[::-1]},
+        {"id": "direct", "source": "assert standardize(1, 2) is not None", "receipts": []},
+    ]
+    verdicts = grading.replay_cells(cells)
+    assert verdicts["honest"] == ["pass", ""]
+    assert [verdicts[k][0] for k in ("wrong", "missing", "swapped")] == ["fail"] * 3
+    assert verdicts["direct"][0] == "not_replayable"
+
+
+def test_is_checking_bncourse_s_own_reference_instead_of_the_learner_s_function_rejected(monkeypatch):
+    from bncourse.reference.normalize import standardize
+
+    verdicts = grading.replay_cells([{"id": "ref", "source": TEST_CELL,
+                                      "receipts": _receipts_of(standardize, monkeypatch)}])
+    assert verdicts["ref"][0] == "fail" and "bncourse's own code" in verdicts["ref"][1]
+
+
+def test_does_feedback_hide_a_hidden_failure_but_keep_a_visible_one():
+    from nbformat.v4 import new_code_cell, new_output
+
+    def cell(line):
+        c = new_code_cell(TEST_CELL, metadata={"nbgrader": {"grade": True, "solution": False, "points": 3,
+                                                            "grade_id": "t", "schema_version": 3}})
+        c.outputs = [new_output("error", ename="AssertionError", evalue="standardize: FAILED (N=7, M=3, D=4)",
+                                traceback=[f"Cell In[8], line {line}\n----> {line} check_standardize(...)"])]
+        return c
+
+    hide = grading.HideHiddenTests()
+    hidden, _ = hide.preprocess_cell(cell(4), {}, 0)
+    visible, _ = hide.preprocess_cell(cell(2), {}, 0)
+    assert "hidden=True" not in hidden.source and "N=7" not in str(hidden.outputs)
+    assert hidden.outputs[0].evalue == grading.HIDDEN_MESSAGE
+    assert "N=7" in visible.outputs[0].evalue and len(visible.outputs[0].traceback) == 1
