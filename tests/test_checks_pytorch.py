@@ -16,7 +16,7 @@ from torch import nn
 
 from bncourse import nn as course_nn
 from bncourse.checks.pytorch import check_batchnorm1d_module, check_batchnorm2d, check_batchnorm_function
-from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward
+from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward, update_running_stats
 
 # ---------------------------------------------------------------------------------------------
 # (a) autograd.Function: correct alternatives and learner-style mistakes
@@ -435,6 +435,18 @@ class Learner1dNoUpdate(Learner1d):
         return super().forward(x)
 
 
+class Learner1dReplacesBuffers(Learner1d):
+    """Replaces the float32 buffers with float64 tensors from numpy: right in float64, wrong dtype in float32."""
+
+    def forward(self, x):
+        if self.training:
+            new_mean, new_var = update_running_stats(x.detach().double().numpy(), self.running_mean.double().numpy(),
+                                                     self.running_var.double().numpy(), self.momentum)
+            self.running_mean, self.running_var = torch.from_numpy(new_mean), torch.from_numpy(new_var)
+            return FnRecompute.apply(x, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
 @pytest.mark.parametrize("hidden", [False, True])
 @pytest.mark.parametrize("cls", [course_nn.BatchNorm1dNumpy, Learner1d])
 def test_does_a_correct_BatchNorm1d_module_pass_silently(cls, hidden, capfd):
@@ -444,7 +456,8 @@ def test_does_a_correct_BatchNorm1d_module_pass_silently(cls, hidden, capfd):
 
 
 @pytest.mark.parametrize("cls, name", [(Learner1dIgnoresTraining, "ignores self.training"),
-                                       (Learner1dNoUpdate, "running statistics not updated")])
+                                       (Learner1dNoUpdate, "running statistics not updated"),
+                                       (Learner1dReplacesBuffers, "float32 on cpu does not")])
 def test_is_each_BatchNorm1d_module_mistake_rejected_by_name(cls, name):
     result = check_batchnorm1d_module(cls)
     assert not result.passed and name in result.diagnosis, result.diagnosis

@@ -547,6 +547,7 @@ def check_module(
     rows.append(CaseResult("running statistics updated outside autograd (no gradient history)", not detail, detail))
 
     notes: list[str] = []
+    device_diagnosis = ""
     if device_spec is not None:
         dev = torch.device(device) if device is not None else _default_device()
         rec, err, _ = _record(cls, device_spec, torch.float32, dev, forbid=True)
@@ -565,8 +566,11 @@ def check_module(
                     break
         rows.append(CaseResult(f"float32 on {dev}, {device_spec.name}: training and eval", not detail, detail))
         if detail and not errors and not any(failed_keys):
-            notes.append("float64 on the CPU matches; float32 on the device does not: create new tensors "
-                         "with x's dtype and device (torch.zeros_like, or device=x.device, dtype=x.dtype)")
+            device_diagnosis = (
+                f"float64 on the CPU matches, float32 on {dev} does not: keep every tensor in x's dtype and on "
+                "x's device. Write new running statistics into the buffers in place (self.running_mean.copy_(new)) "
+                "rather than replacing them with a tensor of another dtype, and create new tensors with "
+                "dtype=x.dtype, device=x.device")
     module = next((m for _, _, m in learner if m is not None), None)
     if module is not None and not any(b == "num_batches_tracked" for b, _ in module.named_buffers()):
         notes.append("optional: nn.BatchNorm2d also keeps a num_batches_tracked buffer (a counter of training "
@@ -575,12 +579,12 @@ def check_module(
     result = CheckResult(exercise, rows, tolerance=f"float64: rtol={rtol:g}, atol={atol:g}; float32: rtol={rtol32:g}, "
                          f"atol={atol32:g}", notes=notes)
     if not result.passed:
-        result.diagnosis = _diagnose_module(reg_diag, errors, learner, specs, failed_keys, mistakes, rtol, atol,
-                                            notes) or "the values differ from torch's (see the rows below)"
+        result.diagnosis = (_diagnose_module(reg_diag, errors, learner, specs, failed_keys, mistakes, rtol, atol)
+                            or device_diagnosis or "the values differ from torch's (see the rows below)")
     return result
 
 
-def _diagnose_module(reg_diag, errors, learner, specs, failed_keys, mistakes, rtol, atol, notes) -> str:
+def _diagnose_module(reg_diag, errors, learner, specs, failed_keys, mistakes, rtol, atol) -> str:
     if errors:
         return _explain(errors[0]) or f"the module raised {errors[0]}"
     if reg_diag:
