@@ -573,7 +573,7 @@ def check_module(
                 "dtype=x.dtype, device=x.device")
     module = next((m for _, _, m in learner if m is not None), None)
     if module is not None and not any(b == "num_batches_tracked" for b, _ in module.named_buffers()):
-        notes.append("optional: nn.BatchNorm2d also keeps a num_batches_tracked buffer (a counter of training "
+        notes.append(f"optional: nn.{reference_cls.__name__} also keeps a num_batches_tracked buffer (a counter of training "
                      "steps); without it, loading its state_dict needs strict=False")
 
     result = CheckResult(exercise, rows, tolerance=f"float64: rtol={rtol:g}, atol={atol:g}; float32: rtol={rtol32:g}, "
