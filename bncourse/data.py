@@ -310,3 +310,43 @@ class DeviceLoader:
             if self.augment:
                 xb = random_crop_flip(xb, self.padding, self.flip, self.generator)
             yield xb, yb
+
+
+class ClassPairLoader:
+    """Non-i.i.d. mini-batches: each batch holds examples of only ``classes_per_batch`` classes.
+
+    The train/eval mismatch lab uses it: batch norm's batch statistics then carry information about
+    which classes are in the batch, and its running averages describe no batch the model saw.
+
+    Args:
+        X, y: inputs (N, ...) and labels (N,) on the device where batches should be made.
+        batch_size: B, split evenly over the classes of the batch.
+        classes_per_batch: how many distinct classes each batch holds (2 in the lab).
+        batches_per_epoch: default len(y) // batch_size, so an epoch sees about N examples.
+    """
+
+    def __init__(self, X, y, batch_size: int = 64, classes_per_batch: int = 2, batches_per_epoch: int | None = None,
+                 seed: int = 0):
+        self.X, self.y = X, y
+        self.batch_size, self.k = int(batch_size), int(classes_per_batch)
+        self.classes = torch.unique(y)
+        if self.k > len(self.classes):
+            raise ValueError(f"classes_per_batch={self.k} but y has only {len(self.classes)} classes")
+        self.by_class = [torch.nonzero(y == c).flatten() for c in self.classes]
+        self.batches_per_epoch = batches_per_epoch or max(1, len(y) // self.batch_size)
+        self.generator = torch.Generator(device=y.device).manual_seed(seed)
+        self.device = y.device
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self):
+        g, dev = self.generator, self.device
+        per = [self.batch_size // self.k + (1 if i < self.batch_size % self.k else 0) for i in range(self.k)]
+        for _ in range(self.batches_per_epoch):
+            chosen = torch.randperm(len(self.classes), device=dev, generator=g)[: self.k].tolist()
+            idx = torch.cat([
+                self.by_class[c][torch.randint(0, len(self.by_class[c]), (n,), device=dev, generator=g)]
+                for c, n in zip(chosen, per)
+            ])
+            yield self.X[idx], self.y[idx]
