@@ -144,3 +144,18 @@ def test_does_augmentation_shift_and_flip_images_within_the_padding():
 def test_does_augmentation_refuse_non_images():
     with pytest.raises(ValueError, match="images"):
         D.DeviceLoader(torch.zeros(4, 3), torch.zeros(4), augment=True)
+
+
+def test_does_the_class_pair_loader_give_batches_of_exactly_two_classes():
+    y = torch.arange(100) % 10
+    X = y.float()[:, None]
+    loader = D.ClassPairLoader(X, y, batch_size=16, classes_per_batch=2, seed=0)
+    assert len(loader) == 6
+    seen = set()
+    for xb, yb in loader:
+        assert len(yb) == 16 and len(set(yb.tolist())) == 2
+        assert torch.equal(xb[:, 0].long(), yb)
+        seen |= set(yb.tolist())
+    assert len(seen) > 2  # different pairs in different batches
+    with pytest.raises(ValueError, match="only 10 classes"):
+        D.ClassPairLoader(X, y, classes_per_batch=11)
