@@ -51,7 +51,7 @@ class TrainConfig:
     seed: int = 0  # seeds the data order and augmentation (seed the model yourself before building it)
     device: str | None = None  # None: cuda, then mps, then cpu
     gpu_fast_path: bool = True  # bf16 autocast + channels_last, used on CUDA only
-    track_train_acc: bool = True  # record each batch's training accuracy (costs an argmax per step)
+    track_train_acc: bool = True  # record each batch's training accuracy (logits kept until the epoch ends)
     progress: bool = True  # show a tqdm.auto progress bar
     label: str = ""  # a name for plots and the progress bar
     record: Callable[[nn.Module], Any] | None = None  # called at each evaluation (eval mode, no grad);
@@ -220,7 +220,7 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     try:
         for _ in range(epochs):
-            losses, corrects, sizes = [], [], []
+            losses, outputs, sizes = [], [], []
             sync()
             t0 = time.perf_counter()
             for xb, yb in train_loader:
@@ -238,7 +238,7 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
                 step += 1
                 losses.append(loss.detach())
                 if config.track_train_acc:
-                    corrects.append((logits.detach().argmax(1) == yb).sum())
+                    outputs.append((logits.detach(), yb))  # accuracy computed once per epoch, batched
                 sizes.append(len(yb))
                 bar.update(1)
                 if config.eval_every and step % config.eval_every == 0:
@@ -257,9 +257,11 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
             history.train_loss.extend(step_losses)
             history.epoch_train_loss.append(sum(step_losses) / len(step_losses))
             if config.track_train_acc:
-                accs = [c / s for c, s in zip(torch.stack(corrects).tolist(), sizes)]
-                history.train_acc.extend(accs)
-                history.epoch_train_acc.append(sum(corrects).item() / sum(sizes))
+                hits = (torch.cat([o.argmax(1) for o, _ in outputs]) == torch.cat([t for _, t in outputs])).float()
+                corrects = [float(c) for c in torch.stack([h.sum() for h in hits.split(sizes)]).tolist()]
+                history.train_acc.extend(c / n for c, n in zip(corrects, sizes))
+                history.epoch_train_acc.append(sum(corrects) / sum(sizes))
+                del outputs
             last_step_unevaluated = step >= total and step % config.eval_every != 0 if config.eval_every else True
             if last_step_unevaluated:  # each epoch's end (eval_every=0), or a final step off the grid
                 run_eval(step)
