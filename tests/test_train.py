@@ -103,3 +103,17 @@ def test_does_fast_mode_shorten_the_default_epochs(monkeypatch):
     fast = TrainConfig().epochs
     monkeypatch.setenv("BNCOURSE_FAST", "0")
     assert TrainConfig().epochs > fast
+
+
+def test_does_the_gpu_fast_path_run_through_the_loop_on_the_cpu(digits, monkeypatch):
+    """The CUDA switches (bf16 autocast + channels_last), exercised with CPU autocast."""
+    from bncourse import train as T
+    from bncourse.device import FastPath
+
+    monkeypatch.setattr(T, "fast_path", lambda device, enabled=True: FastPath("cpu", torch.bfloat16, True))
+    torch.manual_seed(0)
+    model = SmallCNN(1, 10, widths=(8, 16))
+    h = train(model, digits.train, digits.test, TrainConfig(steps=20, batch_size=64, lr=0.05, progress=False))
+    assert model.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(map(lambda v: v == v, h.train_loss)) and 0 <= h.final_test_acc <= 1
+    assert model.features[0][0].weight.dtype == torch.float32  # autocast keeps the master weights in fp32
