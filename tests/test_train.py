@@ -117,3 +117,20 @@ def test_does_the_gpu_fast_path_run_through_the_loop_on_the_cpu(digits, monkeypa
     assert model.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert all(map(lambda v: v == v, h.train_loss)) and 0 <= h.final_test_acc <= 1
     assert model.features[0][0].weight.dtype == torch.float32  # autocast keeps the master weights in fp32
+
+
+def test_does_recompute_bn_statistics_give_the_equal_weight_average_of_the_batches():
+    from bncourse.train import recompute_bn_statistics
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).eval()
+    bn = model[1]
+    bn.running_mean.fill_(9.0), bn.num_batches_tracked.fill_(50)
+    batches = [torch.randn(6, 3) * (i + 1) for i in range(3)]
+    weight = model[0].weight.detach().clone()
+    recompute_bn_statistics(model, batches)
+    with torch.no_grad():
+        h = [model[0](x) for x in batches]
+    torch.testing.assert_close(bn.running_mean, torch.stack([z.mean(0) for z in h]).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack([z.var(0) for z in h]).mean(0))  # unbiased, as PyTorch
+    assert not model.training and bn.momentum == 0.1 and torch.equal(model[0].weight, weight)
