@@ -467,3 +467,50 @@ def test_does_the_check_restore_torch_batch_norm_afterwards():
     check_batchnorm2d(UsesTorchBatchNorm, device="cpu")
     x = torch.randn(4, 2, 3, 3)
     torch.testing.assert_close(nn.BatchNorm2d(2)(x), F.batch_norm(x, None, None, training=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The grader's replay (bncourse.checks.replay): receipts recorded in the kernel, re-judged outside
+# ---------------------------------------------------------------------------------------------
+
+
+def _receipts_of(monkeypatch, run) -> list:
+    """Run checks as during `nbgrader autograde` and collect the receipts they publish."""
+    from bncourse.checks import replay
+
+    captured = []
+    monkeypatch.setenv(replay.ENV_FORCE, "1")
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: captured.append(obj))
+    run()
+    return [replay.unpack(o[replay.MIME]) for o in captured if replay.MIME in o]
+
+
+@pytest.mark.parametrize("check, name, cls, passes", [
+    ("check_batchnorm_function", "BatchNormFunction", FnRecompute, True),
+    ("check_batchnorm_function", "BatchNormFunction", _fn(_fwd_ok, _bwd_swapped), False),
+    ("check_batchnorm1d_module", "BatchNorm1dNumpy", Learner1d, True),
+    ("check_batchnorm2d", "BatchNorm2d", LearnerBN2dPermute, True),
+    ("check_batchnorm2d", "BatchNorm2d", FlippedMomentum, False),
+])
+def test_does_the_graders_replay_of_the_test_cell_reach_the_kernels_verdict(monkeypatch, check, name, cls, passes):
+    """The test cell re-run outside the kernel, with only the receipts of the learner's outputs."""
+    from bncourse.checks import pytorch as checks
+    from bncourse.checks.replay import replay_cell
+
+    fn = getattr(checks, check)
+    entries = _receipts_of(monkeypatch, lambda: (fn(cls), fn(cls, hidden=True)))
+    assert entries, "the checks published no receipts while grading"
+    source = f"from bncourse.checks.pytorch import {check}\n{check}({name}).assert_passed()\n" \
+             f"{check}({name}, hidden=True).assert_passed()\n"
+    monkeypatch.delenv("BNCOURSE_RECEIPTS")
+    verdict, reason = replay_cell(source, entries)
+    assert verdict == ("pass" if passes else "fail"), reason
+
+
+def test_does_the_replay_fail_a_cell_whose_check_was_replaced_in_the_kernel(monkeypatch):
+    """A learner who redefines the check in the kernel leaves no receipts: the grader fails the cell."""
+    from bncourse.checks.replay import replay_cell
+
+    source = "from bncourse.checks.pytorch import check_batchnorm2d\ncheck_batchnorm2d(BatchNorm2d).assert_passed()\n"
+    verdict, _ = replay_cell(source, [])
+    assert verdict == "fail"

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bncourse.checks import replay
 from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, check_function, combine, compare_arrays, safe_call
 from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward
 
@@ -136,6 +137,20 @@ def _np(t) -> np.ndarray | None:
     if t is None:
         return None
     return t.detach().cpu().numpy().copy()
+
+
+def _replaying(obj) -> bool:
+    """True in the grader's replay, where the learner's object is a stand-in answered from receipts."""
+    return type(obj) is replay.Replayer
+
+
+def _on_behalf_of(runner: Callable, learner_obj) -> Callable:
+    """Give a wrapper that runs the learner's object the learner's module name, for its receipts."""
+    try:
+        runner.__module__ = str(getattr(learner_obj, "__module__", "") or "")
+    except Exception:  # noqa: BLE001 - a learner object may raise on attribute access
+        runner.__module__ = ""
+    return runner
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,24 +277,37 @@ def _function_cases(hidden: bool) -> tuple[list[Case], list[Case]]:
     )
 
 
-def _gradcheck_case(Fn, hidden: bool) -> CaseResult:
-    """torch.autograd.gradcheck of ``Fn.apply`` in float64, run by the check."""
-    n, d, seed = (5, 3, 21) if hidden else (4, 3, 20)
-    name = f"torch.autograd.gradcheck (float64, N={n}, D={d})"
-    x, gamma, beta, _, eps = _fn_case(seed, n, d)()
-    inputs = tuple(torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)) + (eps,)
+def _gradcheck_runner(Fn) -> Callable:
+    """(x, gamma, beta, eps) -> array([1.0]) when torch.autograd.gradcheck passes ``Fn.apply`` in float64."""
 
-    def run():
+    def run(x, gamma, beta, eps):
+        inputs = tuple(torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)) + (eps,)
         with _no_builtin_batchnorm(), _quiet():
-            return torch.autograd.gradcheck(Fn.apply, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+            ok = torch.autograd.gradcheck(Fn.apply, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+        return np.array([1.0 if ok is True else 0.0])
 
-    call = safe_call(run, ())
-    if call.error:
-        first = call.error.splitlines()[0]
-        if "GradcheckError" in first or "Jacobian mismatch" in call.error:
-            return CaseResult(name, False, "the gradients of backward differ from finite differences: " + first[:300])
-        return CaseResult(name, False, f"raised {first[:300]}")
-    return CaseResult(name, call.value is True, "" if call.value is True else f"gradcheck returned {call.value!r}")
+    return run
+
+
+def _gradcheck_case(hidden: bool) -> Case:
+    n, d, seed = (5, 3, 21) if hidden else (4, 3, 20)
+
+    def make():
+        x, gamma, beta, _, eps = _fn_case(seed, n, d)()
+        return x, gamma, beta, eps
+
+    return Case(f"torch.autograd.gradcheck (float64, N={n}, D={d})", make)
+
+
+def _gradcheck_result(Fn, hidden: bool) -> CheckResult:
+    """The gradcheck row: passed, or what gradcheck (or the function) said."""
+    result = check_function("BatchNormFunction (gradcheck)", Fn, lambda *args: np.array([1.0]),
+                            [_gradcheck_case(hidden)], outputs=("passed",), rtol=0, atol=0, check_dtype=False)
+    for case in result.cases:
+        if not case.passed and ("GradcheckError" in case.detail or "Jacobian mismatch" in case.detail):
+            first = case.detail.split("raised ", 1)[-1].splitlines()[0]
+            case.detail = "the gradients of backward differ from finite differences: " + first[:300]
+    return result
 
 
 def _apply_explanation(result: CheckResult, named: Sequence[str] = ()) -> CheckResult:
@@ -301,7 +329,8 @@ def check_batchnorm_function(Fn, hidden: bool = False) -> CheckResult:
     Fn: the learner's ``torch.autograd.Function`` subclass (the class itself, not an instance).
     """
     exercise = "BatchNormFunction"
-    if not (isinstance(Fn, type) and issubclass(Fn, torch.autograd.Function)):
+    replaying = _replaying(Fn)
+    if not replaying and not (isinstance(Fn, type) and issubclass(Fn, torch.autograd.Function)):
         return CheckResult(
             exercise,
             [CaseResult("setup", False, f"expected a torch.autograd.Function subclass, got {type(Fn).__name__}")],
@@ -309,13 +338,17 @@ def check_batchnorm_function(Fn, hidden: bool = False) -> CheckResult:
         )
     cases64, cases32 = _function_cases(hidden)
     mistakes = _function_mistakes()
-    runner = _function_runner(Fn)
+    # check_function runs the learner's Function through these wrappers (and records receipts while
+    # grading); in the grader's replay, Fn is a stand-in and the receipts answer instead.
+    runner = Fn if replaying else _on_behalf_of(_function_runner(Fn), Fn)
+    grad_runner = Fn if replaying else _on_behalf_of(_gradcheck_runner(Fn), Fn)
     with _quiet():
         r64 = check_function(exercise, runner, _function_reference, cases64, mistakes,
                              outputs=FUNCTION_OUTPUTS, rtol=1e-6, atol=1e-8)
         r32 = check_function(exercise, runner, _function_reference, cases32, mistakes,
                              outputs=FUNCTION_OUTPUTS, rtol=1e-3, atol=1e-4, check_dtype=True)
-        grad = _gradcheck_case(Fn, hidden)
+        rgrad = _gradcheck_result(grad_runner, hidden)
+    grad = rgrad.cases[0]
     result = combine(exercise, r64, r32, CheckResult(exercise, [grad]))
     if not grad.passed and r64.passed and r32.passed:
         result.diagnosis = "backward does not compute the gradient of forward (torch.autograd.gradcheck failed)"
@@ -395,6 +428,9 @@ def _record(cls, spec: Step, dtype, device, forbid: bool) -> tuple[dict, str, ob
             if not isinstance(p, torch.Tensor) or tuple(p.shape) != (c,):
                 raise _ProtocolError(f"expected {pname} to be a tensor of shape ({c},), got {type(p).__name__}"
                                      + (f" of shape {tuple(p.shape)}" if isinstance(p, torch.Tensor) else ""))
+        buffers, params, state = dict(module.named_buffers()), dict(module.named_parameters()), module.state_dict()
+        rec["registered"] = np.array([b in buffers and b in state for b in ("running_mean", "running_var")]
+                                     + [p in params for p in ("weight", "bias")])
         rec["initial running_mean"] = _np(module.running_mean)
         rec["initial running_var"] = _np(module.running_var)
         with torch.no_grad():
@@ -443,6 +479,46 @@ _GROUPS = [
     ("eval: output (from the running statistics)", lambda k: k == "eval: output"),
     ("eval: running statistics left unchanged", lambda k: k.startswith("eval: running")),
 ]
+
+
+class LearnerModuleError(RuntimeError):
+    """The learner's module raised during the protocol (the message is its error)."""
+
+
+def _spec_args(spec: Step) -> Callable[[], tuple]:
+    """A spec as plain arguments (receipts fingerprint ints, floats, None and arrays)."""
+    return lambda: (spec.seed, np.array(spec.shape, dtype=np.int64), spec.steps,
+                    spec.kwargs.get("eps"), spec.kwargs.get("momentum"))
+
+
+def _spec_from_args(seed, shape, steps, eps, momentum) -> Step:
+    kwargs = {k: v for k, v in (("eps", eps), ("momentum", momentum)) if v is not None}
+    return Step("", tuple(int(n) for n in shape), int(seed), int(steps), kwargs)
+
+
+_DTYPE_FLAGS = "outputs in the input's dtype"
+
+
+def _protocol_runner(cls, dtype, device, keys: Sequence[str], store: dict | None = None, forbid: bool = True):
+    """(seed, shape, steps, eps, momentum) -> the recorded values for ``keys``, as a tuple of arrays.
+
+    Runs ``_record``; keeps (rec, err, module) in ``store[seed]``; raises ``LearnerModuleError``
+    when the module raised. ``_DTYPE_FLAGS`` in keys: whether each output kept ``dtype``.
+    """
+
+    def run(seed, shape, steps, eps, momentum):
+        rec, err, module = _record(cls, _spec_from_args(seed, shape, steps, eps, momentum), dtype, device, forbid)
+        if store is not None:
+            store[int(seed)] = (rec, err, module)
+        if err:
+            raise LearnerModuleError(err)
+        rec = dict(rec)
+        outs = [k for k in rec if k.endswith("output")]
+        rec[_DTYPE_FLAGS] = np.array([rec[k] is not None and rec[k].dtype == np.dtype(str(dtype).split(".")[-1])
+                                      for k in outs])
+        return tuple(rec.get(k) for k in keys)
+
+    return run
 
 
 def _same(a, b, rtol, atol, check_dtype=False, name="value") -> str:
@@ -503,19 +579,45 @@ def check_module(
     The specs run in float64 on the CPU (tight tolerance, mistakes diagnosed there); ``device_spec``
     runs once more in float32 on ``device`` against the reference on that device.
     """
-    if not isinstance(cls, type):
+    replaying = _replaying(cls)
+    if not replaying and not isinstance(cls, type):
         return CheckResult(exercise, [CaseResult("setup", False, f"expected a class, got {type(cls).__name__}")],
                            diagnosis="pass the class itself (no parentheses), e.g. check(BatchNorm2d)")
-    if issubclass(cls, nn.modules.batchnorm._BatchNorm):
+    if not replaying and issubclass(cls, nn.modules.batchnorm._BatchNorm):
         return CheckResult(exercise, [CaseResult("setup", False, "the class subclasses torch's own batch norm")],
                            diagnosis=_explain(BUILTIN_MESSAGE))
-    reg_row, reg_diag = _registration(cls, specs[0].shape[1])
     cpu = torch.device("cpu")
-    learner = [_record(cls, s, torch.float64, cpu, forbid=True) for s in specs]
     reference = [_record(reference_cls, s, torch.float64, cpu, forbid=False)[:2] for s in specs]
     for (_, err), s in zip(reference, specs):  # pragma: no cover - the reference must run
         if err:
             raise RuntimeError(f"reference failed on {s.name}: {err}")
+
+    # The learner's module runs through check_function, one call per protocol: while grading it
+    # records receipts, and in the grader's replay (cls is then a stand-in) the receipts answer and
+    # the verdict is these comparisons alone. The rows below are built from the same runs.
+    store: dict = {}
+    receipted = []
+    for spec, (ref, _) in zip(specs, reference):
+        keys = list(ref)
+        runner = cls if replaying else _on_behalf_of(_protocol_runner(cls, torch.float64, cpu, keys, store), cls)
+        receipted.append(check_function(
+            exercise, runner, _protocol_runner(reference_cls, torch.float64, cpu, keys, forbid=False),
+            [Case(spec.name, _spec_args(spec))], outputs=keys, rtol=rtol, atol=atol, check_dtype=False))
+    dev = None
+    if device_spec is not None:
+        dev = torch.device(device) if device is not None else _default_device()
+        ref32 = _record(reference_cls, device_spec, torch.float32, dev, forbid=False)[0]
+        keys32 = [k for k in ref32 if k != "buffers track gradients"] + [_DTYPE_FLAGS]
+        runner = cls if replaying else _on_behalf_of(_protocol_runner(cls, torch.float32, dev, keys32, store), cls)
+        receipted.append(check_function(
+            exercise, runner, _protocol_runner(reference_cls, torch.float32, dev, keys32, forbid=False),
+            [Case(f"float32 on {dev}, {device_spec.name}", _spec_args(device_spec))], outputs=keys32,
+            rtol=rtol32, atol=atol32, check_dtype=False))
+    if replaying:
+        return combine(exercise, *receipted)
+
+    reg_row, reg_diag = _registration(cls, specs[0].shape[1])
+    learner = [store.get(s.seed, ({}, "the module was not run", None)) for s in specs]
 
     rows = [reg_row]
     failed_keys: list[set] = [set() for _ in specs]
@@ -549,9 +651,8 @@ def check_module(
     notes: list[str] = []
     device_diagnosis = ""
     if device_spec is not None:
-        dev = torch.device(device) if device is not None else _default_device()
-        rec, err, _ = _record(cls, device_spec, torch.float32, dev, forbid=True)
-        ref, ref_err = _record(reference_cls, device_spec, torch.float32, dev, forbid=False)[:2]
+        rec, err, _ = store.get(device_spec.seed, ({}, "the module was not run", None))
+        ref = ref32
         detail = f"raised {err}" if err else ""
         if not detail:
             for key in ref:
