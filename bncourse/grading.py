@@ -441,6 +441,22 @@ def _cell_notes(autograded: Path) -> list[str]:
     return notes
 
 
+def _pool_context():
+    """Worker processes forked from a clean server that has nbgrader imported once (POSIX).
+
+    Not plain fork: the calling process may hold kernel sockets or torch threads. Not spawn
+    either: importing nbgrader again for every pool costs seconds per assignment.
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        try:
+            ctx.set_forkserver_preload(["bncourse.grading"])
+        except Exception:  # noqa: BLE001 - the server is already running: keep it
+            pass
+        return ctx
+    return mp.get_context("spawn")
+
+
 def find_submissions(course_dir: str | os.PathLike, assignment: str) -> list[str]:
     root = Path(course_dir).resolve() / "submitted"
     return sorted(p.parent.name for p in root.glob(f"*/{assignment}") if p.is_dir())
@@ -483,6 +499,9 @@ def grade(
     names = [s for s in find_submissions(course_dir, assignment) if wanted is None or s in wanted]
     jobs = max(1, min(int(jobs), len(names) or 1))
     kernel_env = {"BNCOURSE_FAST": "1"} if fast else {}
+    if jobs > 1:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        kernel_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
 
     with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
         tmp = Path(tmp)
@@ -508,8 +527,7 @@ def grade(
         if jobs == 1:
             outcomes = [_worker_task(t) for t in tasks]
         else:
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(jobs) as pool:
+            with _pool_context().Pool(jobs) as pool:
                 outcomes = pool.map(_worker_task, tasks, chunksize=1)
 
         results = []

@@ -159,7 +159,9 @@ class Replayer:
     def __call__(self, *args, **kwargs):
         raise NotReplayable(f"{object.__getattribute__(self, '_name')} was called outside check_function")
 
-    def __getattr__(self, attr):
+    def __getattribute__(self, attr):
+        # Every attribute look-up, isinstance() included (it reads __class__), means the check uses
+        # the learner's object in a way receipts cannot reproduce.
         raise NotReplayable(f"the check looked at {object.__getattribute__(self, '_name')}.{attr}")
 
     def __repr__(self) -> str:
@@ -170,8 +172,10 @@ class _Session:
     def __init__(self, entries: list[dict]):
         self.entries = list(entries)
         self.used = 0
+        self.attempts = 0  # check_function calls that asked for a receipt (found or not)
 
     def next_entry(self, exercise: str) -> dict:
+        self.attempts += 1
         if self.used >= len(self.entries):
             raise Tampered(f"no receipt for check '{exercise}' (the test cell did not run as written)")
         entry = self.entries[self.used]
@@ -228,15 +232,19 @@ def replay_cell(source: str, entries: list[dict]) -> tuple[str, str]:
         return "not_replayable", str(exc)
     except Tampered as exc:
         return "fail", str(exc)
-    except AssertionError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "assertion failed"
-        return "fail", f"the genuine check fails on the recorded outputs ({first})"
-    except BaseException as exc:  # noqa: BLE001 - anything else: the cell does not pass
-        return "fail", f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:  # noqa: BLE001 - the genuine cell does not pass on these outputs
+        if _SESSION is not None and _SESSION.attempts == 0:
+            # It failed before any check_function asked for a receipt: a check of another kind,
+            # whose verdict a replay cannot reproduce. The kernel's verdict stands.
+            return "not_replayable", f"the cell's checks do not go through check_function ({type(exc).__name__})"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, AssertionError):
+            return "fail", f"the genuine check fails on the recorded outputs ({first})"
+        return "fail", f"{type(exc).__name__}: {first}"
     finally:
-        used = _SESSION.used if _SESSION else 0
+        attempts = _SESSION.attempts if _SESSION else 0
         _SESSION = None
-    if used == 0:
+    if attempts == 0:
         return "not_replayable", "the cell calls no receipt-producing check"
     return "pass", ""
 
