@@ -35,6 +35,7 @@ def _grades(course: Path) -> dict:
 
 @pytest.mark.slow
 def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_autograde(tmp_path, monkeypatch):
+    """Also with a non-SQLite-file gradebook URL (the PostgreSQL path), and readable by `nbgrader export`."""
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "30")
     grading._alembic_on_path()
@@ -59,6 +60,10 @@ def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_au
         nbformat.write(nb, dest / f"{NOTEBOOK}.ipynb")
     par = tmp_path / "parallel"
     shutil.copytree(seq, par)
+    # A gradebook URL that is not plain "sqlite:///": the path PostgreSQL users take (worker
+    # gradebooks generated from the source instead of copied).
+    (par / "nbgrader_config.py").write_text((par / "nbgrader_config.py").read_text()
+                                            + f"\nc.CourseDirectory.db_url = 'sqlite+pysqlite:///{par / 'gradebook.db'}'\n")
 
     auto = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT], **run)
     assert auto.returncode == 0, auto.stderr[-3000:]
