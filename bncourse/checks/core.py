@@ -319,9 +319,9 @@ def check_function(
     failed_outputs: list[tuple[Case, dict]] = []
     structural: list[str] = []
     notes: list[str] = []
-    learner = _Learner(exercise, learner_fn, learner)
+    calls = _Learner(exercise, learner_fn, learner)
     for case in cases:
-        call = learner.call(case)
+        call = calls.call(case)
         notes.extend(w for w in call.warnings if w not in notes)
         if call.error:
             if "NotImplementedError" in call.error:
@@ -347,7 +347,7 @@ def check_function(
             dtype_msgs = [p for p in problems if "has dtype" in p]
             structural.extend(shape_msgs or dtype_msgs)
 
-    learner.finish()
+    calls.finish()
     diagnosis = ""
     if not all(r.passed for r in results):
         diagnosis = _diagnose(failed_outputs, mistakes, compare, outputs, rtol, atol) or (
