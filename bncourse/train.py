@@ -48,6 +48,7 @@ class TrainConfig:
     augment: bool = False  # random crop (padding 4) + horizontal flip, on the device
     eval_every: int = 0  # evaluate on the test set every this many steps (0: at the end of each epoch)
     eval_batch_size: int = 1000  # batch size for evaluation (eval mode: does not change the result)
+    eval_flip: bool = False  # test-time augmentation: average the logits of each image and its mirror
     seed: int = 0  # seeds the data order and augmentation (seed the model yourself before building it)
     device: str | None = None  # None: cuda, then mps, then cpu
     gpu_fast_path: bool = True  # bf16 autocast + channels_last, used on CUDA only
@@ -115,11 +116,13 @@ def _as_loader(data, batch_size: int, shuffle: bool, augment: bool, device, seed
     return DeviceLoader(X, y, batch_size, shuffle=shuffle, augment=augment, device=device, seed=seed)
 
 
-def evaluate(model: nn.Module, data, batch_size: int = 1000, device=None, fast=None) -> tuple[float, float]:
+def evaluate(model: nn.Module, data, batch_size: int = 1000, device=None, fast=None,
+             flip: bool = False) -> tuple[float, float]:
     """(mean cross-entropy loss, accuracy) of ``model`` on ``data`` in eval mode.
 
     ``data`` is an (X, y) tuple, a ``DeviceLoader`` or an iterable of batches. The model is put in
-    eval mode for the evaluation and returned to the mode it was in.
+    eval mode for the evaluation and returned to the mode it was in. ``flip=True`` is test-time
+    augmentation for images (N, C, H, W): the logits of each image and of its mirror image are averaged.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     fast = fast if fast is not None else fast_path(device, enabled=False)
@@ -134,8 +137,10 @@ def evaluate(model: nn.Module, data, batch_size: int = 1000, device=None, fast=N
             for xb, yb in loader:
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 with fast.autocast():
-                    logits = model(fast.to_input(xb))
-                loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+                    logits = model(fast.to_input(xb)).float()
+                    if flip:
+                        logits = (logits + model(fast.to_input(xb.flip(3))).float()) / 2
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum")
                 correct += (logits.argmax(1) == yb).sum()
                 n += len(yb)
     finally:
@@ -197,7 +202,7 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
     def run_eval(step: int) -> None:
         if test_loader is None:
             return
-        loss, acc = evaluate(model, test_loader, device=device, fast=fast)
+        loss, acc = evaluate(model, test_loader, device=device, fast=fast, flip=config.eval_flip)
         history.eval_steps.append(step)
         history.test_loss.append(loss)
         history.test_acc.append(acc)

@@ -134,3 +134,22 @@ def test_does_recompute_bn_statistics_give_the_equal_weight_average_of_the_batch
     torch.testing.assert_close(bn.running_mean, torch.stack([z.mean(0) for z in h]).mean(0))
     torch.testing.assert_close(bn.running_var, torch.stack([z.var(0) for z in h]).mean(0))  # unbiased, as PyTorch
     assert not model.training and bn.momentum == 0.1 and torch.equal(model[0].weight, weight)
+
+
+def test_does_flip_evaluation_average_the_image_and_its_mirror():
+    class LeftRight(nn.Module):
+        """Logit 0 = mean of the left half, logit 1 = mean of the right half."""
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.stack([x[..., :2].mean((1, 2, 3)), x[..., 2:].mean((1, 2, 3))], 1)
+
+    x = torch.zeros(4, 1, 4, 4)
+    x[..., 2:] = 1.0  # bright on the right: class 1 without flip, a tie with flip
+    y = torch.ones(4, dtype=torch.long)
+    loss, acc = evaluate(LeftRight(), (x, y))
+    loss_flip, _ = evaluate(LeftRight(), (x, y), flip=True)
+    assert acc == 1.0 and abs(loss_flip - torch.log(torch.tensor(2.0)).item()) < 1e-6 and loss < loss_flip
