@@ -97,7 +97,7 @@ def replay_cells(cells: Sequence[dict], timeout: float = 600) -> dict[str, list]
     env = {k: v for k, v in os.environ.items() if k not in ("NBGRADER_EXECUTION", replay.ENV_FORCE)}
     with tempfile.TemporaryDirectory(prefix="bncourse-replay-") as cwd:
         proc = subprocess.run(
-            [sys.executable, "-I", "-m", "bncourse.checks.replay"],
+            [sys.executable, "-I", "-c", "import sys; from bncourse.checks.replay import main; sys.exit(main())"],
             input=json.dumps({"cells": list(cells)}), capture_output=True, text=True, cwd=cwd, env=env,
             timeout=timeout,
         )
