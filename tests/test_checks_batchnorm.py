@@ -344,7 +344,21 @@ def bwd_wrong_shape(dout, cache):
     return dx, dgamma[None, :], dbeta
 
 
+def bwd_closed_form_without_1_over_n(dout, cache):
+    n = dout.shape[0]
+    dbeta, dgamma = dout.sum(0), (dout * cache.x_hat).sum(0)
+    return cache.gamma * cache.inv_std * (n * dout - dbeta - cache.x_hat * dgamma), dgamma, dbeta
+
+
+def bwd_closed_form_dbeta_dgamma_swapped(dout, cache):
+    n = dout.shape[0]
+    dbeta, dgamma = dout.sum(0), (dout * cache.x_hat).sum(0)
+    return cache.gamma * cache.inv_std / n * (n * dout - dgamma - cache.x_hat * dbeta), dgamma, dbeta
+
+
 BACKWARD_MISTAKES = [
+    (bwd_closed_form_without_1_over_n, "closed form without the 1/N"),
+    (bwd_closed_form_dbeta_dgamma_swapped, "dbeta and dgamma swapped inside the closed form"),
     (bwd_direct_only, "dx missing the terms that flow through the mean and the variance"),
     (bwd_no_var_path, "dx missing the term that flows through the variance"),
     (bwd_no_mean_path, "dx missing the term that flows through the mean"),
@@ -453,8 +467,15 @@ def test_does_every_correct_spatial_pair_pass(pair, hidden):
     assert result.passed, str(result)
 
 
+def spatial_fwd_no_transpose_back(x, gamma, beta, eps=1e-5):
+    rows = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+    out, cache = ref.batchnorm_forward(rows, gamma, beta, eps)
+    return out.reshape(x.shape), cache
+
+
 @pytest.mark.parametrize("fn,name", [
     (spatial_fwd_no_transpose, "reshaped to (N*H*W, C) without moving C last"),
+    (spatial_fwd_no_transpose_back, "output reshaped back without the inverse transpose"),
     (spatial_fwd_per_position, "statistics per pixel position instead of per channel"),
 ])
 def test_is_each_spatial_forward_mistake_named(fn, name):

@@ -566,6 +566,15 @@ def _backward_mistakes() -> list[Mistake]:
         Mistake("dgamma computed from x instead of x_hat",
                 "out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)",
                 _bwd(_dx, dgamma_fn=lambda g, c: (g * c.x).sum(0))),
+        Mistake("closed form without the 1/N",
+                "the mean and the variance average over N rows: "
+                "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
+                _bwd(lambda g, c: _dx(g, c) * g.shape[0])),
+        Mistake("dbeta and dgamma swapped inside the closed form",
+                "the mean path subtracts dbeta = sum(dout), the variance path subtracts x_hat * dgamma: "
+                "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
+                _bwd(lambda g, c: c.gamma * c.inv_std / g.shape[0] * (
+                    g.shape[0] * g - (g * c.x_hat).sum(0) - c.x_hat * g.sum(0)))),
     ]
 
 
@@ -707,6 +716,13 @@ def _spatial_no_transpose(x, gamma, beta, eps=1e-5):
     return out.reshape(x.shape), None
 
 
+def _spatial_no_transpose_back(x, gamma, beta, eps=1e-5):
+    x = np.asarray(x)
+    rows = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+    out, _ = ref.batchnorm_forward(rows, gamma, beta, eps)
+    return out.reshape(x.shape), None
+
+
 def _spatial_forward_mistakes() -> list[Mistake]:
     return [
         Mistake("statistics per pixel position instead of per channel",
@@ -722,6 +738,10 @@ def _spatial_forward_mistakes() -> list[Mistake]:
         Mistake("reshaped to (N*H*W, C) without moving C last",
                 "x.reshape(-1, C) mixes channels; transpose to (N, H, W, C) first, and back afterwards",
                 _spatial_no_transpose),
+        Mistake("output reshaped back without the inverse transpose",
+                "the rows are in (N, H, W, C) order: reshape them to (N, H, W, C), then transpose to "
+                "(N, C, H, W); out.reshape(N, C, H, W) alone scrambles pixels and channels",
+                _spatial_no_transpose_back),
         Mistake("unbiased variance used to normalize",
                 "normalize with the biased variance (divide by N*H*W)",
                 lambda x, g, b, eps=1e-5: (_per_channel_affine(
