@@ -277,6 +277,13 @@ class BiasedRunningVar(LearnerBN2d):
         super().update(mean, var * (n - 1) / n, n)
 
 
+class TorchVarDefault(LearnerBN2d):
+    """x.var() without unbiased=False (torch divides by n - 1), then the n / (n - 1) of the instructions."""
+
+    def batch_stats(self, x):
+        return x.mean(dim=self.dims), x.var(dim=self.dims)
+
+
 class FlippedMomentum(LearnerBN2d):
     def update(self, mean, var, n):
         with torch.no_grad():
@@ -367,6 +374,7 @@ def test_does_the_check_mention_num_batches_tracked_only_when_it_is_missing():
         (UpdatesInEval, "running statistics updated in eval mode"),
         (BiasedRunningVar, "biased variance in running_var"),
         (FlippedMomentum, "momentum flipped"),
+        (TorchVarDefault, "unbiased variance from torch's var default"),
         (InstanceDims, "statistics over the wrong dimensions"),
         (BatchStatsInEval, "batch statistics used in eval mode"),
         (IgnoresTraining, "ignores self.training"),

@@ -745,6 +745,7 @@ class _BuggyBatchNorm(nn.Module):
     flipped_momentum: bool = False
     batch_stats_in_eval: bool = False
     unbiased_normalization: bool = False
+    unbiased_rescaled: bool = False  # with unbiased_normalization: n / (n - 1) applied to the unbiased variance
     eps_outside_sqrt: bool = False
     affine_applied: bool = True
 
@@ -770,6 +771,8 @@ class _BuggyBatchNorm(nn.Module):
                     batch_var = var * (1 if self.biased_running_var else n / (n - 1))
                     if self.unbiased_normalization:
                         batch_var = var * ((n - 1) / n if self.biased_running_var else 1)
+                        if self.unbiased_rescaled:
+                            batch_var = var * n / (n - 1)
                     self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
                     self.running_var.mul_(1 - m).add_(m * batch_var.reshape(-1))
         else:
@@ -822,6 +825,10 @@ def _module_mistakes(spatial: bool) -> list[ModuleMistake]:
                       "the batch is normalized with its biased variance (divide by n, unbiased=False); only "
                       "running_var takes the unbiased one",
                       _buggy("UnbiasedNorm", unbiased_normalization=True)),
+        ModuleMistake("unbiased variance from torch's var default, then n / (n - 1) again",
+                      "x.var(...) divides by n - 1 unless told otherwise (np.var divides by n): normalize with "
+                      "x.var(dim=..., unbiased=False), and multiply THAT by n / (n - 1) for running_var",
+                      _buggy("UnbiasedTwice", unbiased_normalization=True, unbiased_rescaled=True)),
         ModuleMistake("eps outside the square root",
                       "divide by sqrt(var + eps), not sqrt(var) + eps",
                       _buggy("EpsOutside", eps_outside_sqrt=True)),
