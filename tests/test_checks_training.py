@@ -20,6 +20,16 @@ def test_is_each_percentile_mistake_named(mistake):
     assert not result.passed and result.diagnosis.startswith(mistake.name)
 
 
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("fn,name", [
+    (lambda r: np.quantile(r, (0.15, 0.5, 0.85), axis=1), "percentiles not transposed"),
+    (lambda r: np.percentile(r, (15, 50, 85), axis=0).T, "percentiles over the wrong axis (axis=0, across"),
+], ids=["quantile-not-transposed", "axis0-transposed"])
+def test_is_a_learner_wrong_shape_named_rather_than_only_reported(fn, name, hidden):
+    result = T.check_sigmoid_input_percentiles(fn, hidden=hidden)
+    assert not result.passed and result.diagnosis.startswith(name), result.diagnosis
+
+
 def test_does_an_unattempted_exercise_fail_with_a_plain_message():
     def blank(records):
         raise NotImplementedError()

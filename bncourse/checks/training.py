@@ -54,6 +54,18 @@ def _percentile_mistakes() -> list[Mistake]:
         Mistake("percentiles in the wrong order",
                 "return the columns in the order 15th, 50th, 85th",
                 lambda r: np.percentile(r, [85, 50, 15], axis=1).T),
+        Mistake("percentiles not transposed",
+                "np.percentile(records, [15, 50, 85], axis=1) has shape (3, T), one row per percentile: "
+                "transpose it (.T) to get one row per snapshot, shape (T, 3)",
+                lambda r: np.percentile(r, [15, 50, 85], axis=1)),
+        Mistake("percentiles over the wrong axis (axis=0, across snapshots)",
+                "row t of records is one snapshot of the N examples: take the percentiles of each row, "
+                "over axis=1, then transpose: np.percentile(records, [15, 50, 85], axis=1).T",
+                lambda r: np.percentile(r, [15, 50, 85], axis=0).T),
+        Mistake("percentiles over the wrong axis (axis=0), not transposed",
+                "row t of records is one snapshot of the N examples: take the percentiles of each row, "
+                "over axis=1, then transpose: np.percentile(records, [15, 50, 85], axis=1).T",
+                lambda r: np.percentile(r, [15, 50, 85], axis=0)),
         Mistake("percentiles of all snapshots together",
                 "each row t is the percentiles of records[t] alone: reduce over axis=1",
                 lambda r: np.repeat(np.percentile(r, [15, 50, 85])[None, :], len(r), axis=0)),
