@@ -55,6 +55,23 @@ def test_does_leaving_train_mode_on_fail_even_with_right_statistics():
     assert not result.passed and "mode" in result.diagnosis
 
 
+def test_are_both_forgotten_restorations_named_mode_and_momentum():
+    def restores_nothing(model, batches):
+        import torch
+
+        for m in T._bn_layers(model):
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+
+    result = T.check_recompute_bn_statistics(restores_nothing)
+    assert not result.passed
+    assert "mode" in result.diagnosis and "momentum was not restored" in result.diagnosis, result.diagnosis
+
+
 def test_does_an_optimizer_step_count_as_a_failure():
     import torch
 

@@ -192,6 +192,17 @@ def _buggy_only_last_batch(model, batches):
     model.train(was)
 
 
+def _buggy_neither_reset_nor_cumulative(model, batches):
+    import torch
+
+    was = model.training
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    model.train(was)
+
+
 _BN_MISTAKES = [
     ("statistics not reset first",
      "call reset_running_stats() on each batch-norm layer before the passes, or the stale values stay in the average",
@@ -205,6 +216,10 @@ _BN_MISTAKES = [
     ("the passes ran in eval mode",
      "running statistics are only updated in training mode: call model.train() before the passes",
      _buggy_eval_mode),
+    ("neither reset nor an equal-weight average",
+     "the passes only nudged the stale statistics (momentum 0.1): call reset_running_stats() on each "
+     "batch-norm layer, and set its momentum to None during the passes so every batch weighs the same",
+     _buggy_neither_reset_nor_cumulative),
 ]
 
 
@@ -275,6 +290,7 @@ def check_recompute_bn_statistics(fn, hidden: bool = False, rtol: float = 1e-4, 
             ):
                 diagnosis = f"{name}: {hint}"
                 break
-        diagnosis = diagnosis or (structural[0] if structural else
+        unique = list(dict.fromkeys(structural))
+        diagnosis = diagnosis or ("; and ".join(unique[:2]) if unique else
                                   "the running statistics differ from the equal-weight average over the batches")
     return CheckResult("recompute_bn_statistics", results, diagnosis=diagnosis, tolerance=tolerance)
