@@ -272,6 +272,10 @@ def _forward_mistakes() -> list[Mistake]:
         Mistake("one mean and variance for all features",
                 "each feature (column) has its own mean and variance: pass axis=0",
                 _fwd(lambda x: (x.mean(), x.var()))),
+        Mistake("variance over all features (axis missing in the variance)",
+                "the mean is per feature, but the variance was taken over the whole array: "
+                "pass axis=0 to the variance too",
+                _fwd(lambda x: (x.mean(0), x.var()))),
         Mistake("gamma and beta swapped",
                 "gamma scales and beta shifts: out = gamma * x_hat + beta",
                 _fwd(_stats, swap=True)),
