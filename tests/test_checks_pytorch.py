@@ -97,6 +97,10 @@ def _bwd_three(ctx, dout):
     return _bwd_ok(ctx, dout)[:3]
 
 
+def _bwd_none_first(ctx, dout):
+    return (None,) + _bwd_ok(ctx, dout)[:3]
+
+
 def _bwd_numpy(ctx, dout):
     return batchnorm_backward(dout.numpy(), ctx.cache) + (None,)
 
@@ -137,6 +141,7 @@ def test_does_a_correct_function_pass_silently(Fn, hidden, capfd):
         (_fwd_save_cache, _bwd_ok, "save_for_backward only accepts tensors"),
         (_fwd_ok, _bwd_three, "wrong number of gradients"),
         (_fwd_ok, _bwd_numpy, "backward returned numpy arrays"),
+        (_fwd_ok, _bwd_none_first, "in the order of forward's inputs"),
         (_fwd_numpy_out, _bwd_ok, "forward returned a numpy array"),
         (_fwd_default_eps, _bwd_ok, "eps not passed on"),
         (_fwd_ok, _bwd_swapped, "dgamma and dbeta swapped"),

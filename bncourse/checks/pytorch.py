@@ -100,6 +100,9 @@ _ERROR_EXPLANATIONS: list[tuple[str, str]] = [
     ("returned an incorrect number of gradients",
      "wrong number of gradients from backward: return one per input of forward, (dx, dgamma, dbeta, None), "
      "with None for eps (a float has no gradient)"),
+    ("returned a gradient different than None at position",
+     "backward returns the gradients in the order of forward's inputs (x, gamma, beta, eps): "
+     "(dx, dgamma, dbeta, None), the None for eps last"),
     ("expected Variable or None",
      "backward returned numpy arrays: convert each gradient back to a tensor with torch.from_numpy(...), "
      "in dout's dtype and on its device"),
