@@ -289,6 +289,15 @@ class TorchVarDefault(LearnerBN2d):
         return x.mean(dim=self.dims), x.var(dim=self.dims)
 
 
+class NoEpsInEval(LearnerBN2d):
+    def forward(self, x):
+        if self.training:
+            return super().forward(x)
+        view = (1, -1, 1, 1)
+        x_hat = (x - self.running_mean.view(view)) / self.running_var.view(view).sqrt()
+        return self.weight.view(view) * x_hat + self.bias.view(view)
+
+
 class FlippedMomentum(LearnerBN2d):
     def update(self, mean, var, n):
         with torch.no_grad():
@@ -379,6 +388,7 @@ def test_does_the_check_mention_num_batches_tracked_only_when_it_is_missing():
         (UpdatesInEval, "running statistics updated in eval mode"),
         (BiasedRunningVar, "biased variance in running_var"),
         (FlippedMomentum, "momentum flipped"),
+        (NoEpsInEval, "eps missing in eval mode"),
         (TorchVarDefault, "unbiased variance from torch's var default"),
         (InstanceDims, "statistics over the wrong dimensions"),
         (BatchStatsInEval, "batch statistics used in eval mode"),

@@ -750,6 +750,7 @@ class _BuggyBatchNorm(nn.Module):
     unbiased_normalization: bool = False
     unbiased_rescaled: bool = False  # with unbiased_normalization: n / (n - 1) applied to the unbiased variance
     eps_outside_sqrt: bool = False
+    eps_missing_in_eval: bool = False
     affine_applied: bool = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
@@ -781,6 +782,8 @@ class _BuggyBatchNorm(nn.Module):
         else:
             mean, var = self.running_mean.view(view), self.running_var.view(view)
         std = var.sqrt() + self.eps if self.eps_outside_sqrt else torch.sqrt(var + self.eps)
+        if self.eps_missing_in_eval and not self.training:
+            std = var.sqrt()
         x_hat = (x - mean) / std
         if not self.affine_applied:
             return x_hat
@@ -835,6 +838,9 @@ def _module_mistakes(spatial: bool) -> list[ModuleMistake]:
         ModuleMistake("eps outside the square root",
                       "divide by sqrt(var + eps), not sqrt(var) + eps",
                       _buggy("EpsOutside", eps_outside_sqrt=True)),
+        ModuleMistake("eps missing in eval mode",
+                      "eval mode normalizes with sqrt(running_var + eps), the same eps as training",
+                      _buggy("EpsMissingInEval", eps_missing_in_eval=True), only=("eval: output",)),
         ModuleMistake("weight and bias not applied",
                       "after normalizing, scale by weight (gamma) and shift by bias (beta), per channel",
                       _buggy("NoAffine", affine_applied=False)),
