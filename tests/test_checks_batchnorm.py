@@ -356,7 +356,29 @@ def bwd_closed_form_dbeta_dgamma_swapped(dout, cache):
     return cache.gamma * cache.inv_std / n * (n * dout - dgamma - cache.x_hat * dbeta), dgamma, dbeta
 
 
+def bwd_staged_with(two=2.0, dstd_sign=-1.0, dsq_over_n=True, dmu_over_n=True):
+    """A learner's staged backward, row by row from the notebook's table, with one slip."""
+    def backward(dout, cache):
+        n = dout.shape[0]
+        dbeta, dgamma = dout.sum(axis=0), (dout * cache.x_hat).sum(axis=0)
+        dx_hat = dout * cache.gamma
+        dxmu = dx_hat * cache.inv_std
+        dinv_std = (dx_hat * cache.xmu).sum(axis=0)
+        dstd = dstd_sign * dinv_std / cache.std ** 2
+        dvar = dstd / (2 * cache.std)
+        dsq = dvar / n if dsq_over_n else dvar
+        dxmu = dxmu + two * cache.xmu * dsq
+        dmu = -dxmu.sum(axis=0)
+        dx = dxmu + (dmu / n if dmu_over_n else dmu)
+        return dx, dgamma, dbeta
+    return backward
+
+
 BACKWARD_MISTAKES = [
+    (bwd_staged_with(two=1.0), "factor 2 missing in the path through the square (step 6)"),
+    (bwd_staged_with(dstd_sign=1.0), "sign of the path through 1/std flipped (step 3)"),
+    (bwd_staged_with(dsq_over_n=False), "the variance's gradient not shared out over the N rows (step 5)"),
+    (bwd_staged_with(dmu_over_n=False), "the mean's gradient not shared out over the N rows (step 8)"),
     (bwd_closed_form_without_1_over_n, "closed form without the 1/N"),
     (bwd_closed_form_dbeta_dgamma_swapped, "dbeta and dgamma swapped inside the closed form"),
     (bwd_direct_only, "dx missing the terms that flow through the mean and the variance"),

@@ -537,6 +537,23 @@ def _dx(dout, c):
     return ref.batchnorm_backward(dout, c)[0]
 
 
+def _staged_slip(two=2.0, sign=-1.0, var_over_n=True, mu_over_n=True):
+    """The staged backward of the notebook's table with one step's factor gotten wrong."""
+    def backward(dout, c):
+        dout = np.asarray(dout)
+        n = dout.shape[0]
+        dx_hat = dout * c.gamma
+        dxmu = dx_hat * c.inv_std
+        dstd = sign * (dx_hat * c.xmu).sum(0) / c.std ** 2
+        dvar = dstd / (2 * c.std)
+        dsq = dvar / n if var_over_n else dvar
+        dxmu = dxmu + two * c.xmu * dsq
+        dmu = -dxmu.sum(0)
+        dx = dxmu + (dmu / n if mu_over_n else dmu)
+        return dx, (dout * c.x_hat).sum(0), dout.sum(0)
+    return backward
+
+
 def _backward_mistakes() -> list[Mistake]:
     return [
         Mistake("dx missing the terms that flow through the mean and the variance",
@@ -570,6 +587,18 @@ def _backward_mistakes() -> list[Mistake]:
         Mistake("dgamma computed from x instead of x_hat",
                 "out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)",
                 _bwd(_dx, dgamma_fn=lambda g, c: (g * c.x).sum(0))),
+        Mistake("factor 2 missing in the path through the square (step 6)",
+                "sq = xmu**2, so its local derivative is 2 * xmu: dxmu += 2 * xmu * dsq",
+                _staged_slip(two=1.0)),
+        Mistake("sign of the path through 1/std flipped (step 3)",
+                "the derivative of 1/std is -1/std**2: dstd = -dinv_std / std**2",
+                _staged_slip(sign=1.0)),
+        Mistake("the variance's gradient not shared out over the N rows (step 5)",
+                "var = mean(sq) averages N rows, so each row gets 1/N of it: dsq = dvar / N",
+                _staged_slip(var_over_n=False)),
+        Mistake("the mean's gradient not shared out over the N rows (step 8)",
+                "mu = mean(x) averages N rows, so each row gets 1/N of it: dx += dmu / N",
+                _staged_slip(mu_over_n=False)),
         Mistake("closed form without the 1/N",
                 "the mean and the variance average over N rows: "
                 "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
