@@ -72,6 +72,19 @@ def test_are_both_forgotten_restorations_named_mode_and_momentum():
     assert "mode" in result.diagnosis and "momentum was not restored" in result.diagnosis, result.diagnosis
 
 
+def test_do_the_visible_cases_catch_a_hard_coded_eval_and_momentum():
+    """A learner who ends with model.eval() and momentum = 0.1 must hear it before the hidden tests."""
+    def hard_coded(model, batches):
+        recompute_bn_statistics(model, batches)
+        for m in T._bn_layers(model):
+            m.momentum = 0.1
+        model.eval()
+
+    result = T.check_recompute_bn_statistics(hard_coded)
+    assert not result.passed
+    assert "eval mode" in result.diagnosis and "momentum" in result.diagnosis, result.diagnosis
+
+
 def test_does_an_optimizer_step_count_as_a_failure():
     import torch
 

@@ -105,7 +105,7 @@ def _state(model) -> dict:
     return out
 
 
-def _make_case(seed: int, kind: str, start_training: bool, n_batches: int):
+def _make_case(seed: int, kind: str, start_training: bool, n_batches: int, momentum: float = 0.1):
     """(model with stale statistics, list of input batches) for a case."""
     def make():
         import torch
@@ -126,6 +126,7 @@ def _make_case(seed: int, kind: str, start_training: bool, n_batches: int):
             m.num_batches_tracked.fill_(100)
             m.weight.data.uniform_(0.5, 1.5, generator=g)
             m.bias.data.uniform_(-0.5, 0.5, generator=g)
+            m.momentum = momentum
         model.train(start_training)
         return model, batches
 
@@ -207,7 +208,7 @@ _BN_MISTAKES = [
     ("statistics not reset first",
      "call reset_running_stats() on each batch-norm layer before the passes, or the stale values stay in the average",
      _buggy_no_reset),
-    ("exponential average with momentum 0.1",
+    ("exponential average (momentum left as it was)",
      "set each layer's momentum to None during the passes (cumulative average: every batch weighs the same)",
      _buggy_default_momentum),
     ("only the last batch counted",
@@ -239,7 +240,8 @@ def check_recompute_bn_statistics(fn, hidden: bool = False, rtol: float = 1e-4, 
          Case("CNN, 1 batch, starts in train mode", _make_case(23, "cnn", True, 1))]
         if hidden else
         [Case("CNN with BatchNorm2d, 3 batches, starts in eval mode", _make_case(1, "cnn", False, 3)),
-         Case("MLP with BatchNorm1d, 4 batches, starts in eval mode", _make_case(2, "mlp", False, 4))]
+         Case("MLP with BatchNorm1d, 4 batches, starts in train mode, momentum 0.2",
+              _make_case(2, "mlp", True, 4, momentum=0.2))]
     )
     tolerance = f"rtol={rtol:g}, atol={atol:g}"
     if not callable(fn):
