@@ -409,13 +409,16 @@ def test_is_each_BatchNorm2d_mistake_rejected_by_name(cls, name, capfd):
     assert capfd.readouterr().err == ""
 
 
-def test_are_the_hidden_cases_able_to_catch_a_hard_coded_momentum():
+def test_are_the_visible_and_hidden_cases_able_to_catch_a_hard_coded_momentum():
+    """Forgetting to pass momentum on is a bug, not a trick: the learner hears it before the hidden tests."""
     class HardCoded(LearnerBN2d):
         def update(self, mean, var, n):
             self.momentum = 0.1
             super().update(mean, var, n)
 
-    assert check_batchnorm2d(HardCoded, device="cpu").passed
+    visible = check_batchnorm2d(HardCoded, device="cpu")
+    assert not visible.passed and "momentum=0.2" in str(visible)
+    assert visible.diagnosis.startswith("momentum argument ignored"), visible.diagnosis
     result = check_batchnorm2d(HardCoded, hidden=True, device="cpu")
     assert not result.passed and "momentum=0.3" in str(result)
 
@@ -537,3 +540,17 @@ def test_does_the_replay_fail_a_cell_whose_check_was_replaced_in_the_kernel(monk
     source = "from bncourse.checks.pytorch import check_batchnorm2d\ncheck_batchnorm2d(BatchNorm2d).assert_passed()\n"
     verdict, _ = replay_cell(source, [])
     assert verdict == "fail"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("spatial", [False, True], ids=["BatchNorm1d", "BatchNorm2d"])
+def test_is_every_module_mistake_named_as_itself(spatial, hidden):
+    """Each registered wrong module, handed in as the learner's, gets its own name, visible and hidden."""
+    from bncourse.checks import pytorch as P
+
+    check = (lambda cls: P.check_batchnorm2d(cls, hidden=hidden, device="cpu")) if spatial else \
+        (lambda cls: P.check_batchnorm1d_module(cls, hidden=hidden))
+    for mistake in P._module_mistakes(spatial):
+        result = check(mistake.cls)
+        assert not result.passed and result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)

@@ -751,6 +751,8 @@ class _BuggyBatchNorm(nn.Module):
     unbiased_rescaled: bool = False  # with unbiased_normalization: n / (n - 1) applied to the unbiased variance
     eps_outside_sqrt: bool = False
     eps_missing_in_eval: bool = False
+    default_momentum: bool = False  # the momentum argument ignored: 0.1 always
+    default_eps: bool = False       # the eps argument ignored: 1e-5 always
     affine_applied: bool = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
@@ -771,7 +773,8 @@ class _BuggyBatchNorm(nn.Module):
             if self.training and self.update_in_train and dims == correct_dims:
                 with torch.no_grad():
                     n = x.numel() // x.shape[1]
-                    m = 1 - self.momentum if self.flipped_momentum else self.momentum
+                    m = 0.1 if self.default_momentum else self.momentum
+                    m = 1 - m if self.flipped_momentum else m
                     batch_var = var * (1 if self.biased_running_var else n / (n - 1))
                     if self.unbiased_normalization:
                         batch_var = var * ((n - 1) / n if self.biased_running_var else 1)
@@ -781,7 +784,8 @@ class _BuggyBatchNorm(nn.Module):
                     self.running_var.mul_(1 - m).add_(m * batch_var.reshape(-1))
         else:
             mean, var = self.running_mean.view(view), self.running_var.view(view)
-        std = var.sqrt() + self.eps if self.eps_outside_sqrt else torch.sqrt(var + self.eps)
+        eps = 1e-5 if self.default_eps else self.eps
+        std = var.sqrt() + eps if self.eps_outside_sqrt else torch.sqrt(var + eps)
         if self.eps_missing_in_eval and not self.training:
             std = var.sqrt()
         x_hat = (x - mean) / std
@@ -820,6 +824,14 @@ def _module_mistakes(spatial: bool) -> list[ModuleMistake]:
                       "PyTorch's momentum (0.1) weighs the NEW batch: (1 - momentum) * running + momentum * batch "
                       "(Keras' 0.99 weighs the old value)",
                       _buggy("Flipped", flipped_momentum=True)),
+        ModuleMistake("momentum argument ignored",
+                      "use self.momentum (the constructor's argument) in the update, not the default 0.1: "
+                      "e.g. update_running_stats(..., self.momentum)",
+                      _buggy("DefaultMomentum", default_momentum=True)),
+        ModuleMistake("eps argument ignored",
+                      "use self.eps (the constructor's argument) everywhere, e.g. "
+                      "BatchNormFunction.apply(x, self.weight, self.bias, self.eps), not the default 1e-5",
+                      _buggy("DefaultEps", default_eps=True), only=("step 1: output",)),
         ModuleMistake("biased variance in running_var",
                       "normalize with the biased batch variance, but store the unbiased one (divide by n - 1, "
                       "n = values per channel) in running_var, as PyTorch does",
@@ -861,7 +873,8 @@ def _specs_1d(hidden: bool) -> list[Step]:
     if hidden:
         return [Step("N=6, D=3", (6, 3), 111),
                 Step("N=12, D=5, eps=1e-3, momentum=0.2", (12, 5), 112, steps=4, kwargs={"eps": 1e-3, "momentum": 0.2})]
-    return [Step("N=8, D=4", (8, 4), 101), Step("N=3, D=2", (3, 2), 102)]
+    return [Step("N=8, D=4", (8, 4), 101),
+            Step("N=3, D=2, eps=1e-2, momentum=0.3", (3, 2), 102, kwargs={"eps": 1e-2, "momentum": 0.3})]
 
 
 def _specs_2d(hidden: bool) -> list[Step]:
@@ -869,7 +882,9 @@ def _specs_2d(hidden: bool) -> list[Step]:
         return [Step("N=3, C=4, H=2, W=3", (3, 4, 2, 3), 211),
                 Step("N=5, C=2, H=4, W=4, eps=1e-3, momentum=0.3", (5, 2, 4, 4), 212, steps=4,
                      kwargs={"eps": 1e-3, "momentum": 0.3})]
-    return [Step("N=4, C=3, H=5, W=6", (4, 3, 5, 6), 201), Step("N=2, C=4, H=3, W=3", (2, 4, 3, 3), 202)]
+    return [Step("N=4, C=3, H=5, W=6", (4, 3, 5, 6), 201),
+            Step("N=2, C=4, H=3, W=3, eps=1e-2, momentum=0.2", (2, 4, 3, 3), 202,
+                 kwargs={"eps": 1e-2, "momentum": 0.2})]
 
 
 def check_batchnorm1d_module(cls, hidden: bool = False) -> CheckResult:
