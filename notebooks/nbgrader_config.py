@@ -30,3 +30,10 @@ c.ClearSolutions.code_stub = {
     "python": "# YOUR CODE HERE\nraise NotImplementedError()",
 }
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# The course's grading pipeline (bncourse.grading): test cells are re-judged outside the learner's
+# kernel, so monkeypatching the checks gains nothing; feedback hides hidden tests and their values;
+# a deleted graded cell is restored from the source.
+from bncourse.grading import configure_nbgrader  # noqa: E402
+
+configure_nbgrader(c)
