@@ -193,6 +193,16 @@ def score_notebook(nb, name: str, ran: bool = True) -> list[ExerciseProgress]:
     return rows
 
 
+def _nothing_attempted(path: Path) -> bool:
+    """True when every solution cell of the notebook is still the untouched stub."""
+    try:
+        cells = nbformat.read(path, as_version=4).cells
+    except Exception:  # noqa: BLE001 - an unreadable notebook is run_copy's to report
+        return False
+    solutions = [c for c in cells if _nbgrader(c).get("solution")]
+    return bool(solutions) and all(_untouched(c) for c in solutions)
+
+
 def progress(directory: str | os.PathLike | None = None, fast: bool = True, timeout: int | None = None) -> ProgressReport:
     """Run the visible tests of every course notebook in ``directory`` on copies; nothing is written there.
 
@@ -209,6 +219,10 @@ def progress(directory: str | os.PathLike | None = None, fast: bool = True, time
     rows, problems = [], []
     for path in course_notebooks(directory):
         name = path.relative_to(directory).as_posix()
+        if _nothing_attempted(path):
+            # Nothing to test: report every exercise as not attempted without running the notebook.
+            rows.extend(score_notebook(nbformat.read(path, as_version=4), name, ran=False))
+            continue
         nb, problem = run_copy(path, fast=fast, timeout=timeout)
         if problem:
             problems.append(f"{name}: {problem}")

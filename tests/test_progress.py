@@ -86,3 +86,18 @@ def test_is_an_untouched_stub_not_attempted_and_a_crashed_run_not_counted_as_pas
     _solve(nb, "standardize", "def standardize(a, b):\n    return a, b")
     rows = prog.score_notebook(nb, "nb", ran=False)
     assert rows[0].status == "not run" and rows[0].points == 0
+
+
+def test_is_a_notebook_with_nothing_attempted_reported_without_running_it(tmp_path, monkeypatch):
+    """A fresh workspace should not wait for every notebook's experiments to run."""
+    folder = tmp_path / "ws" / "01_why_normalize"
+    folder.mkdir(parents=True)
+    nbformat.write(student_version(), folder / "why_normalize.ipynb")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an untouched notebook was executed")
+
+    monkeypatch.setattr(prog, "run_copy", must_not_run)
+    report = prog.progress(tmp_path / "ws")
+    assert [r.status for r in report.rows] == ["not attempted", "not attempted"]
+    assert report.points == 0 and report.max_points == 5
