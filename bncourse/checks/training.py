@@ -26,6 +26,10 @@ from bncourse.plots import percentile_bands
 # ---------------------------------------------------------------------------------------------
 
 
+_ROWWISE_HINT = ("row t of records is one snapshot of the N examples: take the percentiles of each row, "
+                 "over axis=1, then transpose: np.percentile(records, [15, 50, 85], axis=1).T")
+
+
 def _records(seed: int, T: int, N: int):
     """Skewed, drifting snapshots: like a sigmoid input whose distribution moves during training."""
     def make():
@@ -59,12 +63,10 @@ def _percentile_mistakes() -> list[Mistake]:
                 "transpose it (.T) to get one row per snapshot, shape (T, 3)",
                 lambda r: np.percentile(r, [15, 50, 85], axis=1)),
         Mistake("percentiles over the wrong axis (axis=0, across snapshots)",
-                "row t of records is one snapshot of the N examples: take the percentiles of each row, "
-                "over axis=1, then transpose: np.percentile(records, [15, 50, 85], axis=1).T",
+                _ROWWISE_HINT,
                 lambda r: np.percentile(r, [15, 50, 85], axis=0).T),
         Mistake("percentiles over the wrong axis (axis=0), not transposed",
-                "row t of records is one snapshot of the N examples: take the percentiles of each row, "
-                "over axis=1, then transpose: np.percentile(records, [15, 50, 85], axis=1).T",
+                _ROWWISE_HINT,
                 lambda r: np.percentile(r, [15, 50, 85], axis=0)),
         Mistake("percentiles of all snapshots together",
                 "each row t is the percentiles of records[t] alone: reduce over axis=1",
