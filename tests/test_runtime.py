@@ -15,3 +15,17 @@ def test_does_the_environment_variable_choose_the_size(monkeypatch, value, fast)
 def test_is_the_full_run_the_default(monkeypatch):
     monkeypatch.delenv("BNCOURSE_FAST", raising=False)
     assert runtime.pick(fast=1, full=20) == 20
+
+
+def test_does_a_grading_kernel_get_the_grading_size_where_one_is_given(monkeypatch):
+    monkeypatch.delenv("BNCOURSE_FAST", raising=False)
+    monkeypatch.setenv("BNCOURSE_GRADING", "1")
+    assert runtime.fast_mode() is True
+    assert runtime.pick(fast=10, full=100, grading=2) == 2
+    assert runtime.pick(fast=10, full=100) == 10  # no grading size: the fast one
+
+
+def test_is_the_grading_size_ignored_outside_grading(monkeypatch):
+    monkeypatch.setenv("BNCOURSE_FAST", "1")
+    monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
+    assert runtime.pick(fast=10, full=100, grading=2) == 10

@@ -1,19 +1,12 @@
-"""Instructor helpers over nbgrader: hardened autograding, parallel grading, safe feedback.
+"""Parallel autograding: nbgrader's own autograde in N worker processes, one gradebook at the end.
 
-nbgrader stays the grading engine. This module adds what the course needs around it:
-
-- ``configure_nbgrader(c)``: one line in ``nbgrader_config.py`` that makes plain ``nbgrader
-  autograde`` / ``generate_feedback`` and the formgrader behave like ``bncourse grade``:
-  ``GradingExecute`` (the kernel runs in fast mode), ``VerifyChecks`` (graded test cells are
-  re-judged outside the learner's kernel, see ``bncourse.checks.replay``) and ``HideHiddenTests``
-  (feedback shows neither hidden test code nor hidden cases' values).
-- ``grade(assignment, course_dir, jobs=N)``: autogrades every submission with N worker processes,
-  each running nbgrader's own autograde for one student at a time against a private copy of the
-  gradebook; the main process then merges each student's rows into the ONE gradebook, which
-  ``nbgrader export`` and the formgrader read as usual. Workers read a staged copy of the
-  submissions, so submitted files are never touched (their hashes are checked afterwards). A
-  submission nbgrader cannot grade (kernel crash, corrupted JSON) is recorded with 0 points and a
-  reason; the others are graded.
+``grade(assignment, course_dir, jobs=N)`` autogrades every submission with N worker processes,
+each running nbgrader's own autograde for one student at a time against a private copy of the
+gradebook; the main process then merges each student's rows into the ONE gradebook, which
+``nbgrader export`` and the formgrader read as usual. Workers read a staged copy of the
+submissions, so submitted files are never touched (their hashes are checked afterwards). A
+submission nbgrader cannot grade (kernel crash, corrupted JSON) is recorded with 0 points and a
+reason; the others are graded.
 
     report = grade("01_why_normalize", "notebooks", jobs=2)
     print(report)                      # one row per student: score, status, reason
@@ -22,274 +15,21 @@ nbgrader stays the grading engine. This module adds what the course needs around
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing as mp
 import os
-import re
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable
 
-from nbgrader import utils as nbutils
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from nbformat.v4 import new_output
-from traitlets import Dict, Float, Unicode
-
-from bncourse.checks import replay
+from bncourse.grading.pipeline import VERIFY_ENAME, load_config, db_url_of
 
 REPORT_DIR = "grading_reports"
-VERIFY_ENAME = "GradingVerificationError"
-HIDDEN_MESSAGE = "a hidden test did not pass (hidden tests' code and values are not shown)"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-# ---------------------------------------------------------------------------------------------
-# nbgrader preprocessors
-# ---------------------------------------------------------------------------------------------
-
-
-class GradingExecute(Execute):
-    """nbgrader's Execute with extra environment variables for the kernel (fast mode by default).
-
-    The checks do not depend on the size of a notebook's experiments, so grading runs the
-    notebooks the way CI does. Set ``c.GradingExecute.kernel_env = {}`` for full-size runs.
-    """
-
-    kernel_env = Dict({"BNCOURSE_FAST": "1"}, help="Environment variables set for the grading kernel.").tag(
-        config=True
-    )
-
-    def preprocess(self, nb, resources=None, km=None):
-        with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
-            return super().preprocess(nb, resources, km=km)
-
-
-def _is_test_cell(cell) -> bool:
-    return cell.cell_type == "code" and nbutils.is_grade(cell) and not nbutils.is_solution(cell)
-
-
-def _failed_in_kernel(cell) -> bool:
-    return any(
-        o.output_type == "error" or (o.output_type == "stream" and o.get("name") == "stderr") for o in cell.outputs
-    )
-
-
-def _pop_receipts(cell) -> list:
-    receipts, kept = [], []
-    for o in cell.get("outputs", []):
-        if o.get("output_type") in ("display_data", "execute_result") and replay.MIME in o.get("data", {}):
-            receipts.append(o["data"][replay.MIME])
-        else:
-            kept.append(o)
-    cell.outputs = kept
-    return receipts
-
-
-def replay_cells(cells: Sequence[dict], timeout: float = 600) -> dict[str, list]:
-    """Re-judge test cells in a fresh ``python -I`` process: {cell id: [verdict, reason]}."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NBGRADER_EXECUTION", replay.ENV_FORCE)}
-    with tempfile.TemporaryDirectory(prefix="bncourse-replay-") as cwd:
-        proc = subprocess.run(
-            [sys.executable, "-I", "-c", "import sys; from bncourse.checks.replay import main; sys.exit(main())"],
-            input=json.dumps({"cells": list(cells)}), capture_output=True, text=True, cwd=cwd, env=env,
-            timeout=timeout,
-        )
-    if proc.returncode != 0:
-        raise RuntimeError(f"the replay process failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout)
-
-
-class VerifyChecks(NbGraderPreprocessor):
-    """After Execute: re-judge each graded test cell without an error from its receipts, outside the kernel.
-
-    A cell whose verdict the genuine checks do not confirm gets an error output (so nbgrader
-    scores it 0); a cell that only wrote to stderr and whose re-run passes keeps its points.
-    Receipts are removed from every cell. Cells that are not replayable keep the kernel's
-    verdict (logged).
-    """
-
-    timeout = Float(600, help="Seconds allowed for re-judging one notebook's test cells.").tag(config=True)
-
-    def _trusted_sources(self, resources) -> dict[str, str] | None:
-        """grade_id -> the test cell's source as the gradebook stores it (None outside autograde)."""
-        from nbgrader.api import Gradebook
-
-        info = (resources or {}).get("nbgrader") or {}
-        if not {"db_url", "notebook", "assignment"} <= set(info):
-            return None
-        with Gradebook(info["db_url"]) as gb:
-            notebook = gb.find_notebook(info["notebook"], info["assignment"])
-            return {c.name: c.source for c in notebook.source_cells}
-
-    def preprocess(self, nb, resources):
-        trusted = self._trusted_sources(resources)
-        jobs = []
-        for i, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            receipts = _pop_receipts(cell)
-            if _is_test_cell(cell) and not any(o.output_type == "error" for o in cell.outputs):
-                grade_id = cell.metadata["nbgrader"].get("grade_id", "")
-                # Re-run the instructor's source from the gradebook, never text from the submission.
-                source = cell.source if trusted is None else trusted.get(grade_id)
-                if source is not None:
-                    jobs.append({"id": str(i), "source": source, "receipts": receipts})
-        if not jobs:
-            return nb, resources
-        verdicts = replay_cells(jobs, timeout=self.timeout)
-        for job in jobs:
-            cell = nb.cells[int(job["id"])]
-            grade_id = cell.metadata["nbgrader"].get("grade_id", job["id"])
-            verdict, reason = verdicts.get(job["id"], ["fail", "no verdict from the replay"])
-            if verdict == "fail":
-                self.log.warning("Test cell %s: kernel said pass, the grader's re-run says: %s", grade_id, reason)
-                # First: nbgrader's determine_grade stops at the first execute_result it meets.
-                cell.outputs.insert(0, new_output(
-                    "error", ename=VERIFY_ENAME,
-                    evalue="the grader re-ran this test cell with genuine checks on your function's "
-                           f"recorded outputs and it did not pass: {reason}",
-                    traceback=[f"{VERIFY_ENAME}: {reason}"],
-                ))
-            elif verdict == "pass" and _failed_in_kernel(cell):
-                # Only stderr stood against it (a warning printed by the learner's code or by torch):
-                # the genuine checks passed, so the warning is kept as plain output and costs nothing.
-                self.log.info("Test cell %s: stderr output only; the grader's re-run passes it", grade_id)
-                for o in cell.outputs:
-                    if o.output_type == "stream" and o.get("name") == "stderr":
-                        o.name = "stdout"
-            elif verdict == "not_replayable":
-                self.log.info("Test cell %s is not replayable (%s); the kernel's verdict stands", grade_id, reason)
-        return nb, resources
-
-
-def _hidden_ranges(source: str, begin: str, end: str) -> list[tuple[int, int]]:
-    ranges, start = [], None
-    for n, line in enumerate(source.split("\n"), start=1):
-        if begin in line and start is None:
-            start = n
-        elif end in line and start is not None:
-            ranges.append((start, n))
-            start = None
-    if start is not None:
-        ranges.append((start, 10**9))
-    return ranges
-
-
-def _failing_line(traceback: Sequence[str]) -> int | None:
-    """The line of the test cell an IPython traceback points at (None if it cannot tell)."""
-    for entry in traceback:
-        text = _ANSI.sub("", entry)
-        m = re.search(r"(?:Cell In\s*\[\d*\]|Input In \[\d*\]|<ipython-input-[^>]*>),\s*line (\d+)", text)
-        if m:
-            return int(m.group(1))
-    return None
-
-
-class HideHiddenTests(NbGraderPreprocessor):
-    """For feedback: graded cells with hidden tests lose the hidden code and anything it printed.
-
-    The hidden region of the source becomes one comment line; outputs are dropped except errors,
-    which keep their message only when they come from a visible line (else a generic sentence),
-    and never a traceback (it quotes the code around the failing line).
-    """
-
-    begin = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
-    end = Unicode("END HIDDEN TESTS").tag(config=True)
-
-    def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code":
-            _pop_receipts(cell)
-        if not (nbutils.is_grade(cell) and self.begin in cell.source):
-            return cell, resources
-        ranges = _hidden_ranges(cell.source, self.begin, self.end)
-        outputs = []
-        for o in cell.get("outputs", []):
-            if o.output_type != "error":
-                continue
-            line = _failing_line(o.get("traceback", []))
-            visible = (
-                o.ename not in (VERIFY_ENAME,)
-                and line is not None
-                and not any(a <= line <= b for a, b in ranges)
-            )
-            if o.ename == "CellTimeoutError":
-                evalue = "the cell did not finish before the time limit"
-            elif visible:
-                evalue = o.evalue
-            else:
-                evalue = HIDDEN_MESSAGE
-            ename = o.ename if visible or o.ename == "CellTimeoutError" else "AssertionError"
-            outputs.append(new_output(
-                "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
-        cell.outputs = outputs
-        lines, kept, inside = cell.source.split("\n"), [], False
-        for line in lines:
-            if self.begin in line:
-                inside = True
-                kept.append("# (hidden tests run here when your work is graded)")
-            elif self.end in line:
-                inside = False
-            elif not inside:
-                kept.append(line)
-        cell.source = "\n".join(kept)
-        return cell, resources
-
-
-def configure_nbgrader(c) -> None:
-    """Install the course's grading preprocessors into an nbgrader config (idempotent).
-
-    In ``nbgrader_config.py``: ``from bncourse.grading import configure_nbgrader; configure_nbgrader(c)``.
-    """
-    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import (
-        AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades)
-
-    c.Autograde.autograde_preprocessors = [
-        GradingExecute, VerifyChecks, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
-    ]
-    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
-    # A deleted graded cell is put back from the source (nbgrader's own option, off by default).
-    c.OverwriteCells.add_missing_cells = True
-
-
-def load_config(course_dir: str | os.PathLike, **overrides):
-    """The course's nbgrader config (its ``nbgrader_config.py``), hardened, with ``overrides``.
-
-    ``overrides``: ``{"CourseDirectory.db_url": ...}`` style keys.
-    """
-    from traitlets.config import Config
-    from traitlets.config.loader import PyFileConfigLoader
-
-    course_dir = Path(course_dir).resolve()
-    cfg = Config()
-    if (course_dir / "nbgrader_config.py").exists():
-        cfg.merge(PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config())
-    configure_nbgrader(cfg)
-    cfg.CourseDirectory.root = str(course_dir)
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        setattr(cfg[section], name, value)
-    return cfg
-
-
-def db_url_of(course_dir: str | os.PathLike) -> str:
-    from nbgrader.coursedir import CourseDirectory
-
-    return CourseDirectory(config=load_config(course_dir)).db_url
-
-
-# ---------------------------------------------------------------------------------------------
-# Parallel autograding
-# ---------------------------------------------------------------------------------------------
-
 
 @dataclass
 class StudentResult:
@@ -466,7 +206,7 @@ def _pool_context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         try:
-            ctx.set_forkserver_preload(["bncourse.grading"])
+            ctx.set_forkserver_preload(["bncourse.grading.parallel"])
         except Exception:  # noqa: BLE001 - the server is already running: keep it
             pass
         return ctx
@@ -594,18 +334,6 @@ def _write_csv(path: Path, report: GradeReport) -> None:
         w.writerow(["student", "score", "max_score", "status", "reason", "notes"])
         for s in report.students:
             w.writerow([s.student, s.score, s.max_score, s.status, s.reason, "; ".join(s.notes)])
-
-
-def main_grade(args) -> int:
-    """CLI glue: ``args.assignment``, ``args.course_dir`` (default notebooks), ``args.jobs``."""
-    report = grade(
-        args.assignment,
-        getattr(args, "course_dir", None) or "notebooks",
-        jobs=getattr(args, "jobs", None) or 1,
-        fast=not getattr(args, "full", False),
-    )
-    print(report)
-    return 0 if not report.modified_submissions else 1
 
 
 def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: bool = True) -> int:

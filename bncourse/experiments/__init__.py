@@ -1,0 +1,8 @@
+"""The course's experiments: claims about batch norm put to multi-seed runs with computed verdicts.
+
+``harness`` runs a trial over seeds and arms and decides a verdict with a rule fixed before the run.
+"""
+
+from bncourse.experiments.harness import (  # noqa: F401
+    CONTRADICTED, HELD, INCONCLUSIVE, UNTESTED, VERDICTS, AtLeast, AtMost, Better, ExperimentResult, Outcome,
+    Rule, Similar, Summary, combine, default_seeds, run_experiment)
