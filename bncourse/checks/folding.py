@@ -1,0 +1,314 @@
+"""Checks for the folding notebook: ``fold_batchnorm(layer, bn)`` and ``fold_model(model)``.
+
+The learner's functions take and return torch modules; the checks call them through wrappers
+that take and return numpy arrays only, so the grader can re-judge a test cell from receipts:
+
+* ``fold_batchnorm``: from seeded arrays (the layer's weight and bias, the batch norm's gamma,
+  beta, running statistics and eps, an input x) the wrapper builds a float64 ``Conv2d``
+  (padding 1) or ``Linear`` and a ``BatchNorm2d``/``1d`` in eval mode, calls the learner's
+  function, and returns the folded weight, the folded bias (zeros when the folded layer has
+  none), the folded layer's output on x, and the original layer's weight afterwards (it must not
+  change). The reference is ``torch.nn.utils.fusion.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``.
+* ``fold_model``: the wrapper builds a small seeded ``SmallResNet`` (float64) with random running
+  statistics, hands it over in *training* mode (as a model is right after training), and returns
+  the folded model's output on x, how many batch-norm layers it still holds, and how many the
+  original model holds afterwards (it must keep them all). The reference is the original
+  model's output in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from bncourse.checks.core import Case, CheckResult, Mistake, check_function
+from bncourse.folding import count_batchnorms
+
+__all__ = ["check_fold_batchnorm", "check_fold_model", "MISTAKE_NAMES"]
+
+FOLD_OUTPUTS = ("weight", "bias", "out", "original_weight")
+MODEL_OUTPUTS = ("out", "batchnorms_left", "original_batchnorms")
+
+
+# ---------------------------------------------------------------------------------------------
+# One pair
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair_case(seed: int, kind: str, c_in: int, c_out: int, bias: bool, eps: float = 1e-5):
+    def make():
+        rng = np.random.default_rng(seed)
+        shape = (c_out, c_in, 3, 3) if kind == "conv" else (c_out, c_in)
+        weight = rng.normal(size=shape) / np.sqrt(np.prod(shape[1:]))
+        b = rng.normal(size=c_out) if bias else None
+        gamma = rng.uniform(0.5, 2.0, size=c_out) * rng.choice([-1.0, 1.0], size=c_out)
+        beta = rng.normal(size=c_out)
+        mean = rng.normal(size=c_out) * 2
+        var = rng.uniform(0.05, 3.0, size=c_out)
+        var[0] = 1e-4  # a channel whose running variance is comparable to eps
+        x = rng.normal(size=(4, c_in, 5, 5) if kind == "conv" else (6, c_in))
+        return weight, b, gamma, beta, mean, var, eps, x
+    return make
+
+
+_PAIR_VISIBLE = [
+    ("Conv2d 3->4 with bias", 0, "conv", 3, 4, True),
+    ("Conv2d 4->4 without bias (as before every BN in SmallResNet)", 1, "conv", 4, 4, False),
+    ("Linear 5->5 with bias", 2, "linear", 5, 5, True),
+    ("Linear 6->3 without bias", 3, "linear", 6, 3, False),
+]
+_PAIR_HIDDEN = [
+    ("Conv2d 2->6 without bias", 100, "conv", 2, 6, False),
+    ("Conv2d 5->5 with bias", 101, "conv", 5, 5, True),
+    ("Linear 4->4 without bias, eps=1e-3", 102, "linear", 4, 4, False),
+]
+
+
+def _pair_cases(hidden: bool) -> list[Case]:
+    cases = []
+    for name, seed, kind, c_in, c_out, bias in _PAIR_HIDDEN if hidden else _PAIR_VISIBLE:
+        eps = 1e-3 if "eps=1e-3" in name else 1e-5
+        cases.append(Case(name, _pair_case(seed, kind, c_in, c_out, bias, eps)))
+    return cases
+
+
+def _build_pair(weight, bias, gamma, beta, mean, var, eps):
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    c_out = weight.shape[0]
+    if weight.ndim == 4:
+        layer = nn.Conv2d(weight.shape[1], c_out, weight.shape[2], padding=1, bias=bias is not None,
+                          dtype=torch.float64)
+        bn = nn.BatchNorm2d(c_out, eps=eps, dtype=torch.float64)
+    else:
+        layer = nn.Linear(weight.shape[1], c_out, bias=bias is not None, dtype=torch.float64)
+        bn = nn.BatchNorm1d(c_out, eps=eps, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(t(weight))
+        if bias is not None:
+            layer.bias.copy_(t(bias))
+        bn.weight.copy_(t(gamma))
+        bn.bias.copy_(t(beta))
+        bn.running_mean.copy_(t(mean))
+        bn.running_var.copy_(t(var))
+    return layer.eval(), bn.eval()
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _pair_runner(fold):
+    """Arrays in, arrays out: the learner's ``fold(layer, bn)`` on a freshly built eval-mode pair."""
+    def run(weight, bias, gamma, beta, mean, var, eps, x):
+        layer, bn = _build_pair(weight, bias, gamma, beta, mean, var, eps)
+        folded = fold(layer, bn)
+        if not isinstance(folded, (nn.Conv2d, nn.Linear)):
+            raise TypeError(f"fold_batchnorm should return an nn.Conv2d or nn.Linear, got {type(folded).__name__}")
+        with torch.no_grad():
+            out = folded(torch.tensor(x, dtype=torch.float64))
+        b = folded.bias if folded.bias is not None else torch.zeros(folded.weight.shape[0], dtype=torch.float64)
+        return _np(folded.weight), _np(b), _np(out), _np(layer.weight)
+    return run
+
+
+def _torch_fuse(layer, bn):
+    return (fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval)(layer, bn)
+
+
+def _manual_fold(how: str):
+    """A fold with one slip, written out by hand as a learner would."""
+    def fold(layer, bn):
+        w = layer.weight.detach()
+        b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        var = bn.running_var if how == "no_eps" else bn.running_var + bn.eps
+        scale = bn.weight.detach() / torch.sqrt(var)
+        if how == "no_sqrt":
+            scale = bn.weight.detach() / (bn.running_var + bn.eps)
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        if how == "wrong_axis":
+            shape = (1, -1) + (1,) * (w.dim() - 2)
+        new_w = w * scale.reshape(shape)
+        if how == "gamma_twice":
+            new_b = bn.weight.detach() * scale * (b - bn.running_mean) + bn.bias.detach()
+        elif how == "own_bias_ignored":
+            new_b = bn.bias.detach() - scale * bn.running_mean
+        elif how == "mean_ignored":
+            new_b = scale * b + bn.bias.detach()
+        else:
+            new_b = scale * (b - bn.running_mean) + bn.bias.detach()
+        new = copy.deepcopy(layer)
+        new.weight = nn.Parameter(new_w.clone())
+        if how == "bias_dropped":
+            new.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        else:
+            new.bias = nn.Parameter(new_b.clone())
+        if how == "in_place":
+            with torch.no_grad():
+                layer.weight.copy_(new_w)
+        return new
+    return fold
+
+
+def _fold_mistakes() -> list[Mistake]:
+    return [
+        Mistake("running variance without eps",
+                "batch norm divides by sqrt(running_var + eps): scale = gamma / torch.sqrt(bn.running_var + bn.eps)",
+                _pair_runner(_manual_fold("no_eps"))),
+        Mistake("divided by the variance instead of the standard deviation",
+                "scale = gamma / torch.sqrt(running_var + eps)", _pair_runner(_manual_fold("no_sqrt"))),
+        Mistake("the bias of a bias-free conv forgotten",
+                "a layer without bias still needs one after folding: the batch norm's shift "
+                "beta - scale * running_mean has to live somewhere (create the folded layer with bias=True)",
+                _pair_runner(_manual_fold("bias_dropped"))),
+        Mistake("gamma applied to the bias twice",
+                "scale already contains gamma: bias = scale * (b - running_mean) + beta",
+                _pair_runner(_manual_fold("gamma_twice"))),
+        Mistake("per-output-channel scale broadcast along the wrong weight axis",
+                "the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) "
+                "(Conv2d) or scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels",
+                _pair_runner(_manual_fold("wrong_axis"))),
+        Mistake("the layer's own bias left out",
+                "the layer's bias b passes through batch norm too: bias = scale * (b - running_mean) + beta",
+                _pair_runner(_manual_fold("own_bias_ignored"))),
+        Mistake("running mean not subtracted", "bias = scale * (b - running_mean) + beta",
+                _pair_runner(_manual_fold("mean_ignored"))),
+        Mistake("the original layer changed in place",
+                "build a new layer (copy.deepcopy(layer), then assign new parameters); the caller's layer must "
+                "keep its weights", _pair_runner(_manual_fold("in_place"))),
+    ]
+
+
+def check_fold_batchnorm(fn, hidden: bool = False) -> CheckResult:
+    """Does ``fn(layer, bn)`` return one Conv2d/Linear equal to ``bn(layer(x))`` (bn in eval mode)?"""
+    if not callable(fn):
+        return check_function("fold_batchnorm", fn, None, [])
+    return check_function("fold_batchnorm", _pair_runner(fn), _pair_runner(_torch_fuse), _pair_cases(hidden),
+                          _fold_mistakes(), outputs=FOLD_OUTPUTS, rtol=1e-9, atol=1e-10, learner=fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole model
+# ---------------------------------------------------------------------------------------------
+
+
+def _seeded_model(seed: int) -> nn.Module:
+    from bncourse.models import SmallResNet
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SmallResNet(in_channels=1, num_classes=3, widths=(4, 6, 6, 8)).double()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen, dtype=torch.float64))
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen, dtype=torch.float64) * 2 + 0.1)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen, dtype=torch.float64) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen, dtype=torch.float64) * 0.5)
+    return model.train()  # as a model is right after training
+
+
+def _model_case(seed: int, n: int, size: int):
+    def make():
+        rng = np.random.default_rng(seed)
+        return rng.normal(size=(n, 1, size, size)), seed
+    return make
+
+
+def _model_cases(hidden: bool) -> list[Case]:
+    if hidden:
+        return [Case("SmallResNet, 3 images 10x10", _model_case(200, 3, 10)),
+                Case("SmallResNet, 1 image 8x8", _model_case(201, 1, 8))]
+    return [Case("SmallResNet, 4 images 8x8", _model_case(20, 4, 8)),
+            Case("SmallResNet, 2 images 12x12", _model_case(21, 2, 12))]
+
+
+def _eval_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = _np(model(torch.tensor(x)))
+    model.train(was)
+    return out
+
+
+def _model_runner(fold_model):
+    def run(x, seed):
+        model = _seeded_model(seed)
+        folded = fold_model(model)
+        if not isinstance(folded, nn.Module):
+            raise TypeError(f"fold_model should return an nn.Module, got {type(folded).__name__}")
+        with torch.no_grad():
+            out = _np(folded(torch.tensor(x)))  # in whatever mode fold_model left it
+        return out, _count(folded), _count(model)
+    return run
+
+
+def _count(model: nn.Module) -> np.ndarray:
+    """How many batch-norm layers, as a (1,) array."""
+    return np.array([count_batchnorms(model)])
+
+
+def _model_reference(x, seed):
+    model = _seeded_model(seed)
+    return _eval_out(model, x), np.array([0]), _count(model)
+
+
+def _model_train_mode(x, seed):
+    model = _seeded_model(seed)
+    with torch.no_grad():
+        out = _np(copy.deepcopy(model)(torch.tensor(x)))
+    return out, _count(model), _count(model)
+
+
+def _model_bn_kept(x, seed):
+    from bncourse.folding import fold_batchnorm
+
+    model = _seeded_model(seed)
+    folded = copy.deepcopy(model).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            if isinstance(seq._modules[a], nn.Conv2d) and isinstance(seq._modules[b], nn.BatchNorm2d):
+                seq._modules[a] = fold_batchnorm(seq._modules[a], seq._modules[b])
+    with torch.no_grad():
+        out = _np(folded(torch.tensor(x)))
+    return out, _count(folded), _count(model)
+
+
+def _model_in_place(x, seed):
+    out = _model_reference(x, seed)[0]
+    return out, np.array([0]), np.array([0])
+
+
+def _model_mistakes() -> list[Mistake]:
+    return [
+        Mistake("a model folded in training mode",
+                "its batch norms still normalize each batch with the batch's own statistics: call .eval() on "
+                "the copy before folding (folding bakes in the running statistics, which only eval mode uses), "
+                "and fold every Conv2d -> BatchNorm2d pair", _model_train_mode),
+        Mistake("batch norm kept after folding (applied twice)",
+                "replace each folded batch norm by nn.Identity(): its work is already inside the conv",
+                _model_bn_kept),
+        Mistake("the original model changed in place",
+                "fold a copy (copy.deepcopy(model)) and return it; the caller's model must keep its batch norms",
+                _model_in_place),
+    ]
+
+
+def check_fold_model(fn, hidden: bool = False) -> CheckResult:
+    """Does ``fn(model)`` return a copy of the model, batch norm folded away, with the eval-mode outputs?"""
+    if not callable(fn):
+        return check_function("fold_model", fn, None, [])
+    return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden), _model_mistakes(),
+                          outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False, learner=fn)
+
+
+MISTAKE_NAMES = {
+    "fold_batchnorm": [m.name for m in _fold_mistakes()],
+    "fold_model": [m.name for m in _model_mistakes()],
+}
