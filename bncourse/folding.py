@@ -26,7 +26,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["fold_batchnorm", "fold_model", "count_batchnorms"]
+__all__ = ["fold_batchnorm", "fold_model", "count_batchnorms", "compare_inference_time"]
 
 
 def _check_pair(layer: nn.Module, bn: nn.Module) -> None:
@@ -97,3 +97,47 @@ def fold_model(model: nn.Module) -> nn.Module:
 def count_batchnorms(model: nn.Module) -> int:
     """How many batch-norm layers (PyTorch's ``_BatchNorm`` subclasses) the model still holds."""
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def compare_inference_time(model: nn.Module, folded: nn.Module, x: torch.Tensor, repeats: int = 20,
+                           inner: int = 5) -> dict:
+    """Time ``model(x)`` against ``folded(x)`` (eval mode, no grad), interleaved, in CPU time of this process.
+
+    Each repeat times ``inner`` forward passes of one model, then of the other (the order alternates
+    between repeats so drifting load hits both alike). CPU time (``time.process_time``) rather than
+    wall-clock: on a shared machine it does not count the time other jobs held the core.
+
+    Returns a dict: ``unfolded_ms`` and ``folded_ms`` (medians per forward pass), ``speedup``
+    (median of the paired unfolded/folded ratios; > 1 means folding is faster), ``max_abs_diff``
+    (largest output difference), ``repeats``.
+    """
+    import statistics
+    import time
+
+    model.eval(), folded.eval()
+    times: dict[str, list[float]] = {"unfolded": [], "folded": []}
+
+    def run(name: str, m: nn.Module) -> None:
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.process_time() if not x.is_cuda else time.perf_counter()
+        for _ in range(inner):
+            m(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        stop = time.process_time() if not x.is_cuda else time.perf_counter()
+        times[name].append((stop - start) / inner)
+
+    with torch.no_grad():
+        diff = (model(x) - folded(x)).abs().max().item()
+        run("unfolded", model), run("folded", folded)  # warm-up
+        times["unfolded"].clear(), times["folded"].clear()
+        for r in range(repeats):
+            pair = [("unfolded", model), ("folded", folded)]
+            for name, m in (pair if r % 2 == 0 else pair[::-1]):
+                run(name, m)
+    ratios = [u / f for u, f in zip(times["unfolded"], times["folded"]) if f > 0]
+    return {"unfolded_ms": 1e3 * statistics.median(times["unfolded"]),
+            "folded_ms": 1e3 * statistics.median(times["folded"]),
+            "speedup": statistics.median(ratios) if ratios else float("nan"),
+            "max_abs_diff": diff, "repeats": repeats}

@@ -81,3 +81,13 @@ def test_does_fold_batchnorm_refuse_what_cannot_be_folded(make, words):
     with pytest.raises(ValueError) as err:
         fold_batchnorm(*make())
     assert words in str(err.value)
+
+
+def test_does_the_inference_timer_report_both_models_and_their_difference():
+    from bncourse.folding import compare_inference_time
+
+    torch.manual_seed(4)
+    model = SmallCNN(in_channels=1, widths=(4, 8)).eval()
+    r = compare_inference_time(model, fold_model(model), torch.randn(2, 1, 8, 8), repeats=2, inner=1)
+    assert set(r) == {"unfolded_ms", "folded_ms", "speedup", "max_abs_diff", "repeats"}
+    assert r["unfolded_ms"] > 0 and r["folded_ms"] > 0 and r["max_abs_diff"] < 1e-4
