@@ -123,7 +123,7 @@ MISTAKES = [
             _runner(_then_restore(lambda m, b: _passes(m, b, momentum=1.0))), only=("running statistics",)),
     Mistake("the passes ran in eval mode",
             "running statistics are only updated in training mode: call model.train() before the passes",
-            _runner(_then_restore(lambda m, b: _passes(m, b, training=False))), only=("running statistics",)),
+            _runner(_then_restore(lambda m, b: _passes(m, b, reset=False, training=False))), only=("running statistics",)),
     Mistake("neither reset nor an equal-weight average",
             "the passes only nudged the stale statistics (momentum 0.1): call reset_running_stats() on each "
             "batch-norm layer, and set its momentum to None during the passes so every batch weighs the same",
