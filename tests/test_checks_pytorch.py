@@ -551,6 +551,6 @@ def test_is_every_module_mistake_named_as_itself(spatial, hidden):
 
     check = (lambda cls: P.check_batchnorm2d(cls, hidden=hidden, device="cpu")) if spatial else \
         (lambda cls: P.check_batchnorm1d_module(cls, hidden=hidden))
-    for mistake in P._module_mistakes(spatial):
+    for mistake in P.module_mistakes(spatial):
         result = check(mistake.cls)
         assert not result.passed and result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)

@@ -11,7 +11,7 @@
   against ``nn.BatchNorm2d``, in float64 on the CPU and in float32 on the current device.
 
 ``hidden=True`` runs other seeds, shapes, ``eps`` and ``momentum``. Known wrong modules are small
-subclasses of one correct module, each overriding the one piece a learner gets wrong. The
+subclasses of one correct module (``module_mistakes``), each overriding the one piece a learner gets wrong. The
 learner's code may not call torch's own batch norm while it is checked (``torch_guard``), nor the
 course's ``bncourse.nn`` classes of the same name.
 """
@@ -25,7 +25,8 @@ from torch import nn
 
 from bncourse.checks import replay
 from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, Symptom, check_function, combine
-from bncourse.checks.stepping import ModuleMistake, Step, check_module
+from bncourse.checks.module_mistakes import IGNORES_TRAINING, module_mistakes
+from bncourse.checks.stepping import Step, check_module
 from bncourse.checks.torch_guard import explain, no_builtin_batchnorm, quiet, to_numpy
 from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward
 
@@ -228,189 +229,8 @@ def check_batchnorm_function(Fn, hidden: bool = False) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# (b), (c) Modules: one correct module, and one small subclass per known mistake
+# (b), (c) Modules, stepped next to torch's (bncourse.checks.stepping); known wrong ones in module_mistakes
 # ---------------------------------------------------------------------------------------------
-
-
-class _Correct(nn.Module):
-    """Batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces learners get wrong."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        super().__init__()
-        self.eps, self.momentum = eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-
-    def dims(self, x):
-        return (0,) if x.dim() == 2 else (0, 2, 3)
-
-    def batch_var(self, x, dims):
-        return x.var(dim=dims, keepdim=True, unbiased=False)
-
-    def stored_var(self, var, n):  # what running_var takes from the batch
-        return var * n / (n - 1)
-
-    def weight_of_new(self):
-        return self.momentum
-
-    def used_eps(self):
-        return self.eps
-
-    def std(self, var):
-        return torch.sqrt(var + self.used_eps())
-
-    def batch_statistics(self):
-        return self.training
-
-    def update(self, mean, var, n):
-        if self.training:
-            with torch.no_grad():
-                m = self.weight_of_new()
-                self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
-                self.running_var.mul_(1 - m).add_(m * self.stored_var(var, n).reshape(-1))
-
-    def affine(self, x_hat, view):
-        return x_hat * self.weight.view(view) + self.bias.view(view)
-
-    def forward(self, x):
-        view = (1, -1) + (1,) * (x.dim() - 2)
-        if self.batch_statistics():
-            dims = self.dims(x)
-            mean, var = x.mean(dim=dims, keepdim=True), self.batch_var(x, dims)
-            if dims == ((0,) if x.dim() == 2 else (0, 2, 3)):
-                self.update(mean, var, x.numel() // x.shape[1])
-        else:
-            mean, var = self.running_mean.view(view), self.running_var.view(view)
-        return self.affine((x - mean) / self.std(var), view)
-
-
-class _NoUpdate(_Correct):
-    def update(self, mean, var, n):
-        pass
-
-
-class _Flipped(_Correct):
-    def weight_of_new(self):
-        return 1 - self.momentum
-
-
-class _DefaultMomentum(_Correct):
-    def weight_of_new(self):
-        return 0.1
-
-
-class _DefaultEps(_Correct):
-    def used_eps(self):
-        return 1e-5
-
-
-class _BiasedRunningVar(_Correct):
-    def stored_var(self, var, n):
-        return var
-
-
-class _BiasedFlipped(_BiasedRunningVar, _Flipped):
-    pass
-
-
-class _UnbiasedNorm(_Correct):
-    def batch_var(self, x, dims):
-        return x.var(dim=dims, keepdim=True, unbiased=True)
-
-    def stored_var(self, var, n):
-        return var
-
-
-class _UnbiasedTwice(_UnbiasedNorm):
-    def stored_var(self, var, n):
-        return var * n / (n - 1)
-
-
-class _EpsOutside(_Correct):
-    def std(self, var):
-        return var.sqrt() + self.eps
-
-
-class _EpsMissingInEval(_Correct):
-    def std(self, var):
-        return super().std(var) if self.training else var.sqrt()
-
-
-class _NoAffine(_Correct):
-    def affine(self, x_hat, view):
-        return x_hat
-
-
-class _BatchStatsInEval(_Correct):
-    def batch_statistics(self):
-        return True
-
-
-class _IgnoresTraining(_BatchStatsInEval):
-    def update(self, mean, var, n):
-        with torch.no_grad():
-            m = self.weight_of_new()
-            self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
-            self.running_var.mul_(1 - m).add_(m * self.stored_var(var, n).reshape(-1))
-
-
-def _wrong_dims(dims: tuple) -> type:
-    return type(f"_Dims{dims}", (_Correct,), {"dims": lambda self, x: dims})
-
-
-_IGNORES_TRAINING = ModuleMistake(
-    "ignores self.training",
-    "in eval mode (self.training is False) normalize with running_mean and running_var and leave them unchanged; "
-    "batch statistics and updates are for training only", _IgnoresTraining,
-    only=("eval: output", "eval: running_mean afterwards", "eval: running_var afterwards"))
-
-
-def _module_mistakes(spatial: bool) -> list[ModuleMistake]:
-    wrong_dims = (
-        [("per pixel position, dim 0 only", (0,)), ("per image and channel, dims (2, 3)", (2, 3)),
-         ("per image, dims (1, 2, 3)", (1, 2, 3)), ("over all dimensions", (0, 1, 2, 3))]
-        if spatial else [("per sample, dim 1", (1,)), ("over all dimensions", (0, 1))]
-    )
-    right = ("dims (0, 2, 3): over the batch and every pixel, one mean and variance per channel" if spatial
-             else "dim 0: over the batch, one mean and variance per feature")
-    return [
-        ModuleMistake("running statistics not updated",
-                      "in training mode, update running_mean and running_var after each batch: "
-                      "running = (1 - momentum) * running + momentum * batch_statistic", _NoUpdate),
-        ModuleMistake("momentum flipped",
-                      "PyTorch's momentum (0.1) weighs the NEW batch: (1 - momentum) * running + momentum * batch "
-                      "(Keras' 0.99 weighs the old value)", _Flipped),
-        ModuleMistake("momentum argument ignored",
-                      "use self.momentum (the constructor's argument) in the update, not the default 0.1", _DefaultMomentum),
-        ModuleMistake("eps argument ignored",
-                      "use self.eps (the constructor's argument) everywhere, e.g. "
-                      "BatchNormFunction.apply(x, self.weight, self.bias, self.eps), not the default 1e-5",
-                      _DefaultEps, only=("step 1: output",)),
-        ModuleMistake("biased variance in running_var",
-                      "normalize with the biased batch variance, but store the unbiased one (divide by n - 1, "
-                      "n = values per channel) in running_var, as PyTorch does", _BiasedRunningVar),
-        ModuleMistake("biased variance in running_var and momentum flipped",
-                      "momentum weighs the NEW batch, and running_var takes the unbiased batch variance (n - 1)",
-                      _BiasedFlipped),
-        ModuleMistake("normalized with the unbiased variance",
-                      "the batch is normalized with its biased variance (divide by n, unbiased=False); only "
-                      "running_var takes the unbiased one", _UnbiasedNorm),
-        ModuleMistake("unbiased variance from torch's var default, then n / (n - 1) again",
-                      "x.var(...) divides by n - 1 unless told otherwise (np.var divides by n): normalize with "
-                      "x.var(dim=..., unbiased=False), and multiply THAT by n / (n - 1) for running_var", _UnbiasedTwice),
-        ModuleMistake("eps outside the square root", "divide by sqrt(var + eps), not sqrt(var) + eps", _EpsOutside),
-        ModuleMistake("eps missing in eval mode",
-                      "eval mode normalizes with sqrt(running_var + eps), the same eps as training",
-                      _EpsMissingInEval, only=("eval: output",)),
-        ModuleMistake("weight and bias not applied",
-                      "after normalizing, scale by weight (gamma) and shift by bias (beta), per channel", _NoAffine),
-        ModuleMistake("batch statistics used in eval mode",
-                      "in eval mode normalize with running_mean and running_var (check self.training); the batch's "
-                      "own statistics are for training only", _BatchStatsInEval, only=("eval: output",)),
-    ] + [ModuleMistake(f"statistics over the wrong dimensions ({label})", f"reduce over {right}", _wrong_dims(dims),
-                       only=("step 1: output",)) for label, dims in wrong_dims]
 
 
 def _steps_1d(hidden: bool) -> list[Step]:
@@ -432,18 +252,18 @@ def _steps_2d(hidden: bool) -> list[Step]:
 
 def check_batchnorm1d_module(cls, hidden: bool = False) -> CheckResult:
     """Does ``cls(D)`` behave like ``nn.BatchNorm1d(D)``: initial state, outputs, gradients, running stats, eval?"""
-    return check_module("BatchNorm1dNumpy", cls, nn.BatchNorm1d, _steps_1d(hidden), _module_mistakes(spatial=False),
-                        first=[_IGNORES_TRAINING], device_step=Step("N=10, D=3", (10, 3), 131 if hidden else 121),
+    return check_module("BatchNorm1dNumpy", cls, nn.BatchNorm1d, _steps_1d(hidden), module_mistakes(spatial=False),
+                        first=[IGNORES_TRAINING], device_step=Step("N=10, D=3", (10, 3), 131 if hidden else 121),
                         device=torch.device("cpu"), forbidden=("BatchNormFunction",))
 
 
 def check_batchnorm2d(cls, hidden: bool = False, device=None) -> CheckResult:
     """Does ``cls(C)`` behave like ``nn.BatchNorm2d(C)`` in float64 and on ``device`` (default: the current one)?"""
-    return check_module("BatchNorm2d", cls, nn.BatchNorm2d, _steps_2d(hidden), _module_mistakes(spatial=True),
-                        first=[_IGNORES_TRAINING],
+    return check_module("BatchNorm2d", cls, nn.BatchNorm2d, _steps_2d(hidden), module_mistakes(spatial=True),
+                        first=[IGNORES_TRAINING],
                         device_step=Step("N=8, C=3, H=4, W=4", (8, 3, 4, 4), 231 if hidden else 221), device=device)
 
 
 # Every mistake each check can name (tests write each one the way a learner would and expect its name).
-MODULE_MISTAKES = {"function": _FUNCTION_MISTAKES, "module1d": [_IGNORES_TRAINING] + _module_mistakes(False),
-                   "module2d": [_IGNORES_TRAINING] + _module_mistakes(True)}
+MODULE_MISTAKES = {"function": _FUNCTION_MISTAKES, "module1d": [IGNORES_TRAINING] + module_mistakes(False),
+                   "module2d": [IGNORES_TRAINING] + module_mistakes(True)}
