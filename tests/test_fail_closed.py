@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -122,6 +121,9 @@ def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confi
         cfg = grading.load_config(course)
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
         assert api.generate_assignment(assignment, force=True)["success"]
+        for student_version in (course / "release" / assignment).glob("*.ipynb"):
+            text = student_version.read_text()
+            assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text
         expected: dict[tuple[str, str, str], float] = {}
         for source in sorted((course / "source" / assignment).glob("*.ipynb")):
             nb = nbformat.read(source, as_version=4)
