@@ -19,7 +19,6 @@ import pytest
 from nbgrader.api import Gradebook
 
 
-from conftest import COURSE
 
 pytestmark = pytest.mark.slow
 
