@@ -233,7 +233,7 @@ def check_gradients_numerically(fn, seed: int = 0, n: int = 5, d: int = 4, toler
     if bad:
         diagnosis = f"{', '.join(bad)} disagree(s) with the numerical gradient"
         named = _check_backward("backward", fn, False)
-        if any(named.diagnosis.startswith(m.name) or f"] {m.name}" in named.diagnosis for m in _BACKWARD_MISTAKES):
+        if named.explained:
             diagnosis += f"; likely mistake: {named.diagnosis}"
     return CheckResult(exercise, cases, diagnosis=diagnosis,
                        tolerance=f"norm-wise relative error ||a - n|| / max(||a||, ||n||) < {tolerance:g}")

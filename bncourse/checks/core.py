@@ -91,8 +91,10 @@ def check_function(
     learner.finish()
     result = CheckResult(exercise, results, tolerance=tolerance, notes=notes)
     if not result.passed:
+        found: list[str] = []
         result.diagnosis = diagnose(result.cases, cases, mistakes, reference_fn, outputs, compare, rtol, atol,
-                                    in_place or {}, explain_error)
+                                    in_place or {}, explain_error, found)
+        result.explained = tuple(found)
     return result
 
 

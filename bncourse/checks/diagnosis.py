@@ -27,8 +27,12 @@ _errstate = np.errstate
 
 def diagnose(results: Sequence[CaseResult], cases: Sequence[Case], explanations: Sequence[Explanation],
              reference_fn: Callable, outputs: Sequence[str], compare: Sequence[str], rtol: float, atol: float,
-             in_place: Mapping[str, tuple[str, str]], explain_error: Callable | None = None) -> str:
-    """The likely mistake behind the failed cases, decided from their kinds and the learner's outputs."""
+             in_place: Mapping[str, tuple[str, str]], explain_error: Callable | None = None,
+             found: list | None = None) -> str:
+    """The likely mistake behind the failed cases, decided from their kinds and the learner's outputs.
+
+    ``found``, when given, receives the names of the explanations the diagnosis names.
+    """
     failed = [(r, c) for r, c in zip(results, cases) if not r.passed]
     kinds = {r.kind for r, _ in failed}
     first = {k: next(r for r, _ in failed if r.kind == k) for k in kinds}
@@ -52,16 +56,16 @@ def diagnose(results: Sequence[CaseResult], cases: Sequence[Case], explanations:
         # Right values in the wrong dtype: no value mistake may be blamed (some match within tolerance),
         # only a symptom the check names for it.
         symptoms = [ex for ex in explanations if isinstance(ex, Symptom)]
-        named = _explain(failed, symptoms, outputs, compare, rtol, atol)
+        named = _explain(failed, symptoms, outputs, compare, rtol, atol, found=found)
         return named or f"wrong output dtype: {first['dtype'].detail.split('; ')[0]}; a float32 input must give float32 outputs"
     memo: dict = {}
-    explained = _explain(failed, explanations, outputs, compare, rtol, atol, reference_fn, memo)
+    explained = _explain(failed, explanations, outputs, compare, rtol, atol, reference_fn, memo, found)
     if explained:
         return explained
     if len(compare) > 1:  # no single mistake explains every output: try each output on its own
         parts = [f"[{k}] {m}" for k in compare
                  if (m := _explain([(r, c) for r, c in failed if k in r.wrong], explanations, outputs, [k], rtol, atol,
-                                   reference_fn, memo))]
+                                   reference_fn, memo, found))]
         if parts:
             return "more than one mistake: " + "; ".join(parts)
     if "shape" in kinds:
@@ -69,7 +73,8 @@ def diagnose(results: Sequence[CaseResult], cases: Sequence[Case], explanations:
     return "the values differ from the reference (see the cases below)"
 
 
-def _explain(failed, explanations, outputs, compare, rtol, atol, reference_fn=None, memo: dict | None = None) -> str:
+def _explain(failed, explanations, outputs, compare, rtol, atol, reference_fn=None, memo: dict | None = None,
+             found: list | None = None) -> str:
     """The first explanation that fits every failed case (on ``compare``).
 
     A mistake fits a case when it reproduces the learner's outputs and itself gets wrong every
@@ -89,6 +94,8 @@ def _explain(failed, explanations, outputs, compare, rtol, atol, reference_fn=No
                 and (reference_fn is None
                      or all(_changes(ex, c, outputs, k, reference_fn, memo) for k in r.wrong if k in keys))
                 for r, c in failed)
+        if fits and found is not None:
+            found.append(ex.name)
         if fits and isinstance(ex, Symptom) and ex.describe is not None:
             return _symptom(ex, failed[0][0].got, ex.describe) or ex.name
         if fits:

@@ -84,6 +84,7 @@ class CheckResult:
     diagnosis: str = ""
     tolerance: str = ""
     notes: list[str] = field(default_factory=list)
+    explained: tuple = ()  # names of the known mistakes or symptoms the diagnosis names
 
     @property
     def passed(self) -> bool:
@@ -163,6 +164,7 @@ def combine(exercise: str, *results: CheckResult) -> CheckResult:
         exercise,
         [c for r in results for c in r.cases],
         diagnosis=failed[0].diagnosis if failed else "",
+        explained=failed[0].explained if failed else (),
         tolerance=results[0].tolerance if results else "",
         notes=list(dict.fromkeys(n for r in results for n in r.notes)),
     )
