@@ -4,12 +4,12 @@ For each assignment found in ``notebooks/source`` (so notebooks added later are 
 fake class is graded once with ``bncourse.grading.grade(..., jobs=2)``, nbgrader's own autograde:
 
 - ``solution``: the instructor's notebook: every graded cell earns its points;
-- ``blank``: the student version as released: every graded cell earns 0;
 - ``wrong_switched``: every solution cell made wrong (its outputs nudged, its module's forward
   scaled), and a solution cell that switches ``CheckResult.assert_passed`` and ``passed`` off, so
   the learner's kernel says "passed": every graded cell must still earn 0, from the grader's own
   re-judging;
-- ``stub_switched``: the untouched stubs, plus the same switch: 0 everywhere.
+- ``stub_switched``: the student version as released (untouched stubs), plus the same switch: 0
+  everywhere (a blank submission without the switch is weaker, so it is not graded separately).
 
 Scores are read per cell from the gradebook. The kernels run with ``BNCOURSE_GRADING=1`` (the
 grading size of the experiments).
@@ -106,7 +106,7 @@ def _graded_cells(nb) -> dict[str, float]:
 
 @pytest.mark.parametrize("assignment", assignments(COURSE))
 def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confirms(assignment, tmp_path):
-    """Solution: full marks per cell; blank, a wrong solution or a stub with the verdict switched off: 0 per cell."""
+    """Solution: full marks per cell; a wrong solution or a stub with the verdict switched off: 0 per cell."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
@@ -128,7 +128,7 @@ def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confi
         for source in sorted((course / "source" / assignment).glob("*.ipynb")):
             nb = nbformat.read(source, as_version=4)
             release = nbformat.read(course / "release" / assignment / source.name, as_version=4)
-            students = {"solution": nb, "blank": release, "wrong_switched": _variant(nb, "wrong_switched"),
+            students = {"solution": nb, "wrong_switched": _variant(nb, "wrong_switched"),
                         "stub_switched": _variant(release, "stub_switched")}
             for student, sub in students.items():
                 dest = course / "submitted" / student / assignment
