@@ -2,7 +2,7 @@
 
 generate_assignment -> fake class submits -> autograde -> generate_feedback -> export, all through
 nbgrader's own command line in a private copy of the course; scores are read from the gradebook.
-Every other assignment's solution, blank, wrong and stub submissions are graded, cell by cell, in
+Every assignment's solution, wrong-solution and stub submissions are graded, cell by cell, in
 ``test_fail_closed.py``.
 """
 
