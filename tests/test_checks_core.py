@@ -112,3 +112,26 @@ def test_does_compare_arrays_point_at_the_worst_entry():
 
 def test_does_an_empty_case_list_never_pass():
     assert not check_function("x", reference, reference, []).passed
+
+
+def test_does_replacing_numpys_comparisons_after_the_checks_were_imported_change_nothing(monkeypatch):
+    """The setup cell imports bncourse.checks first: a learner's later np.isclose = ... fools no check."""
+    monkeypatch.setattr(np, "isclose", lambda a, b, **k: np.ones(np.broadcast(a, b).shape, dtype=bool))
+    monkeypatch.setattr(np, "array_equal", lambda *a, **k: True)
+    result = check_function("double", lambda x: x * 3, lambda x: x * 2, [Case("x", lambda: (np.arange(1.0, 4.0),))])
+    assert not result.passed and result.cases[0].kind == "values"
+
+
+@pytest.mark.parametrize("fn,kind", [
+    (lambda x: x[:1] * 2, "shape"),
+    (lambda x: (x * 2).astype(np.float32), "dtype"),
+    (lambda x: x.__imul__(2), "mutated"),
+    (lambda x: 1 / 0, "raised"),
+    (lambda x: x * 5, "values"),
+], ids=["shape", "dtype", "mutated", "raised", "values"])
+def test_does_each_case_outcome_carry_its_kind_as_data(fn, kind):
+    result = check_function("double", fn, lambda x: x * 2, [Case("x", lambda: (np.arange(1.0, 4.0),))],
+                            arg_names=("x",))
+    assert [c.kind for c in result.cases] == [kind]
+    if kind == "mutated":
+        assert result.cases[0].wrong == ("x",) and "(changed: x)" not in result.diagnosis

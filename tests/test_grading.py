@@ -129,7 +129,51 @@ def test_is_checking_bncourse_s_own_reference_instead_of_the_learner_s_function_
 
     verdicts = grading.replay_cells([{"id": "ref", "source": TEST_CELL,
                                       "receipts": _receipts_of(standardize, monkeypatch)}])
-    assert verdicts["ref"][0] == "fail" and "bncourse's own code" in verdicts["ref"][1]
+    assert verdicts["ref"] == ["delegated", "bncourse.reference.normalize.standardize"]
+
+
+def _graded_notebook(learner_source: str, receipts: list, test_source: str = TEST_CELL):
+    """A notebook as it leaves nbgrader's Execute: the learner's cell, and a test cell that passed in the kernel."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from bncourse.checks import replay
+
+    test = new_code_cell(test_source, metadata={"nbgrader": {"grade": True, "solution": False, "points": 3,
+                                                             "grade_id": "t", "schema_version": 3, "locked": True}})
+    test.outputs = [new_output("display_data", data={replay.MIME: r}) for r in receipts]
+    learner = new_code_cell(learner_source, metadata={"nbgrader": {"grade": False, "solution": True,
+                                                                   "grade_id": "s", "schema_version": 3}})
+    return new_notebook(cells=[learner, test])
+
+
+DELEGATES = ("import bncourse.reference.normalize as r\n"
+             "def standardize(X_train, X_test):\n    return r.standardize(X_train, X_test)\n")
+
+
+def test_does_the_grader_give_zero_with_the_reason_to_delegation_the_kernel_did_not_report(monkeypatch):
+    """The kernel's watch switched off (a learner can do that): the grader reads the source and refuses."""
+    from bncourse.checks import delegation
+    from bncourse.grading.pipeline import REFUSED_ENAME, VerifyChecks
+
+    monkeypatch.setattr(delegation.Watch, "__enter__", lambda self: self)
+    namespace = {}
+    exec(DELEGATES, namespace)  # noqa: S102
+    receipts = _receipts_of(namespace["standardize"], monkeypatch)
+    monkeypatch.delenv("BNCOURSE_RECEIPTS")
+    nb, _ = VerifyChecks().preprocess(_graded_notebook(DELEGATES, receipts), {})
+    error = nb.cells[1].outputs[0]
+    assert error.output_type == "error" and error.ename == REFUSED_ENAME
+    assert "bncourse.reference.normalize.standardize" in error.evalue and "scores 0" in error.evalue
+
+
+def test_does_a_test_cell_the_grader_cannot_re_judge_score_zero_not_the_kernels_word(monkeypatch):
+    from bncourse.grading.pipeline import REFUSED_ENAME, VerifyChecks
+
+    honest = "def standardize(X_train, X_test):\n    return X_train, X_test\n"
+    nb, _ = VerifyChecks().preprocess(_graded_notebook(honest, [], "assert standardize(1, 2) is not None"), {})
+    error = nb.cells[1].outputs[0]
+    assert error.ename == REFUSED_ENAME and "could not re-judge" in error.evalue
+    assert grading.HideHiddenTests().preprocess_cell(nb.cells[1], {}, 1)[0].outputs[0].evalue == error.evalue
 
 
 def test_does_feedback_hide_a_hidden_failure_but_keep_a_visible_one():

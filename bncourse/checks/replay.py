@@ -10,13 +10,17 @@ counts is therefore computed again by the grader, from data:
    other object becomes an opaque stand-in). Receipts travel as display outputs of the test cell.
 2. After execution, the grader (``bncourse.grading.VerifyChecks``) runs the test cell's ORIGINAL
    source (nbgrader restores it from the source notebook) in a fresh ``python -I`` process, the
-   learner's names bound to ``Replayer`` stand-ins. ``check_function`` sees a ``Replayer`` and
-   takes the outputs from the receipts instead of calling anything. Genuine bncourse, genuine
+   learner's names bound to ``Replayer`` stand-ins. Inside that process every ``check_function``
+   takes the learner's outputs from the receipts instead of calling anything (``Learner``), so a
+   check that wraps the learner's objects in a closure or a runner (a module stepped through
+   training, a forward and backward chained) is re-judged the same way. Genuine bncourse, genuine
    numpy: the same verdict an honest kernel would give, or a failure.
+3. The job also carries, per cell, what the learner's objects refer to in the submission's source
+   (``bncourse.grading.sources``); each check judges delegation from that (``delegation.Rule``).
 
 Forging a receipt can only claim outputs; claiming the right outputs is no easier than computing
-them. A cell whose checks touch the learner's objects some other way is *not replayable*; the
-grader then keeps the kernel's verdict and says so in its log.
+them. A cell whose checks touch the learner's objects some other way is *not replayable*, and the
+grader scores it 0 with the reason: the kernel's word never counts.
 
 Run as ``python -I -m bncourse.checks.replay`` it reads a JSON job on stdin and writes verdicts.
 """
@@ -34,6 +38,8 @@ import zlib
 from typing import Any
 
 import numpy as np
+
+from bncourse.checks.calls import Call, Uncallable, safe_call
 
 MIME = "application/vnd.bncourse.receipt+json"
 ENV_FORCE = "BNCOURSE_RECEIPTS"  # "1": publish receipts outside autograde too (tests)
@@ -137,7 +143,7 @@ def publish(entry: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class NotReplayable(BaseException):
+class NotReplayable(Uncallable):
     """The cell's checks used the learner's objects in a way receipts cannot reproduce.
 
     A BaseException so that a check's ``except Exception`` cannot turn it into a verdict.
@@ -169,10 +175,12 @@ class Replayer:
 
 
 class _Session:
-    def __init__(self, entries: list[dict]):
+    def __init__(self, entries: list[dict], references: list[str] = ()):
         self.entries = list(entries)
+        self.references = list(references)
         self.used = 0
         self.attempts = 0  # check_function calls that asked for a receipt (found or not)
+        self.delegated = ""  # what a check found the learner's code handed its work to
 
     def next_entry(self, exercise: str) -> dict:
         self.attempts += 1
@@ -210,8 +218,8 @@ def free_names(source: str) -> set[str]:
     return {n for n in loaded - bound if not hasattr(builtins, n)}
 
 
-def replay_cell(source: str, entries: list[dict]) -> tuple[str, str]:
-    """Re-run one test cell against its receipts: ('pass'|'fail'|'not_replayable', reason)."""
+def replay_cell(source: str, entries: list[dict], references: list[str] = ()) -> tuple[str, str]:
+    """Re-run one test cell against its receipts: ('pass'|'fail'|'delegated'|'not_replayable', reason)."""
     global _SESSION
     import io
     from contextlib import redirect_stderr, redirect_stdout
@@ -223,7 +231,7 @@ def replay_cell(source: str, entries: list[dict]) -> tuple[str, str]:
         return "not_replayable", f"the cell is not plain Python ({exc.msg})"
     namespace: dict[str, Any] = {"__name__": "__main__"}
     namespace.update({n: Replayer(n) for n in names})
-    _SESSION = _Session(entries)
+    _SESSION = _Session(entries, references)
     sink = io.StringIO()
     try:
         with redirect_stdout(sink), redirect_stderr(sink):
@@ -234,10 +242,11 @@ def replay_cell(source: str, entries: list[dict]) -> tuple[str, str]:
         return "fail", str(exc)
     except BaseException as exc:  # noqa: BLE001 - the genuine cell does not pass on these outputs
         if _SESSION is not None and _SESSION.attempts == 0:
-            # It failed before any check_function asked for a receipt: a check of another kind,
-            # whose verdict a replay cannot reproduce. The kernel's verdict stands.
+            # It failed before any check_function asked for a receipt: a check of another kind.
             return "not_replayable", f"the cell's checks do not go through check_function ({type(exc).__name__})"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if _SESSION is not None and _SESSION.delegated:
+            return "delegated", _SESSION.delegated
         if isinstance(exc, AssertionError):
             return "fail", f"the genuine check fails on the recorded outputs ({first})"
         return "fail", f"{type(exc).__name__}: {first}"
@@ -249,13 +258,91 @@ def replay_cell(source: str, entries: list[dict]) -> tuple[str, str]:
     return "pass", ""
 
 
+# ---------------------------------------------------------------------------------------------
+# The learner's side of every check_function call: record, or answer from the receipts
+# ---------------------------------------------------------------------------------------------
+
+
+class Learner:
+    """Calls the learner's function for ``check_function``.
+
+    In the kernel it calls it (``safe_call``, watching for delegation) and, while grading,
+    publishes a receipt of every call. In the grader's replay process it calls nothing: each case
+    is answered from the receipts, and ``delegated`` is judged from the grader's reading of the
+    submission (``references``), not from anything the kernel said.
+    """
+
+    def __init__(self, exercise: str, fn, rule):
+        from bncourse.checks.delegation import Watch
+
+        self.exercise = exercise
+        self.fn = fn
+        self.watch = Watch(rule)
+        self.session = _SESSION
+        self.recording = self.session is None and recording()
+        self.calls: list[dict] = []
+        self.index = 0
+        self.entry: dict = {}
+        self.delegated = ""
+        if self.session is not None:
+            self.entry = self.session.next_entry(exercise)
+            self.delegated = rule.judge(self.session.references)
+            self.session.delegated = self.session.delegated or self.delegated
+
+    def call(self, case) -> Call:
+        args = case.make_args()
+        if self.session is not None:
+            return self._replayed(case, args)
+        fingerprint = digest(args) if self.recording else ""
+        call = safe_call(self.fn, args, self.watch)
+        if self.recording:
+            self.calls.append({
+                "digest": fingerprint,
+                "value": None if call.error else encode(call.value),
+                "error": call.error[:2000],
+                "error_type": call.error_type,
+                "mutated": list(call.mutated),
+                "delegated": call.delegated,
+            })
+        return call
+
+    def _replayed(self, case, args: tuple) -> Call:
+        calls = self.entry.get("calls") or []
+        if self.index >= len(calls):
+            raise Tampered(f"'{self.exercise}': fewer recorded calls than cases")
+        rec = calls[self.index]
+        self.index += 1
+        if rec.get("digest") != digest(args):
+            if digest(case.make_args()) != digest(args):
+                raise NotReplayable(f"case '{case.name}' of '{self.exercise}' is not deterministic")
+            raise Tampered(f"'{self.exercise}', case '{case.name}': recorded for other inputs")
+        error = str(rec.get("error") or "")
+        if rec.get("delegated"):  # the kernel's own finding can only cost the learner, so it is kept
+            self.session.delegated = self.session.delegated or str(rec["delegated"])
+        return Call(value=None if error else decode(rec.get("value")), error=error,
+                    error_type=str(rec.get("error_type") or ""), mutated=[int(i) for i in rec.get("mutated") or []],
+                    delegated=str(rec.get("delegated") or ""))
+
+    def finish(self) -> None:
+        if self.recording:
+            publish({"exercise": self.exercise, "calls": self.calls})
+        elif self.session is not None and self.index != len(self.entry.get("calls") or []):
+            raise Tampered(f"'{self.exercise}': more recorded calls than cases")
+
+
+def replaying() -> bool:
+    """True inside the grader's replay process, where learner objects are ``Replayer`` stand-ins."""
+    return _SESSION is not None
+
+
 def main() -> int:
-    """stdin: {"cells": [{"id", "source", "receipts": [bundle, ...]}]}; stdout: {"id": [verdict, reason]}."""
+    """stdin: {"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...]}]};
+    stdout: {"id": [verdict, reason]}."""
     job = json.load(sys.stdin)
     out = {}
     for cell in job.get("cells", []):
         entries = [e for e in (unpack(b) for b in cell.get("receipts", [])) if e is not None]
-        out[cell["id"]] = list(replay_cell(cell["source"], entries))
+        out[cell["id"]] = list(replay_cell(cell["source"], entries, cell.get("references", [])))
     json.dump(out, sys.stdout)
     return 0
 

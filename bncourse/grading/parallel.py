@@ -303,6 +303,9 @@ def grade(
     report = GradeReport(assignment, jobs, results, time.perf_counter() - start, modified)
     if write_report:
         _write_csv(course_dir / REPORT_DIR / f"{assignment}.csv", report)
+        from bncourse.grading.similarity import write_similarity_report  # near-copies, for review
+
+        write_similarity_report(course_dir, assignment)
     return report
 
 

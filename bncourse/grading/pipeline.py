@@ -3,8 +3,9 @@
 ``configure_nbgrader(c)`` (one line in ``nbgrader_config.py``) installs them:
 
 - ``GradingExecute``: nbgrader's Execute with extra kernel environment (fast mode by default);
-- ``VerifyChecks``: graded test cells are re-judged outside the learner's kernel
-  (see ``bncourse.checks.replay``);
+- ``VerifyChecks``: every graded test cell is re-judged outside the learner's kernel
+  (see ``bncourse.checks.replay``), delegation to the course's code is read from the submission's
+  source (``bncourse.grading.sources``); a cell that cannot be re-judged scores 0;
 - ``HideHiddenTests``: feedback shows neither hidden test code nor hidden cases' values.
 
 ``load_config(course_dir)`` reads a course's ``nbgrader_config.py`` with the pipeline installed.
@@ -27,8 +28,10 @@ from nbformat.v4 import new_output
 from traitlets import Dict, Float, Unicode
 
 from bncourse.checks import replay
+from bncourse.grading import sources
 
-VERIFY_ENAME = "GradingVerificationError"
+VERIFY_ENAME = "GradingVerificationError"   # the re-judged verdict differs (the reason may quote hidden cases)
+REFUSED_ENAME = "GradingRefusedError"       # delegation, or a cell the grader cannot re-judge (reason shown)
 HIDDEN_MESSAGE = "a hidden test did not pass (hidden tests' code and values are not shown)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -84,12 +87,17 @@ def replay_cells(cells: Sequence[dict], timeout: float = 600) -> dict[str, list]
 
 
 class VerifyChecks(NbGraderPreprocessor):
-    """After Execute: re-judge each graded test cell without an error from its receipts, outside the kernel.
+    """After Execute: re-judge every graded test cell outside the kernel, from its receipts and the source.
 
-    A cell whose verdict the genuine checks do not confirm gets an error output (so nbgrader
-    scores it 0); a cell that only wrote to stderr and whose re-run passes keeps its points.
-    Receipts are removed from every cell. Cells that are not replayable keep the kernel's
-    verdict (logged).
+    Each test cell that passed in the kernel is run again, from the instructor's source, in a fresh
+    process where the learner's objects are stand-ins answered from the cell's receipts
+    (``bncourse.checks.replay``); what the learner's objects refer to is read from the
+    submission's code (``bncourse.grading.sources``), so handing an exercise to the course's own
+    implementation scores 0 even if the kernel was made to say otherwise. The verdict is the
+    grader's: a cell it cannot confirm gets an error output (nbgrader scores it 0) with the reason;
+    a cell it cannot re-judge at all also scores 0 (fail closed), never the kernel's word. A cell
+    that only wrote to stderr and whose re-run passes keeps its points. Receipts are removed from
+    every cell.
     """
 
     timeout = Float(600, help="Seconds allowed for re-judging one notebook's test cells.").tag(config=True)
@@ -107,6 +115,7 @@ class VerifyChecks(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         trusted = self._trusted_sources(resources)
+        program = sources.Program(*sources.learner_and_instructor_sources(nb))
         jobs = []
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
@@ -115,34 +124,41 @@ class VerifyChecks(NbGraderPreprocessor):
             if _is_test_cell(cell) and not any(o.output_type == "error" for o in cell.outputs):
                 grade_id = cell.metadata["nbgrader"].get("grade_id", "")
                 # Re-run the instructor's source from the gradebook, never text from the submission.
-                source = cell.source if trusted is None else trusted.get(grade_id)
-                if source is not None:
-                    jobs.append({"id": str(i), "source": source, "receipts": receipts})
+                source = cell.source if trusted is None else trusted.get(grade_id, cell.source)
+                try:
+                    names = replay.free_names(source)
+                except SyntaxError:
+                    names = set()
+                jobs.append({"id": str(i), "source": source, "receipts": receipts,
+                             "references": sorted(program.references(names))})
         if not jobs:
             return nb, resources
         verdicts = replay_cells(jobs, timeout=self.timeout)
         for job in jobs:
             cell = nb.cells[int(job["id"])]
             grade_id = cell.metadata["nbgrader"].get("grade_id", job["id"])
-            verdict, reason = verdicts.get(job["id"], ["fail", "no verdict from the replay"])
+            verdict, reason = verdicts.get(job["id"], ["not_replayable", "no verdict from the re-judging process"])
+            if verdict == "pass":
+                if _failed_in_kernel(cell):
+                    # Only stderr stood against it (a warning printed by the learner's code or by torch):
+                    # the genuine checks passed, so the warning is kept as plain output and costs nothing.
+                    self.log.info("Test cell %s: stderr output only; the grader's re-run passes it", grade_id)
+                    for o in cell.outputs:
+                        if o.output_type == "stream" and o.get("name") == "stderr":
+                            o.name = "stdout"
+                continue
             if verdict == "fail":
-                self.log.warning("Test cell %s: kernel said pass, the grader's re-run says: %s", grade_id, reason)
-                # First: nbgrader's determine_grade stops at the first execute_result it meets.
-                cell.outputs.insert(0, new_output(
-                    "error", ename=VERIFY_ENAME,
-                    evalue="the grader re-ran this test cell with genuine checks on your function's "
-                           f"recorded outputs and it did not pass: {reason}",
-                    traceback=[f"{VERIFY_ENAME}: {reason}"],
-                ))
-            elif verdict == "pass" and _failed_in_kernel(cell):
-                # Only stderr stood against it (a warning printed by the learner's code or by torch):
-                # the genuine checks passed, so the warning is kept as plain output and costs nothing.
-                self.log.info("Test cell %s: stderr output only; the grader's re-run passes it", grade_id)
-                for o in cell.outputs:
-                    if o.output_type == "stream" and o.get("name") == "stderr":
-                        o.name = "stdout"
-            elif verdict == "not_replayable":
-                self.log.info("Test cell %s is not replayable (%s); the kernel's verdict stands", grade_id, reason)
+                ename, text = VERIFY_ENAME, ("the grader re-ran this test cell with genuine checks on your "
+                                             f"function's recorded outputs and it did not pass: {reason}")
+            elif verdict == "delegated":
+                ename, text = REFUSED_ENAME, (f"this exercise was handed to the course's own implementation "
+                                              f"({reason}); it scores 0 until your code does the work itself")
+            else:
+                ename, text = REFUSED_ENAME, (f"the grader could not re-judge this test cell outside your notebook "
+                                              f"({reason}), so it scores 0; run the notebook from the top as given")
+            self.log.warning("Test cell %s: kernel said pass, the grader says %s: %s", grade_id, verdict, reason)
+            # First: nbgrader's determine_grade stops at the first execute_result it meets.
+            cell.outputs.insert(0, new_output("error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"]))
         return nb, resources
 
 
@@ -191,11 +207,8 @@ class HideHiddenTests(NbGraderPreprocessor):
             if o.output_type != "error":
                 continue
             line = _failing_line(o.get("traceback", []))
-            visible = (
-                o.ename not in (VERIFY_ENAME,)
-                and line is not None
-                and not any(a <= line <= b for a, b in ranges)
-            )
+            visible = o.ename == REFUSED_ENAME or (
+                o.ename != VERIFY_ENAME and line is not None and not any(a <= line <= b for a, b in ranges))
             if o.ename == "CellTimeoutError":
                 evalue = "the cell did not finish before the time limit"
             elif visible:

@@ -1,0 +1,197 @@
+"""Known wrong batch-norm modules for notebook 4's module checks: one small subclass per mistake.
+
+``Correct`` is batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces
+learners get wrong (reduction dims, the batch variance, what running_var stores, the momentum's
+weight, eps, the affine step, when batch statistics are used, the update). Each mistake overrides
+one piece; ``module_mistakes(spatial)`` lists them with the name and hint the learner reads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bncourse.checks.stepping import ModuleMistake
+
+__all__ = ["Correct", "IGNORES_TRAINING", "module_mistakes"]
+
+
+class Correct(nn.Module):
+    """Batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces learners get wrong."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def dims(self, x):
+        return (0,) if x.dim() == 2 else (0, 2, 3)
+
+    def batch_var(self, x, dims):
+        return x.var(dim=dims, keepdim=True, unbiased=False)
+
+    def stored_var(self, var, n):  # what running_var takes from the batch
+        return var * n / (n - 1)
+
+    def weight_of_new(self):
+        return self.momentum
+
+    def used_eps(self):
+        return self.eps
+
+    def std(self, var):
+        return torch.sqrt(var + self.used_eps())
+
+    def batch_statistics(self):
+        return self.training
+
+    def update(self, mean, var, n):
+        if self.training:
+            with torch.no_grad():
+                m = self.weight_of_new()
+                self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
+                self.running_var.mul_(1 - m).add_(m * self.stored_var(var, n).reshape(-1))
+
+    def affine(self, x_hat, view):
+        return x_hat * self.weight.view(view) + self.bias.view(view)
+
+    def forward(self, x):
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        if self.batch_statistics():
+            dims = self.dims(x)
+            mean, var = x.mean(dim=dims, keepdim=True), self.batch_var(x, dims)
+            if dims == ((0,) if x.dim() == 2 else (0, 2, 3)):
+                self.update(mean, var, x.numel() // x.shape[1])
+        else:
+            mean, var = self.running_mean.view(view), self.running_var.view(view)
+        return self.affine((x - mean) / self.std(var), view)
+
+
+class _NoUpdate(Correct):
+    def update(self, mean, var, n):
+        pass
+
+
+class _Flipped(Correct):
+    def weight_of_new(self):
+        return 1 - self.momentum
+
+
+class _DefaultMomentum(Correct):
+    def weight_of_new(self):
+        return 0.1
+
+
+class _DefaultEps(Correct):
+    def used_eps(self):
+        return 1e-5
+
+
+class _BiasedRunningVar(Correct):
+    def stored_var(self, var, n):
+        return var
+
+
+class _BiasedFlipped(_BiasedRunningVar, _Flipped):
+    pass
+
+
+class _UnbiasedNorm(Correct):
+    def batch_var(self, x, dims):
+        return x.var(dim=dims, keepdim=True, unbiased=True)
+
+    def stored_var(self, var, n):
+        return var
+
+
+class _UnbiasedTwice(_UnbiasedNorm):
+    def stored_var(self, var, n):
+        return var * n / (n - 1)
+
+
+class _EpsOutside(Correct):
+    def std(self, var):
+        return var.sqrt() + self.eps
+
+
+class _EpsMissingInEval(Correct):
+    def std(self, var):
+        return super().std(var) if self.training else var.sqrt()
+
+
+class _NoAffine(Correct):
+    def affine(self, x_hat, view):
+        return x_hat
+
+
+class _BatchStatsInEval(Correct):
+    def batch_statistics(self):
+        return True
+
+
+class _IgnoresTraining(_BatchStatsInEval):
+    def update(self, mean, var, n):
+        with torch.no_grad():
+            m = self.weight_of_new()
+            self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
+            self.running_var.mul_(1 - m).add_(m * self.stored_var(var, n).reshape(-1))
+
+
+def _wrong_dims(dims: tuple) -> type:
+    return type(f"_Dims{dims}", (Correct,), {"dims": lambda self, x: dims})
+
+
+IGNORES_TRAINING = ModuleMistake(
+    "ignores self.training",
+    "in eval mode (self.training is False) normalize with running_mean and running_var and leave them unchanged; "
+    "batch statistics and updates are for training only", _IgnoresTraining,
+    only=("eval: output", "eval: running_mean afterwards", "eval: running_var afterwards"))
+
+
+def module_mistakes(spatial: bool) -> list[ModuleMistake]:
+    wrong_dims = (
+        [("per pixel position, dim 0 only", (0,)), ("per image and channel, dims (2, 3)", (2, 3)),
+         ("per image, dims (1, 2, 3)", (1, 2, 3)), ("over all dimensions", (0, 1, 2, 3))]
+        if spatial else [("per sample, dim 1", (1,)), ("over all dimensions", (0, 1))]
+    )
+    right = ("dims (0, 2, 3): over the batch and every pixel, one mean and variance per channel" if spatial
+             else "dim 0: over the batch, one mean and variance per feature")
+    return [
+        ModuleMistake("running statistics not updated",
+                      "in training mode, update running_mean and running_var after each batch: "
+                      "running = (1 - momentum) * running + momentum * batch_statistic", _NoUpdate),
+        ModuleMistake("momentum flipped",
+                      "PyTorch's momentum (0.1) weighs the NEW batch: (1 - momentum) * running + momentum * batch "
+                      "(Keras' 0.99 weighs the old value)", _Flipped),
+        ModuleMistake("momentum argument ignored",
+                      "use self.momentum (the constructor's argument) in the update, not the default 0.1", _DefaultMomentum),
+        ModuleMistake("eps argument ignored",
+                      "use self.eps (the constructor's argument) everywhere, e.g. "
+                      "BatchNormFunction.apply(x, self.weight, self.bias, self.eps), not the default 1e-5",
+                      _DefaultEps, only=("step 1: output",)),
+        ModuleMistake("biased variance in running_var",
+                      "normalize with the biased batch variance, but store the unbiased one (divide by n - 1, "
+                      "n = values per channel) in running_var, as PyTorch does", _BiasedRunningVar),
+        ModuleMistake("biased variance in running_var and momentum flipped",
+                      "momentum weighs the NEW batch, and running_var takes the unbiased batch variance (n - 1)",
+                      _BiasedFlipped),
+        ModuleMistake("normalized with the unbiased variance",
+                      "the batch is normalized with its biased variance (divide by n, unbiased=False); only "
+                      "running_var takes the unbiased one", _UnbiasedNorm),
+        ModuleMistake("unbiased variance from torch's var default, then n / (n - 1) again",
+                      "x.var(...) divides by n - 1 unless told otherwise (np.var divides by n): normalize with "
+                      "x.var(dim=..., unbiased=False), and multiply THAT by n / (n - 1) for running_var", _UnbiasedTwice),
+        ModuleMistake("eps outside the square root", "divide by sqrt(var + eps), not sqrt(var) + eps", _EpsOutside),
+        ModuleMistake("eps missing in eval mode",
+                      "eval mode normalizes with sqrt(running_var + eps), the same eps as training",
+                      _EpsMissingInEval, only=("eval: output",)),
+        ModuleMistake("weight and bias not applied",
+                      "after normalizing, scale by weight (gamma) and shift by bias (beta), per channel", _NoAffine),
+        ModuleMistake("batch statistics used in eval mode",
+                      "in eval mode normalize with running_mean and running_var (check self.training); the batch's "
+                      "own statistics are for training only", _BatchStatsInEval, only=("eval: output",)),
+    ] + [ModuleMistake(f"statistics over the wrong dimensions ({label})", f"reduce over {right}", _wrong_dims(dims),
+                       only=("step 1: output",)) for label, dims in wrong_dims]

@@ -1,0 +1,266 @@
+"""The module-stepping engine: a learner's module class and torch's, stepped through the same protocol.
+
+A ``Step`` builds ``cls(C, **kwargs)``, records its parameters and buffers as constructed (compared
+with torch's: weight ones, bias zeros, running_mean zeros, running_var ones), sets seeded weight
+and bias, runs ``steps`` training batches (outputs, the gradients of the first, the running
+statistics after each), then one eval batch (output, buffers afterwards). Everything recorded is a
+numpy array (``record``), so a run is plain data: ``check_module`` passes the learner's runs
+through ``check_function`` (one call per step, each recorded for the grader) and the decision,
+the table and the diagnosis all come from those arrays.
+
+    check_module("BatchNorm2d", LearnerBN, nn.BatchNorm2d, [Step("N=4, C=3", (4, 3, 5, 5), 201)],
+                 explanations, device_step=Step(...), device="cuda")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from bncourse.checks import replay
+from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, Symptom, check_function, combine
+from bncourse.checks.torch_guard import explain, no_builtin_batchnorm, quiet, to_numpy
+
+__all__ = ["Step", "ModuleMistake", "check_module", "record", "DTYPE_FLAGS"]
+
+DTYPE_FLAGS = "outputs in the input's dtype"
+_REGISTRATION = ("registered as buffers: running_mean, running_var; as parameters: weight, bias")
+_AS_PARAMETERS = "running_mean, running_var registered as parameters"
+_NUM_BATCHES = "has num_batches_tracked"
+_NOT_COMPARED = (_NUM_BATCHES,)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One protocol: build ``cls(C, **kwargs)``, run ``steps`` training batches of ``shape``, then eval.
+
+    Attributes:
+        name: shown to the learner, e.g. "N=4, C=3, H=5, W=5".
+        shape: (N, D) or (N, C, H, W); dim 1 is the number of features / channels.
+        seed: seeds the data, gamma, beta and dout.
+        steps: training batches before switching to eval.
+        kwargs: constructor arguments beyond num_features (eps, momentum).
+    """
+
+    name: str
+    shape: tuple
+    seed: int
+    steps: int = 3
+    kwargs: dict = field(default_factory=dict)
+
+    def args(self) -> tuple:
+        """The step as plain arguments (receipts fingerprint ints, floats, None and arrays)."""
+        return (self.seed, np.array(self.shape, dtype=np.int64), self.steps,
+                self.kwargs.get("eps"), self.kwargs.get("momentum"))
+
+    @classmethod
+    def from_args(cls, seed, shape, steps, eps, momentum) -> "Step":
+        kwargs = {k: v for k, v in (("eps", eps), ("momentum", momentum)) if v is not None}
+        return cls("", tuple(int(n) for n in shape), int(seed), int(steps), kwargs)
+
+
+@dataclass(frozen=True)
+class ModuleMistake:
+    """A known wrong module class; ``only``: substrings of the recorded keys it must reproduce (default: all)."""
+
+    name: str
+    hint: str
+    cls: type
+    only: tuple = ()
+
+
+class ProtocolError(TypeError):
+    """The learner's module does not fit the protocol (not an nn.Module, no weight, ...)."""
+
+
+def _batch(gen: torch.Generator, shape: tuple, dtype, device) -> torch.Tensor:
+    """Per-channel scales (channel 0 small, where eps matters) and offsets."""
+    c = shape[1]
+    view = (1, c) + (1,) * (len(shape) - 2)
+    scales = torch.rand(c, generator=gen, dtype=torch.float64) * 2.5 + 0.5
+    scales[0] = 0.05
+    offsets = (torch.rand(c, generator=gen, dtype=torch.float64) - 0.5) * 6
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * scales.view(view) + offsets.view(view)
+    return x.to(device=device, dtype=dtype)
+
+
+def _registration(module, c: int) -> dict:
+    buffers, params, state = dict(module.named_buffers()), dict(module.named_parameters()), module.state_dict()
+    for pname in ("weight", "bias"):
+        p = getattr(module, pname, None)
+        if not isinstance(p, torch.Tensor) or tuple(p.shape) != (c,):
+            raise ProtocolError(f"expected {pname} to be a tensor of shape ({c},), got {type(p).__name__}"
+                                + (f" of shape {tuple(p.shape)}" if isinstance(p, torch.Tensor) else ""))
+    return {
+        _REGISTRATION: np.array([b in buffers and b in state for b in ("running_mean", "running_var")]
+                                + [p in params for p in ("weight", "bias")]),
+        _AS_PARAMETERS: np.array([b in params for b in ("running_mean", "running_var")]),
+        _NUM_BATCHES: np.array([_NUM_BATCHES.split()[-1] in buffers]),
+        **{f"initial {k}": to_numpy(getattr(module, k)) for k in ("weight", "bias", "running_mean", "running_var")},
+    }
+
+
+def record(cls, step: Step, dtype, device) -> dict:
+    """Run ``step`` on a fresh ``cls``: every recorded value, as numpy arrays. Raises what the module raises."""
+    gen = torch.Generator().manual_seed(step.seed)
+    c = step.shape[1]
+    module = cls(c, **step.kwargs)
+    if not isinstance(module, nn.Module):
+        raise ProtocolError(f"the class made a {type(module).__name__}, expected an nn.Module")
+    module.to(device=device, dtype=dtype)
+    rec = _registration(module, c)
+    with torch.no_grad():
+        module.weight.copy_(torch.rand(c, generator=gen, dtype=torch.float64) * 1.5 + 0.5)
+        module.bias.copy_(torch.randn(c, generator=gen, dtype=torch.float64))
+    module.train()
+    for k in range(1, step.steps + 1):
+        x = _batch(gen, step.shape, dtype, device).requires_grad_(k == 1)
+        out = module(x)
+        if not isinstance(out, torch.Tensor):
+            raise ProtocolError(f"forward returned {type(out).__name__}, expected a tensor")
+        rec[f"step {k}: output"] = to_numpy(out)
+        if k == 1:
+            dout = torch.randn(step.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+            if out.grad_fn is None:
+                raise ProtocolError("the output has no gradient: nothing connects it to x, weight and bias")
+            out.backward(dout)
+            rec["step 1: dx"] = to_numpy(x.grad)
+            rec["step 1: dweight"] = to_numpy(module.weight.grad)
+            rec["step 1: dbias"] = to_numpy(module.bias.grad)
+            rec["buffers track gradients"] = np.array(
+                [bool(getattr(module, b).requires_grad) for b in ("running_mean", "running_var")])
+        rec[f"step {k}: running_mean"] = to_numpy(module.running_mean)
+        rec[f"step {k}: running_var"] = to_numpy(module.running_var)
+    module.eval()
+    with torch.no_grad():
+        out = module(_batch(gen, step.shape, dtype, device))
+    if not isinstance(out, torch.Tensor):
+        raise ProtocolError(f"forward returned {type(out).__name__} in eval mode, expected a tensor")
+    rec["eval: output"] = to_numpy(out)
+    rec["eval: running_mean afterwards"] = to_numpy(module.running_mean)
+    rec["eval: running_var afterwards"] = to_numpy(module.running_var)
+    rec[DTYPE_FLAGS] = np.array([rec[k].dtype == np.dtype(str(dtype).split(".")[-1])
+                                 for k in rec if k.endswith("output")])
+    return rec
+
+
+def runner(cls, dtype, device, keys: Sequence[str], guard: bool = True):
+    """(seed, shape, steps, eps, momentum) -> the recorded values for ``keys``, as a tuple of arrays."""
+    def run(seed, shape, steps, eps, momentum):
+        with (no_builtin_batchnorm() if guard else _nothing()), quiet():
+            rec = record(cls, Step.from_args(seed, shape, steps, eps, momentum), dtype, device)
+        return tuple(rec.get(k) for k in keys)
+    return run
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _symptoms(steps: int) -> list[Symptom]:
+    last = f"step {steps}"
+
+    def updated_in_eval(got):
+        return any(not np.array_equal(got[f"eval: {b} afterwards"], got[f"{last}: {b}"])
+                   for b in ("running_mean", "running_var"))
+
+    structural = [
+        Symptom("running_mean or running_var is an nn.Parameter",
+                "so the optimizer would train it: register it as a buffer, self.register_buffer('running_mean', ...)",
+                lambda got: got[_AS_PARAMETERS].any()),
+        Symptom("forgot to register buffers",
+                "create them with self.register_buffer('running_mean', torch.zeros(num_features)) and "
+                "self.register_buffer('running_var', torch.ones(num_features)), so that state_dict saves them "
+                "and .to(device) moves them", lambda got: not got[_REGISTRATION][:2].all()),
+        Symptom("weight or bias is not an nn.Parameter",
+                "make weight (gamma) and bias (beta) nn.Parameter so the optimizer trains them",
+                lambda got: not got[_REGISTRATION][2:].all()),
+        Symptom("the running statistics track gradients",
+                "update them without autograd, inside `with torch.no_grad():` (or from mean.detach()), else every "
+                "step extends the graph", lambda got: got["buffers track gradients"].any()),
+        Symptom("initial parameters or buffers differ from torch's",
+                "start as nn.BatchNorm does: weight ones, bias zeros, running_mean zeros, running_var ones",
+                lambda got: not (np.all(got["initial weight"] == 1) and np.all(got["initial bias"] == 0)
+                                 and np.all(got["initial running_mean"] == 0)
+                                 and np.all(got["initial running_var"] == 1))),
+    ]
+    in_eval = Symptom("running statistics updated in eval mode",
+                      "update running_mean and running_var only when self.training is True; eval must leave them "
+                      "unchanged", updated_in_eval)
+    return structural, in_eval
+
+
+def _explanations(first: Sequence[ModuleMistake], mistakes: Sequence[ModuleMistake], keys: Sequence[str],
+                  steps: int) -> list:
+    """Registration and the like first, then ``first``, the eval-mode symptom, then ``mistakes``."""
+    structural, in_eval = _symptoms(steps)
+
+    def as_mistake(m: ModuleMistake) -> Mistake:
+        chosen = tuple(k for k in keys if any(o in k for o in m.only))
+        return Mistake(m.name, m.hint, runner(m.cls, torch.float64, torch.device("cpu"), keys, guard=False), chosen)
+
+    return structural + [as_mistake(m) for m in first] + [in_eval] + [as_mistake(m) for m in mistakes]
+
+
+def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mistakes: Sequence[ModuleMistake] = (), *,
+                 first: Sequence[ModuleMistake] = (),
+                 rtol: float = 1e-6, atol: float = 1e-8, device_step: Step | None = None, device=None,
+                 rtol32: float = 1e-3, atol32: float = 1e-4, forbidden: Sequence[str] = ()) -> CheckResult:
+    """Step the learner's module class and ``reference_cls`` through the same training and eval protocol.
+
+    ``first``: mistakes to try before the symptom "running statistics updated in eval mode".
+
+    ``steps`` run in float64 on the CPU (tight tolerance, mistakes diagnosed there); ``device_step``
+    runs once more in float32 on ``device`` (default: the current one) against the reference there.
+    """
+    if not replay.replaying() and not isinstance(cls, type):
+        return CheckResult(exercise, [CaseResult("setup", False, f"expected a class, got {type(cls).__name__}",
+                                                 kind="returned")],
+                           diagnosis="pass the class itself (no parentheses), e.g. check(BatchNorm2d)")
+    cpu = torch.device("cpu")
+    results = []
+    for step in steps:
+        keys = [k for k in record(reference_cls, step, torch.float64, cpu) if k not in (DTYPE_FLAGS,)]
+        compare = [k for k in keys if k not in _NOT_COMPARED]
+        results.append(check_function(
+            exercise, runner(cls, torch.float64, cpu, keys), runner(reference_cls, torch.float64, cpu, keys, False),
+            [Case(step.name, step.args)], _explanations(first, mistakes, keys, step.steps),
+            outputs=keys, compare=compare, rtol=rtol, atol=atol, check_dtype=False, forbidden=forbidden,
+            forbid_torch="batch_norm", explain_error=explain))
+    if device_step is not None:
+        dev = torch.device(device) if device is not None else _default_device()
+        keys = [k for k in record(reference_cls, device_step, torch.float32, dev) if k not in _NOT_COMPARED]
+        results.append(check_function(
+            exercise, runner(cls, torch.float32, dev, keys), runner(reference_cls, torch.float32, dev, keys, False),
+            [Case(f"float32 on {dev}, {device_step.name}", device_step.args)], _device_symptoms(dev),
+            outputs=keys, rtol=rtol32, atol=atol32, check_dtype=False, forbidden=forbidden,
+            forbid_torch="batch_norm", explain_error=explain))
+    result = combine(exercise, *results)
+    result.tolerance = f"float64: rtol={rtol:g}, atol={atol:g}; float32: rtol={rtol32:g}, atol={atol32:g}"
+    got = result.cases[0].got
+    if _NUM_BATCHES in got and not got[_NUM_BATCHES].all():
+        result.notes.append(f"optional: nn.{reference_cls.__name__} also keeps a num_batches_tracked buffer (a counter "
+                            "of training steps); without it, loading its state_dict needs strict=False")
+    return result
+
+
+def _device_symptoms(dev) -> list[Symptom]:
+    return [Symptom(
+        "float64 on the CPU matches, float32 on the device does not",
+        f"keep every tensor in x's dtype and on x's device ({dev}). Write new running statistics into the buffers "
+        "in place (self.running_mean.copy_(new)) rather than replacing them with a tensor of another dtype, and "
+        "create new tensors with dtype=x.dtype, device=x.device", lambda got: True)]
+
+
+def _default_device() -> torch.device:
+    from bncourse.device import get_device
+
+    return get_device(announce=False)

@@ -1,0 +1,243 @@
+"""What a submission's code refers to, read from its source (the grader never trusts the kernel for it).
+
+``Program(learner_sources, instructor_sources).references(name)`` lists what the learner's object
+``name`` reaches, following the learner's own functions and classes it uses: dotted names of
+everything imported (``bncourse.reference.normalize.standardize``, ``torch.nn.functional.batch_norm``),
+whether by ``import``, ``from ... import``, a module attribute, ``importlib.import_module("...")``,
+``__import__``, ``getattr(module, "...")``, a base class, or ``exec``/``eval`` of a constant string
+(read as code). What cannot be read (``exec`` of a computed string, ``getattr`` of a module with a
+computed name, ``globals()``) becomes ``<dynamic:...>``. ``bncourse.checks.delegation.Rule.judge``
+decides from this list whether an exercise was handed to the course's implementation.
+
+Learner code: solution cells and any cell that is not a locked instructor cell. Names the learner
+binds take precedence over names the instructor's cells bind.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+from typing import Iterable
+
+__all__ = ["Program", "learner_and_instructor_sources"]
+
+_DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "setattr", "delattr"}
+
+
+def _parse(source: str) -> ast.Module | None:
+    lines = [("pass" if line.lstrip().startswith(("%", "!")) else line) for line in source.split("\n")]
+    try:
+        return ast.parse("\n".join(lines))
+    except SyntaxError:
+        return None
+
+
+def _const_str(node) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+class _Scope:
+    """Module-level bindings of one side (learner or instructor)."""
+
+    def __init__(self):
+        self.aliases: dict[str, set[str]] = {}   # name -> dotted names it was imported as
+        self.defs: dict[str, list[ast.AST]] = {}  # name -> nodes that bind it (def, class, assigned value)
+        self.stars: list[str] = []
+        self.dynamic: list[str] = []             # module-level constructs that may bind names unseen
+
+    def add_module(self, tree: ast.Module) -> None:
+        for stmt in tree.body:
+            self._statement(stmt)
+
+    def _statement(self, stmt) -> None:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for local, dotted in _imports(stmt):
+                if local == "*":
+                    self.stars.append(dotted)
+                else:
+                    self.aliases.setdefault(local, set()).add(dotted)
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            self.defs.setdefault(stmt.name, []).append(stmt)
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With, ast.If, ast.Try,
+                               ast.While)):
+            for target in ast.walk(stmt):
+                if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store):
+                    self.defs.setdefault(target.id, []).append(stmt)
+            if isinstance(stmt, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+                for inner in ast.iter_child_nodes(stmt):
+                    if isinstance(inner, ast.stmt):
+                        self._statement(inner)
+        for node in ast.walk(stmt):  # exec of a constant string at module level is read as code
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC_CALLS:
+                text = _const_str(node.args[0]) if node.args else None
+                inner = _parse(text) if text is not None and node.func.id in ("exec", "eval", "compile") else None
+                if inner is not None:
+                    self.add_module(inner)
+                elif node.func.id not in ("setattr", "delattr"):
+                    self.dynamic.append(node.func.id)
+
+
+def _imports(stmt) -> list[tuple[str, str]]:
+    if isinstance(stmt, ast.Import):
+        return [((a.asname or a.name.split(".")[0]), (a.name if a.asname else a.name.split(".")[0]))
+                for a in stmt.names]
+    if stmt.level:  # relative imports cannot reach the installed package
+        return []
+    return [("*" if a.name == "*" else (a.asname or a.name), stmt.module if a.name == "*" else f"{stmt.module}.{a.name}")
+            for a in stmt.names]
+
+
+class Program:
+    """The learner's and the instructor's cells of one notebook, read once."""
+
+    def __init__(self, learner_sources: Iterable[str], instructor_sources: Iterable[str] = ()):
+        self.learner, self.instructor = _Scope(), _Scope()
+        for scope, sources in ((self.learner, learner_sources), (self.instructor, instructor_sources)):
+            for source in sources:
+                tree = _parse(source)
+                if tree is not None:
+                    scope.add_module(tree)
+
+    def references(self, names: Iterable[str]) -> set[str]:
+        """Everything the objects ``names`` (as the learner's code binds them) reach."""
+        walker = _Walker(self)
+        for name in names:
+            walker.refs.update(walker.global_name(name))
+        return walker.refs
+
+
+class _Walker(ast.NodeVisitor):
+    def __init__(self, program: Program):
+        self.p = program
+        self.refs: set[str] = set()
+        self.seen: set[int] = set()
+        self.locals: list[dict[str, list[str]]] = [{}]  # per function: local name -> dotted names (imports)
+
+    # -- names ------------------------------------------------------------------------------
+
+    def global_name(self, name: str) -> list[str]:
+        """Follow a module-level name: walk learner definitions; return the dotted names it may stand for."""
+        for scope in (self.p.learner, self.p.instructor):
+            if name in scope.defs or name in scope.aliases:
+                found = set(scope.aliases.get(name, ()))
+                for node in scope.defs.get(name, []):
+                    self.walk(node)
+                    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                        found.update(self.dotted(node.value))
+                return sorted(found)
+            if scope.stars and not hasattr(builtins, name):
+                return [f"{m}.{name}" for m in scope.stars]
+            if scope is self.p.learner and scope.dynamic and not hasattr(builtins, name):
+                self.refs.add(f"<dynamic:{scope.dynamic[0]}>")
+                return []
+        return []
+
+    def is_local(self, name: str) -> bool:
+        return any(name in scope for scope in self.locals[1:])
+
+    def resolve(self, name: str) -> list[str]:
+        for scope in reversed(self.locals[1:]):
+            if name in scope:
+                return scope[name]
+        return self.global_name(name)
+
+    def dotted(self, expr) -> list[str]:
+        """The dotted names an expression may stand for (a module, or something in one), else []."""
+        if isinstance(expr, ast.Name):
+            return self.resolve(expr.id)
+        if isinstance(expr, ast.Attribute):
+            return [f"{d}.{expr.attr}" for d in self.dotted(expr.value)]
+        if isinstance(expr, ast.Call) and expr.args:
+            arg = _const_str(expr.args[0])
+            func = self.dotted(expr.func) if not isinstance(expr.func, ast.Name) or expr.func.id != "__import__" \
+                else ["__import__"]
+            if arg is not None and any(f in ("__import__", "importlib.import_module") for f in func):
+                return [arg]
+            attr = _const_str(expr.args[1]) if len(expr.args) > 1 else None
+            if isinstance(expr.func, ast.Name) and expr.func.id == "getattr" and attr is not None:
+                return [f"{d}.{attr}" for d in self.dotted(expr.args[0])]
+        return []
+
+    def visit_Assign(self, node):
+        if len(self.locals) > 1:
+            found = self.dotted(node.value)
+            for target in node.targets:
+                if isinstance(target, ast.Name) and found:
+                    self.locals[-1][target.id] = found
+        self.generic_visit(node)
+
+    def walk(self, node) -> None:
+        if id(node) not in self.seen:
+            self.seen.add(id(node))
+            self.visit(node)
+
+    # -- visitors ---------------------------------------------------------------------------
+
+    def _function(self, node):
+        args = {a.arg: [] for a in ast.walk(node.args) if isinstance(a, ast.arg)} if hasattr(node, "args") else {}
+        stores = {n.id: [] for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        self.locals.append({**stores, **args})
+        self.generic_visit(node)
+        self.locals.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def visit_Import(self, node):
+        for local, dotted in _imports(node):
+            self.refs.add(dotted)
+            if len(self.locals) > 1 and local != "*":
+                self.locals[-1][local] = [dotted]
+
+    visit_ImportFrom = visit_Import
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load):
+            if node.id in ("globals", "locals", "vars") and not self.is_local(node.id):
+                self.refs.add(f"<dynamic:{node.id}>")
+            self.refs.update(self.resolve(node.id))
+
+    def visit_Attribute(self, node):
+        chain, base = [], node
+        while isinstance(base, ast.Attribute):
+            chain.append(base.attr)
+            base = base.value
+        for dotted in self.dotted(base):
+            full = ".".join([dotted] + chain[::-1])
+            self.refs.add(full)
+            if full.startswith("sys.modules"):
+                self.refs.add("<dynamic:sys.modules>")
+        if not isinstance(base, ast.Name):
+            self.visit(base)
+
+    def visit_Call(self, node):
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) and not self.is_local(func.id) else ""
+        arg = _const_str(node.args[0]) if node.args else None
+        if name in ("exec", "eval", "compile"):
+            inner = _parse(arg) if arg is not None else None
+            if inner is None:
+                self.refs.add(f"<dynamic:{name}>")
+            else:
+                self.walk(inner)
+        elif name == "__import__":
+            self.refs.add(arg if arg is not None else "<dynamic:__import__>")
+        elif name == "getattr" and len(node.args) >= 2 and isinstance(node.args[0], ast.Name):
+            attr = _const_str(node.args[1])
+            for dotted in self.resolve(node.args[0].id):
+                self.refs.add(f"{dotted}.{attr}" if attr is not None else "<dynamic:getattr>")
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            if any(d.startswith("importlib") for d in self.resolve(func.value.id)):
+                self.refs.add(arg if arg is not None else "<dynamic:importlib>")
+        self.generic_visit(node)
+
+
+def learner_and_instructor_sources(nb) -> tuple[list[str], list[str]]:
+    """(learner code, instructor code) of an nbgrader notebook: locked non-solution cells are the instructor's."""
+    learner, instructor = [], []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        locked_instructor = meta.get("locked") and not meta.get("solution")
+        (instructor if locked_instructor else learner).append(cell.source)
+    return learner, instructor

@@ -1,0 +1,150 @@
+"""Does every graded cell of every source notebook fail closed under real ``nbgrader autograde``?
+
+For each assignment found in ``notebooks/source`` (so notebooks added later are covered too), one
+fake class is graded once with ``bncourse.grading.grade(..., jobs=2)``, nbgrader's own autograde:
+
+- ``solution``: the instructor's notebook: every graded cell earns its points;
+- ``wrong_switched``: every solution cell made wrong (its outputs nudged, its module's forward
+  scaled), and a solution cell that switches ``CheckResult.assert_passed`` and ``passed`` off, so
+  the learner's kernel says "passed": every graded cell must still earn 0, from the grader's own
+  re-judging;
+- ``stub_switched``: the student version as released (untouched stubs), plus the same switch: 0
+  everywhere (a blank submission without the switch is weaker, so it is not graded separately).
+
+Scores are read per cell from the gradebook. The kernels run with ``BNCOURSE_GRADING=1`` (the
+grading size of the experiments).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from bncourse.workspace import assignments
+
+from conftest import COURSE, GENERATED
+
+pytestmark = pytest.mark.slow
+
+SWITCH = """
+import bncourse.checks.core as _core_switched
+_core_switched.CheckResult.assert_passed = lambda self: None
+_core_switched.CheckResult.passed = property(lambda self: True)
+"""
+
+# Appended to each solution cell of the wrong submission: every object the cell defines is
+# replaced by a wrong one built from it (outputs nudged; a module's or Function's forward scaled).
+WRONG = """
+def _nudge(v):
+    import numpy as _np
+    if type(v) is _np.ndarray and v.dtype.kind == "f":
+        return v + 0.25 * (1 + _np.abs(v))
+    if type(v) in (tuple, list) and v and type(v[0]) is not tuple:
+        return type(v)([_nudge(v[0])] + list(v[1:]))
+    if hasattr(v, "modules"):   # a model changed in place: shift every running mean
+        for m in v.modules():
+            if getattr(m, "running_mean", None) is not None:
+                m.running_mean.add_(0.5)
+    return v
+
+def _wrong(obj):
+    import functools
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and isinstance(obj, type) and issubclass(obj, torch.autograd.Function):
+        class Wrong(obj):
+            @staticmethod
+            def forward(ctx, *args):
+                return obj.forward(ctx, *args) * 1.5
+        return Wrong
+    if torch is not None and isinstance(obj, type) and issubclass(obj, torch.nn.Module):
+        class Wrong(obj):
+            def forward(self, *args):
+                return super().forward(*args) * 1.5
+        return Wrong
+    if callable(obj):
+        @functools.wraps(obj)
+        def wrong(*args, **kwargs):
+            return _nudge(obj(*args, **kwargs))
+        return wrong
+    return obj
+"""
+
+
+def _defined(source: str) -> list[str]:
+    import ast
+
+    return [n.name for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+
+
+def _meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def _variant(nb, kind: str):
+    nb = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
+    solutions = [c for c in nb.cells if c.cell_type == "code" and _meta(c).get("solution")]
+    for cell in solutions:
+        if kind == "wrong_switched":
+            names = _defined(cell.source)
+            cell.source += "\n" + WRONG + "".join(f"\n{n} = _wrong({n})" for n in names)
+    if kind.endswith("_switched") and solutions:
+        solutions[0].source += "\n" + SWITCH
+    return nb
+
+
+def _graded_cells(nb) -> dict[str, float]:
+    return {_meta(c)["grade_id"]: float(_meta(c).get("points", 0)) for c in nb.cells
+            if _meta(c).get("grade") and not _meta(c).get("solution")}
+
+
+@pytest.mark.parametrize("assignment", assignments(COURSE))
+def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confirms(assignment, tmp_path):
+    """Solution: full marks per cell; a wrong solution or a stub with the verdict switched off: 0 per cell."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    from bncourse import grading
+
+    course = tmp_path / "course"
+    shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__", "grading_reports"))
+    old = dict(os.environ)
+    os.environ.update(BNCOURSE_EXCHANGE=str(tmp_path / "exchange"), BNCOURSE_GRADING="1")
+    try:
+        grading._alembic_on_path()
+        cfg = grading.load_config(course)
+        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+        assert api.generate_assignment(assignment, force=True)["success"]
+        for student_version in (course / "release" / assignment).glob("*.ipynb"):
+            text = student_version.read_text()
+            assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text
+        expected: dict[tuple[str, str, str], float] = {}
+        for source in sorted((course / "source" / assignment).glob("*.ipynb")):
+            nb = nbformat.read(source, as_version=4)
+            release = nbformat.read(course / "release" / assignment / source.name, as_version=4)
+            students = {"solution": nb, "wrong_switched": _variant(nb, "wrong_switched"),
+                        "stub_switched": _variant(release, "stub_switched")}
+            for student, sub in students.items():
+                dest = course / "submitted" / student / assignment
+                dest.mkdir(parents=True, exist_ok=True)
+                nbformat.write(sub, dest / source.name)
+                (dest / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+                for grade_id, points in _graded_cells(nb).items():
+                    expected[(student, source.stem, grade_id)] = points if student == "solution" else 0.0
+        assert expected, f"{assignment} has no graded cells"
+        report = grading.grade(assignment, course, jobs=2)
+        assert not report.failed, [(s.student, s.reason) for s in report.failed]
+        with Gradebook(grading.db_url_of(course)) as gb:
+            got = {(student, nb_name, gid): gb.find_grade(gid, nb_name, assignment, student).score
+                   for student, nb_name, gid in expected}
+        wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+        assert not wrong, f"cells scored differently from expected (got, expected): {wrong}"
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
