@@ -106,10 +106,17 @@ def test_do_right_folds_pass(hidden):
     assert cf.check_fold_model(fold_model, hidden).passed
 
 
-def test_does_the_course_s_own_fold_pass():
+def test_is_handing_the_fold_to_the_course_or_to_torch_refused():
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
     from bncourse.folding import fold_batchnorm as ref_fold, fold_model as ref_model
 
-    assert cf.check_fold_batchnorm(ref_fold).passed and cf.check_fold_model(ref_model).passed
+    def torch_fold(layer, bn):
+        return (fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval)(layer, bn)
+
+    for result in (cf.check_fold_batchnorm(ref_fold), cf.check_fold_model(ref_model),
+                   cf.check_fold_batchnorm(torch_fold)):
+        assert not result.passed and "handed the work to" in str(result), str(result)
 
 
 @pytest.mark.parametrize("wrong, name", [
@@ -136,7 +143,8 @@ def test_is_a_wrong_model_fold_named(wrong, name):
 def test_is_every_fold_mistake_recognized_as_itself():
     for mistake in cf._fold_mistakes():
         result = cf.check_function("fold", mistake.fn, cf._pair_runner(cf._torch_fuse), cf._pair_cases(False),
-                                   cf._fold_mistakes(), outputs=cf.FOLD_OUTPUTS, rtol=1e-9, atol=1e-10)
+                                   cf._fold_mistakes(), outputs=cf.FOLD_OUTPUTS, rtol=1e-9, atol=1e-10,
+                                   forbid_torch="folding", explain_error=cf.explain_fold_error)
         assert result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)
 
 

@@ -68,7 +68,8 @@ def check_function(
         forbidden: more names of the course's implementations the learner may not call (the
             exercise's own name and the reference's are always forbidden).
         forbid_torch: which of torch's own layers the learner may not call: "normalization" (a
-            numpy exercise: batch, layer, group, instance norm), "batch_norm" or "" (none).
+            numpy exercise: batch, layer, group, instance norm), "batch_norm", "folding" (torch's
+            ``fuse_*_bn_*`` helpers) or "" (none).
         explain_error: ``(error type, error text) -> likely mistake`` ('' if unknown) for a
             function that raised.
     """

@@ -41,7 +41,10 @@ TORCH_NORMALIZATION = TORCH_BATCH_NORM | frozenset({
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "_InstanceNorm",
     "local_response_norm",
 })
-_TORCH_RULES = {"normalization": TORCH_NORMALIZATION, "batch_norm": TORCH_BATCH_NORM, "": frozenset()}
+# torch's own batch-norm folding: what the folding exercise may not hand its work to.
+TORCH_FOLDING = frozenset({"fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights"})
+_TORCH_RULES = {"normalization": TORCH_NORMALIZATION, "batch_norm": TORCH_BATCH_NORM, "folding": TORCH_FOLDING,
+                "": frozenset()}
 
 _PKG = os.path.dirname(os.path.abspath(bncourse.__file__)) + os.sep
 _CHECKS = os.path.join(_PKG, "checks") + os.sep

@@ -182,12 +182,21 @@ def _fold_mistakes() -> list[Mistake]:
     ]
 
 
+def explain_fold_error(error_type: str, text: str) -> str:
+    """A fold that raised torch's broadcasting error scaled the weight along the wrong axis."""
+    wrong_axis = next(m for m in _fold_mistakes() if m.name.startswith("per-output-channel scale"))
+    if error_type == "RuntimeError" and "must match the size of tensor" in text:
+        return f"{wrong_axis.name}: {wrong_axis.hint} (torch said: {text.split(' (at')[0]})"
+    return ""
+
+
 def check_fold_batchnorm(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(layer, bn)`` return one Conv2d/Linear equal to ``bn(layer(x))`` (bn in eval mode)?"""
     if not callable(fn):
         return check_function("fold_batchnorm", fn, None, [])
     return check_function("fold_batchnorm", _pair_runner(fn), _pair_runner(_torch_fuse), _pair_cases(hidden),
-                          _fold_mistakes(), outputs=FOLD_OUTPUTS, rtol=1e-9, atol=1e-10, learner=fn)
+                          _fold_mistakes(), outputs=FOLD_OUTPUTS, rtol=1e-9, atol=1e-10, forbid_torch="folding",
+                          explain_error=explain_fold_error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +314,8 @@ def check_fold_model(fn, hidden: bool = False) -> CheckResult:
     if not callable(fn):
         return check_function("fold_model", fn, None, [])
     return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden), _model_mistakes(),
-                          outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False, learner=fn)
+                          outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
+                          forbidden=("fold_batchnorm",), forbid_torch="folding")
 
 
 MISTAKE_NAMES = {
