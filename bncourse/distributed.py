@@ -57,8 +57,9 @@ from typing import Any, Callable, Sequence
 
 DEFAULT_TIMEOUT = 120.0  # seconds for a whole run; the grading kernel's cell timeout is 300 s
 # Imported once by the forkserver, so each worker starts with them loaded (torch takes seconds).
-_PRELOAD = ["torch", "torch.distributed", "numpy", "cloudpickle", "bncourse.distributed", "bncourse.nn_sync",
-            "bncourse.checks.sync_batchnorm"]
+_PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "numpy", "cloudpickle", "bncourse.distributed",
+            "bncourse.nn_sync", "bncourse.models", "bncourse.checks.sync_batchnorm",
+            "bncourse.experiments.distributed_bn"]
 _context = None
 
 

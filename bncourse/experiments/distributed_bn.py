@@ -120,9 +120,10 @@ def _model(config: DDPConfig, seed: int):
 # ---------------------------------------------------------------------------------------------
 
 
-def train_on_rank(rank: int, world_size: int, config: DDPConfig, seed: int) -> dict:
+def train_on_rank(rank: int, world_size: int, config: DDPConfig, seed: int, data: tuple | None = None) -> dict:
     """Train ``config``'s model on this rank's share of every global batch; rank 0 evaluates.
 
+    ``data``: (X_train, y_train, X_test, y_test) numpy arrays (default ``noisy_digits()``).
     Returns (every rank) ``test_acc`` of rank 0's model in eval mode, ``ms_per_step`` (median over
     the steps after the first 5), and with ``return_params`` the flat float64 parameter vector.
     """
@@ -135,7 +136,7 @@ def train_on_rank(rank: int, world_size: int, config: DDPConfig, seed: int) -> d
 
     device = rank_device()
     dtype = getattr(torch, config.dtype)
-    X_train, y_train, X_test, y_test = noisy_digits()
+    X_train, y_train, X_test, y_test = data if data is not None else noisy_digits()
     X_train = torch.from_numpy(X_train).to(device, dtype)
     y_train = torch.from_numpy(y_train).to(device)
     model = _model(config, seed).to(device, dtype)
@@ -178,8 +179,17 @@ def train_trial(config: DDPConfig, seed: int) -> dict:
     """One training run as a harness trial: ``{"test_acc", "ms_per_step"[, "params"]}`` from rank 0."""
     from bncourse.distributed import run_distributed
 
+    if config.world_size == 1:  # one process: run here, with one thread like the workers
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return train_on_rank(0, 1, config, seed, noisy_digits())
+        finally:
+            torch.set_num_threads(threads)
     backend = "nccl" if config.norm == "torch_sync" else "gloo"
-    return run_distributed(train_on_rank, config.world_size, args=(config, seed), backend=backend,
+    return run_distributed(train_on_rank, config.world_size, args=(config, seed, noisy_digits()), backend=backend,
                            timeout=600, show_output=False)[0]
 
 
