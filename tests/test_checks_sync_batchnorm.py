@@ -364,3 +364,9 @@ def test_does_handing_the_work_to_the_course_reference_fail():
     result = check_sync_batchnorm_forward(forward_hands_over)
     assert not result.passed
     assert "the course's bncourse.nn_sync reference is switched off here" in str(result)
+
+
+def test_is_a_called_function_instead_of_the_function_named():
+    result = check_sync_batchnorm_backward(None)
+    assert not result.passed
+    assert "pass the function itself" in result.diagnosis
