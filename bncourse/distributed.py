@@ -1,0 +1,464 @@
+"""Run one function on several processes at once (a torch.distributed group), from a notebook.
+
+``run_distributed(fn, world_size)`` starts ``world_size`` worker processes, joins them in one
+``torch.distributed`` process group (gloo on the CPU; NCCL when every worker has a CUDA GPU),
+calls ``fn(rank, world_size, *args)`` on each and returns the ranks' return values, rank 0 first:
+
+    def work(rank, world_size):
+        t = torch.tensor([float(rank + 1)])
+        dist.all_reduce(t)                     # sum over the ranks
+        return t.item()
+
+    run_distributed(work, world_size=2)       # [3.0, 3.0]
+
+It is built to be safe to call from a JupyterLab kernel, nbgrader's grading kernel and pytest:
+
+- ``fn`` may be defined in the notebook: it travels to the workers by value (cloudpickle), with
+  the notebook's environment variables, working folder and ``sys.path``.
+- Workers are forked from a server process that imported torch once (multiprocessing's
+  ``forkserver``; ``spawn`` where there is no fork), never from the kernel itself: the kernel's
+  threads, CUDA state and sockets stay out of the workers.
+- The first worker that raises ends the run: ``WorkerError`` names the rank and carries its
+  traceback. A worker that dies (a crash, ``os._exit``, a signal) or hangs past ``timeout``
+  seconds ends the run the same way; a hung worker's stack (``faulthandler``) is in the error.
+  The other workers are stopped; the kernel never hangs.
+- The group meets through a file in a fresh temporary folder (``file://`` rendezvous), and gloo
+  listens on ports the operating system picks: parallel runs (pytest-xdist, several grading
+  workers) never collide on a port.
+- Everything a worker prints, on Python's streams or on file descriptors 1 and 2 (C++ warnings),
+  is captured; its standard output is shown in the caller's output as ``[rank r] ...`` lines, its
+  standard error only inside a ``WorkerError``. Nothing reaches the kernel's stderr (nbgrader
+  scores a test cell 0 when something does).
+
+The same worker function runs under ``torchrun`` as a script: see ``main_under_torchrun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import linecache
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import pickle
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+DEFAULT_TIMEOUT = 120.0  # seconds for a whole run; the grading kernel's cell timeout is 300 s
+# Imported once by the forkserver, so each worker starts with them loaded (torch takes seconds).
+_PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "numpy", "cloudpickle", "bncourse.distributed",
+            "bncourse.nn_sync", "bncourse.models", "bncourse.checks.sync_batchnorm",
+            "bncourse.experiments.distributed_bn"]
+_context = None
+
+
+class WorkerError(RuntimeError):
+    """A worker raised, died or hung; ``rank`` says which (the first one, when several did).
+
+    Attributes:
+        rank: the worker's rank.
+        reason: ``"raised"``, ``"died"`` or ``"timed out"``.
+        exc_type, exc_message: the exception the worker raised ('' unless ``reason == "raised"``).
+        remote_traceback: the worker's traceback (or, for a hung worker, its stack when stopped).
+        outputs: rank -> what that worker printed (stdout and stderr), for every rank.
+    """
+
+    def __init__(self, rank: int, reason: str, summary: str, remote_traceback: str = "",
+                 exc_type: str = "", exc_message: str = "", outputs: dict | None = None):
+        self.rank = rank
+        self.reason = reason
+        self.summary = summary
+        self.exc_type = exc_type
+        self.exc_message = exc_message
+        self.remote_traceback = remote_traceback
+        self.outputs = outputs or {}
+        text = f"rank {rank} {summary}"
+        if remote_traceback:
+            text += f"\n\n--- on rank {rank} ---\n{remote_traceback.rstrip()}"
+        super().__init__(text)
+
+    def __reduce__(self):
+        return (WorkerError, (self.rank, self.reason, self.summary, self.remote_traceback, self.exc_type,
+                              self.exc_message, self.outputs))
+
+
+@dataclass
+class _Rank:
+    rank: int
+    process: Any
+    out: Path
+    err: Path
+    result: Path
+    error: Path
+    exited_at: float | None = None
+    captured: dict = field(default_factory=dict)
+
+
+def default_backend(world_size: int) -> str:
+    """``"nccl"`` when every one of ``world_size`` workers can have its own CUDA GPU, else ``"gloo"``."""
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available() and torch.cuda.device_count() >= world_size and dist.is_nccl_available():
+        return "nccl"
+    return "gloo"
+
+
+def rank_device():
+    """Inside a worker: the device this rank's tensors belong on (``cuda:rank`` with NCCL, else cpu)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _get_context():
+    """multiprocessing's forkserver (torch imported once, in the server), or spawn without fork."""
+    global _context
+    if _context is None:
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)
+        else:  # pragma: no cover - Windows
+            ctx = mp.get_context("spawn")
+        _context = ctx
+    return _context
+
+
+_START_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_main_module():
+    """Start workers without re-importing the caller's ``__main__`` in them.
+
+    multiprocessing's forkserver and spawn run the parent's main module (a script, a notebook's
+    kernel launcher) again in every child, which re-runs a script's top level or costs seconds.
+    The worker target lives in this module and the function travels by value, so the children
+    need no main module: leave it out of the start-up data.
+    """
+    from multiprocessing import spawn
+
+    with _START_LOCK:
+        original = spawn.get_preparation_data
+
+        def preparation_data(name):
+            data = original(name)
+            data.pop("init_main_from_name", None)
+            data.pop("init_main_from_path", None)
+            return data
+
+        spawn.get_preparation_data = preparation_data
+        try:
+            yield
+        finally:
+            spawn.get_preparation_data = original
+
+
+def _virtual_source_lines() -> dict:
+    """linecache entries of code that has no file on disk (notebook cells), for worker tracebacks."""
+    out = {}
+    for name, entry in list(linecache.cache.items()):
+        if isinstance(entry, tuple) and len(entry) == 4 and name and not os.path.exists(name):
+            out[name] = entry
+    return out
+
+
+def run_distributed(
+    fn: Callable[..., Any],
+    world_size: int = 2,
+    args: Sequence[Any] = (),
+    *,
+    backend: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    threads: int = 1,
+    show_output: bool = True,
+) -> list[Any]:
+    """Call ``fn(rank, world_size, *args)`` on ``world_size`` processes in one process group.
+
+    Args:
+        fn: the worker function; it may be defined in a notebook. It can use ``torch.distributed``
+            (``dist.all_reduce`` ...) directly: the group is initialized before it is called.
+        world_size: the number of processes (ranks 0 .. world_size - 1).
+        args: further positional arguments, the same for every rank (sent by value).
+        backend: ``"gloo"`` or ``"nccl"``; default ``default_backend(world_size)``.
+        timeout: seconds the whole run may take; then the workers are stopped and ``WorkerError``
+            names the ranks that had not finished.
+        threads: torch CPU threads per worker (1: the workers share the machine's cores).
+        show_output: print what the workers printed, as ``[rank r] ...`` lines.
+
+    Returns:
+        The ranks' return values, ``[value of rank 0, value of rank 1, ...]``.
+
+    Raises:
+        WorkerError: a worker raised (its traceback included), died or did not finish in time.
+        ValueError, TypeError: bad arguments, named.
+    """
+    if not callable(fn):
+        raise TypeError(f"run_distributed needs a function to run on each rank, got {type(fn).__name__}")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a whole number >= 1, got {world_size!r}")
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    backend = backend or default_backend(world_size)
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
+
+    import cloudpickle
+
+    try:
+        payload = cloudpickle.dumps((fn, tuple(args)))
+    except Exception as exc:  # noqa: BLE001 - say which object could not travel
+        raise TypeError(f"the function or its arguments cannot be sent to the workers: {type(exc).__name__}: {exc}") from exc
+    setup = {
+        "environ": dict(os.environ), "cwd": os.getcwd(), "sys_path": list(sys.path),
+        "lines": _virtual_source_lines(), "backend": backend, "timeout": float(timeout), "threads": int(threads),
+    }
+    ctx = _get_context()
+    run_dir = Path(tempfile.mkdtemp(prefix="bncourse-dist-"))
+    ranks: list[_Rank] = []
+    try:
+        for r in range(world_size):
+            rk = _Rank(r, None, run_dir / f"rank{r}.out", run_dir / f"rank{r}.err",
+                       run_dir / f"rank{r}.result", run_dir / f"rank{r}.error")
+            rk.process = ctx.Process(target=_worker, args=(r, world_size, str(run_dir), setup, payload),
+                                     name=f"bncourse-rank{r}", daemon=True)
+            ranks.append(rk)
+        with _without_main_module():
+            for rk in ranks:
+                rk.process.start()
+        failure = _wait(ranks, time.monotonic() + timeout, timeout)
+        for rk in ranks:
+            rk.captured = {"stdout": _read(rk.out), "stderr": _read(rk.err)}
+        if show_output:
+            _show_output(ranks)
+        if failure is not None:
+            failure.outputs = {rk.rank: rk.captured for rk in ranks}
+            raise failure
+        values = []
+        for rk in ranks:
+            with open(rk.result, "rb") as fh:
+                values.append(pickle.load(fh))
+        return values
+    finally:
+        _stop(ranks)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _wait(ranks: list[_Rank], deadline: float, timeout: float) -> WorkerError | None:
+    """Wait until every rank finished (None) or one failed or time ran out (the error)."""
+    pending = {rk.rank: rk for rk in ranks}
+    while pending:
+        now = time.monotonic()
+        if now >= deadline:
+            return _timed_out(list(pending.values()), timeout)
+        sentinels = {rk.process.sentinel: rk for rk in pending.values()}
+        ready = mp.connection.wait(list(sentinels), timeout=min(0.5, max(0.0, deadline - now)))
+        finished = []
+        for s in ready:
+            rk = sentinels[s]
+            rk.process.join()
+            rk.exited_at = time.time()
+            finished.append(rk)
+        failed = [rk for rk in finished if rk.process.exitcode != 0 or not rk.result.exists()]
+        if failed:
+            # Several may fail in one wait (a rank raised, so its peer's collective broke):
+            # the earliest error is the cause.
+            return min((_failure(rk) for rk in failed), key=lambda e: e[0])[1]
+        for rk in finished:
+            del pending[rk.rank]
+    return None
+
+
+def _failure(rk: _Rank) -> tuple[float, WorkerError]:
+    if rk.error.exists():
+        try:
+            with open(rk.error, "rb") as fh:
+                info = pickle.load(fh)
+            where = f" ({info['where']})" if info.get("where") else ""
+            summary = f"raised {info['type']}: {info['message']}{where}"
+            return info["time"], WorkerError(rk.rank, "raised", summary, info["traceback"], info["type"], info["message"])
+        except Exception:  # noqa: BLE001 - a half-written error file: fall through to the exit code
+            pass
+    code = rk.process.exitcode
+    if code is not None and code < 0:
+        try:
+            how = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = f"exited with code {code}"
+    tail = _read(rk.err)[-2000:]
+    summary = f"died ({how}) before returning a result"
+    return rk.exited_at or time.time(), WorkerError(rk.rank, "died", summary, tail)
+
+
+def _timed_out(pending: list[_Rank], timeout: float) -> WorkerError:
+    """Dump the stacks of the unfinished ranks (faulthandler on SIGUSR1) and name them."""
+    for rk in pending:
+        if hasattr(signal, "SIGUSR1") and rk.process.is_alive():
+            try:
+                os.kill(rk.process.pid, signal.SIGUSR1)
+            except OSError:
+                pass
+    time.sleep(0.5)
+    names = ", ".join(str(rk.rank) for rk in pending)
+    first = pending[0]
+    stack = _read(first.err)[-4000:]
+    plural = "s" if len(pending) > 1 else ""
+    summary = (f"did not finish within {timeout:g} s (still running: rank{plural} {names}); "
+               f"a rank stuck in a collective waits for a peer that never joins it, or it loops")
+    return WorkerError(first.rank, "timed out", summary, stack)
+
+
+def _stop(ranks: list[_Rank]) -> None:
+    """End every worker still running: SIGTERM, then SIGKILL after a moment."""
+    alive = [rk.process for rk in ranks if rk.process is not None and rk.process.is_alive()]
+    for p in alive:
+        p.terminate()
+    end = time.monotonic() + 2.0
+    for p in alive:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in alive:
+        if p.is_alive():
+            p.kill()
+            p.join(2.0)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _show_output(ranks: list[_Rank]) -> None:
+    for rk in ranks:
+        text = rk.captured.get("stdout", "")
+        for line in text.splitlines():
+            print(f"[rank {rk.rank}] {line}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker side
+# ---------------------------------------------------------------------------------------------
+
+
+def _loopback_interface() -> str | None:
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except (OSError, AttributeError):
+        return None
+    for name in names:
+        if name == "lo" or name.startswith("lo"):
+            return name
+    return None
+
+
+def _redirect_fd(fd: int, path: Path):
+    f = open(path, "ab", buffering=0)
+    os.dup2(f.fileno(), fd)
+    f.close()
+
+
+def _where(tb) -> str:
+    """``line N: code`` of the last frame outside bncourse, torch and the standard library."""
+    skip = (os.sep + "bncourse" + os.sep, os.sep + "torch" + os.sep, os.sep + "multiprocessing" + os.sep)
+    frames = [f for f in traceback.extract_tb(tb) if not any(s in (f.filename or "") for s in skip)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"at line {f.lineno}: {f.line.strip()}" if f.line else f"at line {f.lineno} of {f.name}"
+
+
+def _worker(rank: int, world_size: int, run_dir: str, setup: dict, payload: bytes) -> None:
+    run = Path(run_dir)
+    _redirect_fd(1, run / f"rank{rank}.out")
+    _redirect_fd(2, run / f"rank{rank}.err")
+    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")
+    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    code = 0
+    try:
+        os.environ.clear()
+        os.environ.update(setup["environ"])
+        os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world_size)
+        os.environ["LOCAL_RANK"], os.environ["LOCAL_WORLD_SIZE"] = str(rank), str(world_size)
+        if "GLOO_SOCKET_IFNAME" not in os.environ and (lo := _loopback_interface()):
+            os.environ["GLOO_SOCKET_IFNAME"] = lo  # all ranks are on this machine
+        try:
+            os.chdir(setup["cwd"])
+        except OSError:
+            pass
+        sys.path[:] = setup["sys_path"]
+        linecache.cache.update(setup["lines"])
+
+        import torch
+        import torch.distributed as dist
+
+        torch.set_num_threads(max(1, setup["threads"]))
+        backend = setup["backend"]
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
+        dist.init_process_group(backend, init_method=(run / "store").as_uri(), rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=setup["timeout"]))
+        fn, args = pickle.loads(payload)
+        value = fn(rank, world_size, *args)
+        import cloudpickle
+
+        tmp = run / f"rank{rank}.result.tmp"
+        with open(tmp, "wb") as fh:
+            cloudpickle.dump(value, fh)
+        os.replace(tmp, run / f"rank{rank}.result")
+    except BaseException as exc:  # noqa: BLE001 - report everything, SystemExit included
+        code = 1
+        info = {"type": type(exc).__name__, "message": str(exc)[:2000], "time": time.time(),
+                "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                "where": _where(exc.__traceback__)}
+        tmp = run / f"rank{rank}.error.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(info, fh)
+        os.replace(tmp, run / f"rank{rank}.error")
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        # Skip interpreter shutdown: a process group a peer abandoned can block in its destructor.
+        os._exit(code)
+
+
+def main_under_torchrun(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(rank, world_size, *args)`` in a script started by ``torchrun`` (env:// rendezvous).
+
+        torchrun --standalone --nproc-per-node 2 my_script.py
+
+    Joins the group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...),
+    with NCCL when every local rank has a GPU, calls ``fn`` and leaves the group.
+    """
+    import torch
+    import torch.distributed as dist
+
+    world_size = int(os.environ["WORLD_SIZE"])
+    backend = default_backend(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    try:
+        return fn(dist.get_rank(), dist.get_world_size(), *args)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,372 @@
+"""The synchronized batch norm checks: a right solution passes, and each learner-style slip is named.
+
+Every check starts real gloo process groups; the learner-style functions below run on the ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import cloudpickle
+import pytest
+import torch
+import torch.distributed as dist
+
+from bncourse.checks.sync_batchnorm import check_sync_batchnorm_backward, check_sync_batchnorm_forward
+from bncourse.nn_sync import SyncBNCache
+
+pytestmark = pytest.mark.slow
+# Send these functions to the workers by value, as a notebook's are (and without importing this file there).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _update(running_mean, running_var, mean, var_unbiased, momentum):
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var_unbiased)
+
+
+def _finish(x, weight, bias, mean, var, n, eps):
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+# ------------------------------------------------------------------ forward: right and wrong
+
+
+def forward_right(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])]).double()
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean = buf[:C] / n
+    var = buf[C:2 * C] / n - mean ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_two_passes(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """Right, with three all_reduce calls: passes, with a note."""
+    n = torch.tensor([float(x.shape[0])], dtype=torch.float64)
+    s = x.sum(0)
+    dist.all_reduce(n)
+    dist.all_reduce(s)
+    mean = s / n
+    sq = ((x - mean) ** 2).sum(0)
+    dist.all_reduce(sq)
+    var = sq / n
+    n = n.item()
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_no_all_reduce(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    n = x.shape[0]
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_means_averaged(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    world = dist.get_world_size()
+    moments = torch.stack([x.mean(0), (x * x).mean(0)])
+    dist.all_reduce(moments)
+    moments /= world
+    mean, var = moments[0], moments[1] - moments[0] ** 2
+    n = torch.tensor(float(x.shape[0]), dtype=torch.float64)
+    dist.all_reduce(n)
+    n = n.item()
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_variances_averaged(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), x.var(0, unbiased=False), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean = buf[:C] / n
+    var = buf[C:2 * C] / dist.get_world_size()
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_variances_pooled(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    m = x.shape[0]
+    buf = torch.cat([x.sum(0), m * x.var(0, unbiased=False), x.new_tensor([m])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_local_count(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0)])
+    dist.all_reduce(buf)
+    n = x.shape[0]
+    mean = buf[:C] / n
+    var = buf[C:] / n - mean ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_local_count_running(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    m = x.shape[0]
+    _update(running_mean, running_var, mean, var * m / (m - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_biased_running(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    _update(running_mean, running_var, mean, var, momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_unbiased_normalize(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean = buf[:C] / n
+    var = (buf[C:2 * C] - n * mean ** 2) / (n - 1)
+    _update(running_mean, running_var, mean, var, momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_running_from_local(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    _update(running_mean, running_var, x.mean(0), x.var(0), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_momentum_flipped(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), 1 - momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_eps_outside(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / (torch.sqrt(var) + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def forward_float32(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])]).float()
+    dist.all_reduce(buf)
+    buf = buf.to(x.dtype)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+FORWARD_MISTAKES = [
+    (forward_no_all_reduce, "no all_reduce: each rank used only its own slice"),
+    (forward_means_averaged, "the ranks' means averaged"),
+    (forward_variances_averaged, "the ranks' variances averaged instead of combining sums"),
+    (forward_variances_pooled, "without the spread of the ranks' means"),
+    (forward_local_count, "divided the global sums by the local count"),
+    (forward_local_count_running, "local count in the unbiased running variance"),
+    (forward_biased_running, "running_var updated with the biased variance"),
+    (forward_unbiased_normalize, "unbiased variance used to normalize"),
+    (forward_running_from_local, "running statistics from this rank's slice only"),
+    (forward_momentum_flipped, "momentum convention flipped"),
+    (forward_eps_outside, "eps outside the square root"),
+    (forward_float32, "all-reduced in float32"),
+]
+
+
+def test_does_a_right_forward_pass_visible_and_hidden_cases():
+    for hidden in (False, True):
+        result = check_sync_batchnorm_forward(forward_right, hidden=hidden)
+        assert result.passed, str(result)
+        assert not result.notes
+
+
+def test_does_a_right_forward_with_three_all_reduces_pass_with_a_note():
+    result = check_sync_batchnorm_forward(forward_two_passes)
+    assert result.passed, str(result)
+    assert any("dist.all_reduce 3 times per forward" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("wrong, name", FORWARD_MISTAKES, ids=[f.__name__ for f, _ in FORWARD_MISTAKES])
+def test_is_each_forward_mistake_named(wrong, name):
+    result = check_sync_batchnorm_forward(wrong)
+    assert not result.passed
+    assert name in result.diagnosis, f"{wrong.__name__}: {result}"
+
+
+# ------------------------------------------------------------------ backward: right and wrong
+
+
+def backward_right(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    sum_dy, sum_dy_xhat = dy.sum(0), (dy * x_hat).sum(0)
+    buf = torch.cat([sum_dy, sum_dy_xhat]).double()
+    dist.all_reduce(buf)
+    dx = weight * invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, sum_dy_xhat, sum_dy
+
+
+def backward_no_all_reduce(dy, cache):
+    x_hat, invstd, weight, n = cache
+    dx = weight * invstd * (dy - dy.sum(0) / n - x_hat * (dy * x_hat).sum(0) / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def backward_plain(dy, cache):
+    x_hat, invstd, weight, _ = cache
+    m = dy.shape[0]
+    dx = weight * invstd * (dy - dy.mean(0) - x_hat * (dy * x_hat).sum(0) / m)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def backward_local_count(dy, cache):
+    x_hat, invstd, weight, _ = cache
+    m = dy.shape[0]
+    s, t = dy.sum(0), (dy * x_hat).sum(0)
+    gs, gt = s.clone(), t.clone()
+    dist.all_reduce(gs)
+    dist.all_reduce(gt)
+    return weight * invstd * (dy - gs / m - x_hat * gt / m), t, s
+
+
+def backward_averaged(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    s, t = dy.sum(0), (dy * x_hat).sum(0)
+    buf = torch.cat([s, t])
+    dist.all_reduce(buf)
+    buf /= dist.get_world_size()
+    return weight * invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n), t, s
+
+
+def backward_params_reduced(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)])
+    dist.all_reduce(buf)
+    return weight * invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n), buf[C:], buf[:C]
+
+
+def backward_no_mean_terms(dy, cache):
+    x_hat, invstd, weight, n = cache
+    return weight * invstd * dy, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def backward_no_weight(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    s, t = dy.sum(0), (dy * x_hat).sum(0)
+    buf = torch.cat([s, t])
+    dist.all_reduce(buf)
+    return invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n), t, s
+
+
+def backward_float32(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    s, t = dy.sum(0), (dy * x_hat).sum(0)
+    buf = torch.cat([s, t]).float()
+    dist.all_reduce(buf)
+    buf = buf.to(dy.dtype)
+    return weight * invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n), t, s
+
+
+BACKWARD_MISTAKES = [
+    (backward_no_all_reduce, "backward all_reduce forgotten"),
+    (backward_plain, "plain batch norm's backward on each slice"),
+    (backward_local_count, "divided the global sums by the local count"),
+    (backward_averaged, "sums averaged over the ranks"),
+    (backward_params_reduced, "dweight and dbias all-reduced"),
+    (backward_no_mean_terms, "dx missing the terms that flow through the mean and the variance"),
+    (backward_no_weight, "weight (gamma) left out of dx"),
+    (backward_float32, "all-reduced in float32"),
+]
+
+
+def test_does_a_right_backward_pass_visible_and_hidden_cases():
+    for hidden in (False, True):
+        result = check_sync_batchnorm_backward(backward_right, hidden=hidden)
+        assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("wrong, name", BACKWARD_MISTAKES, ids=[f.__name__ for f, _ in BACKWARD_MISTAKES])
+def test_is_each_backward_mistake_named(wrong, name):
+    result = check_sync_batchnorm_backward(wrong)
+    assert not result.passed
+    assert name in result.diagnosis, f"{wrong.__name__}: {result}"
+
+
+# ------------------------------------------------------------------ not attempted, crashes, delegation
+
+
+def forward_stub(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    raise NotImplementedError
+
+
+def backward_crashes_on_rank_1(dy, cache):
+    if dist.get_rank() == 1:
+        os._exit(7)
+    return backward_right(dy, cache)
+
+
+def forward_hands_over(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    from bncourse.nn_sync import sync_batch_norm_forward
+
+    return sync_batch_norm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
+
+
+def test_is_the_untouched_stub_reported_as_not_attempted():
+    result = check_sync_batchnorm_forward(forward_stub)
+    assert not result.passed
+    assert "not attempted" in result.diagnosis
+
+
+def test_does_a_crashing_worker_fail_the_check_naming_the_rank():
+    result = check_sync_batchnorm_backward(backward_crashes_on_rank_1)
+    assert not result.passed
+    assert "on rank 1: died (exited with code 7)" in str(result)
+
+
+def test_does_handing_the_work_to_the_course_reference_fail():
+    result = check_sync_batchnorm_forward(forward_hands_over)
+    assert not result.passed
+    assert "the course's bncourse.nn_sync reference is switched off here" in str(result)
+
+
+def test_is_a_called_function_instead_of_the_function_named():
+    result = check_sync_batchnorm_backward(None)
+    assert not result.passed
+    assert "pass the function itself" in result.diagnosis

@@ -1,0 +1,111 @@
+"""run_distributed starts real torch.distributed process groups (gloo) and reports workers' failures."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from bncourse.distributed import WorkerError, run_distributed
+
+
+def _sum_of_ranks(rank, world_size, offset):
+    t = torch.tensor([float(rank + offset)])
+    dist.all_reduce(t)
+    print(f"rank {rank} of {dist.get_world_size()}")
+    return {"rank": rank, "sum": t.item(), "pid": os.getpid()}
+
+
+def test_does_every_rank_run_in_its_own_process_and_return_its_value(capsys):
+    out = run_distributed(_sum_of_ranks, 3, args=(10,), backend="gloo")
+    assert [r["rank"] for r in out] == [0, 1, 2]
+    assert [r["sum"] for r in out] == [33.0, 33.0, 33.0]
+    assert len({r["pid"] for r in out} | {os.getpid()}) == 4
+    printed = capsys.readouterr()
+    assert "[rank 2] rank 2 of 3" in printed.out and printed.err == ""
+
+
+def test_does_a_function_defined_at_run_time_travel_to_the_workers():
+    """Like a notebook cell: a closure over a local value, not importable by name."""
+    scale = 7.0
+    source = "def work(rank, world_size):\n    return (rank + 1) * scale\n"
+    namespace = {"scale": scale}
+    exec(source, namespace)  # noqa: S102 - the function exists only here, as in a kernel
+    assert run_distributed(namespace["work"], 2, backend="gloo") == [7.0, 14.0]
+
+
+def _raise_on_rank_1(rank, world_size):
+    if rank == 1:
+        raise ValueError("the learner's bug")
+    dist.barrier()  # rank 0 waits for rank 1, which never comes
+
+
+def test_does_a_raising_worker_come_back_as_its_rank_and_traceback():
+    start = time.monotonic()
+    with pytest.raises(WorkerError) as info:
+        run_distributed(_raise_on_rank_1, 2, backend="gloo", timeout=60)
+    err = info.value
+    assert (err.rank, err.reason, err.exc_type) == (1, "raised", "ValueError")
+    assert "rank 1 raised ValueError: the learner's bug" in str(err)
+    assert "_raise_on_rank_1" in err.remote_traceback
+    assert time.monotonic() - start < 30, "rank 0, blocked in its barrier, should have been stopped"
+
+
+def _die_on_rank_0(rank, world_size):
+    if rank == 0:
+        os._exit(3)
+    dist.barrier()
+
+
+def _hang_on_rank_1(rank, world_size):
+    if rank == 1:
+        while True:
+            time.sleep(0.05)
+    return rank
+
+
+def test_does_a_worker_that_dies_end_the_run_naming_its_rank():
+    with pytest.raises(WorkerError, match=r"rank 0 died \(exited with code 3\)") as info:
+        run_distributed(_die_on_rank_0, 2, backend="gloo", timeout=60)
+    assert info.value.reason == "died"
+
+
+def test_does_a_hung_worker_end_the_run_within_the_timeout_naming_its_rank():
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=r"rank 1 did not finish within 3 s") as info:
+        run_distributed(_hang_on_rank_1, 2, backend="gloo", timeout=3)
+    assert time.monotonic() - start < 15
+    assert info.value.reason == "timed out"
+    assert "_hang_on_rank_1" in info.value.remote_traceback, "the hung rank's stack should say where it hung"
+
+
+def test_do_two_runs_at_the_same_time_keep_their_groups_apart():
+    results, errors = {}, []
+
+    def go(offset):
+        try:
+            results[offset] = [r["sum"] for r in run_distributed(_sum_of_ranks, 2, args=(offset,), backend="gloo",
+                                                                 show_output=False)]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(k,)) for k in (100, 1000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert results == {100: [201.0, 201.0], 1000: [2001.0, 2001.0]}
+
+
+def test_is_bad_input_named():
+    with pytest.raises(ValueError, match="world_size must be a whole number >= 1, got 0"):
+        run_distributed(_sum_of_ranks, 0)
+    with pytest.raises(TypeError, match="needs a function to run on each rank, got int"):
+        run_distributed(3, 2)
+    with pytest.raises(ValueError, match="backend must be 'gloo' or 'nccl', got 'mpi'"):
+        run_distributed(_sum_of_ranks, 2, backend="mpi")
