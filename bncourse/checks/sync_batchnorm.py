@@ -424,23 +424,13 @@ def _finish(result, runner: _Runner, what: str):
     return result
 
 
-def _learner_fn(fn, runner: _Runner):
-    """The wrapper, or the grader's stand-in itself when the cell is being re-judged from receipts."""
-    from bncourse.checks import replay
-
-    return fn if type(fn) is replay.Replayer or not callable(fn) else runner
-
-
 def _check(exercise, fn, runner, reference, cases, mistakes, outputs, compare=None):
-    import inspect
+    """``check_function`` on the wrapper that runs ``fn`` on the ranks (the grader answers it from receipts).
 
-    kwargs = dict(outputs=outputs, compare=compare, rtol=RTOL, atol=ATOL)
-    params = inspect.signature(check_function).parameters
-    if "learner" in params:  # the check is of the learner's function, not of the wrapper around it
-        kwargs["learner"] = fn
-    if "forbid_torch" in params:
-        kwargs["forbid_torch"] = ""
-    return check_function(exercise, _learner_fn(fn, runner), reference, cases, mistakes, **kwargs)
+    torch is allowed (the ranks run torch on purpose); the course's own names stay forbidden.
+    """
+    return check_function(exercise, runner if callable(fn) else fn, reference, cases, mistakes, outputs=outputs,
+                          compare=compare, rtol=RTOL, atol=ATOL, forbid_torch="")
 
 
 def check_sync_batchnorm_forward(fn, hidden: bool = False):
