@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -271,7 +272,8 @@ def test_do_parallel_autograde_and_a_grader_in_the_formgrader_share_one_postgres
     course = make_course(tmp_path, pg_db, students=CLASS_SIZE)
     # What an earlier grading run leaves (the graders are already at work): every submission
     # registered in the gradebook, through nbgrader's own API, not yet autograded.
-    with Gradebook(pg_db, "bncourse") as gb:
+    with Gradebook(pg_db, "bncourse") as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy's autoflush chatter inside nbgrader's add_submission
         for i in range(CLASS_SIZE):
             gb.update_or_create_student(f"s{i:02d}")
             gb.add_submission(ASSIGNMENT, f"s{i:02d}")
