@@ -49,7 +49,11 @@ class PgServer:
         self.data = self.root / "data"
         self._ids = None
         if os.geteuid() == 0:
-            entry = pwd.getpwnam("postgres")  # created by Debian's postgresql package
+            try:
+                entry = pwd.getpwnam("postgres")  # created by Debian's postgresql package
+            except KeyError:
+                raise RuntimeError("PostgreSQL refuses to run as root and there is no 'postgres' user: "
+                                   "reinstall Debian's postgresql package (it creates the user)") from None
             self._ids = (entry.pw_uid, entry.pw_gid)
 
     def _run(self, *args: str, **kw) -> subprocess.CompletedProcess:
