@@ -1,7 +1,7 @@
 """The ``bncourse`` command: ``start``, ``doctor``, ``progress`` and ``grade``.
 
     bncourse start [DIR] [--no-lab]   student notebooks into DIR (never overwriting yours), then JupyterLab
-    bncourse doctor                   versions, training device, data cache, offline data set
+    bncourse doctor [--course DIR]    versions, training device, data cache, offline data set (and DIR's gradebook)
     bncourse progress [DIR]           your points so far, from the visible tests, without touching your files
     bncourse grade ASSIGNMENT [--jobs N]   instructors: autograde every submission with N workers
 """
@@ -36,7 +36,7 @@ def _start(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from bncourse import doctor
 
-    report = doctor.run_checks()
+    report = doctor.run_checks(course=args.course)
     print(doctor.format_report(report))
     return 0 if all(item.ok for item in report) else 1
 
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_start)
 
     p = sub.add_parser("doctor", help="check that everything the course needs works here")
+    p.add_argument("--course", default=None, metavar="DIR",
+                   help="instructors: also check this nbgrader course's gradebook (reachable, nbgrader's tables)")
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("progress", help="your points so far, from the visible tests (your files are not changed)")

@@ -1,15 +1,19 @@
 """``bncourse doctor``: does everything the course needs work on this machine?
 
 Each check is a ``Finding(name, ok, detail)``; the command prints them all and exits non-zero when
-any check that a learner needs fails, with a message saying what to do.
+any check that a learner needs fails, with a message saying what to do. ``bncourse doctor --course
+DIR`` also checks the instructor's side: the course's nbgrader gradebook (its ``db_url``) exists,
+can be reached and holds nbgrader's tables; nothing is created while checking.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 PACKAGES = (
     "numpy", "torch", "torchvision", "matplotlib", "jupyterlab", "nbgrader",
@@ -71,14 +75,35 @@ def _course() -> Finding:
     return Finding("course notebooks", True, f"{len(names)} assignments in {course_dir()}")
 
 
-def run_checks() -> list[Finding]:
-    """Every check, in the order the report prints them."""
+def _gradebook(course: str | os.PathLike) -> Finding:
+    """The gradebook that nbgrader and ``bncourse grade`` would use for the course in ``course``."""
+    course = Path(course).expanduser().resolve()
+    if not (course / "nbgrader_config.py").is_file():
+        return Finding("gradebook", False, f"{course} has no nbgrader_config.py: pass the nbgrader course folder "
+                                           "(the one holding nbgrader_config.py and source/)")
+    try:
+        from bncourse.grading.gradebook import check_gradebook
+        from bncourse.grading.pipeline import db_url_of
+
+        info = check_gradebook(db_url_of(course), course_dir=course)
+    except ValueError as exc:  # GradebookError: the URL (password masked) and what to do
+        return Finding("gradebook", False, str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. a broken nbgrader_config.py
+        return Finding("gradebook", False, f"the course's nbgrader configuration in {course} could not be read "
+                                           f"({type(exc).__name__}: {exc})")
+    return Finding("gradebook", True, str(info))
+
+
+def run_checks(course: str | os.PathLike | None = None) -> list[Finding]:
+    """Every check, in the order the report prints them; ``course``: also check that course's gradebook."""
     findings = [Finding("python", sys.version_info >= (3, 10), f"{platform.python_version()} ({sys.executable})")]
     findings += [_package(name) for name in PACKAGES]
     if all(f.ok for f in findings if f.name in ("torch", "torchvision")):
         findings.append(_device())
         findings += _data()
     findings.append(_course())
+    if course is not None:
+        findings.append(_gradebook(course))
     return findings
 
 

@@ -23,10 +23,12 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from bncourse.grading.gradebook import check_gradebook, masked
 from bncourse.grading.pipeline import VERIFY_ENAME, load_config, db_url_of
 
 REPORT_DIR = "grading_reports"
@@ -140,7 +142,14 @@ def _worker_task(task: dict) -> dict:
 
 
 def _merge(gb, src_gb, assignment: str, student: str, ok: bool) -> None:
-    """Copy one student's submission rows from a worker's gradebook into the main one."""
+    """Copy one student's autograde results from a worker's gradebook into the main one, in ONE transaction.
+
+    Only what autograde produces is copied (auto scores, auto comments, flags, the timestamp); what a
+    grader saved in the formgrader meanwhile (manual score, extra credit, manual comment) is kept,
+    as nbgrader's own autograde keeps it, and a kept manual score marks the cell for review again.
+    The student's grade rows are locked while they are merged (``SELECT ... FOR UPDATE`` on
+    servers that have it), so a concurrent formgrader save is neither lost nor overwritten.
+    """
     from nbgrader.api import MissingEntry
 
     try:
@@ -148,32 +157,59 @@ def _merge(gb, src_gb, assignment: str, student: str, ok: bool) -> None:
         fields = {k: getattr(stu, k) for k in ("first_name", "last_name", "email", "lms_user_id")}
     except MissingEntry:
         fields = {}
-    gb.update_or_create_student(student, **{k: v for k, v in fields.items() if v is not None})
     try:
         src = src_gb.find_submission(assignment, student)
     except MissingEntry:
         src = None
-    kwargs = {"timestamp": src.timestamp, "extension": src.extension} if src is not None else {}
-    sub = gb.update_or_create_submission(assignment, student, **kwargs)
-    src_nbs = {nb.name: nb for nb in src.notebooks} if (src is not None and ok) else {}
-    for nb in sub.notebooks:
-        src_nb = src_nbs.get(nb.name)
-        nb.flagged = src_nb.flagged if src_nb else False
-        nb.late_submission_penalty = src_nb.late_submission_penalty if src_nb else None
-        src_grades = {g.name: g for g in src_nb.grades} if src_nb else {}
-        for g in nb.grades:
-            s = src_grades.get(g.name)
-            if s is None:  # not graded: 0 points, nothing left for a human to grade automatically
-                g.auto_score, g.manual_score, g.extra_credit, g.needs_manual_grade = 0.0, None, None, False
-            else:
-                g.auto_score, g.manual_score = s.auto_score, s.manual_score
-                g.extra_credit, g.needs_manual_grade = s.extra_credit, s.needs_manual_grade
-        src_comments = {c.name: c for c in src_nb.comments} if src_nb else {}
-        for c in nb.comments:
-            s = src_comments.get(c.name)
-            c.auto_comment = s.auto_comment if s else None
-            c.manual_comment = s.manual_comment if s else None
-    gb.db.commit()
+    with _one_transaction(gb):
+        gb.update_or_create_student(student, **{k: v for k, v in fields.items() if v is not None})
+        kwargs = {"timestamp": src.timestamp, "extension": src.extension} if src is not None else {}
+        sub = gb.update_or_create_submission(assignment, student, **kwargs)
+        _lock_grades(gb, sub)
+        src_nbs = {nb.name: nb for nb in src.notebooks} if (src is not None and ok) else {}
+        for nb in sub.notebooks:
+            src_nb = src_nbs.get(nb.name)
+            nb.flagged = src_nb.flagged if src_nb else False
+            nb.late_submission_penalty = src_nb.late_submission_penalty if src_nb else None
+            src_grades = {g.name: g for g in src_nb.grades} if src_nb else {}
+            for g in nb.grades:
+                s = src_grades.get(g.name)
+                if s is None:  # not graded: 0 points, nothing left for a human to grade automatically
+                    g.auto_score, g.needs_manual_grade = 0.0, g.manual_score is not None
+                else:
+                    g.auto_score = s.auto_score
+                    g.needs_manual_grade = bool(s.needs_manual_grade) or g.manual_score is not None
+            src_comments = {c.name: c for c in src_nb.comments} if src_nb else {}
+            for c in nb.comments:
+                s = src_comments.get(c.name)
+                c.auto_comment = s.auto_comment if s else None
+
+
+@contextmanager
+def _one_transaction(gb):
+    """nbgrader's gradebook helpers commit after each row; inside this block they only flush, and
+    the block commits once at its end (or rolls everything back), so a process killed mid-merge
+    leaves the student's previous rows, never half of the new ones."""
+    session = gb.db()
+    session.commit = session.flush  # instance attribute: shadows Session.commit for this block
+    try:
+        yield
+    except BaseException:
+        del session.commit
+        session.rollback()
+        raise
+    del session.commit
+    session.commit()
+
+
+def _lock_grades(gb, sub) -> None:
+    """Lock (and re-read) the submission's grade and comment rows until the merge commits."""
+    from nbgrader.api import Comment, Grade, SubmittedNotebook
+
+    for model in (Grade, Comment):
+        (gb.db.query(model).join(SubmittedNotebook, model.notebook_id == SubmittedNotebook.id)
+         .filter(SubmittedNotebook.assignment_id == sub.id).order_by(model.id)
+         .with_for_update().populate_existing().all())
 
 
 def _cell_notes(autograded: Path) -> list[str]:
@@ -244,12 +280,13 @@ def grade(
     _alembic_on_path()
     course_dir = Path(course_dir).resolve()
     db_url = db_url_of(course_dir)
+    check_gradebook(db_url, course_dir=course_dir)  # reachable, nbgrader's tables: never a new SQLite file
     with Gradebook(db_url) as gb:
         try:
             gb.find_assignment(assignment)
         except MissingEntry:
             raise ValueError(
-                f"assignment {assignment!r} is not in the gradebook {db_url}; run "
+                f"assignment {assignment!r} is not in the gradebook {masked(db_url)}; run "
                 f"`nbgrader generate_assignment {assignment}` in {course_dir} first") from None
     wanted = set(students) if students is not None else None
     names = [s for s in find_submissions(course_dir, assignment) if wanted is None or s in wanted]
