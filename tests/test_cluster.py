@@ -72,29 +72,19 @@ def _graded_outputs(course: Path, student: str) -> dict:
             for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")}
 
 
-def _grading_student(proc_pid: int) -> str | None:
-    """The student whose notebook a kernel under this worker's process group runs ('' if none yet)."""
+def _grading_student(processes) -> str | None:
+    """The student whose notebook a kernel among ``processes`` (a worker's tree) is running, if any."""
     import psutil
 
-    try:
-        group = [p for p in psutil.process_iter(["pid", "cmdline"]) if _pgid(p.pid) == proc_pid]
-        for p in group:
-            if "ipykernel" in " ".join(p.info["cmdline"] or []):
+    for p in processes:
+        try:
+            if "ipykernel" in " ".join(p.cmdline()):
                 parts = Path(p.cwd()).parts
                 if ASSIGNMENT in parts:
                     return parts[parts.index(ASSIGNMENT) - 1]
-    except (psutil.Error, OSError):
-        return None
+        except psutil.Error:
+            continue
     return None
-
-
-def _pgid(pid: int) -> int:
-    import os
-
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return -1
 
 
 @pytest.mark.slow
@@ -125,8 +115,8 @@ def test_does_a_killed_worker_cost_only_a_retry_and_the_gradebook_equal_sequenti
                                stderr=subprocess.STDOUT, text=True)
         killed = None
         while killed is None and cli.poll() is None and time.monotonic() - t0 < 600:
-            for i, worker in enumerate(cl.workers):
-                student = _grading_student(worker.pid)
+            for i in range(len(cl.workers)):
+                student = _grading_student(cl.worker_processes(i))
                 if student in ("ada", "bob"):  # the first two: the poison is not handed out yet
                     cl.kill_worker(i)  # kill -9 of the nanny, the worker and the kernel grading `student`
                     killed = student

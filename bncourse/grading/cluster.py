@@ -126,7 +126,8 @@ def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float 
                 attempts = 1 + deaths
                 try:
                     out = fut.result()
-                except KilledWorker as exc:
+                except KilledWorker as exc:  # every try ended with a dead worker
+                    attempts = deaths
                     last = getattr(getattr(exc, "last_worker", None), "address", "") or ""
                     out = _failed_outcome(task, f"the worker grading it died on every try ({attempts} tries, "
                                                 f"the last on {last or 'an unknown worker'}): the submission may "
@@ -159,8 +160,8 @@ def _dask_command() -> list[str]:
 class LocalDaskProcesses:
     """``dask scheduler`` and N ``dask worker`` commands as processes on this machine.
 
-    Each command runs in its own process group, so ``kill_worker(i)`` ends a worker the way a
-    lost machine does (``kill -9`` of the nanny, the worker and the kernel it is running).
+    ``kill_worker(i)`` ends a worker the way a lost machine does (``kill -9`` of the command, the
+    worker process under it and the kernel it is running).
 
         with LocalDaskProcesses(n_workers=2) as cluster:
             grade("01_why_normalize", course, scheduler=cluster.address)
@@ -203,15 +204,30 @@ class LocalDaskProcesses:
         with Client(self.address, timeout=f"{self.start_timeout}s", set_as_default=False) as client:
             client.wait_for_workers(n, timeout=self.start_timeout)
 
-    def kill_worker(self, i: int) -> None:
-        """``kill -9`` of worker ``i``'s whole process group (nanny, worker, kernels)."""
+    def worker_processes(self, i: int) -> list:
+        """psutil.Process of worker ``i``'s command and everything under it (nanny, worker, kernels)."""
+        import psutil
+
         try:
-            os.killpg(self.workers[i].pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            top = psutil.Process(self.workers[i].pid)
+            return [top, *top.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def kill_worker(self, i: int) -> None:
+        """``kill -9`` of worker ``i`` and everything under it, as when its machine is lost.
+
+        (Kernels run in process groups of their own, so the process tree is what is killed.)
+        """
+        for proc in self.worker_processes(i):
+            try:
+                proc.kill()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
         self.workers[i].wait()
 
     def close(self) -> None:
+        leftovers = [p for i in range(len(self.workers)) for p in self.worker_processes(i)[1:]]
         for proc in [*self.workers, self.scheduler]:
             if proc is not None:
                 try:  # the whole group: a kernel a worker left behind goes too
@@ -226,6 +242,11 @@ class LocalDaskProcesses:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for proc in leftovers:  # a kernel still running in its own process group
+            try:
+                proc.kill()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
     def __exit__(self, *exc) -> None:
         self.close()

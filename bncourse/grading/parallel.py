@@ -108,17 +108,16 @@ class GradeReport:
                  f"in {self.seconds:.1f} s", f"{'student':<{w}}  {'score':>11}  status  reason / notes"]
         for s in self.students:
             extra = s.reason or "; ".join(s.notes)
-            if s.attempts > 1:
+            if s.attempts > 1 and s.status == "graded":
                 extra = "; ".join(x for x in (f"retried: {s.attempts} tries (a worker died)", extra) if x)
             lines.append(f"{s.student:<{w}}  {s.score:>5.1f} / {s.max_score:<3g}  {s.status:<6}  {extra}")
         if self.failed:
             lines.append(f"{len(self.failed)} submission(s) could not be graded; they are recorded with 0 points.")
         summary = self.workers()
         ww = max([6] + [len(x.worker) for x in summary])
-        lines += ["", f"{'worker':<{ww}}  graded  failed  seconds"]
+        lines += ["", f"{'worker':<{ww}}  graded  failed  seconds  failed submissions"]
         for x in summary:
-            failed = f"{len(x.failed)}" + (f" ({', '.join(x.failed)})" if x.failed else "")
-            lines.append(f"{x.worker:<{ww}}  {x.graded:>6}  {failed:>6}  {x.seconds:7.1f}")
+            lines.append(f"{x.worker:<{ww}}  {x.graded:>6}  {len(x.failed):>6}  {x.seconds:7.1f}  {', '.join(x.failed)}")
         if self.modified_submissions:
             lines.append("WARNING: submitted files changed during grading: " + ", ".join(self.modified_submissions))
         return "\n".join(lines)
