@@ -3,7 +3,9 @@
     bncourse start [DIR] [--no-lab]   student notebooks into DIR (never overwriting yours), then JupyterLab
     bncourse doctor [--course DIR]    versions, training device, data cache, offline data set (and DIR's gradebook)
     bncourse progress [DIR]           your points so far, from the visible tests, without touching your files
-    bncourse grade ASSIGNMENT [--jobs N]   instructors: autograde every submission with N workers
+    bncourse grade ASSIGNMENT [--jobs N | --scheduler ADDRESS]
+                                      instructors: autograde every submission with N local workers,
+                                      or on the workers of a dask.distributed scheduler
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def _progress(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from bncourse import grading
 
-    return grading.main(args.assignment, course=args.course, jobs=args.jobs)
+    return grading.main(args.assignment, course=args.course, jobs=args.jobs, scheduler=args.scheduler,
+                        size=args.size, progress=not args.no_progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grade", help="instructors: autograde all submissions of an assignment in parallel")
     p.add_argument("assignment", help="assignment name, e.g. 01_why_normalize")
-    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
+                       help="worker processes on this machine (default: all cores)")
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="grade on the workers of a running dask.distributed scheduler, e.g. tcp://host:8786 "
+                            "(the course folder must be on storage the workers see at the same path)")
     p.add_argument("--course", default=".", help="nbgrader course root (default: the current folder)")
+    p.add_argument("--size", choices=("grading", "fast", "full"), default="grading",
+                   help="the kernels' size: grading (default; experiments that earn no points may shrink), "
+                        "fast (CI's size) or full (a learner's run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the tables are still printed)")
     p.set_defaults(func=_grade)
     return parser
 

@@ -1,15 +1,21 @@
-"""Parallel autograding: nbgrader's own autograde in N worker processes, one gradebook at the end.
+"""Parallel autograding: nbgrader's own autograde in N workers, one gradebook at the end.
 
-``grade(assignment, course_dir, jobs=N)`` autogrades every submission with N worker processes,
-each running nbgrader's own autograde for one student at a time against a private copy of the
-gradebook; the main process then merges each student's rows into the ONE gradebook, which
-``nbgrader export`` and the formgrader read as usual. Workers read a staged copy of the
-submissions, so submitted files are never touched (their hashes are checked afterwards). A
-submission nbgrader cannot grade (kernel crash, corrupted JSON) is recorded with 0 points and a
-reason; the others are graded.
+``grade(assignment, course_dir, jobs=N)`` autogrades every submission with N worker processes on
+this machine; ``grade(..., scheduler="tcp://host:8786")`` sends them to the workers of a running
+dask.distributed scheduler instead (``bncourse.grading.cluster``). Either way each submission is
+one task, ``grade_submission``: nbgrader's own autograde for one student, in a private folder on
+the worker (a copy of the submission, a private copy of the gradebook), returning the private
+gradebook and the autograded files as data. The main process alone writes: it merges each
+student's rows into the ONE gradebook, which ``nbgrader export`` and the formgrader read as usual,
+and installs the autograded notebooks. Submitted files are never touched (their hashes are
+checked afterwards). A submission nbgrader cannot grade (kernel crash, corrupted JSON, a worker
+dying on every try) is recorded with 0 points and a reason; the others are graded.
 
-    report = grade("01_why_normalize", "notebooks", jobs=2)
-    print(report)                      # one row per student: score, status, reason
+Kernels run at the grading size (``BNCOURSE_GRADING=1``, see ``bncourse.runtime.pick``) unless
+``size="fast"`` or ``"full"`` is asked for.
+
+    report = grade("01_why_normalize", "notebooks", jobs=2, progress=True)
+    print(report)                      # one row per student, then one row per worker
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -26,12 +33,19 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from bncourse.grading.gradebook import check_gradebook, masked
 from bncourse.grading.pipeline import VERIFY_ENAME, load_config, db_url_of
 
 REPORT_DIR = "grading_reports"
+
+# The kernel's environment for each size ("0" explicitly: the grading process may have it set).
+SIZES = {
+    "grading": {"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
+    "fast": {"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "0"},
+    "full": {"BNCOURSE_FAST": "0", "BNCOURSE_GRADING": "0"},
+}
 
 @dataclass
 class StudentResult:
@@ -44,6 +58,18 @@ class StudentResult:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    worker: str = ""  # who graded it: "host pid N" or a dask worker's address
+    attempts: int = 1  # more than 1: a worker died while grading it and it was retried
+
+
+@dataclass
+class WorkerSummary:
+    """One worker's share: submissions graded, failed (with reasons), seconds spent grading."""
+
+    worker: str
+    graded: int
+    failed: dict[str, str]  # student -> reason
+    seconds: float
 
 
 @dataclass
@@ -55,6 +81,7 @@ class GradeReport:
     students: list[StudentResult]
     seconds: float
     modified_submissions: list[str] = field(default_factory=list)
+    engine: str = ""  # "2 worker process(es)" or "dask scheduler tcp://..."
 
     @property
     def failed(self) -> list[StudentResult]:
@@ -63,15 +90,35 @@ class GradeReport:
     def scores(self) -> dict[str, float]:
         return {s.student: s.score for s in self.students}
 
+    def workers(self) -> list[WorkerSummary]:
+        """Per worker, in order of appearance (a submission no worker finished: worker "(none)")."""
+        out: dict[str, WorkerSummary] = {}
+        for s in self.students:
+            w = out.setdefault(s.worker or "(none)", WorkerSummary(s.worker or "(none)", 0, {}, 0.0))
+            w.seconds += s.seconds
+            if s.status == "graded":
+                w.graded += 1
+            else:
+                w.failed[s.student] = s.reason
+        return list(out.values())
+
     def __str__(self) -> str:
         w = max([7] + [len(s.student) for s in self.students])
-        lines = [f"{self.assignment}: {len(self.students)} submissions graded with {self.jobs} worker(s) "
+        engine = self.engine or f"{self.jobs} worker(s)"
+        lines = [f"{self.assignment}: {len(self.students)} submissions graded with {engine} "
                  f"in {self.seconds:.1f} s", f"{'student':<{w}}  {'score':>11}  status  reason / notes"]
         for s in self.students:
             extra = s.reason or "; ".join(s.notes)
+            if s.attempts > 1 and s.status == "graded":
+                extra = "; ".join(x for x in (f"retried: {s.attempts} tries (a worker died)", extra) if x)
             lines.append(f"{s.student:<{w}}  {s.score:>5.1f} / {s.max_score:<3g}  {s.status:<6}  {extra}")
         if self.failed:
             lines.append(f"{len(self.failed)} submission(s) could not be graded; they are recorded with 0 points.")
+        summary = self.workers()
+        ww = max([6] + [len(x.worker) for x in summary])
+        lines += ["", f"{'worker':<{ww}}  graded  failed  seconds  failed submissions"]
+        for x in summary:
+            lines.append(f"{x.worker:<{ww}}  {x.graded:>6}  {len(x.failed):>6}  {x.seconds:7.1f}  {', '.join(x.failed)}")
         if self.modified_submissions:
             lines.append("WARNING: submitted files changed during grading: " + ", ".join(self.modified_submissions))
         return "\n".join(lines)
@@ -117,28 +164,101 @@ def _copy_sqlite(src_url: str, dest: Path) -> None:
     dst.close()
 
 
-def _worker_task(task: dict) -> dict:
-    """One student's nbgrader autograde against a private gradebook (runs in a worker process)."""
+def worker_label() -> str:
+    """Who is grading: a dask worker's address inside a dask worker, else "host pid N"."""
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_worker
+
+            return str(get_worker().address)
+        except (ImportError, ValueError):
+            pass
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+def _kernel_threads(spec, label: str) -> int | None:
+    """BLAS/torch threads for one kernel: an int, or {host: worker threads on that host} (dask)."""
+    if isinstance(spec, dict):
+        from urllib.parse import urlparse
+
+        slots = spec.get(urlparse(label).hostname or "", 0) or 1
+        return max(1, (os.cpu_count() or 1) // slots)
+    return spec
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    """``os.environ`` with ``values`` set for the duration, then exactly as before."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _failed_outcome(task: dict, reason: str, worker: str = "", attempts: int = 1) -> dict:
+    return {"student": task["student"], "success": False, "log": "", "error": reason, "reason": reason,
+            "gradebook": None, "autograded": None, "seconds": 0.0, "worker": worker, "attempts": attempts}
+
+
+def grade_submission(task: dict) -> dict:
+    """One student's nbgrader autograde in a private folder: the task a worker runs (pool or dask).
+
+    Reads the course (``task["course_dir"]``, the same path on every machine) and never writes to
+    it: the submission is copied to a local folder, the gradebook is a private copy of
+    ``task["template"]`` (SQLite bytes), and nbgrader's autograded files land locally too. Returns
+    them as data ({"gradebook": bytes, "autograded": {relative path: bytes}, "success", "log",
+    ...}); the main process merges them.
+    """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
     start = time.perf_counter()
-    db_file = Path(task["db_file"])
-    if task["template_db"]:
-        shutil.copyfile(task["template_db"], db_file)
-    cfg = load_config(
-        task["course_dir"],
-        **{"CourseDirectory.db_url": f"sqlite:///{db_file}",
-           "CourseDirectory.submitted_directory": task["submitted_dir"]},
-    )
-    cfg.GradingExecute.kernel_env = task["kernel_env"]
-    api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
-    result = api.autograde(task["assignment"], task["student"], force=True, create=True)
-    return {
-        "student": task["student"], "success": bool(result.get("success")),
-        "log": str(result.get("log", ""))[-20000:], "error": str(result.get("error", ""))[-5000:],
-        "db_file": str(db_file), "seconds": time.perf_counter() - start,
-    }
+    label = worker_label()
+    course_dir, student, assignment = Path(task["course_dir"]), task["student"], task["assignment"]
+    submission = course_dir / "submitted" / student / assignment
+    if not submission.is_dir():
+        return _failed_outcome(task, f"{submission} is not reachable from {label}: every worker must see the "
+                                     "course folder at the same path (shared storage)", label)
+    _alembic_on_path()
+    kernel_env = dict(task["kernel_env"])
+    threads = _kernel_threads(task.get("kernel_threads"), label)
+    if threads:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
+        kernel_env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp, _environ(task.get("env", {})):
+        tmp = Path(tmp)
+        shutil.copytree(submission, tmp / "submitted" / student / assignment)
+        db_file = tmp / "gradebook.db"
+        db_file.write_bytes(task["template"])
+        cfg = load_config(course_dir, **{
+            "CourseDirectory.db_url": f"sqlite:///{db_file}",
+            "CourseDirectory.submitted_directory": str(tmp / "submitted"),
+            "CourseDirectory.autograded_directory": str(tmp / "autograded"),
+        })
+        cfg.GradingExecute.kernel_env = kernel_env
+        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+        result = api.autograde(assignment, student, force=True, create=True)
+        graded = tmp / "autograded" / student / assignment
+        files = {str(p.relative_to(graded)): p.read_bytes() for p in sorted(graded.rglob("*")) if p.is_file()}
+        return {
+            "student": student, "success": bool(result.get("success")),
+            "log": str(result.get("log", ""))[-20000:], "error": str(result.get("error", ""))[-5000:],
+            "reason": "", "gradebook": db_file.read_bytes(), "autograded": files,
+            "seconds": time.perf_counter() - start, "worker": label, "attempts": 1,
+        }
+
+
+def _grade_safely(task: dict) -> dict:
+    """``grade_submission`` in a pool process: an exception becomes a failed outcome with its reason."""
+    try:
+        return grade_submission(task)
+    except Exception as exc:  # noqa: BLE001 - one broken submission never stops the others
+        return _failed_outcome(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
 
 
 def _merge(gb, src_gb, assignment: str, student: str, ok: bool) -> None:
@@ -254,6 +374,52 @@ def find_submissions(course_dir: str | os.PathLike, assignment: str) -> list[str
     return sorted(p.parent.name for p in root.glob(f"*/{assignment}") if p.is_dir())
 
 
+def _run_pool(tasks: list[dict], jobs: int) -> Iterator[dict]:
+    """Outcomes of ``grade_submission`` over ``tasks`` in ``jobs`` local processes, as they finish."""
+    if jobs == 1:
+        yield from (_grade_safely(t) for t in tasks)
+        return
+    with _pool_context().Pool(jobs) as pool:
+        yield from pool.imap_unordered(_grade_safely, tasks, chunksize=1)
+
+
+def _install_autograded(dest: Path, files: dict[str, bytes] | None) -> None:
+    """Replace ``autograded/<student>/<assignment>`` by the worker's files (none: removed, as nbgrader does)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    if not files:
+        return
+    incoming = dest.parent / f".{dest.name}.incoming"
+    if incoming.exists():
+        shutil.rmtree(incoming)
+    for rel, data in files.items():
+        (incoming / rel).parent.mkdir(parents=True, exist_ok=True)
+        (incoming / rel).write_bytes(data)
+    incoming.rename(dest)
+
+
+def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, template: Path, tmp: Path) -> StudentResult:
+    """Merge one outcome into the gradebook and the autograded folder; a failure is recorded with 0."""
+    s, ok = out["student"], out["success"]
+    src = template  # no private gradebook (the task never finished): the merge records 0 points
+    if out.get("gradebook"):
+        src = tmp / f"result-{s}.db"
+        src.write_bytes(out["gradebook"])
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{src}") as src_gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy's autoflush chatter inside nbgrader's API
+        _merge(gb, src_gb, assignment, s, ok)
+    if src != template:
+        src.unlink()
+    _install_autograded(course_dir / "autograded" / s / assignment, out.get("autograded") if ok else None)
+    sub = gb.find_submission(assignment, s)
+    reason = "" if ok else (precheck or out.get("reason") or _reason_from_log(out["log"] + "\n" + out["error"]))
+    notes = _cell_notes(course_dir / "autograded" / s / assignment) if ok else []
+    return StudentResult(s, "graded" if ok else "failed", float(sub.score), float(sub.max_score), reason, notes,
+                         out["seconds"], out.get("worker", ""), out.get("attempts", 1))
+
+
 def grade(
     assignment: str,
     course_dir: str | os.PathLike = "notebooks",
@@ -261,8 +427,12 @@ def grade(
     students: Iterable[str] | None = None,
     fast: bool = True,
     write_report: bool = True,
+    *,
+    size: str | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
 ) -> GradeReport:
-    """Autograde every submission of ``assignment`` with ``jobs`` worker processes.
+    """Autograde every submission of ``assignment`` with ``jobs`` worker processes, or on a dask cluster.
 
     Each worker runs nbgrader's own autograde for one student at a time against a private copy of
     the gradebook; the results are merged into the course's gradebook (its ``db_url``), so
@@ -271,11 +441,20 @@ def grade(
 
     Args:
         students: grade only these (default: every ``submitted/<student>/<assignment>``).
-        fast: run the kernels with ``BNCOURSE_FAST=1`` (the checks do not depend on it).
+        size: the kernels' size, ``"grading"`` (default: ``BNCOURSE_GRADING=1``, experiments that
+            earn no points may shrink), ``"fast"`` (CI's size) or ``"full"`` (a learner's run).
+        fast: older spelling: ``fast=False`` means ``size="full"`` when ``size`` is not given.
+        scheduler: address of a running dask.distributed scheduler (``tcp://host:8786``): grade on
+            its workers instead of ``jobs`` local processes (see ``bncourse.grading.cluster``).
+        progress: show a progress bar over submissions (tqdm, on stderr).
         write_report: also write ``grading_reports/<assignment>.csv`` in the course folder.
     """
     from nbgrader.api import Gradebook, MissingEntry
+    from tqdm.auto import tqdm
 
+    size = size or ("grading" if fast else "full")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     start = time.perf_counter()
     _alembic_on_path()
     course_dir = Path(course_dir).resolve()
@@ -291,53 +470,41 @@ def grade(
     wanted = set(students) if students is not None else None
     names = [s for s in find_submissions(course_dir, assignment) if wanted is None or s in wanted]
     jobs = max(1, min(int(jobs), len(names) or 1))
-    kernel_env = {"BNCOURSE_FAST": "1"} if fast else {}
-    if jobs > 1:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
-        kernel_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
 
     with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
         tmp = Path(tmp)
-        staged = tmp / "submitted"
-        before, prechecks = {}, {}
-        for s in names:
-            src = course_dir / "submitted" / s / assignment
-            before[s] = _tree_hashes(src)
-            prechecks[s] = _precheck(src)
-            shutil.copytree(src, staged / s / assignment)
-        template = ""
+        before = {s: _tree_hashes(course_dir / "submitted" / s / assignment) for s in names}
+        prechecks = {s: _precheck(course_dir / "submitted" / s / assignment) for s in names}
+        template = tmp / "template.db"
         if db_url.startswith("sqlite:///"):
-            template = str(tmp / "template.db")
-            _copy_sqlite(db_url, Path(template))
+            _copy_sqlite(db_url, template)
         else:  # e.g. PostgreSQL: each worker's private gradebook is generated from the source
-            template = str(tmp / "template.db")
             _generate_into(course_dir, assignment, f"sqlite:///{template}", tmp / "release")
-        tasks = [
-            {"student": s, "assignment": assignment, "course_dir": str(course_dir), "submitted_dir": str(staged),
-             "db_file": str(tmp / f"worker-{i}.db"), "template_db": template, "kernel_env": kernel_env}
-            for i, s in enumerate(names)
-        ]
-        if jobs == 1:
-            outcomes = [_worker_task(t) for t in tasks]
+        tasks = [{"student": s, "assignment": assignment, "course_dir": str(course_dir),
+                  "template": template.read_bytes(), "kernel_env": SIZES[size]} for s in names]
+        if scheduler:
+            from bncourse.grading import cluster
+
+            outcomes, engine = cluster.run_on_scheduler(scheduler, tasks), f"dask scheduler {scheduler}"
         else:
-            with _pool_context().Pool(jobs) as pool:
-                outcomes = pool.map(_worker_task, tasks, chunksize=1)
+            if jobs > 1:
+                threads = max(1, (os.cpu_count() or 1) // jobs)
+                for t in tasks:
+                    t["kernel_threads"] = threads
+            outcomes, engine = _run_pool(tasks, jobs), f"{jobs} worker process(es)"
 
         results = []
-        with Gradebook(db_url) as gb:
-            for out in outcomes:
-                s = out["student"]
-                ok = out["success"]
-                with Gradebook(f"sqlite:///{out['db_file']}") as src_gb, warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # SQLAlchemy's autoflush chatter inside nbgrader's API
-                    _merge(gb, src_gb, assignment, s, ok)
-                sub = gb.find_submission(assignment, s)
-                reason = "" if ok else (prechecks[s] or _reason_from_log(out["log"] + "\n" + out["error"]))
-                notes = _cell_notes(course_dir / "autograded" / s / assignment) if ok else []
-                results.append(StudentResult(s, "graded" if ok else "failed", float(sub.score),
-                                             float(sub.max_score), reason, notes, out["seconds"]))
+        bar = tqdm(total=len(tasks), desc=f"grading {assignment}", unit="submission", disable=not progress,
+                   file=sys.stderr)
+        with bar, Gradebook(db_url) as gb:
+            for out in outcomes:  # merged as they finish: a stop halfway keeps what was graded
+                r = _record(gb, course_dir, assignment, out, prechecks[out["student"]], template, tmp)
+                results.append(r)
+                bar.update(1)
+                bar.set_postfix(failed=sum(x.status != "graded" for x in results), refresh=False)
+    results.sort(key=lambda r: r.student)
     modified = [s for s in names if _tree_hashes(course_dir / "submitted" / s / assignment) != before[s]]
-    report = GradeReport(assignment, jobs, results, time.perf_counter() - start, modified)
+    report = GradeReport(assignment, jobs, results, time.perf_counter() - start, modified, engine)
     if write_report:
         _write_csv(course_dir / REPORT_DIR / f"{assignment}.csv", report)
         from bncourse.grading.similarity import write_similarity_report  # near-copies, for review
@@ -371,19 +538,22 @@ def _write_csv(path: Path, report: GradeReport) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "score", "max_score", "status", "reason", "notes"])
+        w.writerow(["student", "score", "max_score", "status", "reason", "notes", "worker", "attempts", "seconds"])
         for s in report.students:
-            w.writerow([s.student, s.score, s.max_score, s.status, s.reason, "; ".join(s.notes)])
+            w.writerow([s.student, s.score, s.max_score, s.status, s.reason, "; ".join(s.notes), s.worker,
+                        s.attempts, round(s.seconds, 1)])
 
 
-def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: bool = True) -> int:
-    """CLI glue for ``bncourse grade ASSIGNMENT [--jobs N] [--course DIR]``: grade, print the table.
+def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: bool = True, *,
+         scheduler: str | None = None, size: str | None = None, progress: bool = True) -> int:
+    """CLI glue for ``bncourse grade ASSIGNMENT [--jobs N | --scheduler ADDRESS] [--course DIR]``.
 
-    Exit status 0 when grading ran (crashed submissions are recorded with 0 and listed), 1 if a
-    submitted file changed, 2 when the assignment is not in the gradebook.
+    Grades, shows a progress bar, prints the per-student and per-worker tables. Exit status 0
+    when grading ran (crashed submissions are recorded with 0 and listed), 1 if a submitted file
+    changed, 2 when the assignment is not in the gradebook or the scheduler cannot be reached.
     """
     try:
-        report = grade(assignment, course, jobs=jobs, fast=fast)
+        report = grade(assignment, course, jobs=jobs, fast=fast, size=size, scheduler=scheduler, progress=progress)
     except ValueError as exc:
         print(f"bncourse grade: {exc}", file=sys.stderr)
         return 2

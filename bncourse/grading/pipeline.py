@@ -42,9 +42,8 @@ class GradingExecute(Execute):
     notebooks the way CI does. Set ``c.GradingExecute.kernel_env = {}`` for full-size runs.
     """
 
-    kernel_env = Dict({"BNCOURSE_FAST": "1"}, help="Environment variables set for the grading kernel.").tag(
-        config=True
-    )
+    kernel_env = Dict({"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
+                      help="Environment variables set for the grading kernel.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
