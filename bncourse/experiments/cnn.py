@@ -80,14 +80,16 @@ def train_mode_lab(models: list, data, batch_sizes=(500, 8, 1), n_test: int | No
         if config["mode"] == "eval":
             return {"test_acc": evaluate(model, (X, y))[1], "running_mean_change": 0.0}
         if config["mode"] == "reestimated":
-            shuffled = DeviceLoader(data.X_train, data.y_train, batch_size=batch, seed=seed + 2)
+            shuffled = DeviceLoader(data.X_train, data.y_train, batch_size=batch, seed=seed + 2,
+                                    device=next(model.parameters()).device)
             recompute_bn_statistics(model, (xb for xb, _ in shuffled))
             return {"test_acc": evaluate(model, (X, y))[1], "running_mean_change": 0.0}
         before = norm_layers(model)[0].running_mean.clone()
         model.train()  # the mistake: no model.eval()
-        bs = config["batch"]
+        bs, dev = config["batch"], next(model.parameters()).device
+        Xd, yd = X.to(dev), y.to(dev)
         with torch.no_grad():
-            hits = sum((model(X[i:i + bs]).argmax(1) == y[i:i + bs]).sum().item() for i in range(0, n, bs))
+            hits = sum((model(Xd[i:i + bs]).argmax(1) == yd[i:i + bs]).sum().item() for i in range(0, n, bs))
         return {"test_acc": hits / n,
                 "running_mean_change": (norm_layers(model)[0].running_mean - before).abs().max().item()}
 

@@ -56,7 +56,7 @@ def _train(data, norm: str, k: int, epochs: int, widths, batch: int, lr: float, 
 
     steps = epochs * max(1, len(data.y_train) // batch)
     torch.manual_seed(seed)
-    model = SmallCNN(data.image_shape[0], data.num_classes, widths=widths, norm=norm)
+    model = SmallCNN(data.image_shape[0], data.num_classes, widths=widths, norm=norm).to(data.X_train.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loader = ClassPairLoader(data.X_train, data.y_train, batch_size=batch, classes_per_batch=k,
                              batches_per_epoch=steps, seed=seed)
@@ -71,7 +71,9 @@ def _train(data, norm: str, k: int, epochs: int, widths, batch: int, lr: float, 
 
 def trained_one_class_model(data, epochs: int, widths=(8, 16, 32), batch: int = 64, lr: float = 2e-3, seed: int = 0):
     """The batch-norm CNN of ``non_iid_batches`` trained on one-class batches, for ``seed``."""
-    return _train(data, "batch", 1, epochs, widths, batch, lr, seed)
+    from bncourse.device import get_device
+
+    return _train(data.to(get_device(announce=False)), "batch", 1, epochs, widths, batch, lr, seed)
 
 
 def non_iid_batches(data, epochs: int, widths=(8, 16, 32), batch: int = 64, lr: float = 2e-3, seeds=None,
@@ -80,6 +82,9 @@ def non_iid_batches(data, epochs: int, widths=(8, 16, 32), batch: int = 64, lr: 
     from bncourse.data import ClassPairLoader, DeviceLoader
     from bncourse.train import recompute_bn_statistics
 
+    from bncourse.device import get_device
+
+    data = data.to(get_device(announce=False))  # the whole lab on the training device
     X, y, Xt, yt = data.X_train, data.y_train, data.X_test, data.y_test
     steps = epochs * max(1, len(y) // batch)
 
