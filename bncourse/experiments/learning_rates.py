@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from bncourse.experiments.common import harder_digits, mlp, tune_lr
 from bncourse.experiments.harness import Better, ExperimentResult, run_experiment
