@@ -259,6 +259,37 @@ def along_gradient(model, x, y, lr: float, multipliers=(0.5, 1.0, 2.0, 4.0)) -> 
     return {"losses": np.array(losses), "grad_change": np.array(changes), "beta": float(np.nanmax(betas))}
 
 
+def example_gradients(norm: str = "batch", seed: int = 0, steps: int = 50, lr: float = 0.1) -> list[dict]:
+    """One measurement of ``layer_gradient_change``, after ``steps`` SGD steps of a fresh MLP.
+
+    For a notebook to feed a learner's ``gradient_change``: one dict per layer 1 .. depth with
+    ``g_before`` and ``g_after`` (numpy, (D_out, D_in)) and the reference's two numbers.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from bncourse.device import configure_cpu_threads, set_seed
+
+    configure_cpu_threads()
+    X, y, _, _ = _digits()
+    set_seed(seed)
+    model = DeepMLP(X.shape[1], int(y.max()) + 1, Setup(norm=norm, lr=lr))
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    noise_gen = torch.Generator().manual_seed(20_000 + seed)
+    model.train()
+    for step in range(steps + 1):
+        idx = torch.randint(len(y), (Setup.batch_size,), generator=gen)
+        model.resample_noise(noise_gen)
+        if step == steps:
+            return layer_gradient_change(model, X[idx], y[idx], lr)
+        loss = F.cross_entropy(model(X[idx]), y[idx])
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        with torch.no_grad():
+            for p, g in zip(model.parameters(), grads):
+                p -= lr * g
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # ---------------------------------------------------------------------------------------------
 # One training run
 # ---------------------------------------------------------------------------------------------
