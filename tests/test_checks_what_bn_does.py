@@ -84,9 +84,10 @@ def test_is_each_noisy_batchnorm_mistake_named(mistake, hidden):
     assert not result.passed and result.diagnosis.startswith(mistake.name), result.diagnosis
 
 
-def test_are_there_at_least_five_distinct_mistakes_named():
-    names = [m.name for m in W.gradient_mistakes() + W.noisy_mistakes()]
-    assert len(set(names)) == len(names) >= 5
+def test_are_there_at_least_five_distinct_mistakes_named_in_each_exercise():
+    for mistakes in (W.drift_mistakes(), W.gradient_mistakes(), W.noisy_mistakes()):
+        names = [m.name for m in mistakes]
+        assert len(set(names)) == len(names) >= 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,5 +237,80 @@ def test_does_the_replay_reach_the_kernels_verdict_for_noisy_batchnorm(monkeypat
               "check_noisy_batchnorm_forward(noisy_batchnorm_forward).assert_passed()\n")
     for fn, verdict in ((learner_noisy_good, "pass"), (learner_noise_added, "fail")):
         entries = _receipts_of(source, {"noisy_batchnorm_forward": fn}, monkeypatch)
+        got, reason = replay.replay_cell(source, entries)
+        assert got == verdict, reason
+
+
+# --------------------------------------------------------------------------------------------
+# input_drift
+# --------------------------------------------------------------------------------------------
+
+
+def test_is_the_drift_zero_for_the_same_distribution_in_another_order():
+    h = np.random.default_rng(0).normal(size=(50, 4)) * [1, 2, 3, 4]
+    assert ref.input_drift(h, h[::-1].copy()) == pytest.approx(0.0, abs=1e-12)
+    assert ref.input_drift(h, h + 1.0) == pytest.approx(1.0 / h.std(0).mean())
+    assert ref.input_drift(h, 2 * h) == pytest.approx((np.abs(h.mean(0)).mean() + h.std(0).mean()) / h.std(0).mean())
+
+
+def test_does_input_drift_refuse_mismatched_or_constant_inputs_and_say_what_arrived():
+    with pytest.raises(ValueError, match=r"\(4, 3\) and \(3, 4\)"):
+        ref.input_drift(np.ones((4, 3)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match="no spread"):
+        ref.input_drift(np.ones((4, 3)), np.ones((4, 3)))
+
+
+def test_does_the_experiments_input_drift_agree_with_the_reference():
+    from bncourse.experiments.optimization import input_drift as drift_of_stats
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(64, 6)) * 2 + 1, rng.normal(size=(64, 6)) * 3
+    stats = [[(a.mean(0), a.std(0))], [(b.mean(0), b.std(0))]]
+    assert drift_of_stats(stats) == pytest.approx(ref.input_drift(a, b))
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_does_the_reference_pass_the_input_drift_check(hidden):
+    assert W.check_input_drift(ref.input_drift, hidden=hidden).passed
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("mistake", W.drift_mistakes(), ids=lambda m: m.name)
+def test_is_each_input_drift_mistake_named(mistake, hidden):
+    result = W.check_input_drift(mistake.fn, hidden=hidden)
+    assert not result.passed and result.diagnosis.startswith(mistake.name), result.diagnosis
+
+
+def learner_drift_good(h_before, h_after):
+    mean_change = np.abs(h_after.mean(axis=0) - h_before.mean(axis=0))
+    std_change = np.abs(h_after.std(axis=0) - h_before.std(axis=0))
+    return (mean_change.mean() + std_change.mean()) / h_before.std(axis=0).mean()
+
+
+def learner_drift_elementwise(h_before, h_after):
+    return np.abs(h_after - h_before).mean() / h_before.std(axis=0).mean()
+
+
+def learner_drift_signed(h_before, h_after):
+    change = (h_after.mean(0) - h_before.mean(0)).mean() + (h_after.std(0) - h_before.std(0)).mean()
+    return change / h_before.std(0).mean()
+
+
+def test_does_a_learner_style_input_drift_pass_and_its_mistakes_get_named():
+    assert W.check_input_drift(learner_drift_good).passed
+    assert W.check_input_drift(learner_drift_good, hidden=True).passed
+    for fn, name in ((learner_drift_elementwise, "activations compared, not distributions"),
+                     (learner_drift_signed, "signed changes")):
+        result = W.check_input_drift(fn)
+        assert not result.passed and result.diagnosis.startswith(name), result.diagnosis
+
+
+def test_does_the_replay_reach_the_kernels_verdict_for_input_drift(monkeypatch):
+    from bncourse.checks import replay
+
+    source = ("from bncourse.checks.what_bn_does import check_input_drift\n"
+              "check_input_drift(input_drift).assert_passed()\n")
+    for fn, verdict in ((learner_drift_good, "pass"), (learner_drift_signed, "fail")):
+        entries = _receipts_of(source, {"input_drift": fn}, monkeypatch)
         got, reason = replay.replay_cell(source, entries)
         assert got == verdict, reason

@@ -109,6 +109,22 @@ def test_is_input_drift_zero_for_a_steady_input_and_relative_to_its_spread():
     assert O.input_drift(moving) == pytest.approx((1.0 + 1.0) / 2.0)
 
 
+def test_do_the_probe_statistics_match_the_reference_drift_of_the_activations():
+    """input_drift over two measurements equals the notebook exercise's input_drift of the activations."""
+    from bncourse.reference.what_bn_does import input_drift as drift_of_activations
+
+    model, (x, y) = small_model("none"), batch(2, n=64)
+    h0 = [h.detach().double().numpy() for h in model(x, collect=True)[1]]
+    s0 = O._input_stats(model, x)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.3)
+    h1 = [h.detach().double().numpy() for h in model(x, collect=True)[1]]
+    s1 = O._input_stats(model, x)
+    want = np.mean([drift_of_activations(a, b) for a, b in zip(h0, h1)])
+    assert O.input_drift([s0, s1]) == pytest.approx(want, rel=1e-5)
+
+
 def test_does_deep_mlp_refuse_an_unknown_norm_and_name_it():
     with pytest.raises(ValueError, match="'layer'"):
         O.DeepMLP(5, 3, O.Setup(norm="layer"))

@@ -1,5 +1,7 @@
-"""Checks for notebook 7, "What batch norm really does": the two Santurkar et al. measurements.
+"""Checks for notebook 7, "What batch norm really does": internal covariate shift, two ways, and noisy BN.
 
+* ``check_input_drift(fn)``: ``fn(h_before, h_after) -> drift``, how far a layer's input
+  distribution moved (each unit's mean and std over a probe batch), relative to its spread.
 * ``check_gradient_change(fn)``: ``fn(g_before, g_after) -> (relative_change, cosine)``, the
   internal covariate shift of one layer measured the way Santurkar et al. (2018) measure it.
 * ``check_noisy_batchnorm_forward(fn)``: ``fn(x, gamma, beta, scale, shift) -> out``, batch norm
@@ -17,6 +19,147 @@ from bncourse.checks.core import Case, CheckResult, Mistake, check_function
 from bncourse.reference import what_bn_does as ref
 
 GRADIENT_OUTPUTS = ("relative_change", "cosine")
+
+
+# ---------------------------------------------------------------------------------------------
+# input_drift
+# ---------------------------------------------------------------------------------------------
+
+
+def _activations(seed: int, n: int, d: int, dtype=np.float64, permute: bool = False):
+    """A layer's input on N probe examples at two times: units with different means and spreads,
+    some moving up and some down (so signed changes cancel), one unit that barely moves."""
+    def make():
+        rng = np.random.default_rng(seed)
+        mean = rng.normal(size=d) * 2.0
+        std = rng.uniform(0.2, 3.0, size=d)
+        z = rng.normal(size=(n, d))
+        before = z * std + mean
+        d_mean = rng.choice([-1.0, 1.0], size=d) * rng.uniform(0.2, 1.5, size=d)
+        factor = np.exp(rng.choice([-1.0, 1.0], size=d) * rng.uniform(0.1, 0.7, size=d))
+        d_mean[0], factor[0] = 0.0, 1.0
+        z2 = 0.6 * z + 0.8 * rng.normal(size=(n, d))  # the same examples, activations moved
+        after = z2 * (std * factor) + mean + d_mean
+        if permute:
+            after = after[rng.permutation(n)]
+        return before.astype(dtype), after.astype(dtype)
+
+    return make
+
+
+_DRIFT_VISIBLE = [
+    ("N=256 probe examples, D=100 units", 0, 256, 100, np.float64, False),
+    ("N=64, D=10", 1, 64, 10, np.float64, False),
+    ("N=30, D=5, rows of h_after in another order", 2, 30, 5, np.float64, True),
+    ("N=128, D=20, float32", 3, 128, 20, np.float32, False),
+]
+_DRIFT_HIDDEN = [
+    ("N=9, D=4", 100, 9, 4, np.float64, False),
+    ("N=200, D=50, rows in another order", 101, 200, 50, np.float64, True),
+    ("N=40, D=7, float32", 102, 40, 7, np.float32, False),
+]
+
+
+def _drift_cases(hidden: bool) -> list[Case]:
+    table = _DRIFT_HIDDEN if hidden else _DRIFT_VISIBLE
+    return [Case(name, _activations(seed, n, d, dt, perm)) for name, seed, n, d, dt, perm in table]
+
+
+def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=True, pooled=False):
+    """input_drift as a learner might write it, with the knobs the mistakes turn."""
+    def fn(h_before, h_after):
+        a = np.asarray(h_before, dtype=np.float64)
+        b = np.asarray(h_after, dtype=np.float64)
+        ax = None if pooled else axis
+        ma, mb = a.mean(axis=ax), b.mean(axis=ax)
+        sa, sb = a.std(axis=ax, ddof=ddof) ** power, b.std(axis=ax, ddof=ddof) ** power
+        dm, ds = mb - ma, sb - sa
+        if absolute:
+            dm, ds = np.abs(dm), np.abs(ds)
+        moved = np.mean(dm) + (np.mean(ds) if stds else 0.0)
+        if relative == "before":
+            return float(moved / np.mean(sa))
+        if relative == "after":
+            return float(moved / np.mean(sb))
+        return float(moved)
+
+    return fn
+
+
+def drift_mistakes() -> list[Mistake]:
+    """The known wrong ways to measure a layer's input drift, each written as a learner would."""
+    return [
+        Mistake(
+            "activations compared, not distributions",
+            "compare each unit's mean and std over the batch, not example by example: "
+            "|h_after - h_before| measures how single activations moved",
+            lambda a, b: float(np.mean(np.abs(np.asarray(b, float) - np.asarray(a, float)))
+                               / np.mean(np.asarray(a, float).std(axis=0))),
+        ),
+        Mistake(
+            "statistics over the wrong axis",
+            "each unit (column) has its own mean and std over the batch: reduce over axis=0",
+            _drift(axis=1),
+        ),
+        Mistake(
+            "one mean and std for the whole layer",
+            "take a mean and std per unit (axis=0), then average their changes over the units",
+            _drift(pooled=True),
+        ),
+        Mistake(
+            "signed changes (units moving up and down cancel)",
+            "take the absolute value of each unit's change before averaging: np.abs(mean_after - mean_before)",
+            _drift(absolute=False),
+        ),
+        Mistake(
+            "not relative to the input's spread",
+            "divide by the mean std of h_before, so layers with large and small activations compare",
+            _drift(relative="none"),
+        ),
+        Mistake(
+            "divided by the spread after instead of before",
+            "divide by the mean std of h_before (where the input was)",
+            _drift(relative="after"),
+        ),
+        Mistake(
+            "sample standard deviation (ddof=1)",
+            "use the population std over the batch (np.std's default, ddof=0)",
+            _drift(ddof=1),
+        ),
+        Mistake(
+            "variance instead of standard deviation",
+            "compare standard deviations (np.std), in the same units as the means",
+            _drift(power=2.0),
+        ),
+        Mistake(
+            "only the means compared",
+            "add the mean change of each unit's std: a distribution can widen without its mean moving",
+            _drift(stds=False),
+        ),
+    ]
+
+
+def _number_as_array(fn):
+    """A learner's single number as a shape-(1,) array, so the engine compares it."""
+    def call(*args):
+        value = fn(*args)
+        try:
+            arr = np.asarray(value) if not isinstance(value, (tuple, list)) else None
+        except Exception:  # noqa: BLE001 - an odd object stays as it is and is reported
+            return value
+        return arr.reshape(1) if arr is not None and arr.ndim == 0 and arr.dtype.kind in "fiub" else value
+
+    return call
+
+
+def check_input_drift(fn, hidden: bool = False) -> CheckResult:
+    """Does ``fn(h_before, h_after)`` return the per-unit mean and std change, relative to the spread?"""
+    learner_fn = _number_as_array(fn) if callable(fn) else fn
+    mistakes = [Mistake(m.name, m.hint, _number_as_array(m.fn)) for m in drift_mistakes()]
+    return check_function(
+        "input_drift", learner_fn, _number_as_array(ref.input_drift), _drift_cases(hidden), mistakes,
+        outputs=("drift",), rtol=1e-4, atol=1e-7, check_dtype=False, learner=fn,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

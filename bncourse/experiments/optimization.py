@@ -205,7 +205,7 @@ def layer_gradient_change(model, x, y, lr: float, grads: dict | None = None) -> 
 
 
 def _input_stats(model, x_probe) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per-unit mean and std of every hidden layer's output (the next layer's input), training mode."""
+    """Per-unit mean and std (ddof=0) of every hidden layer's output (the next layer's input), training mode."""
     import torch
     from torch.func import functional_call
 
@@ -213,7 +213,7 @@ def _input_stats(model, x_probe) -> list[tuple[np.ndarray, np.ndarray]]:
     bufs = {k: v.clone() for k, v in model.named_buffers()}
     with torch.no_grad():
         _, inputs = functional_call(model, {**params, **bufs}, (x_probe,), {"collect": True})
-    return [(h.mean(0).double().numpy(), h.std(0).double().numpy()) for h in inputs]
+    return [(h.mean(0).double().numpy(), h.std(0, unbiased=False).double().numpy()) for h in inputs]
 
 
 def input_drift(stats: list[list[tuple[np.ndarray, np.ndarray]]]) -> float:
@@ -221,7 +221,9 @@ def input_drift(stats: list[list[tuple[np.ndarray, np.ndarray]]]) -> float:
 
     ``stats[t][l] = (mean, std)`` per unit of layer l's input at measurement t. For each pair
     (t-1, t) and layer: (mean |d mean| + mean |d std|) over units, divided by the mean std at
-    t-1 (so it is relative to the input's own spread); averaged over pairs and layers.
+    t-1 (so it is relative to the input's own spread), which is
+    ``bncourse.reference.what_bn_does.input_drift`` of the two activations; averaged over pairs
+    and layers.
     """
     vals = []
     for prev, cur in zip(stats[:-1], stats[1:]):
@@ -258,12 +260,8 @@ def along_gradient(model, x, y, lr: float, multipliers=(0.5, 1.0, 2.0, 4.0)) -> 
     return {"losses": np.array(losses), "grad_change": np.array(changes), "beta": float(np.nanmax(betas))}
 
 
-def example_gradients(norm: str = "batch", seed: int = 0, steps: int = 50, lr: float = 0.1) -> list[dict]:
-    """One measurement of ``layer_gradient_change``, after ``steps`` SGD steps of a fresh MLP.
-
-    For a notebook to feed a learner's ``gradient_change``: one dict per layer 1 .. depth with
-    ``g_before`` and ``g_after`` (numpy, (D_out, D_in)) and the reference's two numbers.
-    """
+def _fresh(norm: str, seed: int, lr: float):
+    """A seeded MLP on digits with its data and noise generators, and an SGD stepper."""
     import torch
     import torch.nn.functional as F
 
@@ -276,17 +274,62 @@ def example_gradients(norm: str = "batch", seed: int = 0, steps: int = 50, lr: f
     gen = torch.Generator().manual_seed(10_000 + seed)
     noise_gen = torch.Generator().manual_seed(20_000 + seed)
     model.train()
-    for step in range(steps + 1):
+
+    def next_batch():
         idx = torch.randint(len(y), (Setup.batch_size,), generator=gen)
         model.resample_noise(noise_gen)
-        if step == steps:
-            return layer_gradient_change(model, X[idx], y[idx], lr)
-        loss = F.cross_entropy(model(X[idx]), y[idx])
-        grads = torch.autograd.grad(loss, list(model.parameters()))
+        return X[idx], y[idx]
+
+    def sgd_steps(n: int) -> None:
+        for _ in range(n):
+            xb, yb = next_batch()
+            grads = torch.autograd.grad(F.cross_entropy(model(xb), yb), list(model.parameters()))
+            with torch.no_grad():
+                for p, g in zip(model.parameters(), grads):
+                    p -= lr * g
+
+    return model, X, next_batch, sgd_steps
+
+
+def example_gradients(norm: str = "batch", seed: int = 0, steps: int = 50, lr: float = 0.1) -> list[dict]:
+    """One measurement of ``layer_gradient_change``, after ``steps`` SGD steps of a fresh MLP.
+
+    For a notebook to feed a learner's ``gradient_change``: one dict per layer 1 .. depth with
+    ``g_before`` and ``g_after`` (numpy, (D_out, D_in)) and the reference's two numbers.
+    """
+    model, _, next_batch, sgd_steps = _fresh(norm, seed, lr)
+    sgd_steps(steps)
+    xb, yb = next_batch()
+    return layer_gradient_change(model, xb, yb, lr)
+
+
+def example_layer_inputs(norm: str = "batch", seed: int = 0, steps: int = 50, gap: int = 20,
+                         lr: float = 0.1, probe: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every hidden layer's output (the next layer's input) on a fixed probe batch, at two times.
+
+    A fresh MLP trains ``steps`` SGD steps, then ``gap`` more. Returns one ``(h_before, h_after)``
+    pair per hidden layer, numpy arrays of shape (probe, width), training mode (with noisy batch
+    norm: the noise of that step). For a notebook to feed a learner's ``input_drift``.
+    """
+    import torch
+
+    model, X, next_batch, sgd_steps = _fresh(norm, seed, lr)
+    xp = X[torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))[:probe]]
+
+    def inputs():
+        from torch.func import functional_call
+
+        bufs = {k: v.clone() for k, v in model.named_buffers()}
         with torch.no_grad():
-            for p, g in zip(model.parameters(), grads):
-                p -= lr * g
-    raise AssertionError("unreachable")  # pragma: no cover
+            _, hs = functional_call(model, {**dict(model.named_parameters()), **bufs}, (xp,), {"collect": True})
+        return [h.double().numpy() for h in hs]
+
+    sgd_steps(steps)
+    next_batch()  # this step's noise
+    before = inputs()
+    sgd_steps(gap)
+    next_batch()
+    return list(zip(before, inputs()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
-"""The two measurements of notebook 7 ("What batch norm really does"), in numpy.
+"""The measurements of notebook 7 ("What batch norm really does"), in numpy.
 
-Both come from Santurkar, Tsipras, Ilyas and Madry (2018), "How does batch normalization help
-optimization?":
+* ``input_drift(h_before, h_after)``: internal covariate shift as the explainers word it, how far
+  a layer's input *distribution* moved: the change of each unit's mean and standard deviation
+  over the same probe batch, before and after some training, relative to the input's spread.
+
+The other two come from Santurkar, Tsipras, Ilyas and Madry (2018), "How does batch normalization
+help optimization?":
 
 * ``gradient_change(g_before, g_after)``: their measure of internal covariate shift for one
   layer. ``g_before`` is the gradient of the loss with respect to the layer's weights; ``g_after``
@@ -13,7 +17,8 @@ optimization?":
   followed by a per-channel random scale and shift (drawn anew at each training step), so that
   the next layer's input distribution moves at every step: "noisy batch norm".
 
-Shapes: gradients any shape, e.g. (D_out, D_in) for a Linear layer's weight; x (N, D) and
+Shapes: activations h (N, D): N probe examples, D units; gradients any shape, e.g. (D_out, D_in)
+for a Linear layer's weight; x (N, D) and
 gamma, beta, scale, shift (D,). PyTorch's conventions: biased batch variance, eps inside the
 square root. Nothing here changes its arguments in place.
 """
@@ -24,7 +29,31 @@ import numpy as np
 
 from bncourse.reference.batchnorm import batchnorm_forward
 
-__all__ = ["gradient_change", "noisy_batchnorm_forward"]
+__all__ = ["input_drift", "gradient_change", "noisy_batchnorm_forward"]
+
+
+def input_drift(h_before, h_after) -> float:
+    """How far a layer's input distribution moved, relative to its spread: one float.
+
+    With ``mean`` and ``std`` per unit (column) over the batch (population std, ddof=0)::
+
+        drift = (mean_d |mean_after - mean_before| + mean_d |std_after - std_before|) / mean_d std_before
+
+    It compares *distributions* (each unit's mean and spread over the batch), not individual
+    activations: shuffling the rows of ``h_after`` does not change it.
+
+    Args:
+        h_before, h_after: (N, D) the layer's input on the same N probe examples, at two times.
+    """
+    a = np.asarray(h_before, dtype=np.float64)
+    b = np.asarray(h_after, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"expected h_before and h_after of the same shape (N, D), got {a.shape} and {b.shape}")
+    spread = a.std(axis=0).mean()
+    if spread == 0:
+        raise ValueError("h_before has no spread (every unit constant): the drift relative to it is undefined")
+    moved = np.abs(b.mean(axis=0) - a.mean(axis=0)).mean() + np.abs(b.std(axis=0) - a.std(axis=0)).mean()
+    return float(moved / spread)
 
 
 def gradient_change(g_before, g_after) -> tuple[float, float]:
