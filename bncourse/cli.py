@@ -4,6 +4,7 @@
     bncourse doctor                   versions, training device, data cache, offline data set
     bncourse progress [DIR]           your points so far, from the visible tests, without touching your files
     bncourse grade ASSIGNMENT [--jobs N]   instructors: autograde every submission with N workers
+    bncourse claims [--fast] [--only ID ...] [--json]   every claim about batch norm, put to its experiment
 """
 
 from __future__ import annotations
@@ -57,6 +58,39 @@ def _grade(args: argparse.Namespace) -> int:
     return grading.main(args.assignment, course=args.course, jobs=args.jobs)
 
 
+def _claims(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    if args.fast:
+        os.environ["BNCOURSE_FAST"] = "1"
+    from bncourse.device import configure_cpu_threads
+    from bncourse.experiments import claims
+
+    try:
+        if args.only:
+            [claims.get_claim(i) for i in args.only]
+    except KeyError as err:
+        print(f"bncourse claims: {err.args[0]}", file=sys.stderr)
+        return 2
+    configure_cpu_threads()
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def tell(row):
+        if not args.json:
+            print(f"  {row.id}: {row.verdict} ({row.seconds:.0f} s)", file=sys.stderr, flush=True)
+
+    rows = claims.run_claims(only=args.only or None, progress=not args.json and sys.stderr.isatty(), on_result=tell)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=1))
+    else:
+        print(claims.format_table(rows))
+        mode = "fast" if args.fast or os.environ.get("BNCOURSE_FAST") else "full"
+        print(f"{mode} run: {wall:.0f} s wall, {cpu:.0f} s CPU time ({len(rows)} claims)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bncourse", description="A JupyterLab course on batch normalization.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     p.add_argument("--course", default=".", help="nbgrader course root (default: the current folder)")
     p.set_defaults(func=_grade)
+
+    p = sub.add_parser("claims", help="run the experiment behind every claim about batch norm and print the verdicts")
+    p.add_argument("--fast", action="store_true", help="fast mode (BNCOURSE_FAST=1): 3 seeds, small sizes, minutes")
+    p.add_argument("--only", nargs="+", metavar="ID", help="only these claim ids (see the table for the ids)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {id, claim, sources, verdict, effect, "
+                                                       "spread, seeds, notebook, ...} instead of the table")
+    p.set_defaults(func=_claims)
     return parser
 
 

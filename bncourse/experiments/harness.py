@@ -242,6 +242,40 @@ class AtLeast(Rule):
         return Outcome(self.describe(), effect, spread, threshold, verdict)
 
 
+@dataclass(frozen=True)
+class Differs(Rule):
+    """``a`` and ``b`` differ on ``metric`` by more than ``margin`` (the mirror of ``Similar``).
+
+    For claims that something *matters*: held when |mean paired difference| minus ``k`` spreads
+    exceeds ``margin``; contradicted when |difference| plus ``k`` spreads stays within ``margin``
+    (it does not matter, beyond the noise); inconclusive otherwise.
+    """
+
+    metric: str
+    a: str
+    b: str
+    margin: float
+    k: float = 2.0
+
+    def describe(self) -> str:
+        return (f"{self.metric}: {self.a} differs from {self.b} by more than {_fmt(self.margin)}, "
+                f"{_fmt(self.k)}x the seed-to-seed spread of the difference included")
+
+    def decide(self, result: "ExperimentResult") -> Outcome:
+        d = _paired(result, self.metric, self.a, self.b)
+        effect = float(np.mean(d))
+        spread = float(np.std(d, ddof=1)) if len(d) > 1 else math.inf
+        if not np.all(np.isfinite(d)):
+            verdict = INCONCLUSIVE
+        elif abs(effect) - self.k * spread > self.margin:
+            verdict = HELD
+        elif abs(effect) + self.k * spread <= self.margin:
+            verdict = CONTRADICTED
+        else:
+            verdict = INCONCLUSIVE
+        return Outcome(self.describe(), effect, spread, self.margin, verdict)
+
+
 def AtMost(metric: str, arm: str, value: float, k: float = 2.0) -> AtLeast:  # noqa: N802 - reads as a rule
     """``arm``'s ``metric`` is at most ``value`` (the mirror of ``AtLeast``)."""
     return AtLeast(metric, arm, value, k, _sign=-1.0)

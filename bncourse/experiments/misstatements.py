@@ -1,0 +1,224 @@
+"""The explainers' misstatements, each put to a demonstration with a computed verdict.
+
+Each function tests the claim *as the explainer states it*; a misstatement that the demonstration
+refutes comes out ``contradicted``.
+
+- ``shuffled_labels()`` (``not-supervised``: "batch norm is a supervised learning method"): the same
+  network and the same batches, once with the true labels and once with shuffled labels, each
+  through a training-mode forward pass, the loss and the backward pass: the batch-norm layers'
+  outputs and running statistics are compared. They are identical: batch norm's statistics never
+  see a label (the *weights* a network learns do depend on labels, through the loss, with or
+  without batch norm).
+- ``skew_survives_standardization()`` (``standardized-is-normal``): a skewed feature (exponential)
+  standardized, and passed through ``nn.BatchNorm1d``: its skewness and its distance from a normal
+  distribution (Kolmogorov-Smirnov) stay what they were; standardizing changes location and scale,
+  not shape.
+- ``padding_in_sequences()`` (``sequences-hard``): sequences of different lengths padded with zeros
+  to a common length. Batch norm over (N, C, L) counts the padding in its statistics, so the outputs
+  at a sequence's *real* positions change when the batch is padded further; layer norm normalizes
+  each position over its features and is unaffected.
+- ``dropout_rate()`` (``dropout-rate``: batch norm "reduces the dropout rate"): the fraction of units
+  a dropout layer zeroes, with and without a batch-norm layer before it.
+- ``transformer_norms()`` (``nlp-standard``): the normalization layers inside PyTorch's own
+  ``nn.Transformer`` (the architecture of machine translation since 2017): counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bncourse.experiments.common import harder_digits, mlp
+from bncourse.experiments.harness import Better, Differs, ExperimentResult, Similar, run_experiment
+from bncourse.runtime import pick
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+# ---------------------------------------------------------------------------------------------
+
+
+def labels_trial(config: dict, seed: int) -> dict:
+    task = harder_digits(seed)
+    torch.manual_seed(seed)
+    model = mlp(task.num_features, task.num_classes, 64, 3, "relu", norm="batch")
+    bns = [m for m in model if isinstance(m, nn.BatchNorm1d)]
+    outs: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outs.append(out.detach().flatten())) for m in bns]
+    g = torch.Generator().manual_seed(seed)
+    y = task.y_train
+    if config["labels"] == "shuffled":
+        y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 99))]
+    order = torch.randperm(len(y), generator=g)
+    model.train()
+    for start in range(0, pick(fast=640, full=len(y)), 64):
+        idx = order[start:start + 64]
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(task.X_train[idx]), y[idx]).backward()  # labels used by the loss only
+    for h in hooks:
+        h.remove()
+    stats = torch.cat([torch.cat([m.running_mean, m.running_var]) for m in bns])
+    first_grad = next(model.parameters()).grad.flatten()
+    return {"bn_outputs": torch.cat(outs).double().numpy(), "bn_running_stats": stats.double().numpy(),
+            "weight_grad": first_grad.double().numpy()}
+
+
+def shuffled_labels(seeds=None, progress: bool = True) -> ExperimentResult:
+    """Batch-norm outputs and statistics with true against shuffled labels (same weights, same batches)."""
+    arms = {"true labels": {"labels": "true"}, "shuffled labels": {"labels": "shuffled"}}
+
+    def trial(config, seed):
+        ref = labels_trial({"labels": "true"}, seed)
+        cur = ref if config["labels"] == "true" else labels_trial(config, seed)
+        return {"bn_output_change": float(np.abs(cur["bn_outputs"] - ref["bn_outputs"]).max()),
+                "running_stats_change": float(np.abs(cur["bn_running_stats"] - ref["bn_running_stats"]).max()),
+                "weight_gradient_change": float(np.abs(cur["weight_grad"] - ref["weight_grad"]).max())}
+
+    rules = [Differs("bn_output_change", "shuffled labels", "true labels", margin=1e-6),
+             Differs("running_stats_change", "shuffled labels", "true labels", margin=1e-6)]
+    return run_experiment(
+        "shuffled-labels", trial, arms, rules, seeds=seeds, progress=progress,
+        claim=("batch norm is a supervised learning method: its outputs or statistics would change when the "
+               "labels are shuffled (same weights, same batches; the loss and the weight gradients do change)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Skew
+# ---------------------------------------------------------------------------------------------
+
+
+def _skew(x: np.ndarray) -> float:
+    z = (x - x.mean()) / x.std()
+    return float(np.mean(z ** 3))
+
+
+def _ks_normal(x: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance between the standardized sample and N(0, 1)."""
+    from math import erf, sqrt
+
+    z = np.sort((x - x.mean()) / x.std())
+    cdf = np.array([0.5 * (1 + erf(v / sqrt(2))) for v in z])
+    n = len(z)
+    return float(max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n)))
+
+
+def skew_trial(config: dict, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    n = pick(fast=2000, full=20000)
+    x = rng.standard_normal(n) if config["feature"] == "normal" else rng.exponential(size=n)
+    standardized = (x - x.mean()) / x.std()
+    bn = nn.BatchNorm1d(1).double().train()
+    with torch.no_grad():
+        through_bn = bn(torch.from_numpy(x)[:, None]).numpy().ravel()
+    return {"skewness_before": _skew(x), "skewness_after": _skew(standardized),
+            "skewness_after_batchnorm": _skew(through_bn), "ks_distance_to_normal": _ks_normal(standardized),
+            "mean_after": float(standardized.mean()), "std_after": float(standardized.std())}
+
+
+def skew_survives_standardization(seeds=None, progress: bool = True) -> ExperimentResult:
+    """A skewed feature stays skewed after standardization (and after batch norm)."""
+    arms = {"normal feature": {"feature": "normal"}, "exponential feature": {"feature": "exponential"}}
+    rules = [Similar("skewness_after", "exponential feature", "normal feature", margin=0.5),
+             Similar("ks_distance_to_normal", "exponential feature", "normal feature", margin=0.05)]
+    return run_experiment(
+        "skew-survives-standardization", skew_trial, arms, rules, seeds=seeds, progress=progress,
+        claim=("after standardization a feature is normally distributed: a standardized exponential feature "
+               "would then have the skewness (0) and the distance to N(0, 1) of a standardized normal one"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Padding
+# ---------------------------------------------------------------------------------------------
+
+
+def padding_trial(config: dict, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    N, C = 16, 32
+    lengths = torch.randint(5, 21, (N,), generator=g)
+    tokens = [torch.randn(C, int(n), generator=g) + 0.5 for n in lengths]
+
+    def batch(L):
+        x = torch.zeros(N, C, L)
+        for i, t in enumerate(tokens):
+            x[i, :, :t.shape[1]] = t
+        return x
+
+    torch.manual_seed(seed)
+    layer = nn.BatchNorm1d(C) if config["norm"] == "batch" else nn.LayerNorm(C)
+    layer.train()
+
+    def run(x):
+        with torch.no_grad():
+            return layer(x) if config["norm"] == "batch" else layer(x.transpose(1, 2)).transpose(1, 2)
+
+    short, long = run(batch(int(lengths.max()))), run(batch(3 * int(lengths.max())))
+    real = torch.cat([(short[i, :, :n] - long[i, :, :n]).flatten() for i, n in enumerate(lengths)])
+    ref = torch.cat([short[i, :, :n].flatten() for i, n in enumerate(lengths)])
+    return {"output_change_from_padding": (real.norm() / ref.norm()).item()}
+
+
+def padding_in_sequences(seeds=None, progress: bool = True) -> ExperimentResult:
+    """How much a sequence's real positions change when its batch is padded to 3x the length."""
+    arms = {"layer norm": {"norm": "layer"}, "batch norm": {"norm": "batch"}}
+    rules = [Better("output_change_from_padding", "batch norm", "layer norm", floor=0.01)]
+    return run_experiment(
+        "padding-in-sequences", padding_trial, arms, rules, seeds=seeds, progress=progress,
+        claim=("batch norm is hard to apply to sequences: padding a batch of 16 sequences (lengths 5-20, 32 "
+               "features) to 3x the longest length changes batch norm's outputs at the real positions "
+               "(relative change), not layer norm's"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout rate
+# ---------------------------------------------------------------------------------------------
+
+
+def dropout_trial(config: dict, seed: int) -> dict:
+    task = harder_digits(seed)
+    torch.manual_seed(seed)
+    layers = [nn.Linear(task.num_features, 256)]
+    if config["bn"]:
+        layers.append(nn.BatchNorm1d(256))
+    drop = nn.Dropout(0.5)
+    layers += [nn.Tanh(), drop, nn.Linear(256, 10)]  # tanh: no exact zeros before the dropout
+    model = nn.Sequential(*layers).train()
+    seen = {}
+    drop.register_forward_hook(lambda m, i, o: seen.update(inp=i[0].detach(), out=o.detach()))
+    with torch.no_grad():
+        model(task.X_train[:512])
+    nonzero = seen["inp"] != 0
+    return {"dropped_fraction": ((seen["out"] == 0) & nonzero).sum().item() / nonzero.sum().item()}
+
+
+def dropout_rate(seeds=None, progress: bool = True) -> ExperimentResult:
+    """The fraction of units Dropout(0.5) zeroes, with and without batch norm before it."""
+    arms = {"without batch norm": {"bn": False}, "with batch norm": {"bn": True}}
+    rules = [Differs("dropped_fraction", "with batch norm", "without batch norm", margin=0.01)]
+    return run_experiment(
+        "dropout-rate", dropout_trial, arms, rules, seeds=seeds, progress=progress,
+        claim=("batch norm reduces the dropout rate: with a batch-norm layer before Dropout(p=0.5) the fraction "
+               "of units zeroed would differ from 0.5 (training mode, 512 examples x 256 units)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# NLP
+# ---------------------------------------------------------------------------------------------
+
+
+def transformer_trial(config: dict, seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = nn.Transformer(d_model=64, nhead=4, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=128,
+                           batch_first=True)
+    return {"layers_in_nn_Transformer": sum(isinstance(m, config["kind"]) for m in model.modules())}
+
+
+def transformer_norms(seeds=None, progress: bool = True) -> ExperimentResult:
+    """Batch-norm and layer-norm layers inside ``torch.nn.Transformer`` (6 + 6 layers), counted."""
+    arms = {"batch norm": {"kind": nn.modules.batchnorm._BatchNorm}, "layer norm": {"kind": nn.LayerNorm}}
+    rules = [Better("layers_in_nn_Transformer", "batch norm", "layer norm", floor=0.5)]
+    return run_experiment(
+        "transformer-norms", transformer_trial, arms, rules, seeds=seeds, progress=progress,
+        claim=("batch norm is the standard normalization of NLP models: PyTorch's nn.Transformer (the "
+               "machine-translation architecture) would hold more batch-norm than layer-norm layers"))
