@@ -286,6 +286,6 @@ def trained_mlp(seed: int, norm: str | None = "batch", dropout: float = 0.0, ste
 
     from bncourse.runtime import pick
 
-    steps = steps if steps is not None else pick(fast=300, full=1000)
+    steps = steps if steps is not None else pick(fast=300, full=1000, grading=150)
     model, task = _trained_cached(int(seed), norm, float(dropout), int(steps))
     return copy.deepcopy(model), task

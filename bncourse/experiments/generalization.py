@@ -36,8 +36,9 @@ SHARED_LR = 0.1  # the one rate every arm is also reported at (a member of the g
 
 
 def _reg_sizes() -> dict:
-    return dict(n_train=pick(fast=300, full=400), steps=pick(fast=250, full=1200), hidden=pick(fast=128, full=256),
-                lrs=pick(fast=(0.01, 0.03, 0.1, 0.3), full=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0)))
+    return dict(n_train=pick(fast=300, full=400), steps=pick(fast=200, full=1200, grading=100),
+                hidden=pick(fast=128, full=256),
+                lrs=pick(fast=(0.01, 0.03, 0.1, 0.3), full=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), grading=(0.03, 0.1)))
 
 
 def regularization_trial(config: dict, seed: int) -> dict:
@@ -109,7 +110,7 @@ NOISE_ARMS = {
 
 
 def noise_trial(config: dict, seed: int) -> dict:
-    examples, draws = pick(fast=100, full=300), pick(fast=12, full=30)
+    examples, draws = pick(fast=100, full=300, grading=50), pick(fast=12, full=30, grading=8)
     kind = config["kind"]
     model, task = trained_mlp(seed, "batch" if kind == "bn" else None, 0.1 if kind == "dropout" else 0.0)
     x = task.X_test[:examples]

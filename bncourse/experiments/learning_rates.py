@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from bncourse.experiments.common import harder_digits, mlp, tune_lr
 from bncourse.experiments.harness import Better, ExperimentResult, run_experiment
@@ -37,7 +36,7 @@ def rates() -> tuple[float, ...]:
 
 
 def _sizes() -> dict:
-    return dict(steps=pick(fast=200, full=1000), eval_every=pick(fast=20, full=25),
+    return dict(steps=pick(fast=200, full=1000, grading=100), eval_every=pick(fast=20, full=25, grading=10),
                 depth=pick(fast=6, full=8), hidden=pick(fast=64, full=128))
 
 

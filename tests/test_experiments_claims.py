@@ -1,0 +1,85 @@
+"""The claims table and `bncourse claims`: every claim id, each with an experiment, verdicts as data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from bncourse import cli
+from bncourse.experiments import claims
+from bncourse.experiments.harness import VERDICTS
+
+# The ids of the course's claims list (every claim the five explainer texts make), in its order.
+SHARED_IDS = [
+    "ics-reduced", "ics-is-why", "faster-convergence", "higher-learning-rates", "regularizes", "noise-like-dropout",
+    "init-insensitive", "deeper-networks", "stable-gradients", "scale-invariance", "hyperparameter-robust",
+    "output-mean0-std1", "bounded-activations", "inference-consistent", "needs-batch-gt-1", "small-batches-unstable",
+    "overhead", "sequences-hard", "before-after-activation", "cnn-per-channel", "not-supervised", "dropout-rate",
+    "standardized-is-normal", "nlp-standard",
+]
+CHEAP = ["standardized-is-normal", "nlp-standard", "sequences-hard"]
+
+
+def _module_present(path: str) -> bool:
+    return importlib.util.find_spec(f"{claims.PACKAGE}.{path.partition(':')[0]}") is not None
+
+
+def test_does_the_table_hold_every_claim_id_exactly_once_in_order():
+    assert list(claims.CLAIM_IDS) == SHARED_IDS
+
+
+def test_does_every_claim_have_an_experiment_or_a_reason():
+    for c in claims.CLAIMS:
+        assert c.checks or c.untested, f"{c.id} has neither an experiment nor a reason it is untested"
+        assert c.sources and c.notebook and c.claim, f"{c.id} lacks sources, notebook or claim text"
+
+
+@pytest.mark.parametrize("claim", claims.CLAIMS, ids=lambda c: c.id)
+def test_does_each_experiment_path_resolve_to_a_function(claim):
+    for check in claim.checks:
+        if not _module_present(check.path):
+            pytest.skip(f"{check.path}: module not in this checkout yet")
+        func = claims.resolve(check.path)
+        assert callable(func)
+
+
+def test_does_an_unknown_claim_id_name_the_valid_ones():
+    with pytest.raises(KeyError, match="scale-invariance"):
+        claims.run_claims(only=["batchnorm-is-magic"])
+
+
+def test_does_a_missing_experiment_module_make_the_claim_untested_with_the_reason(monkeypatch):
+    fake = claims.Claim("x", "a claim", "000", "nowhere", (claims.Check("no_such_module:f"),))
+    monkeypatch.setattr(claims, "CLAIMS", (fake,))
+    monkeypatch.setattr(claims, "CLAIM_IDS", ("x",))
+    [row] = claims.run_claims()
+    assert row.verdict == "untested" and "no_such_module" in row.reason
+
+
+def test_does_claims_json_give_the_documented_keys_for_the_chosen_ids(capsys):
+    assert cli.main(["claims", "--fast", "--json", "--only", *CHEAP]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in rows] == sorted(CHEAP, key=claims.CLAIM_IDS.index)  # in the table's order
+    for r in rows:
+        assert {"id", "claim", "sources", "verdict", "effect", "spread", "seeds", "notebook"} <= set(r)
+        assert r["verdict"] in VERDICTS and r["seeds"] >= 3
+        assert isinstance(r["effect"], float) and isinstance(r["spread"], float)
+    verdicts = {r["id"]: r["verdict"] for r in rows}
+    # a standardized exponential feature keeps its skewness; nn.Transformer holds layer norms, no batch norm;
+    # padding moves batch norm's outputs at the real positions and leaves layer norm's alone
+    assert verdicts == {"standardized-is-normal": "contradicted", "nlp-standard": "contradicted",
+                        "sequences-hard": "held"}
+
+
+def test_does_the_text_table_show_verdict_effect_seeds_and_notebook(capsys):
+    assert cli.main(["claims", "--fast", "--only", "sequences-hard"]) == 0
+    out = capsys.readouterr().out
+    for word in ("sequences-hard", "held", "±", "7 What batch norm really", "deciding rule", "CPU time"):
+        assert word in out, f"{word!r} missing from the table:\n{out}"
+
+
+def test_does_the_cli_refuse_an_unknown_id_with_exit_code_2(capsys):
+    assert cli.main(["claims", "--only", "no-such-claim"]) == 2
+    assert "no-such-claim" in capsys.readouterr().err
