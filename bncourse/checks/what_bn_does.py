@@ -158,7 +158,7 @@ def check_input_drift(fn, hidden: bool = False) -> CheckResult:
     mistakes = [Mistake(m.name, m.hint, _number_as_array(m.fn)) for m in drift_mistakes()]
     return check_function(
         "input_drift", learner_fn, _number_as_array(ref.input_drift), _drift_cases(hidden), mistakes,
-        outputs=("drift",), rtol=1e-4, atol=1e-7, check_dtype=False, learner=fn,
+        outputs=("drift",), rtol=1e-4, atol=1e-7, check_dtype=False,
     )
 
 
@@ -326,7 +326,7 @@ def check_gradient_change(fn, hidden: bool = False) -> CheckResult:
     mistakes = [Mistake(m.name, m.hint, _numbers_as_arrays(m.fn)) for m in gradient_mistakes()]
     return check_function(
         "gradient_change", learner_fn, _numbers_as_arrays(ref.gradient_change), _gradient_cases(hidden), mistakes,
-        outputs=GRADIENT_OUTPUTS, rtol=1e-4, atol=1e-7, check_dtype=False, learner=fn,
+        outputs=GRADIENT_OUTPUTS, rtol=1e-4, atol=1e-7, check_dtype=False,
     )
 
 
