@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -202,12 +203,19 @@ def describe(actions: list[FileAction], workspace: Path) -> str:
     return "\n".join(lines)
 
 
+class TornadoPingWarning(logging.Filter):
+    """Drops tornado's "websocket_ping_timeout (90000) cannot be longer than ..." warning, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "websocket_ping_timeout" not in record.getMessage()
+
+
 def write_lab_config(workspace: Path) -> Path:
     """Write the learner's Jupyter configuration into ``workspace/.bncourse/jupyter``; returns that folder.
 
     - ``jupyter_server_config.json``: nbgrader's instructor server extensions off, Validate on; kernels
-      over IPC (local sockets) on POSIX, so ipykernel has no unencrypted TCP to warn about; the
-      websocket ping timeout tornado would otherwise warn about;
+      over IPC (local sockets) on POSIX, so ipykernel has no unencrypted TCP to warn about; tornado's
+      warning about jupyter_server's websocket ping settings filtered out;
     - ``labconfig/page_config.json``: nbgrader's instructor plugins and the news prompt off;
     - ``nbgrader_config.py``: an empty nbgrader configuration, so Validate finds one and says nothing.
     Ours alone (rewritten by every ``bncourse start``); the learner's notebooks are not touched.
@@ -219,9 +227,14 @@ def write_lab_config(workspace: Path) -> Path:
             **{name: False for name in INSTRUCTOR_SERVER_EXTENSIONS},
             **{name: True for name in LEARNER_SERVER_EXTENSIONS},
         },
-        # jupyter_server's default ping timeout (3 x 30 s) is longer than tornado >= 6.5 accepts, and
-        # tornado warns at the first notebook opened before clamping it to the interval: ask for that.
-        "tornado_settings": {"ws_ping_timeout": 30000},
+        # jupyter_server's websocket pings (every 30 s, a pong due within 90 s) read to tornado >= 6.5
+        # as a timeout longer than the interval: it warns at the first notebook opened, and then
+        # ignores its own copy of those numbers. Setting them equal would make jupyter_server close
+        # live connections, so the one warning is filtered (see TornadoPingWarning) instead.
+        "logging_config": {
+            "filters": {"tornado_ping": {"()": f"{__name__}.TornadoPingWarning"}},
+            "loggers": {"tornado.general": {"filters": ["tornado_ping"]}},
+        },
     }}
     if os.name == "posix":
         server["KernelManager"] = {"transport": "ipc"}
