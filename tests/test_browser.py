@@ -122,12 +122,15 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
                 menu(page, "Run", "Run All Cells")
                 if name == "04_batchnorm_pytorch":  # training shows tqdm bars while it runs (leave=False)
                     try:
-                        page.wait_for_selector(WIDGET, timeout=300_000)
+                        bar = page.wait_for_selector(WIDGET, timeout=300_000)
                         seen["widget"] = True
-                        bar = page.locator(WIDGET).first.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
-                        shot(f"{name}-progress-bar", bar)
                     except Exception:  # noqa: BLE001 - recorded; the test below says what is missing
                         seen["widget"] = False
+                    else:
+                        try:  # the bar goes when its training run ends: catch it while it is there
+                            shot(f"{name}-progress-bar", bar.evaluate_handle("e => e.closest('.jp-OutputArea')").as_element())
+                        except Exception:  # noqa: BLE001 - gone already: the page as it is then
+                            shot(f"{name}-progress-bar")
                 seen["prompts"] = wait_until_run(page)
                 seen["images"] = page.locator(f"{NOTEBOOK} .jp-OutputArea-output img").count()
                 seen["checks"] = {}
@@ -272,6 +275,7 @@ def test_are_the_learners_edits_kept_after_a_restart_and_a_second_start(learner)
 def test_does_the_formgrader_list_the_assignments_in_the_course_folder(tmp_path, browser, screenshots):
     course = tmp_path / "course"
     shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
+    (tmp_path / "exchange").mkdir()  # nbgrader's exchange must exist for the formgrader's release/collect
     env = learner_environment(BNCOURSE_EXCHANGE=str(tmp_path / "exchange"), BNCOURSE_FAST="1")
     server = start_instructor_lab(course, tmp_path / "instructor.log", env)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -284,6 +288,7 @@ def test_does_the_formgrader_list_the_assignments_in_the_course_folder(tmp_path,
         names = sorted(p.name for p in (course / "source").iterdir() if p.is_dir())
         for name in names:
             frame.get_by_text(name, exact=True).first.wait_for(timeout=120_000)
+        assert frame.get_by_text("does not exist").count() == 0, "the formgrader says the exchange is missing"
         page.screenshot(path=str(screenshots / "formgrader.png"))
     finally:
         page.close()
