@@ -206,6 +206,15 @@ def open_notebook(page, server: Server, relpath: str) -> None:
     page.goto(server.url(f"lab/tree/{relpath}", reset=""))
     page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=120_000)
     page.wait_for_selector(f"{NOTEBOOK} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    # The page says idle before its kernel's websocket is up; leaving before that makes jupyter_server
+    # log an uncaught exception (a race in its handshake), so wait until the server sees the page.
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        kernels = [s["kernel"] for s in server.api("sessions") if s.get("path") == relpath]
+        if kernels and kernels[0].get("connections", 0) >= 1 and kernels[0].get("execution_state") == "idle":
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{relpath}: its kernel never connected and went idle")
 
 
 def cell(page, index: int):
