@@ -33,7 +33,7 @@ def _start(args: argparse.Namespace) -> int:
         return 0
     cmd = workspace.lab_command(ws, open_browser=not args.no_browser, port=args.port)
     print("Starting JupyterLab:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=ws)
+    return subprocess.call(cmd, cwd=ws, env=workspace.lab_environment(ws))
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -126,6 +126,19 @@ def _diagnosis(cell) -> str:
     return ""
 
 
+def _kernel_manager(folder: Path):
+    """A kernel manager for the python3 kernel, over IPC (sockets in ``folder``) where the system has them.
+
+    Over TCP, ipykernel >= 7 warns on stderr that the connection is unencrypted: noise in the learner's
+    terminal for a kernel that only ever talks to this process. On Windows it stays TCP.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    if os.name == "posix":  # an absolute socket path: the kernel runs in another folder than we do
+        return AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "kernel-ipc"))
+    return AsyncKernelManager(kernel_name="python3")
+
+
 def run_copy(path: Path, fast: bool = True, timeout: int | None = None):
     """Execute a copy of ``path`` (its folder copied to a temp dir); returns (notebook, problem)."""
     from nbclient import NotebookClient
@@ -147,7 +160,8 @@ def run_copy(path: Path, fast: bool = True, timeout: int | None = None):
             os.environ.pop("NBGRADER_EXECUTION", None)
             os.environ.pop("BNCOURSE_RECEIPTS", None)
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
+                nb, km=_kernel_manager(Path(tmp)), timeout=timeout, kernel_name="python3", allow_errors=True,
+                interrupt_on_timeout=True,
                 error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout} s",
                                   "traceback": [f"CellTimeoutError: the cell ran longer than {timeout} s"]},
                 resources={"metadata": {"path": str(work)}},

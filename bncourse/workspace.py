@@ -9,12 +9,20 @@ a notebook the learner already has, the new one is written beside it as
 
 A manifest (``.bncourse/manifest.json`` in the workspace) remembers which version of each file the
 course last offered, so an unchanged course changes nothing on a second run.
+
+The learner's JupyterLab is the course's, not the instructor's: ``write_lab_config(dir)`` puts a
+Jupyter configuration in ``.bncourse/jupyter/`` that turns off nbgrader's instructor tools (the
+Nbgrader menu, Create Assignment, the formgrader, the assignment and course lists; Validate stays)
+and JupyterLab's news prompt, and runs kernels over local sockets instead of TCP where the system
+has them. ``lab_command(dir)`` and ``lab_environment(dir)`` start JupyterLab with it; the
+instructor's own ``jupyter lab`` in the course folder is not affected.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +34,24 @@ from pathlib import Path
 WORKSPACE_ENV = "BNCOURSE_WORKSPACE"
 COURSE_ENV = "BNCOURSE_COURSE"
 MANIFEST = Path(".bncourse") / "manifest.json"
+LAB_CONFIG = Path(".bncourse") / "jupyter"  # the learner's Jupyter configuration, on JUPYTER_CONFIG_PATH
+
+# nbgrader 0.9.6 registers four server extensions (in etc/jupyter/jupyter_server_config.d/nbgrader.json)
+# and one JupyterLab extension, @jupyter/nbgrader, with six plugins. A learner needs only Validate.
+INSTRUCTOR_SERVER_EXTENSIONS = (
+    "nbgrader.server_extensions.formgrader",
+    "nbgrader.server_extensions.assignment_list",
+    "nbgrader.server_extensions.course_list",
+)
+LEARNER_SERVER_EXTENSIONS = ("nbgrader.server_extensions.validate_assignment",)
+INSTRUCTOR_LAB_PLUGINS = (
+    "@jupyter/nbgrader:menu",
+    "@jupyter/nbgrader:create-assignment",
+    "@jupyter/nbgrader:formgrader",
+    "@jupyter/nbgrader:assignment-list",
+    "@jupyter/nbgrader:course-list",
+)
+NEWS_PLUGIN = "@jupyterlab/apputils-extension:announcements"  # "get notified about Jupyter news?" prompt
 _GENERATED = {"release", "submitted", "autograded", "feedback", ".ipynb_checkpoints", "__pycache__"}
 
 
@@ -110,6 +136,20 @@ def _update_name(target: Path, digest: str) -> Path:
     return target.with_name(f"{stem}.course-update-{digest[:8]}{suffix}")
 
 
+def _trust(path: Path) -> None:
+    """Sign a notebook the course just wrote, as ``jupyter trust`` would (JupyterLab then opens it
+    without "not trusted" warnings; it signs again whenever the learner saves)."""
+    if path.suffix != ".ipynb":
+        return
+    try:
+        import nbformat
+        from nbformat.sign import NotebookNotary
+
+        NotebookNotary().sign(nbformat.read(str(path), as_version=4))
+    except Exception:  # noqa: BLE001 - an unsigned notebook still works; trust is a courtesy
+        pass
+
+
 def prepare_workspace(workspace: Path | None = None, course: Path | None = None) -> list[FileAction]:
     """Copy the student versions into ``workspace``; never overwrite or delete the learner's files."""
     workspace = (workspace or default_workspace()).expanduser().resolve()
@@ -129,6 +169,7 @@ def prepare_workspace(workspace: Path | None = None, course: Path | None = None)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
+            _trust(target)
             actions.append(FileAction(target, "created"))
         elif manifest.get(rel) == digest or _digest(target) == digest:
             actions.append(FileAction(target, "up to date"))
@@ -136,10 +177,12 @@ def prepare_workspace(workspace: Path | None = None, course: Path | None = None)
             beside = _update_name(target, digest)
             if not beside.exists():
                 shutil.copy2(src, beside)
+                _trust(beside)
             actions.append(FileAction(target, "kept yours; course update written beside it", beside))
         manifest[rel] = digest
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    write_lab_config(workspace)
     return actions
 
 
@@ -160,8 +203,67 @@ def describe(actions: list[FileAction], workspace: Path) -> str:
     return "\n".join(lines)
 
 
+class TornadoPingWarning(logging.Filter):
+    """Drops tornado's "websocket_ping_timeout (90000) cannot be longer than ..." warning, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "websocket_ping_timeout" not in record.getMessage()
+
+
+def write_lab_config(workspace: Path) -> Path:
+    """Write the learner's Jupyter configuration into ``workspace/.bncourse/jupyter``; returns that folder.
+
+    - ``jupyter_server_config.json``: nbgrader's instructor server extensions off, Validate on; kernels
+      over IPC (local sockets) on POSIX, so ipykernel has no unencrypted TCP to warn about; tornado's
+      warning about jupyter_server's websocket ping settings filtered out;
+    - ``labconfig/page_config.json``: nbgrader's instructor plugins and the news prompt off;
+    - ``nbgrader_config.py``: an empty nbgrader configuration, so Validate finds one and says nothing.
+    Ours alone (rewritten by every ``bncourse start``); the learner's notebooks are not touched.
+    """
+    folder = Path(workspace) / LAB_CONFIG
+    (folder / "labconfig").mkdir(parents=True, exist_ok=True)
+    server: dict = {"ServerApp": {
+        "jpserver_extensions": {
+            **{name: False for name in INSTRUCTOR_SERVER_EXTENSIONS},
+            **{name: True for name in LEARNER_SERVER_EXTENSIONS},
+        },
+        # jupyter_server's websocket pings (every 30 s, a pong due within 90 s) read to tornado >= 6.5
+        # as a timeout longer than the interval: it warns at the first notebook opened, and then
+        # ignores its own copy of those numbers. Setting them equal would make jupyter_server close
+        # live connections, so the one warning is filtered (see TornadoPingWarning) instead.
+        "logging_config": {
+            "filters": {"tornado_ping": {"()": f"{__name__}.TornadoPingWarning"}},
+            "loggers": {"tornado.general": {"filters": ["tornado_ping"]}},
+        },
+    }}
+    if os.name == "posix":
+        server["KernelManager"] = {"transport": "ipc"}
+    (folder / "jupyter_server_config.json").write_text(json.dumps(server, indent=1) + "\n")
+    page = {"disabledExtensions": {name: True for name in (*INSTRUCTOR_LAB_PLUGINS, NEWS_PLUGIN)}}
+    (folder / "labconfig" / "page_config.json").write_text(json.dumps(page, indent=1) + "\n")
+    (folder / "nbgrader_config.py").write_text(
+        "# Written by `bncourse start`: a learner's Validate button needs no course settings.\n"
+        "c = get_config()  # noqa: F821\n"
+    )
+    return folder
+
+
+def lab_environment(workspace: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the learner's JupyterLab: ``environ`` (default ``os.environ``) with the
+    workspace's ``.bncourse/jupyter`` first on ``JUPYTER_CONFIG_PATH`` (so it outranks the
+    environment's own nbgrader settings, while the learner's ``~/.jupyter`` still wins)."""
+    env = dict(os.environ if environ is None else environ)
+    ours = str(Path(workspace).resolve() / LAB_CONFIG)
+    rest = [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p and p != ours]
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([ours, *rest])
+    return env
+
+
 def lab_command(workspace: Path, open_browser: bool = True, port: int | None = None) -> list[str]:
-    """The command that opens JupyterLab in the workspace (``--allow-root`` when run as root)."""
+    """The command that opens JupyterLab in the workspace (``--allow-root`` when run as root).
+
+    Run it with ``env=lab_environment(workspace)`` and ``cwd=workspace``, as ``bncourse start`` does.
+    """
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={workspace}"]
     if not open_browser:
         cmd.append("--no-browser")

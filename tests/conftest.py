@@ -33,3 +33,11 @@ def course_copy(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     return dest
 
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say where the browser tests put their screenshots (recorded as a test property)."""
+    folders = {value for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+               for name, value in getattr(report, "user_properties", []) if name == "screenshots"}
+    for value in sorted(folders):
+        terminalreporter.write_line(f"browser screenshots in {value}")

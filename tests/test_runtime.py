@@ -29,3 +29,34 @@ def test_is_the_grading_size_ignored_outside_grading(monkeypatch):
     monkeypatch.setenv("BNCOURSE_FAST", "1")
     monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
     assert runtime.pick(fast=10, full=100, grading=2) == 10
+
+
+def test_does_a_full_run_without_a_gpu_take_the_cpu_size_and_say_so(monkeypatch, capsys):
+    monkeypatch.delenv("BNCOURSE_FAST", raising=False)
+    monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
+    monkeypatch.delenv("BNCOURSE_FULL_ON_CPU", raising=False)
+    monkeypatch.setenv("BNCOURSE_DEVICE", "cpu")
+    monkeypatch.setattr(runtime, "_SCALED", {})
+    assert runtime.pick(fast=4, full=15, cpu=3, what="epochs per CNN") == 3
+    assert runtime.pick(fast=4, full=15, cpu=3, what="epochs per CNN") == 3
+    out = capsys.readouterr().out
+    assert out.count("epochs per CNN = 3 (full run: 15)") == 1, out  # said once, not at every call
+    assert "No GPU found" in out and "BNCOURSE_FULL_ON_CPU=1" in out
+    assert runtime.cpu_scaled() == {"epochs per CNN": (15, 3)}
+
+
+def test_do_fast_grading_and_asked_for_full_runs_ignore_the_cpu_size(monkeypatch, capsys):
+    monkeypatch.setenv("BNCOURSE_DEVICE", "cpu")
+    monkeypatch.setattr(runtime, "_SCALED", {})
+    monkeypatch.setenv("BNCOURSE_FAST", "1")
+    assert runtime.pick(fast=4, full=15, cpu=3, what="epochs") == 4
+    monkeypatch.setenv("BNCOURSE_GRADING", "1")
+    assert runtime.pick(fast=4, full=15, grading=1, cpu=3, what="epochs") == 1
+    monkeypatch.delenv("BNCOURSE_FAST")
+    monkeypatch.delenv("BNCOURSE_GRADING")
+    monkeypatch.setenv("BNCOURSE_FULL_ON_CPU", "1")
+    assert runtime.pick(fast=4, full=15, cpu=3, what="epochs") == 15
+    monkeypatch.delenv("BNCOURSE_FULL_ON_CPU")
+    monkeypatch.setattr(runtime, "has_gpu", lambda: True)  # this machine has none: the GPU's branch
+    assert runtime.pick(fast=4, full=15, cpu=3, what="epochs") == 15
+    assert capsys.readouterr().out == ""

@@ -137,3 +137,19 @@ def test_does_start_open_a_real_jupyterlab_serving_the_workspace(tmp_path, gener
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_does_the_learners_lab_config_switch_off_only_the_instructor_plugins(tmp_path):
+    """JupyterLab itself, asked with the learner's environment, lists what is disabled."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    workspace.write_lab_config(ws)
+    env = workspace.lab_environment(ws, {k: v for k, v in os.environ.items() if k != "JUPYTER_CONFIG_PATH"})
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"], env=env, cwd=ws,
+                          capture_output=True, text=True, timeout=300)
+    listing = proc.stdout + proc.stderr
+    disabled = listing[listing.index("Disabled extensions:"):]
+    for plugin in (*workspace.INSTRUCTOR_LAB_PLUGINS, workspace.NEWS_PLUGIN):
+        assert plugin in disabled
+    assert "validate-assignment" not in disabled
+    assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep)[0] == str(ws.resolve() / workspace.LAB_CONFIG)
