@@ -2,7 +2,7 @@
 
 ``configure_nbgrader(c)`` (one line in ``nbgrader_config.py``) installs them:
 
-- ``GradingExecute``: nbgrader's Execute with extra kernel environment (fast mode by default);
+- ``GradingExecute``: nbgrader's Execute with extra kernel environment (the grading size by default);
 - ``VerifyChecks``: every graded test cell is re-judged outside the learner's kernel
   (see ``bncourse.checks.replay``), delegation to the course's code is read from the submission's
   source (``bncourse.grading.sources``); a cell that cannot be re-judged scores 0;
@@ -36,10 +36,11 @@ HIDDEN_MESSAGE = "a hidden test did not pass (hidden tests' code and values are 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 class GradingExecute(Execute):
-    """nbgrader's Execute with extra environment variables for the kernel (fast mode by default).
+    """nbgrader's Execute with extra environment variables for the kernel (the grading size by default).
 
-    The checks do not depend on the size of a notebook's experiments, so grading runs the
-    notebooks the way CI does. Set ``c.GradingExecute.kernel_env = {}`` for full-size runs.
+    The checks do not depend on the size of a notebook's experiments, so grading runs them at the
+    grading size (``bncourse.runtime.pick(..., grading=...)``, otherwise the fast size). Set
+    ``c.GradingExecute.kernel_env = {"BNCOURSE_FAST": "1"}`` for the fast size, ``{}`` for full size.
     """
 
     kernel_env = Dict({"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
