@@ -107,7 +107,7 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
         rec["toasts"] = page.locator(".Toastify__toast").all_inner_texts()
         shot("00_learner_lab")
 
-        for nb_path in sorted(ws.glob("0*/*.ipynb")):
+        for nb_path in sorted(ws.glob("[0-9]*/*.ipynb")):
             name = nb_path.parent.name
             rel = f"{name}/{nb_path.name}"
             lay = layout(nb_path)

@@ -43,12 +43,21 @@ def _nudge(v):
     import numpy as _np
     if type(v) is _np.ndarray and v.dtype.kind == "f":
         return v + 0.25 * (1 + _np.abs(v))
+    if type(v) is float:
+        return v + 0.25 * (1 + abs(v))
     if type(v) in (tuple, list) and v and type(v[0]) is not tuple:
         return type(v)([_nudge(v[0])] + list(v[1:]))
-    if hasattr(v, "modules"):   # a model changed in place: shift every running mean
-        for m in v.modules():
-            if getattr(m, "running_mean", None) is not None:
-                m.running_mean.add_(0.5)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and isinstance(v, torch.Tensor) and v.is_floating_point():
+        return v + 0.25 * (1 + v.detach().abs())
+    if hasattr(v, "modules"):   # a model: shift every running mean, or every parameter if it has none
+        stats = [m.running_mean for m in v.modules() if getattr(m, "running_mean", None) is not None]
+        with torch.no_grad():
+            for t in stats or list(v.parameters()):
+                t.add_(0.5)
     return v
 
 def _wrong(obj):

@@ -48,7 +48,12 @@ def _source_notebook():
         new_markdown_cell("Write `square(x)`.", metadata=_meta("intro")),
         new_code_cell("def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION",
                       metadata=_meta("square", solution=True)),
-        new_code_cell("assert square(3) == 9\nassert square(-2) == 4", metadata=_meta(AUTO, grade=True, points=2)),
+        # Graded test cells must go through the course's checks: the grader re-judges them outside the
+        # learner's kernel, and a cell it cannot re-judge scores 0 (docs/instructors.md).
+        new_code_cell("import numpy as np\nfrom bncourse.checks.core import Case, check_function\n"
+                      "check_function('square', square, np.square,\n"
+                      "               [Case('x = [3, -2]', lambda: (np.array([3.0, -2.0]),))]).assert_passed()",
+                      metadata=_meta(AUTO, grade=True, points=2)),
         new_markdown_cell("Why is `square` never negative?", metadata=_meta("question")),
         new_markdown_cell("YOUR ANSWER HERE", metadata=_meta(MANUAL, solution=True, grade=True, points=3)),
     ]
