@@ -262,18 +262,9 @@ class Differs(Rule):
                 f"{_fmt(self.k)}x the seed-to-seed spread of the difference included")
 
     def decide(self, result: "ExperimentResult") -> Outcome:
-        d = _paired(result, self.metric, self.a, self.b)
-        effect = float(np.mean(d))
-        spread = float(np.std(d, ddof=1)) if len(d) > 1 else math.inf
-        if not np.all(np.isfinite(d)):
-            verdict = INCONCLUSIVE
-        elif abs(effect) - self.k * spread > self.margin:
-            verdict = HELD
-        elif abs(effect) + self.k * spread <= self.margin:
-            verdict = CONTRADICTED
-        else:
-            verdict = INCONCLUSIVE
-        return Outcome(self.describe(), effect, spread, self.margin, verdict)
+        same = Similar(self.metric, self.a, self.b, self.margin, self.k).decide(result)
+        flipped = {HELD: CONTRADICTED, CONTRADICTED: HELD}.get(same.verdict, same.verdict)
+        return Outcome(self.describe(), same.effect, same.spread, same.threshold, flipped)
 
 
 def AtMost(metric: str, arm: str, value: float, k: float = 2.0) -> AtLeast:  # noqa: N802 - reads as a rule
