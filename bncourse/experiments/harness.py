@@ -130,6 +130,15 @@ class Rule:
         raise NotImplementedError
 
 
+def _beyond(effect: float, threshold: float) -> str:
+    """Held when the effect exceeds the threshold, contradicted when its reverse does, else inconclusive."""
+    if effect > threshold:
+        return HELD
+    if -effect > threshold:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
 def _paired(result: "ExperimentResult", metric: str, a: str, b: str) -> np.ndarray:
     return np.asarray(result.values(a, metric), float) - np.asarray(result.values(b, metric), float)
 
@@ -164,14 +173,7 @@ class Better(Rule):
         effect = float(np.mean(d))
         spread = float(np.std(d, ddof=1)) if len(d) > 1 else math.inf
         threshold = max(self.k * spread, self.floor)
-        if not np.all(np.isfinite(d)):
-            verdict = INCONCLUSIVE
-        elif effect > threshold:
-            verdict = HELD
-        elif -effect > threshold:
-            verdict = CONTRADICTED
-        else:
-            verdict = INCONCLUSIVE
+        verdict = _beyond(effect, threshold) if np.all(np.isfinite(d)) else INCONCLUSIVE
         return Outcome(self.describe(), effect, spread, threshold, verdict)
 
 
@@ -231,14 +233,7 @@ class AtLeast(Rule):
         effect = self._sign * (s.mean - self.value)
         spread = s.std
         threshold = self.k * spread
-        if not math.isfinite(effect):
-            verdict = INCONCLUSIVE
-        elif effect > threshold:
-            verdict = HELD
-        elif -effect > threshold:
-            verdict = CONTRADICTED
-        else:
-            verdict = INCONCLUSIVE
+        verdict = _beyond(effect, threshold) if math.isfinite(effect) else INCONCLUSIVE
         return Outcome(self.describe(), effect, spread, threshold, verdict)
 
 
