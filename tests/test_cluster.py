@@ -17,6 +17,7 @@ pytest.importorskip("distributed")
 
 from bncourse import grading  # noqa: E402
 from bncourse.grading.cluster import LocalDaskProcesses  # noqa: E402
+from gradebook_cells import gradebook_cells  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "01_why_normalize"
@@ -48,21 +49,6 @@ def _course(root: Path) -> Path:
         dest.mkdir(parents=True)
         nbformat.write(nb, dest / f"{NOTEBOOK}.ipynb")
     return root
-
-
-def _gradebook(course: Path) -> dict:
-    """{(student, notebook, cell): (auto_score, needs_manual_grade)} and comments, from the gradebook."""
-    from nbgrader.api import Gradebook
-
-    out = {}
-    with Gradebook(grading.db_url_of(course)) as gb:
-        for sub in gb.assignment_submissions(ASSIGNMENT):
-            for nb in sub.notebooks:
-                for g in nb.grades:
-                    out[(sub.student.id, nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
-                for c in nb.comments:
-                    out[(sub.student.id, nb.name, c.name, "comment")] = c.auto_comment
-    return out
 
 
 def _graded_outputs(course: Path, student: str) -> dict:
@@ -135,7 +121,7 @@ def test_does_a_killed_worker_cost_only_a_retry_and_the_gradebook_equal_sequenti
     assert int(rows[killed]["attempts"]) == 2
     assert "died on every try" in rows["zz_kills_its_worker"]["reason"]
 
-    sequential, distributed = _gradebook(seq), _gradebook(dask)
+    sequential, distributed = (gradebook_cells(c, ASSIGNMENT, comments=True) for c in (seq, dask))
     poisoned = {k: v for k, v in distributed.items() if k[0] == "zz_kills_its_worker"}
     assert {k: v for k, v in distributed.items() if k[0] != "zz_kills_its_worker"} == sequential
     assert len(sequential) > 0 and all(v in ((0.0, False), None) for v in poisoned.values())

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from bncourse import grading
+from gradebook_cells import gradebook_cells
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "01_why_normalize"
@@ -18,19 +19,6 @@ NOTEBOOK = "why_normalize"
 GENERATED = ("release", "submitted", "autograded", "feedback", "gradebook.db", ".nbgrader.log",
              ".ipynb_checkpoints", "grading_reports", "__pycache__")
 CONFIG_LINE = "\nfrom bncourse.grading import configure_nbgrader\nconfigure_nbgrader(c)\n"
-
-
-def _grades(course: Path) -> dict:
-    """{(student, notebook, cell): (auto_score, needs_manual_grade)} read from the course's gradebook."""
-    from nbgrader.api import Gradebook
-
-    out = {}
-    with Gradebook(grading.db_url_of(course)) as gb:
-        for sub in gb.assignment_submissions(ASSIGNMENT):
-            for nb in sub.notebooks:
-                for g in nb.grades:
-                    out[(sub.student.id, nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
-    return out
 
 
 @pytest.mark.slow
@@ -69,7 +57,7 @@ def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_au
     assert auto.returncode == 0, auto.stderr[-3000:]
     report = grading.grade(ASSIGNMENT, par, jobs=2)
 
-    sequential, parallel = _grades(seq), _grades(par)
+    sequential, parallel = gradebook_cells(seq, ASSIGNMENT), gradebook_cells(par, ASSIGNMENT)
     assert sequential == parallel
     assert report.scores() == {"ada": 5, "bob": 0, "cy": 3, "dee": 5}
     export = subprocess.run([sys.executable, "-m", "nbgrader", "export"], **{**run, "cwd": par})
