@@ -166,7 +166,7 @@ def run_copy(path: Path, fast: bool = True, timeout: int | None = None):
                                   "traceback": [f"CellTimeoutError: the cell ran longer than {timeout} s"]},
                 resources={"metadata": {"path": str(work)}},
             )
-            client.execute()
+            client.execute(cleanup_kc=True)  # the kernel manager is ours: shut the kernel down after
         except DeadKernelError:
             problem = "the kernel died while running it (a crash, os._exit or out of memory); later cells did not run"
         except Exception as exc:  # noqa: BLE001 - report, do not crash the whole report

@@ -53,6 +53,14 @@ def workspace(tmp_path) -> Path:
     return tmp_path
 
 
+def _kernels_of_this_process() -> list[str]:
+    """Command lines of kernels started by this test process that are still alive."""
+    import psutil
+
+    return [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(p.cmdline())]
+
+
 def _hashes(root: Path) -> dict:
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
 
@@ -60,6 +68,7 @@ def _hashes(root: Path) -> dict:
 @pytest.mark.slow
 def test_does_progress_report_a_partly_solved_workspace_correctly(workspace, capfd):
     before = _hashes(workspace)
+    kernels_before = _kernels_of_this_process()
     capfd.readouterr()
     report = prog.progress(workspace, timeout=60)
     # The kernels' own stderr reaches the learner's terminal: no library warning may be in it
@@ -82,6 +91,7 @@ def test_does_progress_report_a_partly_solved_workspace_correctly(workspace, cap
     text = str(report)
     assert "not attempted" in text and "divided by the maximum" in text and "6 of 10" in text
     assert _hashes(workspace) == before, "progress must never write into the learner's workspace"
+    assert _kernels_of_this_process() == kernels_before, "every kernel progress started must be shut down"
 
 
 def test_is_an_untouched_stub_not_attempted_and_a_crashed_run_not_counted_as_passed():
