@@ -41,3 +41,20 @@ def pytest_terminal_summary(terminalreporter):
                for name, value in getattr(report, "user_properties", []) if name == "screenshots"}
     for value in sorted(folders):
         terminalreporter.write_line(f"browser screenshots in {value}")
+
+
+# The files that take minutes, longest first (measured with --durations). pytest-xdist hands whole
+# files to its workers in collection order, so starting the long ones first keeps one worker from
+# being left with a long file at the end while the other idles.
+LONGEST_FIRST = ("test_fail_closed.py", "test_postgres.py", "test_grading_hardening.py", "test_grading_size.py",
+                 "test_browser.py", "test_grading.py", "test_cluster.py", "cnns_gpu.ipynb", "figure1.ipynb",
+                 "what_batchnorm_does.ipynb", "batchnorm_across_devices.ipynb", "test_roundtrip.py",
+                 "test_roundtrip_distributed.py", "test_workspace.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a file is kept (nbval's cells must run in order)
