@@ -281,7 +281,7 @@ def test_does_input_drift_refuse_mismatched_or_constant_inputs_and_say_what_arri
 
 
 def test_does_the_experiments_input_drift_agree_with_the_reference():
-    from bncourse.experiments.optimization import input_drift as drift_of_stats
+    from bncourse.experiments.step_measures import input_drift as drift_of_stats
 
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(64, 6)) * 2 + 1, rng.normal(size=(64, 6)) * 3

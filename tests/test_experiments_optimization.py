@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from bncourse.experiments import CONTRADICTED, HELD, INCONCLUSIVE, VERDICTS, run_experiment
+from bncourse.experiments import deep_mlp as M
 from bncourse.experiments import optimization as O
+from bncourse.experiments import step_measures as S
 from bncourse.reference.what_bn_does import gradient_change, noisy_batchnorm_forward
 
 
 def small_model(norm="batch", depth=3, width=8, seed=0):
     torch.manual_seed(seed)
-    return O.DeepMLP(5, 3, O.Setup(norm=norm, depth=depth, width=width))
+    return M.DeepMLP(5, 3, M.Setup(norm=norm, depth=depth, width=width))
 
 
 def batch(seed=0, n=16):
@@ -26,7 +28,7 @@ def batch(seed=0, n=16):
 def test_does_layer_gradient_change_match_moving_the_layers_below_by_hand(norm):
     """Layer i's gradient after an SGD step of blocks 0..i-1 only, recomputed on a deep copy."""
     model, (x, y), lr = small_model(norm), batch(), 0.3
-    got = O.layer_gradient_change(model, x, y, lr)
+    got = S.layer_gradient_change(model, x, y, lr)
     assert [r["layer"] for r in got] == [1, 2, 3]
     for row in got:
         i = row["layer"]
@@ -45,23 +47,23 @@ def test_does_layer_gradient_change_match_moving_the_layers_below_by_hand(norm):
 
 def test_is_the_gradient_unchanged_when_the_layers_below_do_not_move():
     model, (x, y) = small_model(), batch()
-    for row in O.layer_gradient_change(model, x, y, lr=0.0):
+    for row in S.layer_gradient_change(model, x, y, lr=0.0):
         assert row["relative_change"] == pytest.approx(0.0, abs=1e-6) and row["cosine"] == pytest.approx(1.0)
 
 
 def test_do_the_measurements_leave_the_running_statistics_alone():
     model, (x, y) = small_model(), batch()
     before = {k: v.clone() for k, v in model.named_buffers()}
-    O.layer_gradient_change(model, x, y, lr=0.5)
-    O.along_gradient(model, x, y, lr=0.5)
-    O._input_stats(model, x)
+    S.layer_gradient_change(model, x, y, lr=0.5)
+    S.along_gradient(model, x, y, lr=0.5)
+    S._input_stats(model, x)
     for k, v in model.named_buffers():
         assert torch.equal(v, before[k]), k
 
 
 def test_does_along_gradient_give_the_loss_at_each_step_size():
     model, (x, y), lr = small_model("none"), batch(1), 0.2
-    got = O.along_gradient(model, x, y, lr, multipliers=(0.5, 2.0))
+    got = S.along_gradient(model, x, y, lr, multipliers=(0.5, 2.0))
     ref = copy.deepcopy(model)
     F.cross_entropy(ref(x), y).backward()
     grads = {k: p.grad.clone() for k, p in ref.named_parameters()}
@@ -77,7 +79,7 @@ def test_does_along_gradient_give_the_loss_at_each_step_size():
 
 def test_is_noisy_batch_norm_the_reference_in_training_and_plain_batch_norm_in_eval():
     torch.manual_seed(0)
-    layer = O.NoisyBatchNorm1d(4)
+    layer = M.NoisyBatchNorm1d(4)
     with torch.no_grad():
         layer.weight.uniform_(0.5, 2.0)
         layer.bias.normal_()
@@ -94,7 +96,7 @@ def test_is_noisy_batch_norm_the_reference_in_training_and_plain_batch_norm_in_e
 
 
 def test_does_resampling_change_the_noise_each_step():
-    layer = O.NoisyBatchNorm1d(6)
+    layer = M.NoisyBatchNorm1d(6)
     g = torch.Generator().manual_seed(0)
     layer.resample(g)
     first = layer.noise_scale.clone()
@@ -104,9 +106,9 @@ def test_does_resampling_change_the_noise_each_step():
 
 def test_is_input_drift_zero_for_a_steady_input_and_relative_to_its_spread():
     steady = [[(np.zeros(3), np.ones(3))]] * 4
-    assert O.input_drift(steady) == 0.0
+    assert S.input_drift(steady) == 0.0
     moving = [[(np.zeros(3), np.full(3, 2.0))], [(np.full(3, 1.0), np.full(3, 3.0))]]
-    assert O.input_drift(moving) == pytest.approx((1.0 + 1.0) / 2.0)
+    assert S.input_drift(moving) == pytest.approx((1.0 + 1.0) / 2.0)
 
 
 def test_do_the_probe_statistics_match_the_reference_drift_of_the_activations():
@@ -115,19 +117,19 @@ def test_do_the_probe_statistics_match_the_reference_drift_of_the_activations():
 
     model, (x, y) = small_model("none"), batch(2, n=64)
     h0 = [h.detach().double().numpy() for h in model(x, collect=True)[1]]
-    s0 = O._input_stats(model, x)
+    s0 = S._input_stats(model, x)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.3)
     h1 = [h.detach().double().numpy() for h in model(x, collect=True)[1]]
-    s1 = O._input_stats(model, x)
+    s1 = S._input_stats(model, x)
     want = np.mean([drift_of_activations(a, b) for a, b in zip(h0, h1)])
-    assert O.input_drift([s0, s1]) == pytest.approx(want, rel=1e-5)
+    assert S.input_drift([s0, s1]) == pytest.approx(want, rel=1e-5)
 
 
 def test_does_deep_mlp_refuse_an_unknown_norm_and_name_it():
     with pytest.raises(ValueError, match="'layer'"):
-        O.DeepMLP(5, 3, O.Setup(norm="layer"))
+        M.DeepMLP(5, 3, M.Setup(norm="layer"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ def test_do_the_three_experiments_run_on_three_seeds_and_share_their_runs(monkey
 
 
 def test_do_different_seeds_give_different_runs_and_one_seed_the_same():
-    setup = O.Setup(norm="batch", depth=2, width=8, steps=4, every=2)
+    setup = M.Setup(norm="batch", depth=2, width=8, steps=4, every=2)
     O.clear_runs()
     try:
         a, b = O.train_and_measure(setup, 0), O.train_and_measure(setup, 1)

@@ -22,6 +22,7 @@ Each returns a ``bncourse.experiments.harness.ExperimentResult`` whose decision 
 below, before any run. Sizes follow ``bncourse.runtime.pick`` (fast, full, grading).
 """
 
+
 from __future__ import annotations
 
 import functools
@@ -30,28 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bncourse.experiments.deep_mlp import DeepMLP, Setup, _digits, _fresh
 from bncourse.experiments.harness import (
     CONTRADICTED, HELD, INCONCLUSIVE, Better, ExperimentResult, Outcome, Rule, _fmt, run_experiment)
-from bncourse.reference.what_bn_does import gradient_change
+from bncourse.experiments.step_measures import _input_stats, along_gradient, input_drift, layer_gradient_change
 from bncourse.runtime import pick
-
-NORMS = ("none", "batch", "noisy")
-
-
-@dataclass(frozen=True)
-class Setup:
-    """One training run's settings (the same for every arm of an experiment)."""
-
-    norm: str = "none"  # "none", "batch" (nn.BatchNorm1d before each ReLU) or "noisy" (batch norm + noise)
-    depth: int = 6  # hidden layers: Linear -> [norm] -> ReLU, then a Linear output layer
-    width: int = 100  # units per hidden layer
-    lr: float = 0.1  # plain SGD, no momentum, the same for every arm
-    batch_size: int = 64  # B
-    steps: int = 300  # SGD steps
-    every: int = 10  # measure every this many steps
-    noise_scale: tuple[float, float] = (0.5, 1.5)  # noisy: scale ~ U(lo, hi) per unit, per step
-    noise_shift: float = 0.5  # noisy: shift ~ U(-a, a) per unit, per step
-    probe: int = 256  # training examples in the fixed probe batch (input drift)
 
 
 def _sizes(**over) -> dict:
@@ -59,236 +43,6 @@ def _sizes(**over) -> dict:
     steps = pick(fast=200, full=1500, grading=100)
     every = pick(fast=20, full=50, grading=20)
     return {"steps": steps, "every": every, **over}
-
-
-# ---------------------------------------------------------------------------------------------
-# The network
-# ---------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _digits():
-    """Digits as flat float32 tensors: X_train (N, 64), y_train, X_test, y_test (standardized)."""
-    from bncourse.data import load_digits
-
-    d = load_digits()
-    return (d.X_train.flatten(1), d.y_train, d.X_test.flatten(1), d.y_test)
-
-
-@functools.lru_cache(maxsize=1)
-def _torch_modules():
-    import torch
-    from torch import nn
-
-    class NoisyBatchNorm1d(nn.BatchNorm1d):
-        """``nn.BatchNorm1d`` followed, in training mode, by this step's per-unit scale and shift.
-
-        ``resample(generator)`` draws a new scale ~ U(lo, hi) and shift ~ U(-a, a) for every unit;
-        call it once per training step. In eval mode there is no noise. Shape: (N, D) -> (N, D).
-        """
-
-        def __init__(self, num_features: int, scale=(0.5, 1.5), shift: float = 0.5):
-            super().__init__(num_features)
-            self.scale_range, self.shift_range = tuple(scale), float(shift)
-            self.register_buffer("noise_scale", torch.ones(num_features))
-            self.register_buffer("noise_shift", torch.zeros(num_features))
-
-        def resample(self, generator) -> None:
-            lo, hi = self.scale_range
-            d = self.num_features
-            self.noise_scale.copy_(lo + (hi - lo) * torch.rand(d, generator=generator))
-            self.noise_shift.copy_(self.shift_range * (2 * torch.rand(d, generator=generator) - 1))
-
-        def forward(self, x):
-            out = super().forward(x)
-            return out * self.noise_scale + self.noise_shift if self.training else out
-
-    class DeepMLP(nn.Module):
-        """in -> [Linear -> norm -> ReLU] x depth -> Linear -> classes, He-initialized.
-
-        ``forward(x, collect=True)`` also returns the input of every Linear after the first
-        (what each layer sees from the layers below). ``block_of[name]`` gives each parameter's
-        block (0 = the first hidden layer, ``depth`` = the output layer).
-
-        Shape: x (N, D) -> logits (N, C).
-        """
-
-        def __init__(self, in_features: int, num_classes: int, setup: Setup):
-            super().__init__()
-            if setup.norm not in NORMS:
-                raise ValueError(f"norm must be one of {NORMS}, got {setup.norm!r}")
-            self.linears = nn.ModuleList()
-            self.norms = nn.ModuleList()
-            d = in_features
-            for _ in range(setup.depth):
-                self.linears.append(nn.Linear(d, setup.width))
-                if setup.norm == "batch":
-                    self.norms.append(nn.BatchNorm1d(setup.width))
-                elif setup.norm == "noisy":
-                    self.norms.append(NoisyBatchNorm1d(setup.width, setup.noise_scale, setup.noise_shift))
-                else:
-                    self.norms.append(nn.Identity())
-                d = setup.width
-            self.linears.append(nn.Linear(d, num_classes))
-            for lin in self.linears:
-                nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
-                nn.init.zeros_(lin.bias)
-            self.block_of = {name: int(name.split(".")[1]) for name, _ in self.named_parameters()}
-
-        def forward(self, x, collect: bool = False):
-            inputs = []
-            for lin, norm in zip(self.linears[:-1], self.norms):
-                x = torch.relu(norm(lin(x)))
-                inputs.append(x)
-            out = self.linears[-1](x)
-            return (out, inputs) if collect else out
-
-        def resample_noise(self, generator) -> None:
-            for m in self.norms:
-                if isinstance(m, NoisyBatchNorm1d):
-                    m.resample(generator)
-
-    return NoisyBatchNorm1d, DeepMLP
-
-
-def NoisyBatchNorm1d(num_features: int, scale=(0.5, 1.5), shift: float = 0.5):  # noqa: N802 - a module
-    """Batch norm + a per-step, per-unit random scale and shift (see ``_torch_modules``)."""
-    return _torch_modules()[0](num_features, scale, shift)
-
-
-def DeepMLP(in_features: int, num_classes: int, setup: Setup):  # noqa: N802 - a module
-    """The experiments' deep ReLU MLP (see ``_torch_modules``)."""
-    return _torch_modules()[1](in_features, num_classes, setup)
-
-
-# ---------------------------------------------------------------------------------------------
-# Measurements
-# ---------------------------------------------------------------------------------------------
-
-
-def _loss_at(model, params: dict, buffers: dict, x, y):
-    """The loss with ``params`` in place of the model's, running statistics left untouched."""
-    import torch.nn.functional as F
-    from torch.func import functional_call
-
-    bufs = {k: v.clone() for k, v in buffers.items()}  # a training-mode forward updates running stats
-    return F.cross_entropy(functional_call(model, {**params, **bufs}, (x,)), y)
-
-
-def layer_gradient_change(model, x, y, lr: float, grads: dict | None = None) -> list[dict]:
-    """Santurkar et al.'s internal covariate shift of every layer with layers below it, now.
-
-    For Linear layer ``i`` (1 .. depth): ``g_before`` = d loss / d W_i on batch (x, y);
-    ``g_after`` = the same after every parameter of blocks ``0 .. i-1`` took the SGD step
-    ``p - lr * grad`` (layer i and above unchanged). Returns one dict per layer with the
-    numpy gradients and ``gradient_change(g_before, g_after)``.
-    """
-    import torch
-
-    params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-    if grads is None:
-        loss = _loss_at(model, params, buffers, x, y)
-        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
-    out = []
-    for i in range(1, len(model.linears)):
-        name = f"linears.{i}.weight"
-        moved = {k: (p - lr * grads[k]).detach() if model.block_of[k] < i else p for k, p in params.items()}
-        moved[name] = params[name]
-        loss2 = _loss_at(model, moved, buffers, x, y)
-        (g_after,) = torch.autograd.grad(loss2, [moved[name]])
-        g_before = grads[name].detach().double().numpy()
-        g_after = g_after.detach().double().numpy()
-        rel, cos = gradient_change(g_before, g_after)
-        out.append({"layer": i, "g_before": g_before, "g_after": g_after, "relative_change": rel, "cosine": cos})
-    return out
-
-
-def _input_stats(model, x_probe) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per-unit mean and std (ddof=0) of every hidden layer's output (the next layer's input), training mode."""
-    import torch
-    from torch.func import functional_call
-
-    params = dict(model.named_parameters())
-    bufs = {k: v.clone() for k, v in model.named_buffers()}
-    with torch.no_grad():
-        _, inputs = functional_call(model, {**params, **bufs}, (x_probe,), {"collect": True})
-    return [(h.mean(0).double().numpy(), h.std(0, unbiased=False).double().numpy()) for h in inputs]
-
-
-def input_drift(stats: list[list[tuple[np.ndarray, np.ndarray]]]) -> float:
-    """How far each layer's input distribution moves between consecutive measurements.
-
-    ``stats[t][l] = (mean, std)`` per unit of layer l's input at measurement t. For each pair
-    (t-1, t) and layer: (mean |d mean| + mean |d std|) over units, divided by the mean std at
-    t-1 (so it is relative to the input's own spread), which is
-    ``bncourse.reference.what_bn_does.input_drift`` of the two activations; averaged over pairs
-    and layers.
-    """
-    vals = []
-    for prev, cur in zip(stats[:-1], stats[1:]):
-        for (m0, s0), (m1, s1) in zip(prev, cur):
-            scale = float(np.mean(s0))
-            if scale > 0:
-                vals.append((float(np.mean(np.abs(m1 - m0))) + float(np.mean(np.abs(s1 - s0)))) / scale)
-    return float(np.mean(vals)) if vals else math.nan
-
-
-def along_gradient(model, x, y, lr: float, multipliers=(0.5, 1.0, 2.0, 4.0)) -> dict:
-    """The loss and the gradient at ``w - c * lr * g`` for each multiplier c (training mode, same batch).
-
-    Returns ``losses`` (len(multipliers) + 1: c = 0 first), ``grad_change`` (||g(w') - g(w)||
-    for each c) and ``beta`` (the largest ||g(w') - g(w)|| / ||w' - w||: Santurkar et al.'s
-    "effective beta-smoothness").
-    """
-    import torch
-
-    params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-    loss0 = _loss_at(model, params, buffers, x, y)
-    g0 = torch.autograd.grad(loss0, list(params.values()))
-    gnorm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in g0)))
-    losses, changes, betas = [float(loss0.detach())], [], []
-    for c in multipliers:
-        moved = {k: (p - c * lr * g).detach().requires_grad_(True) for (k, p), g in zip(params.items(), g0)}
-        loss = _loss_at(model, moved, buffers, x, y)
-        g1 = torch.autograd.grad(loss, list(moved.values()))
-        diff = float(torch.sqrt(sum(((a.double() - b.double()) ** 2).sum() for a, b in zip(g1, g0))))
-        losses.append(float(loss.detach()))
-        changes.append(diff)
-        betas.append(diff / (c * lr * gnorm) if gnorm > 0 else math.nan)
-    return {"losses": np.array(losses), "grad_change": np.array(changes), "beta": float(np.nanmax(betas))}
-
-
-def _fresh(norm: str, seed: int, lr: float):
-    """A seeded MLP on digits with its data and noise generators, and an SGD stepper."""
-    import torch
-    import torch.nn.functional as F
-
-    from bncourse.device import configure_cpu_threads, set_seed
-
-    configure_cpu_threads()
-    X, y, _, _ = _digits()
-    set_seed(seed)
-    model = DeepMLP(X.shape[1], int(y.max()) + 1, Setup(norm=norm, lr=lr))
-    gen = torch.Generator().manual_seed(10_000 + seed)
-    noise_gen = torch.Generator().manual_seed(20_000 + seed)
-    model.train()
-
-    def next_batch():
-        idx = torch.randint(len(y), (Setup.batch_size,), generator=gen)
-        model.resample_noise(noise_gen)
-        return X[idx], y[idx]
-
-    def sgd_steps(n: int) -> None:
-        for _ in range(n):
-            xb, yb = next_batch()
-            grads = torch.autograd.grad(F.cross_entropy(model(xb), yb), list(model.parameters()))
-            with torch.no_grad():
-                for p, g in zip(model.parameters(), grads):
-                    p -= lr * g
-
-    return model, X, next_batch, sgd_steps
 
 
 def example_gradients(norm: str = "batch", seed: int = 0, steps: int = 50, lr: float = 0.1) -> list[dict]:
@@ -330,6 +84,8 @@ def example_layer_inputs(norm: str = "batch", seed: int = 0, steps: int = 50, ga
     sgd_steps(gap)
     next_batch()
     return list(zip(before, inputs()))
+
+
 
 
 # ---------------------------------------------------------------------------------------------
