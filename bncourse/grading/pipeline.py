@@ -25,7 +25,7 @@ from typing import Sequence
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbformat.v4 import new_output
-from traitlets import Dict, Float, Unicode
+from traitlets import Bool, Dict, Float, Unicode
 
 from bncourse.checks import replay
 from bncourse.grading import sources
@@ -35,20 +35,52 @@ REFUSED_ENAME = "GradingRefusedError"       # delegation, or a cell the grader c
 HIDDEN_MESSAGE = "a hidden test did not pass (hidden tests' code and values are not shown)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+NOT_RUN_NOTE = ("[not run by the grader: no graded cell comes after this one, so it cannot change a score; "
+                "it runs as usual in your own notebook]\n")
+
+
+def _grading_size(env: dict) -> bool:
+    return str(env.get("BNCOURSE_GRADING", "")).strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def last_graded_index(nb) -> int:
+    """Index of the last cell nbgrader grades or that holds a solution or a task (-1 if none)."""
+    marked = [i for i, c in enumerate(nb.cells)
+              if nbutils.is_grade(c) or nbutils.is_solution(c) or nbutils.is_task(c)]
+    return max(marked, default=-1)
+
+
 class GradingExecute(Execute):
     """nbgrader's Execute with extra environment variables for the kernel (the grading size by default).
 
     The checks do not depend on the size of a notebook's experiments, so grading runs them at the
     grading size (``bncourse.runtime.pick(..., grading=...)``, otherwise the fast size). Set
     ``c.GradingExecute.kernel_env = {"BNCOURSE_FAST": "1"}`` for the fast size, ``{}`` for full size.
+
+    At the grading size (``BNCOURSE_GRADING=1`` in ``kernel_env``) the code cells after the last
+    graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches
+    no graded cell, since every graded cell has run before them. Each gets one line saying so.
+    The fast and full sizes run every cell.
     """
 
     kernel_env = Dict({"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
                       help="Environment variables set for the grading kernel.").tag(config=True)
+    skip_trailing = Bool(True, help="At the grading size, do not run the code cells after the last graded "
+                                    "cell (they cannot change a score).").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
+        self._run_until = len(nb.cells)
+        if self.skip_trailing and _grading_size(self.kernel_env):
+            self._run_until = last_graded_index(nb) + 1
         with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
             return super().preprocess(nb, resources, km=km)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and index >= getattr(self, "_run_until", index + 1):
+            cell.outputs = [new_output("stream", name="stdout", text=NOT_RUN_NOTE)]
+            cell.execution_count = None
+            return cell, resources
+        return super().preprocess_cell(cell, resources, index)
 
 
 def _is_test_cell(cell) -> bool:
