@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -180,3 +181,96 @@ def test_does_feedback_hide_a_hidden_failure_but_keep_a_visible_one():
     assert "hidden=True" not in hidden.source and "N=7" not in str(hidden.outputs)
     assert hidden.outputs[0].evalue == grading.HIDDEN_MESSAGE
     assert "N=7" in visible.outputs[0].evalue and len(visible.outputs[0].traceback) == 1
+
+
+# --- `--jobs N` when a worker dies, and what a spinning kernel leaves behind (a tiny assignment) ----
+
+TINY = "tiny"
+SQUARE = "def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION"
+SQUARE_TEST = ("import numpy as np\nfrom bncourse.checks.core import Case, check_function\n"
+               "check_function('square', square, np.square,\n"
+               "               [Case('x = [3, -2]', lambda: (np.array([3.0, -2.0]),))]).assert_passed()")
+KILL_WORKER = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)  # the kernel's parent: the grading worker\n"
+ORPHAN = "bncourse-test-orphan"
+
+
+def _meta(grade_id, **kw):
+    meta = {"grade_id": grade_id, "solution": False, "grade": False, "locked": True, "schema_version": 3, **kw}
+    meta["locked"] = not meta["solution"]
+    return {"nbgrader": meta}
+
+
+def _tiny_course(root: Path, cells: dict[str, str]) -> Path:
+    """The course's nbgrader_config.py and a 2-point assignment (``square``); one submission per
+    entry of ``cells``: {student: the source of their solution cell}."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    (root / "source" / TINY).mkdir(parents=True)
+    shutil.copy(REPO / "notebooks" / "nbgrader_config.py", root / "nbgrader_config.py")
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [new_code_cell(SQUARE, metadata=_meta("square", solution=True)),
+                new_code_cell(SQUARE_TEST, metadata=_meta("square_test", grade=True, points=2))]
+    nbformat.write(nb, root / "source" / TINY / f"{TINY}.ipynb")
+    gen = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", TINY], cwd=root,
+                         capture_output=True, text=True, timeout=600)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    for student, source in cells.items():
+        sub = nbformat.reads(nbformat.writes(nb), as_version=4)
+        sub.cells[0].source = source
+        (root / "submitted" / student / TINY).mkdir(parents=True)
+        nbformat.write(sub, root / "submitted" / student / TINY / f"{TINY}.ipynb")
+    return root
+
+
+def _left_behind(exchange: str) -> list[str]:
+    """Processes still running that grading started: they carry the test's exchange folder in their
+    environment (workers, kernels, what kernels started) or the orphan's marker."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.pid == os.getpid() or "multiprocessing" in cmd:  # this process, the forkserver, the tracker
+                continue
+            if ORPHAN in cmd or p.environ().get("BNCOURSE_EXCHANGE") == exchange:
+                out.append(f"{p.pid}: {cmd[:120]}")
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_behind(tmp_path, monkeypatch):
+    """`grade(..., jobs=2)`: a worker SIGKILLed mid-submission (its kernel kills it) costs a retry; a
+    submission that kills every worker fails with its reason, 0 points, nothing half-written; a kernel
+    that spins through its cell's timeout and started a detached process leaves nothing running."""
+    exchange = str(tmp_path / "exchange")
+    monkeypatch.setenv("BNCOURSE_EXCHANGE", exchange)
+    monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "5")  # set after any forkserver started: workers must see it
+    grading._alembic_on_path()
+    marker = tmp_path / "killed-once"
+    spinner = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', "
+               f"'{ORPHAN}'], start_new_session=True)  # a process of its own session: killpg misses it\n"
+               "def square(x):\n    while True:  # and an interrupt does not stop it\n        try:\n"
+               "            while True:\n                pass\n        except KeyboardInterrupt:\n            pass\n")
+    once = (f"import pathlib\nif not pathlib.Path({str(marker)!r}).exists():\n    pathlib.Path({str(marker)!r}).touch()\n"
+            + "".join("    " + line + "\n" for line in KILL_WORKER.splitlines()))
+    course = _tiny_course(tmp_path / "course", {"ada": SQUARE, "killed_once": once + SQUARE, "spinner": spinner,
+                                                "zz_kills_every_time": KILL_WORKER + SQUARE})
+    submitted = {p: p.read_bytes() for p in (course / "submitted").rglob("*") if p.is_file()}
+
+    report = grading.grade(TINY, course, jobs=2, write_report=False)
+
+    by = {s.student: s for s in report.students}
+    assert {s: (r.status, r.score) for s, r in by.items()} == {
+        "ada": ("graded", 2), "killed_once": ("graded", 2), "spinner": ("failed", 0),
+        "zz_kills_every_time": ("failed", 0)}, str(report)
+    assert by["killed_once"].attempts == 2 and by["ada"].attempts == 1
+    assert by["zz_kills_every_time"].attempts == 3 and "died on every try" in by["zz_kills_every_time"].reason
+    assert "time limit" in by["spinner"].reason  # nbgrader gives up on a kernel an interrupt cannot stop
+    cells = gradebook_cells(course, TINY)
+    assert cells[("zz_kills_every_time", TINY, "square_test")] == (0.0, False)  # recorded, not half-written
+    assert not (course / "autograded" / "zz_kills_every_time").exists()
+    assert {p: p.read_bytes() for p in (course / "submitted").rglob("*") if p.is_file()} == submitted
+    assert _left_behind(exchange) == []

@@ -184,16 +184,32 @@ def graded(tmp_path_factory):
             (dest / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
         before = _hashes(course / "submitted")
         report = grading.grade(ASSIGNMENT, course, jobs=2)
+        left = _left_behind(str(tmp / "exchange"))
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
         feedback = api.generate_feedback(ASSIGNMENT)
         export = subprocess.run([sys.executable, "-m", "nbgrader", "export"], cwd=course,
                                 capture_output=True, text=True, timeout=300)
         after = _hashes(course / "submitted")
         yield {"course": course, "report": report, "class": klass, "before": before, "after": after,
-               "feedback": feedback, "export": export, "source_nb": source_nb}
+               "feedback": feedback, "export": export, "source_nb": source_nb, "left": left}
     finally:
         os.environ.clear()
         os.environ.update(old_env)
+
+
+def _left_behind(exchange: str) -> list[str]:
+    """Processes of the grading run still alive (they carry its exchange folder in their environment)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.pid != os.getpid() and "multiprocessing" not in cmd and p.environ().get("BNCOURSE_EXCHANGE") == exchange:
+                out.append(f"{p.pid}: {cmd[:120]}")
+        except psutil.Error:
+            continue
+    return out
 
 
 def _gradebook_scores(course: Path) -> dict:
@@ -234,6 +250,12 @@ def test_do_timeouts_stop_infinite_loops_in_a_cell_and_in_a_graded_function(grad
     timeouts = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
                 if o.output_type == "error" and o.ename == "CellTimeoutError"]
     assert timeouts, "the loop in the solution cell should have been stopped by the cell timeout"
+
+
+def test_does_no_kernel_outlive_grading_not_even_a_spinning_or_crashed_one(graded):
+    """Workers, kernels (loop_in_cell, loop_in_function, the crashes) and their children are all gone
+    when `grade` returns (the forkserver and this process aside)."""
+    assert graded["left"] == []
 
 
 def test_are_edited_and_deleted_test_cells_restored_from_the_source(graded):

@@ -1,10 +1,12 @@
 """Do submissions graded at the grading size (BNCOURSE_GRADING=1) get the same per-cell scores as in fast mode?
 
 The grading size shrinks only experiments whose outputs earn no points (``pick(..., grading=...)``
-in a notebook); this grades the same submissions both ways with real nbgrader and compares every
-graded cell. It covers 01 (cheap: the solution, the blank notebook and a wrong answer; it shows
-that the kernel really runs at each size) and, with the solution, every assignment whose source
-gives a ``grading=`` size.
+in a notebook) and does not run the cells after the last graded cell; this grades the same
+submissions both ways with real nbgrader and compares every graded cell. It covers 01 (cheap: the
+solution, the blank notebook and a wrong answer; it shows that the kernel really runs at each size
+and that the cells after the last graded one are left out) and, with the solution, every
+assignment whose source gives a ``grading=`` size in a cell that runs before its last graded cell
+(elsewhere the grading size only touches cells the grader does not run).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ GENERATED = ("release", "submitted", "autograded", "feedback", "gradebook.db", "
              ".ipynb_checkpoints", "grading_reports", "__pycache__")
 # An ungraded cell a learner could add: it prints the size the grading kernel runs at.
 SIZE_PROBE = "from bncourse.runtime import fast_mode, grading_mode\nprint('sizes:', fast_mode(), grading_mode())"
+TRAILING = "print('a cell after the last graded cell ran')"
 WRONG = {  # the solution, the blank release and one wrong answer; elsewhere (costly experiments) the solution
     "01_why_normalize": ("min_max_scale", "def min_max_scale(X_train, X_test):\n"
                                           "    return X_train / X_train.max(0), X_test / X_train.max(0)\n"),
@@ -29,10 +32,14 @@ WRONG = {  # the solution, the blank release and one wrong answer; elsewhere (co
 
 
 def _assignments() -> list[str]:
+    from bncourse.grading.pipeline import last_graded_index
+
     out = ["01_why_normalize"]
     for folder in sorted((REPO / "notebooks" / "source").iterdir()):
-        if folder.name not in out and any("grading=" in p.read_text() for p in folder.glob("*.ipynb")):
-            out.append(folder.name)
+        for path in folder.glob("*.ipynb"):
+            nb = nbformat.read(path, as_version=4)
+            if folder.name not in out and any("grading=" in c.source for c in nb.cells[:last_graded_index(nb)]):
+                out.append(folder.name)
     return out
 
 
@@ -46,7 +53,8 @@ def _course(root: Path, assignment: str) -> Path:
     assert res["success"], res.get("error")
     for src in (root / "source" / assignment).glob("*.ipynb"):
         solution = nbformat.read(src, as_version=4)
-        solution.cells.append(nbformat.v4.new_code_cell(SIZE_PROBE))
+        solution.cells.insert(0, nbformat.v4.new_code_cell(SIZE_PROBE))  # runs at every size
+        solution.cells.append(nbformat.v4.new_code_cell(TRAILING))  # runs in fast mode only
         subs = {"solution": solution}
         if assignment in WRONG:  # 01 is cheap: the blank and a wrong answer too
             subs["blank"] = nbformat.read(root / "release" / assignment / src.name, as_version=4)
@@ -70,10 +78,10 @@ def _cell_scores(course: Path, assignment: str) -> dict:
                 for sub in gb.assignment_submissions(assignment) for nb in sub.notebooks for g in nb.grades}
 
 
-def _probe(course: Path, assignment: str) -> str:
+def _probe(course: Path, assignment: str, source: str = SIZE_PROBE) -> str:
     for path in (course / "autograded" / "solution" / assignment).glob("*.ipynb"):
         for cell in nbformat.read(path, as_version=4).cells:
-            if cell.cell_type == "code" and cell.source == SIZE_PROBE:
+            if cell.cell_type == "code" and cell.source == source:
                 return "".join(o.get("text", "") for o in cell.outputs).strip()
     return ""
 
@@ -93,6 +101,8 @@ def test_does_the_grading_size_give_the_same_per_cell_scores_as_fast_mode(assign
 
     assert _probe(at_grading, assignment) == "sizes: True True"  # the kernel ran at the grading size
     assert _probe(at_fast, assignment) == "sizes: True False"
+    assert _probe(at_fast, assignment, TRAILING) == "a cell after the last graded cell ran"
+    assert _probe(at_grading, assignment, TRAILING).startswith("[not run by the grader")
     assert not by_grading.failed and not by_fast.failed
     scores = _cell_scores(at_grading, assignment)
     assert scores == _cell_scores(at_fast, assignment)

@@ -21,7 +21,6 @@ Kernels run at the grading size (``BNCOURSE_GRADING=1``, see ``bncourse.runtime.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -149,6 +148,9 @@ def _reason_from_log(text: str) -> str:
         return "the kernel died while running the notebook (os._exit, a segfault or out of memory)"
     if "UnresponsiveKernelError" in text or "became unresponsive" in text:
         return "the kernel stopped responding and could not be interrupted after the time limit"
+    if "Timeout waiting for IOPub output" in text or "CellTimeoutError" in text:
+        return ("a cell ran past the time limit and the kernel did not stop when interrupted "
+                "(BNCOURSE_CELL_TIMEOUT sets the limit)")
     if "NotJSONError" in text or "does not appear to be JSON" in text or "JSONDecodeError" in text:
         return "a notebook is not valid JSON (corrupted file)"
     errors = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("[INFO]")]
@@ -353,34 +355,17 @@ def _cell_notes(autograded: Path) -> list[str]:
     return notes
 
 
-def _pool_context():
-    """Worker processes forked from a clean server that has nbgrader imported once (POSIX).
-
-    Not plain fork: the calling process may hold kernel sockets or torch threads. Not spawn
-    either: importing nbgrader again for every pool costs seconds per assignment.
-    """
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        try:
-            ctx.set_forkserver_preload(["bncourse.grading.parallel"])
-        except Exception:  # noqa: BLE001 - the server is already running: keep it
-            pass
-        return ctx
-    return mp.get_context("spawn")
-
-
 def find_submissions(course_dir: str | os.PathLike, assignment: str) -> list[str]:
     root = Path(course_dir).resolve() / "submitted"
     return sorted(p.parent.name for p in root.glob(f"*/{assignment}") if p.is_dir())
 
 
-def _run_pool(tasks: list[dict], jobs: int) -> Iterator[dict]:
-    """Outcomes of ``grade_submission`` over ``tasks`` in ``jobs`` local processes, as they finish."""
-    if jobs == 1:
-        yield from (_grade_safely(t) for t in tasks)
-        return
-    with _pool_context().Pool(jobs) as pool:
-        yield from pool.imap_unordered(_grade_safely, tasks, chunksize=1)
+def _run_pool(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[dict]:
+    """Outcomes of ``grade_submission`` over ``tasks`` in ``jobs`` local worker processes, as they finish
+    (``bncourse.grading.workers``: a worker that dies costs its submission a retry, up to ``tries``)."""
+    from bncourse.grading.workers import run_local
+
+    return run_local(tasks, jobs, tries)
 
 
 def _install_autograded(dest: Path, files: dict[str, bytes] | None) -> None:

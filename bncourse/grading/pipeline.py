@@ -25,7 +25,7 @@ from typing import Sequence
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbformat.v4 import new_output
-from traitlets import Dict, Float, Unicode
+from traitlets import Bool, Dict, Float, Unicode
 
 from bncourse.checks import replay
 from bncourse.grading import sources
@@ -35,20 +35,65 @@ REFUSED_ENAME = "GradingRefusedError"       # delegation, or a cell the grader c
 HIDDEN_MESSAGE = "a hidden test did not pass (hidden tests' code and values are not shown)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+NOT_RUN_NOTE = ("[not run by the grader: no graded cell comes after this one, so it cannot change a score; "
+                "it runs as usual in your own notebook]\n")
+
+
+def _grading_size(env: dict) -> bool:
+    return str(env.get("BNCOURSE_GRADING", "")).strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def last_graded_index(nb) -> int:
+    """Index of the last cell nbgrader grades or that holds a solution or a task (-1 if none)."""
+    marked = [i for i, c in enumerate(nb.cells)
+              if nbutils.is_grade(c) or nbutils.is_solution(c) or nbutils.is_task(c)]
+    return max(marked, default=-1)
+
+
 class GradingExecute(Execute):
     """nbgrader's Execute with extra environment variables for the kernel (the grading size by default).
 
     The checks do not depend on the size of a notebook's experiments, so grading runs them at the
     grading size (``bncourse.runtime.pick(..., grading=...)``, otherwise the fast size). Set
     ``c.GradingExecute.kernel_env = {"BNCOURSE_FAST": "1"}`` for the fast size, ``{}`` for full size.
+
+    At the grading size (``BNCOURSE_GRADING=1`` in ``kernel_env``) the code cells after the last
+    graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches
+    no graded cell, since every graded cell has run before them. Each gets one line saying so.
+    The fast and full sizes run every cell.
     """
 
     kernel_env = Dict({"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
                       help="Environment variables set for the grading kernel.").tag(config=True)
+    skip_trailing = Bool(True, help="At the grading size, do not run the code cells after the last graded "
+                                    "cell (they cannot change a score).").tag(config=True)
+    prestart_replay = Bool(True, help="Start VerifyChecks' re-judging process (and its imports) when the "
+                                      "notebook starts to run.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
-        with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
-            return super().preprocess(nb, resources, km=km)
+        self._run_until = len(nb.cells)
+        if self.skip_trailing and _grading_size(self.kernel_env):
+            self._run_until = last_graded_index(nb) + 1
+        replayer = None
+        if self.prestart_replay and resources is not None:
+            trusted = trusted_sources(resources)
+            if trusted:  # the checks' imports (torch ...) happen while the kernel runs, not after
+                replayer = resources[_PRESTARTED] = ReplayProcess(check_modules(list(trusted.values())))
+        try:
+            with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
+                return super().preprocess(nb, resources, km=km)
+        except BaseException:
+            if replayer is not None:
+                resources.pop(_PRESTARTED, None)
+                replayer.close()
+            raise
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and index >= getattr(self, "_run_until", index + 1):
+            cell.outputs = [new_output("stream", name="stdout", text=NOT_RUN_NOTE)]
+            cell.execution_count = None
+            return cell, resources
+        return super().preprocess_cell(cell, resources, index)
 
 
 def _is_test_cell(cell) -> bool:
@@ -72,18 +117,67 @@ def _pop_receipts(cell) -> list:
     return receipts
 
 
-def replay_cells(cells: Sequence[dict], timeout: float = 600) -> dict[str, list]:
+_REPLAY_PROGRAM = ("import importlib, sys\n"
+                   "for name in sys.argv[1:]:  # while the notebook runs: the checks its test cells import\n"
+                   "    try:\n        importlib.import_module(name)\n    except Exception:\n        pass\n"
+                   "from bncourse.checks.replay import main\nsys.exit(main())")
+_CHECK_MODULE = re.compile(r"^\s*(?:from|import)\s+(bncourse\.checks\.[A-Za-z_]\w*)", re.M)
+_PRESTARTED = "bncourse_replay_process"  # resources key: GradingExecute -> VerifyChecks
+
+
+class ReplayProcess:
+    """The fresh ``python -I`` process that re-judges test cells, started before it is needed.
+
+    Started when the notebook starts to run, it imports the checks' modules (torch takes seconds)
+    while the kernel works, then waits for the cells on stdin; ``judge`` hands them over.
+    """
+
+    def __init__(self, preload: Sequence[str] = ()):
+        self._cwd = tempfile.TemporaryDirectory(prefix="bncourse-replay-")
+        env = {k: v for k, v in os.environ.items() if k not in ("NBGRADER_EXECUTION", replay.ENV_FORCE)}
+        # One thread: the checks' tensors are small, and on a busy machine torch's thread pool made
+        # re-judging notebook 4 four times slower (21 s against 5 s at load 8 on 2 cores).
+        env.update({k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", _REPLAY_PROGRAM, *preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=self._cwd.name, env=env)
+
+    def judge(self, cells: Sequence[dict], timeout: float = 600) -> dict[str, list]:
+        try:
+            out, err = self.proc.communicate(json.dumps({"cells": list(cells)}), timeout=timeout)
+        finally:
+            self.close()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"the replay process failed: {err.strip()[-2000:]}")
+        return json.loads(out)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        self._cwd.cleanup()
+
+
+def check_modules(sources: Sequence[str]) -> list[str]:
+    """The ``bncourse.checks.*`` modules that test cell ``sources`` import (to load them early)."""
+    return sorted({m for src in sources for m in _CHECK_MODULE.findall(src)})
+
+
+def replay_cells(cells: Sequence[dict], timeout: float = 600, process: ReplayProcess | None = None) -> dict[str, list]:
     """Re-judge test cells in a fresh ``python -I`` process: {cell id: [verdict, reason]}."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NBGRADER_EXECUTION", replay.ENV_FORCE)}
-    with tempfile.TemporaryDirectory(prefix="bncourse-replay-") as cwd:
-        proc = subprocess.run(
-            [sys.executable, "-I", "-c", "import sys; from bncourse.checks.replay import main; sys.exit(main())"],
-            input=json.dumps({"cells": list(cells)}), capture_output=True, text=True, cwd=cwd, env=env,
-            timeout=timeout,
-        )
-    if proc.returncode != 0:
-        raise RuntimeError(f"the replay process failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout)
+    return (process or ReplayProcess()).judge(cells, timeout=timeout)
+
+
+def trusted_sources(resources) -> dict[str, str] | None:
+    """grade_id -> the test cell's source as the gradebook stores it (None outside autograde)."""
+    from nbgrader.api import Gradebook
+
+    info = (resources or {}).get("nbgrader") or {}
+    if not {"db_url", "notebook", "assignment"} <= set(info):
+        return None
+    with Gradebook(info["db_url"]) as gb:
+        notebook = gb.find_notebook(info["notebook"], info["assignment"])
+        return {c.name: c.source for c in notebook.source_cells}
 
 
 class VerifyChecks(NbGraderPreprocessor):
@@ -102,19 +196,9 @@ class VerifyChecks(NbGraderPreprocessor):
 
     timeout = Float(600, help="Seconds allowed for re-judging one notebook's test cells.").tag(config=True)
 
-    def _trusted_sources(self, resources) -> dict[str, str] | None:
-        """grade_id -> the test cell's source as the gradebook stores it (None outside autograde)."""
-        from nbgrader.api import Gradebook
-
-        info = (resources or {}).get("nbgrader") or {}
-        if not {"db_url", "notebook", "assignment"} <= set(info):
-            return None
-        with Gradebook(info["db_url"]) as gb:
-            notebook = gb.find_notebook(info["notebook"], info["assignment"])
-            return {c.name: c.source for c in notebook.source_cells}
-
     def preprocess(self, nb, resources):
-        trusted = self._trusted_sources(resources)
+        trusted = trusted_sources(resources)
+        prestarted = (resources or {}).pop(_PRESTARTED, None)
         program = sources.Program(*sources.learner_and_instructor_sources(nb))
         jobs = []
         for i, cell in enumerate(nb.cells):
@@ -132,8 +216,10 @@ class VerifyChecks(NbGraderPreprocessor):
                 jobs.append({"id": str(i), "source": source, "receipts": receipts,
                              "references": sorted(program.references(names))})
         if not jobs:
+            if prestarted is not None:
+                prestarted.close()
             return nb, resources
-        verdicts = replay_cells(jobs, timeout=self.timeout)
+        verdicts = replay_cells(jobs, timeout=self.timeout, process=prestarted)
         for job in jobs:
             cell = nb.cells[int(job["id"])]
             grade_id = cell.metadata["nbgrader"].get("grade_id", job["id"])
