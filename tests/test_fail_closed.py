@@ -12,7 +12,9 @@ fake class is graded once with ``bncourse.grading.grade(..., jobs=2)``, nbgrader
   everywhere (a blank submission without the switch is weaker, so it is not graded separately).
 
 Scores are read per cell from the gradebook. The kernels run with ``BNCOURSE_GRADING=1`` (the
-grading size of the experiments).
+grading size of the experiments). Where an assignment's grading size differs from its fast size (a
+``grading=`` value or a ``skip-when-grading`` tag before its last graded cell), the solution is
+graded once more at the fast size: every cell must score the same at both sizes.
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ def _variant(nb, kind: str):
     return nb
 
 
+def _differs_at_grading_size(nb) -> bool:
+    """Does the grading size run something else than the fast size before the last graded cell?"""
+    from bncourse.grading.pipeline import last_graded_index, skipped_when_grading
+
+    before = nb.cells[:last_graded_index(nb)]
+    return any(c.cell_type == "code" and ("grading=" in c.source or skipped_when_grading(c)) for c in before)
+
+
 def _graded_cells(nb) -> dict[str, float]:
     return {_meta(c)["grade_id"]: float(_meta(c).get("points", 0)) for c in nb.cells
             if _meta(c).get("grade") and not _meta(c).get("solution")}
@@ -154,6 +164,24 @@ def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confi
                    for student, nb_name, gid in expected}
         wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
         assert not wrong, f"cells scored differently from expected (got, expected): {wrong}"
+
+        sources = [nbformat.read(p, as_version=4) for p in (course / "source" / assignment).glob("*.ipynb")]
+        if any(_differs_at_grading_size(nb) for nb in sources):  # the solution again, at the fast size
+            at_fast = tmp_path / "at_fast"
+            shutil.copytree(course, at_fast, ignore=shutil.ignore_patterns(*GENERATED, "grading_reports"))
+            shutil.copytree(course / "submitted" / "solution", at_fast / "submitted" / "solution")
+            os.environ.pop("BNCOURSE_GRADING")
+            cfg = grading.load_config(at_fast)  # a fresh gradebook: no score can come from the first run
+            assert NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg).generate_assignment(
+                assignment, force=True)["success"]
+            fast_report = grading.grade(assignment, at_fast, jobs=2, size="fast", write_report=False)
+            assert not fast_report.failed, [(s.student, s.reason) for s in fast_report.failed]
+            with Gradebook(grading.db_url_of(at_fast)) as gb:
+                at_fast_size = {(nb_name, gid): gb.find_grade(gid, nb_name, assignment, "solution").score
+                                for student, nb_name, gid in expected if student == "solution"}
+            at_grading_size = {(nb_name, gid): got[(student, nb_name, gid)]
+                               for student, nb_name, gid in expected if student == "solution"}
+            assert at_fast_size == at_grading_size, "the grading size changed a score"
     finally:
         os.environ.clear()
         os.environ.update(old)

@@ -1,12 +1,11 @@
-"""Do submissions graded at the grading size (BNCOURSE_GRADING=1) get the same per-cell scores as in fast mode?
+"""Does the grading size (BNCOURSE_GRADING=1) change what runs, and never a score?
 
 The grading size shrinks only experiments whose outputs earn no points (``pick(..., grading=...)``
-in a notebook) and does not run the cells after the last graded cell; this grades the same
-submissions both ways with real nbgrader and compares every graded cell. It covers 01 (cheap: the
-solution, the blank notebook and a wrong answer; it shows that the kernel really runs at each size
-and that the cells after the last graded one are left out) and, with the solution, every
-assignment whose source gives a ``grading=`` size in a cell that runs before its last graded cell
-(elsewhere the grading size only touches cells the grader does not run).
+in a notebook), does not run the cells after the last graded cell, nor ungraded cells tagged
+``skip-when-grading``. This grades the same submissions of notebook 1 both ways with real nbgrader
+(the solution, the blank notebook and a wrong answer) and shows that the kernel really runs at each
+size and which cells are left out. For every assignment whose grading size differs from its fast
+size, ``test_fail_closed.py`` grades the solution at both sizes and compares every cell's score.
 """
 
 from __future__ import annotations
@@ -25,22 +24,11 @@ GENERATED = ("release", "submitted", "autograded", "feedback", "gradebook.db", "
 # An ungraded cell a learner could add: it prints the size the grading kernel runs at.
 SIZE_PROBE = "from bncourse.runtime import fast_mode, grading_mode\nprint('sizes:', fast_mode(), grading_mode())"
 TRAILING = "print('a cell after the last graded cell ran')"
+TAGGED = "print('a tagged experiment ran')"  # inserted before the last graded cell, tagged skip-when-grading
 WRONG = {  # the solution, the blank release and one wrong answer; elsewhere (costly experiments) the solution
     "01_why_normalize": ("min_max_scale", "def min_max_scale(X_train, X_test):\n"
                                           "    return X_train / X_train.max(0), X_test / X_train.max(0)\n"),
 }
-
-
-def _assignments() -> list[str]:
-    from bncourse.grading.pipeline import last_graded_index
-
-    out = ["01_why_normalize"]
-    for folder in sorted((REPO / "notebooks" / "source").iterdir()):
-        for path in folder.glob("*.ipynb"):
-            nb = nbformat.read(path, as_version=4)
-            if folder.name not in out and any("grading=" in c.source for c in nb.cells[:last_graded_index(nb)]):
-                out.append(folder.name)
-    return out
 
 
 def _course(root: Path, assignment: str) -> Path:
@@ -55,6 +43,8 @@ def _course(root: Path, assignment: str) -> Path:
         solution = nbformat.read(src, as_version=4)
         solution.cells.insert(0, nbformat.v4.new_code_cell(SIZE_PROBE))  # runs at every size
         solution.cells.append(nbformat.v4.new_code_cell(TRAILING))  # runs in fast mode only
+        tagged = nbformat.v4.new_code_cell(TAGGED, metadata={"tags": ["skip-when-grading"]})
+        solution.cells.insert(2, tagged)  # before the graded cells: runs in fast mode only
         subs = {"solution": solution}
         if assignment in WRONG:  # 01 is cheap: the blank and a wrong answer too
             subs["blank"] = nbformat.read(root / "release" / assignment / src.name, as_version=4)
@@ -87,8 +77,8 @@ def _probe(course: Path, assignment: str, source: str = SIZE_PROBE) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment", _assignments())
-def test_does_the_grading_size_give_the_same_per_cell_scores_as_fast_mode(assignment, tmp_path, monkeypatch):
+def test_does_the_grading_size_leave_out_only_cells_that_cannot_change_a_score(tmp_path, monkeypatch):
+    assignment = "01_why_normalize"
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
     grading._alembic_on_path()
@@ -103,10 +93,11 @@ def test_does_the_grading_size_give_the_same_per_cell_scores_as_fast_mode(assign
     assert _probe(at_fast, assignment) == "sizes: True False"
     assert _probe(at_fast, assignment, TRAILING) == "a cell after the last graded cell ran"
     assert _probe(at_grading, assignment, TRAILING).startswith("[not run by the grader")
+    assert _probe(at_fast, assignment, TAGGED) == "a tagged experiment ran"
+    assert _probe(at_grading, assignment, TAGGED).startswith("[not run by the grader: an experiment")
     assert not by_grading.failed and not by_fast.failed
     scores = _cell_scores(at_grading, assignment)
     assert scores == _cell_scores(at_fast, assignment)
     full = by_grading.scores()["solution"]
     assert full == by_grading.students[0].max_score > 0
-    if "wrong" in by_grading.scores():
-        assert by_grading.scores()["blank"] == 0 and 0 < by_grading.scores()["wrong"] < full
+    assert by_grading.scores()["blank"] == 0 and 0 < by_grading.scores()["wrong"] < full

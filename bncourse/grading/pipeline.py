@@ -37,6 +37,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 NOT_RUN_NOTE = ("[not run by the grader: no graded cell comes after this one, so it cannot change a score; "
                 "it runs as usual in your own notebook]\n")
+# A code cell an author tags with SKIP_TAG is an experiment no graded cell depends on: the grader does
+# not run it at the grading size (tests/test_grading_size.py grades each such notebook at both sizes
+# and compares every cell's score). A graded, solution or task cell is always run, tag or not.
+SKIP_TAG = "skip-when-grading"
+SKIPPED_NOTE = ("[not run by the grader: an experiment no graded cell depends on (tagged "
+                f"'{SKIP_TAG}'); it runs as usual in your own notebook]\n")
 
 
 def _grading_size(env: dict) -> bool:
@@ -45,9 +51,18 @@ def _grading_size(env: dict) -> bool:
 
 def last_graded_index(nb) -> int:
     """Index of the last cell nbgrader grades or that holds a solution or a task (-1 if none)."""
-    marked = [i for i, c in enumerate(nb.cells)
-              if nbutils.is_grade(c) or nbutils.is_solution(c) or nbutils.is_task(c)]
+    marked = [i for i, c in enumerate(nb.cells) if _is_marked(c)]
     return max(marked, default=-1)
+
+
+def _is_marked(cell) -> bool:
+    return nbutils.is_grade(cell) or nbutils.is_solution(cell) or nbutils.is_task(cell)
+
+
+def skipped_when_grading(cell) -> bool:
+    """True for an ungraded code cell its author tagged ``skip-when-grading``."""
+    return (cell.cell_type == "code" and SKIP_TAG in cell.get("metadata", {}).get("tags", [])
+            and not _is_marked(cell))
 
 
 class GradingExecute(Execute):
@@ -59,7 +74,8 @@ class GradingExecute(Execute):
 
     At the grading size (``BNCOURSE_GRADING=1`` in ``kernel_env``) the code cells after the last
     graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches
-    no graded cell, since every graded cell has run before them. Each gets one line saying so.
+    no graded cell, since every graded cell has run before them; nor are ungraded code cells tagged
+    ``skip-when-grading`` (experiments no graded cell depends on). Each gets one line saying so.
     The fast and full sizes run every cell.
     """
 
@@ -72,6 +88,7 @@ class GradingExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._run_until = len(nb.cells)
+        self._skip_tagged = _grading_size(self.kernel_env)
         if self.skip_trailing and _grading_size(self.kernel_env):
             self._run_until = last_graded_index(nb) + 1
         replayer = None
@@ -91,6 +108,10 @@ class GradingExecute(Execute):
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and index >= getattr(self, "_run_until", index + 1):
             cell.outputs = [new_output("stream", name="stdout", text=NOT_RUN_NOTE)]
+            cell.execution_count = None
+            return cell, resources
+        if getattr(self, "_skip_tagged", False) and skipped_when_grading(cell):
+            cell.outputs = [new_output("stream", name="stdout", text=SKIPPED_NOTE)]
             cell.execution_count = None
             return cell, resources
         return super().preprocess_cell(cell, resources, index)
