@@ -12,6 +12,8 @@ with its decision rule written down before the run, and returns the ``Experiment
   padding (each length bucket on its own, as a deployed model would see them).
 * ``run_renorm``: batch norm against batch renormalization (``bncourse.renorm.BatchRenorm``)
   with small batches and with non-i.i.d. batches (two classes per batch).
+
+The models are tiny, so the runs use one torch thread (``small_batches.one_torch_thread``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from bncourse.data import ClassPairLoader, DataSplit, load_digits
 from bncourse.experiments.harness import AtMost, Better, ExperimentResult, run_experiment
+from bncourse.experiments.small_batches import one_torch_thread
 from bncourse.models import SmallCNN
 from bncourse.renorm import BatchRenorm
 from bncourse.train import TrainConfig, evaluate, train
@@ -213,8 +216,9 @@ def run_sequences(n_train: int = 2000, steps: int = 300, batch_size: int = 32, l
     rules = [Better("gap", "bn_masked", "bn_padded", higher_is_better=False, floor=0.02),
              Better("gap", "ln", "bn_padded", higher_is_better=False, floor=0.02),
              AtMost("gap", "bn_masked", 0.02)]
-    return run_experiment("padded-sequences", sequence_trial, arms, rules, seeds=seeds, progress=progress,
-                          claim="padding inside batch norm's statistics opens a train/eval gap; a mask or layer norm closes it")
+    with one_torch_thread():
+        return run_experiment("padded-sequences", sequence_trial, arms, rules, seeds=seeds, progress=progress,
+                              claim="padding inside batch norm's statistics opens a train/eval gap; a mask or layer norm closes it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,5 +258,6 @@ def run_renorm(data: DataSplit, small_batch: int = 4, small_steps: int = 300, no
                                             "steps": non_iid_steps, "lr": lr_non_iid, "non_iid": True}
     rules = [Better("test_acc", f"renorm, B={small_batch}", f"batch, B={small_batch}", floor=0.01),
              Better("test_acc", "renorm, 2 classes/batch", "batch, 2 classes/batch", floor=0.01)]
-    return run_experiment("batch-renorm", renorm_trial, arms, rules, seeds=seeds, progress=progress,
-                          claim="batch renorm beats batch norm with small or non-i.i.d. batches (Ioffe 2017)")
+    with one_torch_thread():
+        return run_experiment("batch-renorm", renorm_trial, arms, rules, seeds=seeds, progress=progress,
+                              claim="batch renorm beats batch norm with small or non-i.i.d. batches (Ioffe 2017)")

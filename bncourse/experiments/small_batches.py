@@ -44,7 +44,7 @@ from bncourse.experiments.harness import AtLeast, AtMost, Better, ExperimentResu
 from bncourse.models import SmallCNN
 
 __all__ = ["WU_HE_2018", "VARIANTS", "small_batch_task", "steps_per_batch", "lr_grid", "LRChoice",
-           "SmallBatchRun", "run_small_batches"]
+           "SmallBatchRun", "run_small_batches", "one_torch_thread"]
 
 # Wu & He 2018 (Group Normalization), ResNet-50 on ImageNet, top-1 validation error (%) against
 # images per GPU (8 GPUs), Figure 1 / Table 3.
@@ -150,7 +150,8 @@ class SmallBatchRun:
 
 
 @contextmanager
-def _one_thread():
+def one_torch_thread():
+    """Run the block with one torch CPU thread (tiny models: faster, and no waiting on busy cores)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -218,7 +219,7 @@ def run_small_batches(task: Task, variant: str = "fixed epochs", batch_sizes: Se
     n_steps = steps_per_batch(variant, batch_sizes, len(task.y_train), epochs, steps)
     rules = [AtLeast("drop", "batch", 0.02), AtMost("drop", "group", 0.02),
              Better("drop", "group", "batch", higher_is_better=False, floor=0.02)]
-    with _one_thread():
+    with one_torch_thread():
         tuning = []
         for norm in norms:
             for b in batch_sizes:
