@@ -76,7 +76,8 @@ def decoy_test_run():
         decoy = barely.eval()(t.X_val).argmax(1)
     task = Task(t.X_train, t.y_train, t.X_val, t.y_val, t.X_val.clone(), decoy, t.note)
     run = S.run_small_batches(task, variant="fixed steps", batch_sizes=(8, 32), norms=("batch", "group"),
-                              steps=40, lr_factors=(1e-4, 1.0), seeds=[0], tuning_seed=tuning_seed, progress=False)
+                              steps=40, lr_factors=(1e-4, 1.0), seeds=[0], tuning_seed=tuning_seed, max_extensions=0,
+                              progress=False)
     return task, run
 
 
@@ -92,6 +93,7 @@ def test_does_tuning_pick_the_rate_on_the_validation_split_not_the_test_split(de
         test_acc.append(fit(S._build("batch")(), task, steps=40, lr=lr, batch_size=32, seed=run.tuning_seed).test_acc)
     assert test_acc[0] > 0.9 > test_acc[1], test_acc  # the decoy works: the test split prefers the smallest rate
     assert choice.lr == max(choice.grid), choice
+    assert choice.at_edge and choice.limit == "0 extensions"  # the edge is reported with what stopped the search
 
 
 def test_does_the_fixed_step_variant_give_every_batch_size_the_same_steps(decoy_test_run):
@@ -124,3 +126,40 @@ def test_does_the_result_carry_the_chosen_rates_and_the_grid(decoy_test_run):
 def test_is_a_tuning_seed_that_is_also_a_verdict_seed_refused():
     with pytest.raises(ValueError, match="tuning seed 1 must not be a verdict seed"):
         S.run_small_batches(S.small_batch_task(n_train=50), seeds=[0, 1], tuning_seed=1, progress=False)
+
+
+def test_does_tuning_extend_the_grid_until_the_best_rate_is_inside_it():
+    import math
+
+    calls = []
+
+    def score(lr):  # a synthetic validation accuracy, best at lr = 0.002
+        calls.append(lr)
+        return -(math.log10(lr) - math.log10(0.002)) ** 2
+
+    tried, best, limit = S.tune_until_interior(score, (0.03, 0.1, 0.3))
+    assert list(tried) == [0.00111, 0.00333, 0.01, 0.03, 0.1, 0.3]  # three steps of 3 down from the low edge
+    assert sorted(calls) == list(tried) and tried[0.01] == score(0.01)  # each rate scored once, recorded
+    assert best == 0.00333 and limit is None
+    choice = S.LRChoice("batch", 2, 10, tuple(tried), tuple(tried.values()), best, limit)
+    assert not choice.at_edge
+
+
+def test_does_tuning_stop_at_a_stated_limit_and_say_so():
+    rising = lambda lr: lr  # noqa: E731  (the larger the better: the optimum is never inside)
+    tried, best, limit = S.tune_until_interior(rising, (0.1, 0.3))
+    assert list(tried) == [0.1, 0.3, 0.9] and best == 0.9 and limit == "upper bound 1"
+    assert S.LRChoice("group", 32, 10, tuple(tried), tuple(tried.values()), best, limit).at_edge
+    tried, best, limit = S.tune_until_interior(lambda lr: -lr, (0.1, 0.3), max_extensions=2)
+    assert list(tried) == [0.0111, 0.0333, 0.1, 0.3] and limit == "2 extensions"
+    with pytest.raises(ValueError, match="got an empty grid"):
+        S.tune_until_interior(rising, ())
+
+
+def test_does_the_small_batch_run_record_every_rate_its_search_tried():
+    run = S.run_small_batches(S.small_batch_task(n_train=100), variant="fixed steps", batch_sizes=(8, 32),
+                              steps=10, lr_factors=(1 / 3, 1.0), seeds=[0], max_extensions=2, progress=False)
+    for c in run.tuning:
+        assert set(S.lr_grid(c.batch_size, factors=(1 / 3, 1.0))) <= set(c.grid) and list(c.grid) == sorted(c.grid)
+        assert len(c.val_acc) == len(c.grid) and c.lr in c.grid
+        assert c.at_edge == (c.limit is not None), c  # an edge only when a limit stopped the search

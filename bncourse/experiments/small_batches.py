@@ -14,11 +14,14 @@ Two training budgets, because "the same training" has two meanings when the batc
 * ``"fixed steps"``: every batch size takes the same number of optimizer steps, so the large
   batches see more examples; the amount of updating is the same, only the batch differs.
 
-Fair learning rates: each (normalization, batch size) arm gets its own rate, chosen from a small
-grid (factors 3 apart around the linear scaling rule ``base_lr * B / 32``, Wu & He's)
-by validation accuracy (``common.tune_lr``) on a tuning seed that is not one of the verdict seeds;
-the verdict seeds then train at the chosen rate and are scored on the test split. The choices
-are data: ``SmallBatchRun.tuning`` (every grid point's validation accuracy) and ``.lrs()``.
+Fair learning rates: each (normalization, batch size) arm gets its own rate, chosen by validation
+accuracy (``common.tune_lr``) on a tuning seed that is not one of the verdict seeds, starting from
+a small grid (factors 3 apart around the linear scaling rule ``base_lr * B / 32``, Wu & He's);
+when the best rate is the smallest or the largest tried, the search goes one factor-3 step further
+that way and tries again (``tune_until_interior``), until the best rate has a worse one on each
+side or a stated limit stops it (the number of extensions, or the rate bounds ``LR_LIMITS``).
+The verdict seeds then train at the chosen rate and are scored on the test split. The choices are
+data: ``SmallBatchRun.tuning`` (every rate tried and its validation accuracy) and ``.lrs()``.
 
 The decision rule, fixed in ``run_small_batches`` before the run, compares the accuracy lost from
 the reference batch (32, Wu & He's) to the smallest one (the ``drop``), per seed:
@@ -35,7 +38,7 @@ import html
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -44,7 +47,7 @@ from bncourse.experiments.harness import AtLeast, AtMost, Better, ExperimentResu
 from bncourse.models import SmallCNN
 
 __all__ = ["WU_HE_2018", "VARIANTS", "small_batch_task", "steps_per_batch", "lr_grid", "LRChoice",
-           "SmallBatchRun", "run_small_batches", "one_torch_thread"]
+           "LR_LIMITS", "tune_until_interior", "SmallBatchRun", "run_small_batches", "one_torch_thread"]
 
 # Wu & He 2018 (Group Normalization), ResNet-50 on ImageNet, top-1 validation error (%) against
 # images per GPU (8 GPUs), Figure 1 / Table 3.
@@ -80,20 +83,69 @@ def lr_grid(batch_size: int, base_lr: float = 0.05, factors: Sequence[float] = (
     return tuple(float(f"{center * f:.3g}") for f in factors)
 
 
+# Hard bounds of the learning-rate search (SGD with momentum 0.9 on these CNNs): the search never
+# goes below the first or above the second; a best rate at a bound is reported as at the edge.
+LR_LIMITS = (1e-5, 1.0)
+
+
+def _best(tried: dict[float, float]) -> float:
+    """The rate with the highest score; ties go to the smaller rate (as ``common.tune_lr``)."""
+    return max(tried, key=lambda lr: (tried[lr], -lr))
+
+
+def tune_until_interior(score: Callable[[float], float], grid: Sequence[float], step: float = 3.0,
+                        max_extensions: int = 4, limits: tuple[float, float] = LR_LIMITS
+                        ) -> tuple[dict[float, float], float, str | None]:
+    """Score every rate of ``grid``; while the best is the smallest (largest) rate tried, score one
+    more rate ``step`` times smaller (larger) and look again.
+
+    ``score(lr)`` is called once per rate (higher is better). Stops when the best rate has a tried
+    rate on each side, or at a limit: ``max_extensions`` new rates, or a new rate outside ``limits``.
+    Returns ({rate: score} of every rate tried, in increasing rate; the best rate; None or the
+    limit that stopped the search with the best rate still at the edge).
+    """
+    if not grid:
+        raise ValueError("grid must hold at least one learning rate, got an empty grid")
+    if step <= 1:
+        raise ValueError(f"step must be > 1, got {step!r}")
+    lo, hi = limits
+    tried = {float(lr): float(score(float(lr))) for lr in grid}
+    extensions = 0
+    while True:
+        lrs = sorted(tried)
+        best = _best(tried)
+        if best == lrs[0]:
+            new = float(f"{lrs[0] / step:.3g}")
+            if new < lo:
+                return dict(sorted(tried.items())), best, f"lower bound {lo:g}"
+        elif best == lrs[-1]:
+            new = float(f"{lrs[-1] * step:.3g}")
+            if new > hi:
+                return dict(sorted(tried.items())), best, f"upper bound {hi:g}"
+        else:
+            return dict(sorted(tried.items())), best, None
+        if extensions >= max_extensions:
+            return dict(sorted(tried.items())), best, f"{max_extensions} extensions"
+        tried[new] = float(score(new))
+        extensions += 1
+
+
 @dataclass(frozen=True)
 class LRChoice:
-    """The learning rate chosen for one arm: every grid point's validation accuracy, and the best."""
+    """The learning rate chosen for one arm: every rate tried with its validation accuracy, and the best."""
 
     norm: str
     batch_size: int
     steps: int
-    grid: tuple[float, ...]
-    val_acc: tuple[float, ...]  # one per grid point (tuning seed, validation split)
+    grid: tuple[float, ...]  # every rate tried, increasing: the first grid and its extensions
+    val_acc: tuple[float, ...]  # one per rate tried (tuning seed, validation split)
     lr: float
+    limit: str | None = None  # what stopped the search with the best rate at the edge, if anything
 
     @property
     def at_edge(self) -> bool:
-        """True when the best rate is the grid's smallest or largest (the optimum may lie outside)."""
+        """True when the best rate is the smallest or largest tried (the optimum may lie outside);
+        after ``tune_until_interior`` only when a limit (``.limit``) stopped the search."""
         return len(self.grid) > 1 and self.lr in (min(self.grid), max(self.grid))
 
 
@@ -127,8 +179,8 @@ class SmallBatchRun:
         lines = [str(self.result), f"  tuned learning rates (tuning seed {self.tuning_seed}, validation split):"]
         for c in self.tuning:
             grid = ", ".join(f"{lr:g}: {acc:.1%}" for lr, acc in zip(c.grid, c.val_acc))
-            lines.append(f"    {c.norm}@{c.batch_size} ({c.steps} steps): {c.lr:g}{' (grid edge)' if c.at_edge else ''}"
-                         f"  [{grid}]")
+            edge = f" (edge of the rates tried; stopped by: {c.limit or 'the grid'})" if c.at_edge else ""
+            lines.append(f"    {c.norm}@{c.batch_size} ({c.steps} steps): {c.lr:g}{edge}  [{grid}]")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -139,13 +191,14 @@ class SmallBatchRun:
         head = "".join(f"<th>B = {b} ({self.steps[b]} steps)</th>" for b in self.batch_sizes)
         rows = "".join(
             f"<tr><td style='text-align:left'><b>{e(n)}</b></td>"
-            + "".join(f"<td title='validation accuracy per rate: {e(', '.join(f'{lr:g}: {a:.1%}' for lr, a in zip(c.grid, c.val_acc)))}'>"
+            + "".join(f"<td title='validation accuracy per rate tried: {e(', '.join(f'{lr:g}: {a:.1%}' for lr, a in zip(c.grid, c.val_acc)))}'>"
                       f"{c.lr:g}{' *' if c.at_edge else ''}</td>"
                       for b in self.batch_sizes for c in self.tuning if c.norm == n and c.batch_size == b)
             + "</tr>" for n in norms)
         return (self.result._repr_html_()
                 + f"<p><b>Tuned learning rates</b> ({e(self.variant)}; tuning seed {self.tuning_seed}, chosen by "
-                  f"validation accuracy; * = at the edge of the grid; hover for the grid)</p>"
+                  f"validation accuracy, the grid extended by factors of 3 while the best rate was at its edge; "
+                  f"* = still at the edge of the rates tried, stopped by a limit; hover for every rate tried)</p>"
                   f"<table><tr><th>norm</th>{head}</tr>{rows}</table>")
 
 
@@ -183,14 +236,16 @@ def run_small_batches(task: Task, variant: str = "fixed epochs", batch_sizes: Se
                       norms: Sequence[str] = ("batch", "group"), epochs: float = 1.0, steps: int = 100,
                       lr_factors: Sequence[float] = (1 / 3, 1.0, 3.0), base_lr: float = 0.05,
                       reference_batch: int = 32, seeds=None, tuning_seed: int | None = None,
-                      progress: bool = True) -> SmallBatchRun:
+                      max_extensions: int = 4, progress: bool = True) -> SmallBatchRun:
     """Accuracy against batch size per normalization, each arm at its own tuned learning rate.
 
     Args:
         task: images (N, 1, H, W) with a validation split, e.g. ``small_batch_task()``.
         variant: "fixed epochs" (``epochs`` passes over the training set at every batch size) or
             "fixed steps" (``steps`` optimizer steps at every batch size).
-        lr_factors: the grid, as factors of ``base_lr * B / 32`` (the linear scaling rule).
+        lr_factors: the first grid, as factors of ``base_lr * B / 32`` (the linear scaling rule).
+        max_extensions: how many rates (a factor 3 beyond the edge each) the search may add per arm
+            while the best rate is at the edge of those tried (``tune_until_interior``; 0: the grid only).
         reference_batch: the batch the smallest one is compared with (32: Wu & He's).
         seeds: the verdict seeds (default: ``default_seeds()``, 3 fast / 5 full).
         tuning_seed: the seed of the tuning runs (default 1000 + the first verdict seed: never a
@@ -223,10 +278,14 @@ def run_small_batches(task: Task, variant: str = "fixed epochs", batch_sizes: Se
         tuning = []
         for norm in norms:
             for b in batch_sizes:
-                grid = lr_grid(b, base_lr, lr_factors)
-                best, fits = tune_lr(_build(norm), task, grid, tuning_seed, select="val_acc",
-                                     steps=n_steps[b], batch_size=b, momentum=0.9)
-                tuning.append(LRChoice(norm, b, n_steps[b], grid, tuple(f.val_acc for f in fits), best.lr))
+                def score(lr: float, norm=norm, b=b) -> float:
+                    best, _ = tune_lr(_build(norm), task, [lr], tuning_seed, select="val_acc",
+                                      steps=n_steps[b], batch_size=b, momentum=0.9)
+                    return best.val_acc
+
+                tried, lr, limit = tune_until_interior(score, lr_grid(b, base_lr, lr_factors),
+                                                       max_extensions=max_extensions)
+                tuning.append(LRChoice(norm, b, n_steps[b], tuple(tried), tuple(tried.values()), lr, limit))
         lrs = {c.norm: {} for c in tuning}
         for c in tuning:
             lrs[c.norm][c.batch_size] = c.lr
