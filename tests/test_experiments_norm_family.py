@@ -1,6 +1,7 @@
-"""Do the norm-family experiments' parts do what they claim (data, masked batch norm, tables)?
+"""Do the norm-family experiments' parts do what they claim (data, masked batch norm, fair small batches)?
 
-The experiments themselves run in notebook 9 (under nbval in fast mode); these are the parts.
+The experiments themselves run in notebook 9 (under nbval in fast mode); these are the parts, and
+one tiny small-batch run (a few seconds).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from bncourse.experiments import norm_family as E
-from bncourse.experiments.harness import ExperimentResult, Better
+from bncourse.experiments import small_batches as S
 
 
 def test_are_padded_sequences_zero_after_their_length():
@@ -55,9 +56,110 @@ def test_are_harder_digits_the_digits_shapes_but_different_pixels():
     assert (hard.X_train - plain.X_train).abs().mean() > 0.3
 
 
-def test_does_the_accuracy_table_group_arms_by_norm_and_batch_size():
-    metrics = {f"{n}@{b}": [{"test_acc": 0.5 + 0.01 * b}] * 3 for n in ("batch", "group") for b in (2, 32)}
-    result = ExperimentResult("t", "", list(metrics), [0, 1, 2], metrics, {a: [{}] * 3 for a in metrics},
-                              [Better("test_acc", "batch@32", "batch@2")], 0.0)
-    table = E.accuracy_table(result)
-    assert set(table) == {"batch", "group"} and table["group"][32].mean == pytest.approx(0.82)
+# --- small batches (bncourse.experiments.small_batches) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def decoy_test_run():
+    """A tiny fixed-step run on a task whose test split is the validation images labelled with what
+    the barely trained network (the grid's smallest rate, batch norm, batch 32, the tuning seed)
+    predicts: on that test split the smallest rate scores near 100%, so a rate chosen on the test
+    split would be the smallest one, and one chosen on the validation split the one that learns."""
+    from bncourse.experiments.common import Task, fit
+
+    t = S.small_batch_task(n_train=200)
+    tiny, tuning_seed = S.lr_grid(32, factors=(1e-4, 1.0))[0], 1000
+    torch.manual_seed(tuning_seed)
+    barely = S._build("batch")()
+    fit(barely, t, steps=40, lr=tiny, batch_size=32, seed=tuning_seed)
+    with torch.no_grad():
+        decoy = barely.eval()(t.X_val).argmax(1)
+    task = Task(t.X_train, t.y_train, t.X_val, t.y_val, t.X_val.clone(), decoy, t.note)
+    run = S.run_small_batches(task, variant="fixed steps", batch_sizes=(8, 32), norms=("batch", "group"),
+                              steps=40, lr_factors=(1e-4, 1.0), seeds=[0], tuning_seed=tuning_seed, max_extensions=0,
+                              progress=False)
+    return task, run
+
+
+def test_does_tuning_pick_the_rate_on_the_validation_split_not_the_test_split(decoy_test_run):
+    from bncourse.experiments.common import fit
+
+    task, run = decoy_test_run
+    choice = next(c for c in run.tuning if (c.norm, c.batch_size) == ("batch", 32))
+    assert choice.lr == choice.grid[max(range(len(choice.grid)), key=lambda i: choice.val_acc[i])]
+    test_acc = []
+    for lr in choice.grid:  # what the test split would have preferred, same tuning seed
+        torch.manual_seed(run.tuning_seed)
+        test_acc.append(fit(S._build("batch")(), task, steps=40, lr=lr, batch_size=32, seed=run.tuning_seed).test_acc)
+    assert test_acc[0] > 0.9 > test_acc[1], test_acc  # the decoy works: the test split prefers the smallest rate
+    assert choice.lr == max(choice.grid), choice
+    assert choice.at_edge and choice.limit == "0 extensions"  # the edge is reported with what stopped the search
+
+
+def test_does_the_fixed_step_variant_give_every_batch_size_the_same_steps(decoy_test_run):
+    _, run = decoy_test_run
+    assert run.steps == {8: 40, 32: 40} and {c.steps for c in run.tuning} == {40}
+    for arm in run.result.arms:
+        assert all(a["steps_run"] == {8: 40, 32: 40} for a in run.result.artifacts[arm])
+
+
+def test_does_the_fixed_epoch_variant_give_every_batch_size_the_same_examples():
+    steps = S.steps_per_batch("fixed epochs", (2, 8, 32, 128), n_train=256, epochs=2)
+    assert steps == {2: 256, 8: 64, 32: 16, 128: 4}
+    assert S.steps_per_batch("fixed steps", (2, 128), n_train=256, steps=30) == {2: 30, 128: 30}
+    with pytest.raises(ValueError, match="got 'fixed time'"):
+        S.steps_per_batch("fixed time", (2,), n_train=10)
+
+
+def test_does_the_result_carry_the_chosen_rates_and_the_grid(decoy_test_run):
+    _, run = decoy_test_run
+    lrs = run.lrs()
+    assert set(lrs) == {"batch", "group"} and all(set(row) == {8, 32} for row in lrs.values())
+    for c in run.tuning:
+        assert c.grid == S.lr_grid(c.batch_size, factors=(1e-4, 1.0)) and len(c.val_acc) == 2
+        assert lrs[c.norm][c.batch_size] == c.lr and c.lr in c.grid
+    table = run.accuracy_table()
+    assert table["group"][32].values == (run.result.values("group", "test_acc@32")[0],)
+    assert [o.verdict for o in run.result.outcomes] and "tuned learning rates" in str(run)
+
+
+def test_is_a_tuning_seed_that_is_also_a_verdict_seed_refused():
+    with pytest.raises(ValueError, match="tuning seed 1 must not be a verdict seed"):
+        S.run_small_batches(S.small_batch_task(n_train=50), seeds=[0, 1], tuning_seed=1, progress=False)
+
+
+def test_does_tuning_extend_the_grid_until_the_best_rate_is_inside_it():
+    import math
+
+    calls = []
+
+    def score(lr):  # a synthetic validation accuracy, best at lr = 0.002
+        calls.append(lr)
+        return -(math.log10(lr) - math.log10(0.002)) ** 2
+
+    tried, best, limit = S.tune_until_interior(score, (0.03, 0.1, 0.3))
+    assert list(tried) == [0.00111, 0.00333, 0.01, 0.03, 0.1, 0.3]  # three steps of 3 down from the low edge
+    assert sorted(calls) == list(tried) and tried[0.01] == score(0.01)  # each rate scored once, recorded
+    assert best == 0.00333 and limit is None
+    choice = S.LRChoice("batch", 2, 10, tuple(tried), tuple(tried.values()), best, limit)
+    assert not choice.at_edge
+
+
+def test_does_tuning_stop_at_a_stated_limit_and_say_so():
+    rising = lambda lr: lr  # noqa: E731  (the larger the better: the optimum is never inside)
+    tried, best, limit = S.tune_until_interior(rising, (0.1, 0.3))
+    assert list(tried) == [0.1, 0.3, 0.9] and best == 0.9 and limit == "upper bound 1"
+    assert S.LRChoice("group", 32, 10, tuple(tried), tuple(tried.values()), best, limit).at_edge
+    tried, best, limit = S.tune_until_interior(lambda lr: -lr, (0.1, 0.3), max_extensions=2)
+    assert list(tried) == [0.0111, 0.0333, 0.1, 0.3] and limit == "2 extensions"
+    with pytest.raises(ValueError, match="got an empty grid"):
+        S.tune_until_interior(rising, ())
+
+
+def test_does_the_small_batch_run_record_every_rate_its_search_tried():
+    run = S.run_small_batches(S.small_batch_task(n_train=100), variant="fixed steps", batch_sizes=(8, 32),
+                              steps=10, lr_factors=(1 / 3, 1.0), seeds=[0], max_extensions=2, progress=False)
+    for c in run.tuning:
+        assert set(S.lr_grid(c.batch_size, factors=(1 / 3, 1.0))) <= set(c.grid) and list(c.grid) == sorted(c.grid)
+        assert len(c.val_acc) == len(c.grid) and c.lr in c.grid
+        assert c.at_edge == (c.limit is not None), c  # an edge only when a limit stopped the search

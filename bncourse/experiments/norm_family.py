@@ -1,13 +1,10 @@
-"""Experiments for "Beyond batch norm": small batches, padded sequences, batch renorm.
+"""Experiments for "Beyond batch norm": padded sequences and batch renorm.
 
 Each ``run_*`` function runs a trial over seeds and arms through ``bncourse.experiments.harness``
 with its decision rule written down before the run, and returns the ``ExperimentResult``.
 
-* ``run_small_batches``: a small CNN with batch, group, layer or no normalization, trained at
-  batch sizes from 2 to 128 on digits made harder offline (``harder_digits``: noise and
-  one-pixel shifts, because plain digits saturate near 98-99% and cannot separate the arms).
-  Every arm sees the same number of examples; the learning rate follows the linear scaling rule
-  (``base_lr * B / 32``), the same base for every normalization, as in Wu & He (2018).
+* small batches: in ``bncourse.experiments.small_batches`` (each arm at its own tuned learning
+  rate, with a fixed-epoch and a fixed-step budget).
 * ``run_sequences``: variable-length sequences padded to a common length; a per-time-step MLP
   with batch norm whose statistics include the padding, batch norm with a mask, or layer norm
   per time step. The train/eval gap: accuracy in training mode on padded batches (what the
@@ -15,12 +12,13 @@ with its decision rule written down before the run, and returns the ``Experiment
   padding (each length bucket on its own, as a deployed model would see them).
 * ``run_renorm``: batch norm against batch renormalization (``bncourse.renorm.BatchRenorm``)
   with small batches and with non-i.i.d. batches (two classes per batch).
+
+The models are tiny, so the runs use one torch thread (``small_batches.one_torch_thread``).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import replace
 from typing import Sequence
 
@@ -29,22 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from bncourse.data import ClassPairLoader, DataSplit, load_digits
-from bncourse.experiments.harness import AtMost, Better, ExperimentResult, Similar, run_experiment
+from bncourse.experiments.harness import AtMost, Better, ExperimentResult, run_experiment
+from bncourse.experiments.small_batches import one_torch_thread
 from bncourse.models import SmallCNN
 from bncourse.renorm import BatchRenorm
 from bncourse.train import TrainConfig, evaluate, train
 
 __all__ = [
-    "WU_HE_2018", "harder_digits", "small_batch_trial", "run_small_batches", "accuracy_table",
+    "harder_digits",
     "make_sequences", "MaskedBatchNorm", "SequenceNet", "sequence_trial", "run_sequences",
     "renorm_trial", "run_renorm",
 ]
-
-# Wu & He 2018 (Group Normalization), ResNet-50 on ImageNet, top-1 validation error (%), Figure 1/Table 3.
-WU_HE_2018 = {
-    "batch norm": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
-    "group norm": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1},
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,53 +65,13 @@ def harder_digits(noise: float = 0.5, shift: int = 1, seed: int = 0) -> DataSpli
 
 
 # ---------------------------------------------------------------------------------------------
-# Small batches
+# The CNN of the renorm experiment
 # ---------------------------------------------------------------------------------------------
 
 
 def _cnn(norm, seed: int, widths=(16, 32)) -> nn.Module:
     torch.manual_seed(seed)
     return SmallCNN(in_channels=1, num_classes=10, widths=widths, norm=norm)
-
-
-def small_batch_trial(config: dict, seed: int) -> dict:
-    """config: data (DataSplit), norm, batch_size, epochs, base_lr -> {"test_acc", "train_loss"}."""
-    data: DataSplit = config["data"]
-    b = int(config["batch_size"])
-    model = _cnn(config["norm"], seed)
-    cfg = TrainConfig(epochs=config["epochs"], batch_size=b, lr=config["base_lr"] * b / 32, momentum=0.9,
-                      seed=seed, progress=False, track_train_acc=False, device="cpu")
-    hist = train(model, data.train, None, cfg)
-    _, acc = evaluate(model, data.test, device="cpu")
-    loss = sum(hist.train_loss[-20:]) / max(1, len(hist.train_loss[-20:]))
-    return {"test_acc": acc, "train_loss": loss if math.isfinite(loss) else float("nan")}
-
-
-def run_small_batches(data: DataSplit, batch_sizes: Sequence[int] = (2, 32), norms: Sequence[str] = ("batch", "group", "layer", "none"),
-                      epochs: int = 1, base_lr: float = 0.05, seeds=None, progress: bool = True) -> ExperimentResult:
-    """Accuracy against batch size per normalization. Arms are named ``"<norm>@<B>"``.
-
-    Decision rule, fixed here before the run (Wu & He's claim, on our problem): batch norm at the
-    smallest batch is worse than at the largest, group norm beats batch norm at the smallest, and
-    group norm at the smallest is within 2 points of itself at the largest.
-    """
-    small, large = min(batch_sizes), max(batch_sizes)
-    arms = {f"{n}@{b}": {"data": data, "norm": n, "batch_size": b, "epochs": epochs, "base_lr": base_lr}
-            for n in norms for b in batch_sizes}
-    rules = [Better("test_acc", f"batch@{large}", f"batch@{small}", floor=0.01),
-             Better("test_acc", f"group@{small}", f"batch@{small}", floor=0.01),
-             Similar("test_acc", f"group@{small}", f"group@{large}", margin=0.02)]
-    return run_experiment("small-batches", small_batch_trial, arms, rules, seeds=seeds, progress=progress,
-                          claim="batch norm degrades at small batches where group norm does not (Wu & He 2018)")
-
-
-def accuracy_table(result: ExperimentResult, metric: str = "test_acc") -> dict[str, dict[int, object]]:
-    """{norm: {batch size: Summary}} from a ``run_small_batches`` result (plain data for tables and plots)."""
-    table: dict[str, dict[int, object]] = {}
-    for arm in result.arms:
-        norm, b = arm.rsplit("@", 1)
-        table.setdefault(norm, {})[int(b)] = result.summary(arm, metric)
-    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,8 +216,9 @@ def run_sequences(n_train: int = 2000, steps: int = 300, batch_size: int = 32, l
     rules = [Better("gap", "bn_masked", "bn_padded", higher_is_better=False, floor=0.02),
              Better("gap", "ln", "bn_padded", higher_is_better=False, floor=0.02),
              AtMost("gap", "bn_masked", 0.02)]
-    return run_experiment("padded-sequences", sequence_trial, arms, rules, seeds=seeds, progress=progress,
-                          claim="padding inside batch norm's statistics opens a train/eval gap; a mask or layer norm closes it")
+    with one_torch_thread():
+        return run_experiment("padded-sequences", sequence_trial, arms, rules, seeds=seeds, progress=progress,
+                              claim="padding inside batch norm's statistics opens a train/eval gap; a mask or layer norm closes it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,5 +258,6 @@ def run_renorm(data: DataSplit, small_batch: int = 4, small_steps: int = 300, no
                                             "steps": non_iid_steps, "lr": lr_non_iid, "non_iid": True}
     rules = [Better("test_acc", f"renorm, B={small_batch}", f"batch, B={small_batch}", floor=0.01),
              Better("test_acc", "renorm, 2 classes/batch", "batch, 2 classes/batch", floor=0.01)]
-    return run_experiment("batch-renorm", renorm_trial, arms, rules, seeds=seeds, progress=progress,
-                          claim="batch renorm beats batch norm with small or non-i.i.d. batches (Ioffe 2017)")
+    with one_torch_thread():
+        return run_experiment("batch-renorm", renorm_trial, arms, rules, seeds=seeds, progress=progress,
+                              claim="batch renorm beats batch norm with small or non-i.i.d. batches (Ioffe 2017)")
