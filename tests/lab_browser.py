@@ -289,3 +289,45 @@ def saved_images(notebook: Path) -> int:
     nb = nbformat.read(notebook, as_version=4)
     return sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                if any(k.startswith("image/") for k in o.get("data", {})))
+
+
+# The part of a progress bar's cell to photograph, in page pixels, or null while the bar is not in
+# view: the bar must be attached, laid out, not hidden and inside the window.
+_BAR_CLIP_JS = """(bar) => {
+    if (!bar.isConnected) return null;
+    const r = bar.getBoundingClientRect(), style = getComputedStyle(bar);
+    const W = window.innerWidth, H = window.innerHeight;
+    if (r.width < 1 || r.height < 1 || style.visibility === 'hidden' || style.display === 'none') return null;
+    if (r.top < 0 || r.bottom > H || r.left < 0 || r.right > W) return null;
+    const c = (bar.closest('.jp-Cell') || bar).getBoundingClientRect();
+    const top = Math.max(0, c.top, r.top - 250), bottom = Math.min(H, c.bottom, r.bottom + 120);
+    const left = Math.max(0, c.left), right = Math.min(W, c.right);
+    return {x: left, y: top, width: right - left, height: bottom - top};
+}"""
+
+
+def screenshot_progress_bar(page, selector: str, path: Path, timeout: float = 300) -> bool:
+    """Photograph a progress-bar widget while it shows; True once a shot has the bar in it.
+
+    A tqdm bar made with ``leave=False`` goes when its loop ends, and JupyterLab draws only the cells
+    in view. So: wait for a bar, scroll it to the middle of the window, and shoot the part of its cell
+    around it; the shot counts only if that same bar was in view just before and just after it
+    (otherwise the next bar is tried, until ``timeout`` seconds have passed).
+    """
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        bar = page.query_selector(selector)
+        if bar is None:
+            page.wait_for_timeout(100)
+            continue
+        try:
+            bar.evaluate("e => e.scrollIntoView({block: 'center', inline: 'nearest'})")
+            page.wait_for_timeout(200)  # the scrolled-to cells are drawn
+            clip = bar.evaluate(_BAR_CLIP_JS)
+            if clip and clip["height"] > 0:
+                page.screenshot(path=str(path), clip=clip)
+                if bar.evaluate(_BAR_CLIP_JS):
+                    return True
+        except Exception:  # noqa: BLE001 - the bar went while we looked: try the next one
+            pass
+    return False

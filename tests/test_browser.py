@@ -22,8 +22,8 @@ import pytest
 
 from lab_browser import (
     HOW_TO_GET_CHROMIUM, NOTEBOOK, STDERR, cell, cell_source, find_chromium, layout, learner_environment,
-    library_warnings, menu, open_notebook, output_text, save, saved_images, scroll_to_top, solutions,
-    start_instructor_lab, start_learner_lab, type_into_cell, wait_until_run,
+    library_warnings, menu, open_notebook, output_text, save, saved_images, screenshot_progress_bar, scroll_to_top,
+    solutions, start_instructor_lab, start_learner_lab, type_into_cell, wait_until_run,
 )
 
 from conftest import COURSE, GENERATED
@@ -121,16 +121,10 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
                     rec["typed"][(rel, index)] = source[grade_id]
                 menu(page, "Run", "Run All Cells")
                 if name == "04_batchnorm_pytorch":  # training shows tqdm bars while it runs (leave=False)
-                    try:
-                        bar = page.wait_for_selector(WIDGET, timeout=300_000)
-                        seen["widget"] = True
-                    except Exception:  # noqa: BLE001 - recorded; the test below says what is missing
-                        seen["widget"] = False
-                    else:
-                        try:  # the bar goes when its training run ends: catch it while it is there
-                            shot(f"{name}-progress-bar", bar.evaluate_handle("e => e.closest('.jp-OutputArea')").as_element())
-                        except Exception:  # noqa: BLE001 - gone already: the page as it is then
-                            shot(f"{name}-progress-bar")
+                    bar_shot = screenshots / f"{name}-progress-bar.png"
+                    seen["widget"] = screenshot_progress_bar(page, WIDGET, bar_shot, timeout=300)
+                    if seen["widget"]:
+                        rec["shots"].append(bar_shot.name)
                 seen["prompts"] = wait_until_run(page)
                 seen["images"] = page.locator(f"{NOTEBOOK} .jp-OutputArea-output img").count()
                 seen["checks"] = {}
@@ -239,7 +233,8 @@ def test_do_plots_show_as_images_and_progress_bars_as_widgets(learner):
         seen = learner["notebooks"][name]
         assert seen["images"] == seen["saved_images"], f"{name}: {seen['saved_images']} plots made, {seen['images']} shown"
     assert sum(learner["notebooks"][name]["images"] for name in SOLVED) >= 3, "hardly any plot was shown"
-    assert learner["notebooks"]["04_batchnorm_pytorch"]["widget"], "notebook 4's training showed no progress-bar widget"
+    assert learner["notebooks"]["04_batchnorm_pytorch"]["widget"], (
+        "notebook 4's training showed no progress-bar widget in view long enough for a screenshot")
 
 
 def test_does_every_notebook_open_and_begin_with_the_courses_output(learner):

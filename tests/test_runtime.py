@@ -1,5 +1,9 @@
 """The fast-mode switch that CI sets and learners leave alone."""
 
+import ast
+import json
+from pathlib import Path
+
 import pytest
 
 from bncourse import runtime
@@ -60,3 +64,58 @@ def test_do_fast_grading_and_asked_for_full_runs_ignore_the_cpu_size(monkeypatch
     monkeypatch.setattr(runtime, "has_gpu", lambda: True)  # this machine has none: the GPU's branch
     assert runtime.pick(fast=4, full=15, cpu=3, what="epochs") == 15
     assert capsys.readouterr().out == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# The notebooks' CPU sizes, read from their source (nothing is executed)
+# --------------------------------------------------------------------------------------------------
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "source").glob("*/*.ipynb"))
+# Notebooks whose full run takes more than about 10 minutes on a 2-core CPU (measured; the README's
+# table): they must scale themselves down without a GPU.
+CPU_SCALED = {"05_figure1"}
+
+
+def _pick_calls(notebook: Path) -> list[ast.Call]:
+    """Every ``pick(...)`` call in the notebook's code cells (IPython's % and ! lines left out)."""
+    calls = []
+    for c in json.loads(notebook.read_text())["cells"]:
+        if c["cell_type"] != "code":
+            continue
+        code = "\n".join(line for line in "".join(c["source"]).splitlines() if not line.lstrip().startswith(("%", "!")))
+        calls += [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "pick"]
+    return calls
+
+
+def _value(node: ast.expr):
+    """A literal argument's value; anything else (a name, an expression) stands for itself as its source."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return f"<{ast.unparse(node)}>"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_does_a_notebooks_cpu_size_name_itself_and_apply_only_to_a_full_run_without_a_gpu(notebook, monkeypatch, capsys):
+    sized = [{k.arg: _value(k.value) for k in call.keywords} for call in _pick_calls(notebook)]
+    sized = [kw for kw in sized if "cpu" in kw]
+    assert bool(sized) == (notebook.parent.name in CPU_SCALED), (
+        f"{notebook.parent.name}: cpu= sizes {'missing' if not sized else 'given'}; CPU_SCALED lists {sorted(CPU_SCALED)}")
+    if not sized:
+        return
+    prose = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "markdown")
+    assert "BNCOURSE_FULL_ON_CPU=1" in prose, f"{notebook.parent.name} does not tell the learner how to get the full run"
+    monkeypatch.setenv("BNCOURSE_DEVICE", "cpu")
+    monkeypatch.setattr(runtime, "_SCALED", {})
+    for kw in sized:
+        assert isinstance(kw.get("what"), str) and kw["what"], f"a cpu= size without what=: {kw}"
+        assert kw["cpu"] != kw["full"], f"{kw['what']}: the cpu size is the full size"
+        monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
+        monkeypatch.setenv("BNCOURSE_FAST", "1")
+        assert runtime.pick(**kw) == kw["fast"]
+        monkeypatch.delenv("BNCOURSE_FAST")
+        assert runtime.pick(**kw) == kw["cpu"]
+        assert f"{kw['what']} = {kw['cpu']!r} (full run: {kw['full']!r})" in capsys.readouterr().out
+        monkeypatch.setenv("BNCOURSE_FULL_ON_CPU", "1")
+        assert runtime.pick(**kw) == kw["full"]
+        monkeypatch.delenv("BNCOURSE_FULL_ON_CPU")
