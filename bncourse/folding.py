@@ -108,8 +108,9 @@ def compare_inference_time(model: nn.Module, folded: nn.Module, x: torch.Tensor,
     wall-clock: on a shared machine it does not count the time other jobs held the core.
 
     Returns a dict: ``unfolded_ms`` and ``folded_ms`` (medians per forward pass), ``speedup``
-    (median of the paired unfolded/folded ratios; > 1 means folding is faster), ``max_abs_diff``
-    (largest output difference), ``repeats``.
+    (median of the paired unfolded/folded ratios; > 1 means folding is faster), ``speedup_range``
+    (the smallest and largest paired ratio: medians of times and of ratios can disagree when the
+    load drifts, the range shows how far), ``max_abs_diff`` (largest output difference), ``repeats``.
     """
     import statistics
     import time
@@ -140,4 +141,5 @@ def compare_inference_time(model: nn.Module, folded: nn.Module, x: torch.Tensor,
     return {"unfolded_ms": 1e3 * statistics.median(times["unfolded"]),
             "folded_ms": 1e3 * statistics.median(times["folded"]),
             "speedup": statistics.median(ratios) if ratios else float("nan"),
+            "speedup_range": (min(ratios), max(ratios)) if ratios else (float("nan"), float("nan")),
             "max_abs_diff": diff, "repeats": repeats}

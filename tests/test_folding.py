@@ -89,5 +89,7 @@ def test_does_the_inference_timer_report_both_models_and_their_difference():
     torch.manual_seed(4)
     model = SmallCNN(in_channels=1, widths=(4, 8)).eval()
     r = compare_inference_time(model, fold_model(model), torch.randn(2, 1, 8, 8), repeats=2, inner=1)
-    assert set(r) == {"unfolded_ms", "folded_ms", "speedup", "max_abs_diff", "repeats"}
+    assert set(r) == {"unfolded_ms", "folded_ms", "speedup", "speedup_range", "max_abs_diff", "repeats"}
     assert r["unfolded_ms"] > 0 and r["folded_ms"] > 0 and r["max_abs_diff"] < 1e-4
+    lo, hi = r["speedup_range"]
+    assert lo <= r["speedup"] <= hi  # the median paired ratio lies within the pairs' range
