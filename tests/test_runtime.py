@@ -73,7 +73,7 @@ def test_do_fast_grading_and_asked_for_full_runs_ignore_the_cpu_size(monkeypatch
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "source").glob("*/*.ipynb"))
 # Notebooks whose full run takes more than about 10 minutes on a 2-core CPU (measured; the README's
 # table): they must scale themselves down without a GPU.
-CPU_SCALED = {"05_figure1"}
+CPU_SCALED = {"05_figure1", "09_beyond_batchnorm"}
 
 
 def _pick_calls(notebook: Path) -> list[ast.Call]:
