@@ -58,10 +58,3 @@ def pytest_collection_modifyitems(config, items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order inside a file is kept (nbval's cells must run in order)
-
-
-def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: two workers per core (at most 8). Most of the long tests wait on what they started
-    (nbgrader's kernels, Jupyter servers, PostgreSQL, a browser), so one worker per core leaves the
-    cores idle half of the time."""
-    return min(8, 2 * (os.cpu_count() or 1))
