@@ -62,6 +62,7 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _claims(args: argparse.Namespace) -> int:
+    import contextlib
     import json
     import time
 
@@ -83,7 +84,9 @@ def _claims(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  {row.id}: {row.verdict} ({row.seconds:.0f} s)", file=sys.stderr, flush=True)
 
-    rows = claims.run_claims(only=args.only or None, progress=not args.json and sys.stderr.isatty(), on_result=tell)
+    # With --json, stdout is the JSON alone: a note an experiment prints (the CPU scale-down) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        rows = claims.run_claims(only=args.only or None, progress=not args.json and sys.stderr.isatty(), on_result=tell)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))

@@ -83,3 +83,23 @@ def test_does_the_text_table_show_verdict_effect_seeds_and_notebook(capsys):
 def test_does_the_cli_refuse_an_unknown_id_with_exit_code_2(capsys):
     assert cli.main(["claims", "--only", "no-such-claim"]) == 2
     assert "no-such-claim" in capsys.readouterr().err
+
+
+def test_does_claims_json_keep_a_cpu_scale_down_note_out_of_the_json(monkeypatch, capsys):
+    # A full-size run without a GPU: an experiment that scales itself down prints a note; the JSON stays parseable.
+    from bncourse import runtime
+
+    monkeypatch.delenv("BNCOURSE_FAST", raising=False)
+    monkeypatch.setenv("BNCOURSE_DEVICE", "cpu")
+    monkeypatch.setattr(runtime, "_SCALED", {})
+    real = claims.run_claims
+
+    def run_scaled_down(**kwargs):
+        runtime.pick(fast=1, full=3, cpu=2, what="steps per run (a test)")
+        return real(**kwargs)
+
+    monkeypatch.setattr(claims, "run_claims", run_scaled_down)
+    assert cli.main(["claims", "--json", "--only", "nlp-standard"]) == 0
+    out = capsys.readouterr()
+    assert [r["id"] for r in json.loads(out.out)] == ["nlp-standard"]
+    assert "steps per run (a test) = 2 (full run: 3)" in out.err

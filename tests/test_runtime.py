@@ -71,19 +71,30 @@ def test_do_fast_grading_and_asked_for_full_runs_ignore_the_cpu_size(monkeypatch
 # --------------------------------------------------------------------------------------------------
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "source").glob("*/*.ipynb"))
+PACKAGE_ROOT = Path(runtime.__file__).resolve().parent.parent
 # Notebooks whose full run takes more than about 10 minutes on a 2-core CPU (measured; the README's
 # table): they must scale themselves down without a GPU.
-CPU_SCALED = {"05_figure1", "09_beyond_batchnorm"}
+CPU_SCALED = {"05_figure1", "07_what_batchnorm_does", "09_beyond_batchnorm"}
+
+
+def _picks(tree: ast.AST) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "pick"]
 
 
 def _pick_calls(notebook: Path) -> list[ast.Call]:
-    """Every ``pick(...)`` call in the notebook's code cells (IPython's % and ! lines left out)."""
-    calls = []
+    """Every ``pick(...)`` call in the notebook's code cells (IPython's % and ! lines left out) and in
+    the ``bncourse.experiments`` modules those cells import (where notebook 7 keeps its sizes)."""
+    calls, modules = [], set()
     for c in json.loads(notebook.read_text())["cells"]:
         if c["cell_type"] != "code":
             continue
         code = "\n".join(line for line in "".join(c["source"]).splitlines() if not line.lstrip().startswith(("%", "!")))
-        calls += [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "pick"]
+        tree = ast.parse(code)
+        calls += _picks(tree)
+        modules |= {n.module for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("bncourse.experiments.")}
+    for module in sorted(modules):
+        calls += _picks(ast.parse((PACKAGE_ROOT / (module.replace(".", "/") + ".py")).read_text()))
     return calls
 
 

@@ -38,7 +38,8 @@ ARMS = {
 
 def depths() -> list[int]:
     """The depths (hidden layers) of this run."""
-    return pick(fast=[3, 15], full=[3, 6, 9, 12, 15, 20], grading=[3, 10])
+    return pick(fast=[3, 15], full=[3, 6, 9, 12, 15, 20], grading=[3, 10], cpu=[3, 10, 20],
+                what="depths (depth experiment)")
 
 
 def _init(act: str) -> str:
@@ -47,7 +48,9 @@ def _init(act: str) -> str:
 
 def depth_trial(config: dict, seed: int) -> dict:
     task = harder_digits(seed)
-    steps, lrs = pick(fast=120, full=800, grading=80), pick(fast=(0.03, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0))
+    steps = pick(fast=120, full=800, grading=80, cpu=400, what="steps per run (depth experiment)")
+    lrs = pick(fast=(0.03, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0), cpu=(0.03, 0.1, 0.3),
+               what="learning rates tried (depth experiment)")
     out: dict = {}
     accs = {}
     for d in depths():

@@ -36,9 +36,11 @@ SHARED_LR = 0.1  # the one rate every arm is also reported at (a member of the g
 
 
 def _reg_sizes() -> dict:
-    return dict(n_train=pick(fast=300, full=400), steps=pick(fast=200, full=1200, grading=100),
+    return dict(n_train=pick(fast=300, full=400),
+                steps=pick(fast=200, full=1200, grading=100, cpu=600, what="steps per run (regularization experiment)"),
                 hidden=pick(fast=128, full=256),
-                lrs=pick(fast=(0.01, 0.03, 0.1, 0.3), full=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), grading=(0.03, 0.1)))
+                lrs=pick(fast=(0.01, 0.03, 0.1, 0.3), full=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), grading=(0.03, 0.1),
+                         cpu=(0.01, 0.03, 0.1, 0.3, 1.0), what="learning rates tried (regularization experiment)"))
 
 
 def regularization_trial(config: dict, seed: int) -> dict:
