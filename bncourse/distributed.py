@@ -417,6 +417,10 @@ def _worker(rank: int, world_size: int, run_dir: str, setup: dict, payload: byte
             torch.cuda.set_device(rank)
         dist.init_process_group(backend, init_method=(run / "store").as_uri(), rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=setup["timeout"]))
+        # Every rank finishes connecting before any runs the function: otherwise a rank whose function
+        # needs no collective can finish and exit while a peer is still connecting to it, and the
+        # peer fails with gloo's "connectFullMesh failed ... Connection closed by peer".
+        dist.barrier()
         fn, args = pickle.loads(payload)
         value = fn(rank, world_size, *args)
         import cloudpickle
