@@ -335,15 +335,18 @@ def replaying() -> bool:
     return _SESSION is not None
 
 
-def main() -> int:
-    """stdin: {"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...]}]};
-    stdout: {"id": [verdict, reason]}."""
-    job = json.load(sys.stdin)
+def judge(job: dict) -> dict[str, list]:
+    """{"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...]}]} -> {id: [verdict, reason]}."""
     out = {}
     for cell in job.get("cells", []):
         entries = [e for e in (unpack(b) for b in cell.get("receipts", [])) if e is not None]
         out[cell["id"]] = list(replay_cell(cell["source"], entries, cell.get("references", [])))
-    json.dump(out, sys.stdout)
+    return out
+
+
+def main() -> int:
+    """stdin: the job ``judge`` takes; stdout: its verdicts."""
+    json.dump(judge(json.load(sys.stdin)), sys.stdout)
     return 0
 
 

@@ -36,6 +36,7 @@ from typing import Iterable, Iterator
 
 from bncourse.grading.gradebook import check_gradebook, masked
 from bncourse.grading.pipeline import VERIFY_ENAME, load_config, db_url_of
+from bncourse.grading.rejudging import RejudgingServer, check_modules
 
 REPORT_DIR = "grading_reports"
 
@@ -243,6 +244,8 @@ def grade_submission(task: dict) -> dict:
             "CourseDirectory.autograded_directory": str(tmp / "autograded"),
         })
         cfg.GradingExecute.kernel_env = kernel_env
+        if task.get("rejudge_server"):
+            cfg.GradingExecute.rejudge_server = task["rejudge_server"]
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
         result = api.autograde(assignment, student, force=True, create=True)
         graded = tmp / "autograded" / student / assignment
@@ -447,7 +450,8 @@ def grade(
     check_gradebook(db_url, course_dir=course_dir)  # reachable, nbgrader's tables: never a new SQLite file
     with Gradebook(db_url) as gb:
         try:
-            gb.find_assignment(assignment)
+            modules = check_modules([c.source for nb in gb.find_assignment(assignment).notebooks
+                                     for c in nb.source_cells])
         except MissingEntry:
             raise ValueError(
                 f"assignment {assignment!r} is not in the gradebook {masked(db_url)}; run "
@@ -472,6 +476,12 @@ def grade(
 
             outcomes, engine = cluster.run_on_scheduler(scheduler, tasks), f"dask scheduler {scheduler}"
         else:
+            try:  # one re-judging server for all the workers (and later runs in this process)
+                server = RejudgingServer.shared(modules).address
+            except OSError:
+                server = ""  # each worker re-judges on its own
+            for t in tasks:
+                t["rejudge_server"] = server
             if jobs > 1:
                 threads = max(1, (os.cpu_count() or 1) // jobs)
                 for t in tasks:

@@ -13,12 +13,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +24,8 @@ from nbformat.v4 import new_output
 from traitlets import Bool, Dict, Float, Unicode
 
 from bncourse.checks import replay
-from bncourse.grading import sources
+from bncourse.grading import rejudging, sources
+from bncourse.grading.rejudging import check_modules, replay_cells
 
 VERIFY_ENAME = "GradingVerificationError"   # the re-judged verdict differs (the reason may quote hidden cases)
 REFUSED_ENAME = "GradingRefusedError"       # delegation, or a cell the grader cannot re-judge (reason shown)
@@ -83,8 +80,11 @@ class GradingExecute(Execute):
                       help="Environment variables set for the grading kernel.").tag(config=True)
     skip_trailing = Bool(True, help="At the grading size, do not run the code cells after the last graded "
                                     "cell (they cannot change a score).").tag(config=True)
-    prestart_replay = Bool(True, help="Start VerifyChecks' re-judging process (and its imports) when the "
+    prestart_replay = Bool(True, help="Start VerifyChecks' re-judging (and its imports) when the "
                                       "notebook starts to run.").tag(config=True)
+    rejudge_server = Unicode("", help="The re-judging server's socket ('': this process's own, started on "
+                                      "first use; 'fresh': a fresh python -I process per notebook), see "
+                                      "bncourse.grading.rejudging.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._run_until = len(nb.cells)
@@ -95,7 +95,8 @@ class GradingExecute(Execute):
         if self.prestart_replay and resources is not None:
             trusted = trusted_sources(resources)
             if trusted:  # the checks' imports (torch ...) happen while the kernel runs, not after
-                replayer = resources[_PRESTARTED] = ReplayProcess(check_modules(list(trusted.values())))
+                replayer = resources[_PRESTARTED] = rejudging.rejudger(
+                    check_modules(list(trusted.values())), self.rejudge_server)
         try:
             with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
                 return super().preprocess(nb, resources, km=km)
@@ -138,55 +139,7 @@ def _pop_receipts(cell) -> list:
     return receipts
 
 
-_REPLAY_PROGRAM = ("import importlib, sys\n"
-                   "for name in sys.argv[1:]:  # while the notebook runs: the checks its test cells import\n"
-                   "    try:\n        importlib.import_module(name)\n    except Exception:\n        pass\n"
-                   "from bncourse.checks.replay import main\nsys.exit(main())")
-_CHECK_MODULE = re.compile(r"^\s*(?:from|import)\s+(bncourse\.checks\.[A-Za-z_]\w*)", re.M)
-_PRESTARTED = "bncourse_replay_process"  # resources key: GradingExecute -> VerifyChecks
-
-
-class ReplayProcess:
-    """The fresh ``python -I`` process that re-judges test cells, started before it is needed.
-
-    Started when the notebook starts to run, it imports the checks' modules (torch takes seconds)
-    while the kernel works, then waits for the cells on stdin; ``judge`` hands them over.
-    """
-
-    def __init__(self, preload: Sequence[str] = ()):
-        self._cwd = tempfile.TemporaryDirectory(prefix="bncourse-replay-")
-        env = {k: v for k, v in os.environ.items() if k not in ("NBGRADER_EXECUTION", replay.ENV_FORCE)}
-        # One thread: the checks' tensors are small, and on a busy machine torch's thread pool made
-        # re-judging notebook 4 four times slower (21 s against 5 s at load 8 on 2 cores).
-        env.update({k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _REPLAY_PROGRAM, *preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=self._cwd.name, env=env)
-
-    def judge(self, cells: Sequence[dict], timeout: float = 600) -> dict[str, list]:
-        try:
-            out, err = self.proc.communicate(json.dumps({"cells": list(cells)}), timeout=timeout)
-        finally:
-            self.close()
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"the replay process failed: {err.strip()[-2000:]}")
-        return json.loads(out)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
-        self._cwd.cleanup()
-
-
-def check_modules(sources: Sequence[str]) -> list[str]:
-    """The ``bncourse.checks.*`` modules that test cell ``sources`` import (to load them early)."""
-    return sorted({m for src in sources for m in _CHECK_MODULE.findall(src)})
-
-
-def replay_cells(cells: Sequence[dict], timeout: float = 600, process: ReplayProcess | None = None) -> dict[str, list]:
-    """Re-judge test cells in a fresh ``python -I`` process: {cell id: [verdict, reason]}."""
-    return (process or ReplayProcess()).judge(cells, timeout=timeout)
+_PRESTARTED = "bncourse_rejudger"  # resources key: GradingExecute -> VerifyChecks
 
 
 def trusted_sources(resources) -> dict[str, str] | None:
@@ -240,6 +193,8 @@ class VerifyChecks(NbGraderPreprocessor):
             if prestarted is not None:
                 prestarted.close()
             return nb, resources
+        if prestarted is None:
+            prestarted = rejudging.rejudger(check_modules([job["source"] for job in jobs]))
         verdicts = replay_cells(jobs, timeout=self.timeout, process=prestarted)
         for job in jobs:
             cell = nb.cells[int(job["id"])]

@@ -1,0 +1,95 @@
+"""Does the re-judging server judge each notebook in a clean process of its own, and fail closed?
+
+``bncourse.grading.rejudging``: one server per grading process imports the checks once and forks a
+child per notebook. These tests talk to a real server (a ``python -I`` process) through the same
+client ``VerifyChecks`` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from bncourse.grading import rejudging
+
+from test_grading import TEST_CELL, _my_standardize, _receipts_of, _ddof1
+
+
+def _pid_cell(folder, tag: str) -> dict:
+    """A cell that leaves its process id, and whether an earlier cell's mark is still in the checks, in a file."""
+    source = textwrap.dedent(f"""\
+        import os, bncourse.checks.core as core
+        open({str(folder / tag)!r}, "w").write(f"{{os.getpid()}} {{hasattr(core, 'LEFT_BY_AN_EARLIER_CELL')}}")
+        core.LEFT_BY_AN_EARLIER_CELL = True""")
+    return {"id": tag, "source": source, "receipts": []}
+
+
+@pytest.fixture
+def server():
+    s = rejudging.RejudgingServer(["bncourse.checks.normalize"])
+    yield s
+    s.close()
+
+
+def test_does_the_server_give_the_verdicts_a_fresh_process_gives(server, monkeypatch):
+    cells = [{"id": "honest", "source": TEST_CELL, "receipts": _receipts_of(_my_standardize, monkeypatch)},
+             {"id": "wrong", "source": TEST_CELL, "receipts": _receipts_of(_ddof1, monkeypatch)},
+             {"id": "direct", "source": "assert standardize(1, 2) is not None", "receipts": []}]
+    by_server = rejudging.ServerClient(server.address).judge(cells)
+    by_fresh_process = rejudging.ReplayProcess().judge(cells)
+    assert by_server == by_fresh_process
+    assert by_server["honest"] == ["pass", ""] and by_server["wrong"][0] == "fail"
+
+
+def test_is_every_notebook_judged_in_a_new_process_that_an_earlier_notebook_left_no_mark_on(server, tmp_path):
+    for tag in ("first", "second"):
+        rejudging.ServerClient(server.address).judge([_pid_cell(tmp_path, tag)])
+    (pid1, mark1), (pid2, mark2) = [(tmp_path / t).read_text().split() for t in ("first", "second")]
+    assert len({int(pid1), int(pid2), server.proc.pid}) == 3, "a notebook was judged in the server or a reused child"
+    assert mark1 == mark2 == "False", "an earlier notebook's change to the checks reached a later one"
+
+
+def test_does_a_client_fall_back_to_a_fresh_process_when_the_server_is_gone(server, tmp_path):
+    client = rejudging.ServerClient(server.address)
+    server.proc.kill()
+    server.proc.wait()
+    client.judge([_pid_cell(tmp_path, "after")])
+    assert (tmp_path / "after").exists()
+
+
+def test_is_a_judging_child_that_never_ends_stopped_at_the_timeout(server):
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="without a verdict"):
+        rejudging.ServerClient(server.address).judge([{"id": "loop", "source": "while True:\n    pass",
+                                                         "receipts": []}], timeout=1)
+    assert time.monotonic() - start < 20
+
+
+def test_does_the_server_exit_when_the_process_that_owns_it_dies():
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "from bncourse.grading.rejudging import RejudgingServer\n"
+        "print(RejudgingServer.shared().proc.pid, flush=True)\n"
+        "import time; time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(owner.stdout.readline())
+        assert psutil.pid_exists(server_pid)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the re-judging server {server_pid} outlived its owner by 10 s")
+    finally:
+        owner.kill()
