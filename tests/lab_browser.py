@@ -99,9 +99,28 @@ class Server:
         """Shut down every kernel, after leaving the page (as a learner closes the tab first: a kernel
         shut down under an open notebook makes jupyter_server warn about events on a closed stream)."""
         if page is not None:
+            self.wait_until_kernels_are_quiet()
             page.goto("about:blank")
         for session in self.api("sessions"):
             self.api(f"sessions/{session['id']}", method="DELETE")
+
+    def wait_until_kernels_are_quiet(self, quiet: float = 2.0, timeout: float = 60) -> None:
+        """Until no kernel has sent a message for ``quiet`` seconds (the server's ``last_activity``).
+
+        A page that leaves while its kernel still answers the page's opening requests makes
+        jupyter_server log "Uncaught exception in ZMQStream callback" (WebSocketClosedError): a race
+        in the server, not a fault of the course (CI run of 2026-12-01), which a learner avoids by
+        not closing the tab in the second after a notebook opens."""
+        from datetime import datetime, timezone
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            now = datetime.now(timezone.utc)
+            last = [datetime.fromisoformat(k["last_activity"].replace("Z", "+00:00"))
+                    for k in self.api("kernels") if k.get("last_activity")]
+            if all((now - t).total_seconds() >= quiet for t in last):
+                return
+            time.sleep(0.25)
 
     def stop(self) -> None:
         if self.process.poll() is None:

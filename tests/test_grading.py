@@ -56,6 +56,7 @@ def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_au
 
     auto = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT], **run)
     assert auto.returncode == 0, auto.stderr[-3000:]
+    assert "without encryption" not in auto.stderr, "the grading kernels still talk over TCP (GradingKernelManager)"
     report = grading.grade(ASSIGNMENT, par, jobs=2)
 
     sequential, parallel = gradebook_cells(seq, ASSIGNMENT), gradebook_cells(par, ASSIGNMENT)
@@ -274,3 +275,16 @@ def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_beh
     assert not (course / "autograded" / "zz_kills_every_time").exists()
     assert {p: p.read_bytes() for p in (course / "submitted").rglob("*") if p.is_file()} == submitted
     assert _left_behind(exchange) == []
+
+
+def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tcp():
+    """A late receipt must not be dropped after nbclient's 4 s (a correct cell would score 0 on a busy
+    machine without a word): GradingExecute waits longer, then fails the submission with the reason."""
+    from bncourse.grading.parallel import _reason_from_log
+    from bncourse.grading.pipeline import GradingExecute, GradingKernelManager
+
+    execute = GradingExecute(config=grading.load_config(REPO / "notebooks"))
+    assert execute.iopub_timeout > 4 and execute.raise_on_iopub_timeout
+    assert execute.kernel_manager_class is GradingKernelManager
+    assert GradingKernelManager(kernel_name="python3").transport == ("ipc" if os.name == "posix" else "tcp")
+    assert "outputs had not all arrived" in _reason_from_log("CellTimeoutError: Timeout waiting for IOPub output")

@@ -149,7 +149,10 @@ def _reason_from_log(text: str) -> str:
         return "the kernel died while running the notebook (os._exit, a segfault or out of memory)"
     if "UnresponsiveKernelError" in text or "became unresponsive" in text:
         return "the kernel stopped responding and could not be interrupted after the time limit"
-    if "Timeout waiting for IOPub output" in text or "CellTimeoutError" in text:
+    if "Timeout waiting for IOPub output" in text and "Timeout waiting for execute reply" not in text:
+        return ("a cell's outputs had not all arrived 15 s after it finished (GradingExecute.iopub_timeout); "
+                "the grading machine may be overloaded: grade it again")
+    if "CellTimeoutError" in text or "Timeout waiting for" in text:
         return ("a cell ran past the time limit and the kernel did not stop when interrupted "
                 "(BNCOURSE_CELL_TIMEOUT sets the limit)")
     if "NotJSONError" in text or "does not appear to be JSON" in text or "JSONDecodeError" in text:
@@ -247,7 +250,11 @@ def grade_submission(task: dict) -> dict:
         if task.get("rejudge_server"):
             cfg.GradingExecute.rejudge_server = task["rejudge_server"]
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
-        result = api.autograde(assignment, student, force=True, create=True)
+        with warnings.catch_warnings():
+            # nbgrader's autograde makes SQLAlchemy say "Object of type <...> not in session, add operation
+            # along ... will not proceed" for every submission: its own chatter, not the instructor's concern.
+            warnings.filterwarnings("ignore", message=r"Object of type <\w+> not in session")
+            result = api.autograde(assignment, student, force=True, create=True)
         graded = tmp / "autograded" / student / assignment
         files = {str(p.relative_to(graded)): p.read_bytes() for p in sorted(graded.rglob("*")) if p.is_file()}
         return {

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Sequence
 
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbformat.v4 import new_output
-from traitlets import Bool, Dict, Float, Unicode
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from bncourse.checks import replay
 from bncourse.grading import rejudging, sources
@@ -62,6 +65,24 @@ def skipped_when_grading(cell) -> bool:
             and not _is_marked(cell))
 
 
+class GradingKernelManager(AsyncKernelManager):
+    """A grading kernel reached over IPC sockets (files in the temp folder), not TCP on localhost.
+
+    What every grading kernel printed over TCP ("Kernel is running over TCP without encryption")
+    is not printed, and no kernel can take a port another grading kernel is about to use. An
+    instructor's ``c.KernelManager.transport`` still wins; Windows, which has no IPC sockets, keeps TCP.
+    """
+
+    @default("transport")
+    def _ipc_where_possible(self) -> str:
+        return "ipc" if os.name == "posix" else "tcp"
+
+    def _ip_default(self) -> str:
+        if self.transport == "ipc":  # a short, unique prefix: a socket path must stay under ~100 characters
+            return os.path.join(tempfile.gettempdir(), f"bncourse-kernel-{uuid.uuid4().hex[:12]}")
+        return super()._ip_default()
+
+
 class GradingExecute(Execute):
     """nbgrader's Execute with extra environment variables for the kernel (the grading size by default).
 
@@ -76,6 +97,13 @@ class GradingExecute(Execute):
     The fast and full sizes run every cell.
     """
 
+    # A receipt that arrives late is a receipt lost: nbclient's default waits 4 s for a cell's last
+    # outputs after its reply, then goes on without them, which on a starved machine could score a
+    # correct cell 0 without a word. Wait longer, then fail the submission with that reason instead
+    # (not much longer: a kernel that ignores the interrupt after a cell's time limit waits this too).
+    iopub_timeout = Integer(15, help="Seconds to wait for a cell's outputs after its reply.").tag(config=True)
+    raise_on_iopub_timeout = Bool(True, help="Fail the submission (with the reason) rather than drop late "
+                                             "outputs.").tag(config=True)
     kernel_env = Dict({"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
                       help="Environment variables set for the grading kernel.").tag(config=True)
     skip_trailing = Bool(True, help="At the grading size, do not run the code cells after the last graded "
@@ -85,6 +113,10 @@ class GradingExecute(Execute):
     rejudge_server = Unicode("", help="The re-judging server's socket ('': this process's own, started on "
                                       "first use; 'fresh': a fresh python -I process per notebook), see "
                                       "bncourse.grading.rejudging.").tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", GradingKernelManager)
+        super().__init__(*args, **kwargs)
 
     def preprocess(self, nb, resources=None, km=None):
         self._run_until = len(nb.cells)
