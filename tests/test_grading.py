@@ -277,7 +277,7 @@ def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_beh
     assert _left_behind(exchange) == []
 
 
-def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tcp():
+def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tcp(tmp_path):
     """A late receipt must not be dropped after nbclient's 4 s (a correct cell would score 0 on a busy
     machine without a word): GradingExecute waits longer, then fails the submission with the reason."""
     from bncourse.grading.parallel import _reason_from_log
@@ -287,4 +287,6 @@ def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tc
     assert execute.iopub_timeout > 4 and execute.raise_on_iopub_timeout
     assert execute.kernel_manager_class is GradingKernelManager
     assert GradingKernelManager(kernel_name="python3").transport == ("ipc" if os.name == "posix" else "tcp")
+    # bncourse grade puts the socket files in the submission's private folder, removed with it
+    assert GradingKernelManager(kernel_name="python3", ipc_dir=str(tmp_path)).ip.startswith(str(tmp_path))
     assert "outputs had not all arrived" in _reason_from_log("CellTimeoutError: Timeout waiting for IOPub output")

@@ -74,10 +74,12 @@ def test_is_a_judging_child_that_never_ends_stopped_at_the_timeout(server):
 def test_does_the_server_exit_when_the_process_that_owns_it_dies():
     owner = subprocess.Popen([sys.executable, "-c", (
         "from bncourse.grading.rejudging import RejudgingServer\n"
-        "print(RejudgingServer.shared().proc.pid, flush=True)\n"
+        "server = RejudgingServer.shared()\n"
+        "print(server.proc.pid, server.address, flush=True)\n"
         "import time; time.sleep(600)")], stdout=subprocess.PIPE, text=True)
     try:
-        server_pid = int(owner.stdout.readline())
+        pid, address = owner.stdout.readline().split()
+        server_pid = int(pid)
         assert psutil.pid_exists(server_pid)
         owner.kill()
         owner.wait()
@@ -91,5 +93,9 @@ def test_does_the_server_exit_when_the_process_that_owns_it_dies():
             time.sleep(0.1)
         else:
             pytest.fail(f"the re-judging server {server_pid} outlived its owner by 10 s")
+        deadline = time.monotonic() + 5
+        while os.path.exists(os.path.dirname(address)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(os.path.dirname(address)), "the server left its socket folder behind"
     finally:
         owner.kill()

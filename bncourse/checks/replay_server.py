@@ -121,6 +121,18 @@ PROGRAM = (
     "listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
     "listener.bind(sys.argv[1])\n"
     "listener.listen(64)\n"
-    "from bncourse.checks.replay_server import serve\n"
-    "sys.exit(serve(listener, sys.argv[2:]))\n"
+    "from bncourse.checks.replay_server import serve, remove_socket\n"
+    "try:\n"
+    "    sys.exit(serve(listener, sys.argv[2:]))\n"
+    "finally:\n"
+    "    remove_socket(sys.argv[1])\n"
 )
+
+
+def remove_socket(path: str) -> None:
+    """The socket file and its folder (the owner made one for it), when the server ends."""
+    for remove in (lambda: os.unlink(path), lambda: os.rmdir(os.path.dirname(path))):
+        try:
+            remove()
+        except OSError:
+            pass

@@ -247,6 +247,7 @@ def grade_submission(task: dict) -> dict:
             "CourseDirectory.autograded_directory": str(tmp / "autograded"),
         })
         cfg.GradingExecute.kernel_env = kernel_env
+        cfg.GradingKernelManager.ipc_dir = str(tmp)  # a killed kernel's socket files go with the folder
         if task.get("rejudge_server"):
             cfg.GradingExecute.rejudge_server = task["rejudge_server"]
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)

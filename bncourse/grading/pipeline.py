@@ -73,13 +73,17 @@ class GradingKernelManager(AsyncKernelManager):
     instructor's ``c.KernelManager.transport`` still wins; Windows, which has no IPC sockets, keeps TCP.
     """
 
+    ipc_dir = Unicode("", help="Folder of the IPC socket files ('': the temp folder). bncourse grade "
+                              "uses each submission's private folder, so even a killed kernel's "
+                              "files go with it.").tag(config=True)
+
     @default("transport")
     def _ipc_where_possible(self) -> str:
         return "ipc" if os.name == "posix" else "tcp"
 
     def _ip_default(self) -> str:
         if self.transport == "ipc":  # a short, unique prefix: a socket path must stay under ~100 characters
-            return os.path.join(tempfile.gettempdir(), f"bncourse-kernel-{uuid.uuid4().hex[:12]}")
+            return os.path.join(self.ipc_dir or tempfile.gettempdir(), f"bncourse-kernel-{uuid.uuid4().hex[:12]}")
         return super()._ip_default()
 
 
