@@ -37,7 +37,7 @@ from collections import deque
 from typing import Iterator
 from urllib.parse import urlparse
 
-from bncourse.grading.parallel import _failed_outcome, grade_submission
+from bncourse.grading.submission import _failed_outcome, grade_submission
 
 #: Environment variables forwarded to the workers' nbgrader config (e.g. BNCOURSE_CELL_TIMEOUT):
 #: the course's nbgrader_config.py reads them, and it must read what the instructor set here.

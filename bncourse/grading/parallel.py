@@ -3,7 +3,7 @@
 ``grade(assignment, course_dir, jobs=N)`` autogrades every submission with N worker processes on
 this machine; ``grade(..., scheduler="tcp://host:8786")`` sends them to the workers of a running
 dask.distributed scheduler instead (``bncourse.grading.cluster``). Either way each submission is
-one task, ``grade_submission``: nbgrader's own autograde for one student, in a private folder on
+one task, ``submission.grade_submission``: nbgrader's own autograde for one student, in a private folder on
 the worker (a copy of the submission, a private copy of the gradebook), returning the private
 gradebook and the autograded files as data. The main process alone writes: it merges each
 student's rows into the ONE gradebook, which ``nbgrader export`` and the formgrader read as usual,
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Iterable, Iterator
 from bncourse.grading.gradebook import check_gradebook, masked
 from bncourse.grading.pipeline import VERIFY_ENAME, load_config, db_url_of
 from bncourse.grading.rejudging import RejudgingServer, check_modules
+from bncourse.grading.submission import _alembic_on_path
 
 REPORT_DIR = "grading_reports"
 
@@ -168,110 +168,6 @@ def _copy_sqlite(src_url: str, dest: Path) -> None:
         src.backup(dst)
     src.close()
     dst.close()
-
-
-def worker_label() -> str:
-    """Who is grading: a dask worker's address inside a dask worker, else "host pid N"."""
-    if "distributed" in sys.modules:
-        try:
-            from distributed import get_worker
-
-            return str(get_worker().address)
-        except (ImportError, ValueError):
-            pass
-    return f"{socket.gethostname()} pid {os.getpid()}"
-
-
-def _kernel_threads(spec, label: str) -> int | None:
-    """BLAS/torch threads for one kernel: an int, or {host: worker threads on that host} (dask)."""
-    if isinstance(spec, dict):
-        from urllib.parse import urlparse
-
-        slots = spec.get(urlparse(label).hostname or "", 0) or 1
-        return max(1, (os.cpu_count() or 1) // slots)
-    return spec
-
-
-@contextmanager
-def _environ(values: dict[str, str]):
-    """``os.environ`` with ``values`` set for the duration, then exactly as before."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _failed_outcome(task: dict, reason: str, worker: str = "", attempts: int = 1) -> dict:
-    return {"student": task["student"], "success": False, "log": "", "error": reason, "reason": reason,
-            "gradebook": None, "autograded": None, "seconds": 0.0, "worker": worker, "attempts": attempts}
-
-
-def grade_submission(task: dict) -> dict:
-    """One student's nbgrader autograde in a private folder: the task a worker runs (pool or dask).
-
-    Reads the course (``task["course_dir"]``, the same path on every machine) and never writes to
-    it: the submission is copied to a local folder, the gradebook is a private copy of
-    ``task["template"]`` (SQLite bytes), and nbgrader's autograded files land locally too. Returns
-    them as data ({"gradebook": bytes, "autograded": {relative path: bytes}, "success", "log",
-    ...}); the main process merges them.
-    """
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-
-    start = time.perf_counter()
-    label = worker_label()
-    course_dir, student, assignment = Path(task["course_dir"]), task["student"], task["assignment"]
-    submission = course_dir / "submitted" / student / assignment
-    if not submission.is_dir():
-        return _failed_outcome(task, f"{submission} is not reachable from {label}: every worker must see the "
-                                     "course folder at the same path (shared storage)", label)
-    _alembic_on_path()
-    kernel_env = dict(task["kernel_env"])
-    threads = _kernel_threads(task.get("kernel_threads"), label)
-    if threads:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
-        kernel_env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-    with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp, _environ(task.get("env", {})):
-        tmp = Path(tmp)
-        shutil.copytree(submission, tmp / "submitted" / student / assignment)
-        db_file = tmp / "gradebook.db"
-        db_file.write_bytes(task["template"])
-        cfg = load_config(course_dir, **{
-            "CourseDirectory.db_url": f"sqlite:///{db_file}",
-            "CourseDirectory.submitted_directory": str(tmp / "submitted"),
-            "CourseDirectory.autograded_directory": str(tmp / "autograded"),
-        })
-        cfg.GradingExecute.kernel_env = kernel_env
-        cfg.GradingKernelManager.ipc_dir = str(tmp)  # a killed kernel's socket files go with the folder
-        if task.get("rejudge_server"):
-            cfg.GradingExecute.rejudge_server = task["rejudge_server"]
-        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
-        with warnings.catch_warnings():
-            # nbgrader's autograde makes SQLAlchemy say "Object of type <...> not in session, add operation
-            # along ... will not proceed" for every submission: its own chatter, not the instructor's concern.
-            warnings.filterwarnings("ignore", message=r"Object of type <\w+> not in session")
-            result = api.autograde(assignment, student, force=True, create=True)
-        graded = tmp / "autograded" / student / assignment
-        files = {str(p.relative_to(graded)): p.read_bytes() for p in sorted(graded.rglob("*")) if p.is_file()}
-        return {
-            "student": student, "success": bool(result.get("success")),
-            "log": str(result.get("log", ""))[-20000:], "error": str(result.get("error", ""))[-5000:],
-            "reason": "", "gradebook": db_file.read_bytes(), "autograded": files,
-            "seconds": time.perf_counter() - start, "worker": label, "attempts": 1,
-        }
-
-
-def _grade_safely(task: dict) -> dict:
-    """``grade_submission`` in a pool process: an exception becomes a failed outcome with its reason."""
-    try:
-        return grade_submission(task)
-    except Exception as exc:  # noqa: BLE001 - one broken submission never stops the others
-        return _failed_outcome(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
 
 
 def _merge(gb, src_gb, assignment: str, student: str, ok: bool) -> None:
@@ -514,13 +410,6 @@ def grade(
 
         write_similarity_report(course_dir, assignment)
     return report
-
-
-def _alembic_on_path() -> None:
-    """nbgrader runs ``alembic`` from PATH: make this interpreter's scripts folder visible."""
-    bindir = os.path.dirname(sys.executable)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
 def _generate_into(course_dir: Path, assignment: str, db_url: str, release: Path) -> None:

@@ -32,7 +32,7 @@ import time
 from typing import Sequence
 
 from bncourse.checks import replay
-from bncourse.checks.replay_server import PRELOADABLE, PROGRAM
+from bncourse.checks.replay_server import PROGRAM
 
 _CHECK_MODULE = re.compile(r"^\s*(?:from|import)\s+(bncourse\.checks\.[A-Za-z_]\w*)", re.M)
 
@@ -61,12 +61,10 @@ class ReplayProcess:
 
     def __init__(self, preload: Sequence[str] = ()):
         self._cwd = tempfile.TemporaryDirectory(prefix="bncourse-replay-")
-        program = ("import importlib, sys\n"
-                   "for name in sys.argv[1:]:\n"
-                   "    try:\n        importlib.import_module(name)\n    except Exception:\n        pass\n"
+        program = ("import sys\nfrom bncourse.checks.replay_server import preload\npreload(sys.argv[1:])\n"
                    "from bncourse.checks.replay import main\nsys.exit(main())")
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", program, *[m for m in preload if PRELOADABLE.fullmatch(m)]],
+            [sys.executable, "-I", "-c", program, *preload],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=self._cwd.name, env=_clean_env())
 
@@ -110,10 +108,11 @@ class RejudgingServer:
 
     @classmethod
     def shared(cls, preload: Sequence[str] = ()) -> "RejudgingServer":
-        """This process's server, started on first use (again if it died); ``preload`` warms it."""
+        """This process's server, started on first use (again if it died) importing ``preload``.
+
+        A server already running is not asked again: each notebook's ``ServerClient`` warms it."""
         server = cls._shared.get(os.getpid())
         if server is not None and server.alive():
-            ServerClient(server.address, preload)
             return server
         server = cls._shared[os.getpid()] = cls(preload)
         atexit.register(server.close)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Iterator
 
-from bncourse.grading.parallel import _failed_outcome, _grade_safely
+from bncourse.grading.submission import _failed_outcome, _grade_safely
 
 _PRELOAD = ["bncourse.grading.workers", "nbgrader.apps", "nbgrader.api"]
 POLL_SECONDS = 0.5  # how often the caller refreshes its list of each worker's processes
