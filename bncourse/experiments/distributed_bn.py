@@ -193,7 +193,41 @@ def train_trial(config: DDPConfig, seed: int) -> dict:
                            timeout=600, show_output=False)[0]
 
 
+def _train_runs_on_rank(rank: int, world_size: int, runs: list, data: tuple) -> list[dict]:
+    """Several training runs one after the other in one process group: ``train_on_rank`` for each."""
+    return [train_on_rank(rank, world_size, config, seed, data) for config, seed in runs]
+
+
 _RUNS: dict = {}  # cache: (config, seed) -> rank 0's result, so several experiments share the runs
+
+
+def train_all(configs, seeds) -> None:
+    """Train every distributed (config, seed) not yet in the cache, so ``cached_run`` finds it there.
+
+    The runs of one world size and backend share one launch of ``run_distributed``: its ranks
+    train them one after the other in the same process group (each launch starts ``world_size``
+    processes that import torch: seconds, where a fast-mode run trains in a fraction of one). A
+    run's result does not depend on the runs before it: each builds its model, optimizer and
+    batch order from its own seed (tests/test_experiments_distributed_bn.py compares). Runs in one
+    process (``world_size=1``) are left to the experiment, which shows them in its progress bar.
+    """
+    from bncourse.distributed import run_distributed
+
+    groups: dict[tuple, list] = {}
+    for config in dict.fromkeys(configs):
+        if config.world_size > 1:
+            backend = "nccl" if config.norm == "torch_sync" else "gloo"
+            groups.setdefault((config.world_size, backend), []).extend(
+                (config, s) for s in seeds if (config, s) not in _RUNS)
+    for (world_size, backend), runs in groups.items():
+        if not runs:
+            continue
+        print(f"training {len(runs)} runs on {world_size} {backend} processes, one after the other ...", flush=True)
+        start = time.perf_counter()
+        results = run_distributed(_train_runs_on_rank, world_size, args=(runs, noisy_digits()), backend=backend,
+                                  timeout=600 * len(runs), show_output=False)[0]
+        _RUNS.update(zip(runs, results))
+        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def cached_run(config: DDPConfig, seed: int) -> dict:
