@@ -290,3 +290,30 @@ def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tc
     # bncourse grade puts the socket files in the submission's private folder, removed with it
     assert GradingKernelManager(kernel_name="python3", ipc_dir=str(tmp_path)).ip.startswith(str(tmp_path))
     assert "outputs had not all arrived" in _reason_from_log("CellTimeoutError: Timeout waiting for IOPub output")
+
+
+@pytest.mark.slow
+def test_does_a_new_gradebook_get_nbgraders_schema_revision_without_an_alembic_process(tmp_path):
+    """nbgrader stamps a gradebook it creates with the output of `alembic heads` run as a subprocess;
+    the course's config reads the same revision in process: a course command works even where the
+    environment's `bin` (so `alembic`) is not on PATH, and the stamp is the one `alembic heads` gives."""
+    import sqlite3
+
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(REPO / "notebooks" / "nbgrader_config.py", course)
+    bindir = os.path.dirname(sys.executable)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and p != bindir and not os.path.exists(os.path.join(p, "alembic")))
+    env = dict(os.environ, PATH=path, BNCOURSE_EXCHANGE=str(tmp_path / "exchange"))
+    add = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "add", "s01"], cwd=course, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert add.returncode == 0, add.stderr[-2000:]
+    with sqlite3.connect(course / "gradebook.db") as db:
+        stamped = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    from nbgrader.dbutil import _temp_alembic_ini
+
+    with _temp_alembic_ini("sqlite:///unused.db") as ini:  # what nbgrader itself runs
+        heads = subprocess.run([os.path.join(bindir, "alembic"), "-c", ini, "heads"], capture_output=True,
+                               text=True, timeout=120, check=True).stdout.split()[0]
+    assert stamped == [(heads,)], (stamped, heads)

@@ -132,3 +132,27 @@ def _null_pool():
     from sqlalchemy.pool import NullPool
 
     return NullPool
+
+
+def schema_revision() -> str:
+    """The newest gradebook schema revision of the installed nbgrader, e.g. ``"e43177bfe90b"``.
+
+    Read from nbgrader's own migration scripts with alembic's API, in this process.
+    """
+    from alembic.script import ScriptDirectory
+    from nbgrader.dbutil import ALEMBIC_DIR
+
+    return ScriptDirectory(ALEMBIC_DIR).get_current_head()
+
+
+def stamp_new_gradebooks_in_process() -> None:
+    """Make nbgrader stamp each new gradebook with ``schema_revision()`` (idempotent).
+
+    nbgrader stamps a gradebook it creates with the revision printed by ``alembic heads`` run as a
+    subprocess: 1.9 s of CPU each time (0.17 s in process), and ``FileNotFoundError`` when the
+    environment's ``bin`` is not on ``PATH``. The same answer is read here. ``configure_nbgrader``
+    installs it, so every nbgrader command that reads the course's ``nbgrader_config.py`` uses it.
+    """
+    import nbgrader.api
+
+    nbgrader.api.get_alembic_version = schema_revision

@@ -346,6 +346,10 @@ def configure_nbgrader(c) -> None:
     c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
     # A deleted graded cell is put back from the source (nbgrader's own option, off by default).
     c.OverwriteCells.add_missing_cells = True
+    # A new gradebook's schema revision is read in this process, not from an `alembic` subprocess.
+    from bncourse.grading.gradebook import stamp_new_gradebooks_in_process
+
+    stamp_new_gradebooks_in_process()
 
 
 def load_config(course_dir: str | os.PathLike, **overrides):
