@@ -25,6 +25,11 @@ from pathlib import Path
 
 import nbformat
 
+try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # pragma: no cover - test_browser.py skips without playwright
+    PlaywrightTimeout = TimeoutError
+
 HOW_TO_GET_CHROMIUM = (
     "the browser tests need Chromium and the playwright package: `apt-get install chromium` "
     "(Debian/Ubuntu; or set BNCOURSE_CHROMIUM to a Chrome/Chromium executable) and "
@@ -221,8 +226,13 @@ STDERR = "[data-mime-type='application/vnd.jupyter.stderr']"
 
 
 def open_notebook(page, server: Server, relpath: str) -> None:
-    """Open one notebook in a fresh layout and wait until its kernel is idle."""
-    page.goto(server.url(f"lab/tree/{relpath}", reset=""))
+    """Open one notebook as a learner does, from the file browser of the Lab the page shows: its
+    home, the notebook's folder, the notebook (double-clicks); wait until its kernel is idle."""
+    browser = page.locator("#filebrowser")
+    browser.locator(".jp-BreadCrumbs-home").click()
+    for name in relpath.split("/"):
+        text = page.locator(".jp-DirListing-itemText", has_text=re.compile(f"^{re.escape(name)}$"))
+        browser.locator(".jp-DirListing-item", has=text).dblclick(timeout=60_000)
     page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=120_000)
     page.wait_for_selector(f"{NOTEBOOK} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     # The page says idle before its kernel's websocket is up; leaving before that makes jupyter_server
@@ -234,6 +244,26 @@ def open_notebook(page, server: Server, relpath: str) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"{relpath}: its kernel never connected and went idle")
+
+
+def close_notebook(page, server: Server) -> None:
+    """Close the notebook's tab (its changes saved or given up: a learner's choice, asked in a
+    dialog) and shut its kernel down once the tab has let go of it, as a learner closes the tab and
+    then stops the kernel from the Running panel. The Lab stays open for the next notebook."""
+    server.wait_until_kernels_are_quiet()
+    page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
+    dialog = page.locator(".jp-Dialog")
+    try:
+        dialog.wait_for(state="visible", timeout=1500)
+        dialog.locator(".jp-Dialog-button", has_text=re.compile("^(Discard|Don't Save)$")).click()
+    except PlaywrightTimeout:
+        pass
+    page.wait_for_selector(NOTEBOOK, state="detached", timeout=60_000)
+    deadline = time.time() + 60
+    while time.time() < deadline and any(s["kernel"].get("connections", 0) for s in server.api("sessions")):
+        time.sleep(0.25)
+    for session in server.api("sessions"):
+        server.api(f"sessions/{session['id']}", method="DELETE")
 
 
 def cell(page, index: int):

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from lab_browser import (
-    HOW_TO_GET_CHROMIUM, NOTEBOOK, STDERR, cell, cell_source, find_chromium, layout, learner_environment,
-    library_warnings, menu, open_notebook, output_text, save, saved_images, screenshot_progress_bar, scroll_to_top,
-    solutions, start_instructor_lab, start_learner_lab, type_into_cell, wait_until_run,
+    HOW_TO_GET_CHROMIUM, NOTEBOOK, STDERR, cell, cell_source, close_notebook, find_chromium, layout,
+    learner_environment, library_warnings, menu, open_notebook, output_text, save, saved_images,
+    screenshot_progress_bar, scroll_to_top, solutions, start_instructor_lab, start_learner_lab, type_into_cell,
+    wait_until_run,
 )
 
 from conftest import COURSE, GENERATED
@@ -161,7 +162,8 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
             if name in SOLVED:
                 save(page)
                 seen["saved_images"] = saved_images(nb_path)
-            server.shutdown_kernels(page)
+            close_notebook(page, server)
+        page.goto("about:blank")
     finally:
         server.stop()
     rec["first_log"] = (root / "lab-first.log").read_text()
@@ -171,8 +173,12 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
     try:
         rec["files_after_second_start"] = {p: p.read_bytes() for p in ws.rglob("*.ipynb")}
         rec["reopened"] = {}
+        page.goto(server.url("lab", reset=""))
+        page.wait_for_selector("#filebrowser .jp-DirListing-item", timeout=120_000)
         for (rel, index) in rec["typed"]:
             if rel not in rec["reopened"]:
+                if rec["reopened"]:
+                    close_notebook(page, server)
                 open_notebook(page, server, rel)
                 tables = page.locator(f"{NOTEBOOK} .jp-RenderedHTMLCommon table")
                 try:  # saved outputs are rendered a moment after the cells appear
