@@ -89,6 +89,18 @@ def _source_digest(course: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def kernel_metadata() -> dict:
+    """The notebook metadata JupyterLab writes when this environment's ``python3`` kernel starts:
+    ``{"kernelspec": {...}, "language_info": {...}}``. The student versions carry it, so a notebook
+    the learner only opened is not marked modified (and does not ask "Save your work?" on close)."""
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    return {"kernelspec": {"display_name": spec.display_name, "language": spec.language, "name": "python3"},
+            "language_info": dict(IPythonKernel.language_info)}
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bncourse" / "student-versions"
 
@@ -97,9 +109,13 @@ def student_versions(course: Path | None = None) -> Path:
     """Generate (or reuse) the student versions; returns a folder holding <assignment>/<files>."""
     course = (course or course_dir()).resolve()
     names = assignments(course)
-    cached = _cache_root() / _source_digest(course)
+    metadata = kernel_metadata()
+    kernel = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:8]
+    cached = _cache_root() / f"{_source_digest(course)}-{kernel}"
     if cached.is_dir() and all((cached / a).is_dir() for a in names):
         return cached
+    import nbformat
+
     with tempfile.TemporaryDirectory(prefix="bncourse-generate-") as tmp:
         work = Path(tmp) / "course"
         shutil.copytree(
@@ -118,6 +134,10 @@ def student_versions(course: Path | None = None) -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="staging-", dir=cached.parent))
         shutil.copytree(work / "release", staging, dirs_exist_ok=True)
+        for path in staging.rglob("*.ipynb"):
+            nb = nbformat.read(path, as_version=4)
+            nb.metadata.update(metadata)
+            nbformat.write(nb, path)
         if cached.exists():
             shutil.rmtree(cached)
         staging.rename(cached)

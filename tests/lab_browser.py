@@ -222,17 +222,20 @@ def layout(student_notebook: Path) -> Layout:
 # --------------------------------------------------------------------------------------------------
 
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+CURRENT_TAB = "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current"
 STDERR = "[data-mime-type='application/vnd.jupyter.stderr']"
 
 
 def open_notebook(page, server: Server, relpath: str) -> None:
     """Open one notebook as a learner does, from the file browser of the Lab the page shows: its
     home, the notebook's folder, the notebook (double-clicks); wait until its kernel is idle."""
-    browser = page.locator("#filebrowser")
-    browser.locator(".jp-BreadCrumbs-home").click()
-    for name in relpath.split("/"):
-        text = page.locator(".jp-DirListing-itemText", has_text=re.compile(f"^{re.escape(name)}$"))
-        browser.locator(".jp-DirListing-item", has=text).dblclick(timeout=60_000)
+    try:
+        _open_from_file_browser(page, relpath)
+    except PlaywrightTimeout:  # say what the page showed, then try once more from a fresh page
+        print(f"open_notebook({relpath!r}): the file browser did not open it; the page showed "
+              f"{_what_the_page_shows(page)}; reloading the Lab and trying again", flush=True)
+        page.goto(server.url("lab", reset=""))
+        _open_from_file_browser(page, relpath)
     page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=120_000)
     page.wait_for_selector(f"{NOTEBOOK} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     # The page says idle before its kernel's websocket is up; leaving before that makes jupyter_server
@@ -246,12 +249,33 @@ def open_notebook(page, server: Server, relpath: str) -> None:
     raise TimeoutError(f"{relpath}: its kernel never connected and went idle")
 
 
+def _open_from_file_browser(page, relpath: str) -> None:
+    browser = page.locator("#filebrowser")
+    browser.locator(".jp-BreadCrumbs-home").click(timeout=30_000)
+    for name in relpath.split("/"):
+        text = page.locator(".jp-DirListing-itemText", has_text=re.compile(f"^{re.escape(name)}$"))
+        browser.locator(".jp-DirListing-item", has=text).dblclick(timeout=30_000)
+
+
+def _what_the_page_shows(page) -> dict:
+    """The file browser's folder and items, open tabs and dialogs: for an error message."""
+    def texts(selector: str) -> list[str]:
+        try:
+            return page.locator(selector).all_inner_texts()[:20]
+        except Exception as exc:  # noqa: BLE001 - a diagnosis must not raise
+            return [repr(exc)]
+
+    return {"url": page.url, "folder": texts("#filebrowser .jp-BreadCrumbs"),
+            "items": texts("#filebrowser .jp-DirListing-itemText"),
+            "tabs": texts("#jp-main-dock-panel .lm-TabBar-tabLabel"), "dialogs": texts(".jp-Dialog")}
+
+
 def close_notebook(page, server: Server) -> None:
     """Close the notebook's tab (its changes saved or given up: a learner's choice, asked in a
     dialog) and shut its kernel down once the tab has let go of it, as a learner closes the tab and
     then stops the kernel from the Running panel. The Lab stays open for the next notebook."""
     server.wait_until_kernels_are_quiet()
-    page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
+    page.locator(f"{CURRENT_TAB} .lm-TabBar-tabCloseIcon").click()
     dialog = page.locator(".jp-Dialog")
     try:
         dialog.wait_for(state="visible", timeout=1500)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from lab_browser import (
-    HOW_TO_GET_CHROMIUM, NOTEBOOK, STDERR, cell, cell_source, close_notebook, find_chromium, layout,
+    CURRENT_TAB, HOW_TO_GET_CHROMIUM, NOTEBOOK, STDERR, cell, cell_source, close_notebook, find_chromium, layout,
     learner_environment, library_warnings, menu, open_notebook, output_text, save, saved_images,
     screenshot_progress_bar, scroll_to_top, solutions, start_instructor_lab, start_learner_lab, type_into_cell,
     wait_until_run,
@@ -138,6 +138,9 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
                         "text": output_text(page, index),
                     }
                     shot(f"{name}-check-{grade_id}", c)
+            if name not in SOLVED:  # opened, not touched: its tab must not say "modified"
+                server.wait_until_kernels_are_quiet()
+                seen["marked_modified"] = page.locator(f"{CURRENT_TAB}.jp-mod-dirty").count() > 0
             seen["stderr"] = page.locator(f"{NOTEBOOK} {STDERR}").all_inner_texts()
             first = page.locator(f"{NOTEBOOK} .jp-OutputArea-output").first
             seen["first_output"] = first.text_content() if first.count() else ""
@@ -252,6 +255,13 @@ def test_does_every_notebook_open_and_begin_with_the_courses_output(learner):
             assert first and "warning" not in first.lower(), f"{name}: the first output is a warning:\n{first}"
         else:
             assert seen["stderr"] == []
+
+
+def test_does_a_notebook_only_opened_stay_unmodified(learner):
+    """The student versions carry the kernel's metadata, which JupyterLab would otherwise write on
+    opening: the learner is not asked to save a notebook they never changed."""
+    opened = {name: seen["marked_modified"] for name, seen in learner["notebooks"].items() if name not in SOLVED}
+    assert opened and not any(opened.values()), f"marked modified by opening alone: {opened}"
 
 
 def test_does_a_wrong_solution_show_the_mistake_the_check_names(learner):
