@@ -286,8 +286,7 @@ def close_notebook(page, server: Server) -> None:
     deadline = time.time() + 60
     while time.time() < deadline and any(s["kernel"].get("connections", 0) for s in server.api("sessions")):
         time.sleep(0.25)
-    for session in server.api("sessions"):
-        server.api(f"sessions/{session['id']}", method="DELETE")
+    server.shutdown_kernels()
 
 
 def cell(page, index: int):
