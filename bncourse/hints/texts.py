@@ -41,8 +41,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "BOTH arrays, letting broadcasting stretch the (D,) vectors over the rows; (4) return the pair "
         "(train, test) in that order."),
     _ex("min_max_scale", "01_why_normalize", "min_max_scale", "check_min_max_scale",
-        "The training data's smallest value of each feature should map to 0 and its largest to 1; "
-        "the test data uses the same two numbers, so it may fall outside [0, 1].",
+        "The training data's smallest value of each feature maps to 0 and its largest to 1; the test "
+        "data reuses those two numbers.",
         "Per feature j: x'_ij = (x_ij - min_j) / (max_j - min_j), with min_j and max_j over the "
         "training rows only. The denominator is the RANGE, not the maximum.",
         "Shape of the code: (1) float64 copies of both inputs; (2) the per-feature minimum and maximum "
@@ -53,7 +53,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "Each of the D features (columns) gets its own mean and variance, computed over the N examples "
         "of the batch (the rows). Then scale by gamma and shift by beta.",
         "mu = mean over the batch, var = mean((x - mu)^2) over the batch (the biased variance, divide "
-        "by N), x_hat = (x - mu) / sqrt(var + eps), out = gamma * x_hat + beta. eps goes INSIDE the "
+        "by N), x_hat = (x - mu) / sqrt(var + eps), out = gamma x_hat + beta (per column). eps goes INSIDE the "
         "square root.",
         "Shape of the code: (1) the column means, a (D,) vector (axis=0); (2) the centred batch; "
         "(3) the biased variance of each column from it; (4) one over the square root of (variance "
@@ -63,17 +63,16 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     _ex("update_running_stats", "02_batchnorm_forward", "update_running_stats", "check_update_running_stats",
         "The running statistics are an exponential moving average. In PyTorch's convention, momentum "
         "is the weight of the NEW batch, and running_var stores the UNBIASED variance.",
-        "new_mean = (1 - momentum) * running_mean + momentum * batch_mean; new_var = (1 - momentum) * "
-        "running_var + momentum * batch_var_unbiased, where the unbiased variance divides by N - 1 "
+        "new running mean = (1 - momentum) times the old one plus momentum times the batch mean; the "
+        "same blend for the variance, with the batch's UNBIASED variance, where the unbiased variance divides by N - 1 "
         "(numpy: ddof=1).",
         "Shape of the code: (1) the batch mean of each column (axis=0); (2) the batch variance of each "
         "column with ddof=1; (3) blend each into its running value with the formula above; (4) return "
         "the two NEW arrays, leaving running_mean and running_var unchanged (no +=, no slice "
         "assignment into them)."),
     _ex("batchnorm_inference", "02_batchnorm_forward", "batchnorm_inference", "check_batchnorm_inference",
-        "At inference the batch's own statistics are not used at all: every example is normalized "
-        "with the running mean and running variance, so the output of one row does not depend on the "
-        "others.",
+        "At inference the batch's own statistics are not used: every example is normalized with the "
+        "running mean and running variance.",
         "out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta: a fixed affine map per "
         "feature, with eps inside the square root as in training.",
         "Shape of the code: (1) subtract running_mean from x (broadcast over the rows); (2) divide by "
@@ -101,8 +100,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "(N * dout - dbeta - x_hat * dgamma), all sums over the batch axis (axis 0).",
         "Shape of the code: (1) N from dout's first dimension; (2) dbeta as the column sums of dout; "
         "(3) dgamma as the column sums of dout times x_hat from the cache; (4) dx in one expression "
-        "from the closed form above, reusing dbeta and dgamma; (5) return dx, dgamma, dbeta in that "
-        "order."),
+        "from the closed form above, reusing dbeta and dgamma; (5) return the three gradients, dx first, then "
+        "dgamma and dbeta."),
     _ex("spatial_batchnorm_forward", "03_batchnorm_backward", "spatial_batchnorm_forward",
         "check_spatial_batchnorm_forward",
         "For images, batch norm keeps one mean and one variance per CHANNEL, taken over the batch and "
@@ -123,14 +122,14 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "and W, shape (C,).",
         "Shape of the code: (1) unpack the rows' cache and (N, C, H, W) from your cache; (2) transpose "
         "dout to (N, H, W, C) and reshape to (N*H*W, C); (3) call your batchnorm_backward; (4) reshape dx "
-        "to (N, H, W, C) and transpose back to (N, C, H, W); (5) return dx, dgamma, dbeta."),
+        "to (N, H, W, C) and transpose back to (N, C, H, W); (5) return the gradients in the order dx, dgamma, dbeta."),
     # ---- notebook 4 -------------------------------------------------------------------------
     _ex("batchnorm_function", "04_batchnorm_pytorch", "BatchNormFunction", "check_batchnorm_function",
         "An autograd.Function wraps code autograd cannot see: forward runs your numpy batchnorm_forward "
-        "and keeps its cache on ctx; backward runs your numpy batchnorm_backward. The tensors have to "
-        "cross to numpy and back.",
-        "forward(ctx, x, gamma, beta, eps) -> out with out's dtype and device equal to x's; backward(ctx, "
-        "dout) -> one gradient per forward input: (dx, dgamma, dbeta, None), the None for eps.",
+        "and keeps its cache on ctx; backward runs your numpy batchnorm_backward.",
+        "forward(ctx, x, gamma, beta, eps) -> out, with out's dtype and device equal to x's (the numpy "
+        "work happens in float64 on the CPU); backward(ctx, dout) -> one gradient per input of forward: "
+        "(dx, dgamma, dbeta, None), the None for eps, which needs no gradient.",
         "Shape of the code: forward: (1) detach each tensor, move it to the CPU, make it float64 and "
         "take .numpy(); (2) call your batchnorm_forward; (3) store the cache on ctx; (4) return "
         "torch.from_numpy(out) moved to x's device and dtype. backward: (1) dout to numpy the same way; "
@@ -178,7 +177,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "gradients, no optimizer step.",
         "Shape of the code: (1) collect every batch norm layer (isinstance of "
         "nn.modules.batchnorm._BatchNorm) and remember each one's momentum and the model's mode; "
-        "(2) reset each layer's running stats and set its momentum to None; (3) model.train(), then run "
+        "(2) reset each layer's running stats and set its momentum to None; (3) put the model in training mode, then run "
         "every batch through under torch.no_grad(), on the model's device; (4) put the momenta and the "
         "model's mode back; (5) return the model."),
     # ---- notebook 7 -------------------------------------------------------------------------
@@ -191,8 +190,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "absolute change of the means and of the stds, two scalars; (3) their sum divided by the average "
         "std before; (4) return it as a plain Python float."),
     _ex("gradient_change", "07_what_batchnorm_does", "gradient_change", "check_gradient_change",
-        "Treat each gradient as one long vector, whatever its shape; compare the two vectors by how far "
-        "apart they are (relative to the first) and by the angle between them.",
+        "Treat each gradient as one long vector; compare the two vectors by how far apart they are "
+        "and by the angle between them.",
         "relative_change = ||g_after - g_before|| / ||g_before||; cosine = <g_before, g_after> / "
         "(||g_before|| * ||g_after||), with Euclidean norms over all entries.",
         "Shape of the code: (1) both arrays as float64 and flattened (ravel); (2) the two norms with "
@@ -200,8 +199,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "the dot product; (5) return both as plain floats, relative change first."),
     _ex("noisy_batchnorm_forward", "07_what_batchnorm_does", "noisy_batchnorm_forward",
         "check_noisy_batchnorm_forward",
-        "This is your batch norm forward with one more affine step on top: the noise multiplies and "
-        "shifts the OUTPUT of batch norm, after gamma and beta.",
+        "Your batch norm forward with one more affine step on top: the noise scales and shifts the "
+        "OUTPUT of batch norm.",
         "out = scale * (gamma * x_hat + beta) + shift, with x_hat = (x - mean) / sqrt(var + eps) "
         "from the batch's mean and biased variance per column.",
         "Shape of the code: (1) the per-column mean and biased variance (axis=0); (2) x_hat with eps "
@@ -232,10 +231,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     # ---- notebook 9 -------------------------------------------------------------------------
     _ex("layernorm_forward", "09_beyond_batchnorm", "layernorm_forward", "check_layernorm_forward",
         "Layer norm is batch norm turned sideways: each ROW (example) is normalized over its own D "
-        "features, so nothing depends on the other examples of the batch. gamma and beta are still one "
-        "per feature.",
+        "features; gamma and beta are still one per feature.",
         "mu_i = mean_j x_ij, var_i = mean_j (x_ij - mu_i)^2 (biased), x_hat = (x - mu) / sqrt(var + "
-        "eps), out = gamma * x_hat + beta; the statistics have shape (N, 1).",
+        "eps), out = gamma x_hat + beta; the statistics have shape (N, 1).",
         "Shape of the code: (1) the row means with axis=1 and keepdims=True, shape (N, 1); (2) the centred "
         "input; (3) its row variance the same way; (4) the inverse std with eps inside the root; "
         "(5) x_hat and out (gamma and beta broadcast along the rows); (6) return out and a cache of "
@@ -243,18 +241,18 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     _ex("layernorm_backward", "09_beyond_batchnorm", "layernorm_backward", "check_layernorm_backward",
         "It is batch norm's closed-form backward with the roles of the axes swapped for dx (the sums run "
         "over each row's D features), while dgamma and dbeta are still sums over the batch.",
-        "dbeta = sum over rows of dout, dgamma = sum over rows of dout * x_hat; with g = dout * gamma, "
+        "dbeta = sum over rows of dout, dgamma = sum over rows of dout * x_hat; with g = gamma dout (per feature), "
         "dx = (inv_std / D) * (D * g - sum_j g - x_hat * sum_j (g * x_hat)), the sums over axis 1 "
         "with keepdims.",
         "Shape of the code: (1) unpack x_hat, the inverse std and gamma; (2) D from dout's second "
         "dimension; (3) dbeta and dgamma as column sums (axis=0); (4) g as dout times gamma; (5) dx from "
-        "the formula with the two per-row sums kept as (N, 1); (6) return dx, dgamma, dbeta."),
+        "the formula with the two per-row sums kept as (N, 1); (6) return the gradients in the order dx, dgamma, dbeta."),
     _ex("groupnorm_forward", "09_beyond_batchnorm", "groupnorm_forward", "check_groupnorm_forward",
         "Group norm normalizes each image on its own, over groups of C/G ADJACENT channels and all "
         "their pixels; gamma and beta are still one per channel.",
         "Reshape x to (N, G, C/G * H * W): then each group is one row of the last axis; mean and biased "
         "variance over that axis, x_hat = (x - mean) / sqrt(var + eps), reshaped back to (N, C, H, W), "
-        "and out = gamma * x_hat + beta with gamma, beta as (1, C, 1, 1).",
+        "and out = gamma x_hat + beta with gamma, beta as (1, C, 1, 1).",
         "Shape of the code: (1) N, C, H, W from x.shape; (2) x reshaped to (N, G, -1); (3) mean and "
         "variance along axis 2 with keepdims; (4) the inverse std; (5) x_hat in the grouped shape, then "
         "reshaped to (N, C, H, W); (6) out with gamma and beta reshaped to (1, C, 1, 1); (7) return out "
@@ -268,7 +266,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "Shape of the code: (1) unpack the cache and the shape; (2) dgamma and dbeta over axes (0, 2, 3); "
         "(3) g = dout times gamma viewed as (1, C, 1, 1), reshaped to (N, G, -1), and x_hat the same way; "
         "(4) M from the last axis; (5) dx from the formula with keepdims sums along axis 2; (6) dx "
-        "reshaped to (N, C, H, W); return dx, dgamma, dbeta."),
+        "reshaped to (N, C, H, W); return dx, then dgamma and dbeta."),
     # ---- notebook 10 ------------------------------------------------------------------------
     _ex("fold_batchnorm", "10_folding", "fold_batchnorm", "check_fold_batchnorm",
         "In eval mode batch norm is a fixed affine map per output channel, so it can be merged into the "
