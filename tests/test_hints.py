@@ -181,3 +181,25 @@ def test_does_the_saved_notebook_count_as_an_attempt_only_when_its_test_cell_ran
     test.execution_count = 3
     nbformat.write(nb, str(path))
     assert solutions.tried_in_notebook(ex, path)
+
+
+def test_does_the_command_line_refuse_then_show_the_solution_and_share_the_ladder(workspace, capsys):
+    from bncourse import cli
+
+    ws = ["--workspace", str(workspace)]
+    assert cli.main(["solution", "02", "batchnorm_forward", *ws]) == 1
+    assert "opens once you have tried" in capsys.readouterr().out
+    assert cli.main(["solution", "03", "batchnorm_forward", *ws]) == 2  # the wrong notebook is named
+    assert "notebook 02_batchnorm_forward" in capsys.readouterr().err
+    learner = nbformat.v4.new_notebook()
+    answer = nbformat.v4.new_code_cell("def batchnorm_forward(x, gamma, beta, eps=1e-5):\n    return x, None")
+    answer.metadata["nbgrader"] = {"grade_id": "batchnorm_forward", "solution": True}
+    test = nbformat.v4.new_code_cell("check_batchnorm_forward(batchnorm_forward).assert_passed()", execution_count=4)
+    test.metadata["nbgrader"] = {"grade_id": "batchnorm_forward_tests", "grade": True}
+    learner.cells = [answer, test]
+    nbformat.write(learner, str(workspace / "02_batchnorm_forward" / "batchnorm_forward.ipynb"))
+    assert cli.main(["solution", "02_batchnorm_forward", "batchnorm_forward", *ws]) == 0
+    assert "mu = x.mean(axis=0)" in capsys.readouterr().out
+    hints.next_hint("batchnorm_forward")  # in the notebook's kernel
+    assert cli.main(["hint", "batchnorm_forward", *ws]) == 0
+    assert "Hint 2 of 3" in capsys.readouterr().out
