@@ -62,8 +62,8 @@ class ExerciseProgress:
             from bncourse.hints import find_exercise
 
             try:
-                ex_id = find_exercise(self.exercise.split(", ")[-1]).id
-                out.append(f"{indent}stuck? in the notebook: from bncourse.hints import hint; hint('{ex_id}')")
+                name = find_exercise(self.exercise.split(", ")[-1]).function
+                out.append(f"{indent}stuck? in the notebook: from bncourse.hints import hint; hint('{name}')")
             except KeyError:
                 pass
         return out

@@ -60,7 +60,7 @@ def stuck_line(exercise: str) -> str:
         ex = find_exercise(exercise)
     except KeyError:
         return ""
-    return f"Stuck? Run hint('{ex.id}') for a hint (up to three), after `from bncourse.hints import hint`."
+    return f"Stuck? Run hint('{ex.function}') for a hint (up to three), after `from bncourse.hints import hint`."
 
 
 @dataclass
@@ -114,10 +114,10 @@ def next_hint(exercise: str, rung: int | None = None, directory=None) -> Shown:
     extra = MISTAKE_HINTS.get(last.get("mistake") or "")
     if extra and last.get("passed") is False:
         body = f"{body}\nAbout the mistake your last check named: {extra}"
-    note = (f"Next: hint('{ex.id}') for {RUNG_NAMES[rung]}." if rung < 3 else
-            f"That was the last hint. After running the check on your own attempt, solution('{ex.id}') "
+    note = (f"Next: hint('{ex.function}') for {RUNG_NAMES[rung]}." if rung < 3 else
+            f"That was the last hint. After running the check on your own attempt, solution('{ex.function}') "
             "shows the course's reference solution.")
-    return Shown(f"Hint {rung} of 3 for {ex.id} ({RUNG_NAMES[rung - 1]})", body, note)
+    return Shown(f"Hint {rung} of 3 for {ex.function} ({RUNG_NAMES[rung - 1]})", body, note)
 
 
 def _hints_allowed_here() -> bool:
@@ -174,7 +174,7 @@ def solution_gate(ex: Exercise, directory=None, notebook: Path | None = None,
         return _solutions.Gate(True)
     return _solutions.Gate(False, f"the solution opens once you have tried: write your {ex.function}, run its "
                                   f"check cell ({ex.check}) at least once, then ask again. Meanwhile "
-                                  f"hint('{ex.id}') gives up to three hints.")
+                                  f"hint('{ex.function}') gives up to three hints.")
 
 
 def solution_for(exercise: str, directory=None, notebook: Path | None = None,
@@ -183,9 +183,9 @@ def solution_for(exercise: str, directory=None, notebook: Path | None = None,
     ex = find_exercise(exercise)
     gate = solution_gate(ex, directory, notebook, history)
     if not gate.open:
-        return Shown(f"No solution for {ex.id} yet", gate.reason)
+        return Shown(f"No solution for {ex.function} yet", gate.reason)
     code = _solutions.reference_solution(ex)
-    return Shown(f"The course's own reference solution for {ex.id} (notebook {ex.notebook})", code,
+    return Shown(f"The course's own reference solution for {ex.function} (notebook {ex.notebook})", code,
                  "One correct way among several: if yours passes the check, it is right too.", code=True)
 
 
