@@ -96,7 +96,7 @@ def _claims(args: argparse.Namespace) -> int:
     else:
         print(claims.format_table(rows))
         mode = "fast" if args.fast or os.environ.get("BNCOURSE_FAST") else "full"
-        print(f"{mode} run: {wall:.0f} s wall, {cpu:.0f} s CPU time ({len(rows)} claims)")
+        print(f"{mode} run: {wall:.0f} s wall, {cpu:.0f} s CPU time ({len(rows)} claim{'' if len(rows) == 1 else 's'})")
     return 0
 
 
