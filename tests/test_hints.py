@@ -100,6 +100,9 @@ def test_does_hint_accept_the_function_name_and_the_check_name(workspace):
     assert hints.find_exercise("sigmoid_input_percentiles").id == "fig1-percentiles"
     assert hints.find_exercise("check_sync_batchnorm_forward").id == "sync-forward"
     assert hints.find_exercise("BatchNorm2d").id == "batchnorm2d"
+    for check_name in ("BatchNormFunction", "BatchNorm1dNumpy", "sync_batch_norm_backward", "recompute_bn_statistics"):
+        assert hints.find_exercise(check_name)  # the names CheckResult.exercise carries
+    assert hints.stuck_line("sigmoid_input_percentiles").startswith("Stuck? Run hint('sigmoid_input_percentiles')")
     with pytest.raises(KeyError, match="no exercise called 'batchnorm_fwd'"):
         hints.find_exercise("batchnorm_fwd")
 
