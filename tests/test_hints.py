@@ -111,7 +111,7 @@ def test_does_a_failed_check_add_the_hint_for_its_named_mistake(workspace):
     class Result:  # what a CheckResult carries
         exercise, passed, cases, explained = "batchnorm_forward", False, [], ("eps outside the square root",)
 
-    hints.record_check(Result())
+    hints.record_check(Result(), directory=".")
     assert "inside, sqrt(var + eps)" in hints.next_hint("batchnorm_forward").body
 
 
@@ -142,21 +142,24 @@ def test_is_the_solution_refused_before_an_attempt_and_shown_after_one(workspace
 
 
 def test_does_a_recorded_check_run_open_the_gate_but_a_stub_run_not(workspace):
+    hints.record_check(type("R", (), {"exercise": "standardize", "passed": False, "cases": []})())
+    assert not hints.solution_for("standardize", history=[]).code  # outside a kernel (the grader) it is no try
+
     class Case:
         kind = "not_attempted"
 
     class Stub:
         exercise, passed, cases, explained = "standardize", False, [Case()], ()
 
-    hints.record_check(Stub())
+    hints.record_check(Stub(), directory=".")
     assert not hints.solution_for("standardize", history=[]).code
     Stub.cases = []
-    hints.record_check(Stub())
+    hints.record_check(Stub(), directory=".")
     assert hints.solution_for("standardize", history=[]).code
 
 
 def test_are_solutions_off_when_switched_off_or_grading(workspace, monkeypatch):
-    hints.record_check(type("R", (), {"exercise": "standardize", "passed": True, "cases": [], "explained": ()})())
+    hints.record_check(type("R", (), {"exercise": "standardize", "passed": True, "cases": [], "explained": ()})(), ".")
     monkeypatch.setenv("BNCOURSE_SOLUTIONS", "off")
     assert "switched reference solutions off" in hints.solution_for("standardize").body
     monkeypatch.delenv("BNCOURSE_SOLUTIONS")
@@ -206,3 +209,23 @@ def test_does_the_command_line_refuse_then_show_the_solution_and_share_the_ladde
     hints.next_hint("batchnorm_forward")  # in the notebook's kernel
     assert cli.main(["hint", "batchnorm_forward", *ws]) == 0
     assert "Hint 2 of 3" in capsys.readouterr().out
+
+
+def test_does_a_real_failed_check_lead_to_its_mistakes_hint(workspace):
+    import numpy as np
+
+    from bncourse.checks.forward import check_batchnorm_forward
+
+    def eps_outside(x, gamma, beta, eps=1e-5):
+        return gamma * (x - x.mean(0)) / (np.sqrt(x.var(0)) + eps) + beta, None
+
+    def stub(x, gamma, beta, eps=1e-5):
+        raise NotImplementedError()
+
+    hints.record_check(check_batchnorm_forward(stub), directory=".")
+    assert hints.solution_for("batchnorm_forward", history=[]).title.startswith("No solution")
+    result = check_batchnorm_forward(eps_outside)
+    hints.record_check(result, directory=".")
+    assert not result.passed
+    assert "About the mistake your last check named" in hints.next_hint("batchnorm_forward").body
+    assert hints.solution_for("batchnorm_forward", history=[]).code

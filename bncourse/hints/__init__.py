@@ -149,6 +149,14 @@ def _last_failed(state: LearnerState) -> str | None:
     return failed[-1] if failed else None
 
 
+def _in_ipython() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
 def _history() -> list[str]:
     try:
         from IPython import get_ipython
@@ -202,10 +210,11 @@ def record_check(result, directory=None) -> None:
 
     Reads ``result.exercise``, ``result.passed``, ``result.mistake_id`` when the check has one
     (else the id of the first name in ``result.explained``) and ``result.cases`` (a run on the
-    untouched stub, every case 'not_attempted', is not an attempt). Does nothing while grading.
+    untouched stub, every case 'not_attempted', is not an attempt). Does nothing while grading, and
+    outside an IPython kernel unless ``directory`` is given (the grader re-judging a check is no attempt).
     """
     try:
-        if _solutions.in_grading_kernel():
+        if _solutions.in_grading_kernel() or (directory is None and not _in_ipython()):
             return
         ex = find_exercise(getattr(result, "exercise", ""))
         cases = list(getattr(result, "cases", []) or [])
