@@ -222,8 +222,8 @@ def record_check(result, directory=None) -> None:
             return
         mistake = getattr(result, "mistake_id", None)
         explained = tuple(getattr(result, "explained", ()) or ())
-        if not mistake and explained:
-            mistake = mistake_id(explained[0])
+        if explained and mistake not in MISTAKE_HINTS and mistake_id(explained[0]) in MISTAKE_HINTS:
+            mistake = mistake_id(explained[0])  # the check's own id and ours may differ: ours has a hint
         _state(directory).record(ex.id, bool(getattr(result, "passed", False)), mistake or None)
     except Exception:  # noqa: BLE001 - a hint bookkeeping problem must never break a check cell
         return

@@ -349,6 +349,57 @@ MISTAKE_HINTS: dict[str, str] = {
     "the-ranks-variances-averaged-instead-of-combining-sums": "Averaging variances leaves out how far the ranks' "
                                                               "means lie apart; add up sums and sums of squares instead.",
     "the-original-layer-changed-in-place": "Work on a deep copy of the layer; the caller's layer must stay as it was.",
+    "signed-changes-units-moving-up-and-down-cancel": "Take the absolute value of each unit's change before "
+                                                      "averaging: otherwise units that moved up cancel units that moved down.",
+    "not-relative-to-the-input-s-spread": "A drift of 0.1 means little for a layer whose inputs spread over 100; "
+                                          "divide by the average spread BEFORE the step to make it scale-free.",
+    "only-the-means-compared": "A distribution can keep its mean and still widen: add the change of the "
+                               "standard deviations too.",
+    "cosine-not-normalized-a-plain-dot-product": "A dot product grows with the vectors' lengths; the cosine "
+                                                 "divides it by both norms, so it lies in [-1, 1].",
+    "norms-per-row-instead-of-over-the-flattened-gradient": "Flatten each gradient into one vector first: "
+                                                            "the norm is over all of its entries.",
+    "difference-of-the-norms-instead-of-the-norm-of-the-difference":
+        "Two gradients of equal length pointing in different directions differ a lot: take the norm of "
+        "the DIFFERENCE, not the difference of the norms.",
+    "noise-injected-before-normalizing-the-normalization-removes-it":
+        "Normalizing removes any per-feature scale and shift applied before it; the noise must come after.",
+    "noise-applied-to-x-hat-before-gamma-and-beta": "The noise scales and shifts batch norm's OUTPUT, after "
+                                                    "gamma and beta have been applied.",
+    "backward-treats-the-batch-mean-and-variance-as-constants":
+        "In training mode the mean and variance depend on x; your numpy batchnorm_backward already "
+        "includes those paths, so call it rather than writing a simpler gradient.",
+    "ignores-self-training": "A module knows its mode from self.training: batch statistics in training, "
+                             "running statistics in eval.",
+    "running-statistics-not-updated": "Each training-mode forward pass blends the batch's statistics into "
+                                      "running_mean and running_var.",
+    "forgot-to-register-buffers": "Plain tensor attributes are not saved by state_dict() nor moved by .to(); "
+                                  "register_buffer makes the running statistics part of the module's state.",
+    "running-mean-or-running-var-is-an-nn-parameter": "Running statistics are not learned: an optimizer "
+                                                      "must not change them, so they are buffers, not parameters.",
+    "statistics-per-pixel-position-instead-of-per-channel":
+        "For images, each channel has ONE mean and variance, over N, H and W together (dims 0, 2, 3).",
+    "dx-reshaped-back-without-the-inverse-transpose": "Undo the steps in reverse: reshape to (N, H, W, C) "
+                                                      "first, then transpose the channel axis back to position 1.",
+    "backward-all-reduce-forgotten-each-rank-used-its-own-sums":
+        "dx needs the sums of dy and dy * x_hat over the WHOLE batch: all_reduce them like the forward's sums.",
+    "dweight-and-dbias-all-reduced": "Return this rank's own sums for dweight and dbias: DDP combines "
+                                     "parameter gradients across the ranks itself, after the backward pass.",
+    "statistics-over-the-batch-axis-batch-norm-by-accident":
+        "Layer norm normalizes each example on its own: reduce over the features (axis 1), keeping (N, 1).",
+    "groups-formed-from-non-adjacent-channels": "Group g holds channels g*C/G to (g+1)*C/G - 1: reshaping "
+                                                "(N, C, H, W) to (N, G, -1) keeps adjacent channels together.",
+    "running-variance-without-eps": "Eval-mode batch norm divides by sqrt(running_var + eps); the folded "
+                                    "scale must use the same eps.",
+    "the-bias-of-a-bias-free-conv-forgotten": "A layer without a bias still gets one after folding: "
+                                              "beta - scale * running_mean, from the batch norm alone.",
+    "gamma-applied-to-the-bias-twice": "The scale already contains gamma; the folded bias is scale * "
+                                       "(b - running_mean) + beta, with gamma only inside the scale.",
+    "per-output-channel-scale-broadcast-along-the-wrong-weight-axis":
+        "The weight's axis 0 is the OUTPUT channel, the one batch norm normalizes: reshape the scale to "
+        "(C_out, 1, 1, 1) (or (out, 1) for Linear).",
+    "batch-norm-kept-after-folding-applied-twice": "Once a batch norm is folded into the conv, replace it "
+                                                   "with an identity, or it is applied a second time.",
     "a-model-folded-in-training-mode": "Folding uses the running statistics, which only eval mode uses: put the "
                                        "copy in eval mode.",
 }
