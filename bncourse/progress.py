@@ -53,9 +53,8 @@ class ExerciseProgress:
         if self.diagnosis:
             out += textwrap.wrap(self.diagnosis, width, initial_indent=indent, subsequent_indent=indent)
         shown = self.failing_cases[:3]
-        for case in shown:
-            out += textwrap.wrap(f"failing case {case}", width, initial_indent=indent,
-                                 subsequent_indent=indent + "  ")
+        for case in shown:  # the case and its first difference, on one line
+            out.append(_fit(f"{indent}failing case {case.split('; ')[0]}", width))
         if len(self.failing_cases) > len(shown):
             out.append(f"{indent}(and {len(self.failing_cases) - len(shown)} more failing cases)")
         if self.status == "failed":
