@@ -229,3 +229,11 @@ def test_does_a_real_failed_check_lead_to_its_mistakes_hint(workspace):
     assert not result.passed
     assert "About the mistake your last check named" in hints.next_hint("batchnorm_forward").body
     assert hints.solution_for("batchnorm_forward", history=[]).code
+
+
+def test_does_an_install_without_the_source_notebooks_say_so_instead_of_a_traceback(workspace, monkeypatch, capsys):
+    hints.record_check(type("R", (), {"exercise": "standardize", "passed": True, "cases": []})(), ".")
+    monkeypatch.setenv("BNCOURSE_COURSE", str(workspace / "nowhere"))
+    hints.solution("standardize")
+    out = capsys.readouterr().out
+    assert "No reference solution here for standardize" in out and "source notebook" in out

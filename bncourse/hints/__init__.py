@@ -202,7 +202,11 @@ def solution(exercise: str) -> None:
     if _solutions.in_grading_kernel():
         print("(solutions are not available while a notebook is being graded)")
         return
-    _show(solution_for(exercise))
+    try:
+        shown = solution_for(exercise)
+    except (FileNotFoundError, LookupError) as err:  # an install without the course's source notebooks
+        shown = Shown(f"No reference solution here for {exercise}", str(err))
+    _show(shown)
 
 
 def record_check(result, directory=None) -> None:
