@@ -1,4 +1,4 @@
-"""The ``bncourse`` command: ``start``, ``doctor``, ``progress``, ``grade`` and ``claims``.
+"""The ``bncourse`` command: ``start``, ``doctor``, ``progress``, ``grade``, ``claims``, ``hint`` and ``solution``.
 
     bncourse start [DIR] [--no-lab]   student notebooks into DIR (never overwriting yours), then JupyterLab
     bncourse doctor [--course DIR]    versions, training device, data cache, offline data set (and DIR's gradebook)
@@ -7,6 +7,9 @@
                                       instructors: autograde every submission with N local workers,
                                       or on the workers of a dask.distributed scheduler
     bncourse claims [--fast] [--only ID ...] [--json]   every claim about batch norm, put to its experiment
+    bncourse hint EXERCISE [RUNG]     the next of three hints for an exercise (the same ladder as hint() in a notebook)
+    bncourse solution NOTEBOOK EXERCISE
+                                      the course's reference solution, once your check for it has run
 """
 
 from __future__ import annotations
@@ -93,8 +96,58 @@ def _claims(args: argparse.Namespace) -> int:
     else:
         print(claims.format_table(rows))
         mode = "fast" if args.fast or os.environ.get("BNCOURSE_FAST") else "full"
-        print(f"{mode} run: {wall:.0f} s wall, {cpu:.0f} s CPU time ({len(rows)} claims)")
+        print(f"{mode} run: {wall:.0f} s wall, {cpu:.0f} s CPU time ({len(rows)} claim{'' if len(rows) == 1 else 's'})")
     return 0
+
+
+def _exercise_folder(args: argparse.Namespace, exercise) -> tuple[Path, Path | None]:
+    """(the exercise's notebook folder in the workspace, the learner's notebook there or None)."""
+    from bncourse import workspace
+
+    ws = Path(args.workspace).expanduser().resolve() if args.workspace else workspace.default_workspace().resolve()
+    folder = ws / exercise.notebook
+    found = sorted(p for p in folder.glob("*.ipynb") if ".course-update-" not in p.name) if folder.is_dir() else []
+    return folder, (found[0] if found else None)
+
+
+def _hint(args: argparse.Namespace) -> int:
+    from bncourse import hints
+
+    try:
+        exercise = hints.find_exercise(args.exercise)
+        folder, _ = _exercise_folder(args, exercise)
+        print(hints.next_hint(exercise.id, args.rung, directory=folder))
+    except (KeyError, ValueError) as err:
+        print(f"bncourse hint: {err.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _solution(args: argparse.Namespace) -> int:
+    from bncourse import hints
+
+    try:
+        exercise = hints.find_exercise(args.exercise)
+    except KeyError as err:
+        print(f"bncourse solution: {err.args[0]}", file=sys.stderr)
+        return 2
+    wanted = Path(args.notebook).name.removesuffix(".ipynb")
+    number = exercise.notebook.split("_")[0]
+    if not (wanted.isdigit() and int(wanted) == int(number)) and not (wanted and wanted in exercise.notebook):
+        print(f"bncourse solution: {exercise.id!r} is an exercise of notebook {exercise.notebook}, "
+              f"not of {args.notebook!r}", file=sys.stderr)
+        return 2
+    folder, learner_notebook = _exercise_folder(args, exercise)
+    if Path(args.notebook).suffix == ".ipynb" and Path(args.notebook).is_file():
+        learner_notebook = Path(args.notebook).resolve()
+        folder = learner_notebook.parent
+    try:
+        shown = hints.solution_for(exercise.id, directory=folder, notebook=learner_notebook, history=[])
+    except (FileNotFoundError, LookupError) as err:
+        print(f"bncourse solution: {err}", file=sys.stderr)
+        return 2
+    print(shown)
+    return 0 if shown.code else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of {id, claim, sources, verdict, effect, "
                                                        "spread, seeds, notebook, ...} instead of the table")
     p.set_defaults(func=_claims)
+
+    p = sub.add_parser("hint", help="the next of three hints for an exercise, e.g. bncourse hint batchnorm_forward")
+    p.add_argument("exercise", help="the exercise: its name in the notebook, e.g. batchnorm_forward")
+    p.add_argument("rung", nargs="?", type=int, choices=(1, 2, 3), help="re-read hint 1, 2 or 3")
+    p.add_argument("--workspace", default=None, metavar="DIR", help="your workspace (default: as for start)")
+    p.set_defaults(func=_hint)
+
+    p = sub.add_parser("solution", help="the course's reference solution of an exercise, after your check has run")
+    p.add_argument("notebook", help="the notebook: its number (02), folder (02_batchnorm_forward) or file")
+    p.add_argument("exercise", help="the exercise: its name in the notebook, e.g. batchnorm_forward")
+    p.add_argument("--workspace", default=None, metavar="DIR", help="your workspace (default: as for start)")
+    p.set_defaults(func=_solution)
     return parser
 
 

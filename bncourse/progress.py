@@ -1,4 +1,4 @@
-"""Where a self-paced learner stands: the visible tests of their own notebooks, run on copies.
+"""Where a self-paced learner stands: the checks in their own notebooks, run on copies.
 
 ``bncourse progress [DIR]`` finds the course notebooks in the learner's workspace, copies each
 notebook's folder to a temporary directory, executes the copy top to bottom (in fast mode, so
@@ -6,7 +6,10 @@ experiments stay short) and reads every graded test cell the way nbgrader would 
 gradebook, no instructor set-up; the learner's files are never written.
 
     report = progress("~/bncourse-workspace")
-    print(report)     # notebook | exercise | points | diagnosis, "not attempted" for untouched stubs
+    print(report)     # per notebook: exercise, points, verdict in plain words, the failing cases
+
+``main()`` (the command) prints each notebook's lines as soon as that notebook has run
+(``iter_progress`` yields them), every line at most 100 characters wide.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 import re
 import shutil
 import tempfile
+import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +30,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _SKIP_DIRS = {".ipynb_checkpoints", "__pycache__", ".bncourse", ".git"}
 
 
+WIDTH = 100  # the report fits a terminal this wide
+
+
 @dataclass
 class ExerciseProgress:
-    """One graded test cell of one notebook."""
+    """One graded test cell of one notebook; ``failing_cases``: "case: what differs", for a failed check."""
 
     notebook: str
     exercise: str
@@ -35,15 +43,64 @@ class ExerciseProgress:
     max_points: float
     status: str  # "passed", "failed", "not attempted", "not run"
     diagnosis: str = ""
+    failing_cases: list[str] = field(default_factory=list)
+
+    def lines(self, width: int = WIDTH) -> list[str]:
+        """This exercise as indented lines no wider than ``width``: verdict, diagnosis, failing cases, hint."""
+        head = f"  {self.exercise:<26} {self.points:>3g} of {self.max_points:<3g} {self.status}"
+        out = [head]
+        indent = " " * 6
+        if self.diagnosis:
+            out += textwrap.wrap(self.diagnosis, width, initial_indent=indent, subsequent_indent=indent)
+        shown = self.failing_cases[:3]
+        for case in shown:  # the case and its first difference, on one line
+            out.append(_fit(f"{indent}failing case {case.split('; ')[0]}", width))
+        if len(self.failing_cases) > len(shown):
+            out.append(f"{indent}(and {len(self.failing_cases) - len(shown)} more failing cases)")
+        if self.status == "failed":
+            from bncourse.hints import find_exercise
+
+            try:
+                name = find_exercise(self.exercise.split(", ")[-1]).function
+                out.append(f"{indent}stuck? in the notebook: from bncourse.hints import hint; hint('{name}')")
+            except KeyError:
+                pass
+        return out
+
+
+@dataclass
+class NotebookProgress:
+    """One notebook's rows, as ``iter_progress`` yields them when that notebook is done."""
+
+    name: str
+    rows: list[ExerciseProgress]
+    problem: str = ""
+    seconds: float = 0.0
+    ran: bool = True
+
+    def __str__(self) -> str:
+        points, top = sum(r.points for r in self.rows), sum(r.max_points for r in self.rows)
+        took = f", ran in {self.seconds:.0f} s" if self.ran else ", nothing attempted yet"
+        lines = [_fit(f"{self.name}: {points:g} of {top:g} points{took}")]
+        for r in self.rows:
+            lines += r.lines()
+        if self.problem:
+            lines += textwrap.wrap(f"note: {self.problem}", WIDTH, initial_indent="  ", subsequent_indent="    ")
+        return "\n".join(lines)
+
+
+def _fit(line: str, width: int = WIDTH) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 @dataclass
 class ProgressReport:
-    """All graded exercises found in a workspace; ``str()`` is the table ``bncourse progress`` prints."""
+    """All graded exercises found in a workspace; ``str()`` is what ``bncourse progress`` prints."""
 
     directory: Path
     rows: list[ExerciseProgress]
     problems: list[str] = field(default_factory=list)  # notebooks that could not be run to the end
+    notebooks: list[NotebookProgress] = field(default_factory=list)
 
     @property
     def points(self) -> float:
@@ -53,19 +110,27 @@ class ProgressReport:
     def max_points(self) -> float:
         return sum(r.max_points for r in self.rows)
 
+    def header(self) -> str:
+        return header(self.directory)
+
+    def footer(self) -> str:
+        if not self.rows:
+            return f"No course notebooks with checks found in {self.directory}."
+        return f"Total: {self.points:g} of {self.max_points:g} points from the checks in your notebooks."
+
     def __str__(self) -> str:
         if not self.rows:
-            return f"No graded course notebooks found in {self.directory}."
-        wn = max(len("notebook"), *(len(r.notebook) for r in self.rows))
-        we = max(len("exercise"), *(len(r.exercise) for r in self.rows))
-        lines = [f"Progress in {self.directory} (visible tests only; hidden tests may still fail when graded)",
-                 f"{'notebook':<{wn}}  {'exercise':<{we}}  {'points':>9}  result"]
-        for r in self.rows:
-            result = r.status if not r.diagnosis else f"{r.status}: {r.diagnosis}"
-            lines.append(f"{r.notebook:<{wn}}  {r.exercise:<{we}}  {r.points:>3g} of {r.max_points:<3g}  {result}")
-        lines.append(f"{'total':<{wn}}  {'':<{we}}  {self.points:>3g} of {self.max_points:<3g}")
-        lines.extend(f"note: {p}" for p in self.problems)
-        return "\n".join(lines)
+            return self.footer()
+        parts = [self.header(), *(str(n) for n in self.notebooks)]
+        if not self.notebooks:  # built by hand from rows
+            parts += [line for r in self.rows for line in [_fit(r.notebook), *r.lines()]]
+        return "\n".join([*parts, self.footer()])
+
+
+def header(directory: Path) -> str:
+    lines = [_fit(f"Your progress in {directory}"),
+             "Each notebook is run top to bottom on a copy, in fast mode; your files are not changed."]
+    return "\n".join(lines)
 
 
 def _nbgrader(cell) -> dict:
@@ -108,22 +173,38 @@ def course_notebooks(directory: Path) -> list[Path]:
     return found
 
 
-def _diagnosis(cell) -> str:
+_VERDICT = re.compile(r"^(?P<exercise>[^:]+): FAILED \((?P<ok>\d+)/(?P<n>\d+) cases\)\.?\s*(?P<rest>.*)$")
+_FAILED_CASE = re.compile(r"^\s*\[FAIL\]\s*(?P<case>.+)$")
+
+
+def plain_verdict(message: str) -> str:
+    """A check's first line in plain words: "x: FAILED (4/7 cases). why" -> "4 of 7 cases passed. why"."""
+    m = _VERDICT.match(message.strip())
+    if not m:
+        return message.strip()
+    rest = m["rest"].replace(" (see the cases below)", "").strip()
+    return f"{m['ok']} of {m['n']} cases passed" + (f". {rest}" if rest else "")
+
+
+def _diagnosis(cell) -> tuple[str, list[str]]:
+    """(what went wrong in plain words, the failing cases "name: what differs") from a test cell's outputs."""
     for o in cell.get("outputs", []):
         if o.get("output_type") == "error":
             ename, evalue = o.get("ename", "Error"), _ANSI.sub("", str(o.get("evalue", "")))
-            first = evalue.strip().splitlines()[0] if evalue.strip() else ""
+            lines = evalue.strip().splitlines()
+            first = lines[0] if lines else ""
             if ename == "AssertionError":
-                return first or "a test failed"
+                cases = [m["case"].strip() for m in map(_FAILED_CASE.match, lines[1:]) if m]
+                return plain_verdict(first) or "a test failed", cases
             if ename == "NameError":
-                return f"{first} (run the cells above, in order, and define it)"
+                return f"{first} (run the cells above, in order, and define it)", []
             if ename == "CellTimeoutError":
-                return "the test did not finish before the time limit (an endless loop?)"
-            return f"{ename}: {first}"
+                return "the test did not finish before the time limit (an endless loop?)", []
+            return f"{ename}: {first}", []
     for o in cell.get("outputs", []):
         if o.get("output_type") == "stream" and o.get("name") == "stderr":
-            return "the cell wrote to stderr, which nbgrader scores as a failure"
-    return ""
+            return "the cell printed a warning or error (stderr), which counts as a failure", []
+    return "", []
 
 
 def _kernel_manager(folder: Path):
@@ -201,8 +282,8 @@ def score_notebook(nb, name: str, ran: bool = True) -> list[ExerciseProgress]:
             points, _ = determine_grade(cell)
             points = float(points or 0.0)
             status = "passed" if points >= max_points else "failed"
-            rows.append(ExerciseProgress(name, exercise, points, max_points, status,
-                                         "" if status == "passed" else _diagnosis(cell)))
+            diagnosis, cases = ("", []) if status == "passed" else _diagnosis(cell)
+            rows.append(ExerciseProgress(name, exercise, points, max_points, status, diagnosis, cases))
         solutions = []
     return rows
 
@@ -217,34 +298,57 @@ def _nothing_attempted(path: Path) -> bool:
     return bool(solutions) and all(_untouched(c) for c in solutions)
 
 
+def iter_progress(directory: Path, fast: bool = True, timeout: int | None = None, paths: list[Path] | None = None):
+    """Yield a ``NotebookProgress`` for each course notebook in ``directory`` (or ``paths``) as soon as it is done."""
+    for path in course_notebooks(directory) if paths is None else paths:
+        name = path.relative_to(directory).as_posix()
+        if _nothing_attempted(path):
+            # Nothing to test: report every exercise as not attempted without running the notebook.
+            yield NotebookProgress(name, score_notebook(nbformat.read(path, as_version=4), name, ran=False), ran=False)
+            continue
+        t0 = time.perf_counter()
+        nb, problem = run_copy(path, fast=fast, timeout=timeout)
+        yield NotebookProgress(name, score_notebook(nb, name, ran=not problem), problem, time.perf_counter() - t0)
+
+
+def _workspace(directory) -> Path:
+    if directory is None:
+        from bncourse.workspace import default_workspace
+
+        directory = default_workspace()
+    return Path(directory).expanduser().resolve()
+
+
 def progress(directory: str | os.PathLike | None = None, fast: bool = True, timeout: int | None = None) -> ProgressReport:
-    """Run the visible tests of every course notebook in ``directory`` on copies; nothing is written there.
+    """Run the checks of every course notebook in ``directory`` on copies; nothing is written there.
 
     Args:
         directory: the learner's workspace (default: ``bncourse.workspace.default_workspace()``).
         fast: execute the copies with ``BNCOURSE_FAST=1`` (the checks do not depend on it).
         timeout: seconds per cell (default: ``$BNCOURSE_CELL_TIMEOUT`` or 300).
     """
-    if directory is None:
-        from bncourse.workspace import default_workspace
-
-        directory = default_workspace()
-    directory = Path(directory).expanduser().resolve()
-    rows, problems = [], []
-    for path in course_notebooks(directory):
-        name = path.relative_to(directory).as_posix()
-        if _nothing_attempted(path):
-            # Nothing to test: report every exercise as not attempted without running the notebook.
-            rows.extend(score_notebook(nbformat.read(path, as_version=4), name, ran=False))
-            continue
-        nb, problem = run_copy(path, fast=fast, timeout=timeout)
-        if problem:
-            problems.append(f"{name}: {problem}")
-        rows.extend(score_notebook(nb, name, ran=not problem))
-    return ProgressReport(directory, rows, problems)
+    directory = _workspace(directory)
+    notebooks = list(iter_progress(directory, fast=fast, timeout=timeout))
+    return ProgressReport(directory, [r for n in notebooks for r in n.rows],
+                          [f"{n.name}: {n.problem}" for n in notebooks if n.problem], notebooks)
 
 
-def main(directory: str | os.PathLike | None = None) -> int:
-    """CLI glue for ``bncourse progress [DIR]``: print the table; exit 0."""
-    print(progress(directory))
+def main(directory: str | os.PathLike | None = None, out=None) -> int:
+    """CLI glue for ``bncourse progress [DIR]``: a line per notebook as it finishes, then the total; exit 0."""
+    import sys
+
+    out = out or sys.stdout
+    directory = _workspace(directory)
+    found = course_notebooks(directory)
+    if not found:
+        print(f"No course notebooks with checks found in {directory}.", file=out)
+        return 0
+    print(header(directory), file=out)
+    print(f"{len(found)} notebooks; those you have started take a few seconds to a minute or two each.\n",
+          file=out, flush=True)
+    rows = []
+    for notebook in iter_progress(directory, paths=found):
+        rows += notebook.rows
+        print(notebook, file=out, flush=True)
+    print(ProgressReport(directory, rows).footer(), file=out, flush=True)
     return 0

@@ -239,6 +239,8 @@ def write_lab_config(workspace: Path) -> Path:
     - ``jupyter_server_config.json``: nbgrader's instructor server extensions off, Validate on; kernels
       over IPC (local sockets) on POSIX, so ipykernel has no unencrypted TCP to warn about; tornado's
       warning about jupyter_server's websocket ping settings filtered out;
+    - ``jupyter_nbconvert_config.json`` (POSIX): ``jupyter nbconvert --execute`` from a terminal in
+      the Lab (which inherits ``JUPYTER_CONFIG_PATH``) runs its kernels over IPC as well;
     - ``labconfig/page_config.json``: nbgrader's instructor plugins and the news prompt off;
     - ``nbgrader_config.py``: an empty nbgrader configuration, so Validate finds one and says nothing.
     Ours alone (rewritten by every ``bncourse start``); the learner's notebooks are not touched.
@@ -261,6 +263,9 @@ def write_lab_config(workspace: Path) -> Path:
     }}
     if os.name == "posix":
         server["KernelManager"] = {"transport": "ipc"}
+        # `jupyter nbconvert --execute` in a terminal of this Lab reads this folder too: its kernels as well.
+        nbconvert = {"KernelManager": {"transport": "ipc"}}
+        (folder / "jupyter_nbconvert_config.json").write_text(json.dumps(nbconvert, indent=1) + "\n")
     (folder / "jupyter_server_config.json").write_text(json.dumps(server, indent=1) + "\n")
     page = {"disabledExtensions": {name: True for name in (*INSTRUCTOR_LAB_PLUGINS, NEWS_PLUGIN)}}
     (folder / "labconfig" / "page_config.json").write_text(json.dumps(page, indent=1) + "\n")

@@ -90,6 +90,8 @@ def test_does_progress_report_a_partly_solved_workspace_correctly(workspace, cap
     assert report.points == 6 and report.max_points == 10
     text = str(report)
     assert "not attempted" in text and "divided by the maximum" in text and "6 of 10" in text
+    assert wrong.failing_cases and "cases passed" in wrong.diagnosis and "see the cases below" not in text
+    assert all(len(line) <= 100 for line in text.splitlines()) and "hidden tests" not in text
     assert _hashes(workspace) == before, "progress must never write into the learner's workspace"
     assert _kernels_of_this_process() == kernels_before, "every kernel progress started must be shut down"
 
@@ -116,3 +118,61 @@ def test_is_a_notebook_with_nothing_attempted_reported_without_running_it(tmp_pa
     report = prog.progress(tmp_path / "ws")
     assert [r.status for r in report.rows] == ["not attempted", "not attempted"]
     assert report.points == 0 and report.max_points == 5
+
+
+def _failed_check_cell(nb, exercise: str, message: str):
+    """The test cell of ``exercise`` as a failed check leaves it: an AssertionError with the check's text."""
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == f"{exercise}_tests")
+    cell.execution_count = 1
+    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue=message, traceback=[])]
+    return nb
+
+
+LONG_FAILURE = (
+    "min_max_scale: FAILED (4/7 cases). divided by the maximum instead of the range: this exercise maps the "
+    "training range to [0, 1]: (X - min) / (max - min) (see the cases below)\n"
+    "  [ok  ] N=5, D=2\n"
+    "  [FAIL] N=40, D=7, features on very different scales, some of them constant across the training rows: "
+    "out: 12 of 280 values differ (max abs diff 0.52); test_out: 3 of 70 values differ\n"
+    "  [FAIL] one row\n"
+    "  tolerance: rtol=1e-05, atol=1e-06")
+
+
+def test_does_a_failed_check_read_in_plain_words_with_its_failing_cases_in_100_columns():
+    nb = student_version()
+    _solve(nb, "min_max_scale", MM_DIVIDED_BY_MAX)
+    rows = prog.score_notebook(_failed_check_cell(nb, "min_max_scale", LONG_FAILURE), "nb", ran=True)
+    wrong = rows[1]
+    assert wrong.diagnosis.startswith("4 of 7 cases passed. divided by the maximum")
+    assert "see the cases below" not in wrong.diagnosis
+    assert [c.split(":")[0] for c in wrong.failing_cases] == ["N=40, D=7, features on very different scales, some "
+                                                              "of them constant across the training rows", "one row"]
+    text = str(prog.NotebookProgress("01_why_normalize/why_normalize.ipynb", rows, seconds=3))
+    assert all(len(line) <= 100 for line in text.splitlines()), max(text.splitlines(), key=len)
+    assert "failing case one row" in text and "hint('min_max_scale')" in text
+    assert "hidden tests" not in text
+
+
+def test_does_progress_print_each_notebook_before_running_the_next(tmp_path, monkeypatch):
+    """No long silence: a notebook's lines are out before the next notebook starts running."""
+    import io
+
+    for folder in ("01_a", "02_b"):
+        (tmp_path / folder).mkdir()
+        nb = student_version()
+        _solve(nb, "standardize", "def standardize(a, b):\n    return a, b")
+        nbformat.write(nb, tmp_path / folder / "why_normalize.ipynb")
+    out = io.StringIO()
+    seen_when_running = []
+
+    def fake_run(path, fast=True, timeout=None):  # stands in for the kernel: a notebook whose checks ran
+        seen_when_running.append(out.getvalue())
+        return _failed_check_cell(nbformat.read(path, as_version=4), "standardize",
+                                  "standardize: FAILED (0/3 cases). mean not subtracted"), ""
+
+    monkeypatch.setattr(prog, "run_copy", fake_run)
+    assert prog.main(tmp_path, out=out) == 0
+    assert "01_a/why_normalize.ipynb: 0 of 5 points" not in seen_when_running[0]
+    assert "01_a/why_normalize.ipynb: 0 of 5 points" in seen_when_running[1]
+    assert "0 of 3 cases passed. mean not subtracted" in seen_when_running[1]
+    assert out.getvalue().rstrip().endswith("Total: 0 of 10 points from the checks in your notebooks.")

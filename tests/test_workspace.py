@@ -153,3 +153,23 @@ def test_does_the_learners_lab_config_switch_off_only_the_instructor_plugins(tmp
         assert plugin in disabled
     assert "validate-assignment" not in disabled
     assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep)[0] == str(ws.resolve() / workspace.LAB_CONFIG)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="IPC kernels need POSIX sockets")
+def test_is_nbconvert_execute_in_the_learners_lab_terminal_free_of_the_tcp_warning(tmp_path):
+    """A Lab terminal inherits the learner's JUPYTER_CONFIG_PATH: `jupyter nbconvert --execute` there is quiet."""
+    import nbformat
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    workspace.write_lab_config(ws)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(ws / "n.ipynb"))
+    env = workspace.lab_environment(ws, {k: v for k, v in os.environ.items() if k != "JUPYTER_CONFIG_PATH"})
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                           "n.ipynb", "--output", "out"], env=env, cwd=ws, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "42" in (ws / "out.ipynb").read_text()
+    assert "without encryption" not in proc.stderr and "WARNING" not in proc.stderr, proc.stderr
