@@ -70,7 +70,8 @@ class History:
     Per step (1-based): ``steps``, ``train_loss``, ``train_acc`` (batch accuracy in training
     mode). Per evaluation: ``eval_steps``, ``test_loss``, ``test_acc``, ``records``. Per epoch:
     ``epoch_train_loss``, ``epoch_train_acc`` (means over the epoch's steps), ``epoch_test_loss``,
-    ``epoch_test_acc``. Timing: ``train_seconds`` (evaluation excluded), ``images_per_s``.
+    ``epoch_test_acc``. Timing: ``train_seconds`` (evaluation excluded), ``epoch_seconds`` (the same,
+    per epoch), ``images_per_s``.
     """
 
     label: str = ""
@@ -87,6 +88,7 @@ class History:
     epoch_test_loss: list[float] = field(default_factory=list)
     epoch_test_acc: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
     images_seen: int = 0
     config: dict = field(default_factory=dict)
 
@@ -246,6 +248,7 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
     try:
         for _ in range(epochs):
             losses, outputs, sizes = [], [], []
+            seconds_before = history.train_seconds
             sync()
             t0 = time.perf_counter()
             for xb, yb in train_loader:
@@ -278,6 +281,7 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
                     t0 = time.perf_counter()
             sync()
             history.train_seconds += time.perf_counter() - t0
+            history.epoch_seconds.append(history.train_seconds - seconds_before)
             history.images_seen += sum(sizes)
             if not losses:
                 break
