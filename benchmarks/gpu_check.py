@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -47,9 +48,10 @@ from bncourse.train import TrainConfig, train, warm_up
 
 HERE = Path(__file__).resolve().parent
 TEST_FILES = ["test_device.py", "test_train.py", "test_data.py", "test_nn.py", "test_nn_sync.py", "test_renorm.py",
-              "test_folding.py", "test_distributed.py"]
+              "test_folding.py", "test_distributed.py", "test_gpu_check.py"]
 SMOKE_WIDTHS = (4, 8, 8, 8)  # the tiny version's ResNet
-TEST_SELECTION = "autocast or fast_path or capability or synchron or timer or fp16 or nccl or device or cached or 257"
+# the tests that run on the real GPU (skipped elsewhere), the training loop's, and the simulated-GPU ones
+TEST_SELECTION = "real_gpu or test_train or autocast or fast_path or capability or synchron or timer or fp16 or nccl or device or cached or 257"
 
 
 def _sibling(name: str):
@@ -67,8 +69,9 @@ def run_tests(timeout: float) -> str:
     if not files:
         return f"skipped: no tests next to this script ({tests} not found)"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-k", TEST_SELECTION, *files]
+    env = {**os.environ, "BNCOURSE_FAST": "1"}  # the tests' sizes
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(HERE.parent))
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(HERE.parent), env=env)
     except subprocess.TimeoutExpired:
         return f"did not finish within {timeout:.0f} s"
     lines = [line for line in done.stdout.splitlines() if line.strip()]

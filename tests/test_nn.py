@@ -169,20 +169,24 @@ def _cpu_autocast_dtypes():
     return dtypes
 
 
-def autocast_side_by_side(mine: nn.Module, theirs: nn.Module, dtype, image: bool = True, steps: int = 3):
+def autocast_side_by_side(mine: nn.Module, theirs: nn.Module, dtype, image: bool = True, steps: int = 3,
+                          device="cpu"):
     """Train ``mine`` and ``theirs`` on a conv's (or linear's) autocast output; compare outputs and statistics.
 
     The activations have a mean of about 4 and a std of about 1 per channel over 4096 values: a
     mean rounded to bf16 (8 bits of mantissa) is then off by up to 0.016, and a running mean by a
-    tenth of that after one step, far outside float32's rounding.
+    tenth of that after one step, far outside float32's rounding. On the CPU (CPU autocast) unless
+    ``device`` names a GPU (``benchmarks/gpu_check.py`` runs that version).
     """
+    device = torch.device(device)
     torch.manual_seed(0)
-    layer = nn.Conv2d(3, 6, 3, padding=1) if image else nn.Linear(12, 6)
+    layer = (nn.Conv2d(3, 6, 3, padding=1) if image else nn.Linear(12, 6)).to(device)
+    mine, theirs = mine.to(device), theirs.to(device)
     for step in range(steps):
-        x = torch.randn(16, 3, 16, 16) if image else torch.randn(4096, 12)
-        with torch.autocast("cpu", dtype=dtype):
+        x = (torch.randn(16, 3, 16, 16) if image else torch.randn(4096, 12)).to(device)
+        with torch.autocast(device.type, dtype=dtype):
             h = layer(x)
-            h = h + 4.0 + 0.5 * torch.arange(6, dtype=h.dtype).view((1, -1, 1, 1) if image else (1, -1))
+            h = h + 4.0 + 0.5 * torch.arange(6, dtype=h.dtype, device=device).view((1, -1, 1, 1) if image else (1, -1))
             assert h.dtype == dtype  # what a GPU's fast path feeds the layer
             out_mine, out_theirs = mine(h), theirs(h)
         assert out_mine.dtype == out_theirs.dtype == dtype, f"step {step}: output dtype {out_mine.dtype}"
@@ -192,8 +196,9 @@ def autocast_side_by_side(mine: nn.Module, theirs: nn.Module, dtype, image: bool
             assert a.dtype == torch.float32, f"{name} became {a.dtype}"
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"step {step}, {name}: {m}")
     mine.eval(), theirs.eval()
-    with torch.autocast("cpu", dtype=dtype):
-        h = layer(torch.randn(16, 3, 16, 16) if image else torch.randn(64, 12)) + 4.0
+    with torch.autocast(device.type, dtype=dtype):
+        x = (torch.randn(16, 3, 16, 16) if image else torch.randn(64, 12)).to(device)
+        h = layer(x) + 4.0
         torch.testing.assert_close(mine(h).float(), theirs(h).float(), rtol=0, atol=0.04)
 
 
