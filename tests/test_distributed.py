@@ -29,15 +29,6 @@ def test_does_every_rank_run_in_its_own_process_and_return_its_value(capsys):
     assert "[rank 2] rank 2 of 3" in printed.out and printed.err == ""
 
 
-def test_does_a_function_defined_at_run_time_travel_to_the_workers():
-    """Like a notebook cell: a closure over a local value, not importable by name."""
-    scale = 7.0
-    source = "def work(rank, world_size):\n    return (rank + 1) * scale\n"
-    namespace = {"scale": scale}
-    exec(source, namespace)  # noqa: S102 - the function exists only here, as in a kernel
-    assert run_distributed(namespace["work"], 2, backend="gloo") == [7.0, 14.0]
-
-
 def _raise_on_rank_1(rank, world_size):
     if rank == 1:
         raise ValueError("the learner's bug")
@@ -140,13 +131,17 @@ def test_does_device_for_refuse_nccl_without_a_gpu(monkeypatch):
         device_for("nccl", 0)
 
 
-def test_does_the_module_docstrings_example_run_as_written_with_the_default_backend():
-    """The example creates its tensor on rank_device(): gloo here; cuda:rank under NCCL on a GPU machine."""
+def test_does_the_module_docstrings_example_travel_to_the_workers_and_run_as_written():
+    """Functions defined at run time (as in a notebook cell: not importable by name), with a closure
+    over a local value; the example creates its tensor on rank_device(), where the default backend
+    needs it (gloo and the CPU here; NCCL and cuda:rank on a machine with a GPU per rank)."""
     import bncourse.distributed as D
 
     doc = D.__doc__
     example = doc[doc.index("    def work(rank, world_size):"):doc.index("    run_distributed(work")]
     assert "device=rank_device()" in example
-    namespace = {"torch": torch, "dist": dist, "rank_device": D.rank_device}
-    exec("\n".join(line[4:] for line in example.splitlines()), namespace)  # noqa: S102
-    assert run_distributed(namespace["work"], world_size=2) == [3.0, 3.0]
+    source = "\n".join(line[4:] for line in example.splitlines())
+    source += "\ndef scaled(rank, world_size):\n    return work(rank, world_size) * scale\n"
+    namespace = {"torch": torch, "dist": dist, "rank_device": D.rank_device, "scale": 7.0}
+    exec(source, namespace)  # noqa: S102 - the functions exist only here, as in a kernel
+    assert run_distributed(namespace["scaled"], world_size=2) == [21.0, 21.0]
