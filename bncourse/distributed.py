@@ -5,11 +5,15 @@
 calls ``fn(rank, world_size, *args)`` on each and returns the ranks' return values, rank 0 first:
 
     def work(rank, world_size):
-        t = torch.tensor([float(rank + 1)])
+        t = torch.tensor([float(rank + 1)], device=rank_device())   # cuda:rank with NCCL, else cpu
         dist.all_reduce(t)                     # sum over the ranks
         return t.item()
 
     run_distributed(work, world_size=2)       # [3.0, 3.0]
+
+A collective's tensors must live where its backend works: NCCL takes CUDA tensors only (a CPU
+tensor fails with "No backend type associated with device type cpu"), gloo takes CPU tensors.
+``rank_device()`` (inside a worker) and ``device_for(backend, rank)`` give that device.
 
 It is built to be safe to call from a JupyterLab kernel, nbgrader's grading kernel and pytest:
 
@@ -113,6 +117,22 @@ def default_backend(world_size: int) -> str:
     if torch.cuda.is_available() and torch.cuda.device_count() >= world_size and dist.is_nccl_available():
         return "nccl"
     return "gloo"
+
+
+def device_for(backend: str, rank: int = 0):
+    """The device a rank's collective tensors must live on under ``backend``.
+
+    ``"nccl"``: the rank's own GPU, ``cuda:(rank mod the number of GPUs)`` (NCCL refuses CPU
+    tensors, and two ranks on one GPU deadlock it); ``"gloo"`` (or anything else): the CPU.
+    """
+    import torch
+
+    if backend == "nccl":
+        count = torch.cuda.device_count()
+        if count < 1:
+            raise ValueError("the NCCL backend needs a CUDA GPU per rank, but torch sees none here")
+        return torch.device("cuda", int(rank) % count)
+    return torch.device("cpu")
 
 
 def rank_device():
@@ -414,7 +434,7 @@ def _worker(rank: int, world_size: int, run_dir: str, setup: dict, payload: byte
         torch.set_num_threads(max(1, setup["threads"]))
         backend = setup["backend"]
         if backend == "nccl":
-            torch.cuda.set_device(rank)
+            torch.cuda.set_device(device_for(backend, rank))
         dist.init_process_group(backend, init_method=(run / "store").as_uri(), rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=setup["timeout"]))
         # Every rank finishes connecting before any runs the function: otherwise a rank whose function
@@ -460,7 +480,7 @@ def main_under_torchrun(fn: Callable[..., Any], *args: Any) -> Any:
     world_size = int(os.environ["WORLD_SIZE"])
     backend = default_backend(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device_for(backend, int(os.environ.get("LOCAL_RANK", 0))))
     dist.init_process_group(backend)
     try:
         return fn(dist.get_rank(), dist.get_world_size(), *args)

@@ -101,33 +101,33 @@ def count_batchnorms(model: nn.Module) -> int:
 
 def compare_inference_time(model: nn.Module, folded: nn.Module, x: torch.Tensor, repeats: int = 20,
                            inner: int = 5) -> dict:
-    """Time ``model(x)`` against ``folded(x)`` (eval mode, no grad), interleaved, in CPU time of this process.
+    """Time ``model(x)`` against ``folded(x)`` (eval mode, no grad), interleaved, on ``x``'s device.
 
     Each repeat times ``inner`` forward passes of one model, then of the other (the order alternates
-    between repeats so drifting load hits both alike). CPU time (``time.process_time``) rather than
-    wall-clock: on a shared machine it does not count the time other jobs held the core.
+    between repeats so drifting load hits both alike). The clock is ``bncourse.device.device_timer``:
+    on a GPU (cuda or mps) it waits for the device before and after, so it measures the device's
+    work rather than the time to queue it; on the CPU it is CPU time (``time.process_time``), which
+    on a shared machine does not count the time other jobs held the core.
 
     Returns a dict: ``unfolded_ms`` and ``folded_ms`` (medians per forward pass), ``speedup``
     (median of the paired unfolded/folded ratios; > 1 means folding is faster), ``speedup_range``
     (the smallest and largest paired ratio: medians of times and of ratios can disagree when the
-    load drifts, the range shows how far), ``max_abs_diff`` (largest output difference), ``repeats``.
+    load drifts, the range shows how far), ``max_abs_diff`` (largest output difference), ``repeats``,
+    ``device`` and ``clock`` (what was measured).
     """
     import statistics
-    import time
+
+    from bncourse.device import device_timer
 
     model.eval(), folded.eval()
     times: dict[str, list[float]] = {"unfolded": [], "folded": []}
+    clock = device_timer(x.device, cpu_clock="process").clock_name
 
     def run(name: str, m: nn.Module) -> None:
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        start = time.process_time() if not x.is_cuda else time.perf_counter()
-        for _ in range(inner):
-            m(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        stop = time.process_time() if not x.is_cuda else time.perf_counter()
-        times[name].append((stop - start) / inner)
+        with device_timer(x.device, cpu_clock="process") as timer:
+            for _ in range(inner):
+                m(x)
+        times[name].append(timer.seconds / inner)
 
     with torch.no_grad():
         diff = (model(x) - folded(x)).abs().max().item()
@@ -142,4 +142,4 @@ def compare_inference_time(model: nn.Module, folded: nn.Module, x: torch.Tensor,
             "folded_ms": 1e3 * statistics.median(times["folded"]),
             "speedup": statistics.median(ratios) if ratios else float("nan"),
             "speedup_range": (min(ratios), max(ratios)) if ratios else (float("nan"), float("nan")),
-            "max_abs_diff": diff, "repeats": repeats}
+            "max_abs_diff": diff, "repeats": repeats, "device": str(x.device), "clock": clock}

@@ -14,6 +14,10 @@ Three reference solutions for the notebook "Batch norm in PyTorch":
 
 Conventions are PyTorch's: ``momentum=0.1`` weighs the new batch, the batch is normalized with its
 biased variance, ``running_var`` takes the unbiased one, ``eps=1e-5`` inside the square root.
+Under autocast (a GPU's bf16 or fp16 fast path) the input arrives in half precision; the
+statistics are still computed in float32, as PyTorch's layers do: bf16 keeps 8 bits of mantissa,
+so a mean or variance rounded to bf16 is off by up to 0.4% of its size, and the running averages
+would collect that error at every step. The output goes back in the input's dtype.
 
     layer = BatchNorm2d(16).to(device)
     out = layer(x)            # x: (N, 16, H, W); updates running_mean / running_var
@@ -43,6 +47,11 @@ def to_numpy64(t: torch.Tensor) -> np.ndarray:
 def from_numpy_like(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """A numpy array -> a tensor with ``like``'s dtype and device."""
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype=like.dtype).to(device=like.device)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is half precision (bf16, fp16); float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -118,9 +127,9 @@ class BatchNorm1dNumpy(_BatchNormBase):
             raise ValueError(f"expected input with {self.num_features} features, got shape {tuple(x.shape)}")
         weight = self.weight if self.affine else torch.ones_like(self.running_mean)
         bias = self.bias if self.affine else torch.zeros_like(self.running_mean)
-        if not self.training:
+        if not self.training:  # in float32 at least (half-precision input under autocast), back in x's dtype
             scale = weight / torch.sqrt(self.running_var + self.eps)
-            return (x - self.running_mean) * scale + bias
+            return ((_at_least_float32(x) - self.running_mean) * scale + bias).to(x.dtype)
         out = BatchNormFunction.apply(x, weight, bias, self.eps)
         momentum = self._factor()
         new_mean, new_var = update_running_stats(
@@ -155,8 +164,7 @@ class BatchNorm2d(_BatchNormBase):
         if x.shape[1] != self.num_features:
             raise ValueError(f"expected input with {self.num_features} channels, got shape {tuple(x.shape)}")
         in_dtype = x.dtype
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()  # statistics in float32, as nn.BatchNorm2d keeps them under autocast
+        x = _at_least_float32(x)  # statistics in float32 under autocast, as nn.BatchNorm2d computes them
         if self.training:
             count = x.numel() // x.shape[1]
             if count < 2:

@@ -7,7 +7,8 @@ solutions (notebook "Batch norm across devices"); the learner writes the same tw
 
 Shapes: x (M, C) on each rank, M_r rows on rank r (the ranks' M may differ), N = sum of M_r.
 
-Forward (one all_reduce of [sum x, sum x^2, M] in float64):
+Forward (one all_reduce of [sum x, sum x^2, M] in float64; the sums are taken in float32 or wider
+even when x is half precision under autocast, and M is counted as an integer):
     mean = S / N,  var = Q / N - mean^2 (biased, to normalize),  x_hat = (x - mean) / sqrt(var + eps)
     y = weight * x_hat + bias;  running_var <- (1 - momentum) running_var + momentum var N / (N - 1)
 Backward (one all_reduce of [sum dy, sum dy * x_hat] in float64):
@@ -64,7 +65,10 @@ def sync_batch_norm_forward(x, weight, bias, running_mean, running_var, momentum
     """
     if x.dim() != 2:
         raise ValueError(f"expected x of shape (M, C), got {tuple(x.shape)}")
-    local = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])]).to(torch.float64)
+    xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # bf16 sums lose all but 8 bits
+    # The row count is built in float64 from the integer, never in x's dtype: bf16 rounds 257 to 256.
+    rows = torch.tensor([x.shape[0]], dtype=torch.float64, device=x.device)
+    local = torch.cat([xs.sum(0).to(torch.float64), (xs * xs).sum(0).to(torch.float64), rows])
     total = _all_reduce_sum(local, group)  # one collective for all three sums
     C = x.shape[1]
     count = float(total[2 * C].item())
@@ -73,12 +77,12 @@ def sync_batch_norm_forward(x, weight, bias, running_mean, running_var, momentum
     mean = total[:C] / count
     var = (total[C:2 * C] / count - mean * mean).clamp_min(0)
     invstd = torch.rsqrt(var + eps)
-    x_hat = (x - mean.to(x.dtype)) * invstd.to(x.dtype)
-    y = x_hat * weight + bias
+    x_hat = (xs - mean.to(xs.dtype)) * invstd.to(xs.dtype)
+    y = (x_hat * weight + bias).to(x.dtype)
     with torch.no_grad():
         running_mean.mul_(1 - momentum).add_(momentum * mean.to(running_mean.dtype))
         running_var.mul_(1 - momentum).add_(momentum * (var * count / (count - 1)).to(running_var.dtype))
-    return y, SyncBNCache(x_hat, invstd.to(x.dtype), weight, count)
+    return y, SyncBNCache(x_hat, invstd.to(xs.dtype), weight, count)
 
 
 def sync_batch_norm_backward(dy, cache: SyncBNCache, group=None):
@@ -88,6 +92,8 @@ def sync_batch_norm_backward(dy, cache: SyncBNCache, group=None):
     dbias are this rank's own sums (the data-parallel wrapper averages them over the ranks).
     """
     x_hat, invstd, weight, count = cache
+    out_dtype = dy.dtype
+    dy = dy.to(x_hat.dtype)  # half-precision gradients are summed in x_hat's float32 (or wider)
     sum_dy = dy.sum(0)
     sum_dy_xhat = (dy * x_hat).sum(0)
     C = dy.shape[1]
@@ -95,7 +101,7 @@ def sync_batch_norm_backward(dy, cache: SyncBNCache, group=None):
     g_dy = (total[:C] / count).to(dy.dtype)
     g_dy_xhat = (total[C:] / count).to(dy.dtype)
     dx = (weight * invstd) * (dy - g_dy - x_hat * g_dy_xhat)
-    return dx, sum_dy_xhat, sum_dy
+    return dx.to(out_dtype), sum_dy_xhat.to(weight.dtype), sum_dy.to(weight.dtype)
 
 
 class SyncBatchNormFunction(torch.autograd.Function):

@@ -14,6 +14,8 @@ With r = 1 and d = 0 it is batch norm; unclipped it equals the inference transfo
 with r_max = 1, d_max = 0 (plain batch norm) and relaxes them to 3 and 5; ``warmup_steps`` does
 that linearly here. The running statistics are updated as in ``nn.BatchNorm`` (momentum weighs
 the new batch; running_var gets the unbiased batch variance). Eval mode is batch norm's eval mode.
+Half-precision input (autocast on a GPU) is normalized with float32 statistics and returned in
+its own dtype, as PyTorch's batch norm does.
 """
 
 from __future__ import annotations
@@ -65,12 +67,15 @@ class BatchRenorm(nn.Module):
         if x.dim() not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"expected input (N, {self.num_features}) or (N, {self.num_features}, H, W), "
                              f"got shape {tuple(x.shape)}")
+        in_dtype = x.dtype
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # statistics in float32: bf16's 8-bit mantissa would round them by up to 0.4%
         dims = (0,) if x.dim() == 2 else (0, 2, 3)
         shape = (1, -1) if x.dim() == 2 else (1, -1, 1, 1)
         w, b = self.weight.view(shape), self.bias.view(shape)
         if not self.training:
             x_hat = (x - self.running_mean.view(shape)) / torch.sqrt(self.running_var.view(shape) + self.eps)
-            return x_hat * w + b
+            return (x_hat * w + b).to(in_dtype)
         count = x.numel() // x.shape[1]
         if count < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
@@ -87,7 +92,7 @@ class BatchRenorm(nn.Module):
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mu.detach())
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach() * count / (count - 1))
             self.num_batches_tracked.add_(1)
-        return x_hat * w + b
+        return (x_hat * w + b).to(in_dtype)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, r_max={self.r_max}, "

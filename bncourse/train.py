@@ -6,8 +6,11 @@
     history.test_acc[-1], history.images_per_s
 
 What it does, in one place:
-- device (cuda, then mps, then cpu; printed once), seed, and the GPU fast path (bf16 autocast and
-  channels_last on CUDA only, from ``bncourse.device``);
+- device (cuda, then mps, then cpu; printed once), seed, and the GPU fast path (autocast in bf16, or
+  fp16 with a gradient scaler on GPUs older than Ampere, and channels_last, on CUDA only, from
+  ``bncourse.device``); timings wait for the device (``bncourse.device.synchronize``: cuda and mps);
+- data given as (X, y) tensors is copied to the device once per process and reused by later
+  ``train()`` calls (``bncourse.data.to_device_cached``);
 - per-step loss and batch accuracy kept on the device and fetched once per epoch (no per-step
   host sync: the loop is as fast as a bare one, see ``benchmarks/train_overhead.py``);
 - evaluation always in eval mode under ``torch.no_grad()``, and the model's previous mode restored;
@@ -16,6 +19,7 @@ What it does, in one place:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bncourse.data import DeviceLoader
-from bncourse.device import describe_device, fast_path, get_device
+from bncourse.device import describe_device, fast_path, get_device, synchronize
 from bncourse.runtime import pick
 
 
@@ -51,7 +55,7 @@ class TrainConfig:
     eval_flip: bool = False  # test-time augmentation: average the logits of each image and its mirror
     seed: int = 0  # seeds the data order and augmentation (seed the model yourself before building it)
     device: str | None = None  # None: cuda, then mps, then cpu
-    gpu_fast_path: bool = True  # bf16 autocast + channels_last, used on CUDA only
+    gpu_fast_path: bool = True  # autocast (bf16, or fp16 + grad scaler before Ampere) + channels_last, CUDA only
     track_train_acc: bool = True  # record each batch's training accuracy (logits kept until the epoch ends)
     progress: bool = True  # show a tqdm.auto progress bar
     label: str = ""  # a name for plots and the progress bar
@@ -66,7 +70,8 @@ class History:
     Per step (1-based): ``steps``, ``train_loss``, ``train_acc`` (batch accuracy in training
     mode). Per evaluation: ``eval_steps``, ``test_loss``, ``test_acc``, ``records``. Per epoch:
     ``epoch_train_loss``, ``epoch_train_acc`` (means over the epoch's steps), ``epoch_test_loss``,
-    ``epoch_test_acc``. Timing: ``train_seconds`` (evaluation excluded), ``images_per_s``.
+    ``epoch_test_acc``. Timing: ``train_seconds`` (evaluation excluded), ``epoch_seconds`` (the same,
+    per epoch), ``images_per_s``.
     """
 
     label: str = ""
@@ -83,6 +88,7 @@ class History:
     epoch_test_loss: list[float] = field(default_factory=list)
     epoch_test_acc: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
     images_seen: int = 0
     config: dict = field(default_factory=dict)
 
@@ -107,6 +113,19 @@ class History:
     def __repr__(self) -> str:
         return (f"History({self.label!r}: {len(self.steps)} steps, final test acc {self.final_test_acc:.4f}, "
                 f"{self.images_per_s:,.0f} images/s on {self.device})")
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` on ``device``; asynchronous only where that is safe to read at once.
+
+    A copy from the host to a GPU may run asynchronously (``non_blocking=True``): the GPU's stream
+    orders it before any kernel that reads it. A copy *to the host* may not: a non-blocking
+    device-to-host copy returns before the data has arrived, and the CPU would read it early.
+    """
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    return t.to(device, non_blocking=(t.device.type == "cpu" and device.type != "cpu"))
 
 
 def _as_loader(data, batch_size: int, shuffle: bool, augment: bool, device, seed: int):
@@ -135,7 +154,7 @@ def evaluate(model: nn.Module, data, batch_size: int = 1000, device=None, fast=N
     try:
         with torch.no_grad():
             for xb, yb in loader:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                xb, yb = to_device(xb, device), to_device(yb, device)
                 with fast.autocast():
                     logits = model(fast.to_input(xb)).float()
                     if flip:
@@ -192,6 +211,7 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
     total = config.steps if config.steps is not None else config.epochs * per_epoch
     epochs = math.ceil(total / per_epoch)
     optimizer = _optimizer(model, config)
+    scaler = fast.grad_scaler()  # fp16 autocast only: scales the loss so small gradients survive float16
     factor = _lr_factor(config.schedule, total, config.warmup)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor) if config.schedule != "constant" else None
 
@@ -222,22 +242,30 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
         run_eval(0)
     step = 0
     model.train()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    def sync() -> None:  # the clock may only be read once the device has done the queued work
+        synchronize(device)
+
     try:
         for _ in range(epochs):
             losses, outputs, sizes = [], [], []
+            seconds_before = history.train_seconds
             sync()
             t0 = time.perf_counter()
             for xb, yb in train_loader:
                 if step >= total:
                     break
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                xb, yb = to_device(xb, device), to_device(yb, device)
                 with fast.autocast():
                     logits = model(fast.to_input(xb))
                     loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)  # skips the step when a gradient overflowed float16
+                    scaler.update()
                 if scheduler is not None:
                     scheduler.step()
                 step += 1
@@ -253,6 +281,7 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
                     t0 = time.perf_counter()
             sync()
             history.train_seconds += time.perf_counter() - t0
+            history.epoch_seconds.append(history.train_seconds - seconds_before)
             history.images_seen += sum(sizes)
             if not losses:
                 break
@@ -279,6 +308,37 @@ def train(model: nn.Module, train_data, test_data=None, config: TrainConfig | No
     finally:
         bar.close()
     return history
+
+
+def warm_up(model: nn.Module, train_data, test_data=None, config: TrainConfig | None = None,
+            steps: int = 3) -> float:
+    """Run ``steps`` training steps (and one evaluation) on a throwaway copy of ``model``; its seconds.
+
+    The first steps on a GPU pay one-off costs that are not training: cuDNN's search for the
+    fastest convolution kernels for each new input shape (``cudnn.benchmark``), memory allocation,
+    kernel loading. Call this before a timed ``train(model, ...)`` with the same data and config
+    so that the timing measures training alone. ``model`` itself, the data and the random state
+    are left as they were.
+    """
+    config = config or TrainConfig()
+    cpu_state = torch.get_rng_state()
+    gpu_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    loaders = [d for d in (train_data, test_data) if isinstance(d, DeviceLoader)]
+    loader_states = [d.generator.get_state() for d in loaders]
+    start = time.perf_counter()
+    try:
+        throwaway = copy.deepcopy(model)
+        cfg = copy.copy(config)
+        cfg.steps, cfg.progress, cfg.eval_every, cfg.record = steps, False, 0, None
+        train(throwaway, train_data, test_data, cfg)
+        synchronize(next(throwaway.parameters()).device)
+    finally:
+        torch.set_rng_state(cpu_state)
+        for loader, state in zip(loaders, loader_states):
+            loader.generator.set_state(state)
+        if gpu_states is not None:
+            torch.cuda.set_rng_state_all(gpu_states)
+    return time.perf_counter() - start
 
 
 def recompute_bn_statistics(model: nn.Module, batches) -> nn.Module:

@@ -159,3 +159,33 @@ def test_does_the_class_pair_loader_give_batches_of_exactly_two_classes():
     assert len(seen) > 2  # different pairs in different batches
     with pytest.raises(ValueError, match="only 10 classes"):
         D.ClassPairLoader(X, y, classes_per_batch=11)
+
+
+def test_is_a_data_set_copied_to_the_device_once_and_then_reused():
+    """The meta device stands in for a GPU: a real copy to another device, no memory used."""
+    import gc
+
+    from bncourse import data as D
+
+    X = torch.randn(50, 3)
+    first = D.to_device_cached(X, "meta")
+    assert first.device.type == "meta" and D.to_device_cached(X, "meta") is first
+    assert D.to_device_cached(X, "meta", torch.float16) is not first  # keyed by dtype too
+    assert D.to_device_cached(X, "cpu") is X  # already there: no copy, no cache entry
+    X.add_(1)  # changed in place: a fresh copy
+    assert D.to_device_cached(X, "meta") is not first
+    n = len(D._DEVICE_COPIES)
+    del X
+    gc.collect()
+    assert len(D._DEVICE_COPIES) < n  # freed with its source
+
+
+def test_do_two_loaders_over_one_data_set_share_its_device_copy(monkeypatch):
+    from bncourse import data as D
+
+    X, y = torch.randn(20, 1, 4, 4), torch.arange(20)
+    copies = []
+    real = D.to_device_cached
+    monkeypatch.setattr(D, "to_device_cached", lambda t, device, dtype=None: copies.append(t) or real(t, device, dtype))
+    D.DeviceLoader(X, y, 4), D.DeviceLoader(X, y, 4)
+    assert copies == [X, y, X, y]  # every loader asks the cache; on a GPU only the first copies

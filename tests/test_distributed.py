@@ -29,15 +29,6 @@ def test_does_every_rank_run_in_its_own_process_and_return_its_value(capsys):
     assert "[rank 2] rank 2 of 3" in printed.out and printed.err == ""
 
 
-def test_does_a_function_defined_at_run_time_travel_to_the_workers():
-    """Like a notebook cell: a closure over a local value, not importable by name."""
-    scale = 7.0
-    source = "def work(rank, world_size):\n    return (rank + 1) * scale\n"
-    namespace = {"scale": scale}
-    exec(source, namespace)  # noqa: S102 - the function exists only here, as in a kernel
-    assert run_distributed(namespace["work"], 2, backend="gloo") == [7.0, 14.0]
-
-
 def _raise_on_rank_1(rank, world_size):
     if rank == 1:
         raise ValueError("the learner's bug")
@@ -111,3 +102,46 @@ def test_is_bad_input_named():
         run_distributed(3, 2)
     with pytest.raises(ValueError, match="backend must be 'gloo' or 'nccl', got 'mpi'"):
         run_distributed(_sum_of_ranks, 2, backend="mpi")
+
+
+def _fake_gpus(monkeypatch, count, nccl=True):
+    """``count`` CUDA GPUs and NCCL's availability, faked where torch reports them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: nccl)
+
+
+@pytest.mark.parametrize("gpus, nccl, world_size, backend", [
+    (0, False, 2, "gloo"), (1, True, 2, "gloo"), (2, True, 2, "nccl"), (1, True, 1, "nccl"), (4, False, 2, "gloo")])
+def test_is_nccl_chosen_only_when_every_rank_has_its_own_gpu(monkeypatch, gpus, nccl, world_size, backend):
+    from bncourse.distributed import default_backend, device_for
+
+    _fake_gpus(monkeypatch, gpus, nccl)
+    assert default_backend(world_size) == backend
+    # ... and each rank's tensors go where that backend takes them: NCCL refuses CPU tensors
+    expected = [torch.device("cuda", r) if backend == "nccl" else torch.device("cpu") for r in range(world_size)]
+    assert [device_for(backend, r) for r in range(world_size)] == expected
+
+
+def test_does_device_for_refuse_nccl_without_a_gpu(monkeypatch):
+    from bncourse.distributed import device_for
+
+    _fake_gpus(monkeypatch, 0, nccl=True)
+    with pytest.raises(ValueError, match="NCCL backend needs a CUDA GPU"):
+        device_for("nccl", 0)
+
+
+def test_does_the_module_docstrings_example_travel_to_the_workers_and_run_as_written():
+    """Functions defined at run time (as in a notebook cell: not importable by name), with a closure
+    over a local value; the example creates its tensor on rank_device(), where the default backend
+    needs it (gloo and the CPU here; NCCL and cuda:rank on a machine with a GPU per rank)."""
+    import bncourse.distributed as D
+
+    doc = D.__doc__
+    example = doc[doc.index("    def work(rank, world_size):"):doc.index("    run_distributed(work")]
+    assert "device=rank_device()" in example
+    source = "\n".join(line[4:] for line in example.splitlines())
+    source += "\ndef scaled(rank, world_size):\n    return work(rank, world_size) * scale\n"
+    namespace = {"torch": torch, "dist": dist, "rank_device": D.rank_device, "scale": 7.0}
+    exec(source, namespace)  # noqa: S102 - the functions exist only here, as in a kernel
+    assert run_distributed(namespace["scaled"], world_size=2) == [21.0, 21.0]

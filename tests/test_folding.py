@@ -83,13 +83,19 @@ def test_does_fold_batchnorm_refuse_what_cannot_be_folded(make, words):
     assert words in str(err.value)
 
 
-def test_does_the_inference_timer_report_both_models_and_their_difference():
+def test_does_the_inference_timer_report_both_models_and_their_difference(monkeypatch):
+    from bncourse import device as dev
     from bncourse.folding import compare_inference_time
 
+    waited = []
+    monkeypatch.setattr(dev, "synchronize", lambda d=None: waited.append(torch.device(d).type))
     torch.manual_seed(4)
     model = SmallCNN(in_channels=1, widths=(4, 8)).eval()
     r = compare_inference_time(model, fold_model(model), torch.randn(2, 1, 8, 8), repeats=2, inner=1)
-    assert set(r) == {"unfolded_ms", "folded_ms", "speedup", "speedup_range", "max_abs_diff", "repeats"}
+    assert set(r) == {"unfolded_ms", "folded_ms", "speedup", "speedup_range", "max_abs_diff", "repeats",
+                      "device", "clock"}
+    # every timed block waits for x's device at both ends (a no-op here; cuda or mps on a GPU)
+    assert waited == ["cpu"] * 2 * (2 + 2 * 2) and r["clock"] == "CPU time of this process"
     assert r["unfolded_ms"] > 0 and r["folded_ms"] > 0 and r["max_abs_diff"] < 1e-4
     lo, hi = r["speedup_range"]
     assert lo <= r["speedup"] <= hi  # the median paired ratio lies within the pairs' range

@@ -150,3 +150,80 @@ def test_does_BatchNorm2d_follow_the_module_to_float64():
     assert all(t.dtype == F64 for t in (m.weight, m.bias, m.running_mean, m.running_var))
     assert m(torch.randn(2, 3, 2, 2, dtype=F64)).dtype == F64
     assert m.num_batches_tracked.dtype == torch.long and int(m.num_batches_tracked) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Under autocast (the GPU fast path, simulated with CPU autocast): statistics in float32
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_autocast_dtypes():
+    """bf16, and fp16 where this torch's CPU autocast runs a convolution in it."""
+    dtypes = [torch.bfloat16]
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            if nn.Conv2d(1, 1, 1)(torch.ones(1, 1, 1, 1)).dtype == torch.float16:
+                dtypes.append(torch.float16)
+    except (RuntimeError, AssertionError):
+        pass
+    return dtypes
+
+
+def autocast_side_by_side(mine: nn.Module, theirs: nn.Module, dtype, image: bool = True, steps: int = 3,
+                          device="cpu"):
+    """Train ``mine`` and ``theirs`` on a conv's (or linear's) autocast output; compare outputs and statistics.
+
+    The activations have a mean of about 4 and a std of about 1 per channel over 4096 values: a
+    mean rounded to bf16 (8 bits of mantissa) is then off by up to 0.016, and a running mean by a
+    tenth of that after one step, far outside float32's rounding. On the CPU (CPU autocast) unless
+    ``device`` names a GPU (``benchmarks/gpu_check.py`` runs that version).
+    """
+    device = torch.device(device)
+    torch.manual_seed(0)
+    layer = (nn.Conv2d(3, 6, 3, padding=1) if image else nn.Linear(12, 6)).to(device)
+    mine, theirs = mine.to(device), theirs.to(device)
+    for step in range(steps):
+        x = (torch.randn(16, 3, 16, 16) if image else torch.randn(4096, 12)).to(device)
+        with torch.autocast(device.type, dtype=dtype):
+            h = layer(x)
+            h = h + 4.0 + 0.5 * torch.arange(6, dtype=h.dtype, device=device).view((1, -1, 1, 1) if image else (1, -1))
+            assert h.dtype == dtype  # what a GPU's fast path feeds the layer
+            out_mine, out_theirs = mine(h), theirs(h)
+        assert out_mine.dtype == out_theirs.dtype == dtype, f"step {step}: output dtype {out_mine.dtype}"
+        torch.testing.assert_close(out_mine.float(), out_theirs.float(), rtol=0, atol=0.04)
+        for name in ("running_mean", "running_var"):
+            a, b = getattr(mine, name), getattr(theirs, name)
+            assert a.dtype == torch.float32, f"{name} became {a.dtype}"
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"step {step}, {name}: {m}")
+    mine.eval(), theirs.eval()
+    with torch.autocast(device.type, dtype=dtype):
+        x = (torch.randn(16, 3, 16, 16) if image else torch.randn(64, 12)).to(device)
+        h = layer(x) + 4.0
+        torch.testing.assert_close(mine(h).float(), theirs(h).float(), rtol=0, atol=0.04)
+
+
+@pytest.mark.parametrize("dtype", _cpu_autocast_dtypes())
+def test_does_BatchNorm2d_keep_its_statistics_in_float32_under_autocast(dtype):
+    autocast_side_by_side(BatchNorm2d(6), nn.BatchNorm2d(6), dtype)
+
+
+@pytest.mark.parametrize("dtype", _cpu_autocast_dtypes())
+def test_does_BatchNorm1dNumpy_keep_its_statistics_in_float32_under_autocast(dtype):
+    autocast_side_by_side(BatchNorm1dNumpy(6), nn.BatchNorm1d(6), dtype, image=False, steps=2)
+
+
+def _notebook_solution(notebook: str, cell_id: str, namespace: dict) -> dict:
+    """Run the instructor notebook's solution cell ``cell_id`` in ``namespace``; return the namespace."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "source" / notebook
+    cells = {c.get("id"): c for c in json.loads(path.read_text())["cells"]}
+    exec("".join(cells[cell_id]["source"]), namespace)  # noqa: S102 - the course's own solution
+    return namespace
+
+
+@pytest.mark.parametrize("dtype", _cpu_autocast_dtypes())
+def test_does_notebook_4s_solution_BatchNorm2d_keep_its_statistics_in_float32_under_autocast(dtype):
+    ns = _notebook_solution("04_batchnorm_pytorch/batchnorm_pytorch.ipynb", "batchnorm2d", {"torch": torch, "nn": nn})
+    autocast_side_by_side(ns["BatchNorm2d"](6), nn.BatchNorm2d(6), dtype)

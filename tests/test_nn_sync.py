@@ -102,3 +102,45 @@ def test_is_the_module_plain_batch_norm_without_a_process_group():
     torch.testing.assert_close(ours(x), theirs(x))
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, \*\), got \(6, 4\)"):
         ours(torch.randn(6, 4))
+
+
+def test_is_a_count_of_257_rows_in_bf16_still_257_and_the_variance_right():
+    """bf16 holds integers exactly only up to 256, and its sums of squares cancel: both must not matter."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(257, 3, generator=g, dtype=torch.float64) * 0.995 + 3.0).to(torch.bfloat16)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    y, cache = sync_batch_norm_forward(x, torch.ones(3), torch.zeros(3), rm, rv, momentum=1.0)
+    exact = x.double()
+    assert cache.count == 257
+    torch.testing.assert_close(rv.double(), exact.var(0, unbiased=True), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rm.double(), exact.mean(0), rtol=1e-5, atol=1e-6)
+    assert y.dtype == torch.bfloat16
+    dx, dw, db = sync_batch_norm_backward(torch.ones_like(y), cache)
+    assert dx.dtype == torch.bfloat16 and dw.dtype == db.dtype == torch.float32
+    torch.testing.assert_close(db, torch.full((3,), 257.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_does_the_module_keep_its_statistics_in_float32_under_autocast(dtype):
+    from test_nn import autocast_side_by_side, _cpu_autocast_dtypes
+
+    if dtype not in _cpu_autocast_dtypes():
+        pytest.skip(f"CPU autocast does not run {dtype} here")
+    autocast_side_by_side(SyncBatchNorm(6), torch.nn.BatchNorm2d(6), dtype, steps=2)
+
+
+def test_does_notebook_8s_solution_count_257_bf16_rows_as_257():
+    """The instructor notebook's forward, on one rank (its all_reduce is then the identity)."""
+    import types
+
+    from bncourse.nn_sync import SyncBNCache
+    from test_nn import _notebook_solution
+
+    ns = _notebook_solution("08_batchnorm_across_devices/batchnorm_across_devices.ipynb", "sync-forward",
+                            {"torch": torch, "dist": types.SimpleNamespace(all_reduce=lambda t: None),
+                             "SyncBNCache": SyncBNCache})
+    x = (torch.randn(257, 3, generator=torch.Generator().manual_seed(0)) + 3.0).to(torch.bfloat16)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    _, cache = ns["sync_batch_norm_forward"](x, torch.ones(3), torch.zeros(3), rm, rv, 1.0, 1e-5)
+    assert cache.count == 257
+    torch.testing.assert_close(rv.double(), x.double().var(0), rtol=1e-5, atol=1e-6)

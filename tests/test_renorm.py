@@ -68,3 +68,15 @@ def test_does_bad_input_say_what_arrived():
         BatchRenorm(2)(torch.randn(4, 3))
     with pytest.raises(ValueError, match="more than 1 value"):
         BatchRenorm(2)(torch.randn(1, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("image", [True, False])
+def test_does_renorm_keep_its_statistics_in_float32_under_autocast(dtype, image):
+    """At r_max=1, d_max=0 it is batch norm: under autocast it must match nn.BatchNorm's float32 statistics."""
+    from test_nn import autocast_side_by_side, _cpu_autocast_dtypes
+
+    if dtype not in _cpu_autocast_dtypes():
+        pytest.skip(f"CPU autocast does not run {dtype} here")
+    bn = nn.BatchNorm2d(6) if image else nn.BatchNorm1d(6)
+    autocast_side_by_side(BatchRenorm(6, r_max=1.0, d_max=0.0), bn, dtype, image=image, steps=2)

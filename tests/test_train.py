@@ -153,3 +153,70 @@ def test_does_flip_evaluation_average_the_image_and_its_mirror():
     loss, acc = evaluate(LeftRight(), (x, y))
     loss_flip, _ = evaluate(LeftRight(), (x, y), flip=True)
     assert acc == 1.0 and abs(loss_flip - torch.log(torch.tensor(2.0)).item()) < 1e-6 and loss < loss_flip
+
+
+def test_does_fp16_autocast_train_through_a_grad_scaler(digits, monkeypatch):
+    """A GPU older than Ampere gets fp16 autocast: the loop must scale the loss (CPU autocast stands in)."""
+    from bncourse import train as T
+    from bncourse.device import FastPath
+
+    steps = []
+
+    class CountingScaler(torch.amp.GradScaler):
+        def step(self, optimizer, *args, **kwargs):
+            steps.append(self.get_scale())
+            return super().step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", CountingScaler)
+    monkeypatch.setattr(T, "fast_path", lambda device, enabled=True: FastPath("cpu", torch.float16, True))
+    torch.manual_seed(0)
+    h = train(SmallCNN(1, 10, widths=(8, 16)), digits.train, digits.test,
+              TrainConfig(steps=6, batch_size=64, lr=0.05, progress=False))
+    assert len(steps) == 6 and steps[0] == 65536.0  # the scaler's initial scale: it was used
+    assert all(v == v for v in h.train_loss)
+
+
+def test_does_the_loop_time_the_device_it_trains_on(digits, monkeypatch):
+    """The clock is read only after waiting for the device (cuda, mps: asynchronous; a no-op here)."""
+    from bncourse import train as T
+
+    waited = []
+    monkeypatch.setattr(T, "synchronize", lambda d: waited.append(torch.device(d)))
+    train(BNPaperMLP(64, 10), digits.train, None, TrainConfig(steps=3, batch_size=600, progress=False))
+    assert waited and set(waited) == {torch.device("cpu")}
+
+
+class _FakeDeviceTensor:
+    """A tensor that says it lives on a GPU; records how it is copied."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.copies = []
+
+    def to(self, device, non_blocking=False):
+        self.copies.append((torch.device(device), non_blocking))
+        return torch.zeros(1)
+
+
+def test_is_a_copy_to_the_host_never_asynchronous():
+    """A non-blocking device-to-host copy returns before the data arrive: the CPU would read it early."""
+    from bncourse.train import to_device
+
+    gpu_tensor = _FakeDeviceTensor("cuda:0")
+    to_device(gpu_tensor, "cpu")
+    assert gpu_tensor.copies == [(torch.device("cpu"), False)]
+    host = torch.ones(2)
+    assert to_device(host, "cpu") is host
+
+
+def test_does_warm_up_leave_the_model_and_the_random_state_as_they_were(digits):
+    from bncourse.train import warm_up
+
+    torch.manual_seed(0)
+    model = SmallCNN(1, 10, widths=(4, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = DeviceLoader(*digits.train, batch_size=64, seed=3)
+    state, loader_state = torch.get_rng_state(), loader.generator.get_state()
+    seconds = warm_up(model, loader, digits.test, TrainConfig(batch_size=64, progress=False), steps=2)
+    assert seconds > 0 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(loader.generator.get_state(), loader_state)
