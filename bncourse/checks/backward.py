@@ -21,7 +21,7 @@ import numpy as np
 
 from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, check_function, safe_call
 from bncourse.checks.forward import X_IN_PLACE
-from bncourse.checks.inputs import affine, as_dtype_of, features, images
+from bncourse.checks.inputs import affine, as_dtype_of, case_seed, features, images
 from bncourse.gradcheck import numerical_gradient
 from bncourse.reference import batchnorm as ref
 
@@ -59,7 +59,7 @@ def _backward_cases(hidden: bool) -> list[Case]:
         _, cache = ref.batchnorm_forward(x, gamma, beta, opt.get("eps", 1e-5))
         return (dout[:, ::2] if nc else dout), cache
 
-    return [Case(name, lambda s=seed, n=n, d=d, o=opt: make(s, n, d, o))
+    return [Case(name, lambda s=case_seed("batchnorm_backward", name, seed, hidden), n=n, d=d, o=opt: make(s, n, d, o))
             for name, seed, n, d, opt in (_BACKWARD_HIDDEN if hidden else _BACKWARD_VISIBLE)]
 
 
@@ -229,13 +229,14 @@ def check_gradients_numerically(fn, seed: int = 0, n: int = 5, d: int = 4, toler
                                 "" if ok else f"the analytic {key} disagrees with the numerical gradient",
                                 wrong=() if ok else (key,)))
     bad = [k for c in cases for k in c.wrong]
-    diagnosis = ""
+    diagnosis, explained, ids = "", (), ()
     if bad:
         diagnosis = f"{', '.join(bad)} disagree(s) with the numerical gradient"
         named = _check_backward("backward", fn, False)
         if named.explained:
             diagnosis += f"; likely mistake: {named.diagnosis}"
-    return CheckResult(exercise, cases, diagnosis=diagnosis,
+            explained, ids = named.explained, named.explained_ids
+    return CheckResult(exercise, cases, diagnosis=diagnosis, explained=explained, explained_ids=ids,
                        tolerance=f"norm-wise relative error ||a - n|| / max(||a||, ||n||) < {tolerance:g}")
 
 
@@ -267,7 +268,7 @@ def _spatial_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
         args = (x, gamma, beta, opt.get("eps", 1e-5))
         return args + (rng.normal(size=shape).astype(dtype),) if with_dout else args
 
-    return [Case(name, lambda s=seed, sh=shape, o=opt: make(s, sh, o))
+    return [Case(name, lambda s=case_seed("spatial_batchnorm", name, seed, hidden), sh=shape, o=opt: make(s, sh, o))
             for name, seed, shape, opt in (_SPATIAL_HIDDEN if hidden else _SPATIAL_VISIBLE)]
 
 

@@ -92,10 +92,11 @@ def check_function(
     learner.finish()
     result = CheckResult(exercise, results, tolerance=tolerance, notes=notes)
     if not result.passed:
-        found: list[str] = []
+        found: list = []
         result.diagnosis = diagnose(result.cases, cases, mistakes, reference_fn, outputs, compare, rtol, atol,
                                     in_place or {}, explain_error, found)
-        result.explained = tuple(found)
+        result.explained = tuple(ex.name for ex in found)
+        result.explained_ids = tuple(ex.id for ex in found)
     return result
 
 

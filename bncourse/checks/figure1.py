@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.core import Case, CheckResult, Mistake, check_function
+from bncourse.checks.inputs import hidden_case_seed
 from bncourse.plots import percentile_bands
 
 __all__ = ["check_sigmoid_input_percentiles", "MISTAKES"]
@@ -62,8 +63,8 @@ MISTAKES = [
 def check_sigmoid_input_percentiles(fn, hidden: bool = False) -> CheckResult:
     """Check ``fn(records (T, N)) -> (T, 3)`` 15th/50th/85th percentiles per row."""
     cases = (
-        [Case("T=4, N=50", _records(11, 4, 50)), Case("T=1, N=7", _records(12, 1, 7)),
-         Case("T=30, N=500", _records(13, 30, 500))]
+        [Case(name, _records(hidden_case_seed("sigmoid_input_percentiles", name), t, n))
+         for name, t, n in (("T=4, N=50", 4, 50), ("T=1, N=7", 1, 7), ("T=30, N=500", 30, 500))]
         if hidden else
         [Case("T=3, N=20", _records(0, 3, 20)), Case("T=10, N=100", _records(1, 10, 100)),
          Case("T=2, N=5", _records(2, 2, 5))]

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from bncourse.checks.core import Case, CheckResult, Mistake, check_function
+from bncourse.checks.inputs import case_seed
 from bncourse.folding import count_batchnorms
 
 __all__ = ["check_fold_batchnorm", "check_fold_model", "MISTAKE_NAMES"]
@@ -72,7 +73,7 @@ def _pair_cases(hidden: bool) -> list[Case]:
     cases = []
     for name, seed, kind, c_in, c_out, bias in _PAIR_HIDDEN if hidden else _PAIR_VISIBLE:
         eps = 1e-3 if "eps=1e-3" in name else 1e-5
-        cases.append(Case(name, _pair_case(seed, kind, c_in, c_out, bias, eps)))
+        cases.append(Case(name, _pair_case(case_seed("fold_batchnorm", name, seed, hidden), kind, c_in, c_out, bias, eps)))
     return cases
 
 
@@ -230,8 +231,8 @@ def _model_case(seed: int, n: int, size: int):
 
 def _model_cases(hidden: bool) -> list[Case]:
     if hidden:
-        return [Case("SmallResNet, 3 images 10x10", _model_case(200, 3, 10)),
-                Case("SmallResNet, 1 image 8x8", _model_case(201, 1, 8))]
+        return [Case(name, _model_case(case_seed("fold_model", name, 0, True), n, size))
+                for name, n, size in (("SmallResNet, 3 images 10x10", 3, 10), ("SmallResNet, 1 image 8x8", 1, 8))]
     return [Case("SmallResNet, 4 images 8x8", _model_case(20, 4, 8)),
             Case("SmallResNet, 2 images 12x12", _model_case(21, 2, 12))]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.core import Case, CheckResult, Mistake, check_function
-from bncourse.checks.inputs import affine, as_dtype_of, features
+from bncourse.checks.inputs import affine, as_dtype_of, case_seed, features
 from bncourse.reference import batchnorm as ref
 
 __all__ = ["check_batchnorm_forward", "check_update_running_stats", "check_batchnorm_inference", "MISTAKES"]
@@ -68,7 +68,7 @@ def _forward_cases(hidden: bool) -> list[Case]:
         gamma, beta = affine(rng, d, x.dtype)
         return (x, gamma, beta) + ((opt["eps"],) if "eps" in opt else ())
 
-    return [Case(name, lambda s=seed, n=n, d=d, o=opt: make(s, n, d, o))
+    return [Case(name, lambda s=case_seed("batchnorm_forward", name, seed, hidden), n=n, d=d, o=opt: make(s, n, d, o))
             for name, seed, n, d, opt in (_FORWARD_HIDDEN if hidden else _FORWARD_VISIBLE)]
 
 
@@ -209,7 +209,7 @@ def _running_cases(hidden: bool) -> list[Case]:
             rv = rng.uniform(0.2, 5.0, size=d).astype(x.dtype)
         return (x, rm, rv) + ((momentum,) if momentum is not None else ())
 
-    return [Case(name, lambda a=(seed, n, d, m, start, opt): make(*a))
+    return [Case(name, lambda a=(case_seed("update_running_stats", name, seed, hidden), n, d, m, start, opt): make(*a))
             for name, seed, n, d, m, start, opt in (_RUNNING_HIDDEN if hidden else _RUNNING_VISIBLE)]
 
 
@@ -306,7 +306,7 @@ def _inference_cases(hidden: bool) -> list[Case]:
             rv[0] = 1e-6
         return (x, gamma, beta, rm, rv.astype(x.dtype)) + ((opt["eps"],) if "eps" in opt else ())
 
-    return [Case(name, lambda s=seed, n=n, d=d, o=opt: make(s, n, d, o))
+    return [Case(name, lambda s=case_seed("batchnorm_inference", name, seed, hidden), n=n, d=d, o=opt: make(s, n, d, o))
             for name, seed, n, d, opt in (_INFERENCE_HIDDEN if hidden else _INFERENCE_VISIBLE)]
 
 

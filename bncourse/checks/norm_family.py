@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bncourse.checks.core import Case, CheckResult, Mistake, check_function
+from bncourse.checks.inputs import case_seed
 from bncourse.reference import groupnorm as gref
 from bncourse.reference import layernorm as lref
 
@@ -60,7 +61,7 @@ _LN_HIDDEN = [("N=3, D=9", 100, 3, 9, {}), ("N=10, D=2, float32", 101, 10, 2, {"
 def _ln_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
     cases = []
     for name, seed, n, d, opt in _LN_HIDDEN if hidden else _LN_VISIBLE:
-        def make(seed=seed, n=n, d=d, opt=opt):
+        def make(seed=case_seed("layernorm", name, seed, hidden), n=n, d=d, opt=opt):
             rng = np.random.default_rng(seed)
             dtype = opt.get("dtype", np.float64)
             x = _rows(rng, n, d, dtype, opt.get("loc", 3.0), opt.get("tiny", False))
@@ -97,7 +98,7 @@ def _images(rng, shape, dtype, tiny=False):
 def _gn_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
     cases = []
     for name, seed, shape, G, opt in _GN_HIDDEN if hidden else _GN_VISIBLE:
-        def make(seed=seed, shape=shape, G=G, opt=opt):
+        def make(seed=case_seed("groupnorm", name, seed, hidden), shape=shape, G=G, opt=opt):
             rng = np.random.default_rng(seed)
             dtype = opt.get("dtype", np.float64)
             x = _images(rng, shape, dtype, opt.get("tiny", False))

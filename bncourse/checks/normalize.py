@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.core import Case, CheckResult, Mistake, check_function
+from bncourse.checks.inputs import hidden_case_seed
 from bncourse.reference import normalize as ref
 
 OUTPUTS = ("X_train_scaled", "X_test_scaled")
@@ -30,11 +31,10 @@ def _bike_like(seed: int, n: int, m: int, d: int, dtype=np.float64):
 
 def _cases(hidden: bool) -> list[Case]:
     if hidden:
-        return [
-            Case("N=7, M=3, D=4", _bike_like(101, 7, 3, 4)),
-            Case("N=50, M=20, D=6 (float32 input)", _bike_like(102, 50, 20, 6, np.float32)),
-            Case("N=2, M=1, D=1", _bike_like(103, 2, 1, 1)),
-        ]
+        table = [("N=7, M=3, D=4", 7, 3, 4, np.float64), ("N=50, M=20, D=6 (float32 input)", 50, 20, 6, np.float32),
+                 ("N=2, M=1, D=1", 2, 1, 1, np.float64)]
+        return [Case(name, _bike_like(hidden_case_seed("normalize", name), n, m, d, dtype))
+                for name, n, m, d, dtype in table]
     return [
         Case("N=6, M=4, D=2 (age, km)", _bike_like(0, 6, 4, 2)),
         Case("N=30, M=10, D=3", _bike_like(1, 30, 10, 3)),

@@ -26,6 +26,7 @@ from torch import nn
 from bncourse.checks import replay
 from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, Symptom, check_function, combine
 from bncourse.checks.module_mistakes import IGNORES_TRAINING, module_mistakes
+from bncourse.checks.inputs import hidden_case_seed
 from bncourse.checks.stepping import Step, check_module
 from bncourse.checks.torch_guard import explain, no_builtin_batchnorm, quiet, to_numpy
 from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward
@@ -180,9 +181,11 @@ _FLOAT32 = [Symptom("wrong dtype", "", lambda got: bool(_wrong_dtype(got)), desc
 def _function_cases(hidden: bool) -> tuple[list[Case], list[Case]]:
     """(float64 cases, float32 cases)."""
     if hidden:
-        return ([Case("N=5, D=2", _fn_case(11, 5, 2)), Case("N=3, D=6, eps=0.01", _fn_case(12, 3, 6, eps=1e-2)),
-                 Case("N=32, D=4", _fn_case(13, 32, 4, offset=10.0))],
-                [Case("N=7, D=5 (float32 in, float32 out)", _fn_case(14, 7, 5, dtype=np.float32))])
+        s = lambda name: hidden_case_seed("BatchNormFunction", name)  # noqa: E731
+        return ([Case("N=5, D=2", _fn_case(s("N=5, D=2"), 5, 2)),
+                 Case("N=3, D=6, eps=0.01", _fn_case(s("N=3, D=6, eps=0.01"), 3, 6, eps=1e-2)),
+                 Case("N=32, D=4", _fn_case(s("N=32, D=4"), 32, 4, offset=10.0))],
+                [Case("N=7, D=5 (float32 in, float32 out)", _fn_case(s("N=7, D=5 float32"), 7, 5, dtype=np.float32))])
     return ([Case("N=8, D=3", _fn_case(0, 8, 3)), Case("N=2, D=4 (smallest batch)", _fn_case(1, 2, 4)),
              Case("N=16, D=5, eps=0.1", _fn_case(2, 16, 5, eps=0.1))],
             [Case("N=10, D=3 (float32 in, float32 out)", _fn_case(3, 10, 3, dtype=np.float32))])
@@ -199,7 +202,7 @@ def _gradcheck_runner(Fn):
 
 
 def _gradcheck_case(hidden: bool) -> Case:
-    n, d, seed = (5, 3, 21) if hidden else (4, 3, 20)
+    n, d, seed = (5, 3, hidden_case_seed("BatchNormFunction", "gradcheck")) if hidden else (4, 3, 20)
     return Case(f"torch.autograd.gradcheck (float64, N={n}, D={d})", lambda: _fn_case(seed, n, d)()[:3] + (1e-5,))
 
 
@@ -235,16 +238,19 @@ def check_batchnorm_function(Fn, hidden: bool = False) -> CheckResult:
 
 def _steps_1d(hidden: bool) -> list[Step]:
     if hidden:
-        return [Step("N=6, D=3", (6, 3), 111),
-                Step("N=12, D=5, eps=1e-3, momentum=0.2", (12, 5), 112, steps=4, kwargs={"eps": 1e-3, "momentum": 0.2})]
+        s = lambda name: hidden_case_seed("BatchNorm1dNumpy", name)  # noqa: E731
+        return [Step("N=6, D=3", (6, 3), s("N=6, D=3")),
+                Step("N=12, D=5, eps=1e-3, momentum=0.2", (12, 5), s("N=12, D=5"), steps=4,
+                     kwargs={"eps": 1e-3, "momentum": 0.2})]
     return [Step("N=8, D=4", (8, 4), 101),
             Step("N=3, D=2, eps=1e-2, momentum=0.3", (3, 2), 102, kwargs={"eps": 1e-2, "momentum": 0.3})]
 
 
 def _steps_2d(hidden: bool) -> list[Step]:
     if hidden:
-        return [Step("N=3, C=4, H=2, W=3", (3, 4, 2, 3), 211),
-                Step("N=5, C=2, H=4, W=4, eps=1e-3, momentum=0.3", (5, 2, 4, 4), 212, steps=4,
+        s = lambda name: hidden_case_seed("BatchNorm2d", name)  # noqa: E731
+        return [Step("N=3, C=4, H=2, W=3", (3, 4, 2, 3), s("N=3, C=4")),
+                Step("N=5, C=2, H=4, W=4, eps=1e-3, momentum=0.3", (5, 2, 4, 4), s("N=5, C=2"), steps=4,
                      kwargs={"eps": 1e-3, "momentum": 0.3})]
     return [Step("N=4, C=3, H=5, W=6", (4, 3, 5, 6), 201),
             Step("N=2, C=4, H=3, W=3, eps=1e-2, momentum=0.2", (2, 4, 3, 3), 202, kwargs={"eps": 1e-2, "momentum": 0.2})]
@@ -253,7 +259,8 @@ def _steps_2d(hidden: bool) -> list[Step]:
 def check_batchnorm1d_module(cls, hidden: bool = False) -> CheckResult:
     """Does ``cls(D)`` behave like ``nn.BatchNorm1d(D)``: initial state, outputs, gradients, running stats, eval?"""
     return check_module("BatchNorm1dNumpy", cls, nn.BatchNorm1d, _steps_1d(hidden), module_mistakes(spatial=False),
-                        first=[IGNORES_TRAINING], device_step=Step("N=10, D=3", (10, 3), 131 if hidden else 121),
+                        first=[IGNORES_TRAINING], device_step=Step("N=10, D=3", (10, 3),
+                                                         hidden_case_seed("BatchNorm1dNumpy", "device") if hidden else 121),
                         device=torch.device("cpu"), forbidden=("BatchNormFunction",))
 
 
@@ -261,7 +268,8 @@ def check_batchnorm2d(cls, hidden: bool = False, device=None) -> CheckResult:
     """Does ``cls(C)`` behave like ``nn.BatchNorm2d(C)`` in float64 and on ``device`` (default: the current one)?"""
     return check_module("BatchNorm2d", cls, nn.BatchNorm2d, _steps_2d(hidden), module_mistakes(spatial=True),
                         first=[IGNORES_TRAINING],
-                        device_step=Step("N=8, C=3, H=4, W=4", (8, 3, 4, 4), 231 if hidden else 221), device=device)
+                        device_step=Step("N=8, C=3, H=4, W=4", (8, 3, 4, 4),
+                                         hidden_case_seed("BatchNorm2d", "device") if hidden else 221), device=device)
 
 
 # Every mistake each check can name (tests write each one the way a learner would and expect its name).

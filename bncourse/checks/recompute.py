@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.core import Case, CheckResult, Mistake, Symptom, check_function
+from bncourse.checks.inputs import hidden_case_seed
 
 __all__ = ["check_recompute_bn_statistics", "MISTAKES"]
 
@@ -154,9 +155,10 @@ _SYMPTOMS = [
 def check_recompute_bn_statistics(fn, hidden: bool = False, rtol: float = 1e-4, atol: float = 1e-5) -> CheckResult:
     """Check ``fn(model, batches)``: equal-weight running statistics, weights, momenta and mode kept."""
     cases = (
-        [Case("MLP with BatchNorm1d, 5 batches, starts in train mode", lambda: (21, False, True, 5, 0.1)),
-         Case("CNN with BatchNorm2d, 2 batches, starts in eval mode", lambda: (22, True, False, 2, 0.1)),
-         Case("CNN, 1 batch, starts in train mode", lambda: (23, True, True, 1, 0.1))]
+        [Case(name, lambda a=(hidden_case_seed("recompute_bn_statistics", name), *options): a)
+         for name, *options in (("MLP with BatchNorm1d, 5 batches, starts in train mode", False, True, 5, 0.1),
+                                ("CNN with BatchNorm2d, 2 batches, starts in eval mode", True, False, 2, 0.1),
+                                ("CNN, 1 batch, starts in train mode", True, True, 1, 0.1))]
         if hidden else
         [Case("CNN with BatchNorm2d, 3 batches, starts in eval mode", lambda: (1, True, False, 3, 0.1)),
          Case("MLP with BatchNorm1d, 4 batches, starts in train mode, momentum 0.2", lambda: (2, False, True, 4, 0.2))]

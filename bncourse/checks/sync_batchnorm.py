@@ -24,6 +24,7 @@ import builtins
 import numpy as np
 
 from bncourse.checks.core import Case, Mistake, check_function
+from bncourse.checks.inputs import hidden_case_seed
 
 RTOL, ATOL = 1e-9, 1e-10
 TIMEOUT = 90.0
@@ -433,11 +434,16 @@ def _check(exercise, fn, runner, reference, cases, mistakes, outputs, compare=No
                           compare=compare, rtol=RTOL, atol=ATOL, forbid_torch="")
 
 
+def _hidden(which: str, i: int) -> int:
+    """Hidden case ``i``'s seed (below 2**31: the case makers add offsets to it)."""
+    return hidden_case_seed(f"sync_batch_norm_{which}", f"hidden case {i}") >> 1
+
+
 def check_sync_batchnorm_forward(fn, hidden: bool = False):
     """Check the learner's ``fn(x, weight, bias, running_mean, running_var, momentum, eps) -> (y, cache)``."""
     cases = (
-        [_forward_case(31, (7, 2), 3), _forward_case(32, (2, 3, 9, 4), 2, momentum=0.05, eps=1e-3),
-         _forward_case(33, (6, 6), 5)]
+        [_forward_case(_hidden("forward", i), *a, **kw) for i, (a, kw) in
+         enumerate([(((7, 2), 3), {}), (((2, 3, 9, 4), 2), dict(momentum=0.05, eps=1e-3)), (((6, 6), 5), {})])]
         if hidden else
         [_forward_case(1, (3, 5), 4), _forward_case(2, (4, 4), 3, momentum=0.3),
          _forward_case(3, (2, 6, 3), 2, eps=1e-2)]
@@ -451,7 +457,8 @@ def check_sync_batchnorm_forward(fn, hidden: bool = False):
 def check_sync_batchnorm_backward(fn, hidden: bool = False):
     """Check the learner's ``fn(dy, cache) -> (dx, dweight, dbias)``; dweight, dbias: this rank's own sums."""
     cases = (
-        [_backward_case(41, (7, 2), 3), _backward_case(42, (2, 3, 9, 4), 2, eps=1e-3), _backward_case(43, (6, 6), 5)]
+        [_backward_case(_hidden("backward", i), *a, **kw) for i, (a, kw) in
+         enumerate([(((7, 2), 3), {}), (((2, 3, 9, 4), 2), dict(eps=1e-3)), (((6, 6), 5), {})])]
         if hidden else
         [_backward_case(11, (3, 5), 4), _backward_case(12, (4, 4), 3), _backward_case(13, (2, 6, 3), 2, eps=1e-2)]
     )

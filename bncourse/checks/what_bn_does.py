@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.core import Case, CheckResult, Mistake, check_function
+from bncourse.checks.inputs import case_seed
 from bncourse.reference import what_bn_does as ref
 
 GRADIENT_OUTPUTS = ("relative_change", "cosine")
@@ -62,7 +63,8 @@ _DRIFT_HIDDEN = [
 
 def _drift_cases(hidden: bool) -> list[Case]:
     table = _DRIFT_HIDDEN if hidden else _DRIFT_VISIBLE
-    return [Case(name, _activations(seed, n, d, dt, perm)) for name, seed, n, d, dt, perm in table]
+    return [Case(name, _activations(case_seed("input_drift", name, seed, hidden), n, d, dt, perm))
+            for name, seed, n, d, dt, perm in table]
 
 
 def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=True, pooled=False):
@@ -205,7 +207,8 @@ _GRADIENT_HIDDEN = [
 
 def _gradient_cases(hidden: bool) -> list[Case]:
     table = _GRADIENT_HIDDEN if hidden else _GRADIENT_VISIBLE
-    return [Case(name, _gradient_pair(seed, o, i, kind, dt)) for name, seed, o, i, kind, dt in table]
+    return [Case(name, _gradient_pair(case_seed("gradient_change", name, seed, hidden), o, i, kind, dt))
+            for name, seed, o, i, kind, dt in table]
 
 
 def _l2(a) -> float:
@@ -368,7 +371,8 @@ _NOISY_HIDDEN = [
 
 def _noisy_cases(hidden: bool) -> list[Case]:
     table = _NOISY_HIDDEN if hidden else _NOISY_VISIBLE
-    return [Case(name, _noisy_case(seed, n, d, tiny, dt)) for name, seed, n, d, tiny, dt in table]
+    return [Case(name, _noisy_case(case_seed("noisy_batchnorm_forward", name, seed, hidden), n, d, tiny, dt))
+            for name, seed, n, d, tiny, dt in table]
 
 
 def _bn(x, gamma, beta, eps=1e-5, axis=0, ddof=0, outside=False):
