@@ -368,7 +368,7 @@ class StudentStub(nn.Module):
 def test_does_a_correct_BatchNorm2d_pass_silently(cls, hidden, capfd):
     result = check_batchnorm2d(cls, hidden=hidden, device="cpu")
     assert result.passed, str(result)
-    assert "PASSED" in str(result) and "passed" in result._repr_html_()
+    assert "cases passed" in str(result) and "passed" in result._repr_html_()
     assert capfd.readouterr().err == ""
 
 
