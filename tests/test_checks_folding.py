@@ -134,7 +134,7 @@ def test_is_a_wrong_fold_named(wrong, name):
 @pytest.mark.parametrize("wrong, name", [
     (fold_model_in_train_mode, "a model folded in training mode"),
     (fold_model_keeps_bn, "batch norm kept after folding"),
-    (fold_model_in_place, "the original model changed in place"),
+    (fold_model_in_place, "the caller's module changed"),
 ])
 def test_is_a_wrong_model_fold_named(wrong, name):
     result = cf.check_fold_model(wrong)

@@ -7,13 +7,19 @@ that take and return numpy arrays only, so the grader can re-judge a test cell f
   beta, running statistics and eps, an input x) the wrapper builds a float64 ``Conv2d``
   (padding 1) or ``Linear`` and a ``BatchNorm2d``/``1d`` in eval mode, calls the learner's
   function, and returns the folded weight, the folded bias (zeros when the folded layer has
-  none), the folded layer's output on x, and the original layer's weight afterwards (it must not
-  change). The reference is ``torch.nn.utils.fusion.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``.
+  none), the folded layer's output on x, and what changed in the caller's layer and batch norm
+  (``caller_changes``, below: nothing may). The reference is ``torch.nn.utils.fusion``'s
+  ``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``.
 * ``fold_model``: the wrapper builds a small seeded ``SmallResNet`` (float64) with random running
   statistics, hands it over in *training* mode (as a model is right after training), and returns
-  the folded model's output on x, how many batch-norm layers it still holds, and how many the
-  original model holds afterwards (it must keep them all). The reference is the original
-  model's output in eval mode.
+  the folded model's output on x, how many batch-norm layers still *run* in its forward (a
+  batch norm left registered but never called, as in an FX-based fold, is allowed), and what
+  changed in the caller's model. The reference is the original model's output in eval mode.
+
+``caller_changes`` is (parameters and buffers changed, modules whose training mode changed,
+batch-norm layers removed) over every module the function received: an in-place change, one
+through an alias (``var = bn.running_var; var += eps``) and ``model.eval()`` on the caller's
+model all count.
 """
 
 from __future__ import annotations
@@ -25,14 +31,53 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from bncourse.checks import catalogue
-from bncourse.checks.core import Case, CheckResult, check_function
+from bncourse.checks.core import Case, CheckResult, Symptom, check_function
 from bncourse.checks.inputs import case_seed
-from bncourse.folding import count_batchnorms
 
 __all__ = ["check_fold_batchnorm", "check_fold_model"]
 
-FOLD_OUTPUTS = ("weight", "bias", "out", "original_weight")
-MODEL_OUTPUTS = ("out", "batchnorms_left", "original_batchnorms")
+FOLD_OUTPUTS = ("weight", "bias", "out", "caller_changes")
+MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes")
+NO_CHANGE = np.zeros(3)
+
+
+def _is_bn(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def _snapshot(*modules: nn.Module) -> dict:
+    """Every parameter and buffer (cloned), every module's training flag, the number of batch norms."""
+    tensors, modes = {}, {}
+    for i, module in enumerate(modules):
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            tensors[f"{i}.{name}"] = t.detach().clone()
+        for name, m in module.named_modules():
+            modes[f"{i}.{name}"] = m.training
+    return {"tensors": tensors, "modes": modes, "bns": sum(_is_bn(m) for mod in modules for m in mod.modules())}
+
+
+def caller_changes(before: dict, *modules: nn.Module) -> np.ndarray:
+    """(tensors changed or gone, modes changed, batch norms removed) since ``before``, as floats."""
+    after = _snapshot(*modules)
+    changed = sum(k not in after["tensors"] or after["tensors"][k].shape != t.shape
+                  or not torch.equal(after["tensors"][k], t) for k, t in before["tensors"].items())
+    modes = sum(k in after["modes"] and after["modes"][k] != v for k, v in before["modes"].items())
+    return np.array([changed, modes, before["bns"] - after["bns"]], dtype=np.float64)
+
+
+def _describe_changes(got) -> str:
+    tensors, modes, bns = (int(v) for v in np.asarray(got["caller_changes"]).ravel()[:3])
+    what = ([f"{tensors} of its parameters or buffers changed"] if tensors else []) + (
+        [f"{modes} of its modules switched mode (.eval() or .train() on the caller's object)"] if modes else []) + (
+        [f"{bns} batch-norm layers removed from it"] if bns else [])
+    return ("the caller's module changed: " + ", ".join(what) + ". Work on a copy (copy.deepcopy) and build new "
+            "parameters: an in-place operation on a tensor you read from the caller (w = layer.weight; w *= scale, "
+            "var = bn.running_var; var += eps) changes the caller's tensor too")
+
+
+CALLER_CHANGED = Symptom("the caller's module changed (in place or through an alias)", "",
+                         lambda got: bool(np.any(np.asarray(got["caller_changes"]) != 0)), describe=_describe_changes,
+                         id="caller-module-changed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +106,7 @@ _PAIR_VISIBLE = [
     ("Conv2d 4->4 without bias (as before every BN in SmallResNet)", 1, "conv", 4, 4, False),
     ("Linear 5->5 with bias", 2, "linear", 5, 5, True),
     ("Linear 6->3 without bias", 3, "linear", 6, 3, False),
+    ("Conv2d 3->3 with bias, eps=1e-3", 4, "conv", 3, 3, True),
 ]
 _PAIR_HIDDEN = [
     ("Conv2d 2->6 without bias", 100, "conv", 2, 6, False),
@@ -106,13 +152,14 @@ def _pair_runner(fold):
     """Arrays in, arrays out: the learner's ``fold(layer, bn)`` on a freshly built eval-mode pair."""
     def run(weight, bias, gamma, beta, mean, var, eps, x):
         layer, bn = _build_pair(weight, bias, gamma, beta, mean, var, eps)
+        before = _snapshot(layer, bn)
         folded = fold(layer, bn)
         if not isinstance(folded, (nn.Conv2d, nn.Linear)):
             raise TypeError(f"fold_batchnorm should return an nn.Conv2d or nn.Linear, got {type(folded).__name__}")
         with torch.no_grad():
             out = folded(torch.tensor(x, dtype=torch.float64))
         b = folded.bias if folded.bias is not None else torch.zeros(folded.weight.shape[0], dtype=torch.float64)
-        return _np(folded.weight), _np(b), _np(out), _np(layer.weight)
+        return _np(folded.weight), _np(b), _np(out), caller_changes(before, layer, bn)
     return run
 
 
@@ -133,8 +180,8 @@ def check_fold_batchnorm(fn, hidden: bool = False) -> CheckResult:
     if not callable(fn):
         return check_function("fold_batchnorm", fn, None, [])
     return check_function("fold_batchnorm", _pair_runner(fn), _pair_runner(_torch_fuse), _pair_cases(hidden),
-                          catalogue.lazy("fold_batchnorm"), outputs=FOLD_OUTPUTS, rtol=1e-9, atol=1e-10, forbid_torch="folding",
-                          explain_error=explain_fold_error)
+                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_batchnorm")], outputs=FOLD_OUTPUTS,
+                          rtol=1e-9, atol=1e-10, forbid_torch="folding", explain_error=explain_fold_error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,29 +233,37 @@ def _eval_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
 def _model_runner(fold_model):
     def run(x, seed):
         model = _seeded_model(seed)
+        before = _snapshot(model)
         folded = fold_model(model)
         if not isinstance(folded, nn.Module):
             raise TypeError(f"fold_model should return an nn.Module, got {type(folded).__name__}")
-        with torch.no_grad():
-            out = _np(folded(torch.tensor(x)))  # in whatever mode fold_model left it
-        return out, _count(folded), _count(model)
+        out, ran = run_counting(folded, x)  # in whatever mode fold_model left it
+        return out, ran, caller_changes(before, model)
     return run
 
 
-def _count(model: nn.Module) -> np.ndarray:
-    """How many batch-norm layers, as a (1,) array."""
-    return np.array([count_batchnorms(model)])
+def run_counting(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(model's output on x, how many batch-norm layers ran, as a (1,) array)."""
+    ran: set = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.add(id(m))) for m in model.modules() if _is_bn(m)]
+    try:
+        with torch.no_grad():
+            out = _np(model(torch.tensor(x)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, np.array([float(len(ran))])
 
 
 def _model_reference(x, seed):
     model = _seeded_model(seed)
-    return _eval_out(model, x), np.array([0]), _count(model)
+    return _eval_out(model, x), np.array([0.0]), NO_CHANGE.copy()
 
 
 def check_fold_model(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(model)`` return a copy of the model, batch norm folded away, with the eval-mode outputs?"""
     if not callable(fn):
         return check_function("fold_model", fn, None, [])
-    return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden), catalogue.lazy("fold_model"),
-                          outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
+    return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden),
+                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model")], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
                           forbidden=("fold_batchnorm",), forbid_torch="folding")
