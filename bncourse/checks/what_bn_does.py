@@ -173,7 +173,7 @@ def check_gradient_change(fn, hidden: bool = False) -> CheckResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _noisy_case(seed: int, n: int, d: int, tiny: bool = False, dtype=np.float64):
+def _noisy_case(seed: int, n: int, d: int, tiny: bool = False, dtype=np.float64, eps: float | None = None):
     """x (N, D) with features on different scales and offsets (one with std 1e-3 when ``tiny``),
     gamma of both signs, beta, and one step's noise: scale in [0.5, 1.5], shift ~ N(0, 0.5^2)."""
     def make():
@@ -185,7 +185,8 @@ def _noisy_case(seed: int, n: int, d: int, tiny: bool = False, dtype=np.float64)
         beta = rng.normal(size=d) + 0.5
         scale = rng.uniform(0.5, 1.5, size=d)
         shift = rng.normal(size=d) * 0.5
-        return tuple(a.astype(dtype) for a in (x, gamma, beta, scale, shift))
+        arrays = tuple(a.astype(dtype) for a in (x, gamma, beta, scale, shift))
+        return arrays if eps is None else arrays + (eps,)
 
     return make
 
@@ -196,23 +197,25 @@ _NOISY_VISIBLE = [
     ("N=16, D=4, a feature with std 1e-3 (eps matters)", 2, 16, 4, True, np.float64),
     ("N=2, D=1", 3, 2, 1, False, np.float64),
     ("N=32, D=5, float32", 4, 32, 5, False, np.float32),
+    ("N=12, D=3, a feature with std 1e-3, eps=1e-2 passed in", 5, 12, 3, True, np.float64),
 ]
 _NOISY_HIDDEN = [
     ("N=5, D=7", 100, 5, 7, False, np.float64),
-    ("N=40, D=3, a feature with std 1e-3", 101, 40, 3, True, np.float64),
+    ("N=40, D=3, a feature with std 1e-3, eps=1e-2 passed in", 101, 40, 3, True, np.float64),
     ("N=20, D=6, float32", 102, 20, 6, False, np.float32),
 ]
 
 
 def _noisy_cases(hidden: bool) -> list[Case]:
     table = _NOISY_HIDDEN if hidden else _NOISY_VISIBLE
-    return [Case(name, _noisy_case(case_seed("noisy_batchnorm_forward", name, seed, hidden), n, d, tiny, dt))
+    return [Case(name, _noisy_case(case_seed("noisy_batchnorm_forward", name, seed, hidden), n, d, tiny, dt,
+                                   1e-2 if "eps=1e-2" in name else None))
             for name, seed, n, d, tiny, dt in table]
 
 
 def check_noisy_batchnorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, scale, shift)`` return ``scale * batchnorm(x) + shift``?"""
     return check_function(
-        "noisy_batchnorm_forward", fn, ref.noisy_batchnorm_forward, _noisy_cases(hidden), catalogue.lazy("noisy_batchnorm_forward"),
-        rtol=1e-4, atol=1e-6, check_dtype=False,  # float32 input may be computed in float32 or float64
+        "noisy_batchnorm_forward", fn, ref.noisy_batchnorm_forward, _noisy_cases(hidden),
+        catalogue.lazy("noisy_batchnorm_forward"), rtol=1e-4, atol=1e-6, check_dtype=False,  # float32 input may be computed in float32 or float64
     )

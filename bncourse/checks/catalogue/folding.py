@@ -38,6 +38,8 @@ def _manual_fold(how: str):
             new_b = bn.bias.detach() - scale * mean
         elif how == "mean_ignored":
             new_b = scale * b + bn.bias.detach()
+        elif how == "scale_twice":
+            new_b = scale * scale * (b - mean) + bn.bias.detach()
         elif how == "bias_unscaled":
             new_b = b - scale * mean + bn.bias.detach()
         else:
@@ -74,7 +76,10 @@ def _fold_mistakes() -> list[Mistake]:
                 _pair_runner(_manual_fold("bias_dropped")), id="bias-dropped"),
         Mistake("gamma applied to the bias twice",
                 "scale already contains gamma: bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("gamma_twice")), id="scale-applied-twice"),
+                _pair_runner(_manual_fold("gamma_twice")), id="gamma-applied-twice"),
+        Mistake("the scale applied to the bias twice",
+                "bias = scale * (b - running_mean) + beta: multiply by scale once",
+                _pair_runner(_manual_fold("scale_twice")), id="scale-applied-twice"),
         Mistake("per-output-channel scale broadcast along the wrong weight axis",
                 "the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) "
                 "(Conv2d) or scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels",

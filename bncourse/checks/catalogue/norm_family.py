@@ -11,15 +11,19 @@ from bncourse.checks.core import Mistake
 from bncourse.reference import groupnorm as gref
 from bncourse.reference import layernorm as lref
 
-def _ln_wrong(axis=1, how="inside", ddof=0, affine="ok"):
+
+def _ln_wrong(axis=1, how="inside", ddof=0, affine="ok", fixed_eps=None):
     def forward(x, gamma, beta, eps):
         x = np.asarray(x)
+        eps = eps if fixed_eps is None else fixed_eps
         mu = x.mean(axis=axis, keepdims=True)
         var = x.var(axis=axis, ddof=ddof, keepdims=True)
         if how == "inside":
             x_hat = (x - mu) / np.sqrt(var + eps)
         elif how == "outside":
             x_hat = (x - mu) / (np.sqrt(var) + eps)
+        elif how == "none":
+            x_hat = (x - mu) / np.sqrt(var)
         else:  # "var": divided by the variance
             x_hat = (x - mu) / (var + eps)
         g, b = {"ok": (gamma, beta), "swap": (beta, gamma), "none": (1.0, 0.0)}[affine]
@@ -36,6 +40,10 @@ def _ln_forward_mistakes() -> list[Mistake]:
                 "each row gets its own statistics: reduce over axis=1 with keepdims=True", _ln_wrong(axis=None)),
         Mistake("eps outside the square root", "divide by np.sqrt(var + eps), not np.sqrt(var) + eps",
                 _ln_wrong(how="outside")),
+        Mistake("eps missing", "add eps to the variance before the square root: np.sqrt(var + eps)",
+                _ln_wrong(how="none"), id="eps-missing"),
+        Mistake("eps argument ignored (hard-coded 1e-5)", "use the eps passed to the function",
+                _ln_wrong(fixed_eps=1e-5), id="eps-hard-coded"),
         Mistake("unbiased variance used to normalize", "use the biased variance (ddof=0), as layer norm does",
                 _ln_wrong(ddof=1)),
         Mistake("divided by the variance instead of the standard deviation",
@@ -81,7 +89,39 @@ def _ln_backward_mistakes() -> list[Mistake]:
                 "layer norm's statistics are per row, so dx's sums run over axis=1 (the D features); "
                 "only dgamma and dbeta sum over the batch (axis=0)", _ln_bwd(axis=0)),
         Mistake("dx not multiplied by gamma", "the gradient reaching x_hat is gamma * dout", _ln_bwd(use_gamma=False)),
+        Mistake("dgamma computed from x instead of x_hat",
+                "out = gamma * x_hat + beta, so dgamma = (dout * x_hat).sum(axis=0)", _ln_rows(dgamma_from_x=True),
+                id="dgamma-from-x"),
+        Mistake("dx missing the 1/D", "the row's mean and variance average over its D features: "
+                "dx = inv_std / D * (D * g - g.sum(1) - x_hat * (g * x_hat).sum(1))", _ln_rows(divisor="1"),
+                id="missing-divisor"),
+        Mistake("dx divided by N (the batch size) instead of D",
+                "layer norm's statistics average over the D features of a row: divide by D = x.shape[1]",
+                _ln_rows(divisor="N"), id="wrong-divisor"),
+        Mistake("sign error on the path through the variance",
+                "dx = inv_std / D * (D * g - g.sum(1) - x_hat * (g * x_hat).sum(1)): the variance term is subtracted",
+                _ln_rows(var_sign=1.0), id="sign-error-variance-path"),
+        Mistake("backward recomputed with eps=1e-5 instead of the forward's eps",
+                "keep the eps the forward used (put it, or inv_std itself, in the cache)", _ln_rows(eps=1e-5),
+                id="eps-hard-coded"),
     ]
+
+
+def _ln_rows(dgamma_from_x=False, divisor="D", var_sign=-1.0, eps=None):
+    """Layer norm's backward written from x, with one slip."""
+    def backward(x, gamma, beta, eps_in, dout):
+        e = eps_in if eps is None else eps
+        x64, d64 = np.asarray(x, np.float64), np.asarray(dout, np.float64)
+        mu, var = x64.mean(1, keepdims=True), x64.var(1, keepdims=True)
+        inv = 1 / np.sqrt(var + e)
+        xh = (x64 - mu) / np.sqrt(var + eps_in)
+        g = d64 * gamma
+        n, d = x64.shape
+        m, div = {"D": (d, d), "N": (n, n), "1": (d, 1)}[divisor]
+        dx = inv / div * (m * g - g.sum(1, keepdims=True) + var_sign * xh * (g * xh).sum(1, keepdims=True))
+        dgamma = (d64 * (x64 if dgamma_from_x else xh)).sum(0)
+        return dx.astype(x.dtype), dgamma.astype(x.dtype), d64.sum(0).astype(x.dtype)
+    return backward
 
 
 def _finish(x, x_hat, gamma, beta):
@@ -92,6 +132,8 @@ def _finish(x, x_hat, gamma, beta):
 def _norm(v, axes, eps, how="inside", ddof=0):
     mu = v.mean(axis=axes, keepdims=True)
     var = v.var(axis=axes, keepdims=True, ddof=ddof)
+    if how == "none":
+        return (v - mu) / np.sqrt(var)
     return (v - mu) / (np.sqrt(var + eps) if how == "inside" else np.sqrt(var) + eps)
 
 
@@ -108,6 +150,12 @@ def _gn_stats(kind: str, how="inside", ddof=0):
             x_hat = _norm(x.reshape(n, G, -1), (0, 2), eps).reshape(x.shape)
         elif kind == "strided":  # channel c in group c % G
             x_hat = _norm(x.reshape(n, c // G, G, h, w), (1, 3, 4), eps).reshape(x.shape)
+        elif kind == "group_size":  # G read as the number of channels per group
+            x_hat = _norm(x.reshape(n, c // G, -1), 2, eps).reshape(x.shape)
+        elif kind == "mean_channel_vars":  # the group's variance as the mean of its channels' variances
+            xg = x.reshape(n, G, c // G, h * w)
+            var = xg.var(3, keepdims=True).mean(2, keepdims=True)
+            x_hat = ((xg - xg.mean((2, 3), keepdims=True)) / np.sqrt(var + eps)).reshape(x.shape)
         elif kind == "instance":
             x_hat = _norm(x, (2, 3), eps)
         elif kind == "layer":
@@ -155,6 +203,16 @@ def _gn_forward_mistakes() -> list[Mistake]:
                 "reshape, or group with x.reshape(N, G, -1) directly", _gn_stats("no_transpose_back")),
         Mistake("eps outside the square root", "divide by np.sqrt(var + eps), not np.sqrt(var) + eps",
                 _gn_stats("groups", how="outside")),
+        Mistake("eps missing", "add eps to the group variance before the square root: np.sqrt(var + eps)",
+                _gn_stats("groups", how="none"), id="eps-missing"),
+        Mistake("G read as the number of channels per group",
+                "G is the number of groups; each holds C // G channels: x.reshape(N, G, -1), not x.reshape(N, C // G, -1)",
+                _gn_stats("group_size"), id="group-layout-g-as-size"),
+        Mistake("the group variance taken as the mean of its channels' variances",
+                "take one variance over all C/G*H*W values of the group: it also counts how far the channels' means "
+                "lie apart; x.reshape(N, G, -1).var(axis=2)", _gn_stats("mean_channel_vars"), id="group-variance-per-channel"),
+        Mistake("gamma and beta swapped", "out = x_hat * gamma + beta, per channel",
+                lambda x, gamma, beta, G, eps: _gn_stats("groups")(x, beta, gamma, G, eps), id="gamma-beta-swapped"),
         Mistake("unbiased variance used to normalize", "use the biased variance (ddof=0)",
                 _gn_stats("groups", ddof=1)),
         Mistake("G ignored: one group per channel (instance norm)",
@@ -164,7 +222,8 @@ def _gn_forward_mistakes() -> list[Mistake]:
     ]
 
 
-def _gn_bwd(mean_path=True, var_path=True, per_channel=False, use_gamma=True, dgamma_per_group=False):
+def _gn_bwd(mean_path=True, var_path=True, per_channel=False, use_gamma=True, dgamma_per_group=False,
+            dgamma_from_x=False, divide=True):
     def backward(x, gamma, beta, G, eps, dout):
         c = gref.groupnorm_forward(x, gamma, beta, G, eps)[1]
         n, ch, h, w = x.shape
@@ -179,12 +238,12 @@ def _gn_bwd(mean_path=True, var_path=True, per_channel=False, use_gamma=True, dg
             dx = dx - g.sum(axis=2, keepdims=True)
         if var_path:
             dx = dx - xh * (g * xh).sum(axis=2, keepdims=True)
-        dgamma = (dout * xh4).sum(axis=(0, 2, 3))
+        dgamma = (dout * (x if dgamma_from_x else xh4)).sum(axis=(0, 2, 3))
         dbeta = dout.sum(axis=(0, 2, 3))
         if dgamma_per_group:  # summed within each group as well, then spread over the group's channels
             dgamma = np.repeat(dgamma.reshape(G, -1).sum(1), ch // G)
             dbeta = np.repeat(dbeta.reshape(G, -1).sum(1), ch // G)
-        return (s / m * dx).reshape(x.shape).astype(x.dtype, copy=False), dgamma, dbeta
+        return ((s / m if divide else s) * dx).reshape(x.shape).astype(x.dtype, copy=False), dgamma, dbeta
     return backward
 
 
@@ -206,6 +265,12 @@ def _gn_backward_mistakes() -> list[Mistake]:
         Mistake("dx not multiplied by gamma",
                 "the gradient reaching x_hat is gamma[c] * dout (gamma reshaped to (1, C, 1, 1))",
                 _gn_bwd(use_gamma=False)),
+        Mistake("dgamma computed from x instead of x_hat",
+                "out = x_hat * gamma + beta, so dgamma = (dout * x_hat).sum(axis=(0, 2, 3))", _gn_bwd(dgamma_from_x=True),
+                id="dgamma-from-x"),
+        Mistake("dx missing the 1/M", "the group statistics average over its M = C/G*H*W values: "
+                "dx = inv_std / M * (M * g - g.sum(2) - x_hat * (g * x_hat).sum(2))", _gn_bwd(divide=False),
+                id="missing-divisor"),
         Mistake("dgamma and dbeta summed per group",
                 "gamma and beta are per channel: dgamma = (dout * x_hat).sum(axis=(0, 2, 3)), dbeta = dout.sum(axis=(0, 2, 3))",
                 _gn_bwd(dgamma_per_group=True)),

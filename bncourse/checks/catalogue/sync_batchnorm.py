@@ -169,6 +169,10 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
             s, t, count = s_r, t_r, n
         elif kind == "local count":
             count = n
+        elif kind == "only sum(dy) reduced":
+            t = t_r
+        elif kind == "only sum(dy * x_hat) reduced":
+            s = s_r
         elif kind == "averaged sums":
             s, t = S / R, T / R
         elif kind == "no weight":
@@ -208,6 +212,12 @@ def _backward_mistakes() -> list[Mistake]:
         Mistake("divided the global sums by the local count",
                 "after the all_reduce divide by cache.count (all ranks' rows), not dy.shape[0]",
                 _backward_variant("local count")),
+        Mistake("only one of the two sums all-reduced (sum(dy * x_hat) stayed local)",
+                "dx needs both sums over the whole batch: " + reduce, _backward_variant("only sum(dy) reduced"),
+                id="one-sum-reduced"),
+        Mistake("only one of the two sums all-reduced (sum(dy) stayed local)",
+                "dx needs both sums over the whole batch: " + reduce, _backward_variant("only sum(dy * x_hat) reduced"),
+                id="one-sum-reduced"),
         Mistake("sums averaged over the ranks (ReduceOp.AVG or / world_size)",
                 "the formula needs the sums over the whole batch: all_reduce with SUM, then divide by N only",
                 _backward_variant("averaged sums")),

@@ -12,6 +12,7 @@ from bncourse.checks.core import Mistake
 from bncourse.checks.what_bn_does import _number_as_array, _numbers_as_arrays
 
 def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=True, pooled=False):
+    # relative="per unit": each unit's change divided by its own spread, then averaged
     """input_drift as a learner might write it, with the knobs the mistakes turn."""
     def fn(h_before, h_after):
         a = np.asarray(h_before, dtype=np.float64)
@@ -22,6 +23,8 @@ def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=Tru
         dm, ds = mb - ma, sb - sa
         if absolute:
             dm, ds = np.abs(dm), np.abs(ds)
+        if relative == "per unit":
+            return float(np.mean((dm + (ds if stds else 0.0)) / sa))
         moved = np.mean(dm) + (np.mean(ds) if stds else 0.0)
         if relative == "before":
             return float(moved / np.mean(sa))
@@ -61,6 +64,12 @@ def drift_mistakes() -> list[Mistake]:
             "not relative to the input's spread",
             "divide by the mean std of h_before, so layers with large and small activations compare",
             _drift(relative="none"),
+        ),
+        Mistake(
+            "each unit's change relative to its own spread, then averaged (per unit, not pooled)",
+            "average the changes over the units first, then divide by the mean std of h_before: "
+            "(mean |d mean| + mean |d std|) / mean(std before); dividing unit by unit lets units with a tiny spread dominate",
+            _drift(relative="per unit"), id="relative-per-unit",
         ),
         Mistake(
             "divided by the spread after instead of before",
@@ -168,6 +177,22 @@ def gradient_mistakes() -> list[Mistake]:
             lambda a, b: (rel(a, b) ** 2, cos(a, b)),
         ),
         Mistake(
+            "the angle (arccos) returned instead of the cosine",
+            "return the cosine itself, dot / (||g_before|| * ||g_after||), not np.arccos of it",
+            lambda a, b: (rel(a, b), float(np.arccos(np.clip(cos(a, b), -1, 1)))), id="angle-instead-of-cosine",
+        ),
+        Mistake(
+            "the angle in degrees returned instead of the cosine",
+            "return the cosine itself, dot / (||g_before|| * ||g_after||), not the angle",
+            lambda a, b: (rel(a, b), float(np.degrees(np.arccos(np.clip(cos(a, b), -1, 1))))),
+            id="angle-instead-of-cosine",
+        ),
+        Mistake(
+            "cosine distance (1 - cosine) returned instead of the cosine",
+            "return the cosine similarity, dot / (||g_before|| * ||g_after||), not 1 minus it",
+            lambda a, b: (rel(a, b), 1 - cos(a, b)), id="cosine-distance",
+        ),
+        Mistake(
             "the two values returned in the wrong order",
             "return (relative_change, cosine)",
             lambda a, b: (cos(a, b), rel(a, b)),
@@ -175,12 +200,12 @@ def gradient_mistakes() -> list[Mistake]:
     ]
 
 
-def _bn(x, gamma, beta, eps=1e-5, axis=0, ddof=0, outside=False):
+def _bn(x, gamma, beta, eps=1e-5, axis=0, ddof=0, outside=False, power=0.5):
     """Batch norm as a learner might write it, with the knobs the mistakes turn."""
     x = np.asarray(x, dtype=np.float64)
     mu = x.mean(axis=axis, keepdims=True)
     var = x.var(axis=axis, ddof=ddof, keepdims=True)
-    x_hat = (x - mu) / (np.sqrt(var) + eps if outside else np.sqrt(var + eps))
+    x_hat = (x - mu) / (np.sqrt(var) + eps if outside else (var + eps) ** power)
     return gamma * x_hat + beta
 
 
@@ -237,6 +262,26 @@ def noisy_mistakes() -> list[Mistake]:
             "eps outside the square root",
             "x_hat = (x - mean) / sqrt(var + eps), with eps inside the square root",
             lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps, outside=True) + m,
+        ),
+        Mistake(
+            "eps missing",
+            "add eps to the variance before the square root: (x - mean) / sqrt(var + eps)",
+            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, 0.0) + m, id="eps-missing",
+        ),
+        Mistake(
+            "eps argument ignored (hard-coded 1e-5)",
+            "use the eps passed to the function, not a fixed 1e-5",
+            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, 1e-5) + m, id="eps-hard-coded",
+        ),
+        Mistake(
+            "gamma and beta swapped",
+            "gamma scales and beta shifts: bn(x) = gamma * x_hat + beta",
+            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, b, g, eps) + m, id="gamma-beta-swapped",
+        ),
+        Mistake(
+            "divided by the variance instead of the standard deviation",
+            "divide by sqrt(var + eps)",
+            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps, power=1.0) + m, id="divided-by-variance",
         ),
     ]
 
