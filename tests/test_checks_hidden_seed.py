@@ -110,3 +110,17 @@ def test_is_the_seed_read_from_the_environment_unless_set_in_the_process(seed_ru
         inputs.hidden_seed()
     with pytest.raises(ValueError, match="non-negative int"):
         seed_rule(-1)
+
+
+def test_does_a_passing_check_never_open_the_catalogue_and_a_failing_one_survive_without_it(monkeypatch):
+    """Grading kernels get a stub catalogue that raises: a check that passes must not need it."""
+    from bncourse.checks import catalogue
+
+    def stub(exercise):
+        raise RuntimeError(f"the catalogue was opened for {exercise}")
+
+    monkeypatch.setattr(catalogue, "mistakes", stub)
+    for exercise, run in NUMPY_CHECKS.items():
+        assert run().passed, exercise
+    failed = forward.check_batchnorm_forward(lambda x, g, b, eps=1e-5: (x, None))  # without the catalogue:
+    assert not failed.passed and failed.diagnosis and not failed.mistake_id  # the verdict stands, unnamed

@@ -192,6 +192,9 @@ class CheckFailed(AssertionError):
         self.result = result
         self.shown = shown
 
+    def __reduce__(self):  # across processes it travels as the plain AssertionError it renders as
+        return AssertionError, (str(self),)
+
     def _render_traceback_(self) -> list[str]:
         lines = [f"AssertionError: {self.result.message}"]
         if not self.shown:
