@@ -63,10 +63,27 @@ class Symptom:
         object.__setattr__(self, "id", self.id or slug(self.name))
 
 
+# Mistakes several exercises share get one id wherever they occur (hints are keyed by it).
+_SHARED_IDS = {
+    "eps outside the square root": "eps-outside-sqrt", "eps missing": "eps-missing",
+    "running variance without eps": "eps-missing", "eps argument ignored": "eps-hard-coded",
+    "gamma and beta swapped": "gamma-beta-swapped", "unbiased variance used to normalize": "unbiased-variance",
+    "normalized with the unbiased variance": "unbiased-variance",
+    "divided by the variance instead of the standard deviation": "divided-by-variance",
+    "statistics over the wrong axis": "wrong-axis", "momentum convention flipped": "momentum-flipped",
+    "momentum flipped": "momentum-flipped", "momentum argument ignored": "momentum-hard-coded",
+    "dgamma computed from x instead of x_hat": "dgamma-from-x", "mean not subtracted": "mean-not-subtracted",
+}
+
+
 def slug(name: str) -> str:
-    """A short stable id from a mistake's name: "eps outside the square root" -> "eps-outside-the-square-root"."""
+    """A short stable id from a mistake's name: a shared one ("eps outside the square root" ->
+    "eps-outside-sqrt"), else its first words ("momentum convention flipped" -> "momentum-convention-flipped")."""
+    for start, shared in _SHARED_IDS.items():
+        if name.lower().startswith(start):
+            return shared
     words = "".join(ch if ch.isalnum() else " " for ch in name.lower()).split()
-    return "-".join(words[:8])
+    return "-".join(words[:6])
 
 
 Explanation = Union[Mistake, Symptom]
