@@ -156,7 +156,7 @@ def bwd_no_weight(dy, cache):
 
 
 WRONG = [
-    ("sync_batch_norm_forward", ["cache.count"], fwd_local_count_in_cache),
+    ("sync_batch_norm_forward", ["holds this rank"], fwd_local_count_in_cache),
     ("sync_batch_norm_forward", ["no all_reduce"], fwd_no_all_reduce),
     ("sync_batch_norm_forward", ["eps outside"], fwd_eps_outside),
     ("sync_batch_norm_forward", ["momentum convention flipped"], fwd_flipped),
