@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.wrong_solutions import measure, nb07, nb09, nb10
+from wrong_solutions import measure, nb07, nb09, nb10
 
 WRONG = [w for module in (nb07, nb09, nb10) for w in module.WRONG]
 RIGHT = [r for module in (nb07, nb09, nb10) for r in module.RIGHT]

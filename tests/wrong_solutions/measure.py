@@ -29,11 +29,11 @@ def check(exercise: str, fn):
 
 
 def corpus(sync: bool = True):
-    from tests.wrong_solutions import nb07, nb09, nb10
+    from . import nb07, nb09, nb10
 
     modules = [("7", nb07), ("9", nb09), ("10", nb10)]
     if sync:
-        from tests.wrong_solutions import nb08
+        from . import nb08
         modules.insert(1, ("8", nb08))
     return modules
 
