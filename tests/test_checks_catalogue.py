@@ -35,3 +35,19 @@ def test_do_the_checks_import_and_make_their_cases_without_opening_the_catalogue
             "print(sorted(m for m in sys.modules if m.startswith('bncourse.checks.catalogue.')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_is_every_synchronized_batch_norm_entry_named_as_itself():
+    """The sync entries are numpy simulations of every rank: cheap to check without process groups."""
+    from bncourse.checks import sync_batchnorm as sb
+
+    outputs = {"sync_batch_norm_forward": ("y", "running_mean", "running_var", "cache.x_hat", "cache.invstd",
+                                           "cache.count"), "sync_batch_norm_backward": ("dx", "dweight", "dbias")}
+    setups = {"sync_batch_norm_forward": (sb._reference_forward, sb._forward_cases(False)),
+              "sync_batch_norm_backward": (sb._reference_backward, sb._backward_cases(False))}
+    for exercise, (reference, cases) in setups.items():
+        entries = catalogue.mistakes(exercise)
+        for entry in entries:
+            result = sb.check_function(exercise, entry.fn, reference, cases, entries, outputs=outputs[exercise],
+                                       rtol=sb.RTOL, atol=sb.ATOL, forbid_torch="")
+            assert not result.passed and result.diagnosis.startswith(entry.name), (entry.name, result.diagnosis)

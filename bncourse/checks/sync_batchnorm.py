@@ -247,30 +247,40 @@ def _hidden(which: str, i: int) -> int:
     return hidden_case_seed(f"sync_batch_norm_{which}", f"hidden case {i}") >> 1
 
 
-def check_sync_batchnorm_forward(fn, hidden: bool = False):
-    """Check the learner's ``fn(x, weight, bias, running_mean, running_var, momentum, eps) -> (y, cache)``."""
-    cases = (
+def _forward_cases(hidden: bool) -> list[Case]:
+    return (
         [_forward_case(_hidden("forward", i), *a, **kw) for i, (a, kw) in
          enumerate([(((7, 2), 3), {}), (((2, 3, 9, 4), 2), dict(momentum=0.05, eps=1e-3)), (((6, 6), 5), {})])]
         if hidden else
         [_forward_case(1, (3, 5), 4), _forward_case(2, (4, 4), 3, momentum=0.3),
          _forward_case(3, (2, 6, 3), 2, eps=1e-2)]
     )
+
+
+def check_sync_batchnorm_forward(fn, hidden: bool = False):
+    """Check the learner's ``fn(x, weight, bias, running_mean, running_var, momentum, eps) -> (y, cache)``."""
+    cases = _forward_cases(hidden)
     runner = _Runner(fn, _forward_on_rank, _assemble_forward)
-    result = _check("sync_batch_norm_forward", fn, runner, _reference_forward, cases, catalogue.lazy("sync_batch_norm_forward"),
+    result = _check("sync_batch_norm_forward", fn, runner, _reference_forward, cases,
+                    catalogue.lazy("sync_batch_norm_forward"),
                     outputs=("y", "running_mean", "running_var", "cache.x_hat", "cache.invstd", "cache.count"))
     return _finish(result, runner, "forward")
 
 
-def check_sync_batchnorm_backward(fn, hidden: bool = False):
-    """Check the learner's ``fn(dy, cache) -> (dx, dweight, dbias)``; dweight, dbias: this rank's own sums."""
-    cases = (
+def _backward_cases(hidden: bool) -> list[Case]:
+    return (
         [_backward_case(_hidden("backward", i), *a, **kw) for i, (a, kw) in
          enumerate([(((7, 2), 3), {}), (((2, 3, 9, 4), 2), dict(eps=1e-3)), (((6, 6), 5), {})])]
         if hidden else
         [_backward_case(11, (3, 5), 4), _backward_case(12, (4, 4), 3), _backward_case(13, (2, 6, 3), 2, eps=1e-2)]
     )
+
+
+def check_sync_batchnorm_backward(fn, hidden: bool = False):
+    """Check the learner's ``fn(dy, cache) -> (dx, dweight, dbias)``; dweight, dbias: this rank's own sums."""
+    cases = _backward_cases(hidden)
     runner = _Runner(fn, _backward_on_rank, _assemble_backward)
-    result = _check("sync_batch_norm_backward", fn, runner, _reference_backward, cases, catalogue.lazy("sync_batch_norm_backward"),
+    result = _check("sync_batch_norm_backward", fn, runner, _reference_backward, cases,
+                    catalogue.lazy("sync_batch_norm_backward"),
                     outputs=("dx", "dweight", "dbias"))
     return _finish(result, runner, "backward")
