@@ -75,7 +75,7 @@ def _forward_cases(hidden: bool) -> list[Case]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward (training mode): one small wrong forward per mistake
+# Forward (training mode): the known wrong forwards are in the catalogue
 # ---------------------------------------------------------------------------------------------
 
 
