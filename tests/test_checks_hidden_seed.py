@@ -57,7 +57,7 @@ TORCH_CHECKS = {"fold_batchnorm": lambda: folding.check_fold_batchnorm(fo.fold_b
 @pytest.mark.parametrize("exercise", [*NUMPY_CHECKS, *TORCH_CHECKS])
 def test_does_a_correct_solution_pass_the_hidden_cases_on_every_seed(exercise, seed_rule):
     failed = {}
-    for seed in SEEDS if exercise in NUMPY_CHECKS else SEEDS[:10]:
+    for seed in SEEDS if exercise in NUMPY_CHECKS else SEEDS[:5]:
         seed_rule(seed)
         result = {**NUMPY_CHECKS, **TORCH_CHECKS}[exercise]()
         if not result.passed:
@@ -66,7 +66,7 @@ def test_does_a_correct_solution_pass_the_hidden_cases_on_every_seed(exercise, s
 
 
 def test_does_a_correct_model_fold_pass_the_hidden_cases_on_a_few_seeds(seed_rule):
-    for seed in (1, 2):
+    for seed in (1,):
         seed_rule(seed)
         assert folding.check_fold_model(fo.fold_model, hidden=True).passed, seed
 
