@@ -160,6 +160,9 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
                 rec["wrong"] = {
                     "shown": output_text(page, check_index),
                     "expected": _expected_failure(WRONG[2], cell_source(page, check_index)),
+                    "html_tables": cell(page, check_index).locator(
+                        ".jp-OutputArea .jp-RenderedHTMLCommon table").count(),
+                    "verdicts": cell(page, check_index).evaluate(_GREEN_JS),
                 }
                 shot(f"{name}-wrong-solution", cell(page, check_index))
             if name in SOLVED:
@@ -269,6 +272,17 @@ def test_does_a_wrong_solution_show_the_mistake_the_check_names(learner):
     assert "AssertionError" in wrong["shown"]
     assert " ".join(wrong["expected"].split()) in " ".join(wrong["shown"].split()), wrong
     assert "unbiased" in wrong["shown"].lower(), wrong["shown"]
+
+
+def test_does_a_failing_check_show_its_table_in_red_and_no_traceback(learner):
+    """The same table as a pass, its rows red, the named mistake on top; no frame from the package."""
+    wrong = learner["wrong"]
+    assert wrong["html_tables"] >= 1, wrong["shown"]
+    fails = [color for word, color in wrong["verdicts"] if word == "fail"]
+    assert fails and all(_rgb(c)[0] > 150 and _rgb(c)[1] < 100 for c in fails), wrong["verdicts"]
+    assert "cases passed" in wrong["shown"] and "Likely mistake" in wrong["shown"], wrong["shown"]
+    assert "Traceback" not in wrong["shown"] and "bncourse/checks" not in wrong["shown"], wrong["shown"]
+    assert "File " not in wrong["shown"], wrong["shown"]
 
 
 def test_are_the_learners_edits_kept_after_a_restart_and_a_second_start(learner):

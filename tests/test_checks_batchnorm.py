@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bncourse.checks import catalogue
 from bncourse.checks import backward, forward
 from bncourse.checks import batchnorm as checks
 from bncourse.reference import batchnorm as ref
@@ -536,7 +537,7 @@ def test_is_each_spatial_backward_mistake_named(fn, name, hidden):
     result = checks.check_spatial_batchnorm_backward(spatial_fwd_moveaxis, fn, hidden=hidden)
     assert not result.passed
     assert result.diagnosis.startswith(name), result.diagnosis
-    assert name in [m.name for m in backward.MISTAKES["spatial_backward"]]
+    assert name in [m.name for m in catalogue.mistakes("spatial_batchnorm_backward")]
 
 
 def test_does_passing_a_non_function_say_so():
@@ -589,11 +590,11 @@ def test_does_a_passing_check_write_nothing_to_stderr(capsys):
 
 
 @pytest.mark.parametrize("mistakes,check", [
-    (forward.MISTAKES["forward"], checks.check_batchnorm_forward),
-    (forward.MISTAKES["running"], checks.check_update_running_stats),
-    (forward.MISTAKES["inference"], checks.check_batchnorm_inference),
-    (backward.MISTAKES["backward"], checks.check_batchnorm_backward),
-    (backward.MISTAKES["spatial_forward"], checks.check_spatial_batchnorm_forward),
+    (catalogue.mistakes("batchnorm_forward"), checks.check_batchnorm_forward),
+    (catalogue.mistakes("update_running_stats"), checks.check_update_running_stats),
+    (catalogue.mistakes("batchnorm_inference"), checks.check_batchnorm_inference),
+    (catalogue.mistakes("batchnorm_backward"), checks.check_batchnorm_backward),
+    (catalogue.mistakes("spatial_batchnorm_forward"), checks.check_spatial_batchnorm_forward),
 ], ids=["forward", "running", "inference", "backward", "spatial_forward"])
 def test_is_every_registered_mistake_recognized_by_its_own_check(mistakes, check):
     """Each Mistake's own implementation, handed in as the learner's, must be named as itself."""

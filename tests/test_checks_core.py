@@ -135,3 +135,36 @@ def test_does_each_case_outcome_carry_its_kind_as_data(fn, kind):
     assert [c.kind for c in result.cases] == [kind]
     if kind == "mutated":
         assert result.cases[0].wrong == ("x",) and "(changed: x)" not in result.diagnosis
+
+
+def test_does_the_verdict_say_how_many_cases_passed_in_plain_words():
+    half = check(lambda x: reference(x) if x.shape[0] == 4 else x)
+    assert half.message.startswith("center: 1 of 2 cases passed"), half.message
+    assert check(reference).message == "center: all 2 cases passed"
+    assert "1 of 2 cases passed" in half._repr_html_() and "FAILED" not in str(half)
+
+
+def test_does_a_failure_show_the_mistake_and_table_without_frames_from_the_package():
+    """In IPython the raised error renders through ``_render_traceback_``: the verdict, no frames."""
+    result = check(forgot_axis)
+    with pytest.raises(AssertionError) as info:
+        result.assert_passed()
+    error = info.value
+    assert type(error).__name__ == "AssertionError"  # the ename nbgrader and the progress report read
+    shown = error._render_traceback_()
+    assert shown[0] == f"AssertionError: {result.message}" and "Likely mistake: mean over all entries" in shown[0]
+    assert not any("bncourse" in line or "File " in line for line in shown), shown
+    assert any("[FAIL] N=4, D=3" in line for line in shown)  # no frontend displayed the table: the text one follows
+
+
+def test_does_a_failure_show_the_same_table_as_a_pass_with_the_mistake_on_top():
+    failed, passed = check(forgot_axis)._repr_html_(), check(reference)._repr_html_()
+    assert failed.index("Likely mistake") < failed.index("<table>")
+    strip = lambda page: page[page.index("<table>"):page.index("</table>")].split("<tr>")[1]  # noqa: E731
+    assert strip(failed) == strip(passed)  # the same header row
+
+
+def test_does_the_result_carry_the_named_mistakes_stable_id():
+    assert check(forgot_axis).mistake_id == "mean-over-all-entries"
+    assert check(reference).mistake_id == "" and check(lambda x: x * 2).mistake_id == ""
+    assert Mistake("eps outside", "", forgot_axis, id="eps-outside-sqrt").id == "eps-outside-sqrt"

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from bncourse.checks import catalogue
 from bncourse.checks import folding as cf
 from bncourse.grading import pipeline as grading
 
@@ -133,7 +134,7 @@ def test_is_a_wrong_fold_named(wrong, name):
 @pytest.mark.parametrize("wrong, name", [
     (fold_model_in_train_mode, "a model folded in training mode"),
     (fold_model_keeps_bn, "batch norm kept after folding"),
-    (fold_model_in_place, "the original model changed in place"),
+    (fold_model_in_place, "the caller's module changed"),
 ])
 def test_is_a_wrong_model_fold_named(wrong, name):
     result = cf.check_fold_model(wrong)
@@ -141,9 +142,9 @@ def test_is_a_wrong_model_fold_named(wrong, name):
 
 
 def test_is_every_fold_mistake_recognized_as_itself():
-    for mistake in cf._fold_mistakes():
+    for mistake in catalogue.mistakes("fold_batchnorm"):
         result = cf.check_function("fold", mistake.fn, cf._pair_runner(cf._torch_fuse), cf._pair_cases(False),
-                                   cf._fold_mistakes(), outputs=cf.FOLD_OUTPUTS, rtol=1e-9, atol=1e-10,
+                                   catalogue.mistakes("fold_batchnorm"), outputs=cf.FOLD_OUTPUTS, rtol=1e-9, atol=1e-10,
                                    forbid_torch="folding", explain_error=cf.explain_fold_error)
         assert result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)
 

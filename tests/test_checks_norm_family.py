@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bncourse.checks import catalogue
 from bncourse.checks import norm_family as nf
 from bncourse.grading import pipeline as grading
 
@@ -188,13 +189,13 @@ def test_is_a_wrong_groupnorm_backward_named(wrong, name):
 
 def test_is_every_named_mistake_a_mistake_the_reference_does_not_make():
     """Each mistake function must fail its own check (else it could never be told apart)."""
-    for mistake in nf._ln_forward_mistakes():
+    for mistake in catalogue.mistakes("layernorm_forward"):
         assert nf.check_layernorm_forward(mistake.fn).diagnosis.startswith(mistake.name), mistake.name
-    for mistake in nf._gn_forward_mistakes():
+    for mistake in catalogue.mistakes("groupnorm_forward"):
         assert not nf.check_groupnorm_forward(mistake.fn).passed, mistake.name
         assert nf.check_groupnorm_forward(mistake.fn).diagnosis.startswith(mistake.name), mistake.name
-    for mistakes, cases, ref in [(nf._ln_backward_mistakes(), nf._ln_cases(False, True), nf._ln_ref_backward),
-                                 (nf._gn_backward_mistakes(), nf._gn_cases(False, True), nf._gn_ref_backward)]:
+    for mistakes, cases, ref in [(catalogue.mistakes("layernorm_backward"), nf._ln_cases(False, True), nf._ln_ref_backward),
+                                 (catalogue.mistakes("groupnorm_backward"), nf._gn_cases(False, True), nf._gn_ref_backward)]:
         for mistake in mistakes:
             result = nf.check_function("backward", mistake.fn, ref, cases, mistakes, outputs=("dx", "dgamma", "dbeta"))
             assert result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)

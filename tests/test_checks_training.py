@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from bncourse.checks import catalogue
 from bncourse.checks import figure1, recompute
 from bncourse.checks.figure1 import check_sigmoid_input_percentiles
 from bncourse.checks.recompute import check_recompute_bn_statistics
@@ -39,7 +40,7 @@ def test_does_correct_code_pass_both_checks(hidden):
     assert check_recompute_bn_statistics(recompute_ok, hidden=hidden).passed
 
 
-@pytest.mark.parametrize("mistake", figure1.MISTAKES, ids=lambda m: m.name)
+@pytest.mark.parametrize("mistake", catalogue.mistakes("sigmoid_input_percentiles"), ids=lambda m: m.name)
 def test_is_each_percentile_mistake_named(mistake):
     result = check_sigmoid_input_percentiles(mistake.fn)
     assert not result.passed and result.diagnosis.startswith(mistake.name)
@@ -126,7 +127,7 @@ def test_is_each_recompute_mistake_named(fn, name):
 
 
 def test_is_every_registered_recompute_mistake_a_distinct_name():
-    names = [m.name for m in recompute.MISTAKES]
+    names = [m.name for m in catalogue.mistakes("recompute_bn_statistics")]
     assert len(set(names)) == len(names) >= 5
 
 

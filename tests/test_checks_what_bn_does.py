@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bncourse.checks.catalogue import what_bn_does as WC
 from bncourse.checks import what_bn_does as W
 from bncourse.reference import what_bn_does as ref
 from bncourse.reference.batchnorm import batchnorm_forward
@@ -91,21 +92,21 @@ def test_does_the_reference_pass_both_checks(hidden):
 
 
 @pytest.mark.parametrize("hidden", [False, True])
-@pytest.mark.parametrize("mistake", W.gradient_mistakes(), ids=lambda m: m.name)
+@pytest.mark.parametrize("mistake", WC.gradient_mistakes(), ids=lambda m: m.name)
 def test_is_each_gradient_change_mistake_named(mistake, hidden):
     result = W.check_gradient_change(mistake.fn, hidden=hidden)
     assert not result.passed and result.diagnosis.startswith(mistake.name), result.diagnosis
 
 
 @pytest.mark.parametrize("hidden", [False, True])
-@pytest.mark.parametrize("mistake", W.noisy_mistakes(), ids=lambda m: m.name)
+@pytest.mark.parametrize("mistake", WC.noisy_mistakes(), ids=lambda m: m.name)
 def test_is_each_noisy_batchnorm_mistake_named(mistake, hidden):
     result = W.check_noisy_batchnorm_forward(mistake.fn, hidden=hidden)
     assert not result.passed and result.diagnosis.startswith(mistake.name), result.diagnosis
 
 
 def test_are_there_at_least_five_distinct_mistakes_named_in_each_exercise():
-    for mistakes in (W.drift_mistakes(), W.gradient_mistakes(), W.noisy_mistakes()):
+    for mistakes in (WC.drift_mistakes(), WC.gradient_mistakes(), WC.noisy_mistakes()):
         names = [m.name for m in mistakes]
         assert len(set(names)) == len(names) >= 5
 
@@ -295,7 +296,7 @@ def test_does_the_reference_pass_the_input_drift_check(hidden):
 
 
 @pytest.mark.parametrize("hidden", [False, True])
-@pytest.mark.parametrize("mistake", W.drift_mistakes(), ids=lambda m: m.name)
+@pytest.mark.parametrize("mistake", WC.drift_mistakes(), ids=lambda m: m.name)
 def test_is_each_input_drift_mistake_named(mistake, hidden):
     result = W.check_input_drift(mistake.fn, hidden=hidden)
     assert not result.passed and result.diagnosis.startswith(mistake.name), result.diagnosis

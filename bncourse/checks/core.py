@@ -43,7 +43,7 @@ def check_function(
     learner_fn: Callable,
     reference_fn: Callable,
     cases: Sequence[Case],
-    mistakes: Sequence[Explanation] = (),
+    mistakes: Sequence[Explanation] | Callable[[], Sequence[Explanation]] = (),
     *,
     outputs: Sequence[str] = ("out",),
     compare: Sequence[str] | None = None,
@@ -62,7 +62,8 @@ def check_function(
         outputs: names of the values the function returns (one name: a single value).
         compare: which of those to compare (default: all); e.g. leave a cache out.
         rtol, atol: the tolerance of ``np.isclose``, compared in float64.
-        mistakes: ``Mistake`` and ``Symptom`` explanations, tried in this order.
+        mistakes: ``Mistake`` and ``Symptom`` explanations, tried in this order; or a function that
+            returns them (``catalogue.lazy(exercise)``), called only to diagnose a failure.
         arg_names, in_place: names of the positional arguments, and for some of them the
             (name, hint) of the mistake "changed in place" (default: a generic sentence).
         forbidden: more names of the course's implementations the learner may not call (the
@@ -92,11 +93,23 @@ def check_function(
     learner.finish()
     result = CheckResult(exercise, results, tolerance=tolerance, notes=notes)
     if not result.passed:
-        found: list[str] = []
-        result.diagnosis = diagnose(result.cases, cases, mistakes, reference_fn, outputs, compare, rtol, atol,
+        found: list = []
+        explanations = _explanations(mistakes)
+        result.diagnosis = diagnose(result.cases, cases, explanations, reference_fn, outputs, compare, rtol, atol,
                                     in_place or {}, explain_error, found)
-        result.explained = tuple(found)
+        result.explained = tuple(ex.name for ex in found)
+        result.explained_ids = tuple(ex.id for ex in found)
     return result
+
+
+def _explanations(mistakes) -> list:
+    """The check's known mistakes; none when the catalogue is out of reach (a grading kernel's stub)."""
+    if not callable(mistakes):
+        return list(mistakes)
+    try:
+        return list(mistakes())
+    except Exception:  # noqa: BLE001 - without the catalogue the verdict stands, unnamed
+        return []
 
 
 def _delegated(exercise: str, cases: Sequence[Case], what: str, tolerance: str) -> CheckResult:

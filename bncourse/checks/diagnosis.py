@@ -31,7 +31,7 @@ def diagnose(results: Sequence[CaseResult], cases: Sequence[Case], explanations:
              found: list | None = None) -> str:
     """The likely mistake behind the failed cases, decided from their kinds and the learner's outputs.
 
-    ``found``, when given, receives the names of the explanations the diagnosis names.
+    ``found``, when given, receives the explanations (``Mistake``/``Symptom``) the diagnosis names.
     """
     failed = [(r, c) for r, c in zip(results, cases) if not r.passed]
     kinds = {r.kind for r, _ in failed}
@@ -95,7 +95,7 @@ def _explain(failed, explanations, outputs, compare, rtol, atol, reference_fn=No
                      or all(_changes(ex, c, outputs, k, reference_fn, memo) for k in r.wrong if k in keys))
                 for r, c in failed)
         if fits and found is not None:
-            found.append(ex.name)
+            found.append(ex)
         if fits and isinstance(ex, Symptom) and ex.describe is not None:
             return _symptom(ex, failed[0][0].got, ex.describe) or ex.name
         if fits:

@@ -7,31 +7,77 @@ that take and return numpy arrays only, so the grader can re-judge a test cell f
   beta, running statistics and eps, an input x) the wrapper builds a float64 ``Conv2d``
   (padding 1) or ``Linear`` and a ``BatchNorm2d``/``1d`` in eval mode, calls the learner's
   function, and returns the folded weight, the folded bias (zeros when the folded layer has
-  none), the folded layer's output on x, and the original layer's weight afterwards (it must not
-  change). The reference is ``torch.nn.utils.fusion.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``.
+  none), the folded layer's output on x, and what changed in the caller's layer and batch norm
+  (``caller_changes``, below: nothing may). The reference is ``torch.nn.utils.fusion``'s
+  ``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``.
 * ``fold_model``: the wrapper builds a small seeded ``SmallResNet`` (float64) with random running
   statistics, hands it over in *training* mode (as a model is right after training), and returns
-  the folded model's output on x, how many batch-norm layers it still holds, and how many the
-  original model holds afterwards (it must keep them all). The reference is the original
-  model's output in eval mode.
+  the folded model's output on x, how many batch-norm layers still *run* in its forward (a
+  batch norm left registered but never called, as in an FX-based fold, is allowed), and what
+  changed in the caller's model. The reference is the original model's output in eval mode.
+
+``caller_changes`` is (parameters and buffers changed, modules whose training mode changed,
+batch-norm layers removed) over every module the function received: an in-place change, one
+through an alias (``var = bn.running_var; var += eps``) and ``model.eval()`` on the caller's
+model all count.
 """
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from bncourse.checks.core import Case, CheckResult, Mistake, check_function
-from bncourse.folding import count_batchnorms
+from bncourse.checks import catalogue
+from bncourse.checks.core import Case, CheckResult, Symptom, check_function
+from bncourse.checks.inputs import case_seed
 
-__all__ = ["check_fold_batchnorm", "check_fold_model", "MISTAKE_NAMES"]
+__all__ = ["check_fold_batchnorm", "check_fold_model"]
 
-FOLD_OUTPUTS = ("weight", "bias", "out", "original_weight")
-MODEL_OUTPUTS = ("out", "batchnorms_left", "original_batchnorms")
+FOLD_OUTPUTS = ("weight", "bias", "out", "caller_changes")
+MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes")
+NO_CHANGE = np.zeros(3)
+
+
+def _is_bn(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def _snapshot(*modules: nn.Module) -> dict:
+    """Every parameter and buffer (cloned), every module's training flag, the number of batch norms."""
+    tensors, modes = {}, {}
+    for i, module in enumerate(modules):
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            tensors[f"{i}.{name}"] = t.detach().clone()
+        for name, m in module.named_modules():
+            modes[f"{i}.{name}"] = m.training
+    return {"tensors": tensors, "modes": modes, "bns": sum(_is_bn(m) for mod in modules for m in mod.modules())}
+
+
+def caller_changes(before: dict, *modules: nn.Module) -> np.ndarray:
+    """(tensors changed or gone, modes changed, batch norms removed) since ``before``, as floats."""
+    after = _snapshot(*modules)
+    changed = sum(k not in after["tensors"] or after["tensors"][k].shape != t.shape
+                  or not torch.equal(after["tensors"][k], t) for k, t in before["tensors"].items())
+    modes = sum(k in after["modes"] and after["modes"][k] != v for k, v in before["modes"].items())
+    return np.array([changed, modes, before["bns"] - after["bns"]], dtype=np.float64)
+
+
+def _describe_changes(got) -> str:
+    tensors, modes, bns = (int(v) for v in np.asarray(got["caller_changes"]).ravel()[:3])
+    what = ([f"{tensors} of its parameters or buffers changed"] if tensors else []) + (
+        [f"{modes} of its modules switched mode (.eval() or .train() on the caller's object)"] if modes else []) + (
+        [f"{bns} batch-norm layers removed from it"] if bns else [])
+    return ("the caller's module changed: " + ", ".join(what) + ". Work on a copy (copy.deepcopy) and build new "
+            "parameters: an in-place operation on a tensor you read from the caller (w = layer.weight; w *= scale, "
+            "var = bn.running_var; var += eps) changes the caller's tensor too")
+
+
+CALLER_CHANGED = Symptom("the caller's module changed (in place or through an alias)", "",
+                         lambda got: bool(np.any(np.asarray(got["caller_changes"]) != 0)), describe=_describe_changes,
+                         id="caller-module-changed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +106,7 @@ _PAIR_VISIBLE = [
     ("Conv2d 4->4 without bias (as before every BN in SmallResNet)", 1, "conv", 4, 4, False),
     ("Linear 5->5 with bias", 2, "linear", 5, 5, True),
     ("Linear 6->3 without bias", 3, "linear", 6, 3, False),
+    ("Conv2d 3->3 with bias, eps=1e-3", 4, "conv", 3, 3, True),
 ]
 _PAIR_HIDDEN = [
     ("Conv2d 2->6 without bias", 100, "conv", 2, 6, False),
@@ -72,7 +119,7 @@ def _pair_cases(hidden: bool) -> list[Case]:
     cases = []
     for name, seed, kind, c_in, c_out, bias in _PAIR_HIDDEN if hidden else _PAIR_VISIBLE:
         eps = 1e-3 if "eps=1e-3" in name else 1e-5
-        cases.append(Case(name, _pair_case(seed, kind, c_in, c_out, bias, eps)))
+        cases.append(Case(name, _pair_case(case_seed("fold_batchnorm", name, seed, hidden), kind, c_in, c_out, bias, eps)))
     return cases
 
 
@@ -105,13 +152,14 @@ def _pair_runner(fold):
     """Arrays in, arrays out: the learner's ``fold(layer, bn)`` on a freshly built eval-mode pair."""
     def run(weight, bias, gamma, beta, mean, var, eps, x):
         layer, bn = _build_pair(weight, bias, gamma, beta, mean, var, eps)
+        before = _snapshot(layer, bn)
         folded = fold(layer, bn)
         if not isinstance(folded, (nn.Conv2d, nn.Linear)):
             raise TypeError(f"fold_batchnorm should return an nn.Conv2d or nn.Linear, got {type(folded).__name__}")
         with torch.no_grad():
             out = folded(torch.tensor(x, dtype=torch.float64))
         b = folded.bias if folded.bias is not None else torch.zeros(folded.weight.shape[0], dtype=torch.float64)
-        return _np(folded.weight), _np(b), _np(out), _np(layer.weight)
+        return _np(folded.weight), _np(b), _np(out), caller_changes(before, layer, bn)
     return run
 
 
@@ -119,73 +167,10 @@ def _torch_fuse(layer, bn):
     return (fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval)(layer, bn)
 
 
-def _manual_fold(how: str):
-    """A fold with one slip, written out by hand as a learner would."""
-    def fold(layer, bn):
-        w = layer.weight.detach()
-        b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
-        var = bn.running_var if how == "no_eps" else bn.running_var + bn.eps
-        scale = bn.weight.detach() / torch.sqrt(var)
-        if how == "no_sqrt":
-            scale = bn.weight.detach() / (bn.running_var + bn.eps)
-        shape = (-1,) + (1,) * (w.dim() - 1)
-        if how == "wrong_axis":
-            shape = (1, -1) + (1,) * (w.dim() - 2)
-        new_w = w * scale.reshape(shape)
-        if how == "gamma_twice":
-            new_b = bn.weight.detach() * scale * (b - bn.running_mean) + bn.bias.detach()
-        elif how == "own_bias_ignored":
-            new_b = bn.bias.detach() - scale * bn.running_mean
-        elif how == "mean_ignored":
-            new_b = scale * b + bn.bias.detach()
-        else:
-            new_b = scale * (b - bn.running_mean) + bn.bias.detach()
-        new = copy.deepcopy(layer)
-        new.weight = nn.Parameter(new_w.clone())
-        if how == "bias_dropped":
-            new.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
-        else:
-            new.bias = nn.Parameter(new_b.clone())
-        if how == "in_place":
-            with torch.no_grad():
-                layer.weight.copy_(new_w)
-        return new
-    return fold
-
-
-def _fold_mistakes() -> list[Mistake]:
-    return [
-        Mistake("running variance without eps",
-                "batch norm divides by sqrt(running_var + eps): scale = gamma / torch.sqrt(bn.running_var + bn.eps)",
-                _pair_runner(_manual_fold("no_eps"))),
-        Mistake("divided by the variance instead of the standard deviation",
-                "scale = gamma / torch.sqrt(running_var + eps)", _pair_runner(_manual_fold("no_sqrt"))),
-        Mistake("the bias of a bias-free conv forgotten",
-                "a layer without bias still needs one after folding: the batch norm's shift "
-                "beta - scale * running_mean has to live somewhere (create the folded layer with bias=True)",
-                _pair_runner(_manual_fold("bias_dropped"))),
-        Mistake("gamma applied to the bias twice",
-                "scale already contains gamma: bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("gamma_twice"))),
-        Mistake("per-output-channel scale broadcast along the wrong weight axis",
-                "the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) "
-                "(Conv2d) or scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels",
-                _pair_runner(_manual_fold("wrong_axis"))),
-        Mistake("the layer's own bias left out",
-                "the layer's bias b passes through batch norm too: bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("own_bias_ignored"))),
-        Mistake("running mean not subtracted", "bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("mean_ignored"))),
-        Mistake("the original layer changed in place",
-                "build a new layer (copy.deepcopy(layer), then assign new parameters); the caller's layer must "
-                "keep its weights", _pair_runner(_manual_fold("in_place"))),
-    ]
-
-
 def explain_fold_error(error_type: str, text: str) -> str:
     """A fold that raised torch's broadcasting error scaled the weight along the wrong axis."""
-    wrong_axis = next(m for m in _fold_mistakes() if m.name.startswith("per-output-channel scale"))
     if error_type == "RuntimeError" and "must match the size of tensor" in text:
+        wrong_axis = next(m for m in catalogue.mistakes("fold_batchnorm") if m.name.startswith("per-output-channel"))
         return f"{wrong_axis.name}: {wrong_axis.hint} (torch said: {text.split(' (at')[0]})"
     return ""
 
@@ -195,8 +180,8 @@ def check_fold_batchnorm(fn, hidden: bool = False) -> CheckResult:
     if not callable(fn):
         return check_function("fold_batchnorm", fn, None, [])
     return check_function("fold_batchnorm", _pair_runner(fn), _pair_runner(_torch_fuse), _pair_cases(hidden),
-                          _fold_mistakes(), outputs=FOLD_OUTPUTS, rtol=1e-9, atol=1e-10, forbid_torch="folding",
-                          explain_error=explain_fold_error)
+                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_batchnorm")], outputs=FOLD_OUTPUTS,
+                          rtol=1e-9, atol=1e-10, forbid_torch="folding", explain_error=explain_fold_error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +215,8 @@ def _model_case(seed: int, n: int, size: int):
 
 def _model_cases(hidden: bool) -> list[Case]:
     if hidden:
-        return [Case("SmallResNet, 3 images 10x10", _model_case(200, 3, 10)),
-                Case("SmallResNet, 1 image 8x8", _model_case(201, 1, 8))]
+        return [Case(name, _model_case(case_seed("fold_model", name, 0, True), n, size))
+                for name, n, size in (("SmallResNet, 3 images 10x10", 3, 10), ("SmallResNet, 1 image 8x8", 1, 8))]
     return [Case("SmallResNet, 4 images 8x8", _model_case(20, 4, 8)),
             Case("SmallResNet, 2 images 12x12", _model_case(21, 2, 12))]
 
@@ -248,77 +233,37 @@ def _eval_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
 def _model_runner(fold_model):
     def run(x, seed):
         model = _seeded_model(seed)
+        before = _snapshot(model)
         folded = fold_model(model)
         if not isinstance(folded, nn.Module):
             raise TypeError(f"fold_model should return an nn.Module, got {type(folded).__name__}")
-        with torch.no_grad():
-            out = _np(folded(torch.tensor(x)))  # in whatever mode fold_model left it
-        return out, _count(folded), _count(model)
+        out, ran = run_counting(folded, x)  # in whatever mode fold_model left it
+        return out, ran, caller_changes(before, model)
     return run
 
 
-def _count(model: nn.Module) -> np.ndarray:
-    """How many batch-norm layers, as a (1,) array."""
-    return np.array([count_batchnorms(model)])
+def run_counting(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(model's output on x, how many batch-norm layers ran, as a (1,) array)."""
+    ran: set = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.add(id(m))) for m in model.modules() if _is_bn(m)]
+    try:
+        with torch.no_grad():
+            out = _np(model(torch.tensor(x)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, np.array([float(len(ran))])
 
 
 def _model_reference(x, seed):
     model = _seeded_model(seed)
-    return _eval_out(model, x), np.array([0]), _count(model)
-
-
-def _model_train_mode(x, seed):
-    model = _seeded_model(seed)
-    with torch.no_grad():
-        out = _np(copy.deepcopy(model)(torch.tensor(x)))
-    return out, _count(model), _count(model)
-
-
-def _model_bn_kept(x, seed):
-    from bncourse.folding import fold_batchnorm
-
-    model = _seeded_model(seed)
-    folded = copy.deepcopy(model).eval()
-    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            if isinstance(seq._modules[a], nn.Conv2d) and isinstance(seq._modules[b], nn.BatchNorm2d):
-                seq._modules[a] = fold_batchnorm(seq._modules[a], seq._modules[b])
-    with torch.no_grad():
-        out = _np(folded(torch.tensor(x)))
-    return out, _count(folded), _count(model)
-
-
-def _model_in_place(x, seed):
-    out = _model_reference(x, seed)[0]
-    return out, np.array([0]), np.array([0])
-
-
-def _model_mistakes() -> list[Mistake]:
-    return [
-        Mistake("a model folded in training mode",
-                "its batch norms still normalize each batch with the batch's own statistics: call .eval() on "
-                "the copy before folding (folding bakes in the running statistics, which only eval mode uses), "
-                "and fold every Conv2d -> BatchNorm2d pair", _model_train_mode),
-        Mistake("batch norm kept after folding (applied twice)",
-                "replace each folded batch norm by nn.Identity(): its work is already inside the conv",
-                _model_bn_kept),
-        Mistake("the original model changed in place",
-                "fold a copy (copy.deepcopy(model)) and return it; the caller's model must keep its batch norms",
-                _model_in_place),
-    ]
+    return _eval_out(model, x), np.array([0.0]), NO_CHANGE.copy()
 
 
 def check_fold_model(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(model)`` return a copy of the model, batch norm folded away, with the eval-mode outputs?"""
     if not callable(fn):
         return check_function("fold_model", fn, None, [])
-    return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden), _model_mistakes(),
-                          outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
+    return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden),
+                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model")], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
                           forbidden=("fold_batchnorm",), forbid_torch="folding")
-
-
-MISTAKE_NAMES = {
-    "fold_batchnorm": [m.name for m in _fold_mistakes()],
-    "fold_model": [m.name for m in _model_mistakes()],
-}

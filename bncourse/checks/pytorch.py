@@ -11,7 +11,7 @@
   against ``nn.BatchNorm2d``, in float64 on the CPU and in float32 on the current device.
 
 ``hidden=True`` runs other seeds, shapes, ``eps`` and ``momentum``. Known wrong modules are small
-subclasses of one correct module (``module_mistakes``), each overriding the one piece a learner gets wrong. The
+subclasses of one correct module (in ``bncourse.checks.catalogue.pytorch``), each overriding the one piece a learner gets wrong. The
 learner's code may not call torch's own batch norm while it is checked (``torch_guard``), nor the
 course's ``bncourse.nn`` classes of the same name.
 """
@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bncourse.checks import replay
-from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, Symptom, check_function, combine
-from bncourse.checks.module_mistakes import IGNORES_TRAINING, module_mistakes
+from bncourse.checks import catalogue
+from bncourse.checks.core import Case, CaseResult, CheckResult, Symptom, check_function, combine
+from bncourse.checks.inputs import hidden_case_seed
 from bncourse.checks.stepping import Step, check_module
 from bncourse.checks.torch_guard import explain, no_builtin_batchnorm, quiet, to_numpy
-from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward
 
-__all__ = ["check_batchnorm_function", "check_batchnorm1d_module", "check_batchnorm2d", "MODULE_MISTAKES"]
+__all__ = ["check_batchnorm_function", "check_batchnorm1d_module", "check_batchnorm2d"]
 
 # ---------------------------------------------------------------------------------------------
 # (a) The learner's autograd.Function
@@ -103,71 +103,6 @@ def _function_reference(x, gamma, beta, dout, eps):
     return to_numpy(out), to_numpy(xt.grad), to_numpy(bn.weight.grad), to_numpy(bn.bias.grad)
 
 
-class _NumpyFunction(torch.autograd.Function):
-    """Correct: the numpy forward and backward inside an autograd.Function (the known mistakes override one part)."""
-
-    @classmethod
-    def numpy_forward(cls, x, gamma, beta, eps):
-        return batchnorm_forward(x, gamma, beta, eps)
-
-    @classmethod
-    def numpy_backward(cls, dout, cache):
-        return batchnorm_backward(dout, cache)
-
-    @staticmethod
-    def forward(ctx, x, gamma, beta, eps=1e-5):
-        out, ctx.cache = ctx._forward_cls.numpy_forward(*(a.detach().cpu().double().numpy() for a in (x, gamma, beta)),
-                                                         eps)
-        return torch.from_numpy(out).to(x)
-
-    @staticmethod
-    def backward(ctx, dout):
-        dx, dgamma, dbeta = ctx._forward_cls.numpy_backward(dout.detach().cpu().double().numpy(), ctx.cache)
-        return tuple(torch.from_numpy(np.ascontiguousarray(g)).to(dout) for g in (dx, dgamma, dbeta)) + (None,)
-
-
-class _EpsNotPassed(_NumpyFunction):
-    @classmethod
-    def numpy_forward(cls, x, gamma, beta, eps):
-        return batchnorm_forward(x, gamma, beta)
-
-
-class _GradientsSwapped(_NumpyFunction):
-    @classmethod
-    def numpy_backward(cls, dout, cache):
-        dx, dgamma, dbeta = batchnorm_backward(dout, cache)
-        return dx, dbeta, dgamma
-
-
-class _ConstantStatistics(_NumpyFunction):
-    @classmethod
-    def numpy_backward(cls, dout, cache):
-        _, dgamma, dbeta = batchnorm_backward(dout, cache)
-        return dout * cache.gamma * cache.inv_std, dgamma, dbeta
-
-
-class _DoutAsDx(_NumpyFunction):
-    @classmethod
-    def numpy_backward(cls, dout, cache):
-        _, dgamma, dbeta = batchnorm_backward(dout, cache)
-        return dout.copy(), dgamma, dbeta
-
-
-_FUNCTION_MISTAKES = [
-    Mistake("eps not passed on",
-            "call your forward with the eps that apply() received, batchnorm_forward(x, gamma, beta, eps)",
-            _function_runner(_EpsNotPassed)),
-    Mistake("dgamma and dbeta swapped",
-            "backward returns the gradients in the order of forward's inputs: (dx, dgamma, dbeta, None)",
-            _function_runner(_GradientsSwapped)),
-    Mistake("backward treats the batch mean and variance as constants",
-            "x reaches the output also through the mean and the variance; use the full batchnorm_backward",
-            _function_runner(_ConstantStatistics)),
-    Mistake("backward passes dout through as dx", "dx comes from batchnorm_backward(dout, cache), not dout itself",
-            _function_runner(_DoutAsDx)),
-]
-
-
 def _wrong_dtype(got) -> str:
     wrong = [(k, v.dtype) for k, v in got.items() if isinstance(v, np.ndarray) and v.dtype != np.float32]
     return (f"wrong dtype ({wrong[0][0]} has dtype {wrong[0][1]}, expected float32): convert back in the input's "
@@ -180,9 +115,11 @@ _FLOAT32 = [Symptom("wrong dtype", "", lambda got: bool(_wrong_dtype(got)), desc
 def _function_cases(hidden: bool) -> tuple[list[Case], list[Case]]:
     """(float64 cases, float32 cases)."""
     if hidden:
-        return ([Case("N=5, D=2", _fn_case(11, 5, 2)), Case("N=3, D=6, eps=0.01", _fn_case(12, 3, 6, eps=1e-2)),
-                 Case("N=32, D=4", _fn_case(13, 32, 4, offset=10.0))],
-                [Case("N=7, D=5 (float32 in, float32 out)", _fn_case(14, 7, 5, dtype=np.float32))])
+        s = lambda name: hidden_case_seed("BatchNormFunction", name)  # noqa: E731
+        return ([Case("N=5, D=2", _fn_case(s("N=5, D=2"), 5, 2)),
+                 Case("N=3, D=6, eps=0.01", _fn_case(s("N=3, D=6, eps=0.01"), 3, 6, eps=1e-2)),
+                 Case("N=32, D=4", _fn_case(s("N=32, D=4"), 32, 4, offset=10.0))],
+                [Case("N=7, D=5 (float32 in, float32 out)", _fn_case(s("N=7, D=5 float32"), 7, 5, dtype=np.float32))])
     return ([Case("N=8, D=3", _fn_case(0, 8, 3)), Case("N=2, D=4 (smallest batch)", _fn_case(1, 2, 4)),
              Case("N=16, D=5, eps=0.1", _fn_case(2, 16, 5, eps=0.1))],
             [Case("N=10, D=3 (float32 in, float32 out)", _fn_case(3, 10, 3, dtype=np.float32))])
@@ -199,7 +136,7 @@ def _gradcheck_runner(Fn):
 
 
 def _gradcheck_case(hidden: bool) -> Case:
-    n, d, seed = (5, 3, 21) if hidden else (4, 3, 20)
+    n, d, seed = (5, 3, hidden_case_seed("BatchNormFunction", "gradcheck")) if hidden else (4, 3, 20)
     return Case(f"torch.autograd.gradcheck (float64, N={n}, D={d})", lambda: _fn_case(seed, n, d)()[:3] + (1e-5,))
 
 
@@ -216,9 +153,10 @@ def check_batchnorm_function(Fn, hidden: bool = False) -> CheckResult:
     cases64, cases32 = _function_cases(hidden)
     options = dict(outputs=FUNCTION_OUTPUTS, forbid_torch="batch_norm", explain_error=_explain_function)
     with quiet():
-        r64 = check_function(exercise, _function_runner(Fn), _function_reference, cases64, _FUNCTION_MISTAKES,
+        r64 = check_function(exercise, _function_runner(Fn), _function_reference, cases64, catalogue.lazy("BatchNormFunction"),
                              rtol=1e-6, atol=1e-8, **options)
-        r32 = check_function(exercise, _function_runner(Fn), _function_reference, cases32, _FLOAT32 + _FUNCTION_MISTAKES,
+        r32 = check_function(exercise, _function_runner(Fn), _function_reference, cases32,
+                             lambda: _FLOAT32 + catalogue.mistakes("BatchNormFunction"),
                              rtol=1e-3, atol=1e-4, **options)
         rgrad = check_function("BatchNormFunction (gradcheck)", _gradcheck_runner(Fn), lambda *a: np.array([1.0]),
                                [_gradcheck_case(hidden)], outputs=("passed",), rtol=0, atol=0, check_dtype=False,
@@ -229,22 +167,25 @@ def check_batchnorm_function(Fn, hidden: bool = False) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# (b), (c) Modules, stepped next to torch's (bncourse.checks.stepping); known wrong ones in module_mistakes
+# (b), (c) Modules, stepped next to torch's (bncourse.checks.stepping); known wrong ones in the catalogue
 # ---------------------------------------------------------------------------------------------
 
 
 def _steps_1d(hidden: bool) -> list[Step]:
     if hidden:
-        return [Step("N=6, D=3", (6, 3), 111),
-                Step("N=12, D=5, eps=1e-3, momentum=0.2", (12, 5), 112, steps=4, kwargs={"eps": 1e-3, "momentum": 0.2})]
+        s = lambda name: hidden_case_seed("BatchNorm1dNumpy", name)  # noqa: E731
+        return [Step("N=6, D=3", (6, 3), s("N=6, D=3")),
+                Step("N=12, D=5, eps=1e-3, momentum=0.2", (12, 5), s("N=12, D=5"), steps=4,
+                     kwargs={"eps": 1e-3, "momentum": 0.2})]
     return [Step("N=8, D=4", (8, 4), 101),
             Step("N=3, D=2, eps=1e-2, momentum=0.3", (3, 2), 102, kwargs={"eps": 1e-2, "momentum": 0.3})]
 
 
 def _steps_2d(hidden: bool) -> list[Step]:
     if hidden:
-        return [Step("N=3, C=4, H=2, W=3", (3, 4, 2, 3), 211),
-                Step("N=5, C=2, H=4, W=4, eps=1e-3, momentum=0.3", (5, 2, 4, 4), 212, steps=4,
+        s = lambda name: hidden_case_seed("BatchNorm2d", name)  # noqa: E731
+        return [Step("N=3, C=4, H=2, W=3", (3, 4, 2, 3), s("N=3, C=4")),
+                Step("N=5, C=2, H=4, W=4, eps=1e-3, momentum=0.3", (5, 2, 4, 4), s("N=5, C=2"), steps=4,
                      kwargs={"eps": 1e-3, "momentum": 0.3})]
     return [Step("N=4, C=3, H=5, W=6", (4, 3, 5, 6), 201),
             Step("N=2, C=4, H=3, W=3, eps=1e-2, momentum=0.2", (2, 4, 3, 3), 202, kwargs={"eps": 1e-2, "momentum": 0.2})]
@@ -252,18 +193,16 @@ def _steps_2d(hidden: bool) -> list[Step]:
 
 def check_batchnorm1d_module(cls, hidden: bool = False) -> CheckResult:
     """Does ``cls(D)`` behave like ``nn.BatchNorm1d(D)``: initial state, outputs, gradients, running stats, eval?"""
-    return check_module("BatchNorm1dNumpy", cls, nn.BatchNorm1d, _steps_1d(hidden), module_mistakes(spatial=False),
-                        first=[IGNORES_TRAINING], device_step=Step("N=10, D=3", (10, 3), 131 if hidden else 121),
+    return check_module("BatchNorm1dNumpy", cls, nn.BatchNorm1d, _steps_1d(hidden), catalogue.lazy("BatchNorm1dNumpy"), device_step=Step("N=10, D=3", (10, 3),
+                                                         hidden_case_seed("BatchNorm1dNumpy", "device") if hidden else 121),
                         device=torch.device("cpu"), forbidden=("BatchNormFunction",))
 
 
 def check_batchnorm2d(cls, hidden: bool = False, device=None) -> CheckResult:
     """Does ``cls(C)`` behave like ``nn.BatchNorm2d(C)`` in float64 and on ``device`` (default: the current one)?"""
-    return check_module("BatchNorm2d", cls, nn.BatchNorm2d, _steps_2d(hidden), module_mistakes(spatial=True),
-                        first=[IGNORES_TRAINING],
-                        device_step=Step("N=8, C=3, H=4, W=4", (8, 3, 4, 4), 231 if hidden else 221), device=device)
+    return check_module("BatchNorm2d", cls, nn.BatchNorm2d, _steps_2d(hidden), catalogue.lazy("BatchNorm2d"),
+                        device_step=Step("N=8, C=3, H=4, W=4", (8, 3, 4, 4),
+                                         hidden_case_seed("BatchNorm2d", "device") if hidden else 221), device=device)
 
 
 # Every mistake each check can name (tests write each one the way a learner would and expect its name).
-MODULE_MISTAKES = {"function": _FUNCTION_MISTAKES, "module1d": [IGNORES_TRAINING] + module_mistakes(False),
-                   "module2d": [IGNORES_TRAINING] + module_mistakes(True)}

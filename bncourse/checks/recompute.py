@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from bncourse.checks.core import Case, CheckResult, Mistake, Symptom, check_function
+from bncourse.checks import catalogue
+from bncourse.checks.core import Case, CheckResult, Symptom, check_function
+from bncourse.checks.inputs import hidden_case_seed
 
-__all__ = ["check_recompute_bn_statistics", "MISTAKES"]
+__all__ = ["check_recompute_bn_statistics"]
 
 OUTPUTS = ("running statistics", "mode after", "momenta after", "weights", "mode before", "momenta before",
            "weights before")
@@ -84,54 +86,6 @@ def _reference(model, batches):
     recompute_bn_statistics(model, batches)
 
 
-def _passes(model, batches, momentum="cumulative", reset=True, training=True):
-    """Run the batches through ``model`` with the layers' momentum set as asked; restore nothing."""
-    import torch
-
-    for m in _bn_layers(model):
-        if reset:
-            m.reset_running_stats()
-        if momentum != "unchanged":
-            m.momentum = None if momentum == "cumulative" else momentum
-    model.train(training)
-    with torch.no_grad():
-        for x in batches:
-            model(x)
-
-
-def _then_restore(passes):
-    """``passes(model, batches)``, then the mode and momenta put back as they were."""
-    def fn(model, batches):
-        was, momenta = model.training, [m.momentum for m in _bn_layers(model)]
-        passes(model, batches)
-        for m, momentum in zip(_bn_layers(model), momenta):
-            m.momentum = momentum
-        model.train(was)
-    return fn
-
-
-MISTAKES = [
-    Mistake("statistics not reset first",
-            "call reset_running_stats() on each batch-norm layer before the passes, or the stale values stay "
-            "in the average", _runner(_then_restore(lambda m, b: _passes(m, b, reset=False))),
-            only=("running statistics",)),
-    Mistake("exponential average (momentum left as it was)",
-            "set each layer's momentum to None during the passes (cumulative average: every batch weighs the same)",
-            _runner(_then_restore(lambda m, b: _passes(m, b, momentum="unchanged"))), only=("running statistics",)),
-    Mistake("only the last batch counted",
-            "momentum=1 keeps only the last batch: use momentum=None for an equal-weight average over all batches",
-            _runner(_then_restore(lambda m, b: _passes(m, b, momentum=1.0))), only=("running statistics",)),
-    Mistake("the passes ran in eval mode",
-            "running statistics are only updated in training mode: call model.train() before the passes",
-            _runner(_then_restore(lambda m, b: _passes(m, b, reset=False, training=False))), only=("running statistics",)),
-    Mistake("neither reset nor an equal-weight average",
-            "the passes only nudged the stale statistics (momentum 0.1): call reset_running_stats() on each "
-            "batch-norm layer, and set its momentum to None during the passes so every batch weighs the same",
-            _runner(_then_restore(lambda m, b: _passes(m, b, momentum="unchanged", reset=False))),
-            only=("running statistics",)),
-]
-
-
 def _not_put_back(got) -> list[str]:
     """What the function changed that it should have left (or put back) as it was."""
     problems = []
@@ -154,14 +108,15 @@ _SYMPTOMS = [
 def check_recompute_bn_statistics(fn, hidden: bool = False, rtol: float = 1e-4, atol: float = 1e-5) -> CheckResult:
     """Check ``fn(model, batches)``: equal-weight running statistics, weights, momenta and mode kept."""
     cases = (
-        [Case("MLP with BatchNorm1d, 5 batches, starts in train mode", lambda: (21, False, True, 5, 0.1)),
-         Case("CNN with BatchNorm2d, 2 batches, starts in eval mode", lambda: (22, True, False, 2, 0.1)),
-         Case("CNN, 1 batch, starts in train mode", lambda: (23, True, True, 1, 0.1))]
+        [Case(name, lambda a=(hidden_case_seed("recompute_bn_statistics", name), *options): a)
+         for name, *options in (("MLP with BatchNorm1d, 5 batches, starts in train mode", False, True, 5, 0.1),
+                                ("CNN with BatchNorm2d, 2 batches, starts in eval mode", True, False, 2, 0.1),
+                                ("CNN, 1 batch, starts in train mode", True, True, 1, 0.1))]
         if hidden else
         [Case("CNN with BatchNorm2d, 3 batches, starts in eval mode", lambda: (1, True, False, 3, 0.1)),
          Case("MLP with BatchNorm1d, 4 batches, starts in train mode, momentum 0.2", lambda: (2, False, True, 4, 0.2))]
     )
     runner = fn if not callable(fn) else _runner(fn)
-    return check_function("recompute_bn_statistics", runner, _runner(_reference), cases, MISTAKES + _SYMPTOMS,
+    return check_function("recompute_bn_statistics", runner, _runner(_reference), cases, lambda: catalogue.mistakes("recompute_bn_statistics") + _SYMPTOMS,
                           outputs=OUTPUTS, compare=COMPARED, rtol=rtol, atol=atol, check_dtype=False,
                           forbid_torch="")

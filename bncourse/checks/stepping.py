@@ -23,6 +23,7 @@ from torch import nn
 
 from bncourse.checks import replay
 from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, Symptom, check_function, combine
+from bncourse.checks.results import slug
 from bncourse.checks.torch_guard import explain, no_builtin_batchnorm, quiet, to_numpy
 
 __all__ = ["Step", "ModuleMistake", "check_module", "record", "DTYPE_FLAGS"]
@@ -65,12 +66,20 @@ class Step:
 
 @dataclass(frozen=True)
 class ModuleMistake:
-    """A known wrong module class; ``only``: substrings of the recorded keys it must reproduce (default: all)."""
+    """A known wrong module class; ``only``: substrings of the recorded keys it must reproduce (default: all).
+
+    ``first``: tried before the symptom "running statistics updated in eval mode" (it explains that too).
+    """
 
     name: str
     hint: str
     cls: type
     only: tuple = ()
+    first: bool = False
+    id: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "id", self.id or slug(self.name))
 
 
 class ProtocolError(TypeError):
@@ -198,19 +207,23 @@ def _symptoms(steps: int) -> list[Symptom]:
     return structural, in_eval
 
 
-def _explanations(first: Sequence[ModuleMistake], mistakes: Sequence[ModuleMistake], keys: Sequence[str],
-                  steps: int) -> list:
-    """Registration and the like first, then ``first``, the eval-mode symptom, then ``mistakes``."""
+def _explanations(first: Sequence[ModuleMistake], mistakes, keys: Sequence[str], steps: int) -> list:
+    """Registration and the like first, then ``first`` (and every mistake marked ``first``), the eval-mode
+    symptom, then the other ``mistakes`` (a list, or a function returning one: the catalogue's)."""
     structural, in_eval = _symptoms(steps)
+    entries = list(first) + list(mistakes() if callable(mistakes) else mistakes)
 
     def as_mistake(m: ModuleMistake) -> Mistake:
         chosen = tuple(k for k in keys if any(o in k for o in m.only))
-        return Mistake(m.name, m.hint, runner(m.cls, torch.float64, torch.device("cpu"), keys, guard=False), chosen)
+        return Mistake(m.name, m.hint, runner(m.cls, torch.float64, torch.device("cpu"), keys, guard=False), chosen,
+                       m.id)
 
-    return structural + [as_mistake(m) for m in first] + [in_eval] + [as_mistake(m) for m in mistakes]
+    early = [m for i, m in enumerate(entries) if i < len(first) or m.first]
+    late = [m for m in entries if m not in early]
+    return structural + [as_mistake(m) for m in early] + [in_eval] + [as_mistake(m) for m in late]
 
 
-def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mistakes: Sequence[ModuleMistake] = (), *,
+def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mistakes=(), *,
                  first: Sequence[ModuleMistake] = (),
                  rtol: float = 1e-6, atol: float = 1e-8, device_step: Step | None = None, device=None,
                  rtol32: float = 1e-3, atol32: float = 1e-4, forbidden: Sequence[str] = ()) -> CheckResult:
@@ -232,7 +245,7 @@ def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mista
         compare = [k for k in keys if k not in _NOT_COMPARED]
         results.append(check_function(
             exercise, runner(cls, torch.float64, cpu, keys), runner(reference_cls, torch.float64, cpu, keys, False),
-            [Case(step.name, step.args)], _explanations(first, mistakes, keys, step.steps),
+            [Case(step.name, step.args)], lambda keys=keys, step=step: _explanations(first, mistakes, keys, step.steps),
             outputs=keys, compare=compare, rtol=rtol, atol=atol, check_dtype=False, forbidden=forbidden,
             forbid_torch="batch_norm", explain_error=explain))
     if device_step is not None:

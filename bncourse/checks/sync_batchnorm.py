@@ -23,7 +23,9 @@ import builtins
 
 import numpy as np
 
-from bncourse.checks.core import Case, Mistake, check_function
+from bncourse.checks import catalogue
+from bncourse.checks.core import Case, check_function
+from bncourse.checks.inputs import hidden_case_seed
 
 RTOL, ATOL = 1e-9, 1e-10
 TIMEOUT = 90.0
@@ -125,9 +127,12 @@ def _forward_on_rank(rank, world_size, fn, x, sizes, w, b, rm, rv, momentum, eps
         raise TypeError(f"cache should be SyncBNCache(x_hat, invstd, weight, count), got {type(cache).__name__}")
     x_hat, invstd, _, count = cache
     count = float(count.item() if isinstance(count, torch.Tensor) else count)
+    invstd = _numpy(invstd, "cache.invstd")
+    if invstd.size == len(w) and invstd.ndim > 1:  # (1, C) from keepdim=True: the same numbers, allowed
+        invstd = invstd.reshape(len(w))
     return {"y": _numpy(y, "y"), "running_mean": _numpy(running_mean, "running_mean"),
             "running_var": _numpy(running_var, "running_var"), "x_hat": _numpy(x_hat, "cache.x_hat"),
-            "invstd": _numpy(invstd, "cache.invstd"), "count": count, "log": log}
+            "invstd": invstd, "count": count, "log": log}
 
 
 def _backward_on_rank(rank, world_size, fn, x, sizes, w, dy, eps):
@@ -193,214 +198,18 @@ def _assemble_backward(ranks):
 
 
 # ---------------------------------------------------------------------------------------------
-# References and simulated mistakes (numpy, one process)
-# ---------------------------------------------------------------------------------------------
-
-
-def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, flip=False, eps_outside=False, local_count=False):
-    """Every rank's outputs when rank r normalizes with ``stats(xs, r)`` = (mean, var, run_mean, run_var)."""
-    xs = [x[sl] for sl in _slices(sizes)]
-    ys, rms, rvs, xhs, invs = [], [], [], [], []
-    for r, xr in enumerate(xs):
-        mean, var, run_mean, run_var = stats(xs, r)
-        inv = 1.0 / (np.sqrt(var) + eps) if eps_outside else 1.0 / np.sqrt(var + eps)
-        xh = (xr - mean) * inv
-        ys.append(xh * w + b)
-        xhs.append(xh)
-        invs.append(inv)
-        keep = momentum if flip else 1 - momentum
-        rms.append(keep * rm + (1 - keep) * run_mean)
-        rvs.append(keep * rv + (1 - keep) * run_var)
-    N = float(np.sum(sizes))
-    counts = np.asarray(sizes, dtype=np.float64) if local_count else np.full(len(xs), N)
-    return np.concatenate(ys), np.stack(rms), np.stack(rvs), np.concatenate(xhs), np.stack(invs), counts
-
-
-def _global_stats(xs, r):
-    x = np.concatenate(xs)
-    N = len(x)
-    var = x.var(0)
-    return x.mean(0), var, x.mean(0), var * N / (N - 1)
-
-
-def _local_stats(xs, r):
-    n = len(xs[r])
-    return xs[r].mean(0), xs[r].var(0), xs[r].mean(0), xs[r].var(0) * n / (n - 1)
-
-
 def _reference_forward(x, sizes, w, b, rm, rv, momentum, eps):
-    return _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, _global_stats)
+    """Every rank's forward outputs, simulated in numpy (the catalogue holds the simulation)."""
+    from bncourse.checks.catalogue import sync_batchnorm as simulated
 
-
-def _variant(stats, **kw):
-    return lambda x, sizes, w, b, rm, rv, momentum, eps: _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps,
-                                                                            stats, **kw)
-
-
-def _means_averaged(xs, r):
-    N = sum(len(a) for a in xs)
-    mean = np.mean([a.mean(0) for a in xs], axis=0)
-    var = np.mean([(a * a).mean(0) for a in xs], axis=0) - mean ** 2
-    return mean, var, mean, var * N / (N - 1)
-
-
-def _variances_averaged(xs, r):
-    mean, _, _, _ = _global_stats(xs, r)
-    N = sum(len(a) for a in xs)
-    var = np.mean([a.var(0) for a in xs], axis=0)
-    return mean, var, mean, var * N / (N - 1)
-
-
-def _variances_pooled(xs, r):
-    mean, _, _, _ = _global_stats(xs, r)
-    N = sum(len(a) for a in xs)
-    var = sum(len(a) * a.var(0) for a in xs) / N
-    return mean, var, mean, var * N / (N - 1)
-
-
-def _local_count(xs, r):
-    x = np.concatenate(xs)
-    n = len(xs[r])
-    mean = x.sum(0) / n
-    var = (x * x).sum(0) / n - mean ** 2
-    return mean, var, mean, var * n / (n - 1)
-
-
-def _local_count_running(xs, r):
-    mean, var, _, _ = _global_stats(xs, r)
-    n = len(xs[r])
-    return mean, var, mean, var * n / (n - 1)
-
-
-def _biased_running(xs, r):
-    mean, var, _, _ = _global_stats(xs, r)
-    return mean, var, mean, var
-
-
-def _unbiased_normalize(xs, r):
-    mean, _, _, unbiased = _global_stats(xs, r)
-    return mean, unbiased, mean, unbiased
-
-
-def _running_from_local(xs, r):
-    mean, var, _, _ = _global_stats(xs, r)
-    _, _, lm, lv = _local_stats(xs, r)
-    return mean, var, lm, lv
-
-
-def _forward_mistakes() -> list[Mistake]:
-    combine = ("all-reduce the sum, the sum of squares and the count in one buffer, then mean = sum / N and "
-               "var = sum_sq / N - mean**2 with the global N")
-    return [
-        Mistake("no all_reduce: each rank used only its own slice (plain batch norm)",
-                "sum x, sum x**2 and the count over the ranks with dist.all_reduce before computing the statistics",
-                _variant(_local_stats, local_count=True)),
-        Mistake("the ranks' means averaged (every rank weighted the same, whatever its batch size)",
-                "when ranks hold different numbers of rows, averaging their means is wrong: " + combine,
-                _variant(_means_averaged)),
-        Mistake("the ranks' variances averaged instead of combining sums",
-                "a variance about each rank's own mean misses how far the ranks' means lie apart: " + combine,
-                _variant(_variances_averaged)),
-        Mistake("the ranks' variances weighted by their counts, without the spread of the ranks' means",
-                "sum_r n_r var_r / N leaves out sum_r n_r (mean_r - mean)**2 / N: " + combine,
-                _variant(_variances_pooled)),
-        Mistake("divided the global sums by the local count",
-                "after the all_reduce, divide by the global N (the all-reduced count), not x.shape[0]",
-                _variant(_local_count, local_count=True)),
-        Mistake("local count in the unbiased running variance",
-                "running_var gets var * N / (N - 1) with N the global count, not this rank's",
-                _variant(_local_count_running)),
-        Mistake("running_var updated with the biased variance",
-                "PyTorch stores the unbiased variance var * N / (N - 1) in running_var (and normalizes with the biased one)",
-                _variant(_biased_running)),
-        Mistake("unbiased variance used to normalize",
-                "normalize with the biased variance (divide by N); only running_var gets the N / (N - 1) correction",
-                _variant(_unbiased_normalize)),
-        Mistake("running statistics from this rank's slice only",
-                "update running_mean and running_var with the global mean and variance, so every rank keeps the same",
-                _variant(_running_from_local)),
-        Mistake("momentum convention flipped",
-                "PyTorch: running = (1 - momentum) * running + momentum * batch statistic",
-                _variant(_global_stats, flip=True)),
-        Mistake("eps outside the square root", "use 1 / sqrt(var + eps)", _variant(_global_stats, eps_outside=True)),
-    ]
-
-
-def _backward_parts(x, sizes, w, dy, eps):
-    N = float(np.sum(sizes))
-    mean, var = x.mean(0), x.var(0)
-    inv = 1.0 / np.sqrt(var + eps)
-    xh = (x - mean) * inv
-    return N, inv, xh, [sl for sl in _slices(sizes)]
-
-
-def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
-    N, inv, xh, sls = _backward_parts(x, sizes, w, dy, eps)
-    S, T = dy.sum(0), (dy * xh).sum(0)
-    R = len(sls)
-    dxs, dws, dbs = [], [], []
-    for sl in sls:
-        n = float(sl.stop - sl.start)
-        s_r, t_r = dy[sl].sum(0), (dy[sl] * xh[sl]).sum(0)
-        s, t, count, scale = S, T, N, w * inv
-        if kind == "local sums":
-            s, t = s_r, t_r
-        elif kind == "local sums, local count":
-            s, t, count = s_r, t_r, n
-        elif kind == "local count":
-            count = n
-        elif kind == "averaged sums":
-            s, t = S / R, T / R
-        elif kind == "no weight":
-            scale = inv
-        dx = scale * (dy[sl] - s / count - xh[sl] * t / count)
-        if kind == "no mean terms":
-            dx = w * inv * dy[sl]
-        dw, db = t_r, s_r
-        if kind == "parameter grads reduced":
-            dw, db = T, S
-        elif kind == "swapped":
-            dw, db = s_r, t_r
-        dxs.append(dx)
-        dws.append(dw)
-        dbs.append(db)
-    return np.concatenate(dxs), np.stack(dws), np.stack(dbs)
+    return simulated.reference_forward(x, sizes, w, b, rm, rv, momentum, eps)
 
 
 def _reference_backward(x, sizes, w, dy, eps):
-    return _simulate_backward(x, sizes, w, dy, eps)
+    """Every rank's backward outputs, simulated in numpy."""
+    from bncourse.checks.catalogue import sync_batchnorm as simulated
 
-
-def _backward_variant(kind):
-    return lambda x, sizes, w, dy, eps: _simulate_backward(x, sizes, w, dy, eps, kind)
-
-
-def _backward_mistakes() -> list[Mistake]:
-    reduce = ("all-reduce torch.cat([dy.sum(0), (dy * x_hat).sum(0)]) and divide by the global count N "
-              "(cache.count)")
-    return [
-        Mistake("backward all_reduce forgotten (each rank used its own sums)",
-                "dx depends on every rank's dy through the mean and the variance: " + reduce,
-                _backward_variant("local sums")),
-        Mistake("no all_reduce and the local count: plain batch norm's backward on each slice",
-                "the forward normalized with global statistics, so the backward needs global sums: " + reduce,
-                _backward_variant("local sums, local count")),
-        Mistake("divided the global sums by the local count",
-                "after the all_reduce divide by cache.count (all ranks' rows), not dy.shape[0]",
-                _backward_variant("local count")),
-        Mistake("sums averaged over the ranks (ReduceOp.AVG or / world_size)",
-                "the formula needs the sums over the whole batch: all_reduce with SUM, then divide by N only",
-                _backward_variant("averaged sums")),
-        Mistake("dweight and dbias all-reduced",
-                "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
-                "gradients over the ranks itself, so an all_reduce here counts them world_size times over",
-                _backward_variant("parameter grads reduced")),
-        Mistake("dx missing the terms that flow through the mean and the variance",
-                "dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)",
-                _backward_variant("no mean terms")),
-        Mistake("weight (gamma) left out of dx", "dx is multiplied by weight * invstd", _backward_variant("no weight")),
-        Mistake("dweight and dbias swapped", "dweight = sum(dy * x_hat), dbias = sum(dy)", _backward_variant("swapped")),
-    ]
+    return simulated.reference_backward(x, sizes, w, dy, eps)
 
 
 _FLOAT32 = ("all-reduced in float32: float32 keeps about 7 digits, so the global sums (and everything after them) "
@@ -433,29 +242,45 @@ def _check(exercise, fn, runner, reference, cases, mistakes, outputs, compare=No
                           compare=compare, rtol=RTOL, atol=ATOL, forbid_torch="")
 
 
-def check_sync_batchnorm_forward(fn, hidden: bool = False):
-    """Check the learner's ``fn(x, weight, bias, running_mean, running_var, momentum, eps) -> (y, cache)``."""
-    cases = (
-        [_forward_case(31, (7, 2), 3), _forward_case(32, (2, 3, 9, 4), 2, momentum=0.05, eps=1e-3),
-         _forward_case(33, (6, 6), 5)]
+def _hidden(which: str, i: int) -> int:
+    """Hidden case ``i``'s seed (below 2**31: the case makers add offsets to it)."""
+    return hidden_case_seed(f"sync_batch_norm_{which}", f"hidden case {i}") >> 1
+
+
+def _forward_cases(hidden: bool) -> list[Case]:
+    return (
+        [_forward_case(_hidden("forward", i), *a, **kw) for i, (a, kw) in
+         enumerate([(((7, 2), 3), {}), (((2, 3, 9, 4), 2), dict(momentum=0.05, eps=1e-3)), (((6, 6), 5), {})])]
         if hidden else
         [_forward_case(1, (3, 5), 4), _forward_case(2, (4, 4), 3, momentum=0.3),
          _forward_case(3, (2, 6, 3), 2, eps=1e-2)]
     )
+
+
+def check_sync_batchnorm_forward(fn, hidden: bool = False):
+    """Check the learner's ``fn(x, weight, bias, running_mean, running_var, momentum, eps) -> (y, cache)``."""
+    cases = _forward_cases(hidden)
     runner = _Runner(fn, _forward_on_rank, _assemble_forward)
-    result = _check("sync_batch_norm_forward", fn, runner, _reference_forward, cases, _forward_mistakes(),
+    result = _check("sync_batch_norm_forward", fn, runner, _reference_forward, cases,
+                    catalogue.lazy("sync_batch_norm_forward"),
                     outputs=("y", "running_mean", "running_var", "cache.x_hat", "cache.invstd", "cache.count"))
     return _finish(result, runner, "forward")
 
 
-def check_sync_batchnorm_backward(fn, hidden: bool = False):
-    """Check the learner's ``fn(dy, cache) -> (dx, dweight, dbias)``; dweight, dbias: this rank's own sums."""
-    cases = (
-        [_backward_case(41, (7, 2), 3), _backward_case(42, (2, 3, 9, 4), 2, eps=1e-3), _backward_case(43, (6, 6), 5)]
+def _backward_cases(hidden: bool) -> list[Case]:
+    return (
+        [_backward_case(_hidden("backward", i), *a, **kw) for i, (a, kw) in
+         enumerate([(((7, 2), 3), {}), (((2, 3, 9, 4), 2), dict(eps=1e-3)), (((6, 6), 5), {})])]
         if hidden else
         [_backward_case(11, (3, 5), 4), _backward_case(12, (4, 4), 3), _backward_case(13, (2, 6, 3), 2, eps=1e-2)]
     )
+
+
+def check_sync_batchnorm_backward(fn, hidden: bool = False):
+    """Check the learner's ``fn(dy, cache) -> (dx, dweight, dbias)``; dweight, dbias: this rank's own sums."""
+    cases = _backward_cases(hidden)
     runner = _Runner(fn, _backward_on_rank, _assemble_backward)
-    result = _check("sync_batch_norm_backward", fn, runner, _reference_backward, cases, _backward_mistakes(),
+    result = _check("sync_batch_norm_backward", fn, runner, _reference_backward, cases,
+                    catalogue.lazy("sync_batch_norm_backward"),
                     outputs=("dx", "dweight", "dbias"))
     return _finish(result, runner, "backward")

@@ -1,4 +1,7 @@
-"""Known wrong batch-norm modules for notebook 4's module checks: one small subclass per mistake.
+"""The catalogue's entries for notebook 4: the autograd.Function and the BatchNorm1d/2d modules.
+
+Known wrong ``autograd.Function`` classes (the numpy forward and backward inside one, with one part
+wrong), and known wrong batch-norm modules: one small subclass per mistake.
 
 ``Correct`` is batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces
 learners get wrong (reduction dims, the batch variance, what running_var stores, the momentum's
@@ -8,12 +11,16 @@ one piece; ``module_mistakes(spatial)`` lists them with the name and hint the le
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from bncourse.checks.core import Mistake
+from bncourse.checks.pytorch import _function_runner
 from bncourse.checks.stepping import ModuleMistake
+from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward
 
-__all__ = ["Correct", "IGNORES_TRAINING", "module_mistakes"]
+__all__ = ["Correct", "IGNORES_TRAINING", "module_mistakes", "ENTRIES"]
 
 
 class Correct(nn.Module):
@@ -148,7 +155,7 @@ IGNORES_TRAINING = ModuleMistake(
     "ignores self.training",
     "in eval mode (self.training is False) normalize with running_mean and running_var and leave them unchanged; "
     "batch statistics and updates are for training only", _IgnoresTraining,
-    only=("eval: output", "eval: running_mean afterwards", "eval: running_var afterwards"))
+    only=("eval: output", "eval: running_mean afterwards", "eval: running_var afterwards"), first=True)
 
 
 def module_mistakes(spatial: bool) -> list[ModuleMistake]:
@@ -195,3 +202,73 @@ def module_mistakes(spatial: bool) -> list[ModuleMistake]:
                       "own statistics are for training only", _BatchStatsInEval, only=("eval: output",)),
     ] + [ModuleMistake(f"statistics over the wrong dimensions ({label})", f"reduce over {right}", _wrong_dims(dims),
                        only=("step 1: output",)) for label, dims in wrong_dims]
+
+
+class _NumpyFunction(torch.autograd.Function):
+    """Correct: the numpy forward and backward inside an autograd.Function (the known mistakes override one part)."""
+
+    @classmethod
+    def numpy_forward(cls, x, gamma, beta, eps):
+        return batchnorm_forward(x, gamma, beta, eps)
+
+    @classmethod
+    def numpy_backward(cls, dout, cache):
+        return batchnorm_backward(dout, cache)
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps=1e-5):
+        out, ctx.cache = ctx._forward_cls.numpy_forward(*(a.detach().cpu().double().numpy() for a in (x, gamma, beta)),
+                                                         eps)
+        return torch.from_numpy(out).to(x)
+
+    @staticmethod
+    def backward(ctx, dout):
+        dx, dgamma, dbeta = ctx._forward_cls.numpy_backward(dout.detach().cpu().double().numpy(), ctx.cache)
+        return tuple(torch.from_numpy(np.ascontiguousarray(g)).to(dout) for g in (dx, dgamma, dbeta)) + (None,)
+
+
+class _EpsNotPassed(_NumpyFunction):
+    @classmethod
+    def numpy_forward(cls, x, gamma, beta, eps):
+        return batchnorm_forward(x, gamma, beta)
+
+
+class _GradientsSwapped(_NumpyFunction):
+    @classmethod
+    def numpy_backward(cls, dout, cache):
+        dx, dgamma, dbeta = batchnorm_backward(dout, cache)
+        return dx, dbeta, dgamma
+
+
+class _ConstantStatistics(_NumpyFunction):
+    @classmethod
+    def numpy_backward(cls, dout, cache):
+        _, dgamma, dbeta = batchnorm_backward(dout, cache)
+        return dout * cache.gamma * cache.inv_std, dgamma, dbeta
+
+
+class _DoutAsDx(_NumpyFunction):
+    @classmethod
+    def numpy_backward(cls, dout, cache):
+        _, dgamma, dbeta = batchnorm_backward(dout, cache)
+        return dout.copy(), dgamma, dbeta
+
+
+_FUNCTION_MISTAKES = [
+    Mistake("eps not passed on",
+            "call your forward with the eps that apply() received, batchnorm_forward(x, gamma, beta, eps)",
+            _function_runner(_EpsNotPassed)),
+    Mistake("dgamma and dbeta swapped",
+            "backward returns the gradients in the order of forward's inputs: (dx, dgamma, dbeta, None)",
+            _function_runner(_GradientsSwapped)),
+    Mistake("backward treats the batch mean and variance as constants",
+            "x reaches the output also through the mean and the variance; use the full batchnorm_backward",
+            _function_runner(_ConstantStatistics)),
+    Mistake("backward passes dout through as dx", "dx comes from batchnorm_backward(dout, cache), not dout itself",
+            _function_runner(_DoutAsDx)),
+]
+
+
+ENTRIES = {"BatchNormFunction": _FUNCTION_MISTAKES,
+           "BatchNorm1dNumpy": lambda: [IGNORES_TRAINING, *module_mistakes(spatial=False)],
+           "BatchNorm2d": lambda: [IGNORES_TRAINING, *module_mistakes(spatial=True)]}

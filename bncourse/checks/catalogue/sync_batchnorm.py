@@ -1,0 +1,238 @@
+"""The catalogue's entries for notebook 8: batch norm synchronized across ranks, forward and backward.
+
+Every rank's outputs are simulated in numpy, in one process: the right computation
+(``reference_forward``, ``reference_backward``) and each mistake as a change to it (which
+statistics a rank normalizes with, which sums its backward uses, which count it divides by).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bncourse.checks.core import Mistake
+from bncourse.checks.sync_batchnorm import _slices
+
+
+
+def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, flip=False, eps_outside=False, local_count=False):
+    """Every rank's outputs when rank r normalizes with ``stats(xs, r)`` = (mean, var, run_mean, run_var)."""
+    xs = [x[sl] for sl in _slices(sizes)]
+    ys, rms, rvs, xhs, invs = [], [], [], [], []
+    for r, xr in enumerate(xs):
+        mean, var, run_mean, run_var = stats(xs, r)
+        inv = 1.0 / (np.sqrt(var) + eps) if eps_outside else 1.0 / np.sqrt(var + eps)
+        xh = (xr - mean) * inv
+        ys.append(xh * w + b)
+        xhs.append(xh)
+        invs.append(inv)
+        keep = momentum if flip else 1 - momentum
+        rms.append(keep * rm + (1 - keep) * run_mean)
+        rvs.append(keep * rv + (1 - keep) * run_var)
+    N = float(np.sum(sizes))
+    counts = np.asarray(sizes, dtype=np.float64) if local_count else np.full(len(xs), N)
+    return np.concatenate(ys), np.stack(rms), np.stack(rvs), np.concatenate(xhs), np.stack(invs), counts
+
+
+def _global_stats(xs, r):
+    x = np.concatenate(xs)
+    N = len(x)
+    var = x.var(0)
+    return x.mean(0), var, x.mean(0), var * N / (N - 1)
+
+
+def _local_stats(xs, r):
+    n = len(xs[r])
+    return xs[r].mean(0), xs[r].var(0), xs[r].mean(0), xs[r].var(0) * n / (n - 1)
+
+
+def _reference_forward(x, sizes, w, b, rm, rv, momentum, eps):
+    return _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, _global_stats)
+
+
+def _variant(stats, **kw):
+    return lambda x, sizes, w, b, rm, rv, momentum, eps: _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps,
+                                                                            stats, **kw)
+
+
+def _means_averaged(xs, r):
+    N = sum(len(a) for a in xs)
+    mean = np.mean([a.mean(0) for a in xs], axis=0)
+    var = np.mean([(a * a).mean(0) for a in xs], axis=0) - mean ** 2
+    return mean, var, mean, var * N / (N - 1)
+
+
+def _variances_averaged(xs, r):
+    mean, _, _, _ = _global_stats(xs, r)
+    N = sum(len(a) for a in xs)
+    var = np.mean([a.var(0) for a in xs], axis=0)
+    return mean, var, mean, var * N / (N - 1)
+
+
+def _variances_pooled(xs, r):
+    mean, _, _, _ = _global_stats(xs, r)
+    N = sum(len(a) for a in xs)
+    var = sum(len(a) * a.var(0) for a in xs) / N
+    return mean, var, mean, var * N / (N - 1)
+
+
+def _local_count(xs, r):
+    x = np.concatenate(xs)
+    n = len(xs[r])
+    mean = x.sum(0) / n
+    var = (x * x).sum(0) / n - mean ** 2
+    return mean, var, mean, var * n / (n - 1)
+
+
+def _local_count_running(xs, r):
+    mean, var, _, _ = _global_stats(xs, r)
+    n = len(xs[r])
+    return mean, var, mean, var * n / (n - 1)
+
+
+def _biased_running(xs, r):
+    mean, var, _, _ = _global_stats(xs, r)
+    return mean, var, mean, var
+
+
+def _unbiased_normalize(xs, r):
+    mean, _, _, unbiased = _global_stats(xs, r)
+    return mean, unbiased, mean, unbiased
+
+
+def _running_from_local(xs, r):
+    mean, var, _, _ = _global_stats(xs, r)
+    _, _, lm, lv = _local_stats(xs, r)
+    return mean, var, lm, lv
+
+
+def _forward_mistakes() -> list[Mistake]:
+    combine = ("all-reduce the sum, the sum of squares and the count in one buffer, then mean = sum / N and "
+               "var = sum_sq / N - mean**2 with the global N")
+    return [
+        Mistake("cache.count holds this rank's row count",
+                "the backward divides the all-reduced sums by cache.count: store the global N (the all-reduced "
+                "count), not x.shape[0]", _variant(_global_stats, local_count=True)),
+        Mistake("no all_reduce: each rank used only its own slice (plain batch norm)",
+                "sum x, sum x**2 and the count over the ranks with dist.all_reduce before computing the statistics",
+                _variant(_local_stats, local_count=True)),
+        Mistake("the ranks' means averaged (every rank weighted the same, whatever its batch size)",
+                "when ranks hold different numbers of rows, averaging their means is wrong: " + combine,
+                _variant(_means_averaged)),
+        Mistake("the ranks' variances averaged instead of combining sums",
+                "a variance about each rank's own mean misses how far the ranks' means lie apart: " + combine,
+                _variant(_variances_averaged)),
+        Mistake("the ranks' variances weighted by their counts, without the spread of the ranks' means",
+                "sum_r n_r var_r / N leaves out sum_r n_r (mean_r - mean)**2 / N: " + combine,
+                _variant(_variances_pooled)),
+        Mistake("divided the global sums by the local count",
+                "after the all_reduce, divide by the global N (the all-reduced count), not x.shape[0]",
+                _variant(_local_count, local_count=True)),
+        Mistake("local count in the unbiased running variance",
+                "running_var gets var * N / (N - 1) with N the global count, not this rank's",
+                _variant(_local_count_running)),
+        Mistake("running_var updated with the biased variance",
+                "PyTorch stores the unbiased variance var * N / (N - 1) in running_var (and normalizes with the biased one)",
+                _variant(_biased_running)),
+        Mistake("unbiased variance used to normalize",
+                "normalize with the biased variance (divide by N); only running_var gets the N / (N - 1) correction",
+                _variant(_unbiased_normalize)),
+        Mistake("running statistics from this rank's slice only",
+                "update running_mean and running_var with the global mean and variance, so every rank keeps the same",
+                _variant(_running_from_local)),
+        Mistake("momentum convention flipped",
+                "PyTorch: running = (1 - momentum) * running + momentum * batch statistic",
+                _variant(_global_stats, flip=True)),
+        Mistake("eps outside the square root", "use 1 / sqrt(var + eps)", _variant(_global_stats, eps_outside=True)),
+    ]
+
+
+def _backward_parts(x, sizes, w, dy, eps):
+    N = float(np.sum(sizes))
+    mean, var = x.mean(0), x.var(0)
+    inv = 1.0 / np.sqrt(var + eps)
+    xh = (x - mean) * inv
+    return N, inv, xh, [sl for sl in _slices(sizes)]
+
+
+def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
+    N, inv, xh, sls = _backward_parts(x, sizes, w, dy, eps)
+    S, T = dy.sum(0), (dy * xh).sum(0)
+    R = len(sls)
+    dxs, dws, dbs = [], [], []
+    for sl in sls:
+        n = float(sl.stop - sl.start)
+        s_r, t_r = dy[sl].sum(0), (dy[sl] * xh[sl]).sum(0)
+        s, t, count, scale = S, T, N, w * inv
+        if kind == "local sums":
+            s, t = s_r, t_r
+        elif kind == "local sums, local count":
+            s, t, count = s_r, t_r, n
+        elif kind == "local count":
+            count = n
+        elif kind == "only sum(dy) reduced":
+            t = t_r
+        elif kind == "only sum(dy * x_hat) reduced":
+            s = s_r
+        elif kind == "averaged sums":
+            s, t = S / R, T / R
+        elif kind == "no weight":
+            scale = inv
+        dx = scale * (dy[sl] - s / count - xh[sl] * t / count)
+        if kind == "no mean terms":
+            dx = w * inv * dy[sl]
+        dw, db = t_r, s_r
+        if kind == "parameter grads reduced":
+            dw, db = T, S
+        elif kind == "swapped":
+            dw, db = s_r, t_r
+        dxs.append(dx)
+        dws.append(dw)
+        dbs.append(db)
+    return np.concatenate(dxs), np.stack(dws), np.stack(dbs)
+
+
+def _reference_backward(x, sizes, w, dy, eps):
+    return _simulate_backward(x, sizes, w, dy, eps)
+
+
+def _backward_variant(kind):
+    return lambda x, sizes, w, dy, eps: _simulate_backward(x, sizes, w, dy, eps, kind)
+
+
+def _backward_mistakes() -> list[Mistake]:
+    reduce = ("all-reduce torch.cat([dy.sum(0), (dy * x_hat).sum(0)]) and divide by the global count N "
+              "(cache.count)")
+    return [
+        Mistake("backward all_reduce forgotten (each rank used its own sums)",
+                "dx depends on every rank's dy through the mean and the variance: " + reduce,
+                _backward_variant("local sums")),
+        Mistake("no all_reduce and the local count: plain batch norm's backward on each slice",
+                "the forward normalized with global statistics, so the backward needs global sums: " + reduce,
+                _backward_variant("local sums, local count")),
+        Mistake("divided the global sums by the local count",
+                "after the all_reduce divide by cache.count (all ranks' rows), not dy.shape[0]",
+                _backward_variant("local count")),
+        Mistake("only one of the two sums all-reduced (sum(dy * x_hat) stayed local)",
+                "dx needs both sums over the whole batch: " + reduce, _backward_variant("only sum(dy) reduced"),
+                id="one-sum-reduced"),
+        Mistake("only one of the two sums all-reduced (sum(dy) stayed local)",
+                "dx needs both sums over the whole batch: " + reduce, _backward_variant("only sum(dy * x_hat) reduced"),
+                id="one-sum-reduced"),
+        Mistake("sums averaged over the ranks (ReduceOp.AVG or / world_size)",
+                "the formula needs the sums over the whole batch: all_reduce with SUM, then divide by N only",
+                _backward_variant("averaged sums")),
+        Mistake("dweight and dbias all-reduced",
+                "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
+                "gradients over the ranks itself, so an all_reduce here counts them world_size times over",
+                _backward_variant("parameter grads reduced")),
+        Mistake("dx missing the terms that flow through the mean and the variance",
+                "dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)",
+                _backward_variant("no mean terms")),
+        Mistake("weight (gamma) left out of dx", "dx is multiplied by weight * invstd", _backward_variant("no weight")),
+        Mistake("dweight and dbias swapped", "dweight = sum(dy * x_hat), dbias = sum(dy)", _backward_variant("swapped")),
+    ]
+
+
+reference_forward = _reference_forward
+reference_backward = _reference_backward
+ENTRIES = {"sync_batch_norm_forward": _forward_mistakes, "sync_batch_norm_backward": _backward_mistakes}

@@ -1,0 +1,126 @@
+"""Are the hidden cases drawn at grading time, from a seed nothing shipped can know?
+
+A correct solution must pass every exercise's hidden cases whatever the seed (tested over many
+seeds on the numpy exercises, a few on the torch ones); two seeds must give different hidden
+inputs; the visible cases never change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import test_checks_batchnorm as bn
+import test_checks_folding as fo
+import test_checks_norm_family as nf
+import test_checks_normalize as no
+import test_checks_what_bn_does as wb
+
+from bncourse.checks import backward, figure1, folding, forward, inputs, norm_family, normalize, what_bn_does
+
+SEEDS = range(50)
+
+
+@pytest.fixture
+def seed_rule(monkeypatch):
+    """Restores the default rule after the test; the environment variable starts unset."""
+    monkeypatch.delenv(inputs.HIDDEN_SEED_ENV, raising=False)
+    yield inputs.use_hidden_seed
+    inputs.use_hidden_seed(None)
+
+
+def _percentiles(records):
+    return np.percentile(np.asarray(records), [15, 50, 85], axis=1).T
+
+
+NUMPY_CHECKS = {
+    "standardize": lambda: normalize.check_standardize(no.two_pass, hidden=True),
+    "min_max_scale": lambda: normalize.check_min_max_scale(no.sklearn_minmax, hidden=True),
+    "batchnorm_forward": lambda: forward.check_batchnorm_forward(bn.fwd_two_pass, hidden=True),
+    "update_running_stats": lambda: forward.check_update_running_stats(bn.run_np_var, hidden=True),
+    "batchnorm_inference": lambda: forward.check_batchnorm_inference(bn.inf_direct, hidden=True),
+    "batchnorm_backward": lambda: backward.check_batchnorm_backward(bn.bwd_compact, hidden=True),
+    "spatial_batchnorm_forward": lambda: backward.check_spatial_batchnorm_forward(bn.spatial_fwd_moveaxis, hidden=True),
+    "spatial_batchnorm_backward": lambda: backward.check_spatial_batchnorm_backward(
+        bn.spatial_fwd_moveaxis, bn.spatial_bwd_moveaxis, hidden=True),
+    "sigmoid_input_percentiles": lambda: figure1.check_sigmoid_input_percentiles(_percentiles, hidden=True),
+    "input_drift": lambda: what_bn_does.check_input_drift(wb.learner_drift_good, hidden=True),
+    "gradient_change": lambda: what_bn_does.check_gradient_change(wb.learner_gradient_change_good, hidden=True),
+    "noisy_batchnorm_forward": lambda: what_bn_does.check_noisy_batchnorm_forward(wb.learner_noisy_good, hidden=True),
+    "layernorm_forward": lambda: norm_family.check_layernorm_forward(nf.ln_forward, hidden=True),
+    "layernorm_backward": lambda: norm_family.check_layernorm_backward(nf.ln_forward, nf.ln_backward, hidden=True),
+    "groupnorm_forward": lambda: norm_family.check_groupnorm_forward(nf.gn_forward, hidden=True),
+    "groupnorm_backward": lambda: norm_family.check_groupnorm_backward(nf.gn_forward, nf.gn_backward, hidden=True),
+}
+TORCH_CHECKS = {"fold_batchnorm": lambda: folding.check_fold_batchnorm(fo.fold_batchnorm, hidden=True)}
+
+
+@pytest.mark.parametrize("exercise", [*NUMPY_CHECKS, *TORCH_CHECKS])
+def test_does_a_correct_solution_pass_the_hidden_cases_on_every_seed(exercise, seed_rule):
+    failed = {}
+    for seed in SEEDS if exercise in NUMPY_CHECKS else SEEDS[:5]:
+        seed_rule(seed)
+        result = {**NUMPY_CHECKS, **TORCH_CHECKS}[exercise]()
+        if not result.passed:
+            failed[seed] = result.message
+    assert not failed, f"{exercise}: a correct solution fails on hidden seeds {failed}"
+
+
+def test_does_a_correct_model_fold_pass_the_hidden_cases_on_a_few_seeds(seed_rule):
+    for seed in (1,):
+        seed_rule(seed)
+        assert folding.check_fold_model(fo.fold_model, hidden=True).passed, seed
+
+
+def _inputs(cases):
+    return [[np.asarray(a) for a in case.make_args() if isinstance(a, np.ndarray)] for case in cases]
+
+
+TABLES = {
+    "batchnorm_forward": lambda hidden: forward._forward_cases(hidden),
+    "batchnorm_backward": lambda hidden: [backward._spatial_cases(hidden)[0]],
+    "input_drift": lambda hidden: what_bn_does._drift_cases(hidden),
+    "layernorm": lambda hidden: norm_family._ln_cases(hidden),
+    "groupnorm": lambda hidden: norm_family._gn_cases(hidden),
+    "fold_batchnorm": lambda hidden: folding._pair_cases(hidden),
+}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_do_two_seeds_draw_different_hidden_inputs_and_the_same_visible_ones(table, seed_rule):
+    seed_rule(1)
+    hidden_1, visible_1 = _inputs(TABLES[table](True)), _inputs(TABLES[table](False))
+    again = _inputs(TABLES[table](True))
+    seed_rule(2)
+    hidden_2, visible_2 = _inputs(TABLES[table](True)), _inputs(TABLES[table](False))
+    same = lambda a, b: all(np.array_equal(x, y) for ca, cb in zip(a, b) for x, y in zip(ca, cb))  # noqa: E731
+    assert same(hidden_1, again), "the same seed must draw the same hidden inputs (the grader re-judges them)"
+    assert not any(same([a], [b]) for a, b in zip(hidden_1, hidden_2)), "a hidden case did not change with the seed"
+    assert same(visible_1, visible_2), "the visible cases must not depend on the hidden seed"
+
+
+def test_is_the_seed_read_from_the_environment_unless_set_in_the_process(seed_rule, monkeypatch):
+    assert inputs.hidden_seed() == inputs.DEFAULT_HIDDEN_SEED
+    monkeypatch.setenv(inputs.HIDDEN_SEED_ENV, "12345")
+    assert inputs.hidden_seed() == 12345
+    seed_rule(7)
+    assert inputs.hidden_seed() == 7
+    seed_rule(None)
+    monkeypatch.setenv(inputs.HIDDEN_SEED_ENV, "twelve")
+    with pytest.raises(ValueError, match="BNCOURSE_HIDDEN_SEED must be a non-negative integer, got 'twelve'"):
+        inputs.hidden_seed()
+    with pytest.raises(ValueError, match="non-negative int"):
+        seed_rule(-1)
+
+
+def test_does_a_passing_check_never_open_the_catalogue_and_a_failing_one_survive_without_it(monkeypatch):
+    """Grading kernels get a stub catalogue that raises: a check that passes must not need it."""
+    from bncourse.checks import catalogue
+
+    def stub(exercise):
+        raise RuntimeError(f"the catalogue was opened for {exercise}")
+
+    monkeypatch.setattr(catalogue, "mistakes", stub)
+    for exercise, run in NUMPY_CHECKS.items():
+        assert run().passed, exercise
+    failed = forward.check_batchnorm_forward(lambda x, g, b, eps=1e-5: (x, None))  # without the catalogue:
+    assert not failed.passed and failed.diagnosis and not failed.mistake_id  # the verdict stands, unnamed

@@ -1,0 +1,235 @@
+"""Wrong (and right) solutions of notebook 7, written as learners write them.
+
+Each wrong one is ``(exercise, words, fn)``: ``words`` are phrases one of which the check's
+diagnosis must contain for the mistake to count as named.
+"""
+
+import numpy as np
+
+# ------------------------------------------------------------------------------ input_drift
+
+
+def drift_axis1(hb, ha):
+    dm = np.abs(ha.mean(axis=1) - hb.mean(axis=1))
+    ds = np.abs(ha.std(axis=1) - hb.std(axis=1))
+    return (dm.mean() + ds.mean()) / hb.std(axis=1).mean()
+
+
+def drift_pooled(hb, ha):
+    return (abs(ha.mean() - hb.mean()) + abs(ha.std() - hb.std())) / hb.std()
+
+
+def drift_signed(hb, ha):
+    dm = ha.mean(0) - hb.mean(0)
+    ds = ha.std(0) - hb.std(0)
+    return (dm.mean() + ds.mean()) / hb.std(0).mean()
+
+
+def drift_absolute(hb, ha):
+    return np.abs(ha.mean(0) - hb.mean(0)).mean() + np.abs(ha.std(0) - hb.std(0)).mean()
+
+
+def drift_ddof1(hb, ha):
+    dm = np.abs(ha.mean(0) - hb.mean(0))
+    ds = np.abs(ha.std(0, ddof=1) - hb.std(0, ddof=1))
+    return (dm.mean() + ds.mean()) / hb.std(0, ddof=1).mean()
+
+
+def drift_variance(hb, ha):
+    dm = np.abs(ha.mean(0) - hb.mean(0))
+    ds = np.abs(ha.var(0) - hb.var(0))
+    return (dm.mean() + ds.mean()) / hb.var(0).mean()
+
+
+def drift_means_only(hb, ha):
+    return np.abs(ha.mean(0) - hb.mean(0)).mean() / hb.std(0).mean()
+
+
+def drift_after(hb, ha):
+    dm = np.abs(ha.mean(0) - hb.mean(0))
+    ds = np.abs(ha.std(0) - hb.std(0))
+    return (dm.mean() + ds.mean()) / ha.std(0).mean()
+
+
+def drift_elementwise(hb, ha):
+    return np.mean(np.abs(ha - hb)) / hb.std(0).mean()
+
+
+def drift_per_unit_ratio(hb, ha):
+    """Relative per unit, then averaged (not pooled relative to the mean spread)."""
+    s = hb.std(0)
+    return np.mean((np.abs(ha.mean(0) - hb.mean(0)) + np.abs(ha.std(0) - s)) / s)
+
+
+def drift_good_einsum(hb, ha):
+    n = hb.shape[0]
+    mb, ma = np.einsum("nd->d", hb) / n, np.einsum("nd->d", ha) / n
+    sb = np.sqrt(np.einsum("nd,nd->d", hb - mb, hb - mb) / n)
+    sa = np.sqrt(np.einsum("nd,nd->d", ha - ma, ha - ma) / n)
+    return float((np.abs(ma - mb).mean() + np.abs(sa - sb).mean()) / sb.mean())
+
+
+# ------------------------------------------------------------------------------ gradient_change
+
+
+def _n(a):
+    return np.sqrt(np.sum(a * a))
+
+
+def grad_dot(gb, ga):
+    return _n(ga - gb) / _n(gb), np.sum(gb * ga)
+
+
+def grad_rows(gb, ga):
+    rel = np.linalg.norm(ga - gb, axis=1) / np.linalg.norm(gb, axis=1)
+    cos = np.sum(gb * ga, axis=1) / (np.linalg.norm(gb, axis=1) * np.linalg.norm(ga, axis=1))
+    return rel.mean(), cos.mean()
+
+
+def grad_spectral(gb, ga):
+    return (np.linalg.norm(ga - gb, 2) / np.linalg.norm(gb, 2),
+            np.sum(gb * ga) / (np.linalg.norm(gb, 2) * np.linalg.norm(ga, 2)))
+
+
+def grad_rel_after(gb, ga):
+    return _n(ga - gb) / _n(ga), np.sum(gb * ga) / (_n(gb) * _n(ga))
+
+
+def grad_absolute(gb, ga):
+    return _n(ga - gb), np.sum(gb * ga) / (_n(gb) * _n(ga))
+
+
+def grad_norm_diff(gb, ga):
+    return (_n(ga) - _n(gb)) / _n(gb), np.sum(gb * ga) / (_n(gb) * _n(ga))
+
+
+def grad_squared(gb, ga):
+    return np.sum((ga - gb) ** 2) / np.sum(gb ** 2), np.sum(gb * ga) / (_n(gb) * _n(ga))
+
+
+def grad_order(gb, ga):
+    return np.sum(gb * ga) / (_n(gb) * _n(ga)), _n(ga - gb) / _n(gb)
+
+
+def grad_angle(gb, ga):
+    cos = np.sum(gb * ga) / (_n(gb) * _n(ga))
+    return _n(ga - gb) / _n(gb), np.arccos(np.clip(cos, -1, 1))
+
+
+def grad_angle_degrees(gb, ga):
+    cos = np.sum(gb * ga) / (_n(gb) * _n(ga))
+    return _n(ga - gb) / _n(gb), np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def grad_cos_distance(gb, ga):
+    return _n(ga - gb) / _n(gb), 1 - np.sum(gb * ga) / (_n(gb) * _n(ga))
+
+
+def grad_good_vdot(gb, ga):
+    a, b = gb.ravel(), ga.ravel()
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(np.vdot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+# ------------------------------------------------------------------------------ noisy_batchnorm_forward
+
+
+def _bn(x, g, b, eps, axis=0, ddof=0):
+    mu = x.mean(axis, keepdims=True)
+    return g * (x - mu) / np.sqrt(x.var(axis, ddof=ddof, keepdims=True) + eps) + b
+
+
+def noisy_no_eps(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(0)) / x.std(0)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+def noisy_swapped_affine(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+    return scale * (beta * x_hat + gamma) + shift
+
+
+def noisy_before(x, gamma, beta, scale, shift, eps=1e-5):
+    return _bn(scale * x + shift, gamma, beta, eps)
+
+
+def noisy_left_out(x, gamma, beta, scale, shift, eps=1e-5):
+    return _bn(x, gamma, beta, eps)
+
+
+def noisy_scale_shift_swapped(x, gamma, beta, scale, shift, eps=1e-5):
+    return shift * _bn(x, gamma, beta, eps) + scale
+
+
+def noisy_on_xhat(x, gamma, beta, scale, shift, eps=1e-5):
+    return gamma * (scale * _bn(x, 1.0, 0.0, eps) + shift) + beta
+
+
+def noisy_axis1(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * _bn(x, gamma, beta, eps, axis=1) + shift
+
+
+def noisy_unbiased(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * _bn(x, gamma, beta, eps, ddof=1) + shift
+
+
+def noisy_eps_outside(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(0)) / (x.std(0) + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+def noisy_over_var(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(0)) / (x.var(0) + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+def noisy_shift_forgotten(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * _bn(x, gamma, beta, eps)
+
+
+def noisy_fixed_eps(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * _bn(x, gamma, beta, 1e-5) + shift
+
+
+def noisy_good_float64(x, gamma, beta, scale, shift, eps=1e-5):
+    x64 = x.astype(np.float64)
+    out = scale * _bn(x64, gamma, beta, eps) + shift
+    return out.astype(x.dtype)
+
+
+WRONG = [
+    ("input_drift", ["wrong axis"], drift_axis1),
+    ("input_drift", ["one mean and std for the whole layer", "pooled"], drift_pooled),
+    ("input_drift", ["signed"], drift_signed),
+    ("input_drift", ["not relative"], drift_absolute),
+    ("input_drift", ["ddof=1"], drift_ddof1),
+    ("input_drift", ["variance instead of standard deviation"], drift_variance),
+    ("input_drift", ["only the means"], drift_means_only),
+    ("input_drift", ["spread after"], drift_after),
+    ("input_drift", ["activations compared"], drift_elementwise),
+    ("input_drift", ["per unit"], drift_per_unit_ratio),
+    ("gradient_change", ["dot product"], grad_dot),
+    ("gradient_change", ["per row"], grad_rows),
+    ("gradient_change", ["2-norm", "spectral", "singular"], grad_spectral),
+    ("gradient_change", ["||g_after||"], grad_rel_after),
+    ("gradient_change", ["absolute change"], grad_absolute),
+    ("gradient_change", ["difference of the norms"], grad_norm_diff),
+    ("gradient_change", ["squared"], grad_squared),
+    ("gradient_change", ["wrong order"], grad_order),
+    ("gradient_change", ["angle"], grad_angle),
+    ("gradient_change", ["angle"], grad_angle_degrees),
+    ("gradient_change", ["1 - cosine", "cosine distance"], grad_cos_distance),
+    ("noisy_batchnorm_forward", ["eps missing"], noisy_no_eps),
+    ("noisy_batchnorm_forward", ["gamma and beta swapped"], noisy_swapped_affine),
+    ("noisy_batchnorm_forward", ["before normalizing"], noisy_before),
+    ("noisy_batchnorm_forward", ["noise left out"], noisy_left_out),
+    ("noisy_batchnorm_forward", ["scale and shift swapped"], noisy_scale_shift_swapped),
+    ("noisy_batchnorm_forward", ["applied to x_hat"], noisy_on_xhat),
+    ("noisy_batchnorm_forward", ["wrong axis"], noisy_axis1),
+    ("noisy_batchnorm_forward", ["unbiased variance"], noisy_unbiased),
+    ("noisy_batchnorm_forward", ["eps outside"], noisy_eps_outside),
+    ("noisy_batchnorm_forward", ["divided by the variance"], noisy_over_var),
+    ("noisy_batchnorm_forward", ["shift forgotten"], noisy_shift_forgotten),
+    ("noisy_batchnorm_forward", ["eps argument ignored", "eps hard-coded"], noisy_fixed_eps),
+]
+RIGHT = [("input_drift", drift_good_einsum), ("gradient_change", grad_good_vdot),
+         ("noisy_batchnorm_forward", noisy_good_float64)]

@@ -1,0 +1,171 @@
+"""Wrong (and right) solutions of notebook 8 (batch norm across devices), written as learners write them.
+
+They run on gloo ranks: this module is sent to the workers by value, as a notebook's functions are.
+"""
+
+import sys
+
+import cloudpickle
+import torch
+import torch.distributed as dist
+
+from bncourse.nn_sync import SyncBNCache
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _sums(x):
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])]).double()
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean = buf[:C] / n
+    return mean, buf[C:2 * C] / n - mean ** 2, n
+
+
+def _update(rm, rv, mean, var_unbiased, momentum):
+    with torch.no_grad():
+        rm.mul_(1 - momentum).add_(momentum * mean.to(rm.dtype))
+        rv.mul_(1 - momentum).add_(momentum * var_unbiased.to(rv.dtype))
+
+
+def fwd_right(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def fwd_keepdim(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """Right, with the statistics kept as (1, C)."""
+    C = x.shape[1]
+    s = torch.stack([x.sum(0, keepdim=True), (x * x).sum(0, keepdim=True)]).double()
+    n = torch.tensor([float(x.shape[0])], dtype=torch.float64)
+    dist.all_reduce(s)
+    dist.all_reduce(n)
+    n = n.item()
+    mean = s[0] / n
+    var = s[1] / n - mean ** 2
+    _update(running_mean, running_var, mean.reshape(C), var.reshape(C) * n / (n - 1), momentum)
+    invstd = torch.rsqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def fwd_local_count_in_cache(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    y, cache = fwd_right(x, weight, bias, running_mean, running_var, momentum, eps)
+    return y, SyncBNCache(cache.x_hat, cache.invstd, weight, x.shape[0])
+
+
+def fwd_no_all_reduce(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    n = x.shape[0]
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    return weight * (x - mean) * invstd + bias, SyncBNCache((x - mean) * invstd, invstd, weight, n)
+
+
+def fwd_eps_outside(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / (torch.sqrt(var) + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def fwd_flipped(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), 1 - momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def fwd_biased_running(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var, momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def fwd_means_averaged(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    m = torch.stack([x.mean(0), (x * x).mean(0)]).double()
+    dist.all_reduce(m)
+    m /= dist.get_world_size()
+    mean, var = m[0], m[1] - m[0] ** 2
+    n = torch.tensor(float(x.shape[0]), dtype=torch.float64)
+    dist.all_reduce(n)
+    n = n.item()
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def bwd_right(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight * invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx.to(dy.dtype), (dy * x_hat).sum(0), dy.sum(0)
+
+
+def bwd_no_all_reduce(dy, cache):
+    x_hat, invstd, weight, n = cache
+    dx = weight * invstd * (dy - dy.sum(0) / n - x_hat * (dy * x_hat).sum(0) / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def bwd_only_sum_dy_reduced(dy, cache):
+    x_hat, invstd, weight, n = cache
+    s = dy.sum(0).double()
+    dist.all_reduce(s)
+    dx = weight * invstd * (dy - s / n - x_hat * (dy * x_hat).sum(0) / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def bwd_local_count(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    m = dy.shape[0]
+    dx = weight * invstd * (dy - buf[:C] / m - x_hat * buf[C:] / m)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def bwd_params_reduced(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight * invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, buf[C:], buf[:C]
+
+
+def bwd_no_weight(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+WRONG = [
+    ("sync_batch_norm_forward", ["holds this rank"], fwd_local_count_in_cache),
+    ("sync_batch_norm_forward", ["no all_reduce"], fwd_no_all_reduce),
+    ("sync_batch_norm_forward", ["eps outside"], fwd_eps_outside),
+    ("sync_batch_norm_forward", ["momentum convention flipped"], fwd_flipped),
+    ("sync_batch_norm_forward", ["biased variance"], fwd_biased_running),
+    ("sync_batch_norm_forward", ["means averaged"], fwd_means_averaged),
+    ("sync_batch_norm_backward", ["all_reduce forgotten"], bwd_no_all_reduce),
+    ("sync_batch_norm_backward", ["only one of the two sums", "sum(dy * x_hat)"], bwd_only_sum_dy_reduced),
+    ("sync_batch_norm_backward", ["local count"], bwd_local_count),
+    ("sync_batch_norm_backward", ["dweight and dbias all-reduced"], bwd_params_reduced),
+    ("sync_batch_norm_backward", ["weight (gamma) left out"], bwd_no_weight),
+]
+RIGHT = [("sync_batch_norm_forward", fwd_keepdim)]

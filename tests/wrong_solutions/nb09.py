@@ -1,0 +1,319 @@
+"""Wrong (and right) solutions of notebook 9 (layer norm, group norm), written as learners write them."""
+
+import numpy as np
+
+
+def ln_forward(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=1, keepdims=True)
+    var = x.var(axis=1, keepdims=True)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    return gamma * x_hat + beta, (x, x_hat, mu, var, gamma, eps)
+
+
+def ln_backward(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    D = x.shape[1]
+    g = dout * gamma
+    inv = 1.0 / np.sqrt(var + eps)
+    dx = inv / D * (D * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_fwd_axis0(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+    return gamma * x_hat + beta, None
+
+
+def ln_fwd_no_eps(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+    return gamma * x_hat + beta, None
+
+
+def ln_fwd_eps_outside(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + eps)
+    return gamma * x_hat + beta, None
+
+
+def ln_fwd_unbiased(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, ddof=1, keepdims=True) + eps)
+    return gamma * x_hat + beta, None
+
+
+def ln_fwd_swapped(x, gamma, beta, eps=1e-5):
+    out, cache = ln_forward(x, beta, gamma, eps)
+    return out, cache
+
+
+def ln_fwd_no_affine(x, gamma, beta, eps=1e-5):
+    return (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + eps), None
+
+
+def ln_fwd_over_var(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(1, keepdims=True)) / (x.var(1, keepdims=True) + eps) + beta, None
+
+
+def ln_fwd_fixed_eps(x, gamma, beta, eps=1e-5):
+    return ln_forward(x, gamma, beta, 1e-5)
+
+
+def ln_fwd_one_stat(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean()) / np.sqrt(x.var() + eps) + beta, None
+
+
+def ln_bwd_no_mean(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    g = dout * gamma
+    dx = (g - x_hat * (g * x_hat).mean(1, keepdims=True)) / np.sqrt(var + eps)
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_no_var(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    g = dout * gamma
+    return (g - g.mean(1, keepdims=True)) / np.sqrt(var + eps), (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_batch_axis(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    N = x.shape[0]
+    g = dout * gamma
+    bmu, bvar = x.mean(0), x.var(0)
+    xh = (x - bmu) / np.sqrt(bvar + eps)
+    dx = 1 / np.sqrt(bvar + eps) / N * (N * g - g.sum(0) - xh * (g * xh).sum(0))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_no_gamma(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    D = x.shape[1]
+    g = dout
+    dx = 1 / np.sqrt(var + eps) / D * (D * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_dgamma_x(dout, cache):
+    dx, _, dbeta = ln_backward(dout, cache)
+    return dx, (dout * cache[0]).sum(0), dbeta
+
+
+def ln_bwd_missing_1_over_d(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    D = x.shape[1]
+    g = dout * gamma
+    dx = 1 / np.sqrt(var + eps) * (D * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_1_over_n(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    N, D = x.shape
+    g = dout * gamma
+    dx = 1 / np.sqrt(var + eps) / N * (N * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_var_sign(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    D = x.shape[1]
+    g = dout * gamma
+    dx = 1 / np.sqrt(var + eps) / D * (D * g - g.sum(1, keepdims=True) + x_hat * (g * x_hat).sum(1, keepdims=True))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_fixed_eps(dout, cache):
+    x, x_hat, mu, var, gamma, _ = cache
+    return ln_backward(dout, (x, x_hat, mu, var, gamma, 1e-5))
+
+
+def ln_bwd_float64(dout, cache):
+    dx, dg, db = ln_backward(dout.astype(np.float64), cache)
+    return dx, dg, db  # float64 gradients: allowed by the contract
+
+
+def gn_forward(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    mu = xg.mean(2, keepdims=True)
+    var = xg.var(2, keepdims=True)
+    x_hat = ((xg - mu) / np.sqrt(var + eps)).reshape(N, C, H, W)
+    return x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), (x, x_hat, var, gamma, G, eps)
+
+
+def gn_backward(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    N, C, H, W = x.shape
+    g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+    xh = x_hat.reshape(N, G, -1)
+    M = g.shape[2]
+    dx = 1 / np.sqrt(var + eps) / M * (M * g - g.sum(2, keepdims=True) - xh * (g * xh).sum(2, keepdims=True))
+    return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
+def _gn_with(x, gamma, beta, G, eps, stats):
+    N, C, H, W = x.shape
+    x_hat = stats(x, N, C, H, W, G, eps)
+    return x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), None
+
+
+def gn_fwd_no_eps(x, gamma, beta, G, eps=1e-5):
+    def s(x, N, C, H, W, G, eps):
+        xg = x.reshape(N, G, -1)
+        return ((xg - xg.mean(2, keepdims=True)) / xg.std(2, keepdims=True)).reshape(x.shape)
+    return _gn_with(x, gamma, beta, G, eps, s)
+
+
+def gn_fwd_eps_outside(x, gamma, beta, G, eps=1e-5):
+    def s(x, N, C, H, W, G, eps):
+        xg = x.reshape(N, G, -1)
+        return ((xg - xg.mean(2, keepdims=True)) / (xg.std(2, keepdims=True) + eps)).reshape(x.shape)
+    return _gn_with(x, gamma, beta, G, eps, s)
+
+
+def gn_fwd_g_as_size(x, gamma, beta, G, eps=1e-5):
+    """G read as the number of channels per group."""
+    N, C, H, W = x.shape
+    return gn_forward(x, gamma, beta, C // G, eps)
+
+
+def gn_fwd_mean_of_channel_vars(x, gamma, beta, G, eps=1e-5):
+    def s(x, N, C, H, W, G, eps):
+        xg = x.reshape(N, G, C // G, H * W)
+        mu = xg.mean((2, 3), keepdims=True)
+        var = xg.var(3, keepdims=True).mean(2, keepdims=True)
+        return ((xg - mu) / np.sqrt(var + eps)).reshape(x.shape)
+    return _gn_with(x, gamma, beta, G, eps, s)
+
+
+def gn_fwd_batch(x, gamma, beta, G, eps=1e-5):
+    def s(x, N, C, H, W, G, eps):
+        return (x - x.mean((0, 2, 3), keepdims=True)) / np.sqrt(x.var((0, 2, 3), keepdims=True) + eps)
+    return _gn_with(x, gamma, beta, G, eps, s)
+
+
+def gn_fwd_strided(x, gamma, beta, G, eps=1e-5):
+    def s(x, N, C, H, W, G, eps):
+        xg = x.reshape(N, C // G, G, H, W)
+        return ((xg - xg.mean((1, 3, 4), keepdims=True)) / np.sqrt(xg.var((1, 3, 4), keepdims=True) + eps)).reshape(x.shape)
+    return _gn_with(x, gamma, beta, G, eps, s)
+
+
+def gn_fwd_instance(x, gamma, beta, G, eps=1e-5):
+    def s(x, N, C, H, W, G, eps):
+        return (x - x.mean((2, 3), keepdims=True)) / np.sqrt(x.var((2, 3), keepdims=True) + eps)
+    return _gn_with(x, gamma, beta, G, eps, s)
+
+
+def gn_fwd_unbiased(x, gamma, beta, G, eps=1e-5):
+    def s(x, N, C, H, W, G, eps):
+        xg = x.reshape(N, G, -1)
+        return ((xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, ddof=1, keepdims=True) + eps)).reshape(x.shape)
+    return _gn_with(x, gamma, beta, G, eps, s)
+
+
+def gn_fwd_swapped(x, gamma, beta, G, eps=1e-5):
+    return gn_forward(x, beta, gamma, G, eps)
+
+
+def gn_fwd_affine_per_group(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    x_hat = (xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps)
+    return (x_hat * gamma[:G].reshape(1, G, 1) + beta[:G].reshape(1, G, 1)).reshape(x.shape), None
+
+
+def gn_bwd_no_mean(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    N, C, H, W = x.shape
+    g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+    xh = x_hat.reshape(N, G, -1)
+    dx = (g - xh * (g * xh).mean(2, keepdims=True)) / np.sqrt(var + eps)
+    return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
+def gn_bwd_per_channel(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    N, C, H, W = x.shape
+    g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, C, -1)
+    xh = x_hat.reshape(N, C, -1)
+    M = g.shape[2]
+    inv = np.repeat(1 / np.sqrt(var + eps), C // G, axis=1)
+    dx = inv / M * (M * g - g.sum(2, keepdims=True) - xh * (g * xh).sum(2, keepdims=True))
+    return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
+def gn_bwd_no_gamma(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    return gn_backward(dout, (x, x_hat, var, np.ones_like(gamma), G, eps))[0], \
+        (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
+def gn_bwd_dgamma_x(dout, cache):
+    dx, _, db = gn_backward(dout, cache)
+    return dx, (dout * cache[0]).sum((0, 2, 3)), db
+
+
+def gn_bwd_dgamma_per_group(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    dx, dg, db = gn_backward(dout, cache)
+    C = x.shape[1]
+    return dx, np.repeat(dg.reshape(G, -1).sum(1), C // G), np.repeat(db.reshape(G, -1).sum(1), C // G)
+
+
+def gn_bwd_missing_1_over_m(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    N, C, H, W = x.shape
+    g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+    xh = x_hat.reshape(N, G, -1)
+    M = g.shape[2]
+    dx = 1 / np.sqrt(var + eps) * (M * g - g.sum(2, keepdims=True) - xh * (g * xh).sum(2, keepdims=True))
+    return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
+def gn_forward_keepdim_cache(x, gamma, beta, G, eps=1e-5):
+    """Right, with the statistics kept as (N, G, 1, 1, 1)."""
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, C // G, H, W)
+    mu = np.mean(xg, axis=(2, 3, 4), keepdims=True)
+    var = np.mean((xg - mu) ** 2, axis=(2, 3, 4), keepdims=True)
+    x_hat = ((xg - mu) / np.sqrt(var + eps)).reshape(N, C, H, W)
+    return np.einsum("nchw,c->nchw", x_hat, gamma) + beta[None, :, None, None], (x, x_hat, var.reshape(N, G, 1), gamma, G, eps)
+
+
+WRONG = [
+    ("layernorm_forward", ["batch axis", "wrong axis"], ln_fwd_axis0),
+    ("layernorm_forward", ["eps missing"], ln_fwd_no_eps),
+    ("layernorm_forward", ["eps outside"], ln_fwd_eps_outside),
+    ("layernorm_forward", ["unbiased"], ln_fwd_unbiased),
+    ("layernorm_forward", ["gamma and beta swapped"], ln_fwd_swapped),
+    ("layernorm_forward", ["not applied"], ln_fwd_no_affine),
+    ("layernorm_forward", ["divided by the variance"], ln_fwd_over_var),
+    ("layernorm_forward", ["eps argument ignored", "eps hard-coded"], ln_fwd_fixed_eps),
+    ("layernorm_forward", ["whole batch"], ln_fwd_one_stat),
+    ("layernorm_backward", ["path through the mean"], (ln_forward, ln_bwd_no_mean)),
+    ("layernorm_backward", ["path through the variance"], (ln_forward, ln_bwd_no_var)),
+    ("layernorm_backward", ["batch axis"], (ln_forward, ln_bwd_batch_axis)),
+    ("layernorm_backward", ["not multiplied by gamma"], (ln_forward, ln_bwd_no_gamma)),
+    ("layernorm_backward", ["from x instead of x_hat"], (ln_forward, ln_bwd_dgamma_x)),
+    ("layernorm_backward", ["1/d", "1/D"], (ln_forward, ln_bwd_missing_1_over_d)),
+    ("layernorm_backward", ["divided by n"], (ln_forward, ln_bwd_1_over_n)),
+    ("layernorm_backward", ["sign"], (ln_forward, ln_bwd_var_sign)),
+    ("layernorm_backward", ["eps hard-coded", "recomputed", "eps=1e-5"], (ln_forward, ln_bwd_fixed_eps)),
+    ("groupnorm_forward", ["eps missing"], gn_fwd_no_eps),
+    ("groupnorm_forward", ["eps outside"], gn_fwd_eps_outside),
+    ("groupnorm_forward", ["channels per group"], gn_fwd_g_as_size),
+    ("groupnorm_forward", ["mean of its channels' variances"], gn_fwd_mean_of_channel_vars),
+    ("groupnorm_forward", ["batch axis"], gn_fwd_batch),
+    ("groupnorm_forward", ["non-adjacent"], gn_fwd_strided),
+    ("groupnorm_forward", ["instance norm"], gn_fwd_instance),
+    ("groupnorm_forward", ["unbiased"], gn_fwd_unbiased),
+    ("groupnorm_forward", ["gamma and beta swapped"], gn_fwd_swapped),
+    ("groupnorm_forward", ["per group instead of per channel"], gn_fwd_affine_per_group),
+    ("groupnorm_backward", ["path through the group mean"], (gn_forward, gn_bwd_no_mean)),
+    ("groupnorm_backward", ["per channel instead of per group"], (gn_forward, gn_bwd_per_channel)),
+    ("groupnorm_backward", ["not multiplied by gamma"], (gn_forward, gn_bwd_no_gamma)),
+    ("groupnorm_backward", ["from x instead of x_hat"], (gn_forward, gn_bwd_dgamma_x)),
+    ("groupnorm_backward", ["summed per group"], (gn_forward, gn_bwd_dgamma_per_group)),
+    ("groupnorm_backward", ["1/m", "1/M"], (gn_forward, gn_bwd_missing_1_over_m)),
+]
+RIGHT = [("layernorm_backward", (ln_forward, ln_bwd_float64)), ("groupnorm_forward", gn_forward_keepdim_cache),
+         ("groupnorm_backward", (gn_forward_keepdim_cache, gn_backward))]

@@ -1,0 +1,195 @@
+"""Wrong (and right) solutions of notebook 10 (folding), written as learners write them."""
+
+import copy
+
+import torch
+from torch import nn
+
+
+def fold(layer, bn):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    new = copy.deepcopy(layer)
+    b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    shape = [-1] + [1] * (layer.weight.dim() - 1)
+    new.weight = nn.Parameter((layer.weight * scale.reshape(shape)).detach())
+    new.bias = nn.Parameter(((b - bn.running_mean) * scale + bn.bias).detach())
+    return new
+
+
+def _fold_with(scale_of, bias_of):
+    def f(layer, bn):
+        scale = scale_of(bn)
+        new = copy.deepcopy(layer)
+        b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        shape = [-1] + [1] * (layer.weight.dim() - 1)
+        new.weight = nn.Parameter((layer.weight.detach() * scale.reshape(shape)).detach())
+        new.bias = nn.Parameter(bias_of(b, bn, scale).detach())
+        return new
+    return f
+
+
+_right_bias = lambda b, bn, s: (b - bn.running_mean) * s + bn.bias  # noqa: E731
+
+fold_no_eps = _fold_with(lambda bn: bn.weight / bn.running_var.sqrt(), _right_bias)
+fold_eps_outside = _fold_with(lambda bn: bn.weight / (bn.running_var.sqrt() + bn.eps), _right_bias)
+fold_fixed_eps = _fold_with(lambda bn: bn.weight / torch.sqrt(bn.running_var + 1e-5), _right_bias)
+fold_over_var = _fold_with(lambda bn: bn.weight / (bn.running_var + bn.eps), _right_bias)
+fold_stats_ignored = _fold_with(lambda bn: bn.weight / (1 + bn.eps) ** 0.5, lambda b, bn, s: b * s + bn.bias)
+fold_scale_twice = _fold_with(lambda bn: bn.weight / torch.sqrt(bn.running_var + bn.eps),
+                              lambda b, bn, s: (b - bn.running_mean) * s * s + bn.bias)
+fold_gamma_twice = _fold_with(lambda bn: bn.weight / torch.sqrt(bn.running_var + bn.eps),
+                              lambda b, bn, s: bn.weight * (b - bn.running_mean) * s + bn.bias)
+fold_own_bias_ignored = _fold_with(lambda bn: bn.weight / torch.sqrt(bn.running_var + bn.eps),
+                                   lambda b, bn, s: bn.bias - bn.running_mean * s)
+fold_mean_ignored = _fold_with(lambda bn: bn.weight / torch.sqrt(bn.running_var + bn.eps),
+                               lambda b, bn, s: b * s + bn.bias)
+
+
+def fold_alias_running_var(layer, bn):
+    var = bn.running_var
+    var += bn.eps  # changes the caller's buffer
+    scale = bn.weight / torch.sqrt(var)
+    new = copy.deepcopy(layer)
+    b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    shape = [-1] + [1] * (layer.weight.dim() - 1)
+    new.weight = nn.Parameter((layer.weight * scale.reshape(shape)).detach())
+    new.bias = nn.Parameter(((b - bn.running_mean) * scale + bn.bias).detach())
+    return new
+
+
+def fold_alias_bias(layer, bn):
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+    new = copy.deepcopy(layer)
+    shape = [-1] + [1] * (layer.weight.dim() - 1)
+    new.weight = nn.Parameter((layer.weight * scale.reshape(shape)).detach())
+    if layer.bias is not None:
+        b = layer.bias.data
+        b -= bn.running_mean  # the caller's bias, through an alias
+        new.bias = nn.Parameter((b * scale + bn.bias).detach())
+    else:
+        new.bias = nn.Parameter((bn.bias - bn.running_mean * scale).detach())
+    return new
+
+
+def fold_wrong_axis(layer, bn):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    new = copy.deepcopy(layer)
+    b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    w = layer.weight * (scale[None, :, None, None] if layer.weight.dim() == 4 else scale[None, :])
+    new.weight = nn.Parameter(w.detach())
+    new.bias = nn.Parameter(((b - bn.running_mean) * scale + bn.bias).detach())
+    return new
+
+
+def fold_no_new_bias(layer, bn):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    new = copy.deepcopy(layer)
+    shape = [-1] + [1] * (layer.weight.dim() - 1)
+    new.weight = nn.Parameter((layer.weight * scale.reshape(shape)).detach())
+    if layer.bias is not None:
+        new.bias = nn.Parameter(((layer.bias - bn.running_mean) * scale + bn.bias).detach())
+    return new
+
+
+def fold_float64_einsum(layer, bn):
+    """Right: einsum and a fresh layer."""
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+    w = layer.weight.detach()
+    new_w = torch.einsum("o...,o->o...", w, scale)
+    b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(scale)
+    if isinstance(layer, nn.Conv2d):
+        new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation, layer.groups, bias=True, dtype=w.dtype)
+    else:
+        new = nn.Linear(layer.in_features, layer.out_features, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(new_w)
+        new.bias.copy_((b - bn.running_mean) * scale + bn.bias)
+    return new
+
+
+def _pairs(model, blocks):
+    for seq in blocks(model):
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i], seq[i + 1] = fold(seq[i], seq[i + 1]), nn.Identity()
+    return model
+
+
+def model_right(model):
+    return _pairs(copy.deepcopy(model).eval(), lambda m: [s for s in m.modules() if isinstance(s, nn.Sequential)])
+
+
+def model_fx(model):
+    """Right, the way PyTorch's FX fusion tutorial does it: the graph calls the folded conv, the
+    batch norm submodules stay registered but unused."""
+    import torch.fx as fx
+
+    m = copy.deepcopy(model).eval()
+    gm = fx.symbolic_trace(m)
+    mods = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(mods[node.target], nn.BatchNorm2d):
+            prev = node.args[0]
+            if prev.op == "call_module" and isinstance(mods[prev.target], nn.Conv2d) and len(prev.users) == 1:
+                conv = mods[prev.target]
+                folded = fold(conv, mods[node.target])
+                parent, _, name = prev.target.rpartition(".")
+                setattr(gm.get_submodule(parent) if parent else gm, name, folded)
+                node.replace_all_uses_with(prev)
+                gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
+def model_train_mode(model):
+    return _pairs(copy.deepcopy(model), lambda m: [])
+
+
+def model_eval_on_caller(model):
+    model.eval()
+    return _pairs(copy.deepcopy(model), lambda m: [s for s in m.modules() if isinstance(s, nn.Sequential)])
+
+
+def model_plain_sequential_only(model):
+    return _pairs(copy.deepcopy(model).eval(), lambda m: [s for s in m.modules() if type(s) is nn.Sequential])
+
+
+def model_keeps_bn(model):
+    m = copy.deepcopy(model).eval()
+    for seq in [s for s in m.modules() if isinstance(s, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i] = fold(seq[i], seq[i + 1])
+    return m
+
+
+def model_in_place(model):
+    model.eval()
+    return _pairs(model, lambda m: [s for s in m.modules() if isinstance(s, nn.Sequential)])
+
+
+for _name in ['fold_no_eps', 'fold_eps_outside', 'fold_fixed_eps', 'fold_over_var', 'fold_stats_ignored', 'fold_scale_twice', 'fold_gamma_twice', 'fold_own_bias_ignored', 'fold_mean_ignored']:
+    globals()[_name].__name__ = _name
+
+WRONG = [
+    ("fold_batchnorm", ["without eps", "eps missing"], fold_no_eps),
+    ("fold_batchnorm", ["eps outside"], fold_eps_outside),
+    ("fold_batchnorm", ["eps hard-coded", "eps argument ignored"], fold_fixed_eps),
+    ("fold_batchnorm", ["divided by the variance"], fold_over_var),
+    ("fold_batchnorm", ["running statistics ignored"], fold_stats_ignored),
+    ("fold_batchnorm", ["scale applied to the bias twice", "applied to the bias twice"], fold_scale_twice),
+    ("fold_batchnorm", ["gamma applied to the bias twice"], fold_gamma_twice),
+    ("fold_batchnorm", ["own bias left out"], fold_own_bias_ignored),
+    ("fold_batchnorm", ["running mean not subtracted"], fold_mean_ignored),
+    ("fold_batchnorm", ["caller's module changed", "changed in place"], fold_alias_running_var),
+    ("fold_batchnorm", ["caller's module changed", "changed in place"], fold_alias_bias),
+    ("fold_batchnorm", ["wrong weight axis"], fold_wrong_axis),
+    ("fold_batchnorm", ["bias-free conv forgotten"], fold_no_new_bias),
+    ("fold_model", ["training mode"], model_train_mode),
+    ("fold_model", ["caller's module changed", "changed in place"], model_eval_on_caller),
+    ("fold_model", ["left unfolded"], model_plain_sequential_only),
+    ("fold_model", ["kept after folding"], model_keeps_bn),
+    ("fold_model", ["caller's module changed", "changed in place"], model_in_place),
+]
+RIGHT = [("fold_batchnorm", fold_float64_einsum), ("fold_model", model_right), ("fold_model", model_fx)]
