@@ -168,3 +168,24 @@ def test_does_the_result_carry_the_named_mistakes_stable_id():
     assert check(forgot_axis).mistake_id == "mean-over-all-entries"
     assert check(reference).mistake_id == "" and check(lambda x: x * 2).mistake_id == ""
     assert Mistake("eps outside", "", forgot_axis, id="eps-outside-sqrt").id == "eps-outside-sqrt"
+
+
+def test_does_a_failed_check_end_with_the_call_for_a_hint_and_note_the_attempt(monkeypatch):
+    import bncourse.hints as hints
+
+    noted = []
+    monkeypatch.setattr(hints, "record_check", noted.append)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    result = check_function("standardize", forgot_axis, reference, CASES, MISTAKES)
+    with pytest.raises(AssertionError) as info:
+        result.assert_passed()
+    assert noted == [result]  # the hint ladder and the solution gate learn that the check ran
+    assert info.value._render_traceback_()[-1].startswith("Stuck? Run hint('standardize')")
+
+
+def test_does_a_grading_kernel_show_no_hint_line(monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    result = check_function("standardize", forgot_axis, reference, CASES, MISTAKES)
+    with pytest.raises(AssertionError) as info:
+        result.assert_passed()
+    assert not any("hint(" in line for line in info.value._render_traceback_())

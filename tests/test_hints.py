@@ -75,9 +75,10 @@ def test_does_no_hint_contain_a_line_of_the_reference_solution(notebook, exercis
 
 def test_is_every_mistake_hint_keyed_by_the_id_of_a_mistake_a_check_names():
     names = set()
-    for path in (ROOT / "bncourse" / "checks").glob("*.py"):
+    for path in (ROOT / "bncourse" / "checks").rglob("*.py"):
         names |= set(re.findall(r'(?:Mistake|Symptom)\(\s*"([^"]+)"', path.read_text()))
         names |= set(re.findall(r'^\s*"([^"]+)",\s*$', path.read_text(), re.MULTILINE))
+        names |= set(re.findall(r'\bid="([^"]+)"', path.read_text()))  # a mistake's explicit id
     ids = {hints.mistake_id(n) for n in names}
     assert set(MISTAKE_HINTS) <= ids, sorted(set(MISTAKE_HINTS) - ids)
 

@@ -192,6 +192,7 @@ class CheckResult:
         """
         __tracebackhide__ = True  # pytest leaves this frame out of its report: the message is what matters
         shown = _show(self)
+        _note_attempt(self)
         if not self.passed:
             raise CheckFailed(self, shown)
 
@@ -216,11 +217,31 @@ class CheckFailed(AssertionError):
         lines = [f"AssertionError: {self.result.message}"]
         if not self.shown:
             lines += str(self.result).splitlines()[1:]
-        return lines
+        stuck = _stuck_line(self.result.exercise)
+        return lines + [stuck] if stuck else lines
 
 
 # nbgrader, the progress report and the grader read a failed test cell's ``ename``: keep the builtin's.
 CheckFailed.__name__ = "AssertionError"
+
+
+def _note_attempt(result: CheckResult) -> None:
+    """Tell the learner's hint ladder that this check ran (``bncourse.hints.record_check``; it records
+    nothing while grading and never raises). The solution after trying opens on such a record."""
+    try:
+        from bncourse.hints import record_check
+    except ImportError:  # a build of the package without hints
+        return
+    record_check(result)
+
+
+def _stuck_line(exercise: str) -> str:
+    """'Stuck? Run hint(...)': the exact call for the next hint ('' while grading or unknown)."""
+    try:
+        from bncourse.hints import solutions, stuck_line
+    except ImportError:
+        return ""
+    return "" if solutions.in_grading_kernel() else stuck_line(exercise)
 
 
 def _show(result: CheckResult) -> bool:

@@ -348,7 +348,8 @@ MISTAKE_HINTS: dict[str, str] = {
         "The statistics must cover the whole batch, every rank's rows: all_reduce the sums before dividing.",
     "the-ranks-variances-averaged-instead-of-combining-sums": "Averaging variances leaves out how far the ranks' "
                                                               "means lie apart; add up sums and sums of squares instead.",
-    "the-original-layer-changed-in-place": "Work on a deep copy of the layer; the caller's layer must stay as it was.",
+    "caller-module-changed": "Work on a deep copy (copy.deepcopy) of the layer, batch norm or model; the caller's "
+                             "objects, their parameters, buffers and train/eval mode, must stay as they were.",
     "signed-changes-units-moving-up-and-down-cancel": "Take the absolute value of each unit's change before "
                                                       "averaging: otherwise units that moved up cancel units that moved down.",
     "not-relative-to-the-input-s-spread": "A drift of 0.1 means little for a layer whose inputs spread over 100; "
