@@ -89,12 +89,13 @@ class Watched:
 
 def train_and_watch(model: nn.Module, task: Task, steps: int, lr: float, seed: int = 0, every: int = 1,
                     batch_size: int = BATCH, momentum: float = 0.9) -> Watched:
-    """Train ``model`` on ``task`` (SGD) with ``Diagnostics`` attached; histograms at the first and last step."""
+    """Train ``model`` on ``task`` (SGD) with ``Diagnostics`` on its nonlinearities and parameters;
+    histograms at the first and the last recorded step."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     losses: list[torch.Tensor] = []
     last = ((steps - 1) // every) * every
-    with Diagnostics(model, every=every, histograms_at=(0, last)) as diag:
+    with Diagnostics(model, every=every, histograms_at=(0, last), layers=(nn.Tanh, nn.Sigmoid, nn.ReLU)) as diag:
         model.train()
         for _ in range(steps):
             idx = torch.randint(0, len(task.y_train), (batch_size,), generator=g)
