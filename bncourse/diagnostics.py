@@ -52,12 +52,16 @@ KINDS = ("tanh", "sigmoid", "relu")
 
 
 def _saturated(h: torch.Tensor, kind: str, threshold: float = SATURATION) -> torch.Tensor:
-    """The saturated fraction as a 0-d float tensor on h's device (no host sync)."""
+    """The saturated fraction as a 0-d float tensor on h's device (no host sync).
+
+    sign(max(|h| - threshold, 0)) is 1 exactly where |h| > threshold: the same count as the
+    comparison, in cheaper operations than a boolean mask on the CPU.
+    """
     h = h.detach()
     if kind == "tanh":
-        return (h.abs() > threshold).float().mean()
+        return (h.abs() - threshold).clamp_(min=0).sign_().float().mean()
     if kind == "sigmoid":
-        return ((2 * h - 1).abs() > threshold).float().mean()
+        return ((2 * h - 1).abs_() - threshold).clamp_(min=0).sign_().float().mean()
     if kind == "relu":
         return _dead(h)
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -68,8 +72,23 @@ def _dead(h: torch.Tensor) -> torch.Tensor:
     h = h.detach()
     if h.ndim < 2:
         raise ValueError(f"expected h of shape (N, ...) with a batch axis, got shape {tuple(h.shape)}")
-    active = (h > 0).flatten(1).any(0)
-    return 1.0 - active.float().mean()
+    return (h.flatten(1).amax(0) <= 0).float().mean()
+
+
+def _std_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(std with ddof=1, mean) of all of t as 0-d float tensors, from one sum and one dot product.
+
+    Several times faster than ``torch.std_mean`` on the CPU. The sum of squares loses relative
+    precision of about 1e-7 * (mean / std)^2 in float32: 1e-5 for a layer whose mean is ten
+    times its std, enough for a diagnostic.
+    """
+    f = t.detach().reshape(-1).float()
+    n = f.numel()
+    if n < 2:
+        return f.sum() * math.nan, f.sum()
+    s, s2 = f.sum(), torch.dot(f, f)
+    var = (s2 - s * s / n) / (n - 1)
+    return var.clamp_(min=0).sqrt_(), s / n
 
 
 def _ratio(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -344,7 +363,7 @@ class Diagnostics:
             step = self._step
             with torch.no_grad():
                 d = h.detach()
-                std, mean = torch.std_mean(d.float()) if d.numel() > 1 else (d.float().sum() * math.nan, d.float().sum())
+                std, mean = _std_mean(d)
                 if kind and (kind != "relu" or d.ndim >= 2):
                     sat = _saturated(d, kind, self.threshold)
                     self._act.setdefault(key, []).append((step, torch.stack([mean, std, sat])))
@@ -365,11 +384,10 @@ class Diagnostics:
     def _grad_hook(self, key: str, step: int, snap: dict | None):
         def hook(g: torch.Tensor) -> None:
             with torch.no_grad():
-                g = g.detach().float()
-                std, mean = torch.std_mean(g) if g.numel() > 1 else (g.sum() * math.nan, g.sum())
+                std, mean = _std_mean(g)
                 self._grad.setdefault(key, []).append((step, torch.stack([mean, std])))
                 if snap is not None:
-                    snap["gradients"] = _sample(g, self.max_values)
+                    snap["gradients"] = _sample(g.detach(), self.max_values)
         return hook
 
     def _param_hook(self, name: str):
