@@ -162,3 +162,55 @@ def test_do_the_plots_draw_histograms_with_saturation_in_the_legend_and_the_guid
     with pytest.raises(ValueError, match="histograms were kept at steps"):
         plot_histograms(r, "activations", step=2)
     plt.close("all")
+
+
+# --------------------------------------------------------------------------------------------------
+# The notebook-11 experiment (bncourse.experiments.inside), on a tiny synthetic task
+# --------------------------------------------------------------------------------------------------
+
+
+def test_does_the_init_gain_decide_saturation_without_batch_norm_and_not_with_it():
+    from bncourse.experiments.inside import deep_mlp, saturated_at_init
+
+    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
+    sat = {}
+    for bn in (False, True):
+        for gain in (None, 5 / 3, 3.0):
+            torch.manual_seed(0)
+            model = deep_mlp(64, 10, gain=gain, batch_norm=bn)
+            with Diagnostics(model) as diag:
+                model(x).sum().backward()
+            sat[bn, gain] = saturated_at_init(diag.report())
+    assert sat[False, None] < sat[False, 5 / 3] < sat[False, 3.0]
+    assert sat[False, 3.0] > 0.3
+    assert max(sat[True, g] for g in (None, 5 / 3, 3.0)) < 0.06  # standardized pre-activations: ~3.7% beyond ±2.09
+
+
+def test_do_the_two_claims_come_from_one_run_with_their_own_rules(monkeypatch):
+    from bncourse.experiments import inside
+    from bncourse.experiments.common import Task
+
+    g = torch.Generator().manual_seed(0)
+
+    def task(seed):
+        X = torch.randn(300, 64, generator=g)
+        y = (X[:, :10].argmax(1))
+        return Task(X[:200], y[:200], X[200:250], y[200:250], X[250:], y[250:], "synthetic")
+
+    calls = []
+    monkeypatch.setattr(inside, "_task", task)
+    monkeypatch.setattr(inside, "steps", lambda: 6)
+    monkeypatch.setattr(inside, "learning_rates", lambda: (0.1,))
+    real_trial = inside.inside_trial
+    monkeypatch.setattr(inside, "inside_trial", lambda c, s: calls.append(s) or real_trial(c, s))
+    inside._run.cache_clear()
+    sg = inside.stable_gradients(seeds=[0, 1, 2], progress=False)
+    ii = inside.init_insensitive(seeds=[0, 1, 2], progress=False)
+    inside._run.cache_clear()
+    assert len(calls) == 6  # 3 seeds x 2 arms, once for both claims
+    assert (sg.name, ii.name) == ("stable-gradients", "init-insensitive")
+    assert [o.rule.split(":")[0] for o in sg.outcomes] == ["worst_grad_layer_spread", "worst_update_ratio_spread"]
+    assert [o.rule.split(":")[0] for o in ii.outcomes] == ["acc_range_over_inits"]
+    assert sg.verdict in ("held", "contradicted", "inconclusive") and ii.verdict in ("held", "contradicted", "inconclusive")
+    runs = sg.artifacts["batch norm"][0]["runs"]
+    assert set(runs) == set(inside.INITS) and runs["gain 3"].report.snapshots_at(0)
