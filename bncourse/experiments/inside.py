@@ -113,11 +113,12 @@ def train_and_watch(model: nn.Module, task: Task, steps: int, lr: float, seed: i
 
 
 def steps() -> int:
-    return pick(fast=100, full=1000, grading=60)
+    return pick(fast=100, full=1000, grading=60, cpu=400, what="training steps per run (inside-the-network experiment)")
 
 
 def learning_rates() -> tuple[float, ...]:
-    return pick(fast=(0.03, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0))
+    return pick(fast=(0.03, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0), cpu=(0.03, 0.1, 0.3),
+                what="learning rates tried (inside-the-network experiment)")
 
 
 @lru_cache(maxsize=8)
