@@ -86,7 +86,9 @@ def _std_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n = f.numel()
     if n < 2:
         return f.sum() * math.nan, f.sum()
-    s, s2 = f.sum(), torch.dot(f, f)
+    # torch.dot is several times faster than (f * f).sum() on the CPU, but autocast would run it in
+    # bf16/fp16 inside an autocast region (forward hooks run there); elementwise ops stay float32.
+    s, s2 = f.sum(), ((f * f).sum() if torch.is_autocast_enabled(f.device.type) else torch.dot(f, f))
     var = (s2 - s * s / n) / (n - 1)
     return var.clamp_(min=0).sqrt_(), s / n
 

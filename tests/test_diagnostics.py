@@ -134,6 +134,21 @@ def test_do_the_hooks_work_on_a_model_the_course_did_not_define():
     assert len(r.params) == len(list(model.parameters()))
 
 
+def test_does_it_record_float32_statistics_of_a_bfloat16_forward_under_autocast():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
+    x = torch.randn(32, 8)
+    with Diagnostics(model) as diag:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().sum().backward()
+    tanh = diag.report().layers["1"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = model[1](model[0](x)).float()
+    assert tanh.act_std[0] == pytest.approx(float(h.std()), rel=1e-3)  # bf16 values, float32 statistics
+    assert np.isfinite(tanh.grad_std).all()
+
+
 def test_does_every_record_only_every_kth_step():
     r = _train(_mlp(), steps=7, diagnostics=True, every=3)
     assert list(r.layers["2"].steps) == [0, 3, 6]
