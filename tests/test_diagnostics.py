@@ -143,7 +143,7 @@ def test_does_it_record_float32_statistics_of_a_bfloat16_forward_under_autocast(
             out = model(x)
         out.float().sum().backward()
     tanh = diag.report().layers["1"]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         h = model[1](model[0](x)).float()
     assert tanh.act_std[0] == pytest.approx(float(h.std()), rel=1e-3)  # bf16 values, float32 statistics
     assert np.isfinite(tanh.grad_std).all()
