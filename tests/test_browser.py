@@ -2,7 +2,7 @@
 
 One learner session, recorded once per test run (the ``learner`` fixture), then asked questions:
 ``bncourse start`` on a fresh workspace; every notebook opened; a correct solution typed into each
-exercise of notebooks 1 to 4 and Run All; one wrong solution typed; saved; the server stopped and
+exercise of notebooks 1 to 4 and 11 and Run All; one wrong solution typed; saved; the server stopped and
 started again with a second ``bncourse start``. Kernels run in fast mode (BNCOURSE_FAST=1). An
 instructor's JupyterLab in the course folder is checked for the formgrader.
 
@@ -39,7 +39,8 @@ if CHROMIUM is None or sync_playwright is None:
 
 pytestmark = pytest.mark.slow
 
-SOLVED = ("01_why_normalize", "02_batchnorm_forward", "03_batchnorm_backward", "04_batchnorm_pytorch")
+SOLVED = ("01_why_normalize", "02_batchnorm_forward", "03_batchnorm_backward", "04_batchnorm_pytorch",
+          "11_inside_the_network")  # 11: its layer-by-layer histograms must show as images
 WIDGET = ".jp-OutputArea-output .widget-progress, .jp-OutputArea-output .widget-hprogress"
 # The wrong solution of the test: normalizing with the unbiased variance (a classic mistake).
 WRONG = ("02_batchnorm_forward", "batchnorm_forward", textwrap.dedent('''\
@@ -244,6 +245,8 @@ def test_do_plots_show_as_images_and_progress_bars_as_widgets(learner):
     for name in SOLVED:
         seen = learner["notebooks"][name]
         assert seen["images"] == seen["saved_images"], f"{name}: {seen['saved_images']} plots made, {seen['images']} shown"
+    # notebook 11: activations and gradients (two inits each) and update ratios (two inits), side by side
+    assert learner["notebooks"]["11_inside_the_network"]["images"] >= 6, learner["notebooks"]["11_inside_the_network"]
     assert sum(learner["notebooks"][name]["images"] for name in SOLVED) >= 3, "hardly any plot was shown"
     assert learner["notebooks"]["04_batchnorm_pytorch"]["widget"], (
         "notebook 4's training showed no progress-bar widget in view long enough for a screenshot")

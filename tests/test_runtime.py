@@ -74,7 +74,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "sour
 PACKAGE_ROOT = Path(runtime.__file__).resolve().parent.parent
 # Notebooks whose full run takes more than about 10 minutes on a 2-core CPU (measured; the README's
 # table): they must scale themselves down without a GPU.
-CPU_SCALED = {"05_figure1", "07_what_batchnorm_does", "09_beyond_batchnorm"}
+CPU_SCALED = {"05_figure1", "07_what_batchnorm_does", "09_beyond_batchnorm", "11_inside_the_network"}
 
 
 def _picks(tree: ast.AST) -> list[ast.Call]:
