@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bncourse.checks.diagnostics import MISTAKES, check_saturated_fraction, check_update_to_data_ratio
+from bncourse.checks import catalogue
+from bncourse.checks.diagnostics import check_saturated_fraction, check_update_to_data_ratio
 
 
 def saturated_right(h, kind):
@@ -60,8 +61,8 @@ def test_do_correct_functions_pass_the_visible_and_hidden_cases():
 
 
 def test_is_every_known_mistake_written_as_a_learner_would():
-    assert set(SATURATION_WRONG) == {m.name for m in MISTAKES["saturated_fraction"]}
-    assert set(UPDATE_WRONG) == {m.name for m in MISTAKES["update_to_data_ratio"]}
+    assert set(SATURATION_WRONG) == {m.name for m in catalogue.mistakes("saturated_fraction")}
+    assert set(UPDATE_WRONG) == {m.name for m in catalogue.mistakes("update_to_data_ratio")}
 
 
 @pytest.mark.parametrize("name", list(SATURATION_WRONG))

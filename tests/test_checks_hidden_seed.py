@@ -15,7 +15,8 @@ import test_checks_norm_family as nf
 import test_checks_normalize as no
 import test_checks_what_bn_does as wb
 
-from bncourse.checks import backward, figure1, folding, forward, inputs, norm_family, normalize, what_bn_does
+from bncourse.checks import (backward, diagnostics, figure1, folding, forward, inputs, norm_family, normalize,
+                             what_bn_does)
 
 SEEDS = range(50)
 
@@ -51,7 +52,18 @@ NUMPY_CHECKS = {
     "groupnorm_forward": lambda: norm_family.check_groupnorm_forward(nf.gn_forward, hidden=True),
     "groupnorm_backward": lambda: norm_family.check_groupnorm_backward(nf.gn_forward, nf.gn_backward, hidden=True),
 }
-TORCH_CHECKS = {"fold_batchnorm": lambda: folding.check_fold_batchnorm(fo.fold_batchnorm, hidden=True)}
+TORCH_CHECKS = {
+    "fold_batchnorm": lambda: folding.check_fold_batchnorm(fo.fold_batchnorm, hidden=True),
+    "saturated_fraction": lambda: diagnostics.check_saturated_fraction(_saturated_fraction, hidden=True),
+    "update_to_data_ratio": lambda: diagnostics.check_update_to_data_ratio(
+        lambda b, a: ((a - b).std() / b.std()).item(), hidden=True),
+}
+
+
+def _saturated_fraction(h, kind):  # notebook 11's solution, as a learner writes it in torch
+    if kind == "relu":
+        return 1.0 - (h > 0).flatten(1).any(dim=0).float().mean().item()
+    return ((h if kind == "tanh" else 2 * h - 1).abs() > 0.97).float().mean().item()
 
 
 @pytest.mark.parametrize("exercise", [*NUMPY_CHECKS, *TORCH_CHECKS])
@@ -82,6 +94,8 @@ TABLES = {
     "layernorm": lambda hidden: norm_family._ln_cases(hidden),
     "groupnorm": lambda hidden: norm_family._gn_cases(hidden),
     "fold_batchnorm": lambda hidden: folding._pair_cases(hidden),
+    "saturated_fraction": lambda hidden: diagnostics._saturation_cases(hidden),
+    "update_to_data_ratio": lambda hidden: diagnostics._update_cases(hidden),
 }
 
 

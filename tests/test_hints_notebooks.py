@@ -14,8 +14,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "notebooks" / "source"
 NOTEBOOKS = sorted(SOURCE.glob("*/*.ipynb"))
 
 
-def test_are_all_ten_notebooks_here():
-    assert [p.parent.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 11)]
+def test_are_all_eleven_notebooks_here():
+    assert [p.parent.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 12)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])

@@ -6,17 +6,19 @@
 - ``check_update_to_data_ratio(fn)``: ``fn(before, after) -> float``, std(after - before) / std(before).
 
 The learner's function receives torch tensors (float64) and may return a float, a 0-d tensor or a
-numpy scalar. ``hidden=True`` runs other seeds and shapes for nbgrader's hidden tests. The
-mistakes below are written in numpy, one wrong piece each.
+numpy scalar. ``hidden=True`` runs other shapes, drawn from the grading run's hidden seed
+(``bncourse.checks.inputs``). The references are ``bncourse.reference.diagnostics``; the mistakes
+live in the catalogue (``bncourse.checks.catalogue.diagnostics``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bncourse.checks.core import Case, CheckResult, Mistake, check_function
-
-THRESHOLD = 0.97
+from bncourse.checks import catalogue
+from bncourse.checks.core import Case, CheckResult, check_function
+from bncourse.checks.inputs import case_seed
+from bncourse.reference import diagnostics as ref
 _FORBIDDEN = ("saturated_fraction", "dead_fraction", "update_to_data_ratio", "_saturated", "_dead", "_ratio",
               "Diagnostics")
 
@@ -59,22 +61,6 @@ def _runner(fn):
 # ---------------------------------------------------------------------------------------------
 
 
-def _units_dead(h: np.ndarray) -> float:
-    return float(1.0 - (h > 0).reshape(len(h), -1).any(0).mean())
-
-
-def _sat(tanh, sigmoid, relu=_units_dead):
-    def fn(h, kind):
-        h = np.asarray(h, dtype=np.float64)
-        got = {"tanh": tanh, "sigmoid": sigmoid, "relu": relu}[kind](h)
-        return np.asarray([float(got)])
-    return fn
-
-
-reference_saturated = _sat(lambda h: np.mean(np.abs(h) > THRESHOLD), lambda h: np.mean(np.abs(2 * h - 1) > THRESHOLD))
-reference_saturated.__name__ = "reference_saturated"
-
-
 def _saturation_case(seed: int, kind: str, shape: tuple, scale: float, dead_units: int = 0):
     def make():
         rng = np.random.default_rng([seed, 11])
@@ -92,80 +78,37 @@ def _saturation_case(seed: int, kind: str, shape: tuple, scale: float, dead_unit
     return make
 
 
-def _saturation_cases(hidden: bool) -> list[Case]:
-    if hidden:
-        return [
-            Case("tanh, N=40, D=7, pre-activations std 2.5", _saturation_case(201, "tanh", (40, 7), 2.5)),
-            Case("sigmoid, N=25, D=9, pre-activations std 5", _saturation_case(202, "sigmoid", (25, 9), 5.0)),
-            Case("relu, N=6, D=20, 5 dead units", _saturation_case(203, "relu", (6, 20), 1.0, 5)),
-            Case("relu, N=4, C=2, H=3, W=3 (images), 4 dead units", _saturation_case(204, "relu", (4, 2, 3, 3), 1.0, 4)),
-        ]
-    return [
-        Case("tanh, N=64, D=16, pre-activations std 2", _saturation_case(101, "tanh", (64, 16), 2.0)),
-        Case("sigmoid, N=32, D=8, pre-activations std 4", _saturation_case(102, "sigmoid", (32, 8), 4.0)),
-        Case("relu, N=16, D=12, 3 dead units", _saturation_case(103, "relu", (16, 12), 1.0, 3)),
-        Case("relu, N=8, C=3, H=4, W=4 (images), 6 dead units", _saturation_case(104, "relu", (8, 3, 4, 4), 1.0, 6)),
-    ]
-
-
-SATURATION_MISTAKES = [
-    Mistake("saturation measured as if h were the pre-activation",
-            "h is the layer's output, already squashed into [-1, 1] by tanh (into [0, 1] by sigmoid): compare |h| "
-            "itself with 0.97 (sigmoid: |2h - 1|); do not apply tanh or sigmoid again, and do not use a pre-activation "
-            "threshold such as |x| > 2",
-            _sat(lambda h: np.mean(np.abs(np.tanh(h)) > THRESHOLD),
-                 lambda h: np.mean(np.abs(2 / (1 + np.exp(-h)) - 1) > THRESHOLD))),
-    Mistake("threshold compared the wrong way (counted the unsaturated values)",
-            "saturated means NEAR the limits: |h| > 0.97, not below it",
-            _sat(lambda h: np.mean(np.abs(h) < THRESHOLD), lambda h: np.mean(np.abs(2 * h - 1) < THRESHOLD))),
-    Mistake("only the upper limit counted (no absolute value)",
-            "tanh saturates at -1 as well as at +1: take the absolute value, |h| > 0.97",
-            _sat(lambda h: np.mean(h > THRESHOLD), lambda h: np.mean(2 * h - 1 > THRESHOLD))),
-    Mistake("sigmoid tested with tanh's rule",
-            "sigmoid's outputs lie in [0, 1]: its limits are 0 and 1, so test |2h - 1| > 0.97 (h within 0.015 of 0 or 1)",
-            _sat(lambda h: np.mean(np.abs(h) > THRESHOLD), lambda h: np.mean(np.abs(h) > THRESHOLD))),
-    Mistake("a count instead of a fraction",
-            "divide by the number of values (or use .float().mean()): the result is a share between 0 and 1",
-            _sat(lambda h: np.sum(np.abs(h) > THRESHOLD), lambda h: np.sum(np.abs(2 * h - 1) > THRESHOLD),
-                 lambda h: (~(h > 0).reshape(len(h), -1).any(0)).sum())),
-    Mistake("ReLU: the share of zero activations instead of units never active",
-            "a ReLU unit is dead when it is zero for EVERY example of the batch: per unit (all axes but 0), "
-            "any(h > 0) over the batch, then the share of units where that is False",
-            _sat(lambda h: np.mean(np.abs(h) > THRESHOLD), lambda h: np.mean(np.abs(2 * h - 1) > THRESHOLD),
-                 lambda h: np.mean(h <= 0))),
-    Mistake("ReLU: dead examples instead of dead units (reduced over the wrong axis)",
-            "reduce over the batch axis 0: a unit is one feature (or one channel position), alive if any example "
-            "activates it",
-            _sat(lambda h: np.mean(np.abs(h) > THRESHOLD), lambda h: np.mean(np.abs(2 * h - 1) > THRESHOLD),
-                 lambda h: 1.0 - (h > 0).reshape(len(h), -1).any(1).mean())),
-    Mistake("ReLU: the share of units alive instead of dead",
-            "return the share of units that are never active (1 minus the share active at least once)",
-            _sat(lambda h: np.mean(np.abs(h) > THRESHOLD), lambda h: np.mean(np.abs(2 * h - 1) > THRESHOLD),
-                 lambda h: (h > 0).reshape(len(h), -1).any(0).mean())),
+# (name, fixed seed of the visible case, kind, shape, pre-activation scale, dead units)
+_SATURATION_VISIBLE = [
+    ("tanh, N=64, D=16, pre-activations std 2", 101, "tanh", (64, 16), 2.0, 0),
+    ("sigmoid, N=32, D=8, pre-activations std 4", 102, "sigmoid", (32, 8), 4.0, 0),
+    ("relu, N=16, D=12, 3 dead units", 103, "relu", (16, 12), 1.0, 3),
+    ("relu, N=8, C=3, H=4, W=4 (images), 6 dead units", 104, "relu", (8, 3, 4, 4), 1.0, 6),
 ]
+_SATURATION_HIDDEN = [
+    ("tanh, N=40, D=7, pre-activations std 2.5", None, "tanh", (40, 7), 2.5, 0),
+    ("sigmoid, N=25, D=9, pre-activations std 5", None, "sigmoid", (25, 9), 5.0, 0),
+    ("relu, N=6, D=20, 5 dead units", None, "relu", (6, 20), 1.0, 5),
+    ("relu, N=4, C=2, H=3, W=3 (images), 4 dead units", None, "relu", (4, 2, 3, 3), 1.0, 4),
+]
+
+
+def _saturation_cases(hidden: bool) -> list[Case]:
+    table = _SATURATION_HIDDEN if hidden else _SATURATION_VISIBLE
+    return [Case(name, _saturation_case(case_seed("saturated_fraction", name, seed, hidden), kind, shape, scale, dead))
+            for name, seed, kind, shape, scale, dead in table]
 
 
 def check_saturated_fraction(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(h, kind)`` give the share of saturated tanh/sigmoid values and of dead ReLU units?"""
-    return check_function("saturated_fraction", _runner(fn), reference_saturated, _saturation_cases(hidden),
-                          SATURATION_MISTAKES, rtol=1e-6, atol=1e-9, check_dtype=False, forbidden=_FORBIDDEN,
+    return check_function("saturated_fraction", _runner(fn), ref.saturated_fraction, _saturation_cases(hidden),
+                          catalogue.lazy("saturated_fraction"), rtol=1e-6, atol=1e-9, check_dtype=False, forbidden=_FORBIDDEN,
                           forbid_torch="", explain_error=_explain)
 
 
 # ---------------------------------------------------------------------------------------------
 # update_to_data_ratio
 # ---------------------------------------------------------------------------------------------
-
-
-def _ratio(stat):
-    def fn(before, after):
-        b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
-        return np.asarray([float(stat(b, a))])
-    return fn
-
-
-reference_update_ratio = _ratio(lambda b, a: np.std(a - b) / np.std(b))
-reference_update_ratio.__name__ = "reference_update_ratio"
 
 
 def _update_case(seed: int, shape: tuple, mean: float, std: float, step: float, drift: float):
@@ -178,55 +121,28 @@ def _update_case(seed: int, shape: tuple, mean: float, std: float, step: float, 
     return make
 
 
-def _update_cases(hidden: bool) -> list[Case]:
-    if hidden:
-        return [
-            Case("weight (20, 10), update 1e-2 of the data", _update_case(301, (20, 10), 0.02, 0.3, 3e-3, -2e-3)),
-            Case("BN gamma (12,) near 1", _update_case(302, (12,), 1.0, 0.05, 1e-3, 5e-4)),
-            Case("kernel (4, 3, 3, 3), a large update", _update_case(303, (4, 3, 3, 3), -0.1, 0.2, 0.1, 0.05)),
-        ]
-    return [
-        Case("weight (32, 16), update 1e-3 of the data", _update_case(201, (32, 16), 0.01, 0.2, 2e-4, 1e-4)),
-        Case("BN gamma (8,) near 1", _update_case(202, (8,), 1.0, 0.1, 2e-3, 1e-3)),
-        Case("bias (5,), a large update", _update_case(203, (5,), 0.3, 0.5, 0.2, -0.1)),
-    ]
-
-
-UPDATE_MISTAKES = [
-    Mistake("ratio to the new data (after the step) instead of the old",
-            "divide by the spread of the parameter BEFORE the step: std(after - before) / std(before)",
-            _ratio(lambda b, a: np.std(a - b) / np.std(a))),
-    Mistake("ratio of the means instead of the standard deviations",
-            "the update's mean can be near zero while it is large: use std(after - before) / std(before)",
-            _ratio(lambda b, a: np.mean(a - b) / np.mean(b))),
-    Mistake("ratio of mean absolute values instead of standard deviations",
-            "use the standard deviations, std(after - before) / std(before), the measure Karpathy plots",
-            _ratio(lambda b, a: np.mean(np.abs(a - b)) / np.mean(np.abs(b)))),
-    Mistake("ratio of the norms instead of the standard deviations",
-            "std subtracts the mean: a parameter like batch norm's gamma sits near 1 and its norm says nothing of "
-            "its spread; use std(after - before) / std(before)",
-            _ratio(lambda b, a: np.linalg.norm(a - b) / np.linalg.norm(b))),
-    Mistake("the change of the standard deviation instead of the standard deviation of the change",
-            "first take the update, after - before, then its std: std(after - before), not std(after) - std(before)",
-            _ratio(lambda b, a: (np.std(a) - np.std(b)) / np.std(b))),
-    Mistake("the parameters compared instead of the update",
-            "the numerator is the update, after - before: std(after - before) / std(before)",
-            _ratio(lambda b, a: np.std(a) / np.std(b))),
-    Mistake("ratio upside down",
-            "the update goes on top: std(after - before) / std(before), a small number for a healthy step",
-            _ratio(lambda b, a: np.std(b) / np.std(a - b))),
-    Mistake("log10 returned instead of the ratio",
-            "return the ratio itself; the plots take log10 of it",
-            _ratio(lambda b, a: np.log10(np.std(a - b) / np.std(b)))),
+# (name, fixed seed of the visible case, shape, data mean, data std, update std, update mean)
+_UPDATE_VISIBLE = [
+    ("weight (32, 16), update 1e-3 of the data", 201, (32, 16), 0.01, 0.2, 2e-4, 1e-4),
+    ("BN gamma (8,) near 1", 202, (8,), 1.0, 0.1, 2e-3, 1e-3),
+    ("bias (5,), a large update", 203, (5,), 0.3, 0.5, 0.2, -0.1),
 ]
+_UPDATE_HIDDEN = [
+    ("weight (20, 10), update 1e-2 of the data", None, (20, 10), 0.02, 0.3, 3e-3, -2e-3),
+    ("BN gamma (12,) near 1", None, (12,), 1.0, 0.05, 1e-3, 5e-4),
+    ("kernel (4, 3, 3, 3), a large update", None, (4, 3, 3, 3), -0.1, 0.2, 0.1, 0.05),
+]
+
+
+def _update_cases(hidden: bool) -> list[Case]:
+    table = _UPDATE_HIDDEN if hidden else _UPDATE_VISIBLE
+    return [Case(name, _update_case(case_seed("update_to_data_ratio", name, seed, hidden), *rest))
+            for name, seed, *rest in table]
 
 
 def check_update_to_data_ratio(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(before, after)`` give std(after - before) / std(before)?"""
-    return check_function("update_to_data_ratio", _runner(fn), reference_update_ratio, _update_cases(hidden),
-                          UPDATE_MISTAKES, rtol=1e-5, atol=1e-12, check_dtype=False, forbidden=_FORBIDDEN,
+    return check_function("update_to_data_ratio", _runner(fn), ref.update_to_data_ratio, _update_cases(hidden),
+                          catalogue.lazy("update_to_data_ratio"), rtol=1e-5, atol=1e-12, check_dtype=False, forbidden=_FORBIDDEN,
                           forbid_torch="", explain_error=_explain)
 
-
-# Every mistake each check can name (tests write each one the way a learner would and expect its name).
-MISTAKES = {"saturated_fraction": SATURATION_MISTAKES, "update_to_data_ratio": UPDATE_MISTAKES}

@@ -289,6 +289,26 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
         "keeping the nn.Sequential ones; (3) inside each, loop over adjacent index pairs and test the "
         "two types with isinstance; (4) replace the pair as above (nn.Identity for the batch norm); "
         "(5) return the copy, the original untouched."),
+    # ---- notebook 11 ------------------------------------------------------------------------
+    _ex("saturated_fraction", "11_inside_the_network", "saturated_fraction", "check_saturated_fraction",
+        "h is a layer's OUTPUT, already squashed by its nonlinearity: saturation is about how close "
+        "those outputs sit to the nonlinearity's limits, and a dead ReLU unit is one that no example "
+        "of the batch switches on.",
+        "tanh: the share of entries with |h| > 0.97; sigmoid: the same test on 2h - 1 (its limits are "
+        "0 and 1); relu: per unit (every axis but the batch axis 0), active = any example with h > 0, "
+        "and the answer is the share of units that are not active.",
+        "Shape of the code: branch on kind; for tanh and sigmoid build a boolean tensor from an absolute "
+        "value and a comparison, turn it into floats and average it; for relu flatten every axis after "
+        "the first, reduce with any over dimension 0, and return one minus the mean of that; return a "
+        "Python number (.item()) and raise a ValueError for an unknown kind."),
+    _ex("update_to_data_ratio", "11_inside_the_network", "update_to_data_ratio", "check_update_to_data_ratio",
+        "Compare the size of one optimizer step with the size of the parameter it was applied to: "
+        "a spread against a spread, both measured with the same statistic.",
+        "ratio = std(after - before) / std(before): the standard deviation of the update over the "
+        "standard deviation of the parameter BEFORE the step (about 1e-3 is Karpathy's healthy value).",
+        "Shape of the code: one expression: subtract to get the update, take its std, divide by the std "
+        "of the old parameter, and return it as a Python number with .item(); no log10 (the plots take "
+        "it), no norms, no means."),
 ]}
 
 # Other names a learner may type for an exercise: the function or class they wrote, the check's name.
@@ -348,6 +368,12 @@ MISTAKE_HINTS: dict[str, str] = {
         "The statistics must cover the whole batch, every rank's rows: all_reduce the sums before dividing.",
     "the-ranks-variances-averaged-instead-of-combining-sums": "Averaging variances leaves out how far the ranks' "
                                                               "means lie apart; add up sums and sums of squares instead.",
+    "saturation-measured-as-if-h-were-the-pre-activation": "The layer's output is already squashed: compare |h| "
+        "itself with 0.97; applying tanh again, or a pre-activation threshold, measures something else.",
+    "relu-the-share-of-zero-activations-instead-of-units-never-active": "A unit is dead only when it is zero for "
+        "every example of the batch: reduce over the batch axis with any() first, then take the share of units.",
+    "ratio-to-the-new-data-after-the-step-instead-of-the-old": "Divide by the spread of the parameter before the "
+        "step: the ratio says how big the step was compared with what was there.",
     "caller-module-changed": "Work on a deep copy (copy.deepcopy) of the layer, batch norm or model; the caller's "
                              "objects, their parameters, buffers and train/eval mode, must stay as they were.",
     "signed-changes-units-moving-up-and-down-cancel": "Take the absolute value of each unit's change before "

@@ -36,6 +36,7 @@ _WHERE = {
     "layernorm_forward": "norm_family", "layernorm_backward": "norm_family",
     "groupnorm_forward": "norm_family", "groupnorm_backward": "norm_family",
     "fold_batchnorm": "folding", "fold_model": "folding",
+    "saturated_fraction": "diagnostics", "update_to_data_ratio": "diagnostics",
 }
 
 
