@@ -51,6 +51,12 @@ def recording() -> bool:
     return os.environ.get("NBGRADER_EXECUTION") == "autograde" or os.environ.get(ENV_FORCE) == "1"
 
 
+def recording_only() -> bool:
+    """True in a grading kernel (``nbgrader autograde``): checks record the learner's outputs and
+    judge nothing, since no reference is within reach there; the grader judges the receipts."""
+    return _SESSION is None and os.environ.get("NBGRADER_EXECUTION") == "autograde"
+
+
 # ---------------------------------------------------------------------------------------------
 # Plain-data encoding (never pickle: the grader must not run code a learner crafted)
 # ---------------------------------------------------------------------------------------------
@@ -335,10 +341,22 @@ def replaying() -> bool:
     return _SESSION is not None
 
 
+def use_hidden_seed(seed) -> None:
+    """The grading run's hidden-case seed, for the checks' hidden cases (``bncourse.checks.inputs``)."""
+    if seed is None:
+        return
+    from bncourse.checks import inputs
+
+    if hasattr(inputs, "use_hidden_seed"):  # helper "checks" adds it; without it the hidden cases are fixed
+        inputs.use_hidden_seed(int(seed))
+
+
 def judge(job: dict) -> dict[str, list]:
-    """{"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...]}]} -> {id: [verdict, reason]}."""
+    """{"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...], "hidden_seed": int}]}
+    -> {id: [verdict, reason]}."""
     out = {}
     for cell in job.get("cells", []):
+        use_hidden_seed(cell.get("hidden_seed"))
         entries = [e for e in (unpack(b) for b in cell.get("receipts", [])) if e is not None]
         out[cell["id"]] = list(replay_cell(cell["source"], entries, cell.get("references", [])))
     return out

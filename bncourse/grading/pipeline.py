@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -24,10 +26,12 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbformat.v4 import new_output
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Bool, Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Instance, Integer, List, Unicode, default
 
 from bncourse.checks import replay
-from bncourse.grading import rejudging, sources
+from bncourse.grading import rejudging, solution_free, sources
+from bncourse.grading.libraries import LIBRARY_RULES, blocked_for
+from bncourse.grading.sandbox import NOBODY, UNSANDBOXED_NOTE, Sandbox, SandboxUnavailable
 from bncourse.grading.rejudging import check_modules, replay_cells
 
 VERIFY_ENAME = "GradingVerificationError"   # the re-judged verdict differs (the reason may quote hidden cases)
@@ -66,16 +70,20 @@ def skipped_when_grading(cell) -> bool:
 
 
 class GradingKernelManager(AsyncKernelManager):
-    """A grading kernel reached over IPC sockets (files in the temp folder), not TCP on localhost.
+    """A grading kernel reached over IPC sockets, run in the sandbox (``bncourse.grading.sandbox``).
 
-    What every grading kernel printed over TCP ("Kernel is running over TCP without encryption")
-    is not printed, and no kernel can take a port another grading kernel is about to use. An
-    instructor's ``c.KernelManager.transport`` still wins; Windows, which has no IPC sockets, keeps TCP.
+    IPC sockets, not TCP on localhost: no kernel can take a port another grading kernel is about
+    to use, and a sandboxed kernel has no network at all. With ``sandbox`` set (``GradingExecute``
+    sets it), the kernel's connection file and sockets live in a private folder bound into the
+    sandbox, and the kernel works in a private copy of its working folder bound at the same path
+    (it never writes into the submission). An instructor's ``c.KernelManager.transport`` still
+    wins; Windows, which has no IPC sockets, keeps TCP (and cannot be sandboxed).
     """
 
     ipc_dir = Unicode("", help="Folder of the IPC socket files ('': the temp folder). bncourse grade "
                               "uses each submission's private folder, so even a killed kernel's "
                               "files go with it.").tag(config=True)
+    sandbox = Instance(Sandbox, allow_none=True, help="The sandbox the kernel runs in (None: none).")
 
     @default("transport")
     def _ipc_where_possible(self) -> str:
@@ -85,6 +93,49 @@ class GradingKernelManager(AsyncKernelManager):
         if self.transport == "ipc":  # a short, unique prefix: a socket path must stay under ~100 characters
             return os.path.join(self.ipc_dir or tempfile.gettempdir(), f"bncourse-kernel-{uuid.uuid4().hex[:12]}")
         return super()._ip_default()
+
+    async def _async_pre_start_kernel(self, **kw):
+        if self.sandbox is not None:
+            if self.transport != "ipc":
+                raise SandboxUnavailable("a sandboxed kernel has no network: set c.KernelManager.transport = 'ipc'")
+            self._private = tempfile.mkdtemp(prefix="bncourse-kernel-", dir=self.ipc_dir or None)
+            os.makedirs(os.path.join(self._private, "run"))
+            Sandbox.prepare_writable(os.path.join(self._private, "run"))
+            self.ip = os.path.join(self._private, "run", "k")
+            self.connection_file = os.path.join(self._private, "run", "connection.json")
+        return await super()._async_pre_start_kernel(**kw)
+
+    def write_connection_file(self, **kwargs) -> None:
+        super().write_connection_file(**kwargs)
+        if self.sandbox is not None and os.geteuid() == 0:
+            os.chown(self.connection_file, NOBODY, NOBODY)  # the kernel reads it as nobody
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        if self.sandbox is not None:
+            cwd = os.path.abspath(kw.get("cwd") or os.getcwd())
+            work = os.path.join(self._private, "work")
+            shutil.copytree(cwd, work, symlinks=True, ignore=shutil.ignore_patterns("*.sqlite", "*.db"))
+            Sandbox.prepare_writable(work)
+            kernel_cmd = self.sandbox.command(kernel_cmd, cwd, os.path.join(self._private, "run"),
+                                              kw.get("env"), work_source=work)
+        return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        private = getattr(self, "_private", None)
+        if private and not restart:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+HIDDEN_SEED_KEY = "bncourse_hidden_seed"  # resources key: GradingExecute -> VerifyChecks
+_RUN_SEED: list[int] = []
+
+
+def run_seed() -> int:
+    """This grading process's hidden-case seed, drawn once (nothing shipped or stored can know it)."""
+    if not _RUN_SEED:
+        _RUN_SEED.append(secrets.randbits(62))
+    return _RUN_SEED[0]
 
 
 class GradingExecute(Execute):
@@ -117,12 +168,60 @@ class GradingExecute(Execute):
     rejudge_server = Unicode("", help="The re-judging server's socket ('': this process's own, started on "
                                       "first use; 'fresh': a fresh python -I process per notebook), see "
                                       "bncourse.grading.rejudging.").tag(config=True)
+    sandbox = Bool(True, help="Run each grading kernel in the sandbox (bncourse.grading.sandbox). False: "
+                              "unsandboxed, which the grading report then states on every line.").tag(config=True)
+    library_rules = Dict(LIBRARY_RULES, help="assignment -> {'blocked': [top-level packages]}: libraries its "
+                                             "grading kernels cannot import.").tag(config=True)
+    hidden_seed = Integer(-1, help="The hidden cases' seed (-1: drawn once per grading process, so "
+                                   "nothing stored before the run can know it).").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", GradingKernelManager)
         super().__init__(*args, **kwargs)
 
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if isinstance(km, GradingKernelManager):
+            km.sandbox = getattr(self, "_sandbox", None)
+        return km
+
+    def _make_sandbox(self, resources) -> Sandbox | None:
+        if not self.sandbox:
+            self.log.warning(UNSANDBOXED_NOTE)
+            return None
+        from bncourse.grading import sandbox as sandbox_module
+
+        sandbox_module.check()
+        info = (resources or {}).get("nbgrader") or {}
+        assignment = str(info.get("assignment", ""))
+        library = solution_free.build(solution_free.given_names(self._instructor_sources(info)))
+        return Sandbox(library=str(library), blocked=blocked_for(assignment, self.library_rules),
+                       blocked_reason=f"is not available while grading {assignment}: its exercises are to be "
+                                      "written with numpy (see the notebook's rule)")
+
+    def _instructor_sources(self, info) -> list[str]:
+        """The code of the instructor's own notebook (never the submission's): what it hands out."""
+        import nbformat
+        from nbgrader.coursedir import CourseDirectory
+
+        if not {"assignment", "notebook"} <= set(info):
+            return []
+        try:
+            coursedir = CourseDirectory(config=self.config)
+            path = Path(coursedir.format_path(coursedir.source_directory, ".", info["assignment"])) / (
+                info["notebook"] + ".ipynb")
+            nb = nbformat.read(str(path), as_version=4)
+        except Exception as exc:  # noqa: BLE001 - without it, nothing is handed out
+            self.log.warning("The instructor's notebook could not be read (%s): no stubbed name is given", exc)
+            return []
+        return [c.source for c in nb.cells if c.cell_type == "code" and not nbutils.is_solution(c)]
+
     def preprocess(self, nb, resources=None, km=None):
+        self._sandbox = self._make_sandbox(resources)
+        seed = self.hidden_seed if self.hidden_seed >= 0 else run_seed()
+        if resources is not None:
+            resources[HIDDEN_SEED_KEY] = seed
+        self.log.info("Hidden-case seed of this grading run: %d", seed)
         self._run_until = len(nb.cells)
         self._skip_tagged = _grading_size(self.kernel_env)
         if self.skip_trailing and _grading_size(self.kernel_env):
@@ -134,7 +233,9 @@ class GradingExecute(Execute):
                 replayer = resources[_PRESTARTED] = rejudging.rejudger(
                     check_modules(list(trusted.values())), self.rejudge_server)
         try:
-            with nbutils.setenv(**{str(k): str(v) for k, v in self.kernel_env.items()}):
+            env = {str(k): str(v) for k, v in self.kernel_env.items()}
+            env["BNCOURSE_HIDDEN_SEED"] = str(seed)
+            with nbutils.setenv(**env):
                 return super().preprocess(nb, resources, km=km)
         except BaseException:
             if replayer is not None:
@@ -191,17 +292,23 @@ def trusted_sources(resources) -> dict[str, str] | None:
 
 
 class VerifyChecks(NbGraderPreprocessor):
-    """After Execute: re-judge every graded test cell outside the kernel, from its receipts and the source.
+    """After Execute: the grader decides every graded test cell, outside the learner's kernel.
 
-    Each test cell that passed in the kernel is run again, from the instructor's source, in a fresh
-    process where the learner's objects are stand-ins answered from the cell's receipts
-    (``bncourse.checks.replay``); what the learner's objects refer to is read from the
-    submission's code (``bncourse.grading.sources``), so handing an exercise to the course's own
-    implementation scores 0 even if the kernel was made to say otherwise. The verdict is the
-    grader's: a cell it cannot confirm gets an error output (nbgrader scores it 0) with the reason;
-    a cell it cannot re-judge at all also scores 0 (fail closed), never the kernel's word. A cell
-    that only wrote to stderr and whose re-run passes keeps its points. Receipts are removed from
+    Every test cell is re-judged, whether it passed, failed or raised in the kernel: its source as
+    the gradebook stores it is run again in a fresh process where the learner's objects are
+    stand-ins answered from the cell's receipts (``bncourse.checks.replay``), with the genuine
+    checks and references. The cell's outputs are then rewritten so that nbgrader's own
+    ``determine_grade`` (plain ``nbgrader autograde`` as much as ``bncourse grade``) reads exactly
+    that verdict: a pass keeps no error and no stderr; anything else gets one error output, first,
+    with the reason; and no test cell keeps an ``execute_result`` (nbgrader would read one as a
+    partial score), it becomes display data. So the gradebook's score of a test cell is the
+    grader's verdict times its points, and the feedback shows that same verdict. A cell the grader
+    cannot re-judge scores 0 (fail closed), never the kernel's word. Receipts are removed from
     every cell.
+
+    What the learner's code reads (``bncourse.grading.sources``) is a report for the instructor
+    (``SOURCE_FINDINGS`` in the notebook's metadata and the log), never part of a score: with the
+    kernel sandboxed and no solution in it, there is nothing to hand an exercise to.
     """
 
     timeout = Float(600, help="Seconds allowed for re-judging one notebook's test cells.").tag(config=True)
@@ -209,55 +316,112 @@ class VerifyChecks(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         trusted = trusted_sources(resources)
         prestarted = (resources or {}).pop(_PRESTARTED, None)
-        program = sources.Program(*sources.learner_and_instructor_sources(nb))
+        seed = (resources or {}).get(HIDDEN_SEED_KEY)
         jobs = []
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
             receipts = _pop_receipts(cell)
-            if _is_test_cell(cell) and not any(o.output_type == "error" for o in cell.outputs):
+            if _is_test_cell(cell):
                 grade_id = cell.metadata["nbgrader"].get("grade_id", "")
                 # Re-run the instructor's source from the gradebook, never text from the submission.
                 source = cell.source if trusted is None else trusted.get(grade_id, cell.source)
-                try:
-                    names = replay.free_names(source)
-                except SyntaxError:
-                    names = set()
-                jobs.append({"id": str(i), "source": source, "receipts": receipts,
-                             "references": sorted(program.references(names))})
+                job = {"id": str(i), "source": source, "receipts": receipts, "references": []}
+                if seed is not None:
+                    job["hidden_seed"] = int(seed)
+                jobs.append(job)
+        _report_source_findings(nb, self.log)
         if not jobs:
             if prestarted is not None:
                 prestarted.close()
             return nb, resources
         if prestarted is None:
             prestarted = rejudging.rejudger(check_modules([job["source"] for job in jobs]))
-        verdicts = replay_cells(jobs, timeout=self.timeout, process=prestarted)
+        try:
+            verdicts = replay_cells(jobs, timeout=self.timeout, process=prestarted)
+        except Exception as exc:  # noqa: BLE001 - no verdict: every test cell scores 0, with the reason
+            self.log.error("Re-judging failed: %s", exc)
+            verdicts = {job["id"]: ["not_replayable", f"the re-judging process failed ({str(exc)[:200]})"]
+                        for job in jobs}
         for job in jobs:
             cell = nb.cells[int(job["id"])]
             grade_id = cell.metadata["nbgrader"].get("grade_id", job["id"])
             verdict, reason = verdicts.get(job["id"], ["not_replayable", "no verdict from the re-judging process"])
-            if verdict == "pass":
-                if _failed_in_kernel(cell):
-                    # Only stderr stood against it (a warning printed by the learner's code or by torch):
-                    # the genuine checks passed, so the warning is kept as plain output and costs nothing.
-                    self.log.info("Test cell %s: stderr output only; the grader's re-run passes it", grade_id)
-                    for o in cell.outputs:
-                        if o.output_type == "stream" and o.get("name") == "stderr":
-                            o.name = "stdout"
-                continue
-            if verdict == "fail":
-                ename, text = VERIFY_ENAME, ("the grader re-ran this test cell with genuine checks on your "
-                                             f"function's recorded outputs and it did not pass: {reason}")
-            elif verdict == "delegated":
-                ename, text = REFUSED_ENAME, (f"this exercise was handed to the course's own implementation "
-                                              f"({reason}); it scores 0 until your code does the work itself")
-            else:
-                ename, text = REFUSED_ENAME, (f"the grader could not re-judge this test cell outside your notebook "
-                                              f"({reason}), so it scores 0; run the notebook from the top as given")
-            self.log.warning("Test cell %s: kernel said pass, the grader says %s: %s", grade_id, verdict, reason)
-            # First: nbgrader's determine_grade stops at the first execute_result it meets.
-            cell.outputs.insert(0, new_output("error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"]))
+            self._settle(cell, grade_id, verdict, reason)
         return nb, resources
+
+    def _settle(self, cell, grade_id: str, verdict: str, reason: str) -> None:
+        """Rewrite a test cell's outputs so that nbgrader reads the grader's ``verdict`` and nothing else."""
+        kernel_error = next((o for o in cell.outputs if o.output_type == "error"), None)
+        outputs = []
+        for o in cell.outputs:
+            if o.output_type == "error":
+                continue  # the kernel's word does not count, either way
+            if o.output_type == "execute_result":  # never a partial score
+                o = new_output("display_data", data=o.get("data", {}), metadata=o.get("metadata", {}))
+            elif o.output_type == "stream" and o.get("name") == "stderr":
+                o = new_output("stream", name="stdout", text=o.get("text", ""))
+            outputs.append(o)
+        if verdict == "pass":
+            if kernel_error is not None:
+                self.log.info("Test cell %s: the kernel raised %s; the grader's re-judging passes it",
+                              grade_id, kernel_error.get("ename"))
+            cell.outputs = outputs
+            return
+        if verdict == "fail":
+            ename, text = VERIFY_ENAME, ("the grader re-ran this test cell with genuine checks on your "
+                                         f"function's recorded outputs and it did not pass: {reason}")
+        elif verdict == "delegated":
+            ename, text = REFUSED_ENAME, (f"this exercise was handed to the course's own implementation "
+                                          f"({reason}); it scores 0 until your code does the work itself")
+        else:
+            ename, text = REFUSED_ENAME, (f"the grader could not re-judge this test cell outside your notebook "
+                                          f"({reason}), so it scores 0; run the notebook from the top as given")
+        self.log.warning("Test cell %s: the grader says %s: %s", grade_id, verdict, reason)
+        # First: nbgrader's determine_grade stops at the first error or execute_result it meets.
+        cell.outputs = [new_output("error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"]), *outputs]
+
+
+SOURCE_FINDINGS = "bncourse_source_findings"  # notebook metadata key: what the learner's code refers to
+
+
+def _report_source_findings(nb, log) -> None:
+    """What each solution cell's names reach in the course or torch (for the instructor, never a score).
+
+    A cell the reader cannot parse is listed as such (never silently skipped)."""
+    try:
+        program = sources.Program(*sources.learner_and_instructor_sources(nb))
+    except Exception as exc:  # noqa: BLE001 - a report, not a verdict
+        nb.metadata[SOURCE_FINDINGS] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        return
+    findings = {}
+    for index, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {}) if cell.cell_type == "code" else {}
+        if cell.cell_type != "code" or (meta.get("locked") and not meta.get("solution")) or _is_test_cell(cell):
+            continue  # the instructor's cells are not the learner's code
+        grade_id = meta.get("grade_id") or f"cell {index}"
+        try:
+            names = sources.defined_names(cell.source)
+        except SyntaxError as exc:
+            findings[grade_id] = [f"<unparsable: {exc.msg} (line {exc.lineno})>"]
+            continue
+        reached = sorted(r for r in program.references(names) if _noteworthy(r))
+        if reached:
+            findings[grade_id] = reached
+    if findings:
+        nb.metadata[SOURCE_FINDINGS] = findings
+        for grade_id, reached in findings.items():
+            log.warning("Source report, %s: %s", grade_id, ", ".join(reached[:8]))
+
+
+def _noteworthy(reference: str) -> bool:
+    """A reference worth an instructor's look: the course's solutions and checks, code read at run
+    time, another library's normalization."""
+    if reference.startswith(("<dynamic", "<unparsable", "sklearn", "scipy", "torch.ops", "torch._C")):
+        return True
+    if reference.startswith("bncourse."):
+        return solution_free.is_stubbed(reference.rsplit(".", 1)[0]) or reference.startswith("bncourse.checks")
+    return reference.startswith("torch") and "norm" in reference.lower()
 
 
 def _hidden_ranges(source: str, begin: str, end: str) -> list[tuple[int, int]]:
