@@ -77,7 +77,7 @@ def main() -> None:
     from bncourse import grading
     from bncourse.grading.cluster import LocalDaskProcesses
 
-    grading._alembic_on_path()
+    grading.alembic_on_path()
     os.environ.setdefault("BNCOURSE_EXCHANGE", tempfile.mkdtemp(prefix="bncourse-exchange-"))
     print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bncourse-bench-") as tmp:

@@ -79,7 +79,7 @@ def test_does_a_killed_worker_cost_only_a_retry_and_the_gradebook_equal_sequenti
     --scheduler` as a command; one worker killed with SIGKILL while a kernel of it grades a student."""
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "60")
-    grading._alembic_on_path()
+    grading.alembic_on_path()
     seq = _course(tmp_path / "sequential")
     dask = tmp_path / "dask"
     shutil.copytree(seq, dask)

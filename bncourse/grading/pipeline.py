@@ -307,8 +307,10 @@ class VerifyChecks(NbGraderPreprocessor):
     every cell.
 
     What the learner's code reads (``bncourse.grading.sources``) is a report for the instructor
-    (``SOURCE_FINDINGS`` in the notebook's metadata and the log), never part of a score: with the
-    kernel sandboxed and no solution in it, there is nothing to hand an exercise to.
+    (``SOURCE_FINDINGS`` in the notebook's metadata, the log and the grading report). It can only
+    cost points (a hand-over it reads, e.g. torch's batch norm in a torch exercise, fails the cell
+    as before), never add any; the defence is the sandbox: no solution is in the kernel to hand
+    an exercise to.
     """
 
     timeout = Float(600, help="Seconds allowed for re-judging one notebook's test cells.").tag(config=True)
@@ -317,6 +319,7 @@ class VerifyChecks(NbGraderPreprocessor):
         trusted = trusted_sources(resources)
         prestarted = (resources or {}).pop(_PRESTARTED, None)
         seed = (resources or {}).get(HIDDEN_SEED_KEY)
+        program = sources.Program(*sources.learner_and_instructor_sources(nb))
         jobs = []
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
@@ -326,7 +329,12 @@ class VerifyChecks(NbGraderPreprocessor):
                 grade_id = cell.metadata["nbgrader"].get("grade_id", "")
                 # Re-run the instructor's source from the gradebook, never text from the submission.
                 source = cell.source if trusted is None else trusted.get(grade_id, cell.source)
-                job = {"id": str(i), "source": source, "receipts": receipts, "references": []}
+                try:
+                    names = replay.free_names(source)
+                except SyntaxError:
+                    names = set()
+                job = {"id": str(i), "source": source, "receipts": receipts,
+                       "references": sorted(program.references(names))}
                 if seed is not None:
                     job["hidden_seed"] = int(seed)
                 jobs.append(job)
@@ -386,20 +394,18 @@ SOURCE_FINDINGS = "bncourse_source_findings"  # notebook metadata key: what the 
 
 
 def _report_source_findings(nb, log) -> None:
-    """What each solution cell's names reach in the course or torch (for the instructor, never a score).
-
-    A cell the reader cannot parse is listed as such (never silently skipped)."""
+    """What each solution cell's names reach in the course or other libraries (for the instructor,
+    never a score). A cell the reader cannot parse, even as IPython would, is listed as such."""
     try:
         program = sources.Program(*sources.learner_and_instructor_sources(nb))
     except Exception as exc:  # noqa: BLE001 - a report, not a verdict
         nb.metadata[SOURCE_FINDINGS] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         return
     findings = {}
-    for index, cell in enumerate(nb.cells):
-        meta = cell.metadata.get("nbgrader", {}) if cell.cell_type == "code" else {}
-        if cell.cell_type != "code" or (meta.get("locked") and not meta.get("solution")) or _is_test_cell(cell):
-            continue  # the instructor's cells are not the learner's code
-        grade_id = meta.get("grade_id") or f"cell {index}"
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not nbutils.is_solution(cell):
+            continue
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
         try:
             names = sources.defined_names(cell.source)
         except SyntaxError as exc:

@@ -3,7 +3,8 @@
 ``similarity_report(course_dir, assignment)`` reads every submission of the assignment (never
 changing it) and compares each solution cell with
 
-- every function and class of the ``bncourse`` package (the references a learner could paste), and
+- every module of the ``bncourse`` package, whole, and every function and class in it (the
+  references and known mistakes a learner could paste; read here, outside any sandbox), and
 - the same cell (same ``grade_id``) of every other student,
 
 after normalizing the code the way copies are disguised: comments and docstrings dropped, local
@@ -33,7 +34,9 @@ __all__ = ["Match", "fingerprint", "similarity", "similarity_report", "write_sim
 K = 4
 MIN_GRAMS = 12          # cells shorter than this (in 4-token sequences) are not compared
 THRESHOLD = 0.6
-_SKIP_PACKAGES = ("bncourse.checks", "bncourse.grading", "bncourse.cli", "bncourse.experiments")
+# Not compared: code a learner has no reason to copy an answer from. The checks are compared: their
+# known mistakes are near-solutions.
+_SKIP_PACKAGES = ("bncourse.grading", "bncourse.cli", "bncourse.experiments")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,10 @@ def _package_sources() -> dict[str, frozenset]:
             module = importlib.import_module(info.name)
         except Exception:  # noqa: BLE001 - a module that cannot be imported here has nothing to compare
             continue
+        try:  # the whole module too: a cell that pastes all of it is a copy of no single function
+            found[f"reference:{info.name}"] = fingerprint(inspect.getsource(module))
+        except (OSError, TypeError):
+            pass
         for name, obj in vars(module).items():
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, "__module__", "") == info.name:
                 try:

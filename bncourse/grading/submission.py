@@ -82,7 +82,7 @@ def grade_submission(task: dict) -> dict:
     if not submission.is_dir():
         return _failed_outcome(task, f"{submission} is not reachable from {label}: every worker must see the "
                                      "course folder at the same path (shared storage)", label)
-    _alembic_on_path()
+    alembic_on_path()
     kernel_env = dict(task["kernel_env"])
     threads = _kernel_threads(task.get("kernel_threads"), label)
     if threads:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
@@ -98,6 +98,9 @@ def grade_submission(task: dict) -> dict:
             "CourseDirectory.autograded_directory": str(tmp / "autograded"),
         })
         cfg.GradingExecute.kernel_env = kernel_env
+        cfg.GradingExecute.sandbox = bool(task.get("sandbox", True))
+        if task.get("hidden_seed") is not None:
+            cfg.GradingExecute.hidden_seed = int(task["hidden_seed"])
         cfg.GradingKernelManager.ipc_dir = str(tmp)  # a killed kernel's socket files go with the folder
         if task.get("rejudge_server"):
             cfg.GradingExecute.rejudge_server = task["rejudge_server"]
@@ -125,7 +128,7 @@ def _grade_safely(task: dict) -> dict:
         return _failed_outcome(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
 
 
-def _alembic_on_path() -> None:
+def alembic_on_path() -> None:
     """nbgrader runs ``alembic`` from PATH: make this interpreter's scripts folder visible."""
     bindir = os.path.dirname(sys.executable)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
