@@ -41,8 +41,10 @@ INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; 
                 "(plain nbgrader: c.GradingExecute.sandbox = False)")
 UNSANDBOXED_NOTE = "UNSANDBOXED: kernels ran without the sandbox (--unsandboxed); scores do not hold against a determined student"
 # Environment variables a grading kernel keeps (prefixes); everything else of the grader's is dropped.
-KEPT_ENV = ("BNCOURSE_", "NBGRADER_", "JPY_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-            "LANG", "LC_ALL", "PYDEVD_", "MPLBACKEND", "TZ")
+KEPT_ENV = ("BNCOURSE_FAST", "BNCOURSE_GRADING", "BNCOURSE_SEED", "BNCOURSE_FULL_ON_CPU", "BNCOURSE_DEVICE",
+            "BNCOURSE_THREADS", "BNCOURSE_HIDDEN_SEED", "BNCOURSE_RECEIPTS", "NBGRADER_", "JPY_",
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LANG", "LC_ALL", "PYDEVD_",
+            "MPLBACKEND", "TZ")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -167,7 +169,7 @@ class Sandbox:
         return args + self.limits.argv() + list(kernel_cmd)
 
     def environment(self, env: dict) -> dict[str, str]:
-        kept = {k: str(v) for k, v in env.items() if k.startswith(KEPT_ENV)}
+        kept = {k: str(v) for k, v in env.items() if k.startswith(KEPT_ENV) and not k.startswith("BNCOURSE_GRADING_")}
         venv_bin = os.path.join(sys.prefix, "bin")
         kept.update({
             "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
