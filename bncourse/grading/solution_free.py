@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,6 +45,10 @@ STUBBED: tuple[str, ...] = (
     "bncourse.checks.catalogue",
     "bncourse.checks.mistakes",
 )
+# The recording machinery: copied as it is.
+RECORDING = frozenset({"bncourse.checks.core", "bncourse.checks.calls", "bncourse.checks.replay",
+                       "bncourse.checks.replay_server", "bncourse.checks.inputs", "bncourse.checks.results",
+                       "bncourse.checks.compare", "bncourse.checks.delegation"})
 # Names in stubbed modules that are not solutions and that recording or the notebooks need.
 KEPT: frozenset[str] = frozenset({
     "bncourse.folding.count_batchnorms",
@@ -52,7 +57,10 @@ KEPT: frozenset[str] = frozenset({
     "bncourse.checks.module_mistakes.module_mistakes",  # builds the list at import; each mistake's methods are stubbed
     "bncourse.checks.module_mistakes._wrong_dims",
 })
-_VERSION = "1"  # bump when the transform changes
+# In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
+# module-level functions that compute an exercise's expected answer are stubbed by name.
+CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
+_VERSION = "2"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -116,6 +124,32 @@ def _with_helpers(tree: ast.Module, module: str, given: set[str]) -> set[str]:
     return keep
 
 
+class _ReferenceStubber(ast.NodeTransformer):
+    """Stubs only the module-level functions named like a check's reference (``CHECK_REFERENCE``)."""
+
+    def __init__(self, module: str):
+        self.module = module
+
+    def visit_Module(self, node):
+        for stmt in node.body:
+            if (isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and CHECK_REFERENCE.fullmatch(stmt.name)
+                    and not stmt.name.startswith("_switch_off")):
+                stmt.body = _stub_body(f"{self.module}.{stmt.name}")
+        return node
+
+
+def stub_check_references(source: str, module: str) -> str | None:
+    """``source`` with its reference functions stubbed (None if it has none)."""
+    tree = ast.parse(source)
+    names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+             and CHECK_REFERENCE.fullmatch(n.name) and not n.name.startswith("_switch_off")]
+    if not names:
+        return None
+    tree = _ReferenceStubber(module).visit(tree)
+    ast.fix_missing_locations(tree)
+    return ast.unparse(tree) + "\n"
+
+
 def stub_source(source: str, module: str, keep: Iterable[str] = ()) -> str:
     """``source`` of ``module`` with every function's and method's body replaced by a raise, except
     the names in ``keep`` (and the helpers they use) and ``KEPT``."""
@@ -177,6 +211,9 @@ def build(given: Iterable[str] = (), where: Path | None = None) -> Path:
             module = ".".join(("bncourse", *rel.with_suffix("").parts)).removesuffix(".__init__")
             if p.suffix == ".py" and is_stubbed(module):
                 out.write_text(stub_source(p.read_text(), module, given))
+            elif p.suffix == ".py" and module.startswith("bncourse.checks.") and module not in RECORDING:
+                stubbed = stub_check_references(p.read_text(), module)
+                out.write_text(stubbed) if stubbed is not None else shutil.copyfile(p, out)
             else:
                 shutil.copyfile(p, out)
         (tmp / "bncourse" / "grading_stub.py").write_text(
