@@ -305,11 +305,11 @@ def _install_autograded(dest: Path, files: dict[str, bytes] | None) -> None:
 
 def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, template: Path, tmp: Path) -> StudentResult:
     """Merge one outcome into the gradebook and the autograded folder; a failure is recorded with 0."""
-    s, ok = out["student"], out["success"]
+    s, ok = out.student, out.success
     src = template  # no private gradebook (the task never finished): the merge records 0 points
-    if out.get("gradebook"):
+    if out.gradebook:
         src = tmp / f"result-{s}.db"
-        src.write_bytes(out["gradebook"])
+        src.write_bytes(out.gradebook)
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{src}") as src_gb, warnings.catch_warnings():
@@ -317,12 +317,12 @@ def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, tem
         _merge(gb, src_gb, assignment, s, ok)
     if src != template:
         src.unlink()
-    _install_autograded(course_dir / "autograded" / s / assignment, out.get("autograded") if ok else None)
+    _install_autograded(course_dir / "autograded" / s / assignment, out.autograded if ok else None)
     sub = gb.find_submission(assignment, s)
-    reason = "" if ok else (precheck or out.get("reason") or _reason_from_log(out["log"] + "\n" + out["error"]))
+    reason = "" if ok else (precheck or out.reason or _reason_from_log(out.log + "\n" + out.error))
     notes = _cell_notes(course_dir / "autograded" / s / assignment) if ok else []
     return StudentResult(s, "graded" if ok else "failed", float(sub.score), float(sub.max_score), reason, notes,
-                         out["seconds"], out.get("worker", ""), out.get("attempts", 1))
+                         out.seconds, out.worker, out.attempts)
 
 
 def grade(
@@ -421,7 +421,7 @@ def grade(
                    file=sys.stderr)
         with bar, Gradebook(db_url) as gb:
             for out in outcomes:  # merged as they finish: a stop halfway keeps what was graded
-                r = _record(gb, course_dir, assignment, out, prechecks[out["student"]], template, tmp)
+                r = _record(gb, course_dir, assignment, out, prechecks[out.student], template, tmp)
                 results.append(r)
                 bar.update(1)
                 bar.set_postfix(failed=sum(x.status != "graded" for x in results), refresh=False)
