@@ -115,7 +115,10 @@ class Sandbox:
 
         ``work_source``: a private copy bound at ``workdir`` (default: ``workdir`` itself)."""
         as_root = os.geteuid() == 0
-        args = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+        # bubblewrap itself ignores SIGINT: an interrupt (nbclient's, after a cell's time limit) is
+        # for the kernel, which sets its own handler; a bwrap killed by it would take the kernel along.
+        args = ["sh", "-c", 'trap "" INT; exec "$@"', "bncourse-sandbox",
+                "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "grading"]
         if not as_root:
             args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
