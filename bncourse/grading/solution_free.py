@@ -60,7 +60,7 @@ KEPT: frozenset[str] = frozenset({
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
-_VERSION = "2"  # bump when the transform changes
+_VERSION = "3"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -124,28 +124,32 @@ def _with_helpers(tree: ast.Module, module: str, given: set[str]) -> set[str]:
     return keep
 
 
-class _ReferenceStubber(ast.NodeTransformer):
-    """Stubs only the module-level functions named like a check's reference (``CHECK_REFERENCE``)."""
-
-    def __init__(self, module: str):
-        self.module = module
-
-    def visit_Module(self, node):
-        for stmt in node.body:
-            if (isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and CHECK_REFERENCE.fullmatch(stmt.name)
-                    and not stmt.name.startswith("_switch_off")):
-                stmt.body = _stub_body(f"{self.module}.{stmt.name}")
-        return node
+def _called_at_import(tree: ast.Module) -> set[str]:
+    """Names called by the module's own top-level statements (outside any function): factories."""
+    called = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                called.add(node.func.id)
+    return called
 
 
 def stub_check_references(source: str, module: str) -> str | None:
-    """``source`` with its reference functions stubbed (None if it has none)."""
+    """``source`` with its reference functions (``CHECK_REFERENCE``) stubbed; None if it has none.
+
+    A factory the module calls while importing (``_reference_then(...)`` building a mistake) stays:
+    what it wraps is stubbed where it lives."""
     tree = ast.parse(source)
-    names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-             and CHECK_REFERENCE.fullmatch(n.name) and not n.name.startswith("_switch_off")]
-    if not names:
+    factories = _called_at_import(tree)
+    targets = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and CHECK_REFERENCE.fullmatch(n.name) and not n.name.startswith("_switch_off")
+               and n.name not in factories]
+    if not targets:
         return None
-    tree = _ReferenceStubber(module).visit(tree)
+    for node in targets:
+        node.body = _stub_body(f"{module}.{node.name}")
     ast.fix_missing_locations(tree)
     return ast.unparse(tree) + "\n"
 
