@@ -57,6 +57,13 @@ KEPT: frozenset[str] = frozenset({
     "bncourse.checks.module_mistakes.module_mistakes",  # builds the list at import; each mistake's methods are stubbed
     "bncourse.checks.module_mistakes._wrong_dims",
 })
+# References the checks themselves need in the kernel to build a case's inputs (with the helpers
+# they use). A HOLE, said in the threat model: notebook 8's backward check builds its input cache
+# with the reference sync forward (bncourse.checks.sync_batchnorm), so that forward is in notebook
+# 8's grading kernel; the check switches it off while the learner's forward runs, and the source
+# report names any use of it, but a copy taken earlier escapes both. Building the cache from the
+# learner's own forward would close it.
+RECORDING_NEEDS: frozenset[str] = frozenset({"bncourse.nn_sync.sync_batch_norm_forward"})
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
@@ -198,7 +205,7 @@ def build(given: Iterable[str] = (), where: Path | None = None) -> Path:
     """A folder holding the solution-free ``bncourse`` (put it on ``PYTHONPATH``); built once per content."""
     root = Path(bncourse.__file__).resolve().parent
     files = _package_files(root)
-    given = sorted(set(given))
+    given = sorted(set(given) | RECORDING_NEEDS)
     h = hashlib.sha256(f"{_VERSION}|{','.join(STUBBED)}|{','.join(sorted(KEPT))}|{','.join(given)}".encode())
     for p in files:
         h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
