@@ -221,9 +221,20 @@ def _left_behind(exchange: str) -> list[str]:
             cmd = " ".join(p.info["cmdline"] or [])
             if p.pid != os.getpid() and "multiprocessing" not in cmd and p.environ().get("BNCOURSE_EXCHANGE") == exchange:
                 out.append(f"{p.pid}: {cmd[:120]}")
+            elif _orphaned_sandboxed_kernel(p.info["cmdline"] or []):
+                out.append(f"{p.pid} (sandboxed kernel): {cmd[:120]}")
         except psutil.Error:
             continue
     return out
+
+
+def _orphaned_sandboxed_kernel(cmdline: list[str]) -> bool:
+    """A sandboxed kernel (its environment is cleared, so it carries no exchange) whose grading folder
+    is gone: the run that started it has finished without it."""
+    if "ipykernel_launcher" not in " ".join(cmdline) or "-f" not in cmdline:
+        return False
+    connection = cmdline[cmdline.index("-f") + 1] if cmdline.index("-f") + 1 < len(cmdline) else ""
+    return "bncourse-kernel-" in connection and not os.path.exists(connection)
 
 
 def _gradebook_scores(course: Path) -> dict:
