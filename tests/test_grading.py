@@ -343,3 +343,16 @@ def test_does_a_new_gradebook_get_nbgraders_schema_revision_without_an_alembic_p
         heads = subprocess.run([os.path.join(bindir, "alembic"), "-c", ini, "heads"], capture_output=True,
                                text=True, timeout=120, check=True).stdout.split()[0]
     assert stamped == [(heads,)], (stamped, heads)
+
+
+def test_does_the_re_judging_use_the_grading_runs_hidden_seed(monkeypatch):
+    """The seed a grading run drew reaches the re-judging process's hidden cases (the kernel gets it as
+    BNCOURSE_HIDDEN_SEED); bncourse.checks.inputs.use_hidden_seed draws the cases from it."""
+    from bncourse.checks import inputs, replay
+    from bncourse.grading.execute import run_seed
+
+    seen = []
+    monkeypatch.setattr(inputs, "use_hidden_seed", seen.append, raising=False)
+    replay.judge({"cells": [{"id": "a", "source": "x = 1", "receipts": [], "hidden_seed": 12345}]})
+    assert seen == [12345]
+    assert run_seed() == run_seed() and 0 <= run_seed() < 2**62

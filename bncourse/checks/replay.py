@@ -202,10 +202,6 @@ class _Session:
 _SESSION: _Session | None = None
 
 
-def session() -> _Session | None:
-    return _SESSION
-
-
 def free_names(source: str) -> set[str]:
     """Names a cell reads without defining them itself (the learner's objects, typically)."""
     tree = ast.parse(source)
