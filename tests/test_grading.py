@@ -271,7 +271,10 @@ def _left_behind(exchange: str) -> list[str]:
 def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_behind(tmp_path, monkeypatch):
     """`grade(..., jobs=2)`: a worker SIGKILLed mid-submission (its kernel kills it) costs a retry; a
     submission that kills every worker fails with its reason, 0 points, nothing half-written; a kernel
-    that spins through its cell's timeout and started a detached process leaves nothing running."""
+    that spins through its cell's timeout and started a detached process leaves nothing running.
+
+    Unsandboxed: a sandboxed kernel cannot see, let alone kill, its worker (tests/test_grading_sandbox.py),
+    so a worker's death (out of memory, a lost machine) is simulated by a kernel outside the sandbox."""
     exchange = str(tmp_path / "exchange")
     monkeypatch.setenv("BNCOURSE_EXCHANGE", exchange)
     monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "5")  # set after any forkserver started: workers must see it
@@ -287,7 +290,7 @@ def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_beh
                                                 "zz_kills_every_time": KILL_WORKER + SQUARE})
     submitted = {p: p.read_bytes() for p in (course / "submitted").rglob("*") if p.is_file()}
 
-    report = grading.grade(TINY, course, jobs=2, write_report=False)
+    report = grading.grade(TINY, course, jobs=2, write_report=False, sandbox=False)
 
     by = {s.student: s for s in report.students}
     assert {s: (r.status, r.score) for s, r in by.items()} == {

@@ -56,11 +56,16 @@ try:
 except OSError:
     print("no network")
 print("env", sorted(k for k in os.environ if "SECRET" in k or "PG" in k))
+try:
+    os.kill({os.getpid()}, 0); print("LEAK sees the grader's process")
+except OSError:
+    print("no grader process in sight")
 """
     out = _run(code, tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "LEAK" not in out.stdout, out.stdout
     assert "uid 65534" in out.stdout and "no network" in out.stdout and "env []" in out.stdout
+    assert "no grader process in sight" in out.stdout
     assert str(solution_free.cache_dir()) in out.stdout  # the solution-free build, not the repository
     assert (tmp_path / "work" / "mine.txt").read_text() == "ok"
 

@@ -128,9 +128,10 @@ class VerifyChecks(NbGraderPreprocessor):
             ename, text = REFUSED_ENAME, (f"the grader could not re-judge this test cell outside your notebook "
                                           f"({reason}), so it scores 0; run the notebook from the top as given")
         self.log.warning("Test cell %s: the grader says %s: %s", grade_id, verdict, reason)
-        if kernel_error is not None and kernel_error.get("ename") == "CellTimeoutError":
-            # The likely reason no receipt came back: say that (it scores 0 all the same).
-            ename, text = "CellTimeoutError", str(kernel_error.get("evalue", "")) or "the cell ran past its time limit"
+        timeout = next((o for o in cell.outputs if o.output_type == "error" and o.get("ename") == "CellTimeoutError"),
+                       None)
+        if timeout is not None:  # the likely reason no receipt came back: say that (it scores 0 all the same)
+            ename, text = "CellTimeoutError", str(timeout.get("evalue", "")) or "the cell ran past its time limit"
         # First: nbgrader's determine_grade stops at the first error or execute_result it meets.
         cell.outputs = [new_output("error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"]), *outputs]
 
