@@ -220,8 +220,19 @@ def free_names(source: str) -> set[str]:
     return {n for n in loaded - bound if not hasattr(builtins, n)}
 
 
-def replay_cell(source: str, entries: list[dict], references: list[str] = ()) -> tuple[str, str]:
-    """Re-run one test cell against its receipts: ('pass'|'fail'|'delegated'|'not_replayable', reason)."""
+def _cell_line(exc: BaseException) -> int | None:
+    """The test cell's line an exception came through last (None if it did not)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<test cell>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def replay_cell(source: str, entries: list[dict], references: list[str] = ()) -> tuple:
+    """Re-run one test cell against its receipts: ('pass'|'fail'|'delegated'|'not_replayable', reason), and for
+    a failed assertion also the test cell's line and the check's message."""
     global _SESSION
     import io
     from contextlib import redirect_stderr, redirect_stdout
@@ -250,7 +261,9 @@ def replay_cell(source: str, entries: list[dict], references: list[str] = ()) ->
         if _SESSION is not None and _SESSION.delegated:
             return "delegated", _SESSION.delegated
         if isinstance(exc, AssertionError):
-            return "fail", f"the genuine check fails on the recorded outputs ({first})"
+            # The check's whole message, and the test cell's line that failed (feedback shows a
+            # visible check's message; a hidden check's is never shown).
+            return "fail", f"the genuine check fails on the recorded outputs ({first})", _cell_line(exc), str(exc)[:4000]
         return "fail", f"{type(exc).__name__}: {first}"
     finally:
         attempts = _SESSION.attempts if _SESSION else 0

@@ -10,7 +10,7 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
-from bncourse.grading.verify import REFUSED_ENAME, VERIFY_ENAME, pop_receipts
+from bncourse.grading.verify import REFUSED_ENAME, pop_receipts
 
 __all__ = ["HIDDEN_MESSAGE", "HideHiddenTests"]
 
@@ -63,8 +63,9 @@ class HideHiddenTests(NbGraderPreprocessor):
             if o.output_type != "error":
                 continue
             line = _failing_line(o.get("traceback", []))
-            visible = o.ename == REFUSED_ENAME or (
-                o.ename != VERIFY_ENAME and line is not None and not any(a <= line <= b for a, b in ranges))
+            # The grader's verdict names the test cell's line only for a failed check's own message
+            # (bncourse.grading.verify): shown when that line is a visible test.
+            visible = o.ename == REFUSED_ENAME or (line is not None and not any(a <= line <= b for a, b in ranges))
             if o.ename == "CellTimeoutError":
                 evalue = "the cell did not finish before the time limit"
             elif visible:

@@ -96,11 +96,12 @@ class VerifyChecks(NbGraderPreprocessor):
         for job in jobs:
             cell = nb.cells[int(job["id"])]
             grade_id = cell.metadata["nbgrader"].get("grade_id", job["id"])
-            verdict, reason = verdicts.get(job["id"], ["not_replayable", "no verdict from the re-judging process"])
-            self._settle(cell, grade_id, verdict, reason)
+            verdict, reason, *where = verdicts.get(job["id"], ["not_replayable", "no verdict from the re-judging process"])
+            self._settle(cell, grade_id, verdict, reason, *where)
         return nb, resources
 
-    def _settle(self, cell, grade_id: str, verdict: str, reason: str) -> None:
+    def _settle(self, cell, grade_id: str, verdict: str, reason: str, line: int | None = None,
+                message: str = "") -> None:
         """Rewrite a test cell's outputs so that nbgrader reads the grader's ``verdict`` and nothing else."""
         kernel_error = next((o for o in cell.outputs if o.output_type == "error"), None)
         outputs = []
@@ -118,7 +119,13 @@ class VerifyChecks(NbGraderPreprocessor):
                               grade_id, kernel_error.get("ename"))
             cell.outputs = outputs
             return
-        if verdict == "fail":
+        traceback = None
+        if verdict == "fail" and line is not None and message:
+            # The check's own message (its diagnosis), at the test cell's line: feedback shows it when
+            # that line is a visible test, and a generic sentence when it is a hidden one.
+            ename, text = VERIFY_ENAME, message
+            traceback = [f"Cell In[1], line {line}", f"{VERIFY_ENAME}: {message}"]
+        elif verdict == "fail":
             ename, text = VERIFY_ENAME, ("the grader re-ran this test cell with genuine checks on your "
                                          f"function's recorded outputs and it did not pass: {reason}")
         elif verdict == "delegated":
@@ -133,7 +140,8 @@ class VerifyChecks(NbGraderPreprocessor):
         if timeout is not None:  # the likely reason no receipt came back: say that (it scores 0 all the same)
             ename, text = "CellTimeoutError", str(timeout.get("evalue", "")) or "the cell ran past its time limit"
         # First: nbgrader's determine_grade stops at the first error or execute_result it meets.
-        cell.outputs = [new_output("error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"]), *outputs]
+        cell.outputs = [new_output("error", ename=ename, evalue=text, traceback=traceback or [f"{ename}: {text}"]),
+                        *outputs]
 
 
 SOURCE_FINDINGS = "bncourse_source_findings"  # notebook metadata key: what the learner's code refers to
