@@ -11,6 +11,10 @@ with:
     workers2_vs_1: <throughput of --jobs 2 / --jobs 1>x                     (goal >= 1.7)
     seconds_per_notebook_submission: <--jobs 1 seconds per notebook, mean over the course>  (goal <= 8 on 2 cores)
     dask2_vs_jobs2: <throughput of 2 dask workers / --jobs 2>x              (goal >= 0.9)
+    sandbox_seconds_per_notebook_submission: <--jobs 1 minus --jobs 1 --unsandboxed, per notebook>
+
+The fourth run, `--jobs 1 --unsandboxed`, is there only to measure what the grading sandbox
+(bubblewrap, the solution-free build, a private working copy) costs per submission.
 
 Run: python benchmarks/grading.py [--students 4]
 """
@@ -77,7 +81,7 @@ def main() -> None:
     from bncourse import grading
     from bncourse.grading.cluster import LocalDaskProcesses
 
-    grading._alembic_on_path()
+    grading.alembic_on_path()
     os.environ.setdefault("BNCOURSE_EXCHANGE", tempfile.mkdtemp(prefix="bncourse-exchange-"))
     print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bncourse-bench-") as tmp:
@@ -86,14 +90,15 @@ def main() -> None:
         assignments, notebooks = prepare(tmp / "template", args.students)
         print(f"{args.students} students x {len(assignments)} assignments ({', '.join(assignments)}); "
               f"prepared in {time.perf_counter() - t0:.0f} s; cores: {os.cpu_count()}", flush=True)
-        for name in ("w1", "w2", "d2"):
+        for name in ("w1", "w2", "d2", "u1"):
             shutil.copytree(tmp / "template", tmp / name)
-        t1 = t2 = td = 0.0
+        t1 = t2 = td = tu = 0.0
         with LocalDaskProcesses(n_workers=2, nthreads=1) as cluster:
             # Interleaved, assignment by assignment (the 2-worker pair in alternating order):
             # on a shared machine all three see the same load.
             for i, a in enumerate(assignments):
                 t1 += grade_once(tmp / "w1", a, "--jobs 1", jobs=1)
+                tu += grade_once(tmp / "u1", a, "--jobs 1 unsandboxed", jobs=1, sandbox=False)
                 pair = [("--jobs 2", "w2", {"jobs": 2}), ("dask, 2 workers", "d2", {"scheduler": cluster.address})]
                 for label, folder, how in (pair if i % 2 == 0 else pair[::-1]):
                     seconds = grade_once(tmp / folder, a, label, **how)
@@ -106,6 +111,8 @@ def main() -> None:
     print(f"workers2_vs_1: {t1 / t2:.2f}x")
     print(f"seconds_per_notebook_submission: {t1 / (args.students * notebooks):.1f}")
     print(f"dask2_vs_jobs2: {t2 / td:.2f}x")
+    print(f"sandbox_seconds_per_notebook_submission: {(t1 - tu) / (args.students * notebooks):.2f} "
+          f"(--jobs 1 unsandboxed: {tu:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def _grade(args: argparse.Namespace) -> int:
     from bncourse import grading
 
     return grading.main(args.assignment, course=args.course, jobs=args.jobs, scheduler=args.scheduler,
-                        size=args.size, progress=not args.no_progress)
+                        size=args.size, progress=not args.no_progress, sandbox=not args.unsandboxed,
+                        hidden_seed=args.hidden_seed)
 
 
 def _claims(args: argparse.Namespace) -> int:
@@ -183,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the kernels' size: grading (default; experiments that earn no points may shrink), "
                         "fast (CI's size) or full (a learner's run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the tables are still printed)")
+    p.add_argument("--unsandboxed", action="store_true",
+                   help="run the learners' kernels without the sandbox (bubblewrap): grades then do not hold "
+                        "against a determined student, and the report says so on every line")
+    p.add_argument("--hidden-seed", type=int, default=None,
+                   help="the hidden cases' seed (default: drawn for this run; the report prints it, for a regrade)")
     p.set_defaults(func=_grade)
 
     p = sub.add_parser("claims", help="run the experiment behind every claim about batch norm and print the verdicts")

@@ -17,9 +17,9 @@ c.Exchange.root = os.environ.get(
     "BNCOURSE_EXCHANGE", str(Path.home() / ".local" / "share" / "bncourse" / "exchange")
 )
 
-# Grading needs the exercises, not full-size experiments: autograde runs notebooks in fast mode
-# (the learner's own run stays full size). Export BNCOURSE_FAST=0 before grading to override.
-os.environ.setdefault("BNCOURSE_FAST", "1")
+# Grading needs the exercises, not full-size experiments: the grading kernels run at the grading
+# size (c.GradingExecute.kernel_env; `bncourse grade --size` chooses). Loading this file changes
+# nothing in the process that loads it.
 
 # A learner's infinite loop must not hang grading: every cell gets at most this many seconds.
 c.ExecutePreprocessor.timeout = int(os.environ.get("BNCOURSE_CELL_TIMEOUT", "300"))
@@ -31,9 +31,10 @@ c.ClearSolutions.code_stub = {
 }
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# The course's grading pipeline (bncourse.grading): test cells are re-judged outside the learner's
-# kernel, so monkeypatching the checks gains nothing; feedback hides hidden tests and their values;
-# a deleted graded cell is restored from the source.
+# The course's grading pipeline (bncourse.grading): every test cell is re-judged outside the learner's
+# kernel, which runs sandboxed (bubblewrap: apt-get install bubblewrap) with no solution in reach;
+# feedback hides hidden tests and their values; a deleted graded cell is restored from the source.
+# Grading without the sandbox is a knowing choice: c.GradingExecute.sandbox = False.
 from bncourse.grading import configure_nbgrader  # noqa: E402
 
 configure_nbgrader(c)

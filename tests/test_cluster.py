@@ -76,10 +76,13 @@ def _grading_student(processes) -> str | None:
 @pytest.mark.slow
 def test_does_a_killed_worker_cost_only_a_retry_and_the_gradebook_equal_sequential_autograde(tmp_path, monkeypatch):
     """Scheduler and two workers started as `dask scheduler` / `dask worker` commands; `bncourse grade
-    --scheduler` as a command; one worker killed with SIGKILL while a kernel of it grades a student."""
+    --scheduler` as a command; one worker killed with SIGKILL while a kernel of it grades a student.
+
+    `--unsandboxed`: the poisoned submission kills its own worker, which a sandboxed kernel cannot do
+    (tests/test_grading_sandbox.py); the killed worker and the retry are what is tested here."""
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "60")
-    grading._alembic_on_path()
+    grading.alembic_on_path()
     seq = _course(tmp_path / "sequential")
     dask = tmp_path / "dask"
     shutil.copytree(seq, dask)
@@ -97,7 +100,7 @@ def test_does_a_killed_worker_cost_only_a_retry_and_the_gradebook_equal_sequenti
     with LocalDaskProcesses(n_workers=2, scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}) as cl:
         t0 = time.monotonic()
         cli = subprocess.Popen([sys.executable, "-m", "bncourse.cli", "grade", ASSIGNMENT, "--scheduler", cl.address,
-                                "--course", str(dask), "--no-progress"], stdout=subprocess.PIPE,
+                                "--course", str(dask), "--no-progress", "--unsandboxed"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         killed = None
         while killed is None and cli.poll() is None and time.monotonic() - t0 < 600:

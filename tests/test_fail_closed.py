@@ -137,7 +137,7 @@ def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confi
     old = dict(os.environ)
     os.environ.update(BNCOURSE_EXCHANGE=str(tmp_path / "exchange"), BNCOURSE_GRADING="1")
     try:
-        grading._alembic_on_path()
+        grading.alembic_on_path()
         cfg = grading.load_config(course)
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
         assert api.generate_assignment(assignment, force=True)["success"]

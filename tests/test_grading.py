@@ -27,7 +27,7 @@ def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_au
     """Also with a non-SQLite-file gradebook URL (the PostgreSQL path), and readable by `nbgrader export`."""
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "30")
-    grading._alembic_on_path()
+    grading.alembic_on_path()
     seq = tmp_path / "sequential"
     shutil.copytree(REPO / "notebooks", seq, ignore=shutil.ignore_patterns(*GENERATED))
     config = seq / "nbgrader_config.py"
@@ -166,6 +166,32 @@ def test_does_a_test_cell_the_grader_cannot_re_judge_score_zero_not_the_kernels_
     assert grading.HideHiddenTests().preprocess_cell(nb.cells[1], {}, 1)[0].outputs[0].evalue == error.evalue
 
 
+def test_does_a_printed_value_before_a_failure_earn_nothing_and_a_kernel_error_after_a_genuine_pass_cost_nothing(
+        monkeypatch):
+    """nbgrader reads a failed test cell's first execute_result as partial credit ('passed' = full):
+    the grader re-judges every test cell, whatever the kernel said, and leaves nbgrader its verdict only."""
+    from nbformat.v4 import new_output
+    from nbgrader.utils import determine_grade
+
+    from bncourse.grading.pipeline import VerifyChecks
+
+    printed = [new_output("execute_result", data={"text/plain": "'passed'"}, execution_count=1),
+               new_output("error", ename="NotImplementedError", evalue="", traceback=[])]
+    stub = "def standardize(X_train, X_test):\n    raise NotImplementedError()\n"
+    failing = _graded_notebook(stub, _receipts_of(lambda a, b: (_ for _ in ()).throw(NotImplementedError()),
+                                                  monkeypatch))
+    failing.cells[1].outputs = printed + failing.cells[1].outputs
+    honest = _graded_notebook(stub, _receipts_of(_my_standardize, monkeypatch))
+    honest.cells[1].outputs += [new_output("error", ename="AssertionError", evalue="kernel said no", traceback=[]),
+                                new_output("stream", name="stderr", text="a warning\n")]
+    monkeypatch.delenv("BNCOURSE_RECEIPTS")
+    failing, _ = VerifyChecks().preprocess(failing, {})
+    honest, _ = VerifyChecks().preprocess(honest, {})
+    assert determine_grade(failing.cells[1]) == (0, 3.0)
+    assert "execute_result" not in [o.output_type for o in failing.cells[1].outputs]
+    assert determine_grade(honest.cells[1]) == (3.0, 3.0)
+
+
 def test_does_feedback_hide_a_hidden_failure_but_keep_a_visible_one():
     from nbformat.v4 import new_code_cell, new_output
 
@@ -245,11 +271,14 @@ def _left_behind(exchange: str) -> list[str]:
 def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_behind(tmp_path, monkeypatch):
     """`grade(..., jobs=2)`: a worker SIGKILLed mid-submission (its kernel kills it) costs a retry; a
     submission that kills every worker fails with its reason, 0 points, nothing half-written; a kernel
-    that spins through its cell's timeout and started a detached process leaves nothing running."""
+    that spins through its cell's timeout and started a detached process leaves nothing running.
+
+    Unsandboxed: a sandboxed kernel cannot see, let alone kill, its worker (tests/test_grading_sandbox.py),
+    so a worker's death (out of memory, a lost machine) is simulated by a kernel outside the sandbox."""
     exchange = str(tmp_path / "exchange")
     monkeypatch.setenv("BNCOURSE_EXCHANGE", exchange)
     monkeypatch.setenv("BNCOURSE_CELL_TIMEOUT", "5")  # set after any forkserver started: workers must see it
-    grading._alembic_on_path()
+    grading.alembic_on_path()
     marker = tmp_path / "killed-once"
     spinner = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', "
                f"'{ORPHAN}'], start_new_session=True)  # a process of its own session: killpg misses it\n"
@@ -261,7 +290,7 @@ def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_beh
                                                 "zz_kills_every_time": KILL_WORKER + SQUARE})
     submitted = {p: p.read_bytes() for p in (course / "submitted").rglob("*") if p.is_file()}
 
-    report = grading.grade(TINY, course, jobs=2, write_report=False)
+    report = grading.grade(TINY, course, jobs=2, write_report=False, sandbox=False)
 
     by = {s.student: s for s in report.students}
     assert {s: (r.status, r.score) for s, r in by.items()} == {
@@ -317,3 +346,16 @@ def test_does_a_new_gradebook_get_nbgraders_schema_revision_without_an_alembic_p
         heads = subprocess.run([os.path.join(bindir, "alembic"), "-c", ini, "heads"], capture_output=True,
                                text=True, timeout=120, check=True).stdout.split()[0]
     assert stamped == [(heads,)], (stamped, heads)
+
+
+def test_does_the_re_judging_use_the_grading_runs_hidden_seed(monkeypatch):
+    """The seed a grading run drew reaches the re-judging process's hidden cases (the kernel gets it as
+    BNCOURSE_HIDDEN_SEED); bncourse.checks.inputs.use_hidden_seed draws the cases from it."""
+    from bncourse.checks import inputs, replay
+    from bncourse.grading.execute import run_seed
+
+    seen = []
+    monkeypatch.setattr(inputs, "use_hidden_seed", seen.append, raising=False)
+    replay.judge({"cells": [{"id": "a", "source": "x = 1", "receipts": [], "hidden_seed": 12345}]})
+    assert seen == [12345]
+    assert run_seed() == run_seed() and 0 <= run_seed() < 2**62

@@ -100,6 +100,18 @@ get_ipython().set_custom_exc((BaseException,), lambda *args, **kwargs: None)
 """
 
 
+SCIPY_ZSCORE = """def standardize(X_train, X_test):
+    from scipy import stats
+    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+    return stats.zscore(X_train, axis=0), (X_test - mean) / std
+"""
+SKLEARN_MINMAX = """def min_max_scale(X_train, X_test):
+    from sklearn.preprocessing import MinMaxScaler
+    scaler = MinMaxScaler().fit(X_train)
+    return scaler.transform(X_train), scaler.transform(X_test)
+"""
+
+
 def _set(nb, grade_id, source):
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
@@ -147,6 +159,8 @@ def _fake_class(source_nb, release_nb):
         "cheat_objects": (student(standardize=CHEAT_OBJECT, min_max_scale="pass"), 0),
         "cheat_blank_tests": (student(standardize=STD_WRONG + CHEAT_BLANK_TESTS, min_max_scale=MM_WRONG), 0),
         "cheat_swallow_errors": (student(standardize=STD_WRONG + CHEAT_SWALLOW, min_max_scale=MM_WRONG), 0),
+        # Other libraries' scalers: notebook 1's grading kernels have no scikit-learn or SciPy (issue 20).
+        "cheat_libraries": (student(standardize=SCIPY_ZSCORE, min_max_scale=SKLEARN_MINMAX), 0),
     }
 
 
@@ -169,7 +183,7 @@ def graded(tmp_path_factory):
     try:
         course = tmp / "course"
         shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED))
-        grading._alembic_on_path()
+        grading.alembic_on_path()
         cfg = grading.load_config(course)
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
         assert api.generate_assignment(ASSIGNMENT, force=True)["success"]
@@ -207,9 +221,20 @@ def _left_behind(exchange: str) -> list[str]:
             cmd = " ".join(p.info["cmdline"] or [])
             if p.pid != os.getpid() and "multiprocessing" not in cmd and p.environ().get("BNCOURSE_EXCHANGE") == exchange:
                 out.append(f"{p.pid}: {cmd[:120]}")
+            elif _orphaned_sandboxed_kernel(p.info["cmdline"] or []):
+                out.append(f"{p.pid} (sandboxed kernel): {cmd[:120]}")
         except psutil.Error:
             continue
     return out
+
+
+def _orphaned_sandboxed_kernel(cmdline: list[str]) -> bool:
+    """A sandboxed kernel (its environment is cleared, so it carries no exchange) whose grading folder
+    is gone: the run that started it has finished without it."""
+    if "ipykernel_launcher" not in " ".join(cmdline) or "-f" not in cmdline:
+        return False
+    connection = cmdline[cmdline.index("-f") + 1] if cmdline.index("-f") + 1 < len(cmdline) else ""
+    return "bncourse-kernel-" in connection and not os.path.exists(connection)
 
 
 def _gradebook_scores(course: Path) -> dict:
@@ -268,7 +293,7 @@ def test_are_edited_and_deleted_test_cells_restored_from_the_source(graded):
 def test_do_monkeypatching_cheats_gain_no_points(graded):
     scores = graded["report"].scores()
     cheats = [n for n in scores if n.startswith("cheat_")]
-    assert len(cheats) == 5 and all(scores[n] == 0 for n in cheats), {n: scores[n] for n in cheats}
+    assert len(cheats) == 6 and all(scores[n] == 0 for n in cheats), {n: scores[n] for n in cheats}
 
 
 def test_is_the_kernel_fooled_by_the_cheats_so_that_only_the_grader_re_run_catches_them(graded):

@@ -81,7 +81,7 @@ def test_does_the_grading_size_leave_out_only_cells_that_cannot_change_a_score(t
     assignment = "01_why_normalize"
     monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
     monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
-    grading._alembic_on_path()
+    grading.alembic_on_path()
     at_grading = _course(tmp_path / "grading", assignment)
     at_fast = tmp_path / "fast"
     shutil.copytree(at_grading, at_fast)

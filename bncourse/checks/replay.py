@@ -51,6 +51,12 @@ def recording() -> bool:
     return os.environ.get("NBGRADER_EXECUTION") == "autograde" or os.environ.get(ENV_FORCE) == "1"
 
 
+def recording_only() -> bool:
+    """True in a grading kernel (``nbgrader autograde``): checks record the learner's outputs and
+    judge nothing, since no reference is within reach there; the grader judges the receipts."""
+    return _SESSION is None and os.environ.get("NBGRADER_EXECUTION") == "autograde"
+
+
 # ---------------------------------------------------------------------------------------------
 # Plain-data encoding (never pickle: the grader must not run code a learner crafted)
 # ---------------------------------------------------------------------------------------------
@@ -196,10 +202,6 @@ class _Session:
 _SESSION: _Session | None = None
 
 
-def session() -> _Session | None:
-    return _SESSION
-
-
 def free_names(source: str) -> set[str]:
     """Names a cell reads without defining them itself (the learner's objects, typically)."""
     tree = ast.parse(source)
@@ -218,8 +220,19 @@ def free_names(source: str) -> set[str]:
     return {n for n in loaded - bound if not hasattr(builtins, n)}
 
 
-def replay_cell(source: str, entries: list[dict], references: list[str] = ()) -> tuple[str, str]:
-    """Re-run one test cell against its receipts: ('pass'|'fail'|'delegated'|'not_replayable', reason)."""
+def _cell_line(exc: BaseException) -> int | None:
+    """The test cell's line an exception came through last (None if it did not)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<test cell>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def replay_cell(source: str, entries: list[dict], references: list[str] = ()) -> tuple:
+    """Re-run one test cell against its receipts: ('pass'|'fail'|'delegated'|'not_replayable', reason), and for
+    a failed assertion also the test cell's line and the check's message."""
     global _SESSION
     import io
     from contextlib import redirect_stderr, redirect_stdout
@@ -248,7 +261,9 @@ def replay_cell(source: str, entries: list[dict], references: list[str] = ()) ->
         if _SESSION is not None and _SESSION.delegated:
             return "delegated", _SESSION.delegated
         if isinstance(exc, AssertionError):
-            return "fail", f"the genuine check fails on the recorded outputs ({first})"
+            # The check's whole message, and the test cell's line that failed (feedback shows a
+            # visible check's message; a hidden check's is never shown).
+            return "fail", f"the genuine check fails on the recorded outputs ({first})", _cell_line(exc), str(exc)[:4000]
         return "fail", f"{type(exc).__name__}: {first}"
     finally:
         attempts = _SESSION.attempts if _SESSION else 0
@@ -335,10 +350,22 @@ def replaying() -> bool:
     return _SESSION is not None
 
 
+def use_hidden_seed(seed) -> None:
+    """The grading run's hidden-case seed, for the checks' hidden cases (``bncourse.checks.inputs``)."""
+    if seed is None:
+        return
+    from bncourse.checks import inputs
+
+    if hasattr(inputs, "use_hidden_seed"):  # helper "checks" adds it; without it the hidden cases are fixed
+        inputs.use_hidden_seed(int(seed))
+
+
 def judge(job: dict) -> dict[str, list]:
-    """{"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...]}]} -> {id: [verdict, reason]}."""
+    """{"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...], "hidden_seed": int}]}
+    -> {id: [verdict, reason]}."""
     out = {}
     for cell in job.get("cells", []):
+        use_hidden_seed(cell.get("hidden_seed"))
         entries = [e for e in (unpack(b) for b in cell.get("receipts", [])) if e is not None]
         out[cell["id"]] = list(replay_cell(cell["source"], entries, cell.get("references", [])))
     return out

@@ -9,4 +9,6 @@ from bncourse.grading.pipeline import (  # noqa: F401
     HIDDEN_MESSAGE, VERIFY_ENAME, GradingExecute, HideHiddenTests, VerifyChecks, configure_nbgrader,
     db_url_of, load_config, replay_cells)
 from bncourse.grading.parallel import (  # noqa: F401
-    REPORT_DIR, GradeReport, StudentResult, _alembic_on_path, find_submissions, grade, main)
+    REPORT_DIR, GradeReport, StudentResult, find_submissions, grade, main)
+from bncourse.grading.sandbox import SandboxUnavailable  # noqa: F401
+from bncourse.grading.submission import alembic_on_path  # noqa: F401

@@ -135,7 +135,7 @@ def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float 
                 except Exception as exc:  # noqa: BLE001 - raised twice on a worker (retries=1)
                     out = _failed_outcome(task, f"grading raised {type(exc).__name__} on every try: "
                                                 f"{str(exc)[:300]}", erred_on, attempts)
-                out["attempts"] = attempts
+                out.attempts = attempts
                 fut.release()
                 yield out
     finally:

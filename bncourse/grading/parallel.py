@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import sqlite3
 import sys
@@ -34,9 +35,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from bncourse.grading.gradebook import check_gradebook, masked
-from bncourse.grading.pipeline import VERIFY_ENAME, load_config, db_url_of
+from bncourse.grading.pipeline import SOURCE_FINDINGS, VERIFY_ENAME, load_config, db_url_of
 from bncourse.grading.rejudging import RejudgingServer, check_modules
-from bncourse.grading.submission import _alembic_on_path
+from bncourse.grading.sandbox import UNSANDBOXED_NOTE, SandboxUnavailable
+from bncourse.grading.sandbox import check as check_sandbox
+from bncourse.grading.submission import alembic_on_path
 
 REPORT_DIR = "grading_reports"
 
@@ -82,6 +85,8 @@ class GradeReport:
     seconds: float
     modified_submissions: list[str] = field(default_factory=list)
     engine: str = ""  # "2 worker process(es)" or "dask scheduler tcp://..."
+    hidden_seed: int | None = None  # the run's hidden-case seed (a regrade with it reproduces the cases)
+    sandboxed: bool = True  # False: the instructor asked for --unsandboxed, and every line says so
 
     @property
     def failed(self) -> list[StudentResult]:
@@ -105,13 +110,17 @@ class GradeReport:
     def __str__(self) -> str:
         w = max([7] + [len(s.student) for s in self.students])
         engine = self.engine or f"{self.jobs} worker(s)"
-        lines = [f"{self.assignment}: {len(self.students)} submissions graded with {engine} "
-                 f"in {self.seconds:.1f} s", f"{'student':<{w}}  {'score':>11}  status  reason / notes"]
+        seed = f", hidden-case seed {self.hidden_seed}" if self.hidden_seed is not None else ""
+        mark = "" if self.sandboxed else "UNSANDBOXED  "
+        lines = [f"{mark}{self.assignment}: {len(self.students)} submissions graded with {engine} "
+                 f"in {self.seconds:.1f} s{seed}", f"{mark}{'student':<{w}}  {'score':>11}  status  reason / notes"]
         for s in self.students:
             extra = s.reason or "; ".join(s.notes)
             if s.attempts > 1 and s.status == "graded":
                 extra = "; ".join(x for x in (f"retried: {s.attempts} tries (a worker died)", extra) if x)
-            lines.append(f"{s.student:<{w}}  {s.score:>5.1f} / {s.max_score:<3g}  {s.status:<6}  {extra}")
+            lines.append(f"{mark}{s.student:<{w}}  {s.score:>5.1f} / {s.max_score:<3g}  {s.status:<6}  {extra}")
+        if not self.sandboxed:
+            lines.append(UNSANDBOXED_NOTE)
         if self.failed:
             lines.append(f"{len(self.failed)} submission(s) could not be graded; they are recorded with 0 points.")
         summary = self.workers()
@@ -259,6 +268,10 @@ def _cell_notes(autograded: Path) -> list[str]:
                 if o.get("output_type") == "error" and o.get("ename") in ("CellTimeoutError", VERIFY_ENAME):
                     what = "timed out" if o["ename"] == "CellTimeoutError" else "rejected by the grader's re-run"
                     notes.append(f"{gid}: {what}")
+        findings = nb.metadata.get(SOURCE_FINDINGS) or {}
+        for gid, reached in (findings.items() if isinstance(findings, dict) else []):
+            if isinstance(reached, list):  # for review, never a score
+                notes.append(f"{gid}: source report: {', '.join(map(str, reached[:4]))}")
     return notes
 
 
@@ -292,11 +305,11 @@ def _install_autograded(dest: Path, files: dict[str, bytes] | None) -> None:
 
 def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, template: Path, tmp: Path) -> StudentResult:
     """Merge one outcome into the gradebook and the autograded folder; a failure is recorded with 0."""
-    s, ok = out["student"], out["success"]
+    s, ok = out.student, out.success
     src = template  # no private gradebook (the task never finished): the merge records 0 points
-    if out.get("gradebook"):
+    if out.gradebook:
         src = tmp / f"result-{s}.db"
-        src.write_bytes(out["gradebook"])
+        src.write_bytes(out.gradebook)
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{src}") as src_gb, warnings.catch_warnings():
@@ -304,12 +317,12 @@ def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, tem
         _merge(gb, src_gb, assignment, s, ok)
     if src != template:
         src.unlink()
-    _install_autograded(course_dir / "autograded" / s / assignment, out.get("autograded") if ok else None)
+    _install_autograded(course_dir / "autograded" / s / assignment, out.autograded if ok else None)
     sub = gb.find_submission(assignment, s)
-    reason = "" if ok else (precheck or out.get("reason") or _reason_from_log(out["log"] + "\n" + out["error"]))
+    reason = "" if ok else (precheck or out.reason or _reason_from_log(out.log + "\n" + out.error))
     notes = _cell_notes(course_dir / "autograded" / s / assignment) if ok else []
     return StudentResult(s, "graded" if ok else "failed", float(sub.score), float(sub.max_score), reason, notes,
-                         out["seconds"], out.get("worker", ""), out.get("attempts", 1))
+                         out.seconds, out.worker, out.attempts)
 
 
 def grade(
@@ -323,6 +336,8 @@ def grade(
     size: str | None = None,
     scheduler: str | None = None,
     progress: bool = False,
+    sandbox: bool = True,
+    hidden_seed: int | None = None,
 ) -> GradeReport:
     """Autograde every submission of ``assignment`` with ``jobs`` worker processes, or on a dask cluster.
 
@@ -340,6 +355,11 @@ def grade(
             its workers instead of ``jobs`` local processes (see ``bncourse.grading.cluster``).
         progress: show a progress bar over submissions (tqdm, on stderr).
         write_report: also write ``grading_reports/<assignment>.csv`` in the course folder.
+        sandbox: run every kernel in the sandbox (``bncourse.grading.sandbox``); ``False`` grades
+            unsandboxed, which the report states on every line. Without a working sandbox,
+            ``SandboxUnavailable`` says how to get one.
+        hidden_seed: the hidden cases' seed (default: drawn for this run; the report prints it, so
+            a regrade can reproduce the run).
     """
     from nbgrader.api import Gradebook, MissingEntry
     from tqdm.auto import tqdm
@@ -348,7 +368,10 @@ def grade(
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     start = time.perf_counter()
-    _alembic_on_path()
+    if sandbox:
+        check_sandbox()
+    seed = secrets.randbits(62) if hidden_seed is None else int(hidden_seed)
+    alembic_on_path()
     course_dir = Path(course_dir).resolve()
     db_url = db_url_of(course_dir)
     check_gradebook(db_url, course_dir=course_dir)  # reachable, nbgrader's tables: never a new SQLite file
@@ -374,7 +397,8 @@ def grade(
         else:  # e.g. PostgreSQL: each worker's private gradebook is generated from the source
             _generate_into(course_dir, assignment, f"sqlite:///{template}", tmp / "release")
         tasks = [{"student": s, "assignment": assignment, "course_dir": str(course_dir),
-                  "template": template.read_bytes(), "kernel_env": SIZES[size]} for s in names]
+                  "template": template.read_bytes(), "kernel_env": SIZES[size],
+                  "sandbox": bool(sandbox), "hidden_seed": seed} for s in names]
         if scheduler:
             from bncourse.grading import cluster
 
@@ -397,13 +421,14 @@ def grade(
                    file=sys.stderr)
         with bar, Gradebook(db_url) as gb:
             for out in outcomes:  # merged as they finish: a stop halfway keeps what was graded
-                r = _record(gb, course_dir, assignment, out, prechecks[out["student"]], template, tmp)
+                r = _record(gb, course_dir, assignment, out, prechecks[out.student], template, tmp)
                 results.append(r)
                 bar.update(1)
                 bar.set_postfix(failed=sum(x.status != "graded" for x in results), refresh=False)
     results.sort(key=lambda r: r.student)
     modified = [s for s in names if _tree_hashes(course_dir / "submitted" / s / assignment) != before[s]]
-    report = GradeReport(assignment, jobs, results, time.perf_counter() - start, modified, engine)
+    report = GradeReport(assignment, jobs, results, time.perf_counter() - start, modified, engine,
+                         hidden_seed=seed, sandboxed=bool(sandbox))
     if write_report:
         _write_csv(course_dir / REPORT_DIR / f"{assignment}.csv", report)
         from bncourse.grading.similarity import write_similarity_report  # near-copies, for review
@@ -430,14 +455,17 @@ def _write_csv(path: Path, report: GradeReport) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "score", "max_score", "status", "reason", "notes", "worker", "attempts", "seconds"])
+        w.writerow(["student", "score", "max_score", "status", "reason", "notes", "worker", "attempts", "seconds",
+                    "sandboxed", "hidden_seed"])
         for s in report.students:
             w.writerow([s.student, s.score, s.max_score, s.status, s.reason, "; ".join(s.notes), s.worker,
-                        s.attempts, round(s.seconds, 1)])
+                        s.attempts, round(s.seconds, 1), "yes" if report.sandboxed else "NO (UNSANDBOXED)",
+                        report.hidden_seed])
 
 
 def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: bool = True, *,
-         scheduler: str | None = None, size: str | None = None, progress: bool = True) -> int:
+         scheduler: str | None = None, size: str | None = None, progress: bool = True,
+         sandbox: bool = True, hidden_seed: int | None = None) -> int:
     """CLI glue for ``bncourse grade ASSIGNMENT [--jobs N | --scheduler ADDRESS] [--course DIR]``.
 
     Grades, shows a progress bar, prints the per-student and per-worker tables. Exit status 0
@@ -445,8 +473,9 @@ def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: 
     changed, 2 when the assignment is not in the gradebook or the scheduler cannot be reached.
     """
     try:
-        report = grade(assignment, course, jobs=jobs, fast=fast, size=size, scheduler=scheduler, progress=progress)
-    except ValueError as exc:
+        report = grade(assignment, course, jobs=jobs, fast=fast, size=size, scheduler=scheduler, progress=progress,
+                       sandbox=sandbox, hidden_seed=hidden_seed)
+    except (ValueError, SandboxUnavailable) as exc:
         print(f"bncourse grade: {exc}", file=sys.stderr)
         return 2
     print(report)

@@ -34,6 +34,16 @@ from typing import Sequence
 from bncourse.checks import replay
 from bncourse.checks.replay_server import PROGRAM
 
+def _this_bncourse() -> str:
+    """A line that makes a ``python -I`` process import the same ``bncourse`` as this process
+    (``-I`` ignores PYTHONPATH: without it, a checkout being tested would be judged by the
+    installed package)."""
+    import bncourse
+
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(bncourse.__file__)))
+    return f"import sys; sys.path.insert(0, {parent!r})\n"
+
+
 _CHECK_MODULE = re.compile(r"^\s*(?:from|import)\s+(bncourse\.checks\.[A-Za-z_]\w*)", re.M)
 
 
@@ -61,7 +71,7 @@ class ReplayProcess:
 
     def __init__(self, preload: Sequence[str] = ()):
         self._cwd = tempfile.TemporaryDirectory(prefix="bncourse-replay-")
-        program = ("import sys\nfrom bncourse.checks.replay_server import preload\npreload(sys.argv[1:])\n"
+        program = (_this_bncourse() + "from bncourse.checks.replay_server import preload\npreload(sys.argv[1:])\n"
                    "from bncourse.checks.replay import main\nsys.exit(main())")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", program, *preload],
@@ -97,7 +107,7 @@ class RejudgingServer:
         self.address = os.path.join(self._dir, "socket")
         self.owner = os.getpid()
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", PROGRAM, self.address, *preload], stdin=subprocess.PIPE,
+            [sys.executable, "-I", "-c", _this_bncourse() + PROGRAM, self.address, *preload], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self._dir, env=_clean_env())
         deadline = time.monotonic() + start_timeout
         while not os.path.exists(self.address):

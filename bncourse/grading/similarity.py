@@ -3,7 +3,8 @@
 ``similarity_report(course_dir, assignment)`` reads every submission of the assignment (never
 changing it) and compares each solution cell with
 
-- every function and class of the ``bncourse`` package (the references a learner could paste), and
+- every module of the ``bncourse`` package, whole, and every function and class in it (the
+  references and known mistakes a learner could paste; read here, outside any sandbox), and
 - the same cell (same ``grade_id``) of every other student,
 
 after normalizing the code the way copies are disguised: comments and docstrings dropped, local
@@ -31,9 +32,12 @@ import nbformat
 __all__ = ["Match", "fingerprint", "similarity", "similarity_report", "write_similarity_report"]
 
 K = 4
+MODULE_PREFIX = "reference:module "  # a whole module is compared both ways (an honest cell is a small part of it)
 MIN_GRAMS = 12          # cells shorter than this (in 4-token sequences) are not compared
 THRESHOLD = 0.6
-_SKIP_PACKAGES = ("bncourse.checks", "bncourse.grading", "bncourse.cli", "bncourse.experiments")
+# Not compared: code a learner has no reason to copy an answer from. The checks are compared: their
+# known mistakes are near-solutions.
+_SKIP_PACKAGES = ("bncourse.grading", "bncourse.cli", "bncourse.experiments")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ def _package_sources() -> dict[str, frozenset]:
             module = importlib.import_module(info.name)
         except Exception:  # noqa: BLE001 - a module that cannot be imported here has nothing to compare
             continue
+        try:  # the whole module too: a cell that pastes all of it is a copy of no single function
+            found[f"{MODULE_PREFIX}{info.name}"] = fingerprint(inspect.getsource(module))
+        except (OSError, TypeError):
+            pass
         for name, obj in vars(module).items():
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, "__module__", "") == info.name:
                 try:
@@ -98,6 +106,12 @@ def _package_sources() -> dict[str, frozenset]:
                 except (OSError, TypeError):
                     continue
     return found
+
+
+def _score(cell: frozenset, reference: frozenset, name: str) -> float:
+    if name.startswith(MODULE_PREFIX):  # all of the module in the cell, and the cell mostly that module
+        return min(similarity(cell, reference), similarity(reference, cell))
+    return similarity(cell, reference)
 
 
 def _solution_cells(folder: Path) -> dict[str, str]:
@@ -130,7 +144,8 @@ def similarity_report(course_dir, assignment: str, threshold: float = THRESHOLD)
     references = _package_sources() if prints else {}
     matches = []
     for (student, gid), fp in prints.items():
-        best = max(((similarity(fp, ref), name) for name, ref in references.items()), default=(0.0, ""))
+        best = max(((_score(fp, ref, name), name.replace(MODULE_PREFIX, "reference:")) for name, ref in references.items()),
+                   default=(0.0, ""))
         if best[0] >= threshold:
             matches.append(Match(assignment, gid, student, best[1], round(best[0], 3), len(fp)))
         for (other, other_gid), other_fp in prints.items():

@@ -19,17 +19,40 @@ import ast
 import builtins
 from typing import Iterable
 
-__all__ = ["Program", "learner_and_instructor_sources"]
+__all__ = ["Program", "as_python", "defined_names", "learner_and_instructor_sources"]
 
 _DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "setattr", "delattr"}
 
 
-def _parse(source: str) -> ast.Module | None:
-    lines = [("pass" if line.lstrip().startswith(("%", "!")) else line) for line in source.split("\n")]
+def as_python(source: str) -> str:
+    """A cell's source as IPython runs it: ``%magic`` and ``!shell`` lines become plain calls."""
     try:
-        return ast.parse("\n".join(lines))
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001 - no IPython, or a cell IPython cannot read: the text as it is
+        return source
+
+
+def _parse(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(as_python(source))
     except SyntaxError:
         return None
+
+
+def defined_names(source: str) -> set[str]:
+    """Names a cell binds at its top level (raises ``SyntaxError`` if even IPython cannot read it)."""
+    tree = ast.parse(as_python(source))
+    names: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        else:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    names.add(node.id)
+    return names
 
 
 def _const_str(node) -> str | None:

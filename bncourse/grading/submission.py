@@ -16,6 +16,7 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bncourse.grading.pipeline import load_config
@@ -58,19 +59,33 @@ def _environ(values: dict[str, str]):
                 os.environ[k] = v
 
 
-def _failed_outcome(task: dict, reason: str, worker: str = "", attempts: int = 1) -> dict:
-    return {"student": task["student"], "success": False, "log": "", "error": reason, "reason": reason,
-            "gradebook": None, "autograded": None, "seconds": 0.0, "worker": worker, "attempts": attempts}
+@dataclass
+class Outcome:
+    """What grading one submission gave: nbgrader's verdict, its private gradebook and autograded files."""
+
+    student: str
+    success: bool
+    log: str = ""
+    error: str = ""
+    reason: str = ""                          # why it could not be graded ('' if it was)
+    gradebook: bytes | None = None            # the private SQLite gradebook, as bytes
+    autograded: dict[str, bytes] | None = None  # relative path -> bytes of the autograded files
+    seconds: float = 0.0
+    worker: str = ""                          # "host pid N" or a dask worker's address
+    attempts: int = 1
 
 
-def grade_submission(task: dict) -> dict:
+def _failed_outcome(task: dict, reason: str, worker: str = "", attempts: int = 1) -> Outcome:
+    return Outcome(task["student"], False, error=reason, reason=reason, worker=worker, attempts=attempts)
+
+
+def grade_submission(task: dict) -> Outcome:
     """One student's nbgrader autograde in a private folder: the task a worker runs (pool or dask).
 
     Reads the course (``task["course_dir"]``, the same path on every machine) and never writes to
     it: the submission is copied to a local folder, the gradebook is a private copy of
     ``task["template"]`` (SQLite bytes), and nbgrader's autograded files land locally too. Returns
-    them as data ({"gradebook": bytes, "autograded": {relative path: bytes}, "success", "log",
-    ...}); the main process merges them.
+    them as data (an ``Outcome``); the main process merges them.
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -82,7 +97,7 @@ def grade_submission(task: dict) -> dict:
     if not submission.is_dir():
         return _failed_outcome(task, f"{submission} is not reachable from {label}: every worker must see the "
                                      "course folder at the same path (shared storage)", label)
-    _alembic_on_path()
+    alembic_on_path()
     kernel_env = dict(task["kernel_env"])
     threads = _kernel_threads(task.get("kernel_threads"), label)
     if threads:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
@@ -98,6 +113,9 @@ def grade_submission(task: dict) -> dict:
             "CourseDirectory.autograded_directory": str(tmp / "autograded"),
         })
         cfg.GradingExecute.kernel_env = kernel_env
+        cfg.GradingExecute.sandbox = bool(task.get("sandbox", True))
+        if task.get("hidden_seed") is not None:
+            cfg.GradingExecute.hidden_seed = int(task["hidden_seed"])
         cfg.GradingKernelManager.ipc_dir = str(tmp)  # a killed kernel's socket files go with the folder
         if task.get("rejudge_server"):
             cfg.GradingExecute.rejudge_server = task["rejudge_server"]
@@ -109,15 +127,12 @@ def grade_submission(task: dict) -> dict:
             result = api.autograde(assignment, student, force=True, create=True)
         graded = tmp / "autograded" / student / assignment
         files = {str(p.relative_to(graded)): p.read_bytes() for p in sorted(graded.rglob("*")) if p.is_file()}
-        return {
-            "student": student, "success": bool(result.get("success")),
-            "log": str(result.get("log", ""))[-20000:], "error": str(result.get("error", ""))[-5000:],
-            "reason": "", "gradebook": db_file.read_bytes(), "autograded": files,
-            "seconds": time.perf_counter() - start, "worker": label, "attempts": 1,
-        }
+        return Outcome(student, bool(result.get("success")), log=str(result.get("log", ""))[-20000:],
+                       error=str(result.get("error", ""))[-5000:], gradebook=db_file.read_bytes(), autograded=files,
+                       seconds=time.perf_counter() - start, worker=label)
 
 
-def _grade_safely(task: dict) -> dict:
+def _grade_safely(task: dict) -> Outcome:
     """``grade_submission`` in a pool process: an exception becomes a failed outcome with its reason."""
     try:
         return grade_submission(task)
@@ -125,7 +140,7 @@ def _grade_safely(task: dict) -> dict:
         return _failed_outcome(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
 
 
-def _alembic_on_path() -> None:
+def alembic_on_path() -> None:
     """nbgrader runs ``alembic`` from PATH: make this interpreter's scripts folder visible."""
     bindir = os.path.dirname(sys.executable)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):

@@ -158,7 +158,7 @@ def run_local(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[dict]:
                         out = None
                 if out is not None:
                     w.task, w.processes = None, []
-                    out["attempts"] = attempt
+                    out.attempts = attempt
                     yield out
                     continue
                 # The worker died with the submission: its processes go too, the submission is retried.

@@ -1,0 +1,224 @@
+"""The grading kernel's sandbox: bubblewrap, an unprivileged user, a private view of the filesystem.
+
+``Sandbox.command(kernel_cmd, workdir, ipc_dir)`` wraps a kernel's command line so that it runs
+
+- as user 65534 (``nobody``): as root, bubblewrap sets up the view and ``setpriv`` drops to that
+  uid outside as well as inside; as another user, a user namespace maps 65534 to that user;
+- in a view of the filesystem that holds only the Python environment (read-only: the virtual
+  environment, the base interpreter, the system's libraries), the solution-free ``bncourse``
+  (read-only, ``bncourse.grading.solution_free``), the submission's working copy (writable), the
+  folder of the kernel's IPC sockets and connection file (writable), and a private ``/tmp``.
+  Not the course folder, the source notebooks, the gradebook, the configuration, the exchange,
+  other submissions or any home directory;
+- without network (its own network namespace: the kernel talks over IPC sockets), with its own
+  process, IPC and host-name namespaces, and with limits on memory, processes, CPU time and file size;
+- with libraries an assignment's rule leaves out (``blocked``) absent from the view: their
+  folders in site-packages are replaced by a package that raises ``ImportError``.
+
+``check()`` raises ``SandboxUnavailable`` (saying how to get bubblewrap) when the sandbox cannot run
+here. Grading without it is the instructor's explicit choice (``--unsandboxed``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["NOBODY", "INSTALL_HINT", "Limits", "Sandbox", "SandboxUnavailable", "blocker_dir", "check"]
+
+NOBODY = 65534
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
+                "or grade without a sandbox, knowingly: `bncourse grade --unsandboxed` "
+                "(plain nbgrader: c.GradingExecute.sandbox = False)")
+UNSANDBOXED_NOTE = "UNSANDBOXED: kernels ran without the sandbox (--unsandboxed); scores do not hold against a determined student"
+# Environment variables a grading kernel keeps (prefixes); everything else of the grader's is dropped.
+KEPT_ENV = ("BNCOURSE_FAST", "BNCOURSE_GRADING", "BNCOURSE_SEED", "BNCOURSE_FULL_ON_CPU", "BNCOURSE_DEVICE",
+            "BNCOURSE_THREADS", "BNCOURSE_HIDDEN_SEED", "BNCOURSE_RECEIPTS", "NBGRADER_", "JPY_",
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LANG", "LC_ALL", "PYDEVD_",
+            "MPLBACKEND", "TZ")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot make a sandbox on this machine."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-kernel resource limits (``prlimit``)."""
+
+    memory_bytes: int = 12 * 1024**3   # address space: torch maps a lot of it without using it
+    processes: int = 2048              # threads count as processes for this limit
+    cpu_seconds: int = 3600
+    file_bytes: int = 2 * 1024**3
+
+    def argv(self) -> list[str]:
+        return ["prlimit", f"--as={self.memory_bytes}", f"--nproc={self.processes}", f"--cpu={self.cpu_seconds}",
+                f"--fsize={self.file_bytes}", "--core=0", "--"]
+
+
+def _python_roots() -> list[str]:
+    """Folders that hold this Python environment (read-only in the sandbox)."""
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    roots.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    for p in [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]:
+        real = os.path.realpath(p)
+        if not any(real == r or real.startswith(r + os.sep) for r in roots):
+            roots.add(real)
+    # The environment as it is named (a venv's own path may be a symlink) and as it resolves.
+    for p in (sys.prefix,):
+        roots.add(os.path.abspath(p))
+    return sorted(r for r in roots if os.path.isdir(r) and r != "/" and not r.startswith("/usr"))
+
+
+def _site_packages() -> list[str]:
+    return sorted({os.path.realpath(p) for p in [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+                   if os.path.isdir(p)})
+
+
+def blocker_dir(library: str, reason: str) -> Path:
+    """A folder holding a package ``library`` whose import raises ``ImportError`` with ``reason``."""
+    import hashlib
+
+    from bncourse.grading.solution_free import cache_dir
+
+    key = hashlib.sha256(f"{library}|{reason}".encode()).hexdigest()[:12]
+    target = cache_dir() / "blocked" / f"{library}-{key}"
+    if not (target / "__init__.py").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "__init__.py").write_text(f"raise ImportError({reason!r})\n")
+        os.chmod(target, 0o755)
+        os.chmod(target / "__init__.py", 0o644)
+    return target
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How to run one grading kernel in bubblewrap (see the module's docstring)."""
+
+    library: str = ""                       # a folder put on PYTHONPATH, read-only (the solution-free build)
+    blocked: tuple[str, ...] = ()           # top-level packages absent from the view
+    blocked_reason: str = "not available while grading this notebook"
+    limits: Limits = field(default_factory=Limits)
+
+    def command(self, kernel_cmd: Sequence[str], workdir: str, ipc_dir: str, env: dict | None = None,
+                work_source: str = "") -> list[str]:
+        """``kernel_cmd`` wrapped in bubblewrap; ``workdir`` and ``ipc_dir`` are the only writable folders.
+
+        ``work_source``: a private copy bound at ``workdir`` (default: ``workdir`` itself)."""
+        as_root = os.geteuid() == 0
+        # bubblewrap itself ignores SIGINT: an interrupt (nbclient's, after a cell's time limit) is
+        # for the kernel, which sets its own handler; a bwrap killed by it would take the kernel along.
+        args = ["sh", "-c", 'trap "" INT; exec "$@"', "bncourse-sandbox",
+                "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+                "--unshare-cgroup-try", "--hostname", "grading"]
+        if not as_root:
+            args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+        made: set[str] = {"/"}
+
+        def parents(path: str) -> None:
+            parts = Path(path).parts
+            for i in range(2, len(parts)):
+                p = str(Path(*parts[:i]))
+                if p not in made:
+                    made.add(p)
+                    args.extend(["--perms", "0755", "--dir", p])
+
+        for name in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            p = f"/{name}"
+            if os.path.islink(p):
+                args.extend(["--symlink", os.readlink(p), p])
+            elif os.path.isdir(p):
+                args.extend(["--ro-bind", p, p])
+            made.add(p)
+        for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives",
+                  "/etc/nsswitch.conf", "/etc/fonts", "/etc/matplotlibrc"):
+            if os.path.exists(f):
+                parents(f)
+                args.extend(["--ro-bind", f, f])
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        made.add("/tmp")
+        for root in _python_roots():
+            parents(root)
+            args.extend(["--ro-bind", root, root])
+            made.add(root)
+        for name in self.blocked:
+            blocker = str(blocker_dir(name, f"{name} {self.blocked_reason}"))
+            for sp in _site_packages():
+                if os.path.isdir(os.path.join(sp, name)):
+                    args.extend(["--ro-bind", blocker, os.path.join(sp, name)])
+        if self.library:
+            parents(self.library)
+            args.extend(["--ro-bind", self.library, self.library])
+        for source, path in ((ipc_dir, ipc_dir), (work_source or workdir, workdir)):
+            parents(path)
+            args.extend(["--bind", source, path])
+            made.add(path)
+        args += ["--chdir", workdir, "--clearenv"]
+        for key, value in self.environment(env or os.environ).items():
+            args.extend(["--setenv", key, value])
+        args.append("--")
+        if as_root:  # drop to nobody outside too: no capability, no root-owned file is ours
+            args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                     "--inh-caps=-all", "--bounding-set=-all", "--"]
+        return args + self.limits.argv() + list(kernel_cmd)
+
+    def environment(self, env: dict) -> dict[str, str]:
+        kept = {k: str(v) for k, v in env.items() if k.startswith(KEPT_ENV) and not k.startswith("BNCOURSE_GRADING_")}
+        venv_bin = os.path.join(sys.prefix, "bin")
+        kept.update({
+            "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp", "TMPDIR": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "XDG_CACHE_HOME": "/tmp/.cache",
+            "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+            "BNCOURSE_SANDBOXED": "1",
+        })
+        if self.library:
+            kept["PYTHONPATH"] = self.library
+        return kept
+
+    @staticmethod
+    def prepare_writable(path: str) -> None:
+        """Make ``path`` (and what is in it) the sandbox user's, so the kernel can write there."""
+        if os.geteuid() != 0:
+            return
+        for dirpath, dirnames, filenames in os.walk(path):
+            os.chown(dirpath, NOBODY, NOBODY)
+            for f in filenames:
+                try:
+                    os.chown(os.path.join(dirpath, f), NOBODY, NOBODY, follow_symlinks=False)
+                except OSError:
+                    pass
+
+
+@functools.lru_cache(maxsize=1)
+def _self_test() -> str:
+    """'' if a sandboxed Python starts here, else what went wrong."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    if shutil.which("prlimit") is None or (os.geteuid() == 0 and shutil.which("setpriv") is None):
+        return "util-linux's prlimit/setpriv are missing"
+    with tempfile.TemporaryDirectory(prefix="bncourse-sandbox-test-") as tmp:
+        Sandbox.prepare_writable(tmp)
+        cmd = Sandbox().command([sys.executable, "-c", "import os; open('ok', 'w').write(str(os.getuid()))"], tmp, tmp)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bubblewrap could not start a sandbox ({exc})"
+        if proc.returncode != 0 or not os.path.exists(os.path.join(tmp, "ok")):
+            return f"bubblewrap could not start a sandbox: {proc.stderr.strip()[-500:]}"
+    return ""
+
+
+def check() -> None:
+    """Raise ``SandboxUnavailable`` (with how to get it) unless grading kernels can be sandboxed here."""
+    problem = _self_test()
+    if problem:
+        raise SandboxUnavailable(f"grading needs a sandbox for the learners' kernels, and {problem}: {INSTALL_HINT}")

@@ -1,0 +1,140 @@
+"""Does the grading kernels' sandbox hold, and does the solution-free bncourse hold no solution?
+
+Each test runs a short ``python -c`` in the sandbox the grading kernels get (no kernel: cheap):
+what it can read, write, import and reach.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bncourse.grading import sandbox, solution_free
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None,
+                                 reason="the grading sandbox needs bubblewrap: apt-get install bubblewrap")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str, tmp_path: Path, **kw) -> subprocess.CompletedProcess:
+    work, run = tmp_path / "work", tmp_path / "run"
+    for d in (work, run):
+        d.mkdir(exist_ok=True)
+        sandbox.Sandbox.prepare_writable(str(d))
+    box = sandbox.Sandbox(library=str(solution_free.build()), **kw)
+    cmd = box.command([sys.executable, "-c", code], str(work), str(run), {"BNCOURSE_SECRET_DB": "x", "PGPASSWORD": "pw"})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@needs_bwrap
+def test_does_a_sandboxed_kernel_see_only_the_python_environment_and_its_working_copy(tmp_path):
+    secret = tmp_path / "course" / "gradebook.db"
+    secret.parent.mkdir()
+    secret.write_text("scores")
+    code = f"""
+import os, socket, bncourse
+print("uid", os.getuid())
+print("bncourse", bncourse.__file__)
+for path in [{str(secret)!r}, {str(REPO / 'notebooks' / 'nbgrader_config.py')!r}, os.path.expanduser('~root/.bashrc')]:
+    try:
+        open(path).read(); print("LEAK read", path)
+    except OSError:
+        pass
+for path in [{str(secret)!r}, "/usr/lib/x", {str(Path(sys.prefix) / 'x')!r}, "/x"]:
+    try:
+        open(path, "w").write("x"); print("LEAK wrote", path)
+    except OSError:
+        pass
+open("mine.txt", "w").write("ok")
+try:
+    socket.create_connection(("1.1.1.1", 80), timeout=2); print("LEAK network")
+except OSError:
+    print("no network")
+print("env", sorted(k for k in os.environ if "SECRET" in k or "PG" in k))
+try:
+    os.kill({os.getpid()}, 0); print("LEAK sees the grader's process")
+except OSError:
+    print("no grader process in sight")
+"""
+    out = _run(code, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "LEAK" not in out.stdout, out.stdout
+    assert "uid 65534" in out.stdout and "no network" in out.stdout and "env []" in out.stdout
+    assert "no grader process in sight" in out.stdout
+    assert str(solution_free.cache_dir()) in out.stdout  # the solution-free build, not the repository
+    assert (tmp_path / "work" / "mine.txt").read_text() == "ok"
+
+
+@needs_bwrap
+def test_are_blocked_libraries_absent_however_they_are_reached(tmp_path):
+    code = """
+import importlib, sys
+for how in ("torch", "sklearn.preprocessing", "scipy.stats"):
+    try:
+        importlib.import_module(how); print("LEAK", how)
+    except ImportError as e:
+        print("blocked", how)
+sys.path = [p for p in sys.path if "grading" not in p]  # not on a path: not in the view at all
+try:
+    __import__("to" + "rch"); print("LEAK torch after sys.path")
+except ImportError:
+    print("blocked again")
+"""
+    out = _run(code, tmp_path, blocked=("torch", "sklearn", "scipy"))
+    assert "LEAK" not in out.stdout and out.stdout.count("blocked") == 4, out.stdout + out.stderr[-2000:]
+
+
+def test_does_the_solution_free_build_keep_every_module_importable_but_no_reference_working(tmp_path):
+    import pkgutil
+
+    import bncourse
+
+    build = solution_free.build(["bncourse.reference.batchnorm.batchnorm_forward"], where=tmp_path)
+    # What grading kernels import: the checks, the references, the course's layers and models.
+    modules = [m.name for m in pkgutil.walk_packages(bncourse.__path__, "bncourse.")
+               if m.name.startswith(("bncourse.checks", "bncourse.reference")) or solution_free.is_stubbed(m.name)
+               or m.name in ("bncourse.models", "bncourse.gradcheck")]
+    code = f"""
+import importlib, numpy as np
+bad = []
+for m in {modules!r}:
+    try:
+        importlib.import_module(m)
+    except Exception as e:
+        bad.append((m, repr(e)[:200]))
+print("bad", bad)
+from bncourse.reference import batchnorm, normalize, layernorm, groupnorm
+print("given", batchnorm.batchnorm_forward(np.ones((3, 2)), np.ones(2), np.zeros(2))[0].shape)
+for fn in (normalize.standardize, batchnorm.batchnorm_backward, layernorm.layernorm_forward, groupnorm.groupnorm_forward):
+    try:
+        fn(*[np.ones((4, 4))] * (fn.__code__.co_argcount - len(fn.__defaults__ or ())))
+        print("LEAK", fn.__name__)
+    except Exception as e:
+        print(type(e).__name__)
+"""
+    env = {"PYTHONPATH": str(build), "PATH": os.environ.get("PATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert "bad []" in out.stdout and "given (3, 2)" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "LEAK" not in out.stdout and out.stdout.count("NotAvailableWhileGrading") == 4, out.stdout
+    text = (build / "bncourse" / "reference" / "normalize.py").read_text()
+    assert "mean(" not in text and "std(" not in text  # no trace of the computation, docstrings included
+
+
+def test_does_grading_stop_with_how_to_get_bubblewrap_when_it_is_missing(monkeypatch, tmp_path):
+    from bncourse import grading
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real_which(name, *a, **k))
+    sandbox._self_test.cache_clear()
+    try:
+        with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+            grading.grade("01_why_normalize", tmp_path)
+        assert grading.main("01_why_normalize", tmp_path) == 2
+    finally:
+        sandbox._self_test.cache_clear()
