@@ -6,6 +6,9 @@
     bncourse grade ASSIGNMENT [--jobs N | --scheduler ADDRESS]
                                       instructors: autograde every submission with N local workers,
                                       or on the workers of a dask.distributed scheduler
+    bncourse report ASSIGNMENT [--course DIR]
+                                      instructors: after grading, the class report (scores per cell, the
+                                      named mistakes per exercise with a bar chart, near-copies, lateness)
     bncourse claims [--fast] [--only ID ...] [--json]   every claim about batch norm, put to its experiment
     bncourse hint EXERCISE [RUNG]     the next of three hints for an exercise (the same ladder as hint() in a notebook)
     bncourse solution NOTEBOOK EXERCISE
@@ -62,6 +65,12 @@ def _grade(args: argparse.Namespace) -> int:
 
     return grading.main(args.assignment, course=args.course, jobs=args.jobs, scheduler=args.scheduler,
                         size=args.size, progress=not args.no_progress)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bncourse.grading import report
+
+    return report.main(args.assignment, course=args.course)
 
 
 def _claims(args: argparse.Namespace) -> int:
@@ -184,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "fast (CI's size) or full (a learner's run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the tables are still printed)")
     p.set_defaults(func=_grade)
+
+    p = sub.add_parser("report", help="instructors: the class report of a graded assignment (HTML page and CSVs)")
+    p.add_argument("assignment", help="assignment name, e.g. 02_batchnorm_forward")
+    p.add_argument("--course", default=".", help="nbgrader course root (default: the current folder)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("claims", help="run the experiment behind every claim about batch norm and print the verdicts")
     p.add_argument("--fast", action="store_true", help="fast mode (BNCOURSE_FAST=1): 3 seeds, small sizes, minutes")
