@@ -128,6 +128,8 @@ def _exercise(grade_id: str) -> str:
 
 def _duration(seconds: float) -> str:
     hours = seconds / 3600
+    if seconds < 3600:
+        return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
 
 
