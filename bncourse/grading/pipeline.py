@@ -24,7 +24,7 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbformat.v4 import new_output
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Bool, Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from bncourse.checks import replay
 from bncourse.grading import rejudging, sources
@@ -293,6 +293,9 @@ class HideHiddenTests(NbGraderPreprocessor):
 
     begin = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
     end = Unicode("END HIDDEN TESTS").tag(config=True)
+    # nbconvert's exporters configure this for every NbConvertBase: declared, it is no "unknown option" warning.
+    display_data_priority = List(['text/html', 'application/pdf', 'text/latex', 'image/svg+xml', 'image/png',
+                                  'image/jpeg', 'text/plain']).tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code":
@@ -343,7 +346,9 @@ def configure_nbgrader(c) -> None:
         GradingExecute, VerifyChecks, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
         SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]
-    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+    from bncourse.grading.quiet import FigureAltText
+
+    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, FigureAltText, CSSHTMLHeaderPreprocessor]
     # A deleted graded cell is put back from the source (nbgrader's own option, off by default).
     c.OverwriteCells.add_missing_cells = True
     # A new gradebook's schema revision is read in this process, not from an `alembic` subprocess.
