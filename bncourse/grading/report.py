@@ -253,7 +253,7 @@ def _bar_chart(exercise: str, counts: Counter, students: int) -> str:
     named = set(known_mistakes())  # a mistake the checks name in red, a kind of failure in grey
     ax.barh([m for m, _ in items], [n for _, n in items],
             color=["#cf222e" if m in named else "#8c959f" for m, _ in items])
-    ax.set_xlabel(f"students (of {students})")
+    ax.set_xlabel(f"students (of the {students} who submitted)")
     ax.set_xlim(0, max(students, 1))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"{exercise}: named mistakes")
@@ -292,7 +292,7 @@ def _html(report: ClassReport) -> str:
         rows.append(f"<tr><td>{e(s)}</td><td>{e(report.names.get(s, ''))}</td>{''.join(tds)}"
                     f"<td><b>{got:g} / {of:g}</b></td><td>{e(when)}</td><td>{e(lateness)}</td></tr>")
     sections = []
-    n_students = len(report.students)
+    n_students = len({c.student for c in report.cells if c.submitted})  # the charts count those who submitted
     for exercise, counts in report.mistake_counts().items():
         if not counts:
             sections.append(f"<h3>{e(exercise)}</h3><p>Every student passed.</p>")
