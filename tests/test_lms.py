@@ -83,3 +83,26 @@ def test_does_nbgraders_own_plugin_work_with_the_guides_regex(tmp_path):
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (course / "submitted" / "1001" / "a_1" / "nb_one.ipynb").is_file(), run.stderr[-2000:]
+
+
+def test_does_a_moodle_zip_reach_the_roster_students_through_zip_collect(tmp_path):
+    """Moodle's "download submissions in folders": one folder per student, the roster maps the participant id."""
+    course = tmp_path / "my_course_folder"
+    archive = course / "downloaded" / "a_1" / "archive"
+    archive.mkdir(parents=True)
+    (course / "roster.csv").write_text(ROSTER)
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.CourseDirectory.course_id = 'bncourse'\n"
+        "c.ZipCollectApp.collector_plugin = 'bncourse.grading.lms.LmsCollectorPlugin'\n"
+        "c.LmsCollectorPlugin.lms = 'moodle'\nc.LmsCollectorPlugin.roster = 'roster.csv'\n")
+    empty = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    with zipfile.ZipFile(archive / "a_1-submissions.zip", "w") as z:
+        z.writestr("Cy Young_1003_assignsubmission_file_/nb_one.ipynb", empty)
+        z.writestr("Ada Lovelace_1001_assignsubmission_file_/nb_one-1.ipynb", empty)
+        z.writestr("Not Enrolled_4242_assignsubmission_file_/nb_one.ipynb", empty)
+    run = subprocess.run([sys.executable, "-m", "nbgrader", "zip_collect", "a_1"], cwd=course, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    collected = sorted(str(p.relative_to(course / "submitted")) for p in (course / "submitted").rglob("*.ipynb"))
+    assert collected == ["ada/a_1/nb_one.ipynb", "cy/a_1/nb_one.ipynb"]
+    assert "LMS id 4242 is not in the roster" in run.stderr
