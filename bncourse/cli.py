@@ -6,6 +6,11 @@
     bncourse grade ASSIGNMENT [--jobs N | --scheduler ADDRESS]
                                       instructors: autograde every submission with N local workers,
                                       or on the workers of a dask.distributed scheduler
+    bncourse report ASSIGNMENT [--course DIR]
+                                      instructors: after grading, the class report (scores per cell, the
+                                      named mistakes per exercise with a bar chart, near-copies, lateness)
+    bncourse export ASSIGNMENT --lms canvas|moodle [--roster roster.csv] [--column NAME] [--to FILE]
+                                      instructors: the grades as the LMS's import CSV, one row per roster student
     bncourse claims [--fast] [--only ID ...] [--json]   every claim about batch norm, put to its experiment
     bncourse hint EXERCISE [RUNG]     the next of three hints for an exercise (the same ladder as hint() in a notebook)
     bncourse solution NOTEBOOK EXERCISE
@@ -63,6 +68,19 @@ def _grade(args: argparse.Namespace) -> int:
     return grading.main(args.assignment, course=args.course, jobs=args.jobs, scheduler=args.scheduler,
                         size=args.size, progress=not args.no_progress, sandbox=not args.unsandboxed,
                         hidden_seed=args.hidden_seed)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bncourse.grading import report
+
+    return report.main(args.assignment, course=args.course)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bncourse.grading import lms
+
+    return lms.main(args.assignment, course=args.course, roster=args.roster, lms=args.lms, to=args.to,
+                    column=args.column)
 
 
 def _claims(args: argparse.Namespace) -> int:
@@ -190,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-seed", type=int, default=None,
                    help="the hidden cases' seed (default: drawn for this run; the report prints it, for a regrade)")
     p.set_defaults(func=_grade)
+
+    p = sub.add_parser("report", help="instructors: the class report of a graded assignment (HTML page and CSVs)")
+    p.add_argument("assignment", help="assignment name, e.g. 02_batchnorm_forward")
+    p.add_argument("--course", default=".", help="nbgrader course root (default: the current folder)")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("export", help="instructors: grades as a Canvas or Moodle grade import CSV")
+    p.add_argument("assignment", help="assignment name, e.g. 02_batchnorm_forward")
+    p.add_argument("--lms", choices=("canvas", "moodle"), required=True, help="the LMS that imports the file")
+    p.add_argument("--roster", default="roster.csv", help="the class roster CSV (default: roster.csv in the course)")
+    p.add_argument("--column", default=None, help="the assignment column's header; for Canvas 'Name (assignment id)'")
+    p.add_argument("--to", default=None, metavar="FILE", help="output file (default: grading_reports/ASSIGNMENT-LMS.csv)")
+    p.add_argument("--course", default=".", help="nbgrader course root (default: the current folder)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("claims", help="run the experiment behind every claim about batch norm and print the verdicts")
     p.add_argument("--fast", action="store_true", help="fast mode (BNCOURSE_FAST=1): 3 seeds, small sizes, minutes")

@@ -65,7 +65,15 @@ def _data() -> list[Finding]:
     ]
 
 
-def _course() -> Finding:
+def _course(course: str | os.PathLike | None = None) -> Finding:
+    if course is not None:  # the instructor's course folder, not the package's copy of the notebooks
+        source = Path(course).expanduser().resolve() / "source"
+        names = sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if source.is_dir() else []
+        if not names:
+            return Finding("course notebooks", False, f"no assignments in {source} (an nbgrader course keeps them "
+                                                      "in source/<assignment>/)")
+        return Finding("course notebooks", True, f"{len(names)} assignments in {source}: {', '.join(names)}")
     try:
         from bncourse.workspace import assignments, course_dir
 
@@ -101,7 +109,7 @@ def run_checks(course: str | os.PathLike | None = None) -> list[Finding]:
     if all(f.ok for f in findings if f.name in ("torch", "torchvision")):
         findings.append(_device())
         findings += _data()
-    findings.append(_course())
+    findings.append(_course(course))
     if course is not None:
         findings.append(_gradebook(course))
     return findings

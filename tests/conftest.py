@@ -47,7 +47,7 @@ def pytest_terminal_summary(terminalreporter):
 # files to its workers in collection order, so starting the long ones first keeps one worker from
 # being left with a long file at the end while the other idles.
 LONGEST_FIRST = ("test_fail_closed.py", "test_postgres.py", "test_grading_hardening.py", "test_grading_size.py",
-                 "test_browser.py", "test_grading.py", "test_cluster.py", "cnns_gpu.ipynb", "figure1.ipynb",
+                 "test_browser.py", "test_instructor_guide.py", "test_grading.py", "test_cluster.py", "cnns_gpu.ipynb", "figure1.ipynb",
                  "what_batchnorm_does.ipynb", "batchnorm_across_devices.ipynb", "test_roundtrip.py",
                  "test_roundtrip_distributed.py", "test_workspace.py")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -359,3 +360,26 @@ def test_does_the_re_judging_use_the_grading_runs_hidden_seed(monkeypatch):
     replay.judge({"cells": [{"id": "a", "source": "x = 1", "receipts": [], "hidden_seed": 12345}]})
     assert seen == [12345]
     assert run_seed() == run_seed() and 0 <= run_seed() < 2**62
+
+
+@pytest.mark.slow
+def test_does_grade_name_an_empty_collect_and_a_misnamed_notebook_and_exit_non_zero(tmp_path, monkeypatch):
+    """Nothing collected: exit 2 and say so. A notebook renamed by an LMS (`tiny-1.ipynb`): that student is
+    named on stderr with the expected and the found file name, recorded with 0, and the exit status is 1."""
+    monkeypatch.setenv("BNCOURSE_EXCHANGE", str(tmp_path / "exchange"))
+    course = _tiny_course(tmp_path / "course", {})
+    cmd = [sys.executable, "-m", "bncourse.cli", "grade", TINY, "--jobs", "1", "--no-progress", "--course", str(course)]
+    empty = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert empty.returncode == 2 and "no submissions of tiny to grade" in empty.stderr and "collect" in empty.stderr
+
+    source = course / "source" / TINY / f"{TINY}.ipynb"
+    for student, name in (("good", f"{TINY}.ipynb"), ("renamed", f"{TINY}-1.ipynb")):
+        (course / "submitted" / student / TINY).mkdir(parents=True)
+        shutil.copy(source, course / "submitted" / student / TINY / name)
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert f"NOT GRADED renamed: expected {TINY}.ipynb, found {TINY}-1.ipynb" in run.stderr
+    assert "NOT GRADED good" not in run.stderr and "1 of 2 submission(s)" in run.stderr
+    with open(course / grading.REPORT_DIR / f"{TINY}.csv") as f:
+        rows = {r["student"]: (r["status"], float(r["score"])) for r in csv.DictReader(f)}
+    assert rows == {"good": ("graded", 2.0), "renamed": ("failed", 0.0)}

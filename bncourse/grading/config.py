@@ -28,7 +28,9 @@ def configure_nbgrader(c) -> None:
         GradingExecute, VerifyChecks, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
         SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]
-    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+    from bncourse.grading.quiet import FigureAltText
+
+    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, FigureAltText, CSSHTMLHeaderPreprocessor]
     # A deleted graded cell is put back from the source (nbgrader's own option, off by default).
     c.OverwriteCells.add_missing_cells = True
     # A new gradebook's schema revision is read in this process, not from an `alembic` subprocess.

@@ -8,7 +8,7 @@ from typing import Sequence
 from nbformat.v4 import new_output
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Unicode
+from traitlets import List, Unicode
 
 from bncourse.grading.verify import REFUSED_ENAME, pop_receipts
 
@@ -51,6 +51,9 @@ class HideHiddenTests(NbGraderPreprocessor):
 
     begin = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
     end = Unicode("END HIDDEN TESTS").tag(config=True)
+    # nbconvert's exporters configure this for every NbConvertBase: declared, it is no "unknown option" warning.
+    display_data_priority = List(['text/html', 'application/pdf', 'text/latex', 'image/svg+xml', 'image/png',
+                                  'image/jpeg', 'text/plain']).tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code":

@@ -141,10 +141,21 @@ def _tree_hashes(root: Path) -> dict[str, str]:
     return out
 
 
-def _precheck(submission: Path) -> str:
-    """A reason nbgrader will fail on this submission before running it ('' if none seen)."""
+def _precheck(submission: Path, expected: Iterable[str] = ()) -> str:
+    """A reason nbgrader will fail on this submission before running it ('' if none seen).
+
+    ``expected``: the assignment's notebook names (without ``.ipynb``); a missing or misnamed one is
+    named with what was found instead (an LMS's ``batchnorm_forward-1.ipynb``, a learner's rename).
+    """
     import nbformat
 
+    found = sorted(p.name for p in submission.glob("*.ipynb"))
+    missing = [f"{name}.ipynb" for name in expected if f"{name}.ipynb" not in found]
+    if missing:
+        others = [n for n in found if n[:-len(".ipynb")] not in set(expected)]
+        what = ", ".join(others) if others else "no notebook at all"
+        return (f"expected {' and '.join(missing)}, found {what} in {submission}: rename the file to the expected "
+                f"name (or collect again) and grade again")
     for nb in sorted(submission.glob("*.ipynb")):
         try:
             nbformat.read(str(nb), as_version=4)
@@ -305,7 +316,7 @@ def _install_autograded(dest: Path, files: dict[str, bytes] | None) -> None:
 
 def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, template: Path, tmp: Path) -> StudentResult:
     """Merge one outcome into the gradebook and the autograded folder; a failure is recorded with 0."""
-    s, ok = out.student, out.success
+    s, ok = out.student, out.success and not precheck  # a missing notebook is never "graded"
     src = template  # no private gradebook (the task never finished): the merge records 0 points
     if out.gradebook:
         src = tmp / f"result-{s}.db"
@@ -377,20 +388,25 @@ def grade(
     check_gradebook(db_url, course_dir=course_dir)  # reachable, nbgrader's tables: never a new SQLite file
     with Gradebook(db_url) as gb:
         try:
-            modules = check_modules([c.source for nb in gb.find_assignment(assignment).notebooks
-                                     for c in nb.source_cells])
+            notebooks = gb.find_assignment(assignment).notebooks
+            expected = [nb.name for nb in notebooks]
+            modules = check_modules([c.source for nb in notebooks for c in nb.source_cells])
         except MissingEntry:
             raise ValueError(
                 f"assignment {assignment!r} is not in the gradebook {masked(db_url)}; run "
                 f"`nbgrader generate_assignment {assignment}` in {course_dir} first") from None
     wanted = set(students) if students is not None else None
     names = [s for s in find_submissions(course_dir, assignment) if wanted is None or s in wanted]
+    if not names:  # an empty collect is an error, not "0 submissions graded"
+        raise ValueError(f"no submissions of {assignment} to grade: {course_dir / 'submitted'} holds no "
+                         f"<student>/{assignment}/ folder{' for ' + ', '.join(sorted(wanted)) if wanted else ''}; "
+                         f"collect them first (`nbgrader collect {assignment}` or `nbgrader zip_collect {assignment}`)")
     jobs = max(1, min(int(jobs), len(names) or 1))
 
     with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
         tmp = Path(tmp)
         before = {s: _tree_hashes(course_dir / "submitted" / s / assignment) for s in names}
-        prechecks = {s: _precheck(course_dir / "submitted" / s / assignment) for s in names}
+        prechecks = {s: _precheck(course_dir / "submitted" / s / assignment, expected) for s in names}
         template = tmp / "template.db"
         if db_url.startswith("sqlite:///"):
             _copy_sqlite(db_url, template)
@@ -469,8 +485,9 @@ def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: 
     """CLI glue for ``bncourse grade ASSIGNMENT [--jobs N | --scheduler ADDRESS] [--course DIR]``.
 
     Grades, shows a progress bar, prints the per-student and per-worker tables. Exit status 0
-    when grading ran (crashed submissions are recorded with 0 and listed), 1 if a submitted file
-    changed, 2 when the assignment is not in the gradebook or the scheduler cannot be reached.
+    when every submission was graded; 1 when any could not be graded (recorded with 0 points, each
+    named on stderr with its reason) or a submitted file changed; 2 when the assignment is not in the
+    gradebook, there is nothing to grade, or the scheduler cannot be reached.
     """
     try:
         report = grade(assignment, course, jobs=jobs, fast=fast, size=size, scheduler=scheduler, progress=progress,
@@ -479,5 +496,12 @@ def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: 
         print(f"bncourse grade: {exc}", file=sys.stderr)
         return 2
     print(report)
-    print(f"report written to {Path(course).resolve() / REPORT_DIR / (assignment + '.csv')}")
-    return 0 if not report.modified_submissions else 1
+    reports = Path(course).resolve() / REPORT_DIR
+    print(f"report written to {reports / (assignment + '.csv')}; near-copies for review in "
+          f"{reports / (assignment + '-similarity.csv')}")
+    for s in report.failed:  # loud, on stderr too: a cron job's mail or CI log shows who was not graded
+        print(f"bncourse grade: NOT GRADED {s.student}: {s.reason}", file=sys.stderr)
+    if report.failed:
+        print(f"bncourse grade: {len(report.failed)} of {len(report.students)} submission(s) of {assignment} could "
+              f"not be graded (recorded with 0 points)", file=sys.stderr)
+    return 0 if not report.modified_submissions and not report.failed else 1

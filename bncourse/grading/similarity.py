@@ -10,7 +10,9 @@ changing it) and compares each solution cell with
 after normalizing the code the way copies are disguised: comments and docstrings dropped, local
 names and string contents replaced by placeholders, attribute names (``.mean``, ``.sum``) and
 numbers kept. The score is the share of the cell's 4-token sequences found in the other code
-(1.0: every one of them). Pairs above ``threshold`` are written, highest first, to
+(1.0: every one of them), counting only what the learner wrote: sequences the released student
+notebook already holds (provided signatures and docstrings, its other code cells, code in its text)
+are left out first, so the course's own code is no false alarm. Pairs above ``threshold`` are written, highest first, to
 ``grading_reports/<assignment>-similarity.csv``: a list to review, never an automatic zero (a
 one-line answer can only be written a few ways, so short cells are left out).
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["Match", "fingerprint", "similarity", "similarity_report", "write_similarity_report"]
+__all__ = ["Match", "fingerprint", "released_code", "similarity", "similarity_report", "write_similarity_report"]
 
 K = 4
 MODULE_PREFIX = "reference:module "  # a whole module is compared both ways (an honest cell is a small part of it)
@@ -129,17 +131,39 @@ def _solution_cells(folder: Path) -> dict[str, str]:
     return cells
 
 
+def released_code(folder: Path) -> frozenset:
+    """Every 4-token sequence of code the released student notebooks in ``folder`` already hold: code
+    cells (stubs included) and code in the text (fenced blocks and inline spans)."""
+    import re
+
+    found: set = set()
+    for path in sorted(folder.glob("*.ipynb")):
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:  # noqa: BLE001 - an unreadable release provides nothing
+            continue
+        for cell in nb.cells:
+            if cell.get("cell_type") == "code":
+                found |= fingerprint(cell.source)
+            else:
+                for snippet in re.findall(r"```[a-z]*\n(.*?)```", cell.source, re.S) + re.findall(r"`([^`\n]+)`", cell.source):
+                    found |= fingerprint(snippet)
+    return frozenset(found)
+
+
 def similarity_report(course_dir, assignment: str, threshold: float = THRESHOLD) -> list[Match]:
     """Every (student cell, other code) pair scoring at least ``threshold``, highest first."""
     course_dir = Path(course_dir)
     submitted = course_dir / "submitted"
     students = sorted(p.name for p in submitted.iterdir() if (p / assignment).is_dir()) if submitted.is_dir() else []
-    stubs = {gid: fingerprint(src) for gid, src in _solution_cells(course_dir / "release" / assignment).items()}
+    provided = released_code(course_dir / "release" / assignment)
     prints = {}
     for student in students:
         for gid, src in _solution_cells(submitted / student / assignment).items():
-            fp = fingerprint(src)
-            if len(fp) >= MIN_GRAMS and fp != stubs.get(gid):
+            # Only what the learner wrote: sequences the released notebook already holds (a provided
+            # signature, lines of other code cells, code in the text) are the course's own code.
+            fp = fingerprint(src) - provided
+            if len(fp) >= MIN_GRAMS:
                 prints[(student, gid)] = fp
     references = _package_sources() if prints else {}
     matches = []
