@@ -64,7 +64,7 @@ RECORDING_NEEDS: frozenset[str] = frozenset({"bncourse.nn_sync.sync_batch_norm_f
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
-_VERSION = "4"  # bump when the transform changes
+_VERSION = "5"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -166,8 +166,25 @@ def stub_source(source: str, module: str, keep: Iterable[str] = ()) -> str:
     if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant):
         tree.body = tree.body[1:]  # the module's docstring may explain the solution
     tree = _Stubber(module, keep | KEPT).visit(tree)
+    tree.body = [_guarded(stmt) for stmt in tree.body]
     ast.fix_missing_locations(tree)
     return f"# {module}: not available while grading (a solution-free build)\n" + ast.unparse(tree) + "\n"
+
+
+def _guarded(stmt: ast.stmt) -> ast.stmt:
+    """A top-level statement that calls something (a table of mistakes built by a stubbed factory)
+    wrapped so that the module still imports: on an error its names are bound to None."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+        return stmt
+    if not any(isinstance(node, ast.Call) for node in ast.walk(stmt)):
+        return stmt
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(
+        stmt, (ast.AnnAssign, ast.AugAssign)) else []
+    names = [n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)]
+    fallback = [ast.Assign(targets=[ast.Name(name, ast.Store())], value=ast.Constant(None)) for name in names]
+    return ast.Try(body=[stmt], handlers=[ast.ExceptHandler(type=ast.Name("Exception", ast.Load()), name=None,
+                                                           body=fallback or [ast.Pass()])],
+                   orelse=[], finalbody=[])
 
 
 def given_names(instructor_sources: Iterable[str]) -> frozenset[str]:
