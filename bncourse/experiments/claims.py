@@ -365,7 +365,16 @@ def _decide(claim: Claim, cache: dict, seeds, progress: bool) -> ClaimRow:
                 return ClaimRow(**base, verdict=UNTESTED, effect=None, spread=None, seeds=0,
                                 reason=f"experiment {check.path} is not available here ({err})")
             t0, c0 = time.perf_counter(), time.process_time()
-            result = func(seeds=seeds, progress=progress)
+            try:
+                result = func(seeds=seeds, progress=progress)
+            except Exception as err:  # one broken experiment must not lose the others' verdicts
+                import traceback
+
+                where = traceback.extract_tb(err.__traceback__)[-1]
+                return ClaimRow(**base, verdict=UNTESTED, effect=None, spread=None, seeds=0,
+                                reason=f"experiment {check.path} failed: {type(err).__name__}: {err} "
+                                       f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
+                                seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
             cache[check.path] = (result, time.perf_counter() - t0, time.process_time() - c0)
             seconds += cache[check.path][1]
             cpu += cache[check.path][2]
