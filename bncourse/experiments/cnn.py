@@ -7,7 +7,7 @@
   tuning seed that is not a verdict seed); the verdict seeds then train on the whole training set
   at the chosen rate. Returns three results decided on the same runs: batch norm against none,
   before against after, and the training throughput. Every arm must learn (else: invalid). The
-  chosen rates are ``result.artifacts[arm][i]["lr"]``; the trained models
+  chosen rates are ``result.values(arm, "lr")``; the trained models
   ``result.artifacts[arm][i]["model"]``.
 - ``train_mode_lab(models, data, ...)``: the trained batch-norm CNNs (one per seed) evaluated in eval
   mode, in training mode with test batches of several sizes (the forgotten ``model.eval()``), and in
