@@ -111,3 +111,22 @@ def test_does_a_demonstration_show_facts_without_seeds_or_a_spread():
     assert "±" not in str(demo) and "±" not in demo._repr_html_()
     assert all(math.isnan(o.spread) for o in demo.outcomes)
     assert "std" not in demo.to_dict() and demo.to_dict()["facts"]["layer-norm layers"] == 25
+
+
+def test_can_the_noise_like_dropout_rules_come_out_either_way():
+    from bncourse.experiments.generalization import NotWorse
+
+    def result(bn_gap, bn_acc):
+        table = {"none": (0.30, 0.70), "batch norm": (bn_gap, bn_acc), "dropout": (0.10, 0.80)}
+
+        def trial(arm, seed):
+            gap, acc = table[arm]
+            return {"gap": gap + 0.001 * seed, "test_acc": acc + 0.001 * seed}
+        rules = [Better("gap", "dropout", "none", higher_is_better=False, floor=0.01),
+                 Better("gap", "batch norm", "none", higher_is_better=False, floor=0.01),
+                 NotWorse("test_acc", "batch norm", "dropout", margin=0.01)]
+        return run_experiment("like-dropout", trial, {a: a for a in table}, rules, seeds=range(3), progress=False,
+                              must_learn=MustLearn("test_acc", chance=0.1))
+    assert result(bn_gap=0.12, bn_acc=0.80).verdict == HELD
+    assert result(bn_gap=0.40, bn_acc=0.80).verdict == CONTRADICTED  # batch norm widens the gap
+    assert result(bn_gap=0.12, bn_acc=0.60).verdict == CONTRADICTED  # it cannot replace dropout here
