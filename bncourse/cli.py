@@ -108,6 +108,8 @@ def _claims(args: argparse.Namespace) -> int:
                   "mode": "fast" if os.environ.get("BNCOURSE_FAST") else "full (CPU sizes)",
                   "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
                   "command": "bncourse claims" + (" --fast" if args.fast else "") + " --record " + args.record,
+                  "cpu_sizes": {what: {"full": repr(full), "cpu": repr(cpu)}
+                                for what, (full, cpu) in __import__("bncourse.runtime", fromlist=["x"]).cpu_scaled().items()},
                   "rows": [r.to_dict() for r in rows]}
         path = Path(args.record)
         path.parent.mkdir(parents=True, exist_ok=True)

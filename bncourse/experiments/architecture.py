@@ -30,7 +30,9 @@ from bncourse.runtime import pick
 
 def placement_trial(config: dict, seed: int) -> dict:
     task = harder_digits(seed)
-    lrs, steps = pick(fast=(0.03, 0.1, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0)), pick(fast=200, full=1200)
+    lrs = pick(fast=(0.03, 0.1, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0), cpu=(0.03, 0.1, 0.3, 1.0),
+               what="learning rates tried (before-after-activation)")
+    steps = pick(fast=200, full=1200, cpu=600, what="steps per run (before-after-activation)")
     build = lambda: mlp(task.num_features, task.num_classes, 64, 4, "relu", norm=config["norm"],  # noqa: E731
                         position=config.get("position", "before"))
     tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=64, momentum=0.9)
@@ -80,7 +82,9 @@ def per_channel_trial(config: dict, seed: int) -> dict:
     from bncourse.experiments.mnist1d_task import cnn1d, mnist1d, signals
 
     task = mnist1d(seed)
-    lrs, steps = pick(fast=(0.01, 0.03, 0.1), full=(0.003, 0.01, 0.03, 0.1, 0.3)), pick(fast=400, full=2000)
+    lrs = pick(fast=(0.01, 0.03, 0.1), full=(0.003, 0.01, 0.03, 0.1, 0.3), cpu=(0.01, 0.03, 0.1, 0.3),
+               what="learning rates tried (cnn-per-channel)")
+    steps = pick(fast=400, full=2000, cpu=1000, what="steps per run (cnn-per-channel)")
     if config["net"] == "cnn":
         task = signals(task)
         builds = {n: (lambda n=n: cnn1d(n)) for n in ("none", "batch")}

@@ -70,7 +70,10 @@ def render_markdown(record: dict) -> str:
         f"- Run: {record.get('mode', '?')} size, {record.get('date', '?')}, on {record.get('machine', '?')}",
         f"- Time: {_fmt(record.get('wall_seconds', math.nan))} s wall, "
         f"{_fmt(record.get('cpu_seconds', math.nan))} s CPU; command: `{record.get('command', 'bncourse claims')}`",
-        f"- Verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(rows)} claims)",
+        "- Verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(rows)} claims)",
+        *([f"- Scaled down for the CPU (no GPU): " + "; ".join(f"{k} = {v['cpu']} (full: {v['full']})"
+                                                              for k, v in record["cpu_sizes"].items())]
+          if record.get("cpu_sizes") else []),
         "",
         "Kinds: an *experiment* trains (or samples) over seeds and decides by a rule fixed before the run, "
         "weighing the effect against its seed-to-seed spread; a *demonstration* is one computation (algebra, an "

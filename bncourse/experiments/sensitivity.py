@@ -25,14 +25,17 @@ from bncourse.runtime import pick
 
 
 def init_scales() -> list[float]:
-    return pick(fast=[0.01, 0.1, 1.0, 3.0], full=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
+    return pick(fast=[0.01, 0.1, 1.0, 3.0], full=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
+                cpu=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0], what="initialization scales (init-sensitivity)")
 
 
 def init_trial(config: dict, seed: int) -> dict:
     from bncourse.models import BNPaperMLP
 
     task = harder_digits(seed)
-    lrs, steps = pick(fast=(0.3, 2.0), full=(0.03, 0.1, 0.3, 1.0, 3.0)), pick(fast=150, full=1000)
+    lrs = pick(fast=(0.3, 2.0), full=(0.03, 0.1, 0.3, 1.0, 3.0), cpu=(0.1, 0.3, 1.0, 3.0),
+               what="learning rates tried (init-sensitivity)")
+    steps = pick(fast=150, full=1000, cpu=500, what="steps per run (init-sensitivity)")
     accs, censored = {}, []
     for s in init_scales():
         build = lambda s=s: BNPaperMLP(task.num_features, task.num_classes, batch_norm=config["bn"], init_std=s)  # noqa: E731
@@ -66,9 +69,9 @@ def _configs(n: int, seed: int) -> list[dict]:
 
 def hyper_trial(config: dict, seed: int) -> dict:
     task = harder_digits(seed)
-    steps = pick(fast=150, full=800)
+    steps = pick(fast=150, full=800, cpu=400, what="steps per run (hyperparameter-robustness)")
     accs = []
-    for c in _configs(pick(fast=8, full=20), seed):
+    for c in _configs(pick(fast=8, full=20, cpu=12, what="random configurations (hyperparameter-robustness)"), seed):
         torch.manual_seed(seed)
         model = mlp(task.num_features, task.num_classes, 64, 4, "relu", norm=config["norm"])
         accs.append(fit(model, task, steps, seed=seed, **c).val_acc)
