@@ -68,6 +68,7 @@ def render_markdown(record: dict) -> str:
         "Do not edit by hand.",
         "",
         f"- Run: {record.get('mode', '?')} size, {record.get('date', '?')}, on {record.get('machine', '?')}",
+        *([f"- Code: commit {record['commit']}"] if record.get("commit") else []),
         f"- Time: {_fmt(record.get('wall_seconds', math.nan))} s wall, "
         f"{_fmt(record.get('cpu_seconds', math.nan))} s CPU; command: `{record.get('command', 'bncourse claims')}`",
         "- Verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(rows)} claims)",
