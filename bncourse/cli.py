@@ -100,6 +100,7 @@ def _claims(args: argparse.Namespace) -> int:
         print(f"bncourse claims: {err.args[0]}", file=sys.stderr)
         return 2
     configure_cpu_threads()
+    load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
 
     def tell(row):
@@ -110,6 +111,34 @@ def _claims(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
         rows = claims.run_claims(only=args.only or None, progress=not args.json and sys.stderr.isatty(), on_result=tell)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if args.record:
+        import platform
+        from datetime import datetime, timezone
+        from pathlib import Path
+
+        from bncourse.experiments import claims_doc
+
+        def torch_threads():
+            return __import__("torch").get_num_threads()
+
+        record = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                  "machine": f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores, "
+                             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch "
+                             f"{__import__('torch').__version__}, {torch_threads()} torch threads; load average (1, 5, 15 min) "
+                             f"before {', '.join(f'{x:.1f}' for x in load_before)}, after "
+                             f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+                  "mode": "fast" if os.environ.get("BNCOURSE_FAST") else "full (CPU sizes)",
+                  "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+                  "command": "bncourse claims" + (" --fast" if args.fast else "") + " --record " + args.record,
+                  "cpu_sizes": {what: {"full": repr(full), "cpu": repr(cpu)}
+                                for what, (full, cpu) in __import__("bncourse.runtime", fromlist=["x"]).cpu_scaled().items()},
+                  "rows": [r.to_dict() for r in rows]}
+        path = Path(args.record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        md = path.with_name("claims.md")
+        md.write_text(claims_doc.render_markdown(record))
+        print(f"recorded {path} and {md}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
     else:
@@ -228,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="ID", help="only these claim ids (see the table for the ids)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {id, claim, sources, verdict, effect, "
                                                        "spread, seeds, notebook, ...} instead of the table")
+    p.add_argument("--record", metavar="FILE", default=None,
+                   help="also write the run (with date, machine and times) to FILE, e.g. docs/claims-run.json, "
+                        "and the table rendered from it to claims.md beside it")
     p.set_defaults(func=_claims)
 
     p = sub.add_parser("hint", help="the next of three hints for an exercise, e.g. bncourse hint batchnorm_forward")

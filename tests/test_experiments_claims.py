@@ -19,7 +19,7 @@ SHARED_IDS = [
     "overhead", "sequences-hard", "before-after-activation", "cnn-per-channel", "not-supervised", "dropout-rate",
     "standardized-is-normal", "nlp-standard",
 ]
-CHEAP = ["standardized-is-normal", "nlp-standard", "sequences-hard"]
+CHEAP = ["dropout-rate", "standardized-is-normal", "nlp-standard"]
 
 
 def _module_present(path: str) -> bool:
@@ -34,6 +34,26 @@ def test_does_every_claim_have_an_experiment_or_a_reason():
     for c in claims.CLAIMS:
         assert c.checks or c.untested, f"{c.id} has neither an experiment nor a reason it is untested"
         assert c.sources and c.notebook and c.claim, f"{c.id} lacks sources, notebook or claim text"
+
+
+def test_does_every_claim_declare_its_kind_and_the_literatures_finding():
+    for c in claims.CLAIMS:
+        assert c.kind in (claims.EXPERIMENT_KIND, claims.DEMONSTRATION_KIND, claims.BOTH_KINDS), c.id
+        assert c.literature and c.literature_verdict in ("held", "contradicted", "mixed"), c.id
+
+
+def test_does_a_trained_experiment_without_a_learning_guard_come_out_invalid(monkeypatch):
+    from bncourse.experiments import Better, run_experiment
+
+    def unguarded(seeds=None, progress=False):
+        return run_experiment("unguarded", lambda cfg, s: {"acc": cfg + 0.01 * s}, {"a": 0.9, "b": 0.5},
+                              [Better("acc", "a", "b")], seeds=[0, 1, 2], progress=False)
+    fake = claims.Claim("x", "a claim", "000", "nowhere", (claims.Check("fake:unguarded"),))
+    monkeypatch.setattr(claims, "CLAIMS", (fake,))
+    monkeypatch.setattr(claims, "CLAIM_IDS", ("x",))
+    monkeypatch.setattr(claims, "resolve", lambda path: unguarded)
+    [row] = claims.run_claims()
+    assert row.verdict == "invalid" and "no must_learn guard" in row.guard
 
 
 @pytest.mark.parametrize("claim", claims.CLAIMS, ids=lambda c: c.id)
@@ -63,20 +83,27 @@ def test_does_claims_json_give_the_documented_keys_for_the_chosen_ids(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == sorted(CHEAP, key=claims.CLAIM_IDS.index)  # in the table's order
     for r in rows:
-        assert {"id", "claim", "sources", "verdict", "effect", "spread", "seeds", "notebook"} <= set(r)
-        assert r["verdict"] in VERDICTS and r["seeds"] >= 3
-        assert isinstance(r["effect"], float) and isinstance(r["spread"], float)
-    verdicts = {r["id"]: r["verdict"] for r in rows}
-    # a standardized exponential feature keeps its skewness; nn.Transformer holds layer norms, no batch norm;
-    # padding moves batch norm's outputs at the real positions and leaves layer norm's alone
-    assert verdicts == {"standardized-is-normal": "contradicted", "nlp-standard": "contradicted",
-                        "sequences-hard": "held"}
+        assert {"id", "claim", "sources", "kind", "verdict", "effect", "spread", "seeds", "notebook", "literature",
+                "literature_verdict", "agrees", "values"} <= set(r)
+        assert r["verdict"] in VERDICTS and r["values"]
+        if r["kind"] == "experiment":
+            assert r["seeds"] >= 3 and isinstance(r["effect"], float) and isinstance(r["spread"], float)
+            assert all("std" in v for v in r["values"])
+        else:  # a demonstration: facts, no seeds, no spread
+            assert r["seeds"] == 0 and r["spread"] is None and all("fact" in v for v in r["values"])
+    verdicts = {r["id"]: (r["kind"], r["verdict"], r["agrees"]) for r in rows}
+    # a standardized exponential feature keeps its skewness (sampled over seeds); nn.Transformer holds layer
+    # norms and no batch norm (a count); Dropout(0.5) drops half the units with batch norm before it too
+    assert verdicts == {"standardized-is-normal": ("experiment", "contradicted", "yes"),
+                        "nlp-standard": ("demonstration", "contradicted", "yes"),
+                        "dropout-rate": ("demonstration", "contradicted", "yes")}
 
 
-def test_does_the_text_table_show_verdict_effect_seeds_and_notebook(capsys):
-    assert cli.main(["claims", "--fast", "--only", "sequences-hard"]) == 0
+def test_does_the_text_table_show_kind_verdict_effect_seeds_and_notebook(capsys):
+    assert cli.main(["claims", "--fast", "--only", "standardized-is-normal", "dropout-rate"]) == 0
     out = capsys.readouterr().out
-    for word in ("sequences-hard", "held", "±", "7 What batch norm really", "deciding rule", "CPU time"):
+    for word in ("standardized-is-normal", "contradicted", "±", "experiment", "demonstration",
+                 "7 What batch norm really", "deciding rule", "CPU time"):
         assert word in out, f"{word!r} missing from the table:\n{out}"
 
 

@@ -177,9 +177,9 @@ def test_do_the_three_experiments_run_on_three_seeds_and_share_their_runs(monkey
         ics = O.internal_covariate_shift(seeds=[0, 1, 2], progress=False)
         noisy = O.noisy_batchnorm(seeds=[0, 1, 2], progress=False)
         smooth = O.smoothness(seeds=[0, 1, 2], progress=False)
-        for r, metrics in ((ics, {"grad_change", "grad_cosine", "input_drift"}),
+        for r, metrics in ((ics, {"grad_change", "grad_cosine", "input_drift_eval", "input_drift", "test_acc"}),
                            (noisy, {"train_acc_auc", "input_drift", "test_acc"}),
-                           (smooth, {"loss_range", "grad_shift", "beta"})):
+                           (smooth, {"loss_range", "grad_shift", "beta", "test_acc"})):
             assert r.verdict in VERDICTS and r.seeds == [0, 1, 2]
             assert set(r.metric_names()) == metrics
             assert all(np.isfinite(r.values(a, m)).all() for a in r.arms for m in metrics)

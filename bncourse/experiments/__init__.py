@@ -4,5 +4,5 @@
 """
 
 from bncourse.experiments.harness import (  # noqa: F401
-    CONTRADICTED, HELD, INCONCLUSIVE, UNTESTED, VERDICTS, AtLeast, AtMost, Better, Differs, ExperimentResult, Outcome,
-    Rule, Similar, Summary, combine, default_seeds, run_experiment)
+    CENSORED, CONTRADICTED, DEMONSTRATION, EXPERIMENT, HELD, INCONCLUSIVE, INVALID, UNTESTED, VERDICTS, AtLeast, AtMost,
+    Better, Differs, ExperimentResult, MustLearn, Outcome, Rule, Similar, Summary, combine, default_seeds, run_experiment)

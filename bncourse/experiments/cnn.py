@@ -1,10 +1,14 @@
 """Notebook 6's experiments on a CNN: batch norm or not, before or after the ReLU, and the train/eval lab.
 
 - ``cnn_variants(data, ...)``: ``SmallCNN`` without normalization, with batch norm before the ReLU
-  and with batch norm after it, every seed, the same optimizer settings for all three (the
-  setting under comparison is the architecture at fixed settings). Returns three results decided
-  on the same runs: batch norm against none, before against after, and the training throughput.
-  The trained models are kept as artifacts (``result.artifacts[arm][i]["model"]``).
+  and with batch norm after it, every network He-initialized (``common.he_init``: at PyTorch's
+  default init the six-layer CNN without normalization stays at chance) and, with ``lrs``, each at
+  its own learning rate chosen on a validation split (the last 15% of the training images, a
+  tuning seed that is not a verdict seed); the verdict seeds then train on the whole training set
+  at the chosen rate. Returns three results decided on the same runs: batch norm against none,
+  before against after, and the training throughput. Every arm must learn (else: invalid). The
+  chosen rates are ``result.values(arm, "lr")``; the trained models
+  ``result.artifacts[arm][i]["model"]``.
 - ``train_mode_lab(models, data, ...)``: the trained batch-norm CNNs (one per seed) evaluated in eval
   mode, in training mode with test batches of several sizes (the forgotten ``model.eval()``), and in
   eval mode after re-estimating the running statistics from shuffled training batches.
@@ -25,28 +29,65 @@ VARIANTS = {
 }
 
 
+def _val_split(data, fraction: float = 0.15):
+    """(train part, validation part) of ``data``'s training set: the last ``fraction`` is validation."""
+    n = len(data.y_train)
+    cut = n - max(1, int(round(fraction * n)))
+    return (data.X_train[:cut], data.y_train[:cut]), (data.X_train[cut:], data.y_train[cut:])
+
+
 def cnn_variants(data, epochs: int, widths, batch: int, lr: float = 0.05, augment: bool = False,
-                 schedule: str = "constant", seeds=None, progress: bool = True) -> dict[str, ExperimentResult]:
-    """Train the three variants for every seed; {"bn_vs_none", "placement", "throughput"} results."""
+                 schedule: str = "constant", lrs=None, tune_epochs: int | None = None, seeds=None,
+                 progress: bool = True) -> dict[str, ExperimentResult]:
+    """Train the three variants for every seed; {"bn_vs_none", "placement", "throughput"} results.
+
+    ``lrs``: learning rates to choose from per arm, on the validation split (None: ``lr`` for all),
+    each tuning run ``tune_epochs`` long (default ``epochs``). A chosen rate at the edge of ``lrs``
+    censors the verdict.
+    """
+    from bncourse.experiments.common import he_init
+    from bncourse.experiments.harness import MustLearn, default_seeds
     from bncourse.models import SmallCNN
     from bncourse.train import TrainConfig, train
 
-    def trial(kw, seed):
+    def run(kw, seed, rate, train_data, test_data, n_epochs=epochs):
         torch.manual_seed(seed)
-        model = SmallCNN(data.image_shape[0], data.num_classes, widths=widths, **kw)
-        config = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, momentum=0.9, augment=augment, seed=seed,
+        model = he_init(SmallCNN(data.image_shape[0], data.num_classes, widths=widths, **kw))
+        config = TrainConfig(epochs=n_epochs, batch_size=batch, lr=rate, momentum=0.9, augment=augment, seed=seed,
                              schedule=schedule, progress=False, label=str(kw))
-        h = train(model, data.train, data.test, config)
-        return {"final_test_acc": h.final_test_acc, "images_per_s": h.images_per_s, "history": h, "model": model}
+        return model, train(model, train_data, test_data, config)
+
+    seed_list = list(seeds) if seeds is not None else default_seeds()
+    chosen, censored = {}, {}
+    for arm, kw in VARIANTS.items():
+        if not lrs:
+            chosen[arm], censored[arm] = lr, ""
+            continue
+        fit_part, val_part = _val_split(data)
+        scores = {r: run(kw, 1000 + seed_list[0], r, fit_part, val_part, tune_epochs or epochs)[1].final_test_acc
+                  for r in lrs}
+        best = max(scores, key=lambda r: (scores[r], -r))
+        chosen[arm] = best
+        edge = best in (min(lrs), max(lrs)) and len(lrs) > 1
+        censored[arm] = f"best rate {best:g} is at the edge of {list(lrs)}" if edge else ""
+
+    def trial(kw, seed):
+        arm = next(a for a, v in VARIANTS.items() if v == kw)
+        model, h = run(kw, seed, chosen[arm], data.train, data.test)
+        return {"final_test_acc": h.final_test_acc, "images_per_s": h.images_per_s, "history": h, "model": model,
+                "lr": chosen[arm], "censored": censored[arm]}
 
     noise = max(0.01, 3 / len(data.y_test))
+    how = (f"each at its own SGD rate of {list(lrs)} chosen on a validation split" if lrs else f"SGD lr {lr}")
     base = run_experiment(
         "bn-vs-none", trial, VARIANTS, [Better("final_test_acc", "BN before ReLU", "none", floor=noise)],
-        seeds=seeds, progress=progress,
-        claim=f"at the same settings (SGD lr {lr}, momentum 0.9, {epochs} epochs) batch norm beats no normalization")
+        seeds=seed_list, progress=progress, must_learn=MustLearn("final_test_acc", chance=1 / data.num_classes,
+                                                                 margin=0.1),
+        claim=(f"batch norm beats no normalization (He init, {how}, momentum 0.9, {epochs} epochs)"))
 
     def again(name, claim, rules):
-        return ExperimentResult(name, claim, base.arms, base.seeds, base.metrics, base.artifacts, rules, base.seconds)
+        return ExperimentResult(name, claim, base.arms, base.seeds, base.metrics, base.artifacts, rules, base.seconds,
+                                must_learn=base.must_learn)
 
     return {
         "bn_vs_none": base,
@@ -100,6 +141,6 @@ def train_mode_lab(models: list, data, batch_sizes=(500, 8, 1), n_test: int | No
     rules = [Better("test_acc", "eval mode", f"training mode, batches of {b}", floor=noise)
              for b in batch_sizes if b <= 8]
     return run_experiment(
-        "train-eval-lab", trial, arms, rules, seeds=seeds, progress=progress,
+        "train-eval-lab", trial, arms, rules, seeds=seeds, progress=progress, trained=False,
         claim=(f"forgetting model.eval() costs accuracy when the test batches are small (8, 1): eval mode beats "
                f"training mode by more than {noise:.1%} ({n} test images)"))

@@ -10,13 +10,16 @@ and a learning-rate search per arm.
   the paper's choice, or "after"), He or Gaussian initialization.
 - ``fit(model, task, ...)``: plain mini-batch SGD (momentum optional) on tensors in memory, no
   progress bar, stops early when the loss diverges; returns a ``Fit`` with eval-mode accuracies.
-- ``tune_lr(...)``: each arm at its own best learning rate, chosen on the *validation* split.
+- ``tune_lr(...)``: each arm at its own best learning rate, chosen on the *validation* split (the
+  ``on=Split.VAL`` argument; ``Split.TEST`` is refused), the grid extended while the best rate is
+  at its edge, and the result marked *censored* when it stays there.
 
 Everything runs on the CPU in seconds at the fast sizes.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from dataclasses import dataclass, field
@@ -26,6 +29,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class Split(enum.Enum):
+    """Which part of a ``Task``: choices (learning rates, targets) are made on TRAIN or VAL, never TEST."""
+
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+class TuningOnTestError(ValueError):
+    """A choice (tuning) was asked to look at the test split."""
 
 
 @dataclass
@@ -47,6 +62,11 @@ class Task:
     @property
     def num_classes(self) -> int:
         return int(self.y_train.max().item()) + 1
+
+    def split(self, which: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X, y) of one split."""
+        return {Split.TRAIN: (self.X_train, self.y_train), Split.VAL: (self.X_val, self.y_val),
+                Split.TEST: (self.X_test, self.y_test)}[Split(which)]
 
     def images(self) -> "Task":
         """The same task with inputs as (N, 1, 8, 8) images (for CNNs)."""
@@ -166,6 +186,8 @@ class Fit:
     steps_to_target: float = math.nan  # first evaluation step with test accuracy >= target (nan: never)
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, test accuracy)
     losses: list[float] = field(default_factory=list)
+    val_steps_to_target: float = math.nan  # the same on the validation split (what tuning may look at)
+    val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation accuracy)
 
     @property
     def gap(self) -> float:
@@ -206,8 +228,9 @@ def fit(model: nn.Module, task: Task, steps: int, lr: float, batch_size: int = 6
     pos = 0
     diverged = False
     curve: list[tuple[int, float]] = []
+    val_curve: list[tuple[int, float]] = []
     losses: list[float] = []
-    hit = math.nan
+    hit = val_hit = math.nan
     model.train()
     for step in range(1, steps + 1):
         if batches is not None:
@@ -229,12 +252,16 @@ def fit(model: nn.Module, task: Task, steps: int, lr: float, batch_size: int = 6
             losses.append(loss.item())
         if eval_every and step % eval_every == 0:
             acc = accuracy(model, task.X_test, task.y_test)
+            vacc = accuracy(model, task.X_val, task.y_val)
             curve.append((step, acc))
+            val_curve.append((step, vacc))
             if target is not None and math.isnan(hit) and acc >= target:
                 hit = float(step)
+            if target is not None and math.isnan(val_hit) and vacc >= target:
+                val_hit = float(step)
     ok = lambda X, y: accuracy(model, X, y) if not diverged else chance_of_broken(model, X, y)  # noqa: E731
     return Fit(lr, ok(task.X_train, task.y_train), ok(task.X_val, task.y_val), ok(task.X_test, task.y_test),
-               diverged, step, hit, curve, losses)
+               diverged, step, hit, curve, losses, val_hit, val_curve)
 
 
 def chance_of_broken(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -247,24 +274,95 @@ def chance_of_broken(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> floa
     return float(((out.argmax(1) == y) & good).float().mean()) if len(y) else math.nan
 
 
-def tune_lr(build: Callable[[], nn.Module], task: Task, lrs: Sequence[float], seed: int,
-            select: str = "val_acc", **fit_kwargs) -> tuple[Fit, list[Fit]]:
-    """Train a fresh ``build()`` (seeded identically) at every learning rate in ``lrs``.
+@dataclass
+class Tuning:
+    """A learning-rate search: the chosen fit, every fit (in increasing rate) and whether it is censored."""
 
-    Returns (the best fit, all fits). ``select="val_acc"`` picks the highest validation accuracy;
-    ``select="steps_to_target"`` the fewest steps to the target (ties and misses: validation accuracy).
-    """
-    fits = []
-    for lr in lrs:
-        torch.manual_seed(seed)
-        fits.append(fit(build(), task, lr=lr, seed=seed, **fit_kwargs))
+    best: Fit
+    fits: list[Fit]
+    censored: str = ""  # why the best rate is still at the edge of the rates tried ("" when it is not)
+
+    def __iter__(self):  # ``best, fits = tune_lr(...)`` still reads as before
+        return iter((self.best, self.fits))
+
+    def __getitem__(self, i: int):
+        return (self.best, self.fits)[i]
+
+
+def _key(select: str):
     if select == "steps_to_target":
-        key = lambda f: (-(f.steps_to_target if not math.isnan(f.steps_to_target) else math.inf), f.val_acc)  # noqa: E731
-    elif select == "val_acc":
-        key = lambda f: (f.val_acc, -f.lr)  # noqa: E731
-    else:
-        raise ValueError(f"select must be 'val_acc' or 'steps_to_target', got {select!r}")
-    return max(fits, key=key), fits
+        return lambda f: (-(f.val_steps_to_target if not math.isnan(f.val_steps_to_target) else math.inf),
+                          f.val_acc, -f.lr)
+    if select == "val_acc":
+        return lambda f: (f.val_acc, -f.lr)
+    raise ValueError(f"select must be 'val_acc' or 'steps_to_target', got {select!r}")
+
+
+def tune_lr(build: Callable[[], nn.Module], task: Task, lrs: Sequence[float], seed: int,
+            select: str = "val_acc", on: Split = Split.VAL, extend: int = 2, step: float = 3.0,
+            limits: tuple[float, float] = (1e-4, 30.0), **fit_kwargs) -> Tuning:
+    """Train a fresh ``build()`` (seeded identically) at every learning rate in ``lrs``; pick on validation.
+
+    ``select="val_acc"`` picks the highest validation accuracy (ties: the smaller rate);
+    ``select="steps_to_target"`` the fewest steps to the target on the *validation* split (ties and
+    misses: validation accuracy). ``on`` must be ``Split.VAL`` (or ``Split.TRAIN``): a choice made on
+    the test split raises ``TuningOnTestError``. While the best rate is the smallest (largest) tried,
+    up to ``extend`` more rates ``step`` times smaller (larger) are tried (within ``limits``); a best
+    rate still at the edge then makes the tuning ``censored`` (say so in the trial's output:
+    ``"censored": tuning.censored``). A rate whose run diverged is never chosen over one that did not.
+
+    Returns a ``Tuning`` (unpacks as ``best, fits``).
+    """
+    if Split(on) is Split.TEST:
+        raise TuningOnTestError("tuning may look at the training or validation split, never the test split "
+                             f"(got on={on!r}); evaluate on the test split only after the choice")
+    if on is Split.TRAIN and select != "val_acc":
+        raise ValueError("on=Split.TRAIN supports select='val_acc' only (reading training accuracy)")
+    if not lrs:
+        raise ValueError("lrs must hold at least one learning rate")
+    key = _key(select)
+    if on is Split.TRAIN:
+        key = lambda f: (f.train_acc, -f.lr)  # noqa: E731
+    ranked = lambda f: (not f.diverged, key(f))  # noqa: E731
+    fits: dict[float, Fit] = {}
+
+    def run(lr: float) -> None:
+        torch.manual_seed(seed)
+        fits[lr] = fit(build(), task, lr=lr, seed=seed, **fit_kwargs)
+
+    for lr in lrs:
+        run(float(lr))
+    added, censored = 0, ""
+    while True:
+        order = sorted(fits)
+        best = max(fits.values(), key=ranked)
+        if len(order) < 2 or order[0] < best.lr < order[-1]:
+            break
+        new = order[0] / step if best.lr == order[0] else order[-1] * step
+        new = float(f"{new:.3g}")
+        if added >= extend or not limits[0] <= new <= limits[1]:
+            side = "smallest" if best.lr == order[0] else "largest"
+            censored = (f"best rate {best.lr:g} is the {side} of those tried ({', '.join(f'{r:g}' for r in order)})"
+                        f" after {added} extension(s)")
+            break
+        run(new)
+        added += 1
+    return Tuning(max(fits.values(), key=ranked), [fits[r] for r in sorted(fits)], censored)
+
+
+def he_init(model: nn.Module) -> nn.Module:
+    """Kaiming (He) normal initialization of every Conv and Linear weight (fan_in, ReLU), zero biases.
+
+    PyTorch's default (``kaiming_uniform_(a=sqrt(5))``, std 1/sqrt(3 fan_in)) shrinks the signal by
+    about sqrt(6) per ReLU layer, so a deep CNN without normalization starts with vanishing outputs
+    and may never leave chance; He init keeps the variance. Returns ``model``.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
 
 
 @functools.lru_cache(maxsize=16)

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncourse.experiments.common import harder_digits, mlp, tune_lr
-from bncourse.experiments.harness import Better, ExperimentResult, run_experiment
+from bncourse.experiments.common import accuracy, harder_digits, mlp, tune_lr
+from bncourse.experiments.harness import Better, ExperimentResult, MustLearn, run_experiment
 from bncourse.runtime import pick
 
 ARMS = {
@@ -52,14 +52,18 @@ def depth_trial(config: dict, seed: int) -> dict:
     lrs = pick(fast=(0.03, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0), cpu=(0.03, 0.1, 0.3),
                what="learning rates tried (depth experiment)")
     out: dict = {}
-    accs = {}
+    accs, censored = {}, []
     for d in depths():
         build = lambda: mlp(task.num_features, task.num_classes, 48, d, config["act"],  # noqa: E731
                             norm=config["norm"], init=_init(config["act"]))
-        best, _ = tune_lr(build, task, lrs, seed, steps=steps, batch_size=64, momentum=0.9)
-        accs[d] = best.test_acc
-        out[f"test_acc_depth_{d}"] = best.test_acc
+        tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=64, momentum=0.9, extend=1)
+        accs[d] = tuning.best.test_acc
+        out[f"test_acc_depth_{d}"] = tuning.best.test_acc
+        if tuning.censored:
+            censored.append(f"depth {d}: {tuning.censored}")
+    out["censored"] = "; ".join(censored)
     deepest = max(accs)
+    out["test_acc_shallowest"] = accs[min(accs)]
     out["test_acc_deepest"] = accs[deepest]
     out["drop_shallowest_to_deepest"] = accs[min(accs)] - accs[deepest]
     out["accuracy_by_depth"] = accs
@@ -74,6 +78,8 @@ def depth(seeds=None, progress: bool = True) -> ExperimentResult:
     ]
     return run_experiment(
         "depth", depth_trial, ARMS, rules, seeds=seeds, progress=progress,
+        # every arm must learn at the shallowest depth; at the deepest, failing to learn is what the claim predicts
+        must_learn=MustLearn("test_acc_shallowest", chance=0.1, margin=0.1),
         claim=(f"batch norm makes deeper networks trainable: at depth {max(depths())} (hidden layers of 48) a "
                f"higher test accuracy with batch norm, for sigmoid and for ReLU MLPs (depths {depths()}, each at "
                f"its own best learning rate, harder digits)"))
@@ -109,6 +115,7 @@ def gradient_trial(config: dict, seed: int) -> dict:
         norms.append(math.log10(total))
         opt.step()
     return {"log10_first_last_ratio": float(np.mean(ratios)), "log10_ratio_at_init": ratios[0],
+            "test_acc": accuracy(model, task.X_test, task.y_test) if len(norms) == steps else 0.0,
             "grad_norm_jumpiness": float(np.std(np.diff(norms))) if len(norms) > 2 else 10.0}
 
 
@@ -122,6 +129,8 @@ def gradient_stability(seeds=None, progress: bool = True) -> ExperimentResult:
     ]
     return run_experiment(
         "stable-gradients", gradient_trial, ARMS, rules, seeds=seeds, progress=progress,
+        # the batch-norm arms must learn; a plain deep network that does not is what the claim predicts
+        must_learn=MustLearn("test_acc", chance=0.1, margin=0.1, arms=("sigmoid + BN", "ReLU + BN")),
         claim=(f"batch norm prevents vanishing and exploding gradients: in MLPs of depth {max(depths())}, the "
                f"gradients of the first and last hidden layers are closer in size, and the gradient norm jumps "
                f"less from step to step (SGD, lr 0.1, momentum 0.9)"))

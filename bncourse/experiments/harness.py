@@ -19,6 +19,18 @@ Seeds come from ``default_seeds()``: 3 in fast mode, 5 in the full run, all shif
 What a trial returns besides numbers (curves, arrays) is kept as an artifact for plots:
 ``result.artifacts[arm][i]`` for the i-th seed. Every arm runs on the same seeds, one seed at a
 time (arm after arm), so comparisons are paired by seed.
+
+Guards, so that a verdict cannot rest on a broken comparison:
+
+- ``must_learn=MustLearn("test_acc", chance=0.1, margin=0.05)``: every trained arm (or the arms it
+  names) must score beyond chance plus the margin at every seed and never diverge (a trial that
+  returns ``"diverged": True``, or a non-finite value of the metric). Otherwise the result is
+  ``invalid`` with the reason, never a verdict.
+- A trial that returns ``"censored": "<why>"`` (a learning-rate grid whose best value stayed at its
+  edge after the search was extended, see ``common.tune_lr``) makes the verdict ``censored``.
+- ``kind``: an *experiment* (trained or sampled over seeds, a rule with a spread) or, through
+  ``demonstrate(...)``, a *demonstration* (algebra, an API fact, a count, a construction): one
+  computation with a stated expectation, shown without a spread.
 """
 
 from __future__ import annotations
@@ -36,9 +48,13 @@ import numpy as np
 from bncourse.runtime import pick
 
 HELD, CONTRADICTED, INCONCLUSIVE, UNTESTED = "held", "contradicted", "inconclusive", "untested"
-VERDICTS = (HELD, CONTRADICTED, INCONCLUSIVE, UNTESTED)
+INVALID, CENSORED = "invalid", "censored"
+VERDICTS = (HELD, CONTRADICTED, INCONCLUSIVE, UNTESTED, INVALID, CENSORED)
+EXPERIMENT, DEMONSTRATION = "experiment", "demonstration"
+KINDS = (EXPERIMENT, DEMONSTRATION)
 SEED_ENV = "BNCOURSE_SEED"
-_COLOR = {HELD: "#1a7f37", CONTRADICTED: "#cf222e", INCONCLUSIVE: "#9a6700", UNTESTED: "#57606a"}
+_COLOR = {HELD: "#1a7f37", CONTRADICTED: "#cf222e", INCONCLUSIVE: "#9a6700", UNTESTED: "#57606a",
+          INVALID: "#8250df", CENSORED: "#bc4c00"}
 
 
 def default_seeds(fast: int = 3, full: int = 5, grading: int | None = None) -> list[int]:
@@ -267,6 +283,45 @@ def AtMost(metric: str, arm: str, value: float, k: float = 2.0) -> AtLeast:  # n
     return AtLeast(metric, arm, value, k, _sign=-1.0)
 
 
+@dataclass(frozen=True)
+class MustLearn:
+    """Every trained arm learns: ``metric`` beyond ``chance + margin`` at every seed, no divergence.
+
+    ``arms``: the arms that must learn (None: every arm). An arm whose failure to learn *is* the
+    claim under test (e.g. batch norm trained on batches of one) may be left out, and the
+    experiment says so in its claim text. ``chance``: the metric of a model that guesses (0.1 for
+    accuracy over 10 balanced classes).
+    """
+
+    metric: str | tuple[str, ...]
+    chance: float
+    margin: float = 0.05
+    arms: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        who = "every arm" if self.arms is None else ", ".join(self.arms)
+        what = self.metric if isinstance(self.metric, str) else " and ".join(self.metric)
+        return (f"{who} must learn: {what} above chance ({_fmt(self.chance)}) + {_fmt(self.margin)} at every "
+                f"seed, never diverged")
+
+    def problems(self, result: "ExperimentResult") -> list[str]:
+        """Why the result cannot give a verdict (empty when every arm learned)."""
+        out = []
+        for arm in (self.arms if self.arms is not None else result.arms):
+            for seed, m, art in zip(result.seeds, result.metrics[arm], result.artifacts[arm]):
+                if art.get("diverged"):
+                    out.append(f"arm {arm!r} diverged at seed {seed}")
+                    continue
+                for metric in ((self.metric,) if isinstance(self.metric, str) else self.metric):
+                    v = m.get(metric, math.nan)
+                    if not math.isfinite(v):
+                        out.append(f"arm {arm!r} has {metric} = {v} at seed {seed}")
+                    elif v <= self.chance + self.margin:
+                        out.append(f"arm {arm!r} did not learn at seed {seed}: {metric} {_fmt(v)} is within "
+                                   f"{_fmt(self.margin)} of chance ({_fmt(self.chance)})")
+        return out
+
+
 def combine(verdicts: Sequence[str]) -> str:
     """A claim made of several comparisons: contradicted if any is, held if all are, else inconclusive."""
     if not verdicts:
@@ -296,14 +351,51 @@ class ExperimentResult:
     rules: list[Rule]
     seconds: float
     outcomes: list[Outcome] = field(default_factory=list)
+    must_learn: MustLearn | None = None
+    kind: str = EXPERIMENT
+    trained: bool = True  # False: the arms are not trained (a measurement of a layer, a sampling)
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if not self.outcomes:
             self.outcomes = [r.decide(self) for r in self.rules]
 
     @property
-    def verdict(self) -> str:
+    def invalid_reasons(self) -> list[str]:
+        """Why no verdict can be given: an arm that did not learn or diverged (guard ``must_learn``)."""
+        return self.must_learn.problems(self) if self.must_learn is not None else []
+
+    @property
+    def censored_reasons(self) -> list[str]:
+        """Learning-rate searches whose best value stayed at the edge of the grid."""
+        return [f"arm {a!r}, seed {s}: {art['censored']}" for a in self.arms
+                for s, art in zip(self.seeds, self.artifacts[a]) if art.get("censored")]
+
+    @property
+    def rule_verdict(self) -> str:
+        """What the rules alone decide (before the guards)."""
         return combine([o.verdict for o in self.outcomes])
+
+    @property
+    def verdict(self) -> str:
+        """``invalid`` if an arm did not learn, ``censored`` if a grid's best stayed at its edge, else the rules'."""
+        if self.invalid_reasons:
+            return INVALID
+        if self.censored_reasons:
+            return CENSORED
+        return self.rule_verdict
+
+    @property
+    def guard_note(self) -> str:
+        """The guards' findings in one sentence ("" when there are none)."""
+        if self.invalid_reasons:
+            return "INVALID, no verdict: " + "; ".join(self.invalid_reasons[:4]) + (
+                f" (and {len(self.invalid_reasons) - 4} more)" if len(self.invalid_reasons) > 4 else "")
+        if self.censored_reasons:
+            return (f"CENSORED (the rules alone say {self.rule_verdict}): the best learning rate stayed at the edge "
+                    "of the grid: " + "; ".join(self.censored_reasons[:4]))
+        return ""
 
     @property
     def rule_text(self) -> str:
@@ -334,6 +426,8 @@ class ExperimentResult:
         """JSON-ready: arms, seeds, per-seed metrics, summaries, outcomes, verdict, rule."""
         return {
             "name": self.name, "claim": self.claim, "verdict": self.verdict, "rule": self.rule_text,
+            "kind": self.kind, "guard": self.guard_note,
+            "must_learn": self.must_learn.describe() if self.must_learn else None,
             "arms": self.arms, "seeds": self.seeds, "seconds": round(self.seconds, 2),
             "metrics": self.metrics,
             "summary": {a: {m: {"mean": s.mean, "std": s.std, "min": s.min, "max": s.max}
@@ -355,6 +449,10 @@ class ExperimentResult:
             lines.append(f"  [{o.verdict}] {o.rule}: effect {_fmt(o.effect)}, spread {_fmt(o.spread)}, "
                          f"threshold {_fmt(o.threshold)}")
         lines.append(f"  rule (fixed before the run): {self.rule_text}")
+        if self.must_learn is not None:
+            lines.append(f"  guard: {self.must_learn.describe()}")
+        if self.guard_note:
+            lines.append(f"  {self.guard_note}")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -377,6 +475,8 @@ class ExperimentResult:
             for o in self.outcomes
         )
         claim = f"<p><i>{e(self.claim)}</i></p>" if self.claim else ""
+        if self.guard_note:
+            outs += f"<li><b style='color:{color}'>{e(self.guard_note)}</b></li>"
         return (
             f"<div style='border-left:4px solid {color};padding-left:8px'>"
             f"<p><b>{e(self.name)}</b>: <span style='color:{color}'><b>{self.verdict}</b></span> "
@@ -400,6 +500,8 @@ def run_experiment(
     seeds: Sequence[int] | None = None,
     claim: str = "",
     progress: bool = True,
+    must_learn: MustLearn | None = None,
+    trained: bool = True,
 ) -> ExperimentResult:
     """Run ``trial(config, seed)`` for every seed and every arm, then apply ``rules``.
 
@@ -411,6 +513,8 @@ def run_experiment(
         seeds: default ``default_seeds()`` (3 in fast mode, 5 in full, shifted by ``$BNCOURSE_SEED``).
         claim: the claim under test, in words, shown with the result.
         progress: show a tqdm progress bar over the (seed, arm) trials.
+        must_learn: the guard every trained arm must pass (``MustLearn``), else the result is ``invalid``.
+        trained: False when the arms are not trained (then ``must_learn`` is not needed).
     """
     if not rules:
         raise ValueError(f"experiment {name!r} has no decision rule; write it before the run")
@@ -439,7 +543,7 @@ def run_experiment(
         if bar is not None:
             bar.close()
     return ExperimentResult(name, claim, arm_names, seed_list, metrics, artifacts, list(rules),
-                            time.perf_counter() - start)
+                            time.perf_counter() - start, must_learn=must_learn, trained=trained)
 
 
 def _is_number(v: Any) -> bool:

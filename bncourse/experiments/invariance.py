@@ -72,6 +72,6 @@ def scale_invariance(seeds=None, progress: bool = True) -> ExperimentResult:
     ]
     return run_experiment(
         "scale-invariance", invariance_trial, {"no norm": {"norm": None}, "batch norm": {"norm": "batch"}}, rules,
-        seeds=seeds, progress=progress,
+        seeds=seeds, progress=progress, trained=False,
         claim=("with batch norm after it, a layer's weights times 10 leave the outputs and the other layers' "
                "gradients unchanged and shrink its own weight gradient by 1/10 (float64, training mode)"))

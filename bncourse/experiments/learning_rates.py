@@ -6,7 +6,8 @@ plain SGD at learning rates from 0.003 (0.01 in fast mode) to 3, with and withou
 - ``log10_largest_stable_lr``: the largest rate at which training neither diverged nor stayed
   below 50% validation accuracy (log10, so one grid step is about 0.5);
 - ``steps_to_target``: steps to reach ``TARGET`` test accuracy at the arm's *own* best rate (the
-  rate that got there first); a run that never gets there counts as the step budget plus one
+  rate that reached ``TARGET`` first on the *validation* split: the choice never sees the test
+  split, which is read only at the chosen rate); a run that never gets there counts as the step budget plus one
   evaluation interval (a penalty, so the comparison stays defined);
 - ``best_lr`` and ``best_test_acc``, for the table.
 
@@ -22,7 +23,7 @@ import math
 import numpy as np
 
 from bncourse.experiments.common import harder_digits, mlp, tune_lr
-from bncourse.experiments.harness import Better, ExperimentResult, run_experiment
+from bncourse.experiments.harness import Better, ExperimentResult, MustLearn, run_experiment
 from bncourse.runtime import pick
 
 TARGET = 0.75  # test accuracy on the harder digits (a good MLP ends near 85%)
@@ -47,8 +48,9 @@ def lr_trial(config: dict, seed: int) -> dict:
     task = harder_digits(seed)
     build = lambda: mlp(task.num_features, task.num_classes, s["hidden"], s["depth"], "relu",  # noqa: E731
                         norm=config["norm"], init="he")
-    best, fits = tune_lr(build, task, rates(), seed, select="steps_to_target", steps=s["steps"], momentum=0.0,
-                         eval_every=s["eval_every"], target=TARGET, batch_size=64)
+    tuning = tune_lr(build, task, rates(), seed, select="steps_to_target", steps=s["steps"], momentum=0.0,
+                     eval_every=s["eval_every"], target=TARGET, batch_size=64, extend=1)
+    best, fits = tuning
     stable = [f.lr for f in fits if not f.diverged and f.val_acc >= 0.5]
     penalty = s["steps"] + s["eval_every"]
     return {
@@ -58,7 +60,8 @@ def lr_trial(config: dict, seed: int) -> dict:
         "best_test_acc": best.test_acc,
         "curves": {f.lr: f.curve for f in fits},
         "final_test_acc": {f.lr: f.test_acc for f in fits},
-        "diverged": {f.lr: f.diverged for f in fits},
+        "diverged_at": {f.lr: f.diverged for f in fits},
+        "censored": tuning.censored,
     }
 
 
@@ -71,7 +74,7 @@ def learning_rates(seeds=None, progress: bool = True) -> ExperimentResult:
     ]
     return run_experiment(
         "learning-rates", lr_trial, {"no norm": {"norm": None}, "batch norm": {"norm": "batch"}}, rules,
-        seeds=seeds, progress=progress,
+        seeds=seeds, progress=progress, must_learn=MustLearn("best_test_acc", chance=0.1, margin=0.1),
         claim=(f"batch norm allows larger learning rates and reaches {TARGET:.0%} test accuracy in fewer steps "
                f"(deep ReLU MLP, depth {s['depth']}, He init, plain SGD, rates {rates()[0]}..{rates()[-1]}, "
                f"{s['steps']} steps, harder digits)"))
@@ -79,6 +82,6 @@ def learning_rates(seeds=None, progress: bool = True) -> ExperimentResult:
 
 def accuracy_table(result: ExperimentResult) -> dict[str, np.ndarray]:
     """arm -> (seeds, learning rates) array of final test accuracies, for a plot over ``rates()``."""
-    return {a: np.array([[art["final_test_acc"][lr] for lr in sorted(art["final_test_acc"])]
+    return {a: np.array([[art["final_test_acc"][lr] for lr in rates()]
                          for art in result.artifacts[a]])
             for a in result.arms}

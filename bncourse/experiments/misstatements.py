@@ -1,7 +1,11 @@
-"""The explainers' misstatements, each put to a demonstration with a computed verdict.
+"""The explainers' misstatements, and sequences: demonstrations (one computation, no spread) and
+one trained experiment.
 
-Each function tests the claim *as the explainer states it*; a misstatement that the demonstration
-refutes comes out ``contradicted``.
+Each function tests the claim *as the explainer states it*; a misstatement that the computation
+refutes comes out ``contradicted``. ``shuffled_labels``, ``padding_in_sequences``, ``dropout_rate``
+and ``transformer_norms`` are *demonstrations* (a construction, an API fact, a count: they cannot
+come out otherwise and are shown without a spread); ``skew_survives_standardization`` samples over
+seeds; ``trained_sequences`` trains (notebook 9's experiment, the same call and sizes).
 
 - ``shuffled_labels()`` (``not-supervised``: "batch norm is a supervised learning method"): the same
   network and the same batches, once with the true labels and once with shuffled labels, each
@@ -31,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bncourse.experiments.common import harder_digits, mlp
-from bncourse.experiments.harness import Better, Differs, ExperimentResult, Similar, run_experiment
+from bncourse.experiments.demonstration import Demonstration, demonstrate
+from bncourse.experiments.harness import ExperimentResult, MustLearn, Similar, run_experiment
 from bncourse.runtime import pick
 
 
@@ -65,23 +70,26 @@ def labels_trial(config: dict, seed: int) -> dict:
             "weight_grad": first_grad.double().numpy()}
 
 
-def shuffled_labels(seeds=None, progress: bool = True) -> ExperimentResult:
-    """Batch-norm outputs and statistics with true against shuffled labels (same weights, same batches)."""
-    arms = {"true labels": {"labels": "true"}, "shuffled labels": {"labels": "shuffled"}}
+def shuffled_labels(seeds=None, progress: bool = True) -> Demonstration:
+    """A demonstration: batch-norm outputs and running statistics with true against shuffled labels.
 
-    def trial(config, seed):
-        ref = labels_trial({"labels": "true"}, seed)
-        cur = ref if config["labels"] == "true" else labels_trial(config, seed)
-        return {"bn_output_change": float(np.abs(cur["bn_outputs"] - ref["bn_outputs"]).max()),
-                "running_stats_change": float(np.abs(cur["bn_running_stats"] - ref["bn_running_stats"]).max()),
-                "weight_gradient_change": float(np.abs(cur["weight_grad"] - ref["weight_grad"]).max())}
+    Same weights, same batches, one training-mode pass of the loss and its backward per batch (no
+    weight update: what is shown is what the layer computes from its inputs, which is the claim).
+    """
+    def compute():
+        ref, cur = labels_trial({"labels": "true"}, 0), labels_trial({"labels": "shuffled"}, 0)
+        return {"max change of batch-norm outputs": float(np.abs(cur["bn_outputs"] - ref["bn_outputs"]).max()),
+                "max change of running statistics": float(np.abs(cur["bn_running_stats"]
+                                                                 - ref["bn_running_stats"]).max()),
+                "max change of the first layer's weight gradient": float(np.abs(cur["weight_grad"]
+                                                                                - ref["weight_grad"]).max())}
 
-    rules = [Differs("bn_output_change", "shuffled labels", "true labels", margin=1e-6),
-             Differs("running_stats_change", "shuffled labels", "true labels", margin=1e-6)]
-    return run_experiment(
-        "shuffled-labels", trial, arms, rules, seeds=seeds, progress=progress,
-        claim=("batch norm is a supervised learning method: its outputs or statistics would change when the "
-               "labels are shuffled (same weights, same batches; the loss and the weight gradients do change)"))
+    return demonstrate(
+        "shuffled-labels", claim="batch norm is a supervised learning method",
+        compute=compute,
+        claim_holds=lambda f: f["max change of batch-norm outputs"] > 1e-6 or f["max change of running statistics"] > 1e-6,
+        expectation=("batch norm's outputs or running statistics change when the labels are shuffled (same weights, "
+                     "same batches; the weight gradients, through the loss, do change)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +131,7 @@ def skew_survives_standardization(seeds=None, progress: bool = True) -> Experime
     rules = [Similar("skewness_after", "exponential feature", "normal feature", margin=0.5),
              Similar("ks_distance_to_normal", "exponential feature", "normal feature", margin=0.05)]
     return run_experiment(
-        "skew-survives-standardization", skew_trial, arms, rules, seeds=seeds, progress=progress,
+        "skew-survives-standardization", skew_trial, arms, rules, seeds=seeds, progress=progress, trained=False,
         claim=("after standardization a feature is normally distributed: a standardized exponential feature "
                "would then have the skewness (0) and the distance to N(0, 1) of a standardized normal one"))
 
@@ -159,15 +167,39 @@ def padding_trial(config: dict, seed: int) -> dict:
     return {"output_change_from_padding": (real.norm() / ref.norm()).item()}
 
 
-def padding_in_sequences(seeds=None, progress: bool = True) -> ExperimentResult:
-    """How much a sequence's real positions change when its batch is padded to 3x the length."""
-    arms = {"layer norm": {"norm": "layer"}, "batch norm": {"norm": "batch"}}
-    rules = [Better("output_change_from_padding", "batch norm", "layer norm", floor=0.01)]
-    return run_experiment(
-        "padding-in-sequences", padding_trial, arms, rules, seeds=seeds, progress=progress,
-        claim=("batch norm is hard to apply to sequences: padding a batch of 16 sequences (lengths 5-20, 32 "
-               "features) to 3x the longest length changes batch norm's outputs at the real positions "
-               "(relative change), not layer norm's"))
+def padding_in_sequences(seeds=None, progress: bool = True) -> Demonstration:
+    """A demonstration: how much a sequence's real positions change when its batch is padded to 3x the length.
+
+    A construction (an untrained layer): batch norm's statistics count the padding, layer norm's do
+    not. It shows the mechanism; whether it makes batch norm *hard to use* on sequences is the
+    trained experiment ``trained_sequences``.
+    """
+    def compute():
+        return {"relative change, batch norm": padding_trial({"norm": "batch"}, 0)["output_change_from_padding"],
+                "relative change, layer norm": padding_trial({"norm": "layer"}, 0)["output_change_from_padding"]}
+
+    return demonstrate(
+        "padding-in-sequences", claim="padding a batch of sequences changes batch norm's outputs at the real positions",
+        compute=compute,
+        claim_holds=lambda f: f["relative change, batch norm"] > 0.01 > f["relative change, layer norm"],
+        expectation=("padding 16 sequences (lengths 5-20, 32 features) to 3x the longest length changes batch norm's "
+                     "outputs at the real positions by more than 1% and layer norm's by less"))
+
+
+def trained_sequences(seeds=None, progress: bool = True) -> ExperimentResult:
+    """Claim ``sequences-hard`` trained: notebook 9's padded-sequence experiment, the same call and sizes.
+
+    ``norm_family.run_sequences``: a per-time-step network with batch norm whose statistics count the
+    padding, batch norm with a mask, and layer norm, trained with Adam; its rule (fixed there) asks
+    whether the padded batch norm opens a train/eval gap that a mask or layer norm closes. Every arm
+    must learn (eval accuracy above chance 0.5 + 0.1: the task is binary).
+    """
+    from bncourse.experiments.norm_family import run_sequences
+
+    result = run_sequences(n_train=pick(fast=500, full=2000, grading=300), steps=pick(fast=100, full=300, grading=60),
+                           seeds=seeds, progress=progress)
+    result.must_learn = MustLearn("eval_acc", chance=0.5, margin=0.1)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,14 +224,21 @@ def dropout_trial(config: dict, seed: int) -> dict:
     return {"dropped_fraction": ((seen["out"] == 0) & nonzero).sum().item() / nonzero.sum().item()}
 
 
-def dropout_rate(seeds=None, progress: bool = True) -> ExperimentResult:
-    """The fraction of units Dropout(0.5) zeroes, with and without batch norm before it."""
-    arms = {"without batch norm": {"bn": False}, "with batch norm": {"bn": True}}
-    rules = [Differs("dropped_fraction", "with batch norm", "without batch norm", margin=0.01)]
-    return run_experiment(
-        "dropout-rate", dropout_trial, arms, rules, seeds=seeds, progress=progress,
-        claim=("batch norm reduces the dropout rate: with a batch-norm layer before Dropout(p=0.5) the fraction "
-               "of units zeroed would differ from 0.5 (training mode, 512 examples x 256 units)"))
+def dropout_rate(seeds=None, progress: bool = True) -> Demonstration:
+    """A demonstration: the fraction of units Dropout(0.5) zeroes, with and without batch norm before it.
+
+    Explainer 003 itself says the rate p is a hyperparameter that batch norm does not change; the
+    demonstration shows the reading "batch norm lowers the rate" is not what the layers compute.
+    """
+    def compute():
+        return {"fraction dropped, without batch norm": dropout_trial({"bn": False}, 0)["dropped_fraction"],
+                "fraction dropped, with batch norm": dropout_trial({"bn": True}, 0)["dropped_fraction"]}
+
+    return demonstrate(
+        "dropout-rate", claim="batch norm reduces the dropout rate", compute=compute,
+        claim_holds=lambda f: f["fraction dropped, with batch norm"] < f["fraction dropped, without batch norm"] - 0.01,
+        expectation=("with a batch-norm layer before Dropout(p=0.5) the fraction of units zeroed is lower, by more "
+                     "than 0.01, than without (training mode, 512 examples x 256 units)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,11 +253,15 @@ def transformer_trial(config: dict, seed: int) -> dict:
     return {"layers_in_nn_Transformer": sum(isinstance(m, config["kind"]) for m in model.modules())}
 
 
-def transformer_norms(seeds=None, progress: bool = True) -> ExperimentResult:
-    """Batch-norm and layer-norm layers inside ``torch.nn.Transformer`` (6 + 6 layers), counted."""
-    arms = {"batch norm": {"kind": nn.modules.batchnorm._BatchNorm}, "layer norm": {"kind": nn.LayerNorm}}
-    rules = [Better("layers_in_nn_Transformer", "batch norm", "layer norm", floor=0.5)]
-    return run_experiment(
-        "transformer-norms", transformer_trial, arms, rules, seeds=seeds, progress=progress,
-        claim=("batch norm is the standard normalization of NLP models: PyTorch's nn.Transformer (the "
-               "machine-translation architecture) would hold more batch-norm than layer-norm layers"))
+def transformer_norms(seeds=None, progress: bool = True) -> Demonstration:
+    """A count: batch-norm and layer-norm layers inside ``torch.nn.Transformer`` (6 + 6 layers)."""
+    def compute():
+        return {"batch-norm layers": transformer_trial({"kind": nn.modules.batchnorm._BatchNorm}, 0)[
+                    "layers_in_nn_Transformer"],
+                "layer-norm layers": transformer_trial({"kind": nn.LayerNorm}, 0)["layers_in_nn_Transformer"]}
+
+    return demonstrate(
+        "transformer-norms", claim="batch norm is a standard tool in NLP and machine translation", compute=compute,
+        claim_holds=lambda f: f["batch-norm layers"] > f["layer-norm layers"],
+        expectation=("PyTorch's nn.Transformer (the machine-translation architecture) holds more batch-norm than "
+                     "layer-norm layers"))

@@ -26,7 +26,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from bncourse.experiments.harness import AtLeast, Better, ExperimentResult, run_experiment
+from bncourse.experiments.harness import AtLeast, Better, ExperimentResult, MustLearn, run_experiment
 
 KS = (1, 2, 10)
 ARMS = {"batch norm": {"norm": "batch"}, "layer norm": {"norm": "layer"}, "no norm": {"norm": "none"}}
@@ -109,6 +109,7 @@ def non_iid_batches(data, epochs: int, widths=(8, 16, 32), batch: int = 64, lr: 
              AtLeast("reestimate_gain_1", "batch norm", 0.02)]
     return run_experiment(
         "non-iid-batches", trial, ARMS, rules, seeds=seeds, progress=progress,
+        must_learn=MustLearn("eval_acc_10", chance=0.1, margin=0.1),  # every arm learns from 10-class batches
         claim=(f"batches of one class break batch norm's eval mode (its accuracy falls further below the 10-class "
                f"run's than layer norm's does) and re-estimating the running statistics repairs part of it "
                f"(SmallCNN {widths}, Adam lr {lr}, {steps} steps of {batch}, {len(yt)} test images)"))

@@ -20,26 +20,32 @@ import numpy as np
 import torch
 
 from bncourse.experiments.common import fit, harder_digits, mlp, tune_lr
-from bncourse.experiments.harness import Better, ExperimentResult, run_experiment
+from bncourse.experiments.harness import Better, ExperimentResult, MustLearn, run_experiment
 from bncourse.runtime import pick
 
 
 def init_scales() -> list[float]:
-    return pick(fast=[0.01, 0.1, 1.0, 3.0], full=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
+    return pick(fast=[0.01, 0.1, 1.0, 3.0], full=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
+                cpu=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0], what="initialization scales (init-sensitivity)")
 
 
 def init_trial(config: dict, seed: int) -> dict:
     from bncourse.models import BNPaperMLP
 
     task = harder_digits(seed)
-    lrs, steps = pick(fast=(0.3, 2.0), full=(0.03, 0.1, 0.3, 1.0, 3.0)), pick(fast=150, full=1000)
-    accs = {}
+    lrs = pick(fast=(0.3, 2.0), full=(0.03, 0.1, 0.3, 1.0, 3.0), cpu=(0.1, 0.3, 1.0, 3.0),
+               what="learning rates tried (init-sensitivity)")
+    steps = pick(fast=150, full=1000, cpu=500, what="steps per run (init-sensitivity)")
+    accs, censored = {}, []
     for s in init_scales():
         build = lambda s=s: BNPaperMLP(task.num_features, task.num_classes, batch_norm=config["bn"], init_std=s)  # noqa: E731
-        accs[s] = tune_lr(build, task, lrs, seed, steps=steps, batch_size=60, momentum=0.0)[0].test_acc
+        tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=60, momentum=0.0, extend=1)
+        accs[s] = tuning.best.test_acc
+        if tuning.censored:
+            censored.append(f"init {s:g}: {tuning.censored}")
     out = {f"test_acc_init_{s:g}": a for s, a in accs.items()}
     out.update(acc_range_over_inits=max(accs.values()) - min(accs.values()), worst_acc=min(accs.values()),
-               accuracy_by_init=accs)
+               best_acc=max(accs.values()), accuracy_by_init=accs, censored="; ".join(censored))
     return out
 
 
@@ -48,7 +54,7 @@ def init_sensitivity(seeds=None, progress: bool = True) -> ExperimentResult:
     rules = [Better("acc_range_over_inits", "batch norm", "no norm", higher_is_better=False, floor=0.02)]
     return run_experiment(
         "init-sensitivity", init_trial, {"no norm": {"bn": False}, "batch norm": {"bn": True}}, rules,
-        seeds=seeds, progress=progress,
+        seeds=seeds, progress=progress, must_learn=MustLearn("best_acc", chance=0.1, margin=0.1),
         claim=(f"batch norm makes training less sensitive to the initialization: over init scales {init_scales()} "
                f"(the paper's sigmoid MLP, each scale at its own best rate, plain SGD, batch 60, harder digits) the "
                f"test accuracy varies less with batch norm"))
@@ -63,9 +69,9 @@ def _configs(n: int, seed: int) -> list[dict]:
 
 def hyper_trial(config: dict, seed: int) -> dict:
     task = harder_digits(seed)
-    steps = pick(fast=150, full=800)
+    steps = pick(fast=150, full=800, cpu=400, what="steps per run (hyperparameter-robustness)")
     accs = []
-    for c in _configs(pick(fast=8, full=20), seed):
+    for c in _configs(pick(fast=8, full=20, cpu=12, what="random configurations (hyperparameter-robustness)"), seed):
         torch.manual_seed(seed)
         model = mlp(task.num_features, task.num_classes, 64, 4, "relu", norm=config["norm"])
         accs.append(fit(model, task, steps, seed=seed, **c).val_acc)
@@ -79,7 +85,7 @@ def hyperparameter_robustness(seeds=None, progress: bool = True) -> ExperimentRe
     rules = [Better("share_near_best", "batch norm", "no norm", floor=0.1)]
     return run_experiment(
         "hyperparameter-robustness", hyper_trial, {"no norm": {"norm": None}, "batch norm": {"norm": "batch"}},
-        rules, seeds=seeds, progress=progress,
+        rules, seeds=seeds, progress=progress, must_learn=MustLearn("best_val_acc", chance=0.1, margin=0.1),
         claim=("hyperparameter tuning is less sensitive with batch norm: of the same random configurations (lr, "
                "momentum, batch size, weight decay) a larger share comes within 5 points of the best (ReLU MLP 4x64, "
                "harder digits)"))

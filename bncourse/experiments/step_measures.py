@@ -53,15 +53,26 @@ def layer_gradient_change(model, x, y, lr: float, grads: dict | None = None) -> 
     return out
 
 
-def _input_stats(model, x_probe) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per-unit mean and std (ddof=0) of every hidden layer's output (the next layer's input), training mode."""
+def _input_stats(model, x_probe, eval_mode: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-unit mean and std (ddof=0) of every hidden layer's output (the next layer's input).
+
+    Training mode by default: with batch norm the probe batch then normalizes itself, so its mean
+    and std per unit are beta and gamma by construction (through the ReLU). ``eval_mode=True``
+    uses the running statistics instead: what a fixed set of inputs produces, which batch norm does
+    not fix by construction. The model's mode is restored.
+    """
     import torch
     from torch.func import functional_call
 
     params = dict(model.named_parameters())
     bufs = {k: v.clone() for k, v in model.named_buffers()}
-    with torch.no_grad():
-        _, inputs = functional_call(model, {**params, **bufs}, (x_probe,), {"collect": True})
+    was = model.training
+    model.train(not eval_mode)
+    try:
+        with torch.no_grad():
+            _, inputs = functional_call(model, {**params, **bufs}, (x_probe,), {"collect": True})
+    finally:
+        model.train(was)
     return [(h.mean(0).double().numpy(), h.std(0, unbiased=False).double().numpy()) for h in inputs]
 
 

@@ -1,0 +1,42 @@
+"""Is docs/claims.md what the recorded reference run renders, and does the rendering show what a reader needs?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bncourse.experiments import claims
+from bncourse.experiments.claims_doc import render_markdown, source_titles
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_is_docs_claims_md_the_rendering_of_the_recorded_run():
+    record = json.loads((DOCS / "claims-run.json").read_text())
+    assert (DOCS / "claims.md").read_text() == render_markdown(record), (
+        "docs/claims.md differs from its recorded run: run `python -m bncourse.experiments.claims_doc` "
+        "(or record a new run with `bncourse claims --record docs/claims-run.json`)")
+
+
+def test_does_the_recorded_run_hold_every_claim_with_its_kind_and_the_literature():
+    record = json.loads((DOCS / "claims-run.json").read_text())
+    assert [r["id"] for r in record["rows"]] == list(claims.CLAIM_IDS)
+    assert record["mode"].startswith("full") and record["date"] and record["machine"] and record["wall_seconds"] > 0
+    for r in record["rows"]:
+        assert r["kind"] and r["literature"] and r["agrees"] in ("yes", "no", "-")
+
+
+def test_does_a_demonstration_row_show_facts_without_a_spread_and_an_experiment_row_each_arm():
+    row_demo = {"id": "nlp-standard", "claim": "c", "sources": "000 003", "kind": "demonstration",
+                "verdict": "contradicted", "seeds": 0, "notebook": "7", "literature": "Ba 2016",
+                "literature_verdict": "contradicted", "agrees": "yes", "rule": "r",
+                "values": [{"fact": "layer-norm layers", "value": 25}]}
+    row_exp = dict(row_demo, id="regularizes", kind="experiment", seeds=5, sources="all",
+                   values=[{"metric": "gap", "arm": "batch norm", "mean": 0.1, "std": 0.02, "n": 5}])
+    md = render_markdown({"date": "d", "machine": "m", "mode": "full", "wall_seconds": 1, "cpu_seconds": 1,
+                          "rows": [row_demo, row_exp]})
+    demo_line = next(line for line in md.splitlines() if line.startswith("| `nlp-standard`"))
+    exp_line = next(line for line in md.splitlines() if line.startswith("| `regularizes`"))
+    assert "layer-norm layers: 25" in demo_line and "±" not in demo_line
+    assert "batch norm: 0.100 ± 0.020 (gap)" in exp_line and "all five explainers" in exp_line
+    assert "Code360" in source_titles("004") and "(implied)" in source_titles("000 (001)")
