@@ -81,11 +81,11 @@ CLAIMS: tuple[Claim, ...] = (
           "norm is used with (or instead of) dropout", "000 001 002 003", f"{NB7} §5",
           (Check("generalization:batch_noise"), Check("generalization:regularization", ("gap",)))),
     Claim("init-insensitive", "training is less sensitive to the weight initialization", "000 001 002 003",
-          f"{NB5} (initialization sweep)", (Check("sensitivity:init_sensitivity"),)),
+          f"{NB5} (initialization sweep); 11 Inside the network (per layer)", (Check("sensitivity:init_sensitivity"),)),
     Claim("deeper-networks", "deeper networks become trainable", "001 003 004", f"{NB7} §6",
           (Check("depth:depth"),)),
     Claim("stable-gradients", "fewer exploding or vanishing gradients; training is more stable", "000 002 003 004",
-          f"{NB7} §6", (Check("depth:gradient_stability"),)),
+          f"{NB7} §6; 11 Inside the network (per layer)", (Check("depth:gradient_stability"),)),
     Claim("scale-invariance", "a layer's output and gradients do not depend on the scale of its weights (Ioffe & "
           "Szegedy, section 3.3)", "004", f"{NB7} §7", (Check("invariance:scale_invariance"),)),
     Claim("hyperparameter-robust", "hyperparameter tuning becomes less sensitive", "004", f"{NB7} §4 (related)",
