@@ -184,8 +184,9 @@ def test_does_a_failed_check_end_with_the_call_for_a_hint_and_note_the_attempt(m
 
 
 def test_does_a_grading_kernel_show_no_hint_line(monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     result = check_function("standardize", forgot_axis, reference, CASES, MISTAKES)
     with pytest.raises(AssertionError) as info:
         result.assert_passed()
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # the same failure rendered where grading runs
     assert not any("hint(" in line for line in info.value._render_traceback_())

@@ -138,3 +138,19 @@ def test_does_grading_stop_with_how_to_get_bubblewrap_when_it_is_missing(monkeyp
         assert grading.main("01_why_normalize", tmp_path) == 2
     finally:
         sandbox._self_test.cache_clear()
+
+
+def test_does_every_check_record_in_the_solution_free_build(tmp_path):
+    """A grading kernel's check calls catalogue.lazy (kept) and records: a stubbed catalogue must not
+    make an honest solution's test cell raise before its receipt (red team, 2026-12-07: every
+    notebook's solution scored 0 when lazy was stubbed)."""
+    build = solution_free.build(where=tmp_path / "build")
+    code = ("from bncourse.checks.forward import check_batchnorm_forward\n"
+            "from bncourse.checks.diagnostics import check_saturated_fraction\n"
+            "import numpy as np\n"
+            "check_batchnorm_forward(lambda x, g, b, p: (x, None)).assert_passed()\n"
+            "check_saturated_fraction(lambda h, kind: 0.0).assert_passed()\n"
+            "print('recorded')\n")
+    env = {**os.environ, "PYTHONPATH": str(build), "NBGRADER_EXECUTION": "autograde"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and "recorded" in run.stdout, run.stderr[-2000:]
