@@ -383,3 +383,19 @@ def test_does_grade_name_an_empty_collect_and_a_misnamed_notebook_and_exit_non_z
     with open(course / grading.REPORT_DIR / f"{TINY}.csv") as f:
         rows = {r["student"]: (r["status"], float(r["score"])) for r in csv.DictReader(f)}
     assert rows == {"good": ("graded", 2.0), "renamed": ("failed", 0.0)}
+
+
+def test_is_a_submission_carrying_the_instructors_source_refused_with_the_reason(tmp_path):
+    """A link in the exchange that `nbgrader collect` followed copies the source notebook (solutions
+    and hidden tests) into the submission, where the kernel could read it (red team, 2026-12-07)."""
+    from bncourse.grading.parallel import _precheck
+
+    sub = tmp_path / "submitted" / "mallory" / "a"
+    sub.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), str(sub / "a.ipynb"))
+    assert _precheck(sub, ["a"]) == ""
+    (sub / "answers.json").write_text('{"source": ["### BEGIN SOLUTION\\n", "x = 1\\n"]}')
+    assert "answers.json holds the instructor's solution markers" in _precheck(sub, ["a"])
+    (sub / "answers.json").unlink()
+    (sub / "link.json").symlink_to(tmp_path)
+    assert "link.json is a symbolic link" in _precheck(sub, ["a"])

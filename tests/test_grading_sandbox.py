@@ -84,9 +84,19 @@ try:
     __import__("to" + "rch"); print("LEAK torch after sys.path")
 except ImportError:
     print("blocked again")
+# the base interpreter's own site-packages (red team, 2026-12-07: its scipy scored notebook 1)
+import glob
+sys.path[:0] = glob.glob(sys.base_prefix + "/lib/python3*/site-packages") + glob.glob("/usr/lib/python3*/dist-packages")
+for name in [n for n in list(sys.modules) if n.split(".")[0] in ("scipy", "sklearn", "torch")]:
+    del sys.modules[name]
+for how in ("scipy.stats", "sklearn"):
+    try:
+        importlib.import_module(how); print("LEAK", how, "from", sys.path[0])
+    except ImportError:
+        print("blocked from base", how)
 """
     out = _run(code, tmp_path, blocked=("torch", "sklearn", "scipy"))
-    assert "LEAK" not in out.stdout and out.stdout.count("blocked") == 4, out.stdout + out.stderr[-2000:]
+    assert "LEAK" not in out.stdout and out.stdout.count("blocked") == 6, out.stdout + out.stderr[-2000:]
 
 
 def test_does_the_solution_free_build_keep_every_module_importable_but_no_reference_working(tmp_path):
@@ -154,3 +164,17 @@ def test_does_every_check_record_in_the_solution_free_build(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(build), "NBGRADER_EXECUTION": "autograde"}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0 and "recorded" in run.stdout, run.stderr[-2000:]
+
+
+def test_are_exercise_answers_outside_the_stubbed_modules_stubbed_by_name(tmp_path):
+    """Notebook 6's exercise is the training loop's own recompute_bn_statistics (red team, 2026-12-07:
+    it scored 2/2 from the grading build); the rest of bncourse.train stays."""
+    build = solution_free.build(where=tmp_path / "build")
+    code = ("import bncourse.train as t, bncourse.experiments.overhead as o, bncourse.experiments.step_measures as s\n"
+            "for f in (t.recompute_bn_statistics, o.fold_batchnorm, s.input_drift):\n"
+            "    try:\n        f(None, None) if f is t.recompute_bn_statistics else f(None)\n        print('LEAK', f.__name__)\n"
+            "    except Exception as e:\n        print(type(e).__name__)\n"
+            "print('train' if callable(t.train) else 'no train')\n")
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(build)},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.stdout.split() == ["NotAvailableWhileGrading"] * 3 + ["train"], run.stdout + run.stderr[-2000:]

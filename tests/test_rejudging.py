@@ -99,3 +99,16 @@ def test_does_the_server_exit_when_the_process_that_owns_it_dies():
         assert not os.path.exists(os.path.dirname(address)), "the server left its socket folder behind"
     finally:
         owner.kill()
+
+
+def test_is_a_receipt_that_inflates_past_the_cap_refused():
+    """A zip bomb in a receipt (red team, 2026-12-07: 272 KB grew to 632 MB in the grader) is no receipt."""
+    import base64
+    import zlib
+
+    from bncourse.checks import replay
+
+    honest = replay.pack({"cases": []})
+    assert replay.unpack(honest) == {"cases": []}
+    bomb = {"v": 1, "z": base64.b64encode(zlib.compress(b"[" + b" " * (replay.MAX_RECEIPT_BYTES + 10) + b"]", 9)).decode()}
+    assert len(bomb["z"]) < 2_000_000 and replay.unpack(bomb) is None

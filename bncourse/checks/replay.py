@@ -44,6 +44,7 @@ from bncourse.checks.calls import Call, Uncallable, safe_call
 MIME = "application/vnd.bncourse.receipt+json"
 ENV_FORCE = "BNCOURSE_RECEIPTS"  # "1": publish receipts outside autograde too (tests)
 _MAX_ARRAY_BYTES = 64 * 1024 * 1024
+MAX_RECEIPT_BYTES = 4 * _MAX_ARRAY_BYTES  # what one receipt may inflate to in the grader
 
 
 def recording() -> bool:
@@ -129,7 +130,11 @@ def unpack(bundle: Any) -> dict | None:
     try:
         if type(bundle) is not dict or bundle.get("v") != 1:
             return None
-        entry = json.loads(zlib.decompress(base64.b64decode(bundle["z"]), bufsize=1 << 20).decode("utf-8"))
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.b64decode(bundle["z"]), MAX_RECEIPT_BYTES)
+        if inflate.unconsumed_tail:  # a receipt that inflates past the cap (a zip bomb) is no receipt
+            return None
+        entry = json.loads(raw.decode("utf-8"))
         return entry if type(entry) is dict else None
     except Exception:  # noqa: BLE001 - a damaged receipt is simply not a receipt
         return None

@@ -161,6 +161,27 @@ def _precheck(submission: Path, expected: Iterable[str] = ()) -> str:
             nbformat.read(str(nb), as_version=4)
         except Exception as exc:  # noqa: BLE001 - any unreadable notebook is reported
             return f"{nb.name} is not a readable notebook (corrupted JSON?): {type(exc).__name__}: {str(exc)[:200]}"
+    return _instructor_material(submission)
+
+
+# What only the instructor's source notebooks hold (the student versions have them stripped).
+INSTRUCTOR_MARKERS = (b"### BEGIN SOLUTION", b"### BEGIN HIDDEN TESTS")
+
+
+def _instructor_material(submission: Path) -> str:
+    """A reason if a submitted file holds the instructor's source (a link in the exchange that
+    ``nbgrader collect`` followed and copied; red team 2026-12-07), else ''. Such a submission is
+    not graded: the instructor reads it."""
+    for p in sorted(submission.rglob("*")):
+        if p.is_symlink():
+            return f"{p.relative_to(submission)} is a symbolic link: a submission holds files, not links"
+        if p.is_file() and p.stat().st_size <= 64 * 1024**2:
+            data = p.read_bytes()
+            marker = next((m for m in INSTRUCTOR_MARKERS if m in data), None)
+            if marker:
+                return (f"{p.relative_to(submission)} holds the instructor's solution markers ({marker.decode()}): "
+                        f"the course's source notebooks reached the submission (a link followed by collect?); "
+                        f"not graded, for the instructor to review")
     return ""
 
 

@@ -84,6 +84,21 @@ def _site_packages() -> list[str]:
                    if os.path.isdir(p)})
 
 
+def _foreign_site_packages() -> list[str]:
+    """Package folders in the view that this environment does not use (the base interpreter's own
+    site-packages under a venv, Debian's dist-packages): hidden by an empty tmpfs, so that a library
+    blocked in the environment cannot be imported from there by putting them on sys.path."""
+    import glob
+
+    used = set(_site_packages())
+    found = set()
+    for root in [*_python_roots(), "/usr", "/usr/local"]:
+        for pattern in ("lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages",
+                        "lib64/python3*/site-packages"):
+            found.update(os.path.realpath(p) for p in glob.glob(os.path.join(root, pattern)) if os.path.isdir(p))
+    return sorted(found - used)
+
+
 def blocker_dir(library: str, reason: str) -> Path:
     """A folder holding a package ``library`` whose import raises ``ImportError`` with ``reason``."""
     import hashlib
@@ -150,6 +165,8 @@ class Sandbox:
             parents(root)
             args.extend(["--ro-bind", root, root])
             made.add(root)
+        for foreign in _foreign_site_packages():
+            args.extend(["--tmpfs", foreign])
         for name in self.blocked:
             blocker = str(blocker_dir(name, f"{name} {self.blocked_reason}"))
             for sp in _site_packages():

@@ -55,6 +55,14 @@ KEPT: frozenset[str] = frozenset({
     "bncourse.checks.diagnosis.diagnose",  # imported by core; never called while recording
     "bncourse.checks.catalogue.lazy",  # every check hands it to check_function; only diagnosing calls what it returns
 })
+# Functions outside the STUBBED modules that compute a graded exercise's answer (the training loop's
+# re-estimation of batch-norm statistics is notebook 6's exercise; an experiment's own copy of a
+# measure or a fold is notebook 7's and 10's): stubbed by name, the rest of their module stays.
+STUBBED_NAMES: frozenset[str] = frozenset({
+    "bncourse.train.recompute_bn_statistics",
+    "bncourse.experiments.step_measures.input_drift",
+    "bncourse.experiments.overhead.fold_batchnorm",
+})
 # References the checks themselves need in the kernel to build a case's inputs (with the helpers
 # they use). A HOLE, said in the threat model: notebook 8's backward check builds its input cache
 # with the reference sync forward (bncourse.checks.sync_batchnorm), so that forward is in notebook
@@ -142,15 +150,17 @@ def _called_at_import(tree: ast.Module) -> set[str]:
 
 
 def stub_check_references(source: str, module: str) -> str | None:
-    """``source`` with its reference functions (``CHECK_REFERENCE``) stubbed; None if it has none.
+    """``source`` with its reference functions (``CHECK_REFERENCE``, or named in ``STUBBED_NAMES``)
+    stubbed; None if it has none.
 
     A factory the module calls while importing (``_reference_then(...)`` building a mistake) stays:
     what it wraps is stubbed where it lives."""
     tree = ast.parse(source)
     factories = _called_at_import(tree)
+    is_check = module.startswith("bncourse.checks.")
     targets = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-               and CHECK_REFERENCE.fullmatch(n.name) and not n.name.startswith("_switch_off")
-               and n.name not in factories]
+               and ((is_check and CHECK_REFERENCE.fullmatch(n.name) and not n.name.startswith("_switch_off")
+                     and n.name not in factories) or f"{module}.{n.name}" in STUBBED_NAMES)]
     if not targets:
         return None
     for node in targets:
@@ -221,7 +231,8 @@ def build(given: Iterable[str] = (), where: Path | None = None) -> Path:
     root = Path(bncourse.__file__).resolve().parent
     files = _package_files(root)
     given = sorted(set(given) | RECORDING_NEEDS)
-    h = hashlib.sha256(f"{_VERSION}|{','.join(STUBBED)}|{','.join(sorted(KEPT))}|{','.join(given)}".encode())
+    h = hashlib.sha256(f"{_VERSION}|{','.join(STUBBED)}|{','.join(sorted(KEPT))}|{','.join(sorted(STUBBED_NAMES))}|"
+                       f"{','.join(given)}".encode())
     for p in files:
         h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
     target = Path(where or cache_dir()) / h.hexdigest()[:20]
@@ -237,7 +248,8 @@ def build(given: Iterable[str] = (), where: Path | None = None) -> Path:
             module = ".".join(("bncourse", *rel.with_suffix("").parts)).removesuffix(".__init__")
             if p.suffix == ".py" and is_stubbed(module):
                 out.write_text(stub_source(p.read_text(), module, given))
-            elif p.suffix == ".py" and module.startswith("bncourse.checks.") and module not in RECORDING:
+            elif p.suffix == ".py" and module not in RECORDING and (
+                    module.startswith("bncourse.checks.") or any(n.rsplit(".", 1)[0] == module for n in STUBBED_NAMES)):
                 stubbed = stub_check_references(p.read_text(), module)
                 out.write_text(stubbed) if stubbed is not None else shutil.copyfile(p, out)
             else:
