@@ -148,3 +148,19 @@ def test_does_the_replay_judge_delegation_from_the_source_not_from_the_kernels_r
     assert replay.replay_cell(cell, entries, []) == ("pass", "")  # without the source reading: fooled
     verdict, reason = replay.replay_cell(cell, entries, ["bncourse.reference.normalize.standardize"])
     assert verdict == "delegated" and "bncourse.reference.normalize.standardize" in reason
+
+
+def test_does_reading_a_functions_own_locals_stay_honest():
+    """`debug = dict(locals())` inside an honest function is no hand-over (red team, 2026-12-07: refused as
+    'handed to the course's own implementation'); locals() at module level, which can bind names, still counts."""
+    from bncourse.grading.sources import Program
+
+    honest = ("import numpy as np\n"
+              "def standardize(X_train, X_test):\n"
+              "    mean, std = X_train.mean(0), X_train.std(0)\n"
+              "    debug = dict(locals())\n"
+              "    return (X_train - mean) / std, (X_test - mean) / std\n")
+    assert not any(r.startswith("<dynamic") for r in Program([honest]).references(["standardize"]))
+    sneaky = honest.replace("    debug = dict(locals())\n", "") + "locals()['helper'] = 1\n"
+    sneaky = sneaky.replace("return (X_train", "return helper, (X_train")
+    assert any(r.startswith("<dynamic") for r in Program([sneaky]).references(["standardize"]))

@@ -96,6 +96,8 @@ class _Scope:
                 inner = _parse(text) if text is not None and node.func.id in ("exec", "eval", "compile") else None
                 if inner is not None:
                     self.add_module(inner)
+                elif node.func.id == "locals" and isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue  # a function's locals() reads what its own code bound; it binds nothing
                 elif node.func.id not in ("setattr", "delattr"):
                     self.dynamic.append(node.func.id)
 
@@ -215,7 +217,9 @@ class _Walker(ast.NodeVisitor):
 
     def visit_Name(self, node):
         if isinstance(node.ctx, ast.Load):
-            if node.id in ("globals", "locals", "vars") and not self.is_local(node.id):
+            in_function = len(self.locals) > 1  # a function's locals() holds only names its own code bound
+            if node.id in ("globals", "locals", "vars") and not self.is_local(node.id) and not (
+                    node.id == "locals" and in_function):
                 self.refs.add(f"<dynamic:{node.id}>")
             self.refs.update(self.resolve(node.id))
 
