@@ -247,7 +247,7 @@ def test_does_the_replay_reach_the_kernels_verdict_for_gradient_change(fn, verdi
               "check_gradient_change(gradient_change, hidden=True).assert_passed()\n")
     entries = _receipts_of(source, {"gradient_change": fn}, monkeypatch)
     monkeypatch.delenv(replay.ENV_FORCE)
-    got, reason = replay.replay_cell(source, entries)
+    got, reason, *_ = replay.replay_cell(source, entries)
     assert got == verdict, reason
 
 
@@ -258,7 +258,7 @@ def test_does_the_replay_reach_the_kernels_verdict_for_noisy_batchnorm(monkeypat
               "check_noisy_batchnorm_forward(noisy_batchnorm_forward).assert_passed()\n")
     for fn, verdict in ((learner_noisy_good, "pass"), (learner_noise_added, "fail")):
         entries = _receipts_of(source, {"noisy_batchnorm_forward": fn}, monkeypatch)
-        got, reason = replay.replay_cell(source, entries)
+        got, reason, *_ = replay.replay_cell(source, entries)
         assert got == verdict, reason
 
 
@@ -333,5 +333,5 @@ def test_does_the_replay_reach_the_kernels_verdict_for_input_drift(monkeypatch):
               "check_input_drift(input_drift).assert_passed()\n")
     for fn, verdict in ((learner_drift_good, "pass"), (learner_drift_signed, "fail")):
         entries = _receipts_of(source, {"input_drift": fn}, monkeypatch)
-        got, reason = replay.replay_cell(source, entries)
+        got, reason, *_ = replay.replay_cell(source, entries)
         assert got == verdict, reason

@@ -399,3 +399,20 @@ def test_is_a_submission_carrying_the_instructors_source_refused_with_the_reason
     (sub / "answers.json").unlink()
     (sub / "link.json").symlink_to(tmp_path)
     assert "link.json is a symbolic link" in _precheck(sub, ["a"])
+
+
+def test_does_the_courses_collect_keep_a_students_link_as_a_link(tmp_path):
+    """nbgrader's collect follows links with the instructor's rights; the course's keeps them, to be refused."""
+    from nbgrader.coursedir import CourseDirectory
+
+    from bncourse.grading.exchange import LinkKeepingCollect
+
+    secret = tmp_path / "source.ipynb"
+    secret.write_text("### BEGIN SOLUTION")
+    inbound = tmp_path / "inbound"
+    inbound.mkdir()
+    (inbound / "a.ipynb").write_text("{}")
+    (inbound / "answers.json").symlink_to(secret)
+    LinkKeepingCollect(coursedir=CourseDirectory()).do_copy(str(inbound), str(tmp_path / "submitted"))
+    copied = tmp_path / "submitted" / "answers.json"
+    assert copied.is_symlink() and (tmp_path / "submitted" / "a.ipynb").read_text() == "{}"

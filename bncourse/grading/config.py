@@ -30,6 +30,8 @@ def configure_nbgrader(c) -> None:
     ]
     from bncourse.grading.quiet import FigureAltText
 
+    c.ExchangeFactory.collect = "bncourse.grading.exchange.LinkKeepingCollect"  # a student's link stays a link
+
     c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, FigureAltText, CSSHTMLHeaderPreprocessor]
     # A deleted graded cell is put back from the source (nbgrader's own option, off by default).
     c.OverwriteCells.add_missing_cells = True

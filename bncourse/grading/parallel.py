@@ -161,21 +161,22 @@ def _precheck(submission: Path, expected: Iterable[str] = ()) -> str:
             nbformat.read(str(nb), as_version=4)
         except Exception as exc:  # noqa: BLE001 - any unreadable notebook is reported
             return f"{nb.name} is not a readable notebook (corrupted JSON?): {type(exc).__name__}: {str(exc)[:200]}"
-    return _instructor_material(submission)
+    return _instructor_material(submission, {f"{name}.ipynb" for name in expected})
 
 
 # What only the instructor's source notebooks hold (the student versions have them stripped).
 INSTRUCTOR_MARKERS = (b"### BEGIN SOLUTION", b"### BEGIN HIDDEN TESTS")
 
 
-def _instructor_material(submission: Path) -> str:
-    """A reason if a submitted file holds the instructor's source (a link in the exchange that
-    ``nbgrader collect`` followed and copied; red team 2026-12-07), else ''. Such a submission is
-    not graded: the instructor reads it."""
+def _instructor_material(submission: Path, notebooks: set[str] = frozenset()) -> str:
+    """A reason if the submission holds a link (the course's collect keeps a student's links as links,
+    ``bncourse.grading.exchange``; nbgrader's own followed them and copied the instructor's source:
+    red team 2026-12-07) or a file beside its notebooks that holds the instructor's solution markers,
+    else ''. Such a submission is not graded: the instructor reads it."""
     for p in sorted(submission.rglob("*")):
         if p.is_symlink():
             return f"{p.relative_to(submission)} is a symbolic link: a submission holds files, not links"
-        if p.is_file() and p.stat().st_size <= 64 * 1024**2:
+        if p.is_file() and p.name not in notebooks and p.stat().st_size <= 64 * 1024**2:
             data = p.read_bytes()
             marker = next((m for m in INSTRUCTOR_MARKERS if m in data), None)
             if marker:
