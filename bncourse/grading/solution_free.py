@@ -73,7 +73,7 @@ RECORDING_NEEDS: frozenset[str] = frozenset({"bncourse.nn_sync.sync_batch_norm_f
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
-_VERSION = "6"  # bump when the transform changes
+_VERSION = "7"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -149,6 +149,13 @@ def _called_at_import(tree: ast.Module) -> set[str]:
     return called
 
 
+def _makes_functions(node: ast.AST) -> bool:
+    """A factory (it defines a function and hands it back, like ``_reference_then(transform)``): what
+    the made function calls is stubbed where it lives, and a check calls the factory to build itself."""
+    return any(isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+               for inner in ast.walk(node) if inner is not node)
+
+
 def stub_check_references(source: str, module: str) -> str | None:
     """``source`` with its reference functions (``CHECK_REFERENCE``, or named in ``STUBBED_NAMES``)
     stubbed; None if it has none.
@@ -160,7 +167,7 @@ def stub_check_references(source: str, module: str) -> str | None:
     is_check = module.startswith("bncourse.checks.")
     targets = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
                and ((is_check and CHECK_REFERENCE.fullmatch(n.name) and not n.name.startswith("_switch_off")
-                     and n.name not in factories) or f"{module}.{n.name}" in STUBBED_NAMES)]
+                     and n.name not in factories and not _makes_functions(n)) or f"{module}.{n.name}" in STUBBED_NAMES)]
     if not targets:
         return None
     for node in targets:
