@@ -328,4 +328,5 @@ def test_can_no_kernel_read_the_source_notebooks_or_write_the_gradebook_config_o
 
 def test_does_the_similarity_report_name_a_pasted_reference_module(graded):
     pasted = [m for m in graded["similar"] if m.student == "pasted_module"]
-    assert any(m.other == "reference:bncourse.reference.batchnorm" and m.score > 0.9 for m in pasted), pasted
+    # > 0.8, not 1: the code the released notebook already gives the student is left out before scoring
+    assert any(m.other == "reference:bncourse.reference.batchnorm" and m.score > 0.8 for m in pasted), pasted

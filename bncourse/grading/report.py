@@ -41,12 +41,14 @@ __all__ = ["CellScore", "Lateness", "ClassReport", "known_mistakes", "mistakes_i
            "write_class_report", "main"]
 
 # What a failure is counted as when no named mistake explains it (first match wins).
+# Every failed test cell carries the grader's own verdict (GradingVerificationError), so what the
+# verdict says comes before that marker.
 _KINDS = (
-    ("timed out", ("CellTimeoutError",)),
-    ("handed to the course's implementation", ("handed to the course's", "handed the work to", "GradingRefusedError")),
-    ("rejected by the grader's re-run", ("GradingVerificationError",)),
+    ("timed out", ("CellTimeoutError", "timed out")),
     ("not attempted", ("not attempted yet", "NotImplementedError")),
+    ("handed to the course's implementation", ("handed to the course's", "handed the work to", "GradingRefusedError")),
     ("raised an error", ("raised ",)),
+    ("rejected by the grader's re-run", ("GradingVerificationError",)),
 )
 UNNAMED = "unnamed (values differ)"
 
