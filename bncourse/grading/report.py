@@ -313,7 +313,8 @@ def _html(report: ClassReport) -> str:
         alt = e(f"{exercise}: " + ", ".join(f"{m}: {n} students" for m, n in counts.most_common()))
         sections.append(f"<h3>{e(exercise)}</h3><table><tr><th>mistake</th><th>students</th></tr>{table}</table>"
                         f"<img alt='{alt}' src='data:image/png;base64,{_bar_chart(exercise, counts, n_students)}'>")
-    similar = "".join(f"<tr><td>{e(m.grade_id)}</td><td>{e(m.student)}</td><td>{e(m.other)}</td>"
+    similar = "".join(f"<tr><td>{e(m.grade_id + (f' ({m.part})' if getattr(m, 'part', '') else ''))}</td>"
+                      f"<td>{e(m.student)}</td><td>{e(m.other)}</td>"
                       f"<td>{m.score:.2f}</td></tr>" for m in report.similar)
     similar_html = (f"<table><tr><th>cell</th><th>student</th><th>similar to</th><th>score</th></tr>{similar}</table>"
                     if report.similar else "<p>No near-copies above the threshold.</p>")
