@@ -206,9 +206,11 @@ def _guarded(stmt: ast.stmt) -> ast.stmt:
 def given_names(instructor_sources: Iterable[str]) -> frozenset[str]:
     """Dotted names the instructor's (non-solution) cells import from stubbed modules.
 
-    A name the same notebook grades is never given (notebook 2 imports the reference forward to show
-    its error on a batch of one, and grades the learner's forward): an exercise is graded here when
-    its check (``bncourse.hints.texts.EXERCISES``) is named in these cells."""
+    A name the same notebook grades, or a variant of it (a name that starts with it), is never given
+    (notebook 2 imports the reference forward to show its error on a batch of one and
+    ``update_running_stats_keras`` to compare conventions, and grades the learner's forward and
+    update): an exercise is graded here when its check (``bncourse.hints.texts.EXERCISES``) is named
+    in these cells."""
     from bncourse.grading.sources import as_python
     from bncourse.hints.texts import EXERCISES
 
@@ -228,8 +230,8 @@ def given_names(instructor_sources: Iterable[str]) -> frozenset[str]:
                 for alias in node.names:
                     if is_stubbed(node.module) or is_stubbed(f"{node.module}.{alias.name}"):
                         given.add(f"{node.module}.{alias.name}")
-    graded_here = {ex.function for ex in EXERCISES.values() if ex.check in named}
-    return frozenset(g for g in given if g.rsplit(".", 1)[1] not in graded_here)
+    graded_here = tuple(ex.function for ex in EXERCISES.values() if ex.check in named)
+    return frozenset(g for g in given if not g.rsplit(".", 1)[1].startswith(graded_here))
 
 
 def cache_dir() -> Path:
