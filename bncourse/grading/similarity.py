@@ -56,6 +56,7 @@ MIN_SHARED = 20         # a pair is listed only with at least this many shared s
 MODULE_MIN_GRAMS = 60   # a module this large found mostly in one cell is a pasted module
 MODULE_SHARE = 0.8
 THRESHOLD = 0.6
+PARTS_LISTED = 5        # at most this many functions or classes of one cell listed on their own
 UNREADABLE = "<not readable as Python"  # ``other`` of a row for a cell the reader could not read
 # Not compared: code a learner has no reason to copy an answer from. The checks are compared: their
 # known mistakes are near-solutions.
@@ -164,11 +165,12 @@ def _package_sources() -> dict[str, frozenset]:
     return found
 
 
-def _score(cell: frozenset, reference: frozenset, name: str) -> float:
+def _score(cell: frozenset, reference: frozenset, name: str, provided: frozenset = frozenset()) -> float:
     if name.startswith(MODULE_PREFIX):  # all of the module in the cell, and the cell mostly that module
         both = min(similarity(cell, reference), similarity(reference, cell))
-        if len(reference) >= MODULE_MIN_GRAMS and similarity(reference, cell) >= MODULE_SHARE:
-            return max(both, similarity(reference, cell))  # most of a large module, whatever pads it
+        theirs = reference - provided  # the module's own code (what the release already shows left out)
+        if len(theirs) >= MODULE_MIN_GRAMS and similarity(theirs, cell) >= MODULE_SHARE:
+            return max(both, similarity(theirs, cell))  # most of a large module, whatever pads it
         return both
     return similarity(cell, reference)
 
@@ -244,14 +246,17 @@ def similarity_report(course_dir, assignment: str, threshold: float = THRESHOLD)
         for gram in ref:
             index.setdefault(gram, []).append(name)
     for (student, gid), found in prints.items():
-        listed = set()
+        rows = []
         for part, fp in found.items():
             shared = Counter(name for gram in fp for name in index.get(gram, ()))
-            best = max(((_score(fp, references[name], name), name.replace(MODULE_PREFIX, "reference:"))
+            best = max(((_score(fp, references[name], name, provided), name.replace(MODULE_PREFIX, "reference:"))
                         for name, n in shared.items() if n >= MIN_SHARED), default=(0.0, ""))
-            if best[0] >= threshold and best[1] not in listed:  # a part adds a row only for another source
-                listed.add(best[1])
-                matches.append(Match(assignment, gid, student, best[1], round(best[0], 3), len(fp), part))
+            if best[0] >= threshold:
+                rows.append(Match(assignment, gid, student, best[1], round(best[0], 3), len(fp), part))
+        whole = [m for m in rows if not m.part]  # a part repeating the whole cell's match (or lying in the
+        named = tuple(m.other for m in whole) + tuple(m.other + "." for m in whole)  # module it names) adds nothing
+        rows = [m for m in rows if m.part and not m.other.startswith(named)]
+        matches += whole + sorted(rows, key=lambda m: -m.score)[:PARTS_LISTED]
         for (other, other_gid), other_found in prints.items():
             if other_gid != gid or other <= student:
                 continue
