@@ -341,15 +341,6 @@ def warm_up(model: nn.Module, train_data, test_data=None, config: TrainConfig | 
     return time.perf_counter() - start
 
 
-def in_grading_build() -> bool:
-    """True in a grading kernel's solution-free build of bncourse (``bncourse.grading_stub`` exists
-    only there), where ``recompute_bn_statistics``, notebook 6's exercise, raises: experiments then
-    leave their re-estimated arm out (NaN, an inconclusive rule) instead of failing the cell."""
-    import importlib.util
-
-    return importlib.util.find_spec("bncourse.grading_stub") is not None
-
-
 def recompute_bn_statistics(model: nn.Module, batches) -> nn.Module:
     """Re-estimate every batch-norm layer's running statistics from ``batches``; returns ``model``.
 

@@ -109,7 +109,7 @@ def train_mode_lab(models: list, data, batch_sizes=(500, 8, 1), n_test: int | No
     """
     from bncourse.data import DeviceLoader
     from bncourse.models import norm_layers
-    from bncourse.train import evaluate, in_grading_build, recompute_bn_statistics
+    from bncourse.train import evaluate, recompute_bn_statistics
 
     seeds = list(seeds) if seeds is not None else list(range(len(models)))
     by_seed = dict(zip(seeds, models))
@@ -120,8 +120,6 @@ def train_mode_lab(models: list, data, batch_sizes=(500, 8, 1), n_test: int | No
         model = copy.deepcopy(by_seed[seed])
         if config["mode"] == "eval":
             return {"test_acc": evaluate(model, (X, y))[1], "running_mean_change": 0.0}
-        if config["mode"] == "reestimated" and in_grading_build():  # notebook 6's exercise: not in a grading kernel
-            return {"test_acc": float("nan"), "running_mean_change": 0.0}
         if config["mode"] == "reestimated":
             shuffled = DeviceLoader(data.X_train, data.y_train, batch_size=batch, seed=seed + 2,
                                     device=next(model.parameters()).device)

@@ -80,7 +80,7 @@ def non_iid_batches(data, epochs: int, widths=(8, 16, 32), batch: int = 64, lr: 
                     progress: bool = True) -> ExperimentResult:
     """The lab on ``data`` (a ``DataSplit`` of images): 1, 2, 10 classes per batch; BN / LN / none."""
     from bncourse.data import ClassPairLoader, DeviceLoader
-    from bncourse.train import in_grading_build, recompute_bn_statistics
+    from bncourse.train import recompute_bn_statistics
 
     from bncourse.device import get_device
 
@@ -96,9 +96,6 @@ def non_iid_batches(data, epochs: int, widths=(8, 16, 32), batch: int = 64, lr: 
             matching = ClassPairLoader(Xt, yt, batch_size=batch, classes_per_batch=k,
                                        batches_per_epoch=max(1, 2 * len(yt) // batch), seed=seed + 1)
             out[f"train_mode_acc_{k}"] = _acc_train_mode(model, matching)
-            if config["norm"] == "batch" and in_grading_build():  # notebook 6's exercise: not in a grading kernel
-                out[f"reestimated_acc_{k}"] = float("nan")
-                continue
             if config["norm"] == "batch":
                 shuffled = DeviceLoader(X, y, batch_size=batch, seed=seed + 2)
                 recompute_bn_statistics(model, (xb for xb, _ in shuffled))

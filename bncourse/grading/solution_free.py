@@ -214,9 +214,8 @@ def given_names(instructor_sources: Iterable[str]) -> frozenset[str]:
     from bncourse.grading.sources import as_python
     from bncourse.hints.texts import EXERCISES
 
-    sources = list(instructor_sources)
     given, named = set(), set()
-    for source in sources:
+    for source in instructor_sources:
         try:
             tree = ast.parse(as_python(source))
         except SyntaxError:
