@@ -83,7 +83,8 @@ def test_does_no_graded_exercise_keep_a_working_reference_in_its_grading_build(t
     assert set(found["references"]) == set(EXERCISES)
     missing = [eid for eid, refs in found["references"].items() if not refs]
     assert not missing, f"no reference captured for {missing}: the probe no longer sees the check's reference"
-    working = {eid: [n for n, _, outcome in refs if outcome != "NotAvailableWhileGrading" and n not in CONSTANT_REFERENCES]
+    working = {eid: [n for n, _, outcome in refs
+                     if outcome != "NotAvailableWhileGrading" and n not in CONSTANT_REFERENCES]
                for eid, refs in found["references"].items() if eid not in LIBRARY_REFERENCES}
     assert not any(working.values()), f"a check's reference works in the grading build: {working}"
 

@@ -128,7 +128,8 @@ def test_are_a_padded_pasted_module_an_added_cells_paste_and_an_unreadable_cell_
     padded = {m.other: m for m in by["padded"]}
     assert padded["reference:bncourse.reference.batchnorm"].score >= 0.8 and padded[
         "reference:bncourse.reference.batchnorm"].part == ""  # the whole module, whatever pads it
-    assert any(m.grade_id.startswith("batchnorm_forward:cell ") and m.other.startswith("reference:bncourse.reference.batchnorm")
+    assert any(m.grade_id.startswith("batchnorm_forward:cell ")
+               and m.other.startswith("reference:bncourse.reference.batchnorm")
                and m.score >= 0.8 for m in by["added"])
     assert any(m.other == "reference:bncourse.reference.batchnorm.batchnorm_forward" for m in by["magic"])
     assert [m.other.startswith(UNREADABLE) for m in by["unreadable"]] == [True]
@@ -150,12 +151,14 @@ def test_does_every_graded_exercises_reference_pasted_whole_share_enough_to_be_l
         for path in (SOURCE / ex.notebook).glob("*.ipynb"):
             for c in nbformat.read(path, as_version=4).cells:
                 if c.cell_type == "code":
-                    provided |= fingerprint(re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION", "pass", c.source, flags=re.S))
+                    cleared = re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION", "pass", c.source, flags=re.S)
+                    provided |= fingerprint(cleared)
         pasted = [name for name in references if name.endswith("." + ex.function) and ".checks." not in name]
         checked += bool(pasted)
         short += [(name, len(references[name] - provided)) for name in pasted
                   if len(references[name] - provided) < MIN_SHARED and len(references[name]) > 2 * MIN_SHARED]
-    assert checked >= 24 and short == [], (checked, short)  # (thin wrappers, e.g. bncourse.diagnostics' hooks, are not answers: too short)
+    # (thin wrappers, e.g. bncourse.diagnostics' hooks, are no answer and too short to count)
+    assert checked >= 24 and short == [], (checked, short)
     honest = fingerprint(_instructor_solution("batchnorm_inference")) - released[ASSIGNMENT]
     assert all(len(honest & ref) < MIN_SHARED or similarity(honest, ref) < THRESHOLD for ref in references.values())
 
@@ -168,7 +171,8 @@ def test_does_the_source_reader_read_the_code_a_cell_magic_runs_and_keep_what_it
     cell = ("%%time\nfrom bncourse.reference.normalize import standardize as theirs\n"
             "def standardize(a, b):\n    return theirs(a, b)\n")
     assert "bncourse.reference.normalize.standardize" in Program([cell]).references({"standardize"})
-    line = "%time from bncourse.reference import normalize as n\ndef standardize(a, b):\n    return n.standardize(a, b)\n"
+    line = ("%time from bncourse.reference import normalize as n\n"
+            "def standardize(a, b):\n    return n.standardize(a, b)\n")
     assert "bncourse.reference.normalize.standardize" in Program([line]).references({"standardize"})
     program = Program(["def broken(:\n    pass\n", "x = 1\n"])
     assert program.unparsable == ["def broken(:\n    pass\n"]
