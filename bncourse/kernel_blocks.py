@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import re
-import sys
 import warnings
 
 __all__ = ["BLOCKS", "LibraryNotAllowed", "NORMALIZATION", "install", "launch", "launch_code"]
@@ -148,8 +147,6 @@ def launch_code(blocks) -> str:
 def launch(blocks) -> None:
     """Install ``blocks``, then start the ipykernel whose command-line arguments this process has."""
     install(blocks)
-    for name in [n for n in sys.modules if n == "bncourse.kernel_blocks"]:
-        sys.modules.pop(name)  # nothing of the blocks to look up by name from the kernel
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()

@@ -30,6 +30,7 @@ import os
 import py_compile
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def overlays(blocks) -> tuple[tuple[str, str], ...]:
     if torch_dir is None or not blocks:
         return ()
     files = {rel: (block, pattern) for block in sorted(blocks) for rel, pattern in OVERLAID.get(block, {}).items()}
-    h = hashlib.sha256(repr(sorted(files.items())).encode() + repr(sorted(_MESSAGES.items())).encode())
+    h = hashlib.sha256(repr((sorted(files.items()), sorted(_MESSAGES.items()), sys.implementation.cache_tag)).encode())
     for rel in sorted(files):
         src = torch_dir / rel
         if src.is_file():
