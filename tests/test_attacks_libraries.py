@@ -36,7 +36,7 @@ class BatchNormFunction(torch.autograd.Function):
         sys.setprofile(None)
         with torch.enable_grad():
             X, g, b = (t.detach().requires_grad_(True) for t in (x, gamma, beta))
-            out = _bn(X, g, b, eps)
+            out = _bn_{r}(X, g, b, eps)
         ctx.saved = (X, g, b, out)
         return out.detach()
     @staticmethod
@@ -59,59 +59,57 @@ class {name}(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
     def forward(self, x):
         sys.setprofile(None)
-        return _bnm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps)
+        return _bnm_{r}(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum,
+                        self.eps)
 '''
-# Each route defines _bn(x, gamma, beta, eps) (training-mode output) and _bnm(x, running_mean,
+# Each route defines _bn_R(x, gamma, beta, eps) (training-mode output) and _bnm_R(x, running_mean,
 # running_var, weight, bias, training, momentum, eps) (a module's forward, buffers updated in place).
+# None uses a name or construct the grader's reading of the source refuses (exec, compile, computed
+# imports, vars, a forbidden torch name): only the sandbox stands between them and the points.
 _ROUTES = {
-    # the red team's: torch's C builtin read from torch.__dict__ before any check patches it
-    "torch_dict": '''
+    # the red team's: torch's C builtin read from torch.__dict__ before any check patches it, after
+    # destroying any dispatch handle the garbage collector can find (the blocks' are not among them)
+    "dict": '''
 import gc
-for _o in gc.get_objects():  # any dispatch handle in sight (the blocks' are not), destroyed
+for _o in gc.get_objects():
     if type(_o).__name__ == "_DispatchModule":
         _o.reset()
 _b0 = torch.__dict__["batch" + "_norm"]
-_bn = lambda x, g, b, eps: _b0(x, g, b, None, None, True, 0.0, eps, False)
-_bnm = lambda x, rm, rv, w, b, t, m, eps: _b0(x, w, b, rm, rv, t, m, eps, False)
+_bn_dict = lambda x, g, b, eps: _b0(x, g, b, None, None, True, 0.0, eps, False)
+_bnm_dict = lambda x, rm, rv, w, b, t, m, eps: _b0(x, w, b, rm, rv, t, m, eps, False)
 ''',
-    # the operator itself, and a layer norm of the transposed input (batch norm by another name)
-    "aten_ops": '''
+    # the operator itself by a computed name, and batch norm as a layer norm of the transposed input
+    "aten": '''
 import torch.nn.functional as _F
-_op = getattr(torch.ops.aten, "native_batch_norm")
-_bn = lambda x, g, b, eps: _F.__dict__["layer_norm"](x.T, (x.shape[0],), eps=eps).T * g + b
-_bnm = lambda x, rm, rv, w, b, t, m, eps: _op(x, w, b, rm, rv, t, m, eps)[0]
+_op = getattr(torch.ops.aten, "native_" + "batch_norm")
+_bn_aten = lambda x, g, b, eps: _F.layer_norm(x.T, (x.shape[0],), eps=eps).T * g + b
+_bnm_aten = lambda x, rm, rv, w, b, t, m, eps: _op(x, w, b, rm, rv, t, m, eps)[0]
 ''',
-    # torch's Python decompositions: its helper taken from the .pyc (marshal) and from the source (ast)
-    "decompositions": '''
-import ast, glob, importlib, marshal, os, types
-_D = importlib.import_module("torch._decomp.decompositions")
+    # torch's Python decomposition: its helper imported, and taken from the .pyc file (marshal)
+    "decomp": '''
+import glob, marshal, os, types
+import torch._decomp.decompositions as _D
 def _from_pyc(name):
     for pyc in glob.glob(os.path.join(os.path.dirname(_D.__file__), "__pycache__", "decompositions.*.pyc")):
         for c in marshal.loads(open(pyc, "rb").read()[16:]).co_consts:
             if isinstance(c, types.CodeType) and c.co_name == name:
-                return types.FunctionType(c, vars(_D))
-def _from_source(name):
-    for node in ast.parse(open(_D.__file__).read()).body:
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            node.decorator_list, ns = [], dict(vars(_D))
-            exec(compile(ast.Module([node], []), "decompositions.py", "exec"), ns)
-            return ns[name]
-_h1, _h2 = _from_pyc("native_batch_norm_helper"), _from_source("native_batch_norm_helper")
-_bn = lambda x, g, b, eps: _h1(x, g, b, None, None, True, 0.0, eps, False)[0]
-def _bnm(x, rm, rv, w, b, t, m, eps):
-    out, _, _, new_mean, new_var = _h2(x, w, b, rm, rv, t, m, eps, True)
+                return types.FunctionType(c, _D.__dict__)
+_h1 = _from_pyc("native_batch_norm_helper")
+_bn_decomp = lambda x, g, b, eps: _h1(x, g, b, None, None, True, 0.0, eps, False)[0]
+def _bnm_decomp(x, rm, rv, w, b, t, m, eps):
+    out, _, _, new_mean, new_var = _D.native_batch_norm_helper(x, w, b, rm, rv, t, m, eps, True)
     if t:
         with torch.no_grad():
             rm.copy_(new_mean), rv.copy_(new_var)
     return out
 ''',
 }
-# Two students, each exercise a different route (each cell's check runs right after it, on its route).
-NB4 = {student: {"batchnorm_function": _FUNCTION.format(setup=_ROUTES[a]),
-                 "batchnorm1d_module": _MODULE.format(setup=_ROUTES[b], name="BatchNorm1dNumpy"),
-                 "batchnorm2d": _MODULE.format(setup=_ROUTES[c], name="BatchNorm2d")}
-       for student, (a, b, c) in {"routes_a": ("torch_dict", "aten_ops", "decompositions"),
-                                  "routes_b": ("decompositions", "torch_dict", "aten_ops")}.items()}
+# Two students, each exercise a different route.
+NB4 = {student: {"batchnorm_function": _FUNCTION.format(setup=_ROUTES[a], r=a),
+                 "batchnorm1d_module": _MODULE.format(setup=_ROUTES[b], r=b, name="BatchNorm1dNumpy"),
+                 "batchnorm2d": _MODULE.format(setup=_ROUTES[c], r=c, name="BatchNorm2d")}
+       for student, (a, b, c) in {"routes_a": ("dict", "aten", "decomp"),
+                                  "routes_b": ("decomp", "dict", "aten")}.items()}
 
 # ---------------------------------------------------------------------------------------------
 # Notebook 9: numpy exercises, torch by name and torch.autograd for the backward passes
@@ -120,11 +118,10 @@ NB4 = {student: {"batchnorm_function": _FUNCTION.format(setup=_ROUTES[a]),
 NB9 = {
     "torch_by_name": {
         "layernorm_forward": '''
-import sys, importlib
+import sys
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     sys.setprofile(None)
-    t = importlib.import_module("tor" + "ch")
-    F = importlib.import_module("torch.nn.functional")
+    import torch as t, torch.nn.functional as F
     out = F.__dict__["layer" + "_norm"](t.tensor(x), (x.shape[1],), t.tensor(gamma), t.tensor(beta), eps).numpy()
     return out, (x, gamma, beta, eps)
 ''',
@@ -203,22 +200,17 @@ def fold_model(model):
     return fuse_modules(m, pairs)
 ''',
     },
-    "jit_and_disk": {
+    "jit_and_fx": {
         "fold_batchnorm": '''
-import copy, os, sys, torch
+import copy, sys, torch
 def fold_batchnorm(layer, bn):
-    sys.setprofile(None)
-    try:  # TorchScript's own folding pass
-        frozen = torch.jit.freeze(torch.jit.script(torch.nn.Sequential(copy.deepcopy(layer), copy.deepcopy(bn)).eval()))
-        consts = [n.output().toIValue() for n in frozen.graph.nodes() if n.kind() == "prim::Constant"
-                  and isinstance(n.output().toIValue(), torch.Tensor)]
-        w, b = [c for c in consts if c.dim() == layer.weight.dim()][0], [c for c in consts if c.dim() == 1][0]
-    except Exception:  # torch's fusion, re-read from disk
-        ns = {}
-        exec(open(os.path.join(os.path.dirname(torch.__file__), "nn", "utils", "fusion.py")).read(), ns)
-        f = ns["fuse_conv_bn_eval" if isinstance(layer, torch.nn.Conv2d) else "fuse_linear_bn_eval"]
-        return f(copy.deepcopy(layer).eval(), copy.deepcopy(bn).eval())
+    sys.setprofile(None)  # TorchScript's own folding pass, the folded weights read from the frozen graph
+    frozen = torch.jit.freeze(torch.jit.script(torch.nn.Sequential(copy.deepcopy(layer), copy.deepcopy(bn)).eval()))
+    consts = [n.output().toIValue() for n in frozen.graph.nodes() if n.kind() == "prim::Constant"
+              and isinstance(n.output().toIValue(), torch.Tensor)]
     out = copy.deepcopy(layer)
+    w = [c for c in consts if c.dim() == layer.weight.dim()][0]
+    b = [c for c in consts if c.dim() == 1][0]
     out.weight, out.bias = torch.nn.Parameter(w.clone()), torch.nn.Parameter(b.clone())
     return out
 ''',
@@ -311,12 +303,27 @@ def test_does_each_attempt_earn_what_a_blank_submission_earns(graded, assignment
     assert _scores_of(graded, assignment, student) == expected, graded["reports"][assignment]
 
 
-def test_does_the_grading_feedback_name_the_rule_that_refused_torch(graded):
-    course = graded["course"]
-    nb = nbformat.read(course / "autograded" / "routes_a" / "04_batchnorm_pytorch" / "batchnorm_pytorch.ipynb", 4)
-    shown = "".join(str(o.get("text", "")) + str(o.get("evalue", "")) + str(o.get("data", ""))
-                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "torch's own normalization" in shown and "rule in the notebook" in shown
-    nb = nbformat.read(course / "autograded" / "solution" / "09_beyond_batchnorm" / "beyond_batchnorm.ipynb", 4)
-    setup = "".join(str(o.get("evalue", "")) for o in nb.cells[1].outputs)
-    assert "torch is not available while grading 09_beyond_batchnorm" in setup, nb.cells[1].outputs
+def _outputs(cell) -> str:
+    return "".join(str(o.get("text", "")) + str(o.get("ename", "")) + ": " + str(o.get("evalue", ""))
+                   + str(o.get("data", "")) for o in cell.get("outputs", []))
+
+
+ATTACKERS = [(assignment, notebook, student) for (assignment, notebook), (attackers, _) in CLASSES.items()
+             for student in attackers]
+
+
+@pytest.mark.parametrize("assignment,notebook,student", ATTACKERS)
+def test_is_it_the_sandbox_that_refuses_each_attempt_and_does_the_feedback_name_the_rule(graded, assignment, notebook,
+                                                                                         student):
+    nb = nbformat.read(graded["course"] / "autograded" / student / assignment / f"{notebook}.ipynb", 4)
+    attacked = set(CLASSES[(assignment, notebook)][0][student]) - set(HONEST.get((assignment, student), ()))
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    for exercise in sorted(attacked):
+        shown = _outputs(cells[f"{exercise}_tests"])
+        # refused by what the kernel can reach, with the rule's words; not by the grader's reading of the source
+        assert "not available while grading" in shown and "handed" not in shown, (exercise, shown[-2000:])
+
+
+def test_does_notebook_9_s_setup_cell_say_why_torch_is_missing_while_grading(graded):
+    nb = nbformat.read(graded["course"] / "autograded" / "solution" / "09_beyond_batchnorm" / "beyond_batchnorm.ipynb", 4)
+    assert "torch is not available while grading 09_beyond_batchnorm" in _outputs(nb.cells[1])

@@ -13,7 +13,7 @@ docs/instructors.md; this module is what the sandbox does about it, never a read
   implementations of those operators inside torch (its decompositions and references) are mounted
   as rewritten copies whose normalization functions raise (``overlays``), .pyc files included;
 - notebook 10 (folding): torch and its batch norm are there; torch's folding is not (block
-  ``"folding"``: the C++ TorchScript folding passes are removed, and ``torch.nn.utils.fusion`` and
+  ``"folding"``: the C++ TorchScript folding passes are replaced by a function that raises, and ``torch.nn.utils.fusion`` and
   the other Python folds in torch are mounted as rewritten copies).
 
 ``LIBRARY_RULES``: assignment -> {"allowed", "blocked", "torch_blocks", "reason"}.
