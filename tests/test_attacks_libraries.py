@@ -3,9 +3,11 @@
 One small fake class per notebook (4: batch norm in PyTorch, 9: layer and group norm in numpy,
 10: folding) is graded once with ``bncourse grade`` (sandboxed kernels). Each attacking student
 carries one attempt per exercise, as a student who read this repository and the red team's notes
-would write it; each must earn exactly what a blank submission earns, and the source notebook's
-solution full marks. The attempts switch the kernel's profiler off (``sys.setprofile(None)``): the
-rule holds by what the sandbox offers (``bncourse.grading.libraries``), not by a watch.
+would write it; each must earn exactly what a blank submission earns (0), and the source notebook's
+solution full marks. Each attempt earns full marks in a plain Python process without the blocks
+(checked by hand when they were written), switches the kernel's profiler off
+(``sys.setprofile(None)``) and uses nothing the grader's reading of the source refuses, so the test
+also checks that the refusal the feedback shows is the sandbox's (``bncourse.grading.libraries``).
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
     sys.setprofile(None)
     sys.path.extend(__import__("glob").glob("/usr/lib/python3*/*-packages") + __import__("glob").glob("/root/.pyenv/versions/*/lib/python3*/site-packages"))
     import torch as t, torch.nn.functional as F
-    return F.group_norm(t.tensor(x), G, t.tensor(gamma), t.tensor(beta), eps).numpy(), (x, gamma, beta, G, eps)
+    out = F.__dict__["group" + "_norm"](t.tensor(x), G, t.tensor(gamma), t.tensor(beta), eps).numpy()
+    return out, (x, gamma, beta, G, eps)
 ''',
     },
     "autograd_backward": {  # the red team's: a hand-written forward, the derivation left to torch.autograd

@@ -241,8 +241,8 @@ for name, attempt in attempts.items():
         print("LEAK", name)
     except Exception as e:
         print("blocked", name, type(e).__name__)
-print("folding passes in sight", sum(getattr(o, "__name__", "") == "_jit_pass_fold_frozen_conv_bn"
-                                     and type(o).__name__ == "builtin_function_or_method" for o in gc.get_objects()))
+print("folding passes in sight", sum(type(o).__name__ == "builtin_function_or_method"
+                                     and o.__name__ == "_jit_pass_fold_frozen_conv_bn" for o in gc.get_objects()))
 print("own", float(((x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)).std()))
 '''
 
