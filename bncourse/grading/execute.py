@@ -16,7 +16,7 @@ from traitlets import Bool, Dict, Integer, Unicode
 
 from bncourse.grading import rejudging, solution_free
 from bncourse.grading.kernel import GradingKernelManager
-from bncourse.grading.libraries import LIBRARY_RULES, blocked_for
+from bncourse.grading.libraries import LIBRARY_RULES, sandbox_options
 from bncourse.grading.rejudging import check_modules
 from bncourse.grading.sandbox import UNSANDBOXED_NOTE, Sandbox
 
@@ -136,9 +136,7 @@ class GradingExecute(Execute):
         info = (resources or {}).get("nbgrader") or {}
         assignment = str(info.get("assignment", ""))
         library = solution_free.build(solution_free.given_names(self._instructor_sources(info)))
-        return Sandbox(library=str(library), blocked=blocked_for(assignment, self.library_rules),
-                       blocked_reason=f"is not available while grading {assignment}: its exercises are to be "
-                                      "written with numpy (see the notebook's rule)")
+        return Sandbox(library=str(library), **sandbox_options(assignment, self.library_rules))
 
     def _instructor_sources(self, info) -> list[str]:
         """The code of the instructor's own notebook (never the submission's): what it hands out."""
