@@ -1,24 +1,33 @@
-"""The switch between a learner's full-size run, CI's fast run and the grader's run.
+"""The size of a run: a learner's full run, CI's fast run or the grader's run (``RunSize``).
 
 Notebooks read it as ``from bncourse.runtime import FAST, pick`` and size their work with
 ``pick(fast=..., full=...)``. The test command sets ``BNCOURSE_FAST=1``; learners leave it unset.
 
 A third size exists for autograding: ``BNCOURSE_GRADING=1`` (set by the grading pipeline for the
-grading kernel) means "fast, and experiments whose outputs earn no points may shrink further":
-``pick(fast=..., full=..., grading=...)`` returns ``grading`` then. A notebook gives ``grading=``
-only where no graded cell depends on the value; without it, the grading size is the fast size.
+grading kernel, ``RunSize.GRADING.kernel_env()``) means "fast, and experiments whose outputs earn
+no points may shrink further": ``pick(fast=..., full=..., grading=...)`` returns ``grading`` then.
+A notebook gives ``grading=`` only where no graded cell depends on the value; without it, the
+grading size is the fast size.
 
 A fourth size exists for a learner without a GPU: a notebook whose full run would take more than
 about 10 minutes on a CPU gives ``pick(fast=..., full=..., cpu=..., what="...")``. In a full-size
 run on a machine without a GPU (``bncourse.device`` finds neither cuda nor mps) it returns ``cpu``
 and prints once what was scaled down and how to get the full size (a GPU, or
 ``BNCOURSE_FULL_ON_CPU=1``). Fast and grading runs never see it.
+
+Where the size comes from: ``RunSize.from_environ()`` is the one reader of ``BNCOURSE_FAST`` and
+``BNCOURSE_GRADING`` (a process's environment is how a notebook kernel or a worker process is
+told its size); ``use_size(size)`` sets it for this process instead (``bncourse claims --fast``).
+``current_size()`` is the size in force. Nothing is read at import: ``FAST`` is looked up when a
+notebook imports it.
 """
 
 from __future__ import annotations
 
+import enum
 import os
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Iterator, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -29,17 +38,76 @@ FULL_ON_CPU_ENV = "BNCOURSE_FULL_ON_CPU"  # a learner who wants the full size on
 _NO = ("", "0", "false", "no", "off")
 
 
+def _on(value) -> bool:
+    return str(value or "").strip().lower() not in _NO
+
+
+class RunSize(enum.Enum):
+    """How big a run's experiments are: ``FULL`` (a learner's default), ``FAST`` (CI) or ``GRADING``."""
+
+    FULL = "full"
+    FAST = "fast"
+    GRADING = "grading"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "RunSize":
+        """The size an environment asks for (default: this process's): ``BNCOURSE_GRADING=1`` is the
+        grading size, ``BNCOURSE_FAST=1`` the fast size, neither the full size."""
+        environ = os.environ if environ is None else environ
+        if _on(environ.get(GRADING_ENV)):
+            return cls.GRADING
+        return cls.FAST if _on(environ.get(FAST_ENV)) else cls.FULL
+
+    @property
+    def fast(self) -> bool:
+        """True for the fast and the grading size (the grading size is the fast size, shrunk further)."""
+        return self is not RunSize.FULL
+
+    def kernel_env(self) -> dict[str, str]:
+        """The environment variables that start a kernel (or any process) at this size; "0" is
+        explicit, since the starting process may have them set."""
+        return {FAST_ENV: "1" if self.fast else "0", GRADING_ENV: "1" if self is RunSize.GRADING else "0"}
+
+
+_CHOSEN: list[RunSize] = []  # use_size's choice for this process, innermost last
+
+
+def current_size() -> RunSize:
+    """The size in force: ``use_size``'s choice if one is active, else what the environment asks for."""
+    return _CHOSEN[-1] if _CHOSEN else RunSize.from_environ()
+
+
+@contextmanager
+def use_size(size: RunSize | str) -> Iterator[RunSize]:
+    """Run this process's work at ``size`` (a ``RunSize`` or its value) for the block.
+
+    Only this process: a kernel or a worker process it starts is told its size by its environment
+    (``size.kernel_env()``).
+    """
+    size = RunSize(size)
+    _CHOSEN.append(size)
+    try:
+        yield size
+    finally:
+        _CHOSEN.pop()
+
+
 def fast_mode() -> bool:
-    """True when the environment asks for the fast (CI-sized) run; grading mode implies it."""
-    return os.environ.get(FAST_ENV, "").strip().lower() not in _NO or grading_mode()
+    """True for a fast (CI-sized) run; the grading size implies it."""
+    return current_size().fast
 
 
 def grading_mode() -> bool:
     """True inside a grading kernel that asked for the grading size (``BNCOURSE_GRADING=1``)."""
-    return os.environ.get(GRADING_ENV, "").strip().lower() not in _NO
+    return current_size() is RunSize.GRADING
 
 
-FAST = fast_mode()
+def __getattr__(name: str):
+    # ``from bncourse.runtime import FAST``: the size at the moment of the import, never frozen
+    # when this module was first imported.
+    if name == "FAST":
+        return fast_mode()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _UNSET = object()
@@ -48,7 +116,7 @@ _SCALED: dict[str, tuple] = {}  # what -> (full, cpu) already announced in this 
 
 def full_on_cpu() -> bool:
     """True when the learner asked for the full size even without a GPU (``BNCOURSE_FULL_ON_CPU=1``)."""
-    return os.environ.get(FULL_ON_CPU_ENV, "").strip().lower() not in _NO
+    return _on(os.environ.get(FULL_ON_CPU_ENV))
 
 
 def has_gpu() -> bool:
@@ -66,9 +134,10 @@ def pick(*, fast: T, full: T, grading: T = _UNSET, cpu: T = _UNSET, what: str = 
     ``BNCOURSE_FULL_ON_CPU=1``; ``what`` names the value in the note printed then, e.g.
     ``EPOCHS = pick(fast=4, full=15, cpu=3, what="epochs per CNN")``.
     """
-    if grading_mode() and grading is not _UNSET:
+    size = current_size()
+    if size is RunSize.GRADING and grading is not _UNSET:
         return grading
-    if fast_mode():
+    if size.fast:
         return fast
     if cpu is not _UNSET and not full_on_cpu() and not has_gpu():
         _announce_cpu_size(what, full, cpu)

@@ -310,7 +310,7 @@ def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_beh
 def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tcp(tmp_path):
     """A late receipt must not be dropped after nbclient's 4 s (a correct cell would score 0 on a busy
     machine without a word): GradingExecute waits longer, then fails the submission with the reason."""
-    from bncourse.grading.parallel import _reason_from_log
+    from bncourse.grading.parallel import reason_from_log
     from bncourse.grading.pipeline import GradingExecute, GradingKernelManager
 
     execute = GradingExecute(config=grading.load_config(REPO / "notebooks"))
@@ -319,7 +319,7 @@ def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tc
     assert GradingKernelManager(kernel_name="python3").transport == ("ipc" if os.name == "posix" else "tcp")
     # bncourse grade puts the socket files in the submission's private folder, removed with it
     assert GradingKernelManager(kernel_name="python3", ipc_dir=str(tmp_path)).ip.startswith(str(tmp_path))
-    assert "outputs had not all arrived" in _reason_from_log("CellTimeoutError: Timeout waiting for IOPub output")
+    assert "outputs had not all arrived" in reason_from_log("CellTimeoutError: Timeout waiting for IOPub output")
 
 
 @pytest.mark.slow
@@ -388,17 +388,17 @@ def test_does_grade_name_an_empty_collect_and_a_misnamed_notebook_and_exit_non_z
 def test_is_a_submission_carrying_the_instructors_source_refused_with_the_reason(tmp_path):
     """A link in the exchange that `nbgrader collect` followed copies the source notebook (solutions
     and hidden tests) into the submission, where the kernel could read it (red team, 2026-12-07)."""
-    from bncourse.grading.parallel import _precheck
+    from bncourse.grading.parallel import precheck_submission
 
     sub = tmp_path / "submitted" / "mallory" / "a"
     sub.mkdir(parents=True)
     nbformat.write(nbformat.v4.new_notebook(), str(sub / "a.ipynb"))
-    assert _precheck(sub, ["a"]) == ""
+    assert precheck_submission(sub, ["a"]) == ""
     (sub / "answers.json").write_text('{"source": ["### BEGIN SOLUTION\\n", "x = 1\\n"]}')
-    assert "answers.json holds the instructor's solution markers" in _precheck(sub, ["a"])
+    assert "answers.json holds the instructor's solution markers" in precheck_submission(sub, ["a"])
     (sub / "answers.json").unlink()
     (sub / "link.json").symlink_to(tmp_path)
-    assert "link.json is a symbolic link" in _precheck(sub, ["a"])
+    assert "link.json is a symbolic link" in precheck_submission(sub, ["a"])
 
 
 def test_does_the_courses_collect_keep_a_students_link_as_a_link(tmp_path):

@@ -37,7 +37,7 @@ from collections import deque
 from typing import Iterator
 from urllib.parse import urlparse
 
-from bncourse.grading.submission import _failed_outcome, grade_submission
+from bncourse.grading.submission import Outcome, grade_submission
 
 #: Environment variables forwarded to the workers' nbgrader config (e.g. BNCOURSE_CELL_TIMEOUT):
 #: the course's nbgrader_config.py reads them, and it must read what the instructor set here.
@@ -80,7 +80,7 @@ def _history(client, key) -> tuple[int, str]:
 
 
 def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float = 30,
-                     no_worker_timeout: float = 600) -> Iterator[dict]:
+                     no_worker_timeout: float = 600) -> Iterator[Outcome]:
     """Outcomes of ``grade_submission`` for ``tasks`` on the scheduler's workers, as they finish.
 
     Waits up to ``no_worker_timeout`` seconds for a worker whenever none is connected; after that
@@ -102,9 +102,9 @@ def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float 
                     reason = f"no dask worker was connected to {address} for {no_worker_timeout:.0f} s"
                     for fut, task in running.items():
                         fut.cancel()
-                        yield _failed_outcome(task, reason)
+                        yield Outcome.failed(task, reason)
                     for task in pending:
-                        yield _failed_outcome(task, reason)
+                        yield Outcome.failed(task, reason)
                     return
             else:
                 no_worker_since = None
@@ -129,11 +129,11 @@ def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float 
                 except KilledWorker as exc:  # every try ended with a dead worker
                     attempts = deaths
                     last = getattr(getattr(exc, "last_worker", None), "address", "") or ""
-                    out = _failed_outcome(task, f"the worker grading it died on every try ({attempts} tries, "
+                    out = Outcome.failed(task, f"the worker grading it died on every try ({attempts} tries, "
                                                 f"the last on {last or 'an unknown worker'}): the submission may "
                                                 "crash or exhaust its machine", last, attempts)
                 except Exception as exc:  # noqa: BLE001 - raised twice on a worker (retries=1)
-                    out = _failed_outcome(task, f"grading raised {type(exc).__name__} on every try: "
+                    out = Outcome.failed(task, f"grading raised {type(exc).__name__} on every try: "
                                                 f"{str(exc)[:300]}", erred_on, attempts)
                 out.attempts = attempts
                 fut.release()

@@ -11,7 +11,7 @@ and installs the autograded notebooks. Submitted files are never touched (their 
 checked afterwards). A submission nbgrader cannot grade (kernel crash, corrupted JSON, a worker
 dying on every try) is recorded with 0 points and a reason; the others are graded.
 
-Kernels run at the grading size (``BNCOURSE_GRADING=1``, see ``bncourse.runtime.pick``) unless
+Kernels run at the grading size (``RunSize.GRADING``, see ``bncourse.runtime``) unless
 ``size="fast"`` or ``"full"`` is asked for.
 
     report = grade("01_why_normalize", "notebooks", jobs=2, progress=True)
@@ -39,16 +39,10 @@ from bncourse.grading.pipeline import SOURCE_FINDINGS, VERIFY_ENAME, load_config
 from bncourse.grading.rejudging import RejudgingServer, check_modules
 from bncourse.grading.sandbox import UNSANDBOXED_NOTE, SandboxUnavailable
 from bncourse.grading.sandbox import check as check_sandbox
-from bncourse.grading.submission import alembic_on_path
+from bncourse.grading.submission import Outcome, alembic_on_path
+from bncourse.runtime import RunSize
 
 REPORT_DIR = "grading_reports"
-
-# The kernel's environment for each size ("0" explicitly: the grading process may have it set).
-SIZES = {
-    "grading": {"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
-    "fast": {"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "0"},
-    "full": {"BNCOURSE_FAST": "0", "BNCOURSE_GRADING": "0"},
-}
 
 @dataclass
 class StudentResult:
@@ -141,7 +135,7 @@ def _tree_hashes(root: Path) -> dict[str, str]:
     return out
 
 
-def _precheck(submission: Path, expected: Iterable[str] = ()) -> str:
+def precheck_submission(submission: Path, expected: Iterable[str] = ()) -> str:
     """A reason nbgrader will fail on this submission before running it ('' if none seen).
 
     ``expected``: the assignment's notebook names (without ``.ipynb``); a missing or misnamed one is
@@ -186,7 +180,7 @@ def _instructor_material(submission: Path, notebooks: set[str] = frozenset()) ->
     return ""
 
 
-def _reason_from_log(text: str) -> str:
+def reason_from_log(text: str) -> str:
     if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
         return "the kernel died while running the notebook (os._exit, a segfault or out of memory)"
     if "UnresponsiveKernelError" in text or "became unresponsive" in text:
@@ -313,7 +307,7 @@ def find_submissions(course_dir: str | os.PathLike, assignment: str) -> list[str
     return sorted(p.parent.name for p in root.glob(f"*/{assignment}") if p.is_dir())
 
 
-def _run_pool(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[dict]:
+def _run_pool(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[Outcome]:
     """Outcomes of ``grade_submission`` over ``tasks`` in ``jobs`` local worker processes, as they finish
     (``bncourse.grading.workers``: a worker that dies costs its submission a retry, up to ``tries``)."""
     from bncourse.grading.workers import run_local
@@ -336,7 +330,7 @@ def _install_autograded(dest: Path, files: dict[str, bytes] | None) -> None:
     incoming.rename(dest)
 
 
-def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, template: Path, tmp: Path) -> StudentResult:
+def _record(gb, course_dir: Path, assignment: str, out: Outcome, precheck: str, template: Path, tmp: Path) -> StudentResult:
     """Merge one outcome into the gradebook and the autograded folder; a failure is recorded with 0."""
     s, ok = out.student, out.success and not precheck  # a missing notebook is never "graded"
     src = template  # no private gradebook (the task never finished): the merge records 0 points
@@ -352,7 +346,7 @@ def _record(gb, course_dir: Path, assignment: str, out: dict, precheck: str, tem
         src.unlink()
     _install_autograded(course_dir / "autograded" / s / assignment, out.autograded if ok else None)
     sub = gb.find_submission(assignment, s)
-    reason = "" if ok else (precheck or out.reason or _reason_from_log(out.log + "\n" + out.error))
+    reason = "" if ok else (precheck or out.reason or reason_from_log(out.log + "\n" + out.error))
     notes = _cell_notes(course_dir / "autograded" / s / assignment) if ok else []
     return StudentResult(s, "graded" if ok else "failed", float(sub.score), float(sub.max_score), reason, notes,
                          out.seconds, out.worker, out.attempts)
@@ -363,10 +357,9 @@ def grade(
     course_dir: str | os.PathLike = "notebooks",
     jobs: int = 1,
     students: Iterable[str] | None = None,
-    fast: bool = True,
     write_report: bool = True,
     *,
-    size: str | None = None,
+    size: RunSize | str = RunSize.GRADING,
     scheduler: str | None = None,
     progress: bool = False,
     sandbox: bool = True,
@@ -381,9 +374,9 @@ def grade(
 
     Args:
         students: grade only these (default: every ``submitted/<student>/<assignment>``).
-        size: the kernels' size, ``"grading"`` (default: ``BNCOURSE_GRADING=1``, experiments that
-            earn no points may shrink), ``"fast"`` (CI's size) or ``"full"`` (a learner's run).
-        fast: older spelling: ``fast=False`` means ``size="full"`` when ``size`` is not given.
+        size: the kernels' size, a ``bncourse.runtime.RunSize`` or its value: ``"grading"`` (default;
+            experiments that earn no points may shrink), ``"fast"`` (CI's size) or ``"full"`` (a
+            learner's run). The kernels are told it by their environment (``size.kernel_env()``).
         scheduler: address of a running dask.distributed scheduler (``tcp://host:8786``): grade on
             its workers instead of ``jobs`` local processes (see ``bncourse.grading.cluster``).
         progress: show a progress bar over submissions (tqdm, on stderr).
@@ -397,9 +390,10 @@ def grade(
     from nbgrader.api import Gradebook, MissingEntry
     from tqdm.auto import tqdm
 
-    size = size or ("grading" if fast else "full")
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    try:
+        size = RunSize(size)
+    except ValueError:
+        raise ValueError(f"size must be one of {[s.value for s in RunSize]}, got {size!r}") from None
     start = time.perf_counter()
     if sandbox:
         check_sandbox()
@@ -428,14 +422,14 @@ def grade(
     with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp:
         tmp = Path(tmp)
         before = {s: _tree_hashes(course_dir / "submitted" / s / assignment) for s in names}
-        prechecks = {s: _precheck(course_dir / "submitted" / s / assignment, expected) for s in names}
+        prechecks = {s: precheck_submission(course_dir / "submitted" / s / assignment, expected) for s in names}
         template = tmp / "template.db"
         if db_url.startswith("sqlite:///"):
             _copy_sqlite(db_url, template)
         else:  # e.g. PostgreSQL: each worker's private gradebook is generated from the source
             _generate_into(course_dir, assignment, f"sqlite:///{template}", tmp / "release")
         tasks = [{"student": s, "assignment": assignment, "course_dir": str(course_dir),
-                  "template": template.read_bytes(), "kernel_env": SIZES[size],
+                  "template": template.read_bytes(), "size": size.value,
                   "sandbox": bool(sandbox), "hidden_seed": seed} for s in names]
         if scheduler:
             from bncourse.grading import cluster
@@ -501,8 +495,8 @@ def _write_csv(path: Path, report: GradeReport) -> None:
                         report.hidden_seed])
 
 
-def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: bool = True, *,
-         scheduler: str | None = None, size: str | None = None, progress: bool = True,
+def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, *,
+         scheduler: str | None = None, size: RunSize | str = RunSize.GRADING, progress: bool = True,
          sandbox: bool = True, hidden_seed: int | None = None) -> int:
     """CLI glue for ``bncourse grade ASSIGNMENT [--jobs N | --scheduler ADDRESS] [--course DIR]``.
 
@@ -512,7 +506,7 @@ def main(assignment: str, course: str | os.PathLike = ".", jobs: int = 1, fast: 
     gradebook, there is nothing to grade, or the scheduler cannot be reached.
     """
     try:
-        report = grade(assignment, course, jobs=jobs, fast=fast, size=size, scheduler=scheduler, progress=progress,
+        report = grade(assignment, course, jobs=jobs, size=size, scheduler=scheduler, progress=progress,
                        sandbox=sandbox, hidden_seed=hidden_seed)
     except (ValueError, SandboxUnavailable) as exc:
         print(f"bncourse grade: {exc}", file=sys.stderr)

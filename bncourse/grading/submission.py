@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bncourse.grading.pipeline import load_config
+from bncourse.grading.config import load_config
+from bncourse.runtime import RunSize
 
 
 def worker_label() -> str:
@@ -74,9 +75,10 @@ class Outcome:
     worker: str = ""                          # "host pid N" or a dask worker's address
     attempts: int = 1
 
-
-def _failed_outcome(task: dict, reason: str, worker: str = "", attempts: int = 1) -> Outcome:
-    return Outcome(task["student"], False, error=reason, reason=reason, worker=worker, attempts=attempts)
+    @classmethod
+    def failed(cls, task: dict, reason: str, worker: str = "", attempts: int = 1) -> "Outcome":
+        """The outcome of a task that could not be graded, and why (it is recorded with 0 points)."""
+        return cls(task["student"], False, error=reason, reason=reason, worker=worker, attempts=attempts)
 
 
 def grade_submission(task: dict) -> Outcome:
@@ -95,10 +97,10 @@ def grade_submission(task: dict) -> Outcome:
     course_dir, student, assignment = Path(task["course_dir"]), task["student"], task["assignment"]
     submission = course_dir / "submitted" / student / assignment
     if not submission.is_dir():
-        return _failed_outcome(task, f"{submission} is not reachable from {label}: every worker must see the "
+        return Outcome.failed(task, f"{submission} is not reachable from {label}: every worker must see the "
                                      "course folder at the same path (shared storage)", label)
     alembic_on_path()
-    kernel_env = dict(task["kernel_env"])
+    kernel_env = RunSize(task.get("size", RunSize.GRADING.value)).kernel_env()
     threads = _kernel_threads(task.get("kernel_threads"), label)
     if threads:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
         kernel_env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
@@ -132,12 +134,12 @@ def grade_submission(task: dict) -> Outcome:
                        seconds=time.perf_counter() - start, worker=label)
 
 
-def _grade_safely(task: dict) -> Outcome:
+def grade_safely(task: dict) -> Outcome:
     """``grade_submission`` in a pool process: an exception becomes a failed outcome with its reason."""
     try:
         return grade_submission(task)
     except Exception as exc:  # noqa: BLE001 - one broken submission never stops the others
-        return _failed_outcome(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
+        return Outcome.failed(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
 
 
 def alembic_on_path() -> None:
