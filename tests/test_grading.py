@@ -14,6 +14,7 @@ import pytest
 
 from bncourse import grading
 from gradebook_cells import gradebook_cells
+from standardize_receipts import TEST_CELL, ddof1, my_standardize, receipts_of
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "01_why_normalize"
@@ -69,42 +70,11 @@ def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_au
 
 # --- the grader's re-run, without nbgrader (fast) -----------------------------------------------
 
-TEST_CELL = """from bncourse.checks.normalize import check_standardize
-check_standardize(standardize).assert_passed()
-### BEGIN HIDDEN TESTS
-check_standardize(standardize, hidden=True).assert_passed()
-### END HIDDEN TESTS"""
-
-
-def _receipts_of(fn, monkeypatch) -> list:
-    """Run the test cell's checks on ``fn`` the way the grading kernel does, keeping the receipts."""
-    from bncourse.checks import replay
-    from bncourse.checks.normalize import check_standardize
-
-    published = []
-    monkeypatch.setenv(replay.ENV_FORCE, "1")
-    monkeypatch.setattr(replay, "publish", lambda entry: published.append(replay.pack(entry)))
-    check_standardize(fn)
-    check_standardize(fn, hidden=True)
-    return published
-
-
-def _my_standardize(X_train, X_test):
-    import numpy as np
-    m, s = X_train.mean(0), X_train.std(0)
-    return (X_train - m) / s, (np.asarray(X_test) - m) / s
-
-
-def _ddof1(X_train, X_test):
-    m, s = X_train.mean(0), X_train.std(0, ddof=1)
-    return (X_train - m) / s, (X_test - m) / s
-
-
 def test_does_the_grader_rerun_confirm_an_honest_pass_and_reject_wrong_or_missing_receipts(monkeypatch):
-    receipts = _receipts_of(_my_standardize, monkeypatch)
+    receipts = receipts_of(my_standardize, monkeypatch)
     cells = [
         {"id": "honest", "source": TEST_CELL, "receipts": receipts},
-        {"id": "wrong", "source": TEST_CELL, "receipts": _receipts_of(_ddof1, monkeypatch)},
+        {"id": "wrong", "source": TEST_CELL, "receipts": receipts_of(ddof1, monkeypatch)},
         {"id": "missing", "source": TEST_CELL, "receipts": receipts[:1]},
         {"id": "swapped", "source": TEST_CELL, "receipts": receipts[::-1]},
         {"id": "direct", "source": "assert standardize(1, 2) is not None", "receipts": []},
@@ -119,7 +89,7 @@ def test_is_checking_bncourse_s_own_reference_instead_of_the_learner_s_function_
     from bncourse.reference.normalize import standardize
 
     verdicts = grading.replay_cells([{"id": "ref", "source": TEST_CELL,
-                                      "receipts": _receipts_of(standardize, monkeypatch)}])
+                                      "receipts": receipts_of(standardize, monkeypatch)}])
     assert verdicts["ref"] == ["delegated", "bncourse.reference.normalize.standardize"]
 
 
@@ -149,8 +119,7 @@ def test_does_the_grader_give_zero_with_the_reason_to_delegation_the_kernel_did_
     monkeypatch.setattr(delegation.Watch, "__enter__", lambda self: self)
     namespace = {}
     exec(DELEGATES, namespace)  # noqa: S102
-    receipts = _receipts_of(namespace["standardize"], monkeypatch)
-    monkeypatch.delenv("BNCOURSE_RECEIPTS")
+    receipts = receipts_of(namespace["standardize"], monkeypatch)
     nb, _ = VerifyChecks().preprocess(_graded_notebook(DELEGATES, receipts), {})
     error = nb.cells[1].outputs[0]
     assert error.output_type == "error" and error.ename == REFUSED_ENAME
@@ -179,13 +148,12 @@ def test_does_a_printed_value_before_a_failure_earn_nothing_and_a_kernel_error_a
     printed = [new_output("execute_result", data={"text/plain": "'passed'"}, execution_count=1),
                new_output("error", ename="NotImplementedError", evalue="", traceback=[])]
     stub = "def standardize(X_train, X_test):\n    raise NotImplementedError()\n"
-    failing = _graded_notebook(stub, _receipts_of(lambda a, b: (_ for _ in ()).throw(NotImplementedError()),
+    failing = _graded_notebook(stub, receipts_of(lambda a, b: (_ for _ in ()).throw(NotImplementedError()),
                                                   monkeypatch))
     failing.cells[1].outputs = printed + failing.cells[1].outputs
-    honest = _graded_notebook(stub, _receipts_of(_my_standardize, monkeypatch))
+    honest = _graded_notebook(stub, receipts_of(my_standardize, monkeypatch))
     honest.cells[1].outputs += [new_output("error", ename="AssertionError", evalue="kernel said no", traceback=[]),
                                 new_output("stream", name="stderr", text="a warning\n")]
-    monkeypatch.delenv("BNCOURSE_RECEIPTS")
     failing, _ = VerifyChecks().preprocess(failing, {})
     honest, _ = VerifyChecks().preprocess(honest, {})
     assert determine_grade(failing.cells[1]) == (0, 3.0)
