@@ -112,3 +112,21 @@ def test_is_a_receipt_that_inflates_past_the_cap_refused():
     assert replay.Receipt.from_json(honest.to_json()) == honest
     bomb = {"v": 1, "z": base64.b64encode(zlib.compress(b"[" + b" " * (replay.MAX_RECEIPT_BYTES + 10) + b"]", 9)).decode()}
     assert len(bomb["z"]) < 2_000_000 and replay.Receipt.from_json(bomb) is None
+
+
+def test_is_the_replay_mode_decided_in_one_place_and_replay_only_inside_replay_cell(monkeypatch):
+    from bncourse.checks import replay
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv(replay.ENV_FORCE, raising=False)
+    assert replay.mode() is replay.Mode.OFF
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # how nbgrader starts a grading kernel
+    assert replay.mode() is replay.Mode.RECORD_ONLY and replay.recording_only()
+    with replay.use_mode(replay.Mode.OFF):
+        assert replay.mode() is replay.Mode.OFF and not replay.recording()
+    monkeypatch.setattr(replay, "SEEN_IN_THE_CELL", None, raising=False)
+    replay.replay_cell("import bncourse.checks.replay as r\nr.SEEN_IN_THE_CELL = r.mode()", [])
+    assert replay.SEEN_IN_THE_CELL is replay.Mode.REPLAY and replay.mode() is replay.Mode.RECORD_ONLY
+    with pytest.raises(ValueError):
+        with replay.use_mode(replay.Mode.REPLAY):
+            pass
