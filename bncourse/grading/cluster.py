@@ -34,10 +34,11 @@ import sys
 import time
 import uuid
 from collections import deque
+from dataclasses import replace
 from typing import Iterator
 from urllib.parse import urlparse
 
-from bncourse.grading.submission import Outcome, grade_submission
+from bncourse.grading.submission import GradingTask, Outcome, grade_submission
 
 #: Environment variables forwarded to the workers' nbgrader config (e.g. BNCOURSE_CELL_TIMEOUT):
 #: the course's nbgrader_config.py reads them, and it must read what the instructor set here.
@@ -79,7 +80,7 @@ def _history(client, key) -> tuple[int, str]:
         return 0, ""
 
 
-def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float = 30,
+def run_on_scheduler(address: str, tasks: list[GradingTask], *, connect_timeout: float = 30,
                      no_worker_timeout: float = 600) -> Iterator[Outcome]:
     """Outcomes of ``grade_submission`` for ``tasks`` on the scheduler's workers, as they finish.
 
@@ -109,8 +110,8 @@ def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float 
             else:
                 no_worker_since = None
             while pending and len(running) < capacity:
-                task = {**pending.popleft(), "kernel_threads": hosts, "env": env}
-                key = f"grade-{task['assignment']}-{task['student']}-{uuid.uuid4().hex[:8]}"
+                task = replace(pending.popleft(), kernel_threads=hosts, env=env)
+                key = f"grade-{task.assignment}-{task.student}-{uuid.uuid4().hex[:8]}"
                 running[client.submit(grade_submission, task, key=key, pure=False, retries=1)] = task
             if not running:
                 time.sleep(1)

@@ -39,7 +39,7 @@ from bncourse.grading.pipeline import SOURCE_FINDINGS, VERIFY_ENAME, load_config
 from bncourse.grading.rejudging import RejudgingServer, check_modules
 from bncourse.grading.sandbox import UNSANDBOXED_NOTE, SandboxUnavailable
 from bncourse.grading.sandbox import check as check_sandbox
-from bncourse.grading.submission import Outcome, alembic_on_path
+from bncourse.grading.submission import GradingTask, Outcome, alembic_on_path
 from bncourse.runtime import RunSize
 
 REPORT_DIR = "grading_reports"
@@ -307,7 +307,7 @@ def find_submissions(course_dir: str | os.PathLike, assignment: str) -> list[str
     return sorted(p.parent.name for p in root.glob(f"*/{assignment}") if p.is_dir())
 
 
-def _run_pool(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[Outcome]:
+def _run_pool(tasks: list[GradingTask], jobs: int, tries: int = 3) -> Iterator[Outcome]:
     """Outcomes of ``grade_submission`` over ``tasks`` in ``jobs`` local worker processes, as they finish
     (``bncourse.grading.workers``: a worker that dies costs its submission a retry, up to ``tries``)."""
     from bncourse.grading.workers import run_local
@@ -428,9 +428,8 @@ def grade(
             _copy_sqlite(db_url, template)
         else:  # e.g. PostgreSQL: each worker's private gradebook is generated from the source
             _generate_into(course_dir, assignment, f"sqlite:///{template}", tmp / "release")
-        tasks = [{"student": s, "assignment": assignment, "course_dir": str(course_dir),
-                  "template": template.read_bytes(), "size": size.value,
-                  "sandbox": bool(sandbox), "hidden_seed": seed} for s in names]
+        template_bytes = template.read_bytes()
+        tasks = [GradingTask(s, assignment, str(course_dir), template_bytes, size, bool(sandbox), seed) for s in names]
         if scheduler:
             from bncourse.grading import cluster
 
@@ -441,11 +440,11 @@ def grade(
             except OSError:
                 server = ""  # each worker re-judges on its own
             for t in tasks:
-                t["rejudge_server"] = server
+                t.rejudge_server = server
             if jobs > 1:
                 threads = max(1, (os.cpu_count() or 1) // jobs)
                 for t in tasks:
-                    t["kernel_threads"] = threads
+                    t.kernel_threads = threads
             outcomes, engine = _run_pool(tasks, jobs), f"{jobs} worker process(es)"
 
         results = []

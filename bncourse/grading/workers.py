@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Iterator
 
-from bncourse.grading.submission import Outcome, grade_safely
+from bncourse.grading.submission import GradingTask, Outcome, grade_safely
 
 _PRELOAD = ["bncourse.grading.workers", "nbgrader.apps", "nbgrader.api"]
 POLL_SECONDS = 0.5  # how often the caller refreshes its list of each worker's processes
@@ -111,12 +111,12 @@ def _worker_main(conn, environ: dict) -> None:
 class _Worker:
     process: object
     conn: object
-    task: dict | None = None
+    task: GradingTask | None = None
     attempt: int = 0  # the task's try on this worker (1 = first)
     processes: list = field(default_factory=list)  # its descendants when last looked at
 
 
-def run_local(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[Outcome]:
+def run_local(tasks: list[GradingTask], jobs: int, tries: int = 3) -> Iterator[Outcome]:
     """Outcomes of ``grade_submission`` over ``tasks`` in ``jobs`` worker processes, as they finish.
 
     Each outcome's ``attempts`` says how many tries it took; a submission whose worker died on
