@@ -278,7 +278,7 @@ def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_beh
 def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tcp(tmp_path):
     """A late receipt must not be dropped after nbclient's 4 s (a correct cell would score 0 on a busy
     machine without a word): GradingExecute waits longer, then fails the submission with the reason."""
-    from bncourse.grading.parallel import reason_from_log
+    from bncourse.grading.reasons import reason_from_log
     from bncourse.grading.pipeline import GradingExecute, GradingKernelManager
 
     execute = GradingExecute(config=grading.load_config(REPO / "notebooks"))
@@ -356,7 +356,7 @@ def test_does_grade_name_an_empty_collect_and_a_misnamed_notebook_and_exit_non_z
 def test_is_a_submission_carrying_the_instructors_source_refused_with_the_reason(tmp_path):
     """A link in the exchange that `nbgrader collect` followed copies the source notebook (solutions
     and hidden tests) into the submission, where the kernel could read it (red team, 2026-12-07)."""
-    from bncourse.grading.parallel import precheck_submission
+    from bncourse.grading.reasons import precheck_submission
 
     sub = tmp_path / "submitted" / "mallory" / "a"
     sub.mkdir(parents=True)
