@@ -84,15 +84,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _claims(args: argparse.Namespace) -> int:
-    from bncourse import runtime
+    from bncourse.run_size import RunSize, current_size, use_size
 
-    size = runtime.RunSize.FAST if args.fast else runtime.current_size()
-    with runtime.use_size(size):
+    size = RunSize.FAST if args.fast else current_size()
+    with use_size(size):
         return _run_claims(args, size)
 
 
 def _run_claims(args: argparse.Namespace, size) -> int:
-    """``bncourse claims`` at ``size`` (``bncourse.runtime.use_size`` is in force)."""
+    """``bncourse claims`` at ``size`` (``bncourse.run_size.use_size`` is in force)."""
     import contextlib
     import json
     import time
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="grade on the workers of a running dask.distributed scheduler, e.g. tcp://host:8786 "
                             "(the course folder must be on storage the workers see at the same path)")
     p.add_argument("--course", default=".", help="nbgrader course root (default: the current folder)")
-    from bncourse.runtime import RunSize
+    from bncourse.run_size import RunSize
 
     p.add_argument("--size", choices=[s.value for s in RunSize], default=RunSize.GRADING.value,
                    help="the kernels' size: grading (default; experiments that earn no points may shrink), "

@@ -1,4 +1,4 @@
-"""The size of a run: a learner's full run, CI's fast run or the grader's run (``RunSize``).
+"""What a notebook's work is sized by: ``pick(fast=..., full=...)`` for the run's size (``RunSize``).
 
 Notebooks read it as ``from bncourse.runtime import FAST, pick`` and size their work with
 ``pick(fast=..., full=...)``. The test command sets ``BNCOURSE_FAST=1``; learners leave it unset.
@@ -15,91 +15,21 @@ run on a machine without a GPU (``bncourse.device`` finds neither cuda nor mps) 
 and prints once what was scaled down and how to get the full size (a GPU, or
 ``BNCOURSE_FULL_ON_CPU=1``). Fast and grading runs never see it.
 
-Where the size comes from: ``RunSize.from_environ()`` is the one reader of ``BNCOURSE_FAST`` and
-``BNCOURSE_GRADING`` (a process's environment is how a notebook kernel or a worker process is
-told its size); ``use_size(size)`` sets it for this process instead (``bncourse claims --fast``).
-``current_size()`` is the size in force. Nothing is read at import: ``FAST`` is looked up when a
-notebook imports it.
+Where the size comes from is ``bncourse.run_size`` (``RunSize``, ``current_size``, ``use_size``;
+re-exported here). Nothing is read at import: ``FAST`` is looked up when a notebook imports it.
 """
 
 from __future__ import annotations
 
-import enum
 import os
-from contextlib import contextmanager
-from typing import Iterator, Mapping, TypeVar
+from typing import TypeVar
+
+from bncourse.run_size import (  # noqa: F401 - the names notebooks and experiments import from here
+    FAST_ENV, GRADING_ENV, RunSize, current_size, fast_mode, grading_mode, switched_on, use_size)
 
 T = TypeVar("T")
 
-FAST_ENV = "BNCOURSE_FAST"
-GRADING_ENV = "BNCOURSE_GRADING"
 FULL_ON_CPU_ENV = "BNCOURSE_FULL_ON_CPU"  # a learner who wants the full size on a CPU anyway
-
-_NO = ("", "0", "false", "no", "off")
-
-
-def _on(value) -> bool:
-    return str(value or "").strip().lower() not in _NO
-
-
-class RunSize(enum.Enum):
-    """How big a run's experiments are: ``FULL`` (a learner's default), ``FAST`` (CI) or ``GRADING``."""
-
-    FULL = "full"
-    FAST = "fast"
-    GRADING = "grading"
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "RunSize":
-        """The size an environment asks for (default: this process's): ``BNCOURSE_GRADING=1`` is the
-        grading size, ``BNCOURSE_FAST=1`` the fast size, neither the full size."""
-        environ = os.environ if environ is None else environ
-        if _on(environ.get(GRADING_ENV)):
-            return cls.GRADING
-        return cls.FAST if _on(environ.get(FAST_ENV)) else cls.FULL
-
-    @property
-    def fast(self) -> bool:
-        """True for the fast and the grading size (the grading size is the fast size, shrunk further)."""
-        return self is not RunSize.FULL
-
-    def kernel_env(self) -> dict[str, str]:
-        """The environment variables that start a kernel (or any process) at this size; "0" is
-        explicit, since the starting process may have them set."""
-        return {FAST_ENV: "1" if self.fast else "0", GRADING_ENV: "1" if self is RunSize.GRADING else "0"}
-
-
-_CHOSEN: list[RunSize] = []  # use_size's choice for this process, innermost last
-
-
-def current_size() -> RunSize:
-    """The size in force: ``use_size``'s choice if one is active, else what the environment asks for."""
-    return _CHOSEN[-1] if _CHOSEN else RunSize.from_environ()
-
-
-@contextmanager
-def use_size(size: RunSize | str) -> Iterator[RunSize]:
-    """Run this process's work at ``size`` (a ``RunSize`` or its value) for the block.
-
-    Only this process: a kernel or a worker process it starts is told its size by its environment
-    (``size.kernel_env()``).
-    """
-    size = RunSize(size)
-    _CHOSEN.append(size)
-    try:
-        yield size
-    finally:
-        _CHOSEN.pop()
-
-
-def fast_mode() -> bool:
-    """True for a fast (CI-sized) run; the grading size implies it."""
-    return current_size().fast
-
-
-def grading_mode() -> bool:
-    """True inside a grading kernel that asked for the grading size (``BNCOURSE_GRADING=1``)."""
-    return current_size() is RunSize.GRADING
 
 
 def __getattr__(name: str):
@@ -116,7 +46,7 @@ _SCALED: dict[str, tuple] = {}  # what -> (full, cpu) already announced in this 
 
 def full_on_cpu() -> bool:
     """True when the learner asked for the full size even without a GPU (``BNCOURSE_FULL_ON_CPU=1``)."""
-    return _on(os.environ.get(FULL_ON_CPU_ENV))
+    return switched_on(os.environ.get(FULL_ON_CPU_ENV))
 
 
 def has_gpu() -> bool:

@@ -19,7 +19,7 @@ from bncourse.grading.kernel import GradingKernelManager
 from bncourse.grading.libraries import LIBRARY_RULES, blocked_for
 from bncourse.grading.rejudging import check_modules
 from bncourse.grading.sandbox import UNSANDBOXED_NOTE, Sandbox
-from bncourse.runtime import RunSize
+from bncourse.run_size import RunSize
 
 __all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "PRESTARTED_KEY", "SKIP_TAG", "last_graded_index", "run_seed",
            "skipped_when_grading", "trusted_sources"]
@@ -82,7 +82,7 @@ class GradingExecute(Execute):
     The checks do not depend on the size of a notebook's experiments, so grading runs them at the
     grading size (``bncourse.runtime.pick(..., grading=...)``, otherwise the fast size). Set
     ``c.GradingExecute.kernel_env = RunSize.FAST.kernel_env()`` for the fast size,
-    ``RunSize.FULL.kernel_env()`` for the full size (``bncourse.runtime.RunSize``).
+    ``RunSize.FULL.kernel_env()`` for the full size (``bncourse.run_size.RunSize``).
 
     At the grading size (``RunSize.from_environ(kernel_env)`` is ``RunSize.GRADING``) the code cells after the last
     graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches

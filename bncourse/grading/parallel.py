@@ -11,7 +11,7 @@ and installs the autograded notebooks. Submitted files are never touched (their 
 checked afterwards). A submission nbgrader cannot grade (kernel crash, corrupted JSON, a worker
 dying on every try) is recorded with 0 points and a reason; the others are graded.
 
-Kernels run at the grading size (``RunSize.GRADING``, see ``bncourse.runtime``) unless
+Kernels run at the grading size (``RunSize.GRADING``, see ``bncourse.run_size``) unless
 ``size="fast"`` or ``"full"`` is asked for.
 
     report = grade("01_why_normalize", "notebooks", jobs=2, progress=True)
@@ -40,7 +40,7 @@ from bncourse.grading.sandbox import SandboxUnavailable
 from bncourse.grading.sandbox import check as check_sandbox
 from bncourse.grading.submission import GradingTask, Outcome, alembic_on_path
 from bncourse.grading.verify import SOURCE_FINDINGS, VERIFY_ENAME
-from bncourse.runtime import RunSize
+from bncourse.run_size import RunSize
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -133,7 +133,7 @@ def grade(
 
     Args:
         students: grade only these (default: every ``submitted/<student>/<assignment>``).
-        size: the kernels' size, a ``bncourse.runtime.RunSize`` or its value: ``"grading"`` (default;
+        size: the kernels' size, a ``bncourse.run_size.RunSize`` or its value: ``"grading"`` (default;
             experiments that earn no points may shrink), ``"fast"`` (CI's size) or ``"full"`` (a
             learner's run). The kernels are told it by their environment (``size.kernel_env()``).
         scheduler: address of a running dask.distributed scheduler (``tcp://host:8786``): grade on

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bncourse.grading.config import load_config
-from bncourse.runtime import RunSize
+from bncourse.run_size import RunSize
 
 
 def worker_label() -> str:
