@@ -84,8 +84,8 @@ class GradingExecute(Execute):
     ``c.GradingExecute.kernel_env = RunSize.FAST.kernel_env()`` for the fast size,
     ``RunSize.FULL.kernel_env()`` for the full size (``bncourse.run_size.RunSize``).
 
-    At the grading size (``RunSize.from_environ(kernel_env)`` is ``RunSize.GRADING``) the code cells after the last
-    graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches
+    At the grading size (``RunSize.from_environ(kernel_env)`` is ``RunSize.GRADING``) the code
+    cells after the last graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches
     no graded cell, since every graded cell has run before them; nor are ungraded code cells tagged
     ``skip-when-grading`` (experiments no graded cell depends on). Each gets one line saying so.
     The fast and full sizes run every cell.
