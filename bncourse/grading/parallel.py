@@ -32,13 +32,13 @@ from typing import Iterable, Iterator
 
 from bncourse.grading.config import db_url_of, load_config
 from bncourse.grading.grade_report import REPORT_DIR, GradeReport, StudentResult, write_csv
-from bncourse.grading.gradebook import check_gradebook, masked
+from bncourse.grading.gradebook import alembic_on_path, check_gradebook, masked
 from bncourse.grading.merge import copy_sqlite, install_autograded, merge_student
 from bncourse.grading.reasons import precheck_submission, reason_from_log
 from bncourse.grading.rejudging import RejudgingServer, check_modules
 from bncourse.grading.sandbox import SandboxUnavailable
 from bncourse.grading.sandbox import check as check_sandbox
-from bncourse.grading.submission import GradingTask, Outcome, alembic_on_path
+from bncourse.grading.submission import GradingTask, Outcome
 from bncourse.grading.verify import SOURCE_FINDINGS, VERIFY_ENAME
 from bncourse.run_size import RunSize
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bncourse.grading.config import load_config
+from bncourse.grading.gradebook import alembic_on_path
 from bncourse.run_size import RunSize
 
 
@@ -156,10 +157,3 @@ def grade_safely(task: GradingTask) -> Outcome:
         return grade_submission(task)
     except Exception as exc:  # noqa: BLE001 - one broken submission never stops the others
         return Outcome.failed(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
-
-
-def alembic_on_path() -> None:
-    """nbgrader runs ``alembic`` from PATH: make this interpreter's scripts folder visible."""
-    bindir = os.path.dirname(sys.executable)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
