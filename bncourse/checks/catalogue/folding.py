@@ -56,31 +56,29 @@ def _fold_mistakes() -> list[Mistake]:
         mistake("eps-hard-coded", _fold("eps-hard-coded"), name="eps hard-coded to 1e-5",
                 hint="use the layer's own bn.eps: a BatchNorm may be built with another eps"),
         mistake("divided-by-variance", _fold("divided-by-variance"), hint="scale = gamma / torch.sqrt(running_var + eps)"),
-        Mistake("running statistics ignored",
-                "in eval mode batch norm uses running_mean and running_var: scale = gamma / sqrt(running_var + eps), "
-                "bias = scale * (b - running_mean) + beta", _fold("stats_ignored"), id="running-stats-ignored"),
-        Mistake("the bias of a bias-free conv forgotten",
-                "a layer without bias still needs one after folding: the batch norm's shift "
-                "beta - scale * running_mean has to live somewhere (create the folded layer with bias=True)",
-                _fold("bias_dropped"), id="bias-dropped"),
-        Mistake("gamma applied to the bias twice",
-                "scale already contains gamma: bias = scale * (b - running_mean) + beta",
-                _fold("gamma_twice"), id="gamma-applied-twice"),
-        Mistake("the scale applied to the bias twice",
-                "bias = scale * (b - running_mean) + beta: multiply by scale once",
-                _fold("scale_twice"), id="scale-applied-twice"),
-        mistake("wrong-axis", _fold("wrong-axis"), name="per-output-channel scale broadcast along the wrong weight axis",
-                hint="the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) "
-                     "(Conv2d) or scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels"),
-        Mistake("the layer's own bias left out",
-                "the layer's bias b passes through batch norm too: bias = scale * (b - running_mean) + beta",
-                _fold("own_bias_ignored"), id="own-bias-ignored"),
-        Mistake("the layer's own bias not scaled",
-                "b passes through batch norm, so it is scaled too: bias = scale * (b - running_mean) + beta",
-                _fold("bias_unscaled"), id="own-bias-unscaled"),
-        Mistake("running mean not subtracted", "bias = scale * (b - running_mean) + beta",
-                _fold("mean_ignored"), id="running-mean-ignored"),
+        *(Mistake(name, hint, _fold(slip), id=id_) for id_, name, slip, hint in _FOLDING_OWN),
     ]
+
+
+_BIAS = "bias = scale * (b - running_mean) + beta"
+# folding's own slips (id, name, _manual_fold's slip, hint), after the shared ones on the scale
+_FOLDING_OWN = (
+    ("running-stats-ignored", "running statistics ignored", "stats_ignored", "in eval mode batch norm uses "
+     "running_mean and running_var: scale = gamma / sqrt(running_var + eps), " + _BIAS),
+    ("bias-dropped", "the bias of a bias-free conv forgotten", "bias_dropped", "a layer without bias still needs one "
+     "after folding: the batch norm's shift beta - scale * running_mean has to live somewhere (create the folded "
+     "layer with bias=True)"),
+    ("gamma-applied-twice", "gamma applied to the bias twice", "gamma_twice", "scale already contains gamma: " + _BIAS),
+    ("scale-applied-twice", "the scale applied to the bias twice", "scale_twice", _BIAS + ": multiply by scale once"),
+    ("wrong-axis", "per-output-channel scale broadcast along the wrong weight axis", "wrong-axis",
+     "the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) (Conv2d) or "
+     "scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels"),
+    ("own-bias-ignored", "the layer's own bias left out", "own_bias_ignored",
+     "the layer's bias b passes through batch norm too: " + _BIAS),
+    ("own-bias-unscaled", "the layer's own bias not scaled", "bias_unscaled",
+     "b passes through batch norm, so it is scaled too: " + _BIAS),
+    ("running-mean-ignored", "running mean not subtracted", "mean_ignored", _BIAS),
+)
 
 
 def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False) -> nn.Module:
