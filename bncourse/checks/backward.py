@@ -31,6 +31,9 @@ __all__ = ["check_batchnorm_backward_staged", "check_batchnorm_backward", "check
            "GRADIENT_TOLERANCE"]
 
 _DOUT_IN_PLACE = ("the upstream gradient dout modified in place", "dout belongs to the caller: compute into new arrays")
+_CACHE_IN_PLACE = ("the cache modified in place", "the cache belongs to the forward pass (the caller may backpropagate "
+                   "again): read its arrays and compute into new ones (dx_hat = dout * cache.gamma, not "
+                   "cache.x_hat *= ...)")
 
 # ---------------------------------------------------------------------------------------------
 # (N, D) backward: the cache comes from the reference forward
@@ -67,7 +70,7 @@ def _backward_cases(hidden: bool) -> list[Case]:
 def _check_backward(exercise: str, fn, hidden: bool) -> CheckResult:
     return check_function(
         exercise, fn, ref.batchnorm_backward, _backward_cases(hidden), catalogue.lazy("batchnorm_backward"),
-        arg_names=("dout",), in_place={"dout": _DOUT_IN_PLACE},
+        arg_names=("dout", "cache"), in_place={"dout": _DOUT_IN_PLACE, "cache": _CACHE_IN_PLACE},
         outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-4,
     )
 
