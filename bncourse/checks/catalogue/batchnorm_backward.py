@@ -19,6 +19,12 @@ def _dx(dout, c, slip=""):
     return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
 
 
+def _with_eps(c, eps):
+    """The cache as a backward sees it that recomputes the standard deviation from var with ``eps``."""
+    std = np.sqrt(c.var + eps)
+    return c._replace(std=std, inv_std=1 / std, x_hat=c.xmu / std)
+
+
 def _dx_slip(slip):
     return lambda g, c: _dx(g, c, slip)
 
@@ -101,6 +107,10 @@ _BACKWARD_MISTAKES = [
     Mistake("the mean's gradient not shared out over the N rows (step 8)",
             "mu = mean(x) averages N rows, so each row gets 1/N of it: dx += dmu / N",
             _with(dx=lambda g, c: _staged(g, c, mean_share=False))),
+    mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5))),
+            name="backward recomputed with eps=1e-5 instead of the forward's eps",
+            hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
+                 "np.sqrt(cache.var + 1e-5) assumes the default eps"),
     mistake("missing-divisor", _with(dx=_dx_slip("missing-divisor")), name="closed form without the 1/N",
             hint="the mean and the variance average over N rows: "
                  "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)"),
