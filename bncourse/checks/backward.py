@@ -164,11 +164,13 @@ _SPATIAL_VISIBLE = [
     ("N=3, C=2, H=2, W=4, large mean (1e7)", 43, (3, 2, 2, 4), {"loc": 1e7}),
     ("N=5, C=4, H=3, W=2, non-contiguous x", 44, (5, 4, 3, 2), {"noncontig": True}),
     ("N=1, C=3, H=4, W=4: one image, many pixels", 45, (1, 3, 4, 4), {"eps": 1e-3}),
+    ("N=4, C=2, H=2, W=3, a channel with std 1e-3 (eps matters)", 46, (4, 2, 2, 3), {"tiny": True}),
 ]
 _SPATIAL_HIDDEN = [
     ("N=3, C=5, H=2, W=3", 140, (3, 5, 2, 3), {}),
     ("N=2, C=2, H=5, W=1, float32", 141, (2, 2, 5, 1), {"dtype": np.float32}),
     ("N=6, C=3, H=2, W=2, non-contiguous x", 142, (6, 3, 2, 2), {"noncontig": True, "eps": 1e-2}),
+    ("N=3, C=3, H=3, W=2, a channel with std 1e-3", 143, (3, 3, 3, 2), {"tiny": True}),
 ]
 
 
@@ -177,6 +179,8 @@ def _spatial_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
         rng = np.random.default_rng(seed)
         dtype = opt.get("dtype", np.float64)
         x = images(rng, shape, dtype, opt.get("loc", 3.0), opt.get("noncontig", False))
+        if opt.get("tiny"):  # channel 0 spread by about 1e-3: its variance is comparable to eps
+            x[:, 0] = ((x[:, 0] - x[:, 0].mean()) * 1e-3 + 1.0).astype(dtype)
         gamma, beta = affine(rng, shape[1], dtype)
         args = (x, gamma, beta, opt.get("eps", 1e-5))
         return args + (rng.normal(size=shape).astype(dtype),) if with_dout else args

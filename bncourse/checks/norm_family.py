@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 cases are computed in float32
+_LN_ARGS = ("x", "gamma", "beta", "eps")  # the arguments a case passes (the runner's, for a backward)
+_GN_ARGS = ("x", "gamma", "beta", "G", "eps")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ def _ln_ref(x, gamma, beta, eps):
 def check_layernorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, eps)[0]`` equal layer norm (F.layer_norm over the last axis)?"""
     return check_function("layernorm_forward", fn, _ln_ref, _ln_cases(hidden), catalogue.lazy("layernorm_forward"),
-                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL)
+                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_LN_ARGS)
 
 
 def _pair(forward_fn, backward_fn, grouped: bool):
@@ -148,7 +150,7 @@ def check_layernorm_backward(forward_fn, backward_fn, hidden: bool = False) -> C
         return check_function("layernorm_backward", not_fn, None, [])
     return check_function("layernorm_backward", _pair(forward_fn, backward_fn, False), _ln_ref_backward,
                           _ln_cases(hidden, with_dout=True), catalogue.lazy("layernorm_backward"),
-                          outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL,
+                          outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, arg_names=_LN_ARGS + ("dout",),
                           check_dtype=False)  # the gradients may be float64 (the contract fixes only the output)
 
 
@@ -164,7 +166,7 @@ def _gn_ref(x, gamma, beta, G, eps):
 def check_groupnorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, G, eps)[0]`` equal ``F.group_norm(x, G, gamma, beta, eps)``?"""
     return check_function("groupnorm_forward", fn, _gn_ref, _gn_cases(hidden), catalogue.lazy("groupnorm_forward"),
-                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL)
+                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_GN_ARGS)
 
 
 def _gn_ref_backward(x, gamma, beta, G, eps, dout):
@@ -178,5 +180,6 @@ def check_groupnorm_backward(forward_fn, backward_fn, hidden: bool = False) -> C
         return check_function("groupnorm_backward", not_fn, None, [])
     result = check_function("groupnorm_backward", _pair(forward_fn, backward_fn, True), _gn_ref_backward,
                             _gn_cases(hidden, with_dout=True), catalogue.lazy("groupnorm_backward"),
-                            outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, check_dtype=False)
+                            outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, check_dtype=False,
+                            arg_names=_GN_ARGS + ("dout",))
     return result

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.backward import _reference_then
-from bncourse.checks.catalogue.shared import dx_from, mistake
+from bncourse.checks.catalogue.shared import affine, dx_from, mistake, standardize
 from bncourse.checks.core import Mistake
 from bncourse.checks.inputs import as_dtype_of
 from bncourse.reference import batchnorm as ref
@@ -124,10 +124,11 @@ def _per_channel(a):
     return np.reshape(a, (1, -1, 1, 1))
 
 
-def _normalized_over(axes, ddof=0):
+def _normalized_over(axes, slip=""):
+    """Spatial batch norm with statistics over ``axes`` (the reference: (0, 2, 3)) and one shared slip."""
     def forward(x, gamma, beta, eps=1e-5):
-        y = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, ddof=ddof, keepdims=True) + eps)
-        return as_dtype_of(x, y * _per_channel(gamma) + _per_channel(beta)), None
+        y = affine(standardize(x, axes, eps, slip), _per_channel(gamma), _per_channel(beta), slip)
+        return as_dtype_of(x, y), None
     return forward
 
 
@@ -157,9 +158,11 @@ _SPATIAL_FORWARD_MISTAKES = [
             "the rows are in (N, H, W, C) order: reshape them to (N, H, W, C), then transpose to "
             "(N, C, H, W); out.reshape(N, C, H, W) alone scrambles pixels and channels", _spatial_no_transpose_back),
     Mistake("unbiased variance used to normalize", "normalize with the biased variance (divide by N*H*W)",
-            _normalized_over((0, 2, 3), ddof=1)),
+            _normalized_over((0, 2, 3), "unbiased-variance")),
     Mistake("gamma and beta swapped", "gamma scales and beta shifts",
-            lambda x, g, b, eps=1e-5: _normalized_over((0, 2, 3))(x, b, g, eps)),
+            _normalized_over((0, 2, 3), "gamma-beta-swapped")),
+    *(mistake(slip, _normalized_over((0, 2, 3), slip))
+      for slip in ("eps-outside-sqrt", "eps-hard-coded", "eps-missing", "divided-by-variance")),
 ]
 
 

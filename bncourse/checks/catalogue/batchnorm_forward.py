@@ -114,6 +114,7 @@ _INFERENCE_MISTAKES = [
     Mistake("running statistics updated in inference",
             "inference only reads running_mean and running_var; updating them belongs to training", _inf_updated),
     mistake("eps-outside-sqrt", _inference("eps-outside-sqrt"), hint=_RUNNING_HINT),
+    mistake("eps-hard-coded", _inference("eps-hard-coded")),  # before "eps missing": it also fits an eps=1e-3 case
     mistake("eps-missing", _inference("eps-missing"), hint=_RUNNING_HINT),
     mistake("divided-by-variance", _inference("divided-by-variance"), hint="divide by sqrt(running_var + eps)"),
     mistake("gamma-beta-swapped", _inference("gamma-beta-swapped")),

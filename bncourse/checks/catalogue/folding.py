@@ -22,6 +22,8 @@ def _manual_fold(how: str = ""):
         w = layer.weight.detach()
         b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
         gamma, beta, mean, var = bn.weight.detach(), bn.bias.detach(), bn.running_mean, bn.running_var
+        if how == "gamma-beta-swapped":
+            gamma, beta = beta, gamma
         if how == "stats_ignored":  # as if the running statistics were 0 and 1
             mean, var = torch.zeros_like(mean), torch.ones_like(var)
         scale = gamma * inv_std(var, bn.eps, how)
@@ -56,6 +58,8 @@ def _fold_mistakes() -> list[Mistake]:
         mistake("eps-hard-coded", _fold("eps-hard-coded"), name="eps hard-coded to 1e-5",
                 hint="use the layer's own bn.eps: a BatchNorm may be built with another eps"),
         mistake("divided-by-variance", _fold("divided-by-variance"), hint="scale = gamma / torch.sqrt(running_var + eps)"),
+        mistake("gamma-beta-swapped", _fold("gamma-beta-swapped"),
+                hint="bn.weight is gamma (the scale), bn.bias is beta (the shift): scale = bn.weight / sqrt(running_var + eps)"),
         *(Mistake(name, hint, _fold(slip), id=id_) for id_, name, slip, hint in _FOLDING_OWN),
     ]
 

@@ -165,6 +165,8 @@ def _gn_forward_mistakes() -> list[Mistake]:
                 "lie apart; x.reshape(N, G, -1).var(axis=2)", _gn("mean_channel_vars"), id="group-variance-per-channel"),
         mistake("gamma-beta-swapped", _gn(slip="gamma-beta-swapped"), hint="out = x_hat * gamma + beta, per channel"),
         mistake("unbiased-variance", _gn(slip="unbiased-variance")),
+        mistake("eps-hard-coded", _gn(slip="eps-hard-coded"), name="eps argument ignored (hard-coded 1e-5)"),
+        mistake("divided-by-variance", _gn(slip="divided-by-variance"), hint="divide by np.sqrt(var + eps)"),
         Mistake("G ignored: one group per channel (instance norm)",
                 "use the G passed in: x.reshape(N, G, -1)", _gn("instance")),
         Mistake("G ignored: one group per image (layer norm)",

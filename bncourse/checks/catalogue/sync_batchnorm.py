@@ -143,6 +143,8 @@ def _forward_mistakes() -> list[Mistake]:
         mistake("momentum-flipped", _variant(_global_stats, slip="momentum-flipped"),
                 hint="PyTorch: running = (1 - momentum) * running + momentum * batch statistic"),
         mistake("eps-outside-sqrt", _variant(_global_stats, slip="eps-outside-sqrt"), hint="use 1 / sqrt(var + eps)"),
+        *(mistake(slip, _variant(_global_stats, slip=slip))
+          for slip in ("eps-missing", "eps-hard-coded", "divided-by-variance", "gamma-beta-swapped")),
     ]
 
 
