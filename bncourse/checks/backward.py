@@ -13,6 +13,12 @@ with named fields), so the backward is graded on its own. The spatial backward c
 learner's backward the cache of the learner's *own* spatial forward, because the learner designs
 that cache: the two learner functions run chained in one call, recorded as one (so the grader can
 re-judge the pair from what it returned).
+
+The contract: gradients of the shapes above (dgamma, dbeta (D,) or (C,), never (1, D)), in x's dtype
+or in float64 (the values are compared); ``dout`` and every array of a reference cache unchanged
+(the caller may backpropagate again); the forward's ``out`` in x's dtype, x, gamma and beta unchanged.
+Visible cases include a forward run with eps=1e-2 (the (N, D) backward), eps=1e-3 and a channel with
+std 1e-3 (spatial).
 """
 
 from __future__ import annotations

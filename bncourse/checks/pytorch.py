@@ -14,6 +14,11 @@
 subclasses of one correct module (in ``bncourse.checks.catalogue.pytorch``), each overriding the one piece a learner gets wrong. The
 learner's code may not call torch's own batch norm while it is checked (``torch_guard``), nor the
 course's ``bncourse.nn`` classes of the same name.
+
+The contract: the function's ``out`` in x's dtype and device, gradients of x's, gamma's and beta's
+shapes; x, gamma, beta and dout unchanged by forward and backward. A module's outputs in x's dtype,
+its buffers changed in place in training only, the input batch unchanged by ``forward``. Visible
+cases use eps 0.1 (the function) and eps and momentum other than the defaults (the modules).
 """
 
 from __future__ import annotations

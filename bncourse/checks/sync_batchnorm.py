@@ -15,6 +15,12 @@ and gradients must agree on every rank to about 1e-10.
 
 Known mistakes are simulated in numpy, one rank at a time; an all-reduce in float32 is seen in the
 workers (the dtype of what was reduced). ``hidden=True`` runs other seeds, shapes and rank counts.
+
+The contract, on every rank: ``y`` (M, C); ``running_mean``, ``running_var`` (C,) updated in place;
+``cache.x_hat`` (M, C); ``cache.invstd`` (C,) or (1, C) (keepdim=True); ``cache.count`` the global N,
+a number or a one-element tensor. ``x``, ``weight`` and ``bias`` (forward), ``dy`` and every tensor of
+the cache (backward) unchanged: a worker compares them before and after and the check reports a
+change as an in-place change of that argument. Visible cases: uneven slices, momentum 0.3, eps 1e-2.
 """
 
 from __future__ import annotations

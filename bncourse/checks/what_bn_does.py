@@ -9,6 +9,10 @@
 
 ``hidden=True`` runs other seeds and shapes for nbgrader's hidden tests. Every input and output is
 a plain numpy array (or a float), so the grader can re-judge a graded cell from its receipts.
+
+The contract: a number is a Python float, a numpy scalar or a 0-d array, compared in float64; the
+noisy forward's ``out`` is (N, D), float32 or float64 for float32 input; every argument is unchanged
+after the call. A visible noisy case passes eps=1e-2.
 """
 
 from __future__ import annotations
