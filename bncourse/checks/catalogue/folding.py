@@ -59,7 +59,8 @@ def _fold_mistakes() -> list[Mistake]:
                 hint="use the layer's own bn.eps: a BatchNorm may be built with another eps"),
         mistake("divided-by-variance", _fold("divided-by-variance"), hint="scale = gamma / torch.sqrt(running_var + eps)"),
         mistake("gamma-beta-swapped", _fold("gamma-beta-swapped"),
-                hint="bn.weight is gamma (the scale), bn.bias is beta (the shift): scale = bn.weight / sqrt(running_var + eps)"),
+                hint="bn.weight is gamma (the scale), bn.bias is beta (the shift): "
+                     "scale = bn.weight / sqrt(running_var + eps)"),
         *(Mistake(name, hint, _fold(slip), id=id_) for id_, name, slip, hint in _FOLDING_OWN),
     ]
 

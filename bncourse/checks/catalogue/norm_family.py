@@ -27,13 +27,16 @@ def _ln_forward_mistakes() -> list[Mistake]:
                 "(keepdims=True), not over the batch (axis=0)", _ln(axes=0)),
         Mistake("one mean and variance for the whole batch",
                 "each row gets its own statistics: reduce over axis=1 with keepdims=True", _ln(axes=None)),
-        mistake("eps-outside-sqrt", _ln("eps-outside-sqrt"), hint="divide by np.sqrt(var + eps), not np.sqrt(var) + eps"),
-        mistake("eps-missing", _ln("eps-missing"), hint="add eps to the variance before the square root: np.sqrt(var + eps)"),
+        mistake("eps-outside-sqrt", _ln("eps-outside-sqrt"),
+                hint="divide by np.sqrt(var + eps), not np.sqrt(var) + eps"),
+        mistake("eps-missing", _ln("eps-missing"),
+                hint="add eps to the variance before the square root: np.sqrt(var + eps)"),
         mistake("eps-hard-coded", _ln("eps-hard-coded"), name="eps argument ignored (hard-coded 1e-5)"),
         mistake("unbiased-variance", _ln("unbiased-variance"), hint="use the biased variance (ddof=0), as layer norm does"),
         mistake("divided-by-variance", _ln("divided-by-variance"), hint="divide by np.sqrt(var + eps)"),
         mistake("gamma-beta-swapped", _ln("gamma-beta-swapped"), hint="out = gamma * x_hat + beta"),
-        mistake("gamma-and-beta-not-applied", _ln("gamma-and-beta-not-applied"), hint="finish with out = gamma * x_hat + beta"),
+        mistake("gamma-and-beta-not-applied", _ln("gamma-and-beta-not-applied"),
+                hint="finish with out = gamma * x_hat + beta"),
     ]
 
 
@@ -73,14 +76,17 @@ def _ln_backward_mistakes() -> list[Mistake]:
                 "layer norm's statistics are per row, so dx's sums run over axis=1 (the D features); "
                 "only dgamma and dbeta sum over the batch (axis=0)", _ln_backward(axes=0)),
         mistake("dx-without-gamma", _ln_backward("dx-without-gamma")),
-        mistake("dgamma-from-x", _ln_backward("dgamma-from-x"), hint="out = gamma * x_hat + beta, so dgamma = (dout * x_hat).sum(axis=0)"),
+        mistake("dgamma-from-x", _ln_backward("dgamma-from-x"),
+                hint="out = gamma * x_hat + beta, so dgamma = (dout * x_hat).sum(axis=0)"),
         mistake("missing-divisor", _ln_backward("missing-divisor"), name="dx missing the 1/D",
                 hint="the row's mean and variance average over its D features: " + _LN_DX),
         Mistake("dx divided by N (the batch size) instead of D",
                 "layer norm's statistics average over the D features of a row: divide by D = x.shape[1]",
                 _ln_backward(divisor="N"), id="wrong-divisor"),
-        mistake("sign-error-variance-path", _ln_backward("sign-error-variance-path"), hint=_LN_DX + ": the variance term is subtracted"),
-        mistake("eps-hard-coded", _ln_backward("eps-hard-coded"), name="backward recomputed with eps=1e-5 instead of the forward's eps",
+        mistake("sign-error-variance-path", _ln_backward("sign-error-variance-path"),
+                hint=_LN_DX + ": the variance term is subtracted"),
+        mistake("eps-hard-coded", _ln_backward("eps-hard-coded"),
+                name="backward recomputed with eps=1e-5 instead of the forward's eps",
                 hint="keep the eps the forward used (put it, or inv_std itself, in the cache)"),
     ]
 
@@ -202,7 +208,8 @@ _GN_DX = "with g = gamma * dout grouped to (N, G, M), dx = inv_std / M * (M * g 
 
 def _gn_backward_mistakes() -> list[Mistake]:
     return [
-        mistake("mean-path-missing", _gn_backward("mean-path-missing"), name="dx missing the path through the group mean",
+        mistake("mean-path-missing", _gn_backward("mean-path-missing"),
+                name="dx missing the path through the group mean",
                 hint="each group's mean depends on all M = C/G*H*W values of the group: " + _GN_DX),
         mistake("variance-path-missing", _gn_backward("variance-path-missing"),
                 name="dx missing the path through the group variance",

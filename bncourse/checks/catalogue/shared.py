@@ -59,8 +59,10 @@ SLIPS = {s.id: s for s in (
     Slip("gamma-beta-swapped", "gamma and beta swapped", "gamma scales and beta shifts: out = gamma * x_hat + beta"),
     Slip("gamma-and-beta-not-applied", "gamma and beta not applied",
          "after normalizing, scale by gamma and shift by beta: out = gamma * x_hat + beta"),
-    Slip("gamma-not-applied-only-beta-added", "gamma not applied (only beta added)", "scale by gamma too: out = gamma * x_hat + beta"),
-    Slip("beta-not-added-only-gamma-applied", "beta not added (only gamma applied)", "shift by beta too: out = gamma * x_hat + beta"),
+    Slip("gamma-not-applied-only-beta-added", "gamma not applied (only beta added)",
+         "scale by gamma too: out = gamma * x_hat + beta"),
+    Slip("beta-not-added-only-gamma-applied", "beta not added (only gamma applied)",
+         "shift by beta too: out = gamma * x_hat + beta"),
     # the backward's dx
     Slip("mean-path-missing", "dx missing the path through the mean",
          "the mean depends on every x it averages: subtract the sum of g = gamma * dout over those values"),
