@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bncourse.checks import replay
+from bncourse.checks.calls import kept
 from bncourse.checks.core import Case, CaseResult, CheckResult, Mistake, Symptom, check_function, combine
 from bncourse.checks.results import slug
 from bncourse.checks.torch_guard import explain, no_builtin_batchnorm, quiet, to_numpy
@@ -128,7 +129,8 @@ def record(cls, step: Step, dtype, device) -> dict:
     module.train()
     for k in range(1, step.steps + 1):
         x = _batch(gen, step.shape, dtype, device).requires_grad_(k == 1)
-        out = module(x)
+        with kept(x=x):  # the caller's batch stays as it was (an in-place x -= mean changes it)
+            out = module(x)
         if not isinstance(out, torch.Tensor):
             raise ProtocolError(f"forward returned {type(out).__name__}, expected a tensor")
         rec[f"step {k}: output"] = to_numpy(out)
@@ -145,8 +147,9 @@ def record(cls, step: Step, dtype, device) -> dict:
         rec[f"step {k}: running_mean"] = to_numpy(module.running_mean)
         rec[f"step {k}: running_var"] = to_numpy(module.running_var)
     module.eval()
-    with torch.no_grad():
-        out = module(_batch(gen, step.shape, dtype, device))
+    x = _batch(gen, step.shape, dtype, device)
+    with torch.no_grad(), kept(x=x):
+        out = module(x)
     if not isinstance(out, torch.Tensor):
         raise ProtocolError(f"forward returned {type(out).__name__} in eval mode, expected a tensor")
     rec["eval: output"] = to_numpy(out)
