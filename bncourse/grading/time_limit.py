@@ -18,7 +18,7 @@ import math
 from time import monotonic
 
 from jupyter_core.utils import ensure_async, run_sync
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_output
 from nbgrader import utils as nbutils
 from traitlets import Integer
@@ -32,7 +32,7 @@ TIME_LIMIT_ENAME = "SubmissionTimeLimit"
 # A learner's full-size run of the slowest notebook takes minutes; at the fast and grading sizes
 # each notebook runs in about 90 s on 2 cores (the course's goal), so 300 s leaves room for a busy machine.
 DEFAULT_SECONDS = {RunSize.FULL: 900, RunSize.FAST: 300, RunSize.GRADING: 300}
-NOT_RUN_NOTE = "[not run by the grader: the {reason}]\n"
+NOT_RUN_NOTE = "[stopped or not run by the grader: the {reason}]\n"
 
 
 def time_limit_reason(seconds: int) -> str:
@@ -54,12 +54,14 @@ class TimeLimited(Configurable):
     _deadline: float | None = None
     _time_up: bool = False
     _limit_seconds: int = 0
+    _stop_reason: str = ""
+    _interrupted = None
 
     def start_clock(self, size: RunSize) -> None:
         """Start the notebook's budget (call before its kernel starts)."""
         self._limit_seconds = int(self.submission_timeout or DEFAULT_SECONDS[RunSize(size)])
         self._deadline = monotonic() + self._limit_seconds
-        self._time_up = False
+        self._time_up, self._stop_reason, self._interrupted = False, "", None
 
     @property
     def time_limit_reason(self) -> str:
@@ -79,13 +81,15 @@ class TimeLimited(Configurable):
         if self._past_deadline(slack=0.5):
             await self._stop_kernel()
             raise SubmissionTimeLimit(self.time_limit_reason)
+        self._interrupted = cell  # a kernel deaf to this interrupt sends no idle status: see within_time_limit
         return await super()._async_handle_timeout(timeout, cell)
 
-    async def _stop_kernel(self) -> None:
+    async def _stop_kernel(self, reason: str = "") -> None:
         if self._time_up:
             return
         self._time_up = True
-        self.log.warning("The %s: the kernel is killed and the remaining cells are not run", self.time_limit_reason)
+        self._stop_reason = reason or self.time_limit_reason
+        self.log.warning("The %s: the kernel is killed and the remaining cells are not run", self._stop_reason)
         try:
             if self.km is not None:
                 await ensure_async(self.km.shutdown_kernel(now=True))
@@ -98,6 +102,7 @@ class TimeLimited(Configurable):
         if not self._time_up and self._past_deadline():
             run_sync(self._stop_kernel)()
         if not self._time_up:
+            self._interrupted = None
             try:
                 return run(cell, resources, index)
             except SubmissionTimeLimit:
@@ -105,13 +110,22 @@ class TimeLimited(Configurable):
             except DeadKernelError:
                 if not self._time_up:
                     raise
+            except CellTimeoutError:
+                if self._interrupted is not cell:  # late outputs of a finished cell: nbgrader's reason stands
+                    raise
+                # The kernel ignored the interrupt after the cell's own limit: it would hold every later cell.
+                run_sync(self._stop_kernel)(f"kernel ignored the interrupt after a cell's time limit "
+                                            f"({self._get_cell_limit(cell)} s)")
         if cell.cell_type == "code":
             cell.execution_count = None
+            reason = self._stop_reason or self.time_limit_reason
             if nbutils.is_grade(cell) and not nbutils.is_solution(cell):
-                reason = self.time_limit_reason
                 cell.outputs = [new_output("error", ename=TIME_LIMIT_ENAME, evalue=reason,
                                            traceback=[f"{TIME_LIMIT_ENAME}: {reason}"])]
             else:
                 cell.outputs = [*cell.get("outputs", []),
-                                new_output("stream", name="stdout", text=NOT_RUN_NOTE.format(reason=self.time_limit_reason))]
+                                new_output("stream", name="stdout", text=NOT_RUN_NOTE.format(reason=reason))]
         return cell, resources
+
+    def _get_cell_limit(self, cell) -> int | None:
+        return super()._get_timeout(cell)
