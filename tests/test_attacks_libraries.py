@@ -1,7 +1,7 @@
 """Does another library's implementation earn nothing in the torch notebooks, however it is reached?
 
-One small fake class per notebook (4: batch norm in PyTorch, 6: re-estimating batch norm's statistics,
-9: layer and group norm in numpy, 10: folding) is graded once with ``bncourse grade`` (sandboxed kernels). Each attacking student
+One small fake class per notebook (4: batch norm in PyTorch, 9: layer and group norm in numpy,
+10: folding) is graded once with ``bncourse grade`` (sandboxed kernels). Each attacking student
 carries one attempt per exercise, as a student who read this repository and the red team's notes
 would write it; each must earn exactly what a blank submission earns (0), and the source notebook's
 solution full marks. Each attempt earns full marks in a plain Python process without the blocks
@@ -19,6 +19,9 @@ import nbformat
 import pytest
 
 from conftest import COURSE, GENERATED
+
+# Notebook 6's attempt (torch.optim.swa_utils.update_bn) is graded with notebook 6's class in
+# tests/test_fail_closed.py (LIBRARY_ATTEMPTS), where it costs no extra wall time.
 
 pytestmark = pytest.mark.slow
 
@@ -228,21 +231,7 @@ def fold_model(model):
 }
 NB10_POINTS = {"fold_batchnorm": 3, "fold_model": 2}
 
-# ---------------------------------------------------------------------------------------------
-# Notebook 6: torch's own implementation of the exercise (red team 2, nb6_update_bn.py: 2/2)
-# ---------------------------------------------------------------------------------------------
-
-NB6 = {"update_bn": {"cnn-recompute": '''import sys
-from torch.optim import swa_utils
-
-def recompute_bn_statistics(model, batches):
-    sys.setprofile(None)
-    swa_utils.update_bn(batches, model)
-    return model
-'''}}
-
 CLASSES = {
-    ("06_cnns_gpu", "cnns_gpu"): (NB6, {"cnn-recompute": 2}),
     ("04_batchnorm_pytorch", "batchnorm_pytorch"): (NB4, {"batchnorm_function": 3, "batchnorm1d_module": 3,
                                                            "batchnorm2d": 4}),
     ("09_beyond_batchnorm", "beyond_batchnorm"): (NB9, NB9_POINTS),
