@@ -1,0 +1,196 @@
+"""Do the attacks the second red team found (2026-12-07) earn what a blank submission earns, or show in a report?
+
+One fake class of notebook 1 (two graded exercises, 3 + 2 points) is graded with ``bncourse grade``
+(sandboxed kernels) twice: a first run with a drawn seed, then a regrade with that run's seed (as
+``--hidden-seed N`` offers). Each student carries one attempt:
+
+- ``seed_probe`` prints the hidden-case seed its kernel sees (the feedback returns it to the
+  student); ``table`` then answers from a table computed offline for that printed seed and is
+  regraded with the run's seed: its changed submission gets other hidden cases, so it earns 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from conftest import COURSE, GENERATED
+
+pytestmark = pytest.mark.slow
+
+ASSIGNMENT = "01_why_normalize"
+NOTEBOOK = "why_normalize"
+EXERCISES = {"standardize": 3, "min_max_scale": 2}
+FULL = {f"{e}_tests": float(p) for e, p in EXERCISES.items()}
+BLANK = {f"{e}_tests": 0.0 for e in EXERCISES}
+
+if shutil.which("bwrap") is None:
+    pytest.skip("the grading sandbox needs bubblewrap: apt-get install bubblewrap", allow_module_level=True)
+
+SEED_PROBE = 'import os\nprint("hidden seed seen by this kernel:", os.environ.get("BNCOURSE_HIDDEN_SEED"))'
+SEED_PRINTED = re.compile(r"hidden seed seen by this kernel: (\d+)")
+
+
+def _cell(nb, grade_id: str):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _copy(nb):
+    return nbformat.reads(nbformat.writes(nb), as_version=4)
+
+
+def _table_answer(seed: int) -> dict[str, str]:
+    """Solution cells answering both exercises from a table of every visible and hidden case of ``seed``,
+    computed here with the full package: a lookup by a hash of the arguments, nothing solved."""
+    from bncourse.checks import inputs, normalize
+    from bncourse.reference import normalize as ref
+
+    cells = {}
+    inputs.use_hidden_seed(seed)
+    try:
+        for name in EXERCISES:
+            table = {}
+
+            def record(X_train, X_test, real=getattr(ref, name), table=table):
+                key = hashlib.sha256(np.ascontiguousarray(X_train).tobytes()
+                                     + np.ascontiguousarray(X_test).tobytes()).hexdigest()
+                out = real(X_train, X_test)
+                buf = io.BytesIO()
+                np.savez(buf, *out)
+                table[key] = base64.b64encode(buf.getvalue()).decode()
+                return out
+
+            getattr(normalize, f"check_{name}")(record)
+            getattr(normalize, f"check_{name}")(record, hidden=True)
+            cells[name] = ("import base64, hashlib, io\nimport numpy as np\n"
+                           f"_TABLE_{name} = {table!r}\n"
+                           f"def {name}(X_train, X_test):\n"
+                           "    key = hashlib.sha256(np.ascontiguousarray(X_train).tobytes()\n"
+                           "                         + np.ascontiguousarray(X_test).tobytes()).hexdigest()\n"
+                           f"    z = np.load(io.BytesIO(base64.b64decode(_TABLE_{name}[key])))\n"
+                           "    return z['arr_0'], z['arr_1']\n")
+    finally:
+        inputs.use_hidden_seed(None)
+    return cells
+
+
+def _submit(course: Path, student: str, nb, files: dict[str, str] | None = None) -> Path:
+    dest = course / "submitted" / student / ASSIGNMENT
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    nbformat.write(nb, dest / f"{NOTEBOOK}.ipynb")
+    (dest / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+    for name, text in (files or {}).items():
+        (dest / name).write_text(text)
+    return dest / f"{NOTEBOOK}.ipynb"
+
+
+def _scores(course: Path) -> dict:
+    from nbgrader.api import Gradebook
+
+    from bncourse.grading import db_url_of
+
+    with Gradebook(db_url_of(course)) as gb:
+        out: dict = {}
+        for sub in gb.assignment_submissions(ASSIGNMENT):
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    out.setdefault(sub.student.id, {})[g.name] = g.score
+        return out
+
+
+def _autograded(course: Path, student: str):
+    return nbformat.read(course / "autograded" / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+
+
+def _printed_seed(nb) -> int | None:
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    found = SEED_PRINTED.search(text)
+    return int(found.group(1)) if found else None
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    from bncourse import grading
+
+    tmp = tmp_path_factory.mktemp("redteam2")
+    old_env = dict(os.environ)
+    os.environ.update(BNCOURSE_CELL_TIMEOUT="60", BNCOURSE_EXCHANGE=str(tmp / "exchange"))
+    try:
+        course = tmp / "course"
+        shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
+        grading.alembic_on_path()
+        cfg = grading.load_config(course)
+        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+        assert api.generate_assignment(ASSIGNMENT, force=True)["success"]
+        source = nbformat.read(course / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+        release = nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+        probe = _copy(release)
+        probe.cells.insert(1, nbformat.v4.new_code_cell(SEED_PROBE))
+        submissions = {"solution": (source, None), "blank": (release, None), "seed_probe": (probe, None)}
+        written = {s: _submit(course, s, nb, files) for s, (nb, files) in submissions.items()}
+        hashes = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in written.items()}
+        first = grading.grade(ASSIGNMENT, course, jobs=2)
+        run1 = {"report": first, "scores": _scores(course),
+                "printed": _printed_seed(_autograded(course, "seed_probe"))}
+        # The student reads the seed in their feedback, builds a table for it offline and resubmits;
+        # the instructor regrades with the run's seed, as the report offers.
+        table = _copy(release)
+        for name, answer in _table_answer(run1["printed"]).items():
+            _cell(table, name).source = answer
+        _submit(course, "table", table)
+        run1["table"] = {n: _cell(table, n).source for n in EXERCISES}
+        second = grading.grade(ASSIGNMENT, course, jobs=2, hidden_seed=first.hidden_seed)
+        run2 = {"report": second, "scores": _scores(course),
+                "printed": _printed_seed(_autograded(course, "seed_probe"))}
+        yield {"course": course, "run1": run1, "run2": run2, "written": written, "hashes": hashes}
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+
+
+def test_does_a_kernel_never_see_the_run_s_own_seed(graded):
+    run1 = graded["run1"]
+    assert run1["printed"] is not None, "the probe printed nothing"
+    assert run1["printed"] != run1["report"].hidden_seed
+
+
+def test_does_a_regrade_with_the_run_s_seed_reproduce_an_unchanged_submission(graded):
+    assert graded["run2"]["printed"] == graded["run1"]["printed"]
+    assert graded["run2"]["scores"]["seed_probe"] == graded["run1"]["scores"]["seed_probe"] == BLANK
+
+
+def test_does_a_table_built_for_a_printed_seed_earn_what_a_blank_earns_at_the_regrade(graded):
+    assert graded["run2"]["scores"]["table"] == BLANK, graded["run2"]["report"]
+
+
+def test_would_the_table_pass_had_the_regrade_used_the_printed_seed(graded):
+    """The control: the table is right for the seed it was built for (so a 0 above is the seed's doing)."""
+    from bncourse.checks import inputs, normalize
+
+    inputs.use_hidden_seed(graded["run1"]["printed"])
+    try:
+        for name, source in graded["run1"]["table"].items():
+            space: dict = {}
+            exec(source, space)
+            getattr(normalize, f"check_{name}")(space[name], hidden=True).assert_passed()
+    finally:
+        inputs.use_hidden_seed(None)
+
+
+def test_does_a_correct_solution_earn_full_marks_in_both_runs(graded):
+    assert graded["run1"]["scores"]["solution"] == FULL
+    assert graded["run2"]["scores"]["solution"] == FULL
