@@ -6,7 +6,12 @@ One fake class of notebook 1 (two graded exercises, 3 + 2 points) is graded with
 
 - ``seed_probe`` prints the hidden-case seed its kernel sees (the feedback returns it to the
   student); ``table`` then answers from a table computed offline for that printed seed and is
-  regraded with the run's seed: its changed submission gets other hidden cases, so it earns 0.
+  regraded with the run's seed: its changed submission gets other hidden cases, so it earns 0;
+- ``xss_output`` displays ``HTML('<script>...')`` and ``xss_markdown`` adds a markdown cell with
+  ``<script>``, an ``onerror=`` handler and a ``javascript:`` link: in the formgrader, such script
+  ran as the instructor and set manual scores. The autograded notebook (what the formgrader shows)
+  holds no active markup, the submitted files keep their bytes, and a manual score that differs
+  from the grader's verdict is flagged by the class report.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ if shutil.which("bwrap") is None:
 
 SEED_PROBE = 'import os\nprint("hidden seed seen by this kernel:", os.environ.get("BNCOURSE_HIDDEN_SEED"))'
 SEED_PRINTED = re.compile(r"hidden seed seen by this kernel: (\d+)")
+
+
+XSS_JS = "fetch(base_url + '/api/grades?submission_id=' + submission_id)"
+XSS_OUTPUT = ("from IPython.display import HTML, Javascript, display\n"
+              f"display(HTML('<div hidden><script>{XSS_JS}</script><img src=x onerror=\\'alert(1)\\'></div>'))\n"
+              "display(Javascript('alert(2)'))")
+XSS_MARKDOWN = (f"My notes.\n\n<script>{XSS_JS}</script>\n\n<img src=x onerror=alert(1)>\n\n"
+                "[see](javascript:alert(3))\n")
 
 
 def _cell(nb, grade_id: str):
@@ -140,7 +153,11 @@ def graded(tmp_path_factory):
         release = nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
         probe = _copy(release)
         probe.cells.insert(1, nbformat.v4.new_code_cell(SEED_PROBE))
-        submissions = {"solution": (source, None), "blank": (release, None), "seed_probe": (probe, None)}
+        xss_output, xss_markdown = _copy(release), _copy(release)
+        xss_output.cells.insert(2, nbformat.v4.new_code_cell(XSS_OUTPUT))
+        xss_markdown.cells.insert(2, nbformat.v4.new_markdown_cell(XSS_MARKDOWN))
+        submissions = {"solution": (source, None), "blank": (release, None), "seed_probe": (probe, None),
+                       "xss_output": (xss_output, None), "xss_markdown": (xss_markdown, None)}
         written = {s: _submit(course, s, nb, files) for s, (nb, files) in submissions.items()}
         hashes = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in written.items()}
         first = grading.grade(ASSIGNMENT, course, jobs=2)
@@ -156,7 +173,20 @@ def graded(tmp_path_factory):
         second = grading.grade(ASSIGNMENT, course, jobs=2, hidden_seed=first.hidden_seed)
         run2 = {"report": second, "scores": _scores(course),
                 "printed": _printed_seed(_autograded(course, "seed_probe"))}
-        yield {"course": course, "run1": run1, "run2": run2, "written": written, "hashes": hashes}
+        hashes_after = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in written.items()}
+        # What the formgrader script did: full manual scores on every grade of its submission.
+        from nbgrader.api import Gradebook
+
+        with Gradebook(grading.db_url_of(course)) as gb:
+            for nb in gb.find_submission(ASSIGNMENT, "xss_output").notebooks:
+                for g in nb.grades:
+                    g.manual_score = g.max_score
+            gb.db.commit()
+        from bncourse.grading.report import class_report
+
+        review = class_report(course, ASSIGNMENT, similarity=False)
+        yield {"course": course, "run1": run1, "run2": run2, "written": written, "hashes": hashes,
+               "hashes_after": hashes_after, "review": review}
     finally:
         os.environ.clear()
         os.environ.update(old_env)
@@ -194,3 +224,28 @@ def test_would_the_table_pass_had_the_regrade_used_the_printed_seed(graded):
 def test_does_a_correct_solution_earn_full_marks_in_both_runs(graded):
     assert graded["run1"]["scores"]["solution"] == FULL
     assert graded["run2"]["scores"]["solution"] == FULL
+
+
+@pytest.mark.parametrize("student", ["xss_output", "xss_markdown"])
+def test_does_script_in_a_submission_earn_what_a_blank_earns_and_never_reach_the_formgrader(graded, student):
+    from bncourse.grading.review_safe import _markdown_html, active_markup
+
+    assert graded["run1"]["scores"][student] == BLANK
+    nb = _autograded(graded["course"], student)
+    shown = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            shown.append(_markdown_html(cell.source))
+        for output in cell.get("outputs", []):
+            assert "application/javascript" not in output.get("data", {})
+            shown += [str(v) for k, v in output.get("data", {}).items() if k != "text/plain"]
+    assert all(active_markup(html) == [] for html in shown), [h for h in shown if active_markup(h)]
+    assert "<script" not in "".join(shown).lower()
+    assert "&lt;script" in "".join(shown)  # the attempt is shown to the instructor, as text
+    assert graded["hashes_after"][student] == graded["hashes"][student]  # the submission keeps its bytes
+
+
+def test_does_the_class_report_flag_manual_scores_that_differ_from_the_grader_s_verdict(graded):
+    flagged = {(c.student, c.cell) for c in graded["review"].overridden()}
+    assert flagged == {("xss_output", f"{e}_tests") for e in EXERCISES}
+    assert "MANUAL SCORE differs" in str(graded["review"])
