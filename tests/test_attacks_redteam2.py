@@ -249,3 +249,56 @@ def test_does_the_class_report_flag_manual_scores_that_differ_from_the_grader_s_
     flagged = {(c.student, c.cell) for c in graded["review"].overridden()}
     assert flagged == {("xss_output", f"{e}_tests") for e in EXERCISES}
     assert "MANUAL SCORE differs" in str(graded["review"])
+
+
+def _inbound_folder(inbound: Path, student: str, claimed: str, owner: str, notebook: str) -> Path:
+    import pwd
+
+    folder = inbound / f"{student}+ps1+{claimed}+{owner}"
+    folder.mkdir(parents=True)
+    (folder / "ps1.ipynb").write_text(notebook)
+    (folder / "timestamp.txt").write_text(claimed)
+    uid = pwd.getpwnam(owner).pw_uid
+    for path in (folder, *folder.iterdir()):
+        os.chown(path, uid, uid)
+    return folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing files as other Unix users needs root")
+def test_does_collect_refuse_a_folder_another_user_wrote_under_a_student_s_name(tmp_path, caplog):
+    """Mallory (Unix user nobody) writes a later folder named for `daemon` (the victim) and one for `bin`
+    (who never submitted): neither is collected; daemon's own submission is, and the error says who is who."""
+    from nbgrader.api import Gradebook
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    from bncourse.grading.exchange import LinkKeepingCollect
+
+    inbound = tmp_path / "exchange" / "bncourse" / "inbound"
+    own = _inbound_folder(inbound, "daemon", "2026-11-20 10:00:00.000000 UTC", "daemon", '{"by": "daemon"}')
+    forged = _inbound_folder(inbound, "daemon", "2026-11-21 10:00:00.000000 UTC", "nobody", '{"by": "mallory"}')
+    _inbound_folder(inbound, "bin", "2026-11-21 10:00:00.000000 UTC", "nobody", '{"by": "mallory"}')
+    # and a file Mallory slipped into a folder the student owns
+    slipped = _inbound_folder(inbound, "sys", "2026-11-20 10:00:00.000000 UTC", "sys", '{"by": "sys"}')
+    (slipped / "extra.py").write_text("x = 1")
+    os.chown(slipped / "extra.py", 65534, 65534)
+    course = tmp_path / "course"
+    course.mkdir()
+    c = Config()
+    c.CourseDirectory.root = str(course)
+    c.CourseDirectory.course_id = "bncourse"
+    c.CourseDirectory.assignment_id = "ps1"
+    c.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
+    c.Exchange.root = str(tmp_path / "exchange")
+    assert c.ExchangeCollect.check_owner is not False  # nbgrader's default (on), as on a real hub
+    with Gradebook(c.CourseDirectory.db_url, "bncourse") as gb:
+        gb.update_or_create_assignment("ps1")
+    with caplog.at_level("ERROR"):
+        LinkKeepingCollect(coursedir=CourseDirectory(config=c), config=c).start()
+    submitted = course / "submitted"
+    assert (submitted / "daemon" / "ps1" / "ps1.ipynb").read_text() == '{"by": "daemon"}'
+    assert not (submitted / "bin").exists() and not (submitted / "sys").exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(str(forged) in m and "daemon's submission" in m and "owned by nobody" in m for m in errors), errors
+    assert any("extra.py is owned by nobody" in m and "sys's submission" in m for m in errors), errors
+    assert own.exists() and forged.exists()  # the exchange itself is left as it was
