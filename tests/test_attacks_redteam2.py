@@ -11,7 +11,16 @@ One fake class of notebook 1 (two graded exercises, 3 + 2 points) is graded with
   ``<script>``, an ``onerror=`` handler and a ``javascript:`` link: in the formgrader, such script
   ran as the instructor and set manual scores. The autograded notebook (what the formgrader shows)
   holds no active markup, the submitted files keep their bytes, and a manual score that differs
-  from the grader's verdict is flagged by the class report.
+  from the grader's verdict is flagged by the class report;
+- ``marshal_paste`` runs the reference module as marshalled, compressed, base64-encoded bytecode
+  through ``types.FunctionType``, and ``helper_file`` ships it as ``my_helpers.py`` beside the
+  notebook (``from my_helpers import ...``): copying is out of any sandbox's reach (learners have the
+  package), so both earn the points, and the reports name them (opaque code in the cell; the file
+  compared with the course's code like a cell);
+- the exchange spoof (a folder another Unix user wrote under a student's name) is refused by collect;
+- false refusals: ``honest_getattr`` computes both statistics with ``getattr(np, name)(X, axis=0)``
+  (F1, was refused as ``<dynamic:getattr>``) and earns full marks; notebook 2's ``cache = dict(vars())``
+  (F2) reads clean, while computed names into the course's code still read as hand-overs.
 """
 
 from __future__ import annotations
@@ -46,11 +55,47 @@ SEED_PRINTED = re.compile(r"hidden seed seen by this kernel: (\d+)")
 
 
 XSS_JS = "fetch(base_url + '/api/grades?submission_id=' + submission_id)"
+XSS_HTML = f"<div hidden><script>{XSS_JS}</script><img src=x onerror='alert(1)'></div>"
 XSS_OUTPUT = ("from IPython.display import HTML, Javascript, display\n"
-              f"display(HTML('<div hidden><script>{XSS_JS}</script><img src=x onerror=\\'alert(1)\\'></div>'))\n"
+              f"display(HTML({XSS_HTML!r}))\n"
               "display(Javascript('alert(2)'))")
 XSS_MARKDOWN = (f"My notes.\n\n<script>{XSS_JS}</script>\n\n<img src=x onerror=alert(1)>\n\n"
                 "[see](javascript:alert(3))\n")
+
+
+HONEST_GETATTR = '''def standardize(X_train, X_test):
+    """Standardize each feature with the training data's mean and std."""
+    X_train = np.asarray(X_train, dtype=np.float64)
+    X_test = np.asarray(X_test, dtype=np.float64)
+    stats = {name: getattr(np, name)(X_train, axis=0) for name in ("mean", "std")}
+    return (X_train - stats["mean"]) / stats["std"], (X_test - stats["mean"]) / stats["std"]
+'''
+HONEST_VARS = '''def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=0)
+    var = x.var(axis=0)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    out = gamma * x_hat + beta
+    cache = dict(vars())
+    return out, cache
+'''
+
+
+def _reference_module() -> str:
+    import bncourse.reference.normalize as ref
+
+    return Path(ref.__file__).read_text().replace("from __future__ import annotations\n", "")
+
+
+def _marshalled_answers() -> dict[str, str]:
+    """Solution cells running the reference module as marshalled bytecode (compiled under another name)."""
+    import marshal
+    import zlib
+
+    blob = base64.b64encode(zlib.compress(marshal.dumps(compile(_reference_module(), "my_notes.py", "exec")))).decode()
+    head = ("import base64, marshal, types, zlib\n_mine = {'__name__': 'my_notes', '__builtins__': __builtins__}\n"
+            f"types.FunctionType(marshal.loads(zlib.decompress(base64.b64decode('{blob}'))), _mine)()\n")
+    return {name: (head if name == "standardize" else "") + f"def {name}(X_train, X_test):\n"
+            f"    return _mine['{name}'](X_train, X_test)\n" for name in EXERCISES}
 
 
 def _cell(nb, grade_id: str):
@@ -156,12 +201,21 @@ def graded(tmp_path_factory):
         xss_output, xss_markdown = _copy(release), _copy(release)
         xss_output.cells.insert(2, nbformat.v4.new_code_cell(XSS_OUTPUT))
         xss_markdown.cells.insert(2, nbformat.v4.new_markdown_cell(XSS_MARKDOWN))
+        marshalled, helper, honest_getattr = _copy(release), _copy(release), _copy(source)
+        _cell(honest_getattr, "standardize").source = HONEST_GETATTR
+        for name, answer in _marshalled_answers().items():
+            _cell(marshalled, name).source = answer
+            _cell(helper, name).source = f"from my_helpers import {name}\n"
         submissions = {"solution": (source, None), "blank": (release, None), "seed_probe": (probe, None),
-                       "xss_output": (xss_output, None), "xss_markdown": (xss_markdown, None)}
+                       "xss_output": (xss_output, None), "xss_markdown": (xss_markdown, None),
+                       "marshal_paste": (marshalled, None), "honest_getattr": (honest_getattr, None),
+                       "helper_file": (helper, {"my_helpers.py": _reference_module()})}
         written = {s: _submit(course, s, nb, files) for s, (nb, files) in submissions.items()}
         hashes = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in written.items()}
         first = grading.grade(ASSIGNMENT, course, jobs=2)
-        run1 = {"report": first, "scores": _scores(course),
+        from bncourse.grading.similarity import similarity_report
+
+        run1 = {"report": first, "scores": _scores(course), "similar": similarity_report(course, ASSIGNMENT),
                 "printed": _printed_seed(_autograded(course, "seed_probe"))}
         # The student reads the seed in their feedback, builds a table for it offline and resubmits;
         # the instructor regrades with the run's seed, as the report offers.
@@ -170,7 +224,8 @@ def graded(tmp_path_factory):
             _cell(table, name).source = answer
         _submit(course, "table", table)
         run1["table"] = {n: _cell(table, n).source for n in EXERCISES}
-        second = grading.grade(ASSIGNMENT, course, jobs=2, hidden_seed=first.hidden_seed)
+        second = grading.grade(ASSIGNMENT, course, jobs=2, hidden_seed=first.hidden_seed,
+                               students=["seed_probe", "table", "solution"])
         run2 = {"report": second, "scores": _scores(course),
                 "printed": _printed_seed(_autograded(course, "seed_probe"))}
         hashes_after = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in written.items()}
@@ -251,6 +306,27 @@ def test_does_the_class_report_flag_manual_scores_that_differ_from_the_grader_s_
     assert "MANUAL SCORE differs" in str(graded["review"])
 
 
+def test_does_the_report_name_a_module_pasted_as_marshalled_bytecode_with_its_cell(graded):
+    from bncourse.grading.similarity import OPAQUE
+    from bncourse.grading.verify import SOURCE_FINDINGS
+
+    assert graded["run1"]["scores"]["marshal_paste"] == FULL  # a copy earns the points; the report names it
+    rows = [m for m in graded["run1"]["similar"] if m.student == "marshal_paste" and m.other.startswith(OPAQUE)]
+    assert [m.grade_id for m in rows] == [f"{NOTEBOOK}:standardize"], graded["run1"]["similar"]
+    assert "marshal.loads" in rows[0].other and "types.FunctionType" in rows[0].other
+    findings = _autograded(graded["course"], "marshal_paste").metadata.get(SOURCE_FINDINGS, {})
+    assert any("<opaque: marshal.loads>" == f for f in findings.get("standardize", [])), findings
+
+
+def test_does_the_report_compare_a_module_shipped_beside_the_notebook_with_the_course_s_code(graded):
+    assert graded["run1"]["scores"]["helper_file"] == FULL  # a copy earns the points; the report names it
+    rows = [m for m in graded["run1"]["similar"] if m.student == "helper_file"]
+    assert any(m.grade_id == "my_helpers.py:file" and m.other.startswith("reference:bncourse.reference.normalize")
+               and m.score > 0.8 for m in rows), rows
+    # the honest students are in no such row
+    assert not [m for m in graded["run1"]["similar"] if m.student in ("blank", "seed_probe")]
+
+
 def _inbound_folder(inbound: Path, student: str, claimed: str, owner: str, notebook: str) -> Path:
     import pwd
 
@@ -302,3 +378,27 @@ def test_does_collect_refuse_a_folder_another_user_wrote_under_a_student_s_name(
     assert any(str(forged) in m and "daemon's submission" in m and "owned by nobody" in m for m in errors), errors
     assert any("extra.py is owned by nobody" in m and "sys's submission" in m for m in errors), errors
     assert own.exists() and forged.exists()  # the exchange itself is left as it was
+
+
+def test_does_an_honest_getattr_of_numpy_earn_full_marks(graded):
+    assert graded["run1"]["scores"]["honest_getattr"] == FULL
+
+
+@pytest.mark.parametrize("exercise, learner, refused", [
+    ("standardize", HONEST_GETATTR, False),
+    ("batchnorm_forward", HONEST_VARS, False),
+    ("standardize", "import bncourse.reference.normalize as r\ndef standardize(a, b):\n"
+                    "    n = 'standard' + 'ize'\n    return getattr(r, n)(a, b)\n", True),
+    ("standardize", "import bncourse.reference.normalize as r\ndef standardize(a, b):\n"
+                    "    return vars(r)['standard' + 'ize'](a, b)\n", True),
+    ("BatchNorm2d", "import torch.nn.functional as F\nfrom torch import nn\nclass BatchNorm2d(nn.Module):\n"
+                    "    def forward(self, x):\n        return getattr(F, 'batch' + '_norm')(x, None, None, training=True)\n",
+     True),
+], ids=["F1-getattr-numpy", "F2-dict-vars", "getattr-course-module", "vars-of-course-module", "getattr-torch"])
+def test_does_the_source_reading_pass_the_honest_dynamic_forms_and_still_refuse_hand_overs(exercise, learner, refused):
+    from bncourse.checks.delegation import Rule
+    from bncourse.grading.sources import Program
+
+    rule = Rule.of({exercise}, "batch_norm" if exercise == "BatchNorm2d" else "normalization")
+    found = rule.judge(Program(["import numpy as np\n", learner]).references({exercise}))
+    assert bool(found) == refused, found
