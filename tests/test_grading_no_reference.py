@@ -35,13 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 # Functions a reference runs that compute no exercise's answer: each builds a case's inputs, a model
 # or data, or checks an argument. Add a name here only after reading it.
 HELPERS = re.compile("|".join([
-    r"bncourse\.(models|data|device|runtime)\..*",
+    r"bncourse\.(models|data|device|runtime|run_size)\..*",
     r"bncourse\.train\.(History|TrainConfig)",
     r"bncourse\.reference\.batchnorm\._(check_\w+|float_array|per_feature|to_rows|from_rows)",
     r"bncourse\.reference\.groupnorm\._check_groups",
     r"bncourse\.checks\.recompute\._(bn_layers|build|momenta|weights)",
     r"bncourse\.checks\.sync_batchnorm\._(batch|slices|sums_of)",
-    r"bncourse\.checks\.norm_family\._(affine|rows|images)",
+    r"bncourse\.checks\.norm_family\._(affine|rows|images|ln_inputs|gn_inputs)",
+    r"bncourse\.checks\.catalogue\.shared\.Slip",  # a mistake's id, name and hint (strings), no code
     r"bncourse\.checks\.folding\._(build_pair|is_bn|np|snapshot|eval_out|seeded_model)",
     r"bncourse\.checks\.folding\.caller_changes",
     r"bncourse\.checks\.what_bn_does\._as_float_arrays",
