@@ -7,14 +7,14 @@ One fake class of notebook 1 (two graded exercises, 3 + 2 points) is graded with
 - ``seed_probe`` prints the hidden-case seed its kernel sees (the feedback returns it to the
   student); ``table`` then answers from a table computed offline for that printed seed and is
   regraded with the run's seed: its changed submission gets other hidden cases, so it earns 0;
-- ``xss_output`` displays ``HTML('<script>...')`` and ``xss_markdown`` adds a markdown cell with
+- ``xss`` displays ``HTML('<script>...')`` (and ``Javascript``) and adds a markdown cell with
   ``<script>``, an ``onerror=`` handler and a ``javascript:`` link: in the formgrader, such script
   ran as the instructor and set manual scores. The autograded notebook (what the formgrader shows)
   holds no active markup, the submitted files keep their bytes, and a manual score that differs
   from the grader's verdict is flagged by the class report;
-- ``marshal_paste`` runs the reference module as marshalled, compressed, base64-encoded bytecode
-  through ``types.FunctionType``, and ``helper_file`` ships it as ``my_helpers.py`` beside the
-  notebook (``from my_helpers import ...``): copying is out of any sandbox's reach (learners have the
+- ``copier`` answers ``standardize`` by running the reference module as marshalled, compressed,
+  base64-encoded bytecode through ``types.FunctionType``, and ``min_max_scale`` from the same module
+  shipped as ``my_helpers.py`` beside the notebook (``from my_helpers import ...``): copying is out of any sandbox's reach (learners have the
   package), so both earn the points, and the reports name them (opaque code in the cell; the file
   compared with the course's code like a cell);
 - the exchange spoof (a folder another Unix user wrote under a student's name) is refused by collect;
@@ -198,18 +198,15 @@ def graded(tmp_path_factory):
         release = nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
         probe = _copy(release)
         probe.cells.insert(1, nbformat.v4.new_code_cell(SEED_PROBE))
-        xss_output, xss_markdown = _copy(release), _copy(release)
-        xss_output.cells.insert(2, nbformat.v4.new_code_cell(XSS_OUTPUT))
-        xss_markdown.cells.insert(2, nbformat.v4.new_markdown_cell(XSS_MARKDOWN))
-        marshalled, helper, honest_getattr = _copy(release), _copy(release), _copy(source)
+        xss = _copy(release)
+        xss.cells[2:2] = [nbformat.v4.new_code_cell(XSS_OUTPUT), nbformat.v4.new_markdown_cell(XSS_MARKDOWN)]
+        copier, honest_getattr = _copy(release), _copy(source)
         _cell(honest_getattr, "standardize").source = HONEST_GETATTR
-        for name, answer in _marshalled_answers().items():
-            _cell(marshalled, name).source = answer
-            _cell(helper, name).source = f"from my_helpers import {name}\n"
+        _cell(copier, "standardize").source = _marshalled_answers()["standardize"]
+        _cell(copier, "min_max_scale").source = "from my_helpers import min_max_scale\n"
         submissions = {"solution": (source, None), "blank": (release, None), "seed_probe": (probe, None),
-                       "xss_output": (xss_output, None), "xss_markdown": (xss_markdown, None),
-                       "marshal_paste": (marshalled, None), "honest_getattr": (honest_getattr, None),
-                       "helper_file": (helper, {"my_helpers.py": _reference_module()})}
+                       "xss": (xss, None), "honest_getattr": (honest_getattr, None),
+                       "copier": (copier, {"my_helpers.py": _reference_module()})}
         written = {s: _submit(course, s, nb, files) for s, (nb, files) in submissions.items()}
         hashes = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in written.items()}
         first = grading.grade(ASSIGNMENT, course, jobs=2)
@@ -233,7 +230,7 @@ def graded(tmp_path_factory):
         from nbgrader.api import Gradebook
 
         with Gradebook(grading.db_url_of(course)) as gb:
-            for nb in gb.find_submission(ASSIGNMENT, "xss_output").notebooks:
+            for nb in gb.find_submission(ASSIGNMENT, "xss").notebooks:
                 for g in nb.grades:
                     g.manual_score = g.max_score
             gb.db.commit()
@@ -281,8 +278,8 @@ def test_does_a_correct_solution_earn_full_marks_in_both_runs(graded):
     assert graded["run2"]["scores"]["solution"] == FULL
 
 
-@pytest.mark.parametrize("student", ["xss_output", "xss_markdown"])
-def test_does_script_in_a_submission_earn_what_a_blank_earns_and_never_reach_the_formgrader(graded, student):
+def test_does_script_in_a_submission_earn_what_a_blank_earns_and_never_reach_the_formgrader(graded):
+    student = "xss"
     from bncourse.grading.review_safe import _markdown_html, active_markup
 
     assert graded["run1"]["scores"][student] == BLANK
@@ -302,7 +299,7 @@ def test_does_script_in_a_submission_earn_what_a_blank_earns_and_never_reach_the
 
 def test_does_the_class_report_flag_manual_scores_that_differ_from_the_grader_s_verdict(graded):
     flagged = {(c.student, c.cell) for c in graded["review"].overridden()}
-    assert flagged == {("xss_output", f"{e}_tests") for e in EXERCISES}
+    assert flagged == {("xss", f"{e}_tests") for e in EXERCISES}
     assert "MANUAL SCORE differs" in str(graded["review"])
 
 
@@ -310,17 +307,16 @@ def test_does_the_report_name_a_module_pasted_as_marshalled_bytecode_with_its_ce
     from bncourse.grading.similarity import OPAQUE
     from bncourse.grading.verify import SOURCE_FINDINGS
 
-    assert graded["run1"]["scores"]["marshal_paste"] == FULL  # a copy earns the points; the report names it
-    rows = [m for m in graded["run1"]["similar"] if m.student == "marshal_paste" and m.other.startswith(OPAQUE)]
+    assert graded["run1"]["scores"]["copier"] == FULL  # a copy earns the points; the report names it
+    rows = [m for m in graded["run1"]["similar"] if m.student == "copier" and m.other.startswith(OPAQUE)]
     assert [m.grade_id for m in rows] == [f"{NOTEBOOK}:standardize"], graded["run1"]["similar"]
     assert "marshal.loads" in rows[0].other and "types.FunctionType" in rows[0].other
-    findings = _autograded(graded["course"], "marshal_paste").metadata.get(SOURCE_FINDINGS, {})
+    findings = _autograded(graded["course"], "copier").metadata.get(SOURCE_FINDINGS, {})
     assert any("<opaque: marshal.loads>" == f for f in findings.get("standardize", [])), findings
 
 
 def test_does_the_report_compare_a_module_shipped_beside_the_notebook_with_the_course_s_code(graded):
-    assert graded["run1"]["scores"]["helper_file"] == FULL  # a copy earns the points; the report names it
-    rows = [m for m in graded["run1"]["similar"] if m.student == "helper_file"]
+    rows = [m for m in graded["run1"]["similar"] if m.student == "copier"]
     assert any(m.grade_id == "my_helpers.py:file" and m.other.startswith("reference:bncourse.reference.normalize")
                and m.score > 0.8 for m in rows), rows
     # the honest students are in no such row
