@@ -14,9 +14,9 @@ One fake class of notebook 1 (two graded exercises, 3 + 2 points) is graded with
   from the grader's verdict is flagged by the class report;
 - ``copier`` answers ``standardize`` by running the reference module as marshalled, compressed,
   base64-encoded bytecode through ``types.FunctionType``, and ``min_max_scale`` from the same module
-  shipped as ``my_helpers.py`` beside the notebook (``from my_helpers import ...``): copying is out of any sandbox's reach (learners have the
-  package), so both earn the points, and the reports name them (opaque code in the cell; the file
-  compared with the course's code like a cell);
+  shipped as ``my_helpers.py`` beside the notebook (``from my_helpers import ...``): copying is out
+  of any sandbox's reach (learners have the package), so both earn the points, and the reports
+  name them (opaque code in the cell; the file compared with the course's code like a cell);
 - the exchange spoof (a folder another Unix user wrote under a student's name) is refused by collect;
 - false refusals: ``honest_getattr`` computes both statistics with ``getattr(np, name)(X, axis=0)``
   (F1, was refused as ``<dynamic:getattr>``) and earns full marks; notebook 2's ``cache = dict(vars())``
@@ -388,7 +388,8 @@ def test_does_an_honest_getattr_of_numpy_earn_full_marks(graded):
     ("standardize", "import bncourse.reference.normalize as r\ndef standardize(a, b):\n"
                     "    return vars(r)['standard' + 'ize'](a, b)\n", True),
     ("BatchNorm2d", "import torch.nn.functional as F\nfrom torch import nn\nclass BatchNorm2d(nn.Module):\n"
-                    "    def forward(self, x):\n        return getattr(F, 'batch' + '_norm')(x, None, None, training=True)\n",
+                    "    def forward(self, x):\n"
+                    "        return getattr(F, 'batch' + '_norm')(x, None, None, training=True)\n",
      True),
 ], ids=["F1-getattr-numpy", "F2-dict-vars", "getattr-course-module", "vars-of-course-module", "getattr-torch"])
 def test_does_the_source_reading_pass_the_honest_dynamic_forms_and_still_refuse_hand_overs(exercise, learner, refused):

@@ -258,8 +258,8 @@ def class_report(course_dir, assignment: str, similarity: bool = True) -> ClassR
                 named = seen.get((nb, cell), ())
                 if not named and score < top and (nb, cell) not in seen:
                     named = ("submission not graded",)
-                cells.append(CellScore(student, nb, cell, score, top, named if score < top else (), True,
-                                       _float(getattr(g, "auto_score", None)), _float(getattr(g, "manual_score", None))))
+                auto, manual = _float(getattr(g, "auto_score", None)), _float(getattr(g, "manual_score", None))
+                cells.append(CellScore(student, nb, cell, score, top, named if score < top else (), True, auto, manual))
             lateness.append(Lateness(student, sub.timestamp, sub.duedate, float(sub.total_seconds_late or 0.0),
                                      float(sub.late_submission_penalty or 0.0),
                                      backdated.get(student, {}).get("claimed", "")))

@@ -140,6 +140,8 @@ def _safe_metadata(metadata) -> dict:
 class SanitizeForReview(NbGraderPreprocessor):
     """Autograde step: the autograded notebook shows nothing that runs script (see the module docstring)."""
 
+    _found: list[str] = []
+
     def preprocess(self, nb, resources):
         self._found: list[str] = []
         nb.metadata.pop("widgets", None)

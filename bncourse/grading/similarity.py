@@ -205,7 +205,8 @@ def _learner_cells(folder: Path) -> dict[str, str]:
     for path in sorted(p for p in folder.rglob("*.py") if p.is_file() and not p.is_symlink()):
         try:  # a module beside the notebook, imported from it, is code the learner handed in
             with path.open("rb") as f:
-                cells[f"{path.relative_to(folder).as_posix()}:file"] = f.read(SIDE_FILE_BYTES).decode("utf-8", "replace")
+                text = f.read(SIDE_FILE_BYTES).decode("utf-8", "replace")
+            cells[f"{path.relative_to(folder).as_posix()}:file"] = text
         except OSError:
             continue
     return cells
