@@ -17,6 +17,16 @@ counted time (nbgrader's autograde and late penalty read it), and every discrepa
 ``grading_reports/<assignment>-collected-times.json`` (``collected_times``), which the class report
 shows. A copy of the exchange (a backup restored) gives its files new ctimes: collect from the
 exchange the students wrote to.
+
+Identity. nbgrader takes the student from the inbound folder's *name*, which anyone who can write
+to the world-writable inbound chooses; its owner check (``ExchangeCollect.check_owner``, on by
+default) only warns, then collects a folder another user wrote as the named student's (who then
+gets that user's notebook graded). With the check on, ``LinkKeepingCollect`` refuses such a folder:
+one that is not, with everything in it, owned by the Unix user of the student it names
+(``foreign_owner``). It is not collected, an error names the folder, its owner and the claimed
+student, and the student's own latest submission is collected instead (if there is one). On a
+single machine where every file is the instructor's, collect with
+``--ExchangeCollect.check_owner=False`` (nbgrader's own switch).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from pathlib import Path
 from nbgrader.exchange.default import ExchangeCollect
 from nbgrader.utils import ignore_patterns, parse_utc
 
-__all__ = ["CLOCK_SLACK", "LinkKeepingCollect", "collected_times", "latest_ctime"]
+__all__ = ["CLOCK_SLACK", "LinkKeepingCollect", "collected_times", "foreign_owner", "latest_ctime"]
 
 # How much later than its claimed time a submission's files may have been written and still be
 # counted at the claimed time (nbgrader's submit dates the folder, then copies the files into it).
@@ -45,6 +55,26 @@ def latest_ctime(folder) -> dt.datetime:
         for name in dirnames + filenames:
             latest = max(latest, os.lstat(os.path.join(dirpath, name)).st_ctime)
     return dt.datetime.fromtimestamp(latest, dt.timezone.utc).replace(tzinfo=None)
+
+
+def _owner(path: str) -> str:
+    import pwd
+
+    uid = os.lstat(path).st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid} (no such user)"
+
+
+def foreign_owner(folder, student: str) -> tuple[str, str] | None:
+    """(path, owner) of the first thing in ``folder`` (itself included, links not followed) that
+    the Unix user ``student`` does not own; None when the student owns it all."""
+    for path in [str(folder), *(os.path.join(d, n) for d, dirs, files in os.walk(folder) for n in dirs + files)]:
+        owner = _owner(path)
+        if owner != student:
+            return path, owner
+    return None
 
 
 def _utc_text(when: dt.datetime) -> str:
@@ -89,13 +119,26 @@ class LinkKeepingCollect(ExchangeCollect):
             pass
         written = latest_ctime(path)
         record["claimed"], record["written"] = claimed, written
+        record["foreign"] = foreign_owner(path, record["username"]) if self.check_owner else None
+        if record["foreign"]:  # never collected (copy_files); said once per folder
+            self.log.error("REFUSED %s: it claims to be %s's submission of %s, but %s is owned by %s; not "
+                           "collected (another user wrote it into the exchange under %s's name). On a single "
+                           "machine where every file is yours, collect with --ExchangeCollect.check_owner=False",
+                           path, record["username"], self.coursedir.assignment_id, record["foreign"][0],
+                           record["foreign"][1], record["username"])
         if written - claimed > CLOCK_SLACK:
             record["timestamp"] = written
         return record
 
+    def _sort_by_timestamp(self, records):
+        """Latest first, a folder another user wrote under the student's name after all of the student's own."""
+        return sorted(records, key=lambda item: (item.get("foreign") is None, item["timestamp"]), reverse=True)
+
     def copy_files(self):
-        """nbgrader's copy; then each collected ``timestamp.txt`` says the counted time, and the
+        """Refuse the folders another user wrote under a student's name, then nbgrader's copy of the
+        rest; then each collected ``timestamp.txt`` says the counted time, and the
         submissions written later than they claimed are listed for the class report."""
+        self.src_records = [r for r in getattr(self, "src_records", []) if not r.get("foreign")]
         super().copy_files()
         from bncourse.grading.parallel import REPORT_DIR
 

@@ -14,7 +14,7 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Dict, Integer, Unicode
 
-from bncourse.grading import rejudging, solution_free
+from bncourse.grading import rejudging, seeds, solution_free
 from bncourse.grading.kernel import GradingKernelManager, log_kernel_output
 from bncourse.grading.libraries import LIBRARY_RULES, sandbox_options
 from bncourse.grading.rejudging import check_modules
@@ -168,10 +168,10 @@ class GradingExecute(TimeLimited, Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._sandbox = self._make_sandbox(resources)
-        seed = self.hidden_seed if self.hidden_seed >= 0 else run_seed()
+        seed = seeds.for_notebook(self.hidden_seed if self.hidden_seed >= 0 else run_seed(), nb, resources)
         if resources is not None:
             resources[HIDDEN_SEED_KEY] = seed
-        self.log.info("Hidden-case seed of this grading run: %d", seed)
+        self.log.info("Hidden-case seed of this notebook (from the run's and the submission): %d", seed)
         self._run_until = len(nb.cells)
         grading_size = RunSize.from_environ(self.kernel_env) is RunSize.GRADING
         self._skip_tagged = grading_size

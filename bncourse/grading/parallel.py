@@ -146,8 +146,9 @@ def grade(
         sandbox: run every kernel in the sandbox (``bncourse.grading.sandbox``); ``False`` grades
             unsandboxed, which the report states on every line. Without a working sandbox,
             ``SandboxUnavailable`` says how to get one.
-        hidden_seed: the hidden cases' seed (default: drawn for this run; the report prints it, so
-            a regrade can reproduce the run).
+        hidden_seed: the run's hidden-case seed (default: drawn for this run; the report prints it, so
+            a regrade can reproduce the run). No kernel sees it: each notebook is graded with a seed
+            derived from it and the submission (``bncourse.grading.seeds``).
     """
     from nbgrader.api import Gradebook, MissingEntry
     from tqdm.auto import tqdm

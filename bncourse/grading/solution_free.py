@@ -64,6 +64,11 @@ STUBBED_NAMES: frozenset[str] = frozenset({
     "bncourse.experiments.overhead.fold_batchnorm",
     "bncourse.plots.percentile_bands",  # notebook 5's sigmoid_input_percentiles, under another name
     "bncourse.checks.folding._torch_fuse",  # notebook 10's check reference (torch's own fold)
+    # notebook 11's saturated_fraction, kept real as a helper of the Diagnostics it hands out (red team 2,
+    # found by tests/test_grading_no_reference.py trying every function): stubbed even there (Diagnostics
+    # then cannot measure saturation in a grading kernel; nb 11 uses it only after its graded cells)
+    "bncourse.diagnostics._saturated",
+    "bncourse.diagnostics._dead",
 })
 # References the checks themselves need in the kernel to build a case's inputs: none (notebook 8's
 # backward check builds its input cache in numpy from the whole batch, without the sync forward).
@@ -71,7 +76,7 @@ RECORDING_NEEDS: frozenset[str] = frozenset()
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
-_VERSION = "8"  # bump when the transform changes
+_VERSION = "9"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -178,7 +183,7 @@ def stub_source(source: str, module: str, keep: Iterable[str] = ()) -> str:
     """``source`` of ``module`` with every function's and method's body replaced by a raise, except
     the names in ``keep`` (and the helpers they use) and ``KEPT``."""
     tree = ast.parse(source)
-    keep = _with_helpers(tree, module, set(keep))
+    keep = _with_helpers(tree, module, set(keep)) - STUBBED_NAMES  # an answer stays stubbed, given or helper
     if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant):
         tree.body = tree.body[1:]  # the module's docstring may explain the solution
     tree = _Stubber(module, keep | KEPT).visit(tree)

@@ -8,7 +8,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Float
 
 from bncourse.checks import replay
-from bncourse.grading import rejudging, solution_free, sources
+from bncourse.grading import opaque, rejudging, solution_free, sources
 from bncourse.grading.execute import HIDDEN_SEED_KEY, PRESTARTED_KEY, trusted_sources
 from bncourse.grading.rejudging import check_modules, replay_cells
 from bncourse.grading.time_limit import TIME_LIMIT_ENAME
@@ -167,7 +167,8 @@ def _report_source_findings(nb, log) -> None:
         except SyntaxError as exc:
             findings[grade_id] = [f"<unparsable: {exc.msg} (line {exc.lineno})>"]
             continue
-        reached = sorted(r for r in program.references(names) if _noteworthy(r))
+        reached = sorted(r for r in program.references(names) if _noteworthy(r)) + [
+            f"<opaque: {found}>" for found in opaque.opaque_code(cell.source)]  # hidden code, named
         if reached:
             findings[grade_id] = reached
     if findings:
