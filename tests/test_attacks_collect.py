@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 
 import pytest
 from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
 from traitlets.config import Config
 
+from bncourse.grading import exchange
 from bncourse.grading.exchange import CLOCK_SLACK, LinkKeepingCollect, collected_times
 
 ASSIGNMENT = "ps1"
@@ -28,7 +30,7 @@ def _submit(inbound, student: str, claimed: dt.datetime) -> None:
     (folder / "timestamp.txt").write_text(claimed.strftime(STAMP))
 
 
-def _collect(tmp_path, due: dt.datetime):
+def _collect(tmp_path, due: dt.datetime, collect=LinkKeepingCollect):
     course, exchange = tmp_path / "course", tmp_path / "exchange"
     course.mkdir(exist_ok=True)
     c = Config()
@@ -41,7 +43,7 @@ def _collect(tmp_path, due: dt.datetime):
     with Gradebook(c.CourseDirectory.db_url, "bncourse") as gb:
         gb.update_or_create_assignment(ASSIGNMENT, duedate=due)
     coursedir = CourseDirectory(config=c)
-    LinkKeepingCollect(coursedir=coursedir, config=c).start()
+    collect(coursedir=coursedir, config=c).start()
     return course
 
 
@@ -82,3 +84,34 @@ def test_does_the_class_report_state_a_backdated_submission(tmp_path):
     assert "claimed 2026-11-20 10:00:00.000000 UTC" in str(report)
     page = next(p for p in write_class_report(report, tmp_path) if p.suffix == ".html").read_text()
     assert "claimed 2026-11-20 10:00:00.000000 UTC, but its files were written later" in page
+
+
+def _counted(course, student) -> dt.datetime:
+    text = (course / "submitted" / student / ASSIGNMENT / "timestamp.txt").read_text()
+    return dt.datetime.strptime(text.strip(), STAMP)
+
+
+def test_is_a_notebook_rewritten_while_collect_runs_counted_late(tmp_path, inbound, monkeypatch):
+    """Red team N9: collect scanned every folder's ctimes before copying any; a process the student left
+    watching her folder (inotify) rewrote the notebook in the gap, and the late notebook counted on time.
+    Here the rewrite happens once the copy of her folder has begun (the latest moment it can)."""
+    monkeypatch.setattr(exchange, "CLOCK_SLACK", dt.timedelta(milliseconds=100))  # not 60 s of waiting
+    claimed = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    _submit(inbound, "mallory", claimed)  # on time when the scan runs: written when it claims
+    _submit(inbound, "alice", claimed)
+    time.sleep(0.3)  # the due date passes
+    due = claimed + dt.timedelta(milliseconds=150)
+    late_notebook = '{"late": true}'
+
+    class StudentRewritesDuringCopy(LinkKeepingCollect):
+        def copy_regular_file(self, src, dst):
+            if "/mallory+" in src and not getattr(self, "rewritten", False):
+                self.rewritten = True
+                (next(inbound.glob("mallory+*")) / "ps1.ipynb").write_text(late_notebook)
+            super().copy_regular_file(src, dst)
+
+    course = _collect(tmp_path, due, StudentRewritesDuringCopy)
+    assert _counted(course, "mallory") > due  # counted late, whichever version was copied
+    assert abs(_counted(course, "alice") - claimed) < dt.timedelta(milliseconds=1)  # untouched
+    times = collected_times(course, ASSIGNMENT)
+    assert set(times) == {"mallory"} and times["mallory"]["rewritten_during_collect"] is True

@@ -12,7 +12,10 @@ and its ``timestamp.txt``): a student who writes into the exchange by hand can d
 submission weeks earlier. A file's ctime is set by the kernel when the file is created or changed
 and no user can set it back. So the collect counts a submission at the time it claims unless the
 latest ctime of the inbound folder and everything in it (as the instructor's collect sees them) is
-later by more than ``CLOCK_SLACK``; then at that ctime. The collected ``timestamp.txt`` says the
+later by more than ``CLOCK_SLACK``; then at that ctime. The ctimes are read again just after the folder
+is copied and the later reading counts, so a file the student rewrites while collect runs (a process
+woken when collect opens the folder) is counted when it was rewritten (``rewritten_during_collect``
+in the JSON below). The collected ``timestamp.txt`` says the
 counted time (nbgrader's autograde and late penalty read it), and every discrepancy is written to
 ``grading_reports/<assignment>-collected-times.json`` (``collected_times``), which the class report
 shows. A copy of the exchange (a backup restored) gives its files new ctimes: collect from the
@@ -35,12 +38,14 @@ import datetime as dt
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from nbgrader.exchange.default import ExchangeCollect
 from nbgrader.utils import ignore_patterns, parse_utc
 
-__all__ = ["CLOCK_SLACK", "LinkKeepingCollect", "collected_times", "foreign_owner", "latest_ctime"]
+__all__ = ["CLOCK_SLACK", "LinkKeepingCollect", "collected_times", "copy_regular_file", "foreign_owner",
+           "latest_ctime", "special_files"]
 
 # How much later than its claimed time a submission's files may have been written and still be
 # counted at the claimed time (nbgrader's submit dates the folder, then copies the files into it).
@@ -49,12 +54,45 @@ TIMES_FILE = "{assignment}-collected-times.json"
 
 
 def latest_ctime(folder) -> dt.datetime:
-    """The latest ctime (naive UTC) of ``folder`` and everything in it, links not followed."""
+    """The latest ctime (naive UTC) of ``folder`` and everything in it, links not followed (a file
+    removed while it is read is passed over: removing it set its folder's ctime)."""
     latest = os.lstat(folder).st_ctime
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in dirnames + filenames:
-            latest = max(latest, os.lstat(os.path.join(dirpath, name)).st_ctime)
+            try:
+                latest = max(latest, os.lstat(os.path.join(dirpath, name)).st_ctime)
+            except FileNotFoundError:
+                pass
     return dt.datetime.fromtimestamp(latest, dt.timezone.utc).replace(tzinfo=None)
+
+
+def special_files(directory, names) -> list[str]:
+    """The ``names`` in ``directory`` that are neither a regular file, a folder nor a link (a named
+    pipe, socket or device: found by ``lstat``, never opened, since opening a named pipe blocks)."""
+    found = []
+    for name in names:
+        try:
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            found.append(name)
+    return found
+
+
+def copy_regular_file(src: str, dst: str) -> None:
+    """``src`` to ``dst`` with its mode and times, as ``shutil.copy2``, but only if ``src`` is a regular
+    file when it is opened (without blocking, links not followed): a file swapped for a named pipe
+    or a link after the folder was listed raises ``OSError`` naming it, never blocks or follows."""
+    fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with open(fd, "rb") as source:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{src} is not a regular file (mode {stat.filemode(st.st_mode)}); not copied")
+        with open(dst, "wb") as target:
+            shutil.copyfileobj(source, target)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _owner(path: str) -> str:
@@ -79,13 +117,6 @@ def foreign_owner(folder, student: str) -> tuple[str, str] | None:
 
 def _utc_text(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S.%f") + " UTC"
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 def _when(path: Path) -> dt.datetime | None:
@@ -139,6 +170,7 @@ class LinkKeepingCollect(ExchangeCollect):
         rest; then each collected ``timestamp.txt`` says the counted time, and the
         submissions written later than they claimed are listed for the class report."""
         self.src_records = [r for r in getattr(self, "src_records", []) if not r.get("foreign")]
+        self.copied = {}  # inbound folder -> the latest ctime in it just after it was copied
         super().copy_files()
         from bncourse.grading.parallel import REPORT_DIR
 
@@ -151,8 +183,14 @@ class LinkKeepingCollect(ExchangeCollect):
             dest = Path(self.coursedir.format_path(self.coursedir.submitted_directory, rec["username"],
                                                    self.coursedir.assignment_id))
             stamp = dest / "timestamp.txt"
-            if not dest.is_dir() or _read(stamp) != _read(Path(self.inbound_path) / rec["filename"] / "timestamp.txt"):
+            after = self.copied.get(os.path.normpath(os.path.join(self.inbound_path, rec["filename"])))
+            if after is None:
                 continue  # not collected now (an earlier collect's copy, its time already counted)
+            rewritten = after > rec["written"]  # written to between the scan and the end of its copy
+            if rewritten:
+                rec["written"] = after
+                if after - rec["claimed"] > CLOCK_SLACK:
+                    rec["timestamp"] = max(rec["timestamp"], after)
             if _when(stamp) != rec["timestamp"]:
                 stamp.write_text(_utc_text(rec["timestamp"]))
             if rec["timestamp"] > rec["claimed"]:
@@ -161,11 +199,17 @@ class LinkKeepingCollect(ExchangeCollect):
                                  _utc_text(rec["written"]))
                 found[rec["username"]] = {"claimed": _utc_text(rec["claimed"]), "written": _utc_text(rec["written"]),
                                           "counted": _utc_text(rec["timestamp"]), "inbound": rec["filename"]}
+                if rewritten:
+                    found[rec["username"]]["rewritten_during_collect"] = True
             else:
                 found.pop(rec["username"], None)
         if found or path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(found, indent=1, sort_keys=True))
+
+    def copy_regular_file(self, src: str, dst: str) -> None:
+        """How ``do_copy`` copies each file (``copy_regular_file``)."""
+        copy_regular_file(src, dst)
 
     def do_copy(self, src, dest, log=None):
         """``src`` to ``dest`` as nbgrader copies it (ignore, include and size limits), links kept as links."""
@@ -175,7 +219,11 @@ class LinkKeepingCollect(ExchangeCollect):
                                f"maximum size is {1000 * self.coursedir.max_dir_size}")
         shutil.copytree(src, dest, symlinks=True,
                         ignore=ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
-                                               max_file_size=self.coursedir.max_file_size, log=self.log))
+                                               max_file_size=self.coursedir.max_file_size, log=self.log),
+                        copy_function=self.copy_regular_file)
+        # Lateness is decided from what was copied: anything the student changed before or during the
+        # copy has a ctime no later than this scan (a change after it is counted too: it can only be later).
+        self.copied[os.path.normpath(src)] = latest_ctime(src)
         if self.coursedir.groupshared:  # as nbgrader: directories ug+rwx, files ug+rw
             for dirname, _, filenames in os.walk(dest):
                 os.chmod(dirname, (os.stat(dirname).st_mode | 0o2770) & 0o2777)
