@@ -21,6 +21,14 @@ counted time (nbgrader's autograde and late penalty read it), and every discrepa
 shows. A copy of the exchange (a backup restored) gives its files new ctimes: collect from the
 exchange the students wrote to.
 
+Special files and broken folders. ``shutil.copytree`` raises at a named pipe, socket or device, and
+nbgrader's collect stopped there for every later student. Here such files are skipped (found by
+``lstat``; a file is opened without blocking or following links and copied only if it is a regular
+file), named in the log (``SKIPPED in <folder>``) and under ``skipped`` in the JSON; a folder that
+still cannot be copied (a file unreadable or gone when it is read, a folder over
+``max_dir_size``) is not collected (nothing partial is left), the log says ``NOT COLLECTED <folder>:
+<file>: <error>``, the JSON says it under ``not_collected``, and the other students are collected.
+
 Identity. nbgrader takes the student from the inbound folder's *name*, which anyone who can write
 to the world-writable inbound chooses; its owner check (``ExchangeCollect.check_owner``, on by
 default) only warns, then collects a folder another user wrote as the named student's (who then
@@ -128,7 +136,9 @@ def _when(path: Path) -> dt.datetime | None:
 
 def collected_times(course_dir, assignment: str) -> dict[str, dict[str, str]]:
     """student -> {"claimed", "written", "counted", "inbound"} for every submission of ``assignment``
-    whose files were written later than it claimed (what the last collect found; {} if none)."""
+    whose files were written later than it claimed (with ``"rewritten_during_collect": true`` when that
+    was seen only after its copy), ``"skipped"`` (its special files, not copied) or ``"not_collected"``
+    (why its folder could not be copied): what the last collect found; {} if none."""
     from bncourse.grading.parallel import REPORT_DIR
 
     path = Path(course_dir) / REPORT_DIR / TIMES_FILE.format(assignment=assignment)
@@ -167,10 +177,13 @@ class LinkKeepingCollect(ExchangeCollect):
 
     def copy_files(self):
         """Refuse the folders another user wrote under a student's name, then nbgrader's copy of the
-        rest; then each collected ``timestamp.txt`` says the counted time, and the
-        submissions written later than they claimed are listed for the class report."""
+        rest, one student at a time (a folder that cannot be copied is reported and the others are
+        collected); then each collected ``timestamp.txt`` says the counted time, and the submissions
+        written later than they claimed, with special files skipped or not collected, are listed."""
         self.src_records = [r for r in getattr(self, "src_records", []) if not r.get("foreign")]
         self.copied = {}  # inbound folder -> the latest ctime in it just after it was copied
+        self.skipped = {}  # inbound folder -> its special files (relative paths), not copied
+        self.failed = {}  # inbound folder -> why it could not be copied
         super().copy_files()
         from bncourse.grading.parallel import REPORT_DIR
 
@@ -183,9 +196,14 @@ class LinkKeepingCollect(ExchangeCollect):
             dest = Path(self.coursedir.format_path(self.coursedir.submitted_directory, rec["username"],
                                                    self.coursedir.assignment_id))
             stamp = dest / "timestamp.txt"
-            after = self.copied.get(os.path.normpath(os.path.join(self.inbound_path, rec["filename"])))
+            src = os.path.normpath(os.path.join(self.inbound_path, rec["filename"]))
+            if src in self.failed:
+                found[rec["username"]] = {"inbound": rec["filename"], "not_collected": self.failed[src]}
+                continue
+            after = self.copied.get(src)
             if after is None:
                 continue  # not collected now (an earlier collect's copy, its time already counted)
+            entry = {}
             rewritten = after > rec["written"]  # written to between the scan and the end of its copy
             if rewritten:
                 rec["written"] = after
@@ -197,10 +215,14 @@ class LinkKeepingCollect(ExchangeCollect):
                 self.log.warning("%s claims to have submitted %s at %s, but its files were written at %s: counted "
                                  "then", rec["username"], self.coursedir.assignment_id, _utc_text(rec["claimed"]),
                                  _utc_text(rec["written"]))
-                found[rec["username"]] = {"claimed": _utc_text(rec["claimed"]), "written": _utc_text(rec["written"]),
-                                          "counted": _utc_text(rec["timestamp"]), "inbound": rec["filename"]}
+                entry = {"claimed": _utc_text(rec["claimed"]), "written": _utc_text(rec["written"]),
+                         "counted": _utc_text(rec["timestamp"]), "inbound": rec["filename"]}
                 if rewritten:
-                    found[rec["username"]]["rewritten_during_collect"] = True
+                    entry["rewritten_during_collect"] = True
+            if self.skipped.get(src):
+                entry.update(inbound=rec["filename"], skipped=self.skipped[src])
+            if entry:
+                found[rec["username"]] = entry
             else:
                 found.pop(rec["username"], None)
         if found or path.exists():
@@ -212,22 +234,56 @@ class LinkKeepingCollect(ExchangeCollect):
         copy_regular_file(src, dst)
 
     def do_copy(self, src, dest, log=None):
-        """``src`` to ``dest`` as nbgrader copies it (ignore, include and size limits), links kept as links."""
-        if self.get_size(src) > 1000 * self.coursedir.max_dir_size:
-            self.log.error("Directory size is too big")
-            raise RuntimeError(f"Directory size is too big. Size is {self.get_size(src)}, "
-                               f"maximum size is {1000 * self.coursedir.max_dir_size}")
-        shutil.copytree(src, dest, symlinks=True,
-                        ignore=ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
-                                               max_file_size=self.coursedir.max_file_size, log=self.log),
-                        copy_function=self.copy_regular_file)
-        # Lateness is decided from what was copied: anything the student changed before or during the
-        # copy has a ctime no later than this scan (a change after it is counted too: it can only be later).
-        self.copied[os.path.normpath(src)] = latest_ctime(src)
-        if self.coursedir.groupshared:  # as nbgrader: directories ug+rwx, files ug+rw
-            for dirname, _, filenames in os.walk(dest):
-                os.chmod(dirname, (os.stat(dirname).st_mode | 0o2770) & 0o2777)
-                for name in filenames:
-                    path = os.path.join(dirname, name)
-                    if not os.path.islink(path):
-                        os.chmod(path, (os.stat(path).st_mode | 0o660) & 0o777)
+        """``src`` to ``dest`` as nbgrader copies it (ignore, include and size limits), links kept as
+        links, special files skipped (never opened). If it cannot be copied, nothing of it is left in
+        ``dest`` and an error names the folder and why; collect goes on with the next student."""
+        key, skipped = os.path.normpath(src), []
+        nbgrader_ignore = ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
+                                          max_file_size=self.coursedir.max_file_size, log=self.log)
+
+        def ignore(directory, names):
+            ignored = nbgrader_ignore(directory, names)
+            for name in special_files(directory, names):
+                if name not in ignored:
+                    ignored.append(name)
+                    skipped.append(os.path.relpath(os.path.join(directory, name), src))
+            return ignored
+
+        try:
+            if self.get_size(src) > 1000 * self.coursedir.max_dir_size:
+                raise RuntimeError(f"Directory size is too big. Size is {self.get_size(src)}, "
+                                   f"maximum size is {1000 * self.coursedir.max_dir_size} (CourseDirectory.max_dir_size)")
+            shutil.copytree(src, dest, symlinks=True, ignore=ignore, copy_function=self.copy_regular_file)
+            # Lateness is decided from what was copied: anything the student changed before or during the
+            # copy has a ctime no later than this scan (a change after it is counted too: it can only be later).
+            self.copied[key] = latest_ctime(src)
+            if self.coursedir.groupshared:  # as nbgrader: directories ug+rwx, files ug+rw
+                for dirname, _, filenames in os.walk(dest):
+                    os.chmod(dirname, (os.stat(dirname).st_mode | 0o2770) & 0o2777)
+                    for name in filenames:
+                        path = os.path.join(dirname, name)
+                        if not os.path.islink(path):
+                            os.chmod(path, (os.stat(path).st_mode | 0o660) & 0o777)
+        except Exception as error:  # one student's folder never stops the others' collect
+            self.copied.pop(key, None)
+            shutil.rmtree(dest, ignore_errors=True)  # no partial submission is graded
+            try:
+                os.rmdir(os.path.dirname(dest))  # nor an empty student folder left (nbgrader made it)
+            except OSError:
+                pass  # the student's other assignments are in it
+            self.failed[key] = _why_not_copied(error, src)
+            self.log.error("NOT COLLECTED %s: %s. The other submissions are collected; fix or remove this folder "
+                           "and collect again", src, self.failed[key])
+            return
+        if skipped:
+            self.skipped[key] = skipped
+            self.log.warning("SKIPPED in %s: %s: not regular files (a named pipe, socket or device), not copied "
+                             "and never opened", src, ", ".join(skipped))
+
+
+def _why_not_copied(error: Exception, src: str) -> str:
+    """``error`` from copying the folder ``src`` as one line, each failed file named relative to ``src``."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        return "; ".join(f"{os.path.relpath(item[0], src)}: {item[2]}" if isinstance(item, tuple) and len(item) == 3
+                         else str(item) for item in error.args[0])
+    return f"{type(error).__name__}: {error}"
