@@ -44,7 +44,7 @@ STUBBED: tuple[str, ...] = (
     "bncourse.checks.diagnosis",
     "bncourse.checks.catalogue",
     # batch renormalization with r_max=1, d_max=0 is batch norm exactly (notebook 4's modules; on x.T,
-    # layer norm): red team 2's N2. Notebook 9's renorm experiment does not run in a grading kernel.
+    # layer norm): red team 2's N2. Notebook 9's renorm experiment is tagged skip-when-grading.
     "bncourse.renorm",
 )
 # Stubbed modules whose module-level data is itself near-solutions (the catalogue's tables of
