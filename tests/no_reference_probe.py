@@ -136,7 +136,7 @@ def _is_stub(obj) -> bool:
     if isinstance(obj, (staticmethod, classmethod)):
         obj = obj.__func__
     if isinstance(obj, types.FunctionType):
-        return "NotAvailableWhileGrading" in obj.__code__.co_names
+        return bool({"NotAvailableWhileGrading", "unavailable"} & set(obj.__code__.co_names))
     if isinstance(obj, type):
         own = [v for k, v in vars(obj).items() if isinstance(v, (types.FunctionType, staticmethod, classmethod))
                and not (k.startswith("__") and k not in ("__init__", "__call__"))]
@@ -299,6 +299,89 @@ def _candidates() -> dict[str, object]:
     return found
 
 
+def _held(value, depth=0):
+    """[(path, callable)] the course's code held in a module-level value: in lists, tuples, dicts,
+    sets and a dataclass's fields (a table of ``Mistake`` entries), down a few levels."""
+    import functools
+
+    if depth > 3:
+        return []
+    if isinstance(value, functools.partial):
+        value = value.func
+    if isinstance(value, types.FunctionType):
+        return [("", value)] if (value.__module__ or "").startswith("bncourse") else []
+    if isinstance(value, dict):
+        items = [(f"[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+    elif hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        items = [(f".{f}", getattr(value, f, None)) for f in value.__dataclass_fields__]
+    else:
+        return []
+    return [(path + sub, fn) for path, v in items for sub, fn in _held(v, depth + 1)]
+
+
+def tables() -> list[str]:
+    """Working code held in module-level tables of the stubbed modules (the catalogue's mistakes)."""
+    from bncourse.grading.solution_free import is_stubbed
+    import bncourse
+
+    found = []
+    for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
+        if not is_stubbed(info.name):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except BaseException:  # noqa: BLE001
+            continue
+        for name, value in vars(module).items():
+            if not isinstance(value, (types.FunctionType, type, types.ModuleType)):
+                found += [f"{info.name}.{name}{path}" for path, fn in _held(value) if not _is_stub(fn)]
+    return sorted(found)
+
+
+def batchnorm_modules() -> list[str]:
+    """Every ``nn.Module`` class of the importable ``bncourse`` that is batch norm for some setting of
+    its numeric keywords (each tried at its default, 0 and 1): ``BatchRenorm(C, r_max=1, d_max=0)``."""
+    import itertools
+
+    import bncourse
+    import torch
+
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float32) * 3 + 1
+    want = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
+    found = []
+    for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
+        if info.name.startswith(SKIPPED_MODULES):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except BaseException:  # noqa: BLE001
+            continue
+        for name, cls in vars(module).items():
+            if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == info.name):
+                continue
+            try:
+                params = [p for p in list(inspect.signature(cls).parameters.values())[1:]
+                          if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)][:5]
+            except (TypeError, ValueError):
+                continue
+            for values in itertools.product(*[(p.default, 0, 1) for p in params]):
+                try:
+                    got = _limited(lambda: cls(3, **{p.name: v for p, v in zip(params, values)})(x.clone()), ())
+                except _TimeUp:
+                    break
+                except BaseException:  # noqa: BLE001 - a stub, or not a (C)-constructed module
+                    if not params:
+                        break
+                    continue
+                if isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(
+                        got.float(), want, rtol=1e-4, atol=1e-4):
+                    found.append(f"{info.name}.{name}")
+                    break
+    return sorted(found)
+
+
 def _stored(refs) -> list:
     """[(args, expected)] of the first cases of the first reference whose output can be compared."""
     for name, ref, cases in refs:
@@ -332,7 +415,8 @@ def main(job: dict) -> dict:
             if _answers(ref, cases):
                 self_found.append(ex.id)
     out: dict = {"traced": traced, "references": {}, "reached": {}, "answers": {}, "judged": sorted(stored),
-                 "self_found": sorted(self_found), "tried": {}}
+                 "self_found": sorted(self_found), "tried": {}, "tables": {"full": tables()},
+                 "batchnorm_modules": {"full": batchnorm_modules()}}
     for build, ids in job["builds"].items():
         _use(build)
         from bncourse.hints.texts import EXERCISES
@@ -354,6 +438,8 @@ def main(job: dict) -> dict:
                 obj = _resolve(dotted)
                 reached[dotted] = "absent" if obj is None else "stub" if _is_stub(obj) else "real"
             out["reached"][eid] = reached
+        out["tables"][build] = tables()
+        out["batchnorm_modules"][build] = batchnorm_modules()
         candidates = _candidates() if any(eid in stored for eid in ids) else {}
         for eid in ids:
             if eid in stored:

@@ -112,5 +112,14 @@ def test_does_no_graded_exercise_keep_a_working_reference_in_its_grading_build(t
     # every importable function of each build, tried as each of its exercises' answer
     assert TRIED_AS_FUNCTIONS <= set(found["self_found"]), TRIED_AS_FUNCTIONS - set(found["self_found"])
     assert all(found["tried"][eid] > 300 for eid in TRIED_AS_FUNCTIONS), found["tried"]
+    # red team 2's N7: a table of known mistakes (working numpy in Mistake entries) is real code too
+    assert any(".figure1.MISTAKES[" in n for n in found["tables"]["full"]), found["tables"]["full"][:5]
+    held = {build: names for build, names in found["tables"].items() if build != "full" and names}
+    assert not held, f"a stubbed module's table holds working code in the grading build: {held}"
+    # red team 2's N2: a course module that is batch norm for some setting (BatchRenorm(C, r_max=1, d_max=0))
+    assert "bncourse.renorm.BatchRenorm" in found["batchnorm_modules"]["full"]
+    renamed = {build: names for build, names in found["batchnorm_modules"].items() if build != "full" and names}
+    assert not renamed, f"a course module is batch norm under another name in the grading build: {renamed}"
+
     answered = {eid: names for eid, names in found["answers"].items() if names}
     assert not answered, f"a function of the grading build answers a graded exercise: {answered}"

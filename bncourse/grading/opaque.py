@@ -14,7 +14,13 @@ source is a report). Found:
   decoding, ``bytes.fromhex``;
 - ``exec``/``eval``/``compile``/``__import__``/``importlib.import_module`` of something that is not
   a literal (code or a module name computed at run time);
-- encoded text: base64- or hex-looking string literals of ``BLOB_CHARS`` characters or more in all.
+- encoded text: base64- or hex-looking string literals of ``BLOB_CHARS`` characters or more in all;
+- native code: ``ctypes`` (imported, or its ``CDLL``/``cdll``/``PyDLL``/``pythonapi``/``CFUNCTYPE``
+  names, a tensor's ``_cdata`` address), libtorch's private bindings ``torch._C.*`` (named), and
+  TorchScript's Static Runtime and graph passes (``_jit_to_static_module``, ``StaticModule``,
+  ``_freeze_module``, ``_jit_pass_*``). Red team 2 (N1, N3) ran libtorch's own exported batch-norm
+  kernels and its C++ folding pass through ctypes: no sandbox rule can remove a symbol from a loaded
+  libtorch, so these are reported, never prevented (``docs/instructors.md`` section 1b).
 
 A cell neither Python nor IPython can read is searched as text for the same names.
 """
@@ -34,6 +40,10 @@ _NAMES = {"FunctionType", "CodeType", "LambdaType", "loads", "decompress", "b64d
           "a85decode", "b85decode", "urlsafe_b64decode", "decodebytes", "a2b_base64", "unhexlify", "fromhex"}
 _DUNDERS = {"__code__", "__globals__", "__closure__", "__builtins__", "co_code", "co_consts", "f_globals",
             "f_locals", "func_code"}
+# native code: ctypes' ways to a symbol, a tensor's C++ address, TorchScript's runtime and graph passes
+_NATIVE = {"CDLL", "cdll", "PyDLL", "pydll", "pythonapi", "CFUNCTYPE", "PYFUNCTYPE", "dlopen", "_cdata",
+           "_jit_to_static_module", "StaticModule", "_freeze_module", "_jit_pass_fold_convbn",
+           "FoldFrozenConvBatchnorm", "FoldFrozenLinearBatchnorm"}
 _RUNNERS = {"exec", "eval", "compile", "__import__", "import_module"}
 _ENCODED = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 
@@ -73,7 +83,26 @@ def _found_in_tree(tree: ast.AST) -> set[str]:
             if node.module.split(".")[0] in _MODULES:
                 found.add(f"from {node.module} import ...")
             found |= {f"{node.module}.{a.name}" for a in node.names if a.name in _NAMES}
-        elif isinstance(node, ast.Attribute):
+        if isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "torch._C" or node.module.startswith("torch._C.")):
+            found |= {f"torch._C.{a.name} (libtorch's private bindings)" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "torch" and any(a.name == "_C" for a in node.names):
+            found.add("torch._C (libtorch's private bindings)")
+        elif isinstance(node, ast.Import) and any(a.name.startswith("torch._C") for a in node.names):
+            found.add("torch._C (libtorch's private bindings)")
+        if isinstance(node, ast.Attribute):
+            chain = _name_of(node)
+            if chain.startswith("torch._C.") and chain.count(".") == 2:
+                found.add(f"{chain} (libtorch's private bindings)")
+            if node.attr in _NATIVE or node.attr.startswith(("_jit_pass_", "_ZN")):
+                found.add(f".{node.attr} (native code)")
+        elif isinstance(node, ast.Name) and (node.id in _NATIVE or node.id.startswith("_jit_pass_")):
+            found.add(f"{node.id} (native code)")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                node.value in _NATIVE or node.value.startswith("_jit_pass_") or "libtorch" in node.value
+                or "at::native" in node.value or "_ZN" in node.value):
+            found.add(f"the name {node.value[:60]!r} as a string (native code)")
+        if isinstance(node, ast.Attribute):
             if node.attr in _DUNDERS:
                 found.add(f".{node.attr}")
             elif node.attr in _NAMES and _name_of(node.value).split(".")[0] in (*_MODULES, "types", "bytes"):
@@ -81,7 +110,7 @@ def _found_in_tree(tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.Name) and node.id in _NAMES - {"loads", "decompress"}:
             found.add(node.id)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
-                node.value in _MODULES or node.value in _NAMES or node.value in _DUNDERS):
+                node.value in _MODULES or node.value in _NAMES or node.value in _DUNDERS or node.value in _RUNNERS):
             found.add(f"the name {node.value!r} as a string")
         if isinstance(node, ast.Call):
             called = _name_of(node.func).rsplit(".", 1)[-1]
@@ -108,7 +137,9 @@ def opaque_code(source: str) -> list[str]:
         except (SyntaxError, ValueError):
             continue
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", source))
-    found = {f"{w} (in a cell not readable as Python)" for w in words & (set(_MODULES) | _NAMES | _DUNDERS)}
+    found = {f"{w} (in a cell not readable as Python)" for w in words & (set(_MODULES) | _NAMES | _DUNDERS | _NATIVE)}
+    if "torch._C" in source:
+        found.add("torch._C (in a cell not readable as Python)")
     longest = max((len(m) for m in re.findall(r"[A-Za-z0-9+/=]{64,}", source)), default=0)
     if longest >= BLOB_CHARS:
         found.add(f"{longest} characters of encoded text (in a cell not readable as Python)")
