@@ -223,7 +223,7 @@ def batch_of_one_trial(config: dict, seed: int) -> dict:
     from bncourse.models import SmallCNN
 
     task = harder_digits(seed).images()
-    steps = pick(fast=200, full=1500, grading=150, cpu=500, what="steps per run (batch-of-one)")
+    steps = pick(fast=100, full=1500, grading=150, cpu=500, what="steps per run (batch-of-one)")
     lrs = config["lrs"]
     build = lambda: he_init(SmallCNN(1, 10, widths=(8, 16, 32), norm=config["norm"]))  # noqa: E731
     tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=config["batch"], momentum=0.9, extend=1)
