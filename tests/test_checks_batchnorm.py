@@ -47,7 +47,16 @@ def fwd_other_order(x, gamma, beta, eps=1e-5):
     return x * scale + (beta - mu * scale), None
 
 
-CORRECT_FORWARDS = [fwd_two_pass, fwd_np_var, fwd_float64_inside, fwd_other_order]
+def fwd_einsum_keepdim(x, gamma, beta, eps=1e-5):
+    """Statistics by einsum, kept as (1, D)."""
+    n = x.shape[0]
+    mu = np.einsum("nd->d", x)[None, :] / n
+    xmu = x - mu
+    var = np.einsum("nd,nd->d", xmu, xmu)[None, :] / n
+    return gamma * xmu / np.sqrt(var + eps) + beta, {"mu": mu, "var": var}
+
+
+CORRECT_FORWARDS = [fwd_two_pass, fwd_np_var, fwd_float64_inside, fwd_other_order, fwd_einsum_keepdim]
 
 
 def fwd_unbiased(x, gamma, beta, eps=1e-5):
@@ -309,7 +318,15 @@ def bwd_compact(dout, cache):
     return dx, np.sum(dout * cache.x_hat, axis=0), np.sum(dout, axis=0)
 
 
-CORRECT_BACKWARDS = [bwd_textbook, bwd_compact]
+def bwd_float64_einsum(dout, cache):
+    """Float64 gradients (allowed by the contract) for any input dtype, sums by einsum."""
+    d, xh = dout.astype(np.float64), cache.x_hat.astype(np.float64)
+    dbeta, dgamma = np.einsum("nd->d", d), np.einsum("nd,nd->d", d, xh)
+    n = d.shape[0]
+    return cache.gamma * cache.inv_std / n * (n * d - dbeta - xh * dgamma), dgamma, dbeta
+
+
+CORRECT_BACKWARDS = [bwd_textbook, bwd_compact, bwd_float64_einsum]
 
 
 def bwd_direct_only(dout, cache):

@@ -13,6 +13,12 @@ with named fields), so the backward is graded on its own. The spatial backward c
 learner's backward the cache of the learner's *own* spatial forward, because the learner designs
 that cache: the two learner functions run chained in one call, recorded as one (so the grader can
 re-judge the pair from what it returned).
+
+The contract: gradients of the shapes above (dgamma, dbeta (D,) or (C,), never (1, D)), in x's dtype
+or in float64 (the values are compared); ``dout`` and every array of a reference cache unchanged
+(the caller may backpropagate again); the forward's ``out`` in x's dtype, x, gamma and beta unchanged.
+Visible cases include a forward run with eps=1e-2 (the (N, D) backward), eps=1e-3 and a channel with
+std 1e-3 (spatial).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ __all__ = ["check_batchnorm_backward_staged", "check_batchnorm_backward", "check
            "GRADIENT_TOLERANCE"]
 
 _DOUT_IN_PLACE = ("the upstream gradient dout modified in place", "dout belongs to the caller: compute into new arrays")
+_CACHE_IN_PLACE = ("the cache modified in place", "the cache belongs to the forward pass (the caller may backpropagate "
+                   "again): read its arrays and compute into new ones (dx_hat = dout * cache.gamma, not "
+                   "cache.x_hat *= ...)")
 
 # ---------------------------------------------------------------------------------------------
 # (N, D) backward: the cache comes from the reference forward
@@ -42,6 +51,7 @@ _BACKWARD_VISIBLE = [
     ("N=50, D=8, float32", 32, 50, 8, {"dtype": np.float32}),
     ("N=10, D=4, large mean (1e7)", 33, 10, 4, {"loc": 1e7}),
     ("N=6, D=5, non-contiguous x and dout", 34, 6, 5, {"noncontig": True}),
+    ("N=8, D=3, the forward ran with eps=1e-2", 35, 8, 3, {"eps": 1e-2, "tiny": True}),
 ]
 _BACKWARD_HIDDEN = [
     ("N=3, D=6", 130, 3, 6, {}),
@@ -54,7 +64,7 @@ def _backward_cases(hidden: bool) -> list[Case]:
     def make(seed, n, d, opt):
         rng = np.random.default_rng(seed)
         dtype, nc = opt.get("dtype", np.float64), opt.get("noncontig", False)
-        x = features(rng, n, d, loc=opt.get("loc", 3.0), dtype=dtype, noncontig=nc)
+        x = features(rng, n, d, loc=opt.get("loc", 3.0), tiny=opt.get("tiny", False), dtype=dtype, noncontig=nc)
         gamma, beta = affine(rng, d, dtype)
         dout = rng.normal(size=(n, 2 * d if nc else d)).astype(dtype)
         _, cache = ref.batchnorm_forward(x, gamma, beta, opt.get("eps", 1e-5))
@@ -67,8 +77,9 @@ def _backward_cases(hidden: bool) -> list[Case]:
 def _check_backward(exercise: str, fn, hidden: bool) -> CheckResult:
     return check_function(
         exercise, fn, ref.batchnorm_backward, _backward_cases(hidden), catalogue.lazy("batchnorm_backward"),
-        arg_names=("dout",), in_place={"dout": _DOUT_IN_PLACE},
+        arg_names=("dout", "cache"), in_place={"dout": _DOUT_IN_PLACE, "cache": _CACHE_IN_PLACE},
         outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-4,
+        check_dtype=False,  # the contract: the gradients in x's dtype or in float64
     )
 
 
@@ -159,11 +170,13 @@ _SPATIAL_VISIBLE = [
     ("N=3, C=2, H=2, W=4, large mean (1e7)", 43, (3, 2, 2, 4), {"loc": 1e7}),
     ("N=5, C=4, H=3, W=2, non-contiguous x", 44, (5, 4, 3, 2), {"noncontig": True}),
     ("N=1, C=3, H=4, W=4: one image, many pixels", 45, (1, 3, 4, 4), {"eps": 1e-3}),
+    ("N=4, C=2, H=2, W=3, a channel with std 1e-3 (eps matters)", 46, (4, 2, 2, 3), {"tiny": True}),
 ]
 _SPATIAL_HIDDEN = [
     ("N=3, C=5, H=2, W=3", 140, (3, 5, 2, 3), {}),
     ("N=2, C=2, H=5, W=1, float32", 141, (2, 2, 5, 1), {"dtype": np.float32}),
     ("N=6, C=3, H=2, W=2, non-contiguous x", 142, (6, 3, 2, 2), {"noncontig": True, "eps": 1e-2}),
+    ("N=3, C=3, H=3, W=2, a channel with std 1e-3", 143, (3, 3, 3, 2), {"tiny": True}),
 ]
 
 
@@ -172,6 +185,8 @@ def _spatial_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
         rng = np.random.default_rng(seed)
         dtype = opt.get("dtype", np.float64)
         x = images(rng, shape, dtype, opt.get("loc", 3.0), opt.get("noncontig", False))
+        if opt.get("tiny"):  # channel 0 spread by about 1e-3: its variance is comparable to eps
+            x[:, 0] = ((x[:, 0] - x[:, 0].mean()) * 1e-3 + 1.0).astype(dtype)
         gamma, beta = affine(rng, shape[1], dtype)
         args = (x, gamma, beta, opt.get("eps", 1e-5))
         return args + (rng.normal(size=shape).astype(dtype),) if with_dout else args
@@ -218,7 +233,7 @@ def check_spatial_batchnorm_backward(forward_fn, backward_fn, hidden: bool = Fal
         _reference_then(lambda dx, dg, db, dout, c: (dx, dg, db)),
         _spatial_cases(hidden, with_dout=True), catalogue.lazy("spatial_batchnorm_backward"),
         arg_names=("x", "gamma", "beta", "eps", "dout"), in_place={"x": X_IN_PLACE, "dout": _DOUT_IN_PLACE},
-        outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-5,
+        outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-5, check_dtype=False,  # x's dtype or float64
         forbidden=("spatial_batchnorm_forward", "spatial_batchnorm_backward"),
     )
     if not result.passed and not check_spatial_batchnorm_forward(forward_fn, hidden).passed:

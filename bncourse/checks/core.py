@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 from bncourse.checks import delegation, replay
-from bncourse.checks.calls import Call, safe_call
+from bncourse.checks.calls import Call, InputChanged, changed_names, safe_call
 from bncourse.checks.compare import as_outputs, compare_arrays, difference
 from bncourse.checks.diagnosis import diagnose
 from bncourse.checks.results import KINDS, Case, CaseResult, CheckResult, Explanation, Mistake, Symptom, combine
@@ -148,6 +148,9 @@ def _judge(case, call: Call, reference_fn, outputs, compare, rtol, atol, check_d
     """One case's outcome, from the learner's call (live or recorded)."""
     if call.delegated:
         return CaseResult(case.name, False, f"handed the work to {call.delegated}", kind="delegated")
+    if call.error_type == InputChanged.__name__:  # a runner's kept(...) saw the caller's objects change
+        names = changed_names(call.error)
+        return CaseResult(case.name, False, f"changed in place: {', '.join(names)}", kind="mutated", wrong=names)
     if call.error:
         kind = "not_attempted" if call.error_type == "NotImplementedError" else "raised"
         return CaseResult(case.name, False, f"raised {call.error}", kind=kind, wrong=(call.error_type,))

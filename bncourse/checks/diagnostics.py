@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks import catalogue
+from bncourse.checks.calls import kept
 from bncourse.checks.core import Case, CheckResult, check_function
 from bncourse.checks.inputs import case_seed
 from bncourse.reference import diagnostics as ref
@@ -52,7 +53,9 @@ def _runner(fn):
 
     def run(*args):
         targs = [torch.tensor(a) if isinstance(a, np.ndarray) else a for a in args]
-        return _scalar(fn(*targs))
+        with kept(**{f"argument {i}": t for i, t in enumerate(targs)}):
+            value = fn(*targs)
+        return _scalar(value)
     return run
 
 

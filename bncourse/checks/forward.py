@@ -9,6 +9,16 @@ among them N=2, D=1, float32 input, a large mean (numerical stability) and a non
 ``hidden=True`` runs other seeds and shapes for nbgrader's hidden tests. The known mistakes live in
 the catalogue (``bncourse.checks.catalogue``); the check names the first one that reproduces the
 learner's output.
+
+The contract each check holds (said in full in the notebook's exercise cells):
+
+* forward: ``out`` (N, D) in x's dtype is compared; the cache is not. An eps other than 1e-5 is
+  passed in a visible case.
+* running statistics: both results (D,), any float dtype (compared in float64); momenta other than
+  0.1 and the default in the visible cases.
+* inference: ``out`` (N, D) in x's dtype; eps 1e-3 in a visible case.
+* every argument is unchanged after the call, arrays reached through an alias included
+  (``bncourse.checks.calls.safe_call`` compares each before and after).
 """
 
 from __future__ import annotations

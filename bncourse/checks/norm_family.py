@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 cases are computed in float32
+_LN_ARGS = ("x", "gamma", "beta", "eps")  # the arguments a case passes (the runner's, for a backward)
+_GN_ARGS = ("x", "gamma", "beta", "G", "eps")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,20 +61,27 @@ _LN_HIDDEN = [("N=3, D=9", 100, 3, 9, {}), ("N=10, D=2, float32", 101, 10, 2, {"
               ("N=7, D=5, large mean (1e4), eps=1e-3", 102, 7, 5, {"loc": 1e4, "tiny": True, "eps": 1e-3})]
 
 
-def _ln_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
+def _cases(exercise: str, table, hidden: bool, with_dout: bool, inputs) -> list[Case]:
+    """Seeded cases from ``table`` rows (name, seed, size, *more, options): ``inputs(rng, size, *more, dtype,
+    options) -> (x, gamma, beta, *more)``, then eps (options' or 1e-5) and, ``with_dout``, an upstream gradient."""
     cases = []
-    for name, seed, n, d, opt in _LN_HIDDEN if hidden else _LN_VISIBLE:
-        def make(seed=case_seed("layernorm", name, seed, hidden), n=n, d=d, opt=opt):
+    for name, seed, size, *more, opt in table:
+        def make(seed=case_seed(exercise, name, seed, hidden), size=size, more=tuple(more), opt=opt):
             rng = np.random.default_rng(seed)
             dtype = opt.get("dtype", np.float64)
-            x = _rows(rng, n, d, dtype, opt.get("loc", 3.0), opt.get("tiny", False))
-            gamma, beta = _affine(rng, d, dtype)
-            eps = opt.get("eps", 1e-5)
-            if with_dout:
-                return x, gamma, beta, eps, rng.normal(size=(n, d)).astype(dtype)
-            return x, gamma, beta, eps
+            args = inputs(rng, size, *more, dtype, opt) + (opt.get("eps", 1e-5),)
+            x = args[0]
+            return args + ((rng.normal(size=x.shape).astype(dtype),) if with_dout else ())
         cases.append(Case(name, make))
     return cases
+
+
+def _ln_inputs(rng, n, d, dtype, opt):
+    return (_rows(rng, n, d, dtype, opt.get("loc", 3.0), opt.get("tiny", False)), *_affine(rng, d, dtype))
+
+
+def _ln_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
+    return _cases("layernorm", _LN_HIDDEN if hidden else _LN_VISIBLE, hidden, with_dout, _ln_inputs)
 
 
 _GN_VISIBLE = [("N=2, C=6, H=3, W=4, G=3", 10, (2, 6, 3, 4), 3, {}),
@@ -96,20 +105,12 @@ def _images(rng, shape, dtype, tiny=False):
     return (rng.normal(size=shape) * scale + offset).astype(dtype)
 
 
+def _gn_inputs(rng, shape, G, dtype, opt):
+    return (_images(rng, shape, dtype, opt.get("tiny", False)), *_affine(rng, shape[1], dtype), G)
+
+
 def _gn_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
-    cases = []
-    for name, seed, shape, G, opt in _GN_HIDDEN if hidden else _GN_VISIBLE:
-        def make(seed=case_seed("groupnorm", name, seed, hidden), shape=shape, G=G, opt=opt):
-            rng = np.random.default_rng(seed)
-            dtype = opt.get("dtype", np.float64)
-            x = _images(rng, shape, dtype, opt.get("tiny", False))
-            gamma, beta = _affine(rng, shape[1], dtype)
-            eps = opt.get("eps", 1e-5)
-            if with_dout:
-                return x, gamma, beta, G, eps, rng.normal(size=shape).astype(dtype)
-            return x, gamma, beta, G, eps
-        cases.append(Case(name, make))
-    return cases
+    return _cases("groupnorm", _GN_HIDDEN if hidden else _GN_VISIBLE, hidden, with_dout, _gn_inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def _ln_ref(x, gamma, beta, eps):
 def check_layernorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, eps)[0]`` equal layer norm (F.layer_norm over the last axis)?"""
     return check_function("layernorm_forward", fn, _ln_ref, _ln_cases(hidden), catalogue.lazy("layernorm_forward"),
-                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL)
+                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_LN_ARGS)
 
 
 def _pair(forward_fn, backward_fn, grouped: bool):
@@ -149,7 +150,7 @@ def check_layernorm_backward(forward_fn, backward_fn, hidden: bool = False) -> C
         return check_function("layernorm_backward", not_fn, None, [])
     return check_function("layernorm_backward", _pair(forward_fn, backward_fn, False), _ln_ref_backward,
                           _ln_cases(hidden, with_dout=True), catalogue.lazy("layernorm_backward"),
-                          outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL,
+                          outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, arg_names=_LN_ARGS + ("dout",),
                           check_dtype=False)  # the gradients may be float64 (the contract fixes only the output)
 
 
@@ -165,7 +166,7 @@ def _gn_ref(x, gamma, beta, G, eps):
 def check_groupnorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, G, eps)[0]`` equal ``F.group_norm(x, G, gamma, beta, eps)``?"""
     return check_function("groupnorm_forward", fn, _gn_ref, _gn_cases(hidden), catalogue.lazy("groupnorm_forward"),
-                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL)
+                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_GN_ARGS)
 
 
 def _gn_ref_backward(x, gamma, beta, G, eps, dout):
@@ -179,5 +180,6 @@ def check_groupnorm_backward(forward_fn, backward_fn, hidden: bool = False) -> C
         return check_function("groupnorm_backward", not_fn, None, [])
     result = check_function("groupnorm_backward", _pair(forward_fn, backward_fn, True), _gn_ref_backward,
                             _gn_cases(hidden, with_dout=True), catalogue.lazy("groupnorm_backward"),
-                            outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, check_dtype=False)
+                            outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, check_dtype=False,
+                            arg_names=_GN_ARGS + ("dout",))
     return result

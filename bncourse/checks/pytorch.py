@@ -14,6 +14,11 @@
 subclasses of one correct module (in ``bncourse.checks.catalogue.pytorch``), each overriding the one piece a learner gets wrong. The
 learner's code may not call torch's own batch norm while it is checked (``torch_guard``), nor the
 course's ``bncourse.nn`` classes of the same name.
+
+The contract: the function's ``out`` in x's dtype and device, gradients of x's, gamma's and beta's
+shapes; x, gamma, beta and dout unchanged by forward and backward. A module's outputs in x's dtype,
+its buffers changed in place in training only, the input batch unchanged by ``forward``. Visible
+cases use eps 0.1 (the function) and eps and momentum other than the defaults (the modules).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import nn
 
 from bncourse.checks import replay
 from bncourse.checks import catalogue
+from bncourse.checks.calls import kept
 from bncourse.checks.core import Case, CaseResult, CheckResult, Symptom, check_function, combine
 from bncourse.checks.inputs import hidden_case_seed
 from bncourse.checks.stepping import Step, check_module
@@ -74,7 +80,8 @@ def _function_runner(Fn):
     """(x, gamma, beta, dout, eps) numpy -> (out, dx, dgamma, dbeta) numpy, through ``Fn.apply``."""
     def run(x, gamma, beta, dout, eps):
         xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
-        with no_builtin_batchnorm(), quiet():
+        dt = torch.tensor(dout)
+        with no_builtin_batchnorm(), quiet(), kept(x=xt, gamma=gt, beta=bt, dout=dt):
             out = Fn.apply(xt, gt, bt, eps)
             if isinstance(out, np.ndarray):
                 raise ForwardReturnedNumpy("forward returned a numpy array, expected a tensor")
@@ -84,7 +91,7 @@ def _function_runner(Fn):
                 raise ValueError(f"forward returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
             if out.grad_fn is None:
                 raise NotConnected("the output has no grad_fn: return a new tensor from forward, not one detached later")
-            out.backward(torch.tensor(dout, dtype=out.dtype, device=out.device))
+            out.backward(dt.to(dtype=out.dtype, device=out.device))
         return to_numpy(out), to_numpy(xt.grad), to_numpy(gt.grad), to_numpy(bt.grad)
     return run
 

@@ -15,6 +15,12 @@ and gradients must agree on every rank to about 1e-10.
 
 Known mistakes are simulated in numpy, one rank at a time; an all-reduce in float32 is seen in the
 workers (the dtype of what was reduced). ``hidden=True`` runs other seeds, shapes and rank counts.
+
+The contract, on every rank: ``y`` (M, C); ``running_mean``, ``running_var`` (C,) updated in place;
+``cache.x_hat`` (M, C); ``cache.invstd`` (C,) or (1, C) (keepdim=True); ``cache.count`` the global N,
+a number or a one-element tensor. ``x``, ``weight`` and ``bias`` (forward), ``dy`` and every tensor of
+the cache (backward) unchanged: a worker compares them before and after and the check reports a
+change as an in-place change of that argument. Visible cases: uneven slices, momentum 0.3, eps 1e-2.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import builtins
 import numpy as np
 
 from bncourse.checks import catalogue
+from bncourse.checks.calls import InputChanged, snapshot, unchanged
 from bncourse.checks.core import Case, check_function
 from bncourse.checks.inputs import hidden_case_seed
 
@@ -119,7 +126,10 @@ def _forward_on_rank(rank, world_size, fn, x, sizes, w, b, rm, rv, momentum, eps
     _watch_collectives(log)
     sl = _slices(sizes)[rank]
     running_mean, running_var = torch.tensor(rm), torch.tensor(rv)
-    out = fn(torch.tensor(x[sl]), torch.tensor(w), torch.tensor(b), running_mean, running_var, momentum, eps)
+    given = {"x": torch.tensor(x[sl]), "weight": torch.tensor(w), "bias": torch.tensor(b)}  # the running stats may change
+    before = {k: snapshot(v) for k, v in given.items()}
+    out = fn(*given.values(), running_mean, running_var, momentum, eps)
+    changed = [k for k, v in given.items() if not unchanged(before[k], v)]
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError(f"the forward should return (y, cache), got {type(out).__name__}")
     y, cache = out
@@ -132,26 +142,32 @@ def _forward_on_rank(rank, world_size, fn, x, sizes, w, b, rm, rv, momentum, eps
         invstd = invstd.reshape(len(w))
     return {"y": _numpy(y, "y"), "running_mean": _numpy(running_mean, "running_mean"),
             "running_var": _numpy(running_var, "running_var"), "x_hat": _numpy(x_hat, "cache.x_hat"),
-            "invstd": invstd, "count": count, "log": log}
+            "invstd": invstd, "count": count, "log": log, "changed": changed}
 
 
 def _backward_on_rank(rank, world_size, fn, x, sizes, w, dy, eps):
     import torch
 
-    from bncourse.nn_sync import sync_batch_norm_forward
+    from bncourse.nn_sync import SyncBNCache
 
+    # The forward's cache from the whole batch this worker was given (numpy, no all_reduce): the
+    # course's sync forward is not needed here, so the grading kernel holds none.
     sl = _slices(sizes)[rank]
-    C = x.shape[1]
-    _, cache = sync_batch_norm_forward(torch.tensor(x[sl]), torch.tensor(w), torch.zeros(C, dtype=torch.float64),
-                                       torch.zeros(C, dtype=torch.float64), torch.ones(C, dtype=torch.float64), 0.1, eps)
+    mean, var = x.mean(0), x.var(0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    cache = SyncBNCache(torch.tensor((x[sl] - mean) * invstd), torch.tensor(invstd), torch.tensor(w), float(len(x)))
     _switch_off_reference()
     log = {"calls": 0, "dtypes": []}
     _watch_collectives(log)
-    out = fn(torch.tensor(dy[sl]), cache)
+    given = {"dy": torch.tensor(dy[sl]), "cache": cache}
+    before = {k: snapshot(v) for k, v in given.items()}
+    out = fn(*given.values())
+    changed = [k for k, v in given.items() if not unchanged(before[k], v)]
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise TypeError(f"the backward should return (dx, dweight, dbias), got {type(out).__name__}")
     dx, dw, db = out
-    return {"dx": _numpy(dx, "dx"), "dweight": _numpy(dw, "dweight"), "dbias": _numpy(db, "dbias"), "log": log}
+    return {"dx": _numpy(dx, "dx"), "dweight": _numpy(dw, "dweight"), "dbias": _numpy(db, "dbias"), "log": log,
+            "changed": changed}
 
 
 def _on_ranks(worker, n_ranks: int, args: tuple) -> list[dict]:
@@ -183,6 +199,9 @@ class _Runner:
     def __call__(self, x, sizes, *rest):
         ranks = _on_ranks(self.worker, len(sizes), (self.fn, x, sizes, *rest))
         self.logs.extend(r["log"] for r in ranks)
+        changed = sorted({name for r in ranks for name in r.get("changed", ())})
+        if changed:  # reported as an in-place change of those arguments (kind "mutated")
+            raise InputChanged(changed)
         return self.assemble(ranks)
 
 

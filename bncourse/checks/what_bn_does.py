@@ -9,6 +9,10 @@
 
 ``hidden=True`` runs other seeds and shapes for nbgrader's hidden tests. Every input and output is
 a plain numpy array (or a float), so the grader can re-judge a graded cell from its receipts.
+
+The contract: a number is a Python float, a numpy scalar or a 0-d array, compared in float64; the
+noisy forward's ``out`` is (N, D), float32 or float64 for float32 input; every argument is unchanged
+after the call. A visible noisy case passes eps=1e-2.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def check_input_drift(fn, hidden: bool = False) -> CheckResult:
     learner_fn = _number_as_array(fn) if callable(fn) else fn
     return check_function(
         "input_drift", learner_fn, _number_as_array(ref.input_drift), _drift_cases(hidden), catalogue.lazy("input_drift"),
-        outputs=("drift",), rtol=1e-4, atol=1e-7, check_dtype=False,
+        outputs=("drift",), rtol=1e-4, atol=1e-7, check_dtype=False, arg_names=("h_before", "h_after"),
     )
 
 
@@ -164,7 +168,7 @@ def check_gradient_change(fn, hidden: bool = False) -> CheckResult:
     learner_fn = _numbers_as_arrays(fn) if callable(fn) else fn
     return check_function(
         "gradient_change", learner_fn, _numbers_as_arrays(ref.gradient_change), _gradient_cases(hidden), catalogue.lazy("gradient_change"),
-        outputs=GRADIENT_OUTPUTS, rtol=1e-4, atol=1e-7, check_dtype=False,
+        outputs=GRADIENT_OUTPUTS, rtol=1e-4, atol=1e-7, check_dtype=False, arg_names=("g_before", "g_after"),
     )
 
 
@@ -217,5 +221,7 @@ def check_noisy_batchnorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, scale, shift)`` return ``scale * batchnorm(x) + shift``?"""
     return check_function(
         "noisy_batchnorm_forward", fn, ref.noisy_batchnorm_forward, _noisy_cases(hidden),
-        catalogue.lazy("noisy_batchnorm_forward"), rtol=1e-4, atol=1e-6, check_dtype=False,  # float32 input may be computed in float32 or float64
+        catalogue.lazy("noisy_batchnorm_forward"), rtol=1e-4, atol=1e-6,
+        check_dtype=False,  # float32 input may be computed in float32 or float64
+        arg_names=("x", "gamma", "beta", "scale", "shift"),
     )

@@ -255,16 +255,6 @@ def resolve(path: str) -> Callable[..., ExperimentResult]:
         raise AttributeError(f"{PACKAGE}.{module} has no experiment {func!r}") from None
 
 
-def available(claim: Claim) -> bool:
-    """True when every experiment of ``claim`` can be imported here."""
-    try:
-        for check in claim.checks:
-            resolve(check.path)
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
 # ---------------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------------

@@ -155,7 +155,52 @@ def bwd_no_weight(dy, cache):
     return dx, (dy * x_hat).sum(0), dy.sum(0)
 
 
+def fwd_x_centred_in_place(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x -= mean  # the caller's x
+    x_hat = x * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def fwd_eps_hard_coded(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + 1e-5)
+    x_hat = (x - mean) * invstd
+    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+
+
+def fwd_count_tensor_float64_sums(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """Right: the sums in float64 inside, the count left as a one-element tensor."""
+    C = x.shape[1]
+    xd = x.double()
+    buf = torch.cat([xd.sum(0), (xd * xd).sum(0), torch.tensor([x.shape[0]], dtype=torch.float64)])
+    dist.all_reduce(buf)
+    n = buf[-1:]
+    mean = buf[:C] / n
+    var = buf[C:2 * C] / n - mean ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = torch.rsqrt(var + eps)
+    x_hat = ((xd - mean) * invstd).to(x.dtype)
+    return (weight * x_hat + bias).to(x.dtype), SyncBNCache(x_hat, invstd.to(x.dtype), weight, n)
+
+
+def bwd_scales_cache_in_place(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    invstd *= weight  # the cache's tensor, changed for the caller
+    dx = invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
 WRONG = [
+    ("sync_batch_norm_forward", ["modified in place (x"], fwd_x_centred_in_place),
+    ("sync_batch_norm_forward", ["eps argument ignored"], fwd_eps_hard_coded),
+    ("sync_batch_norm_backward", ["modified in place (cache"], bwd_scales_cache_in_place),
     ("sync_batch_norm_forward", ["holds this rank"], fwd_local_count_in_cache),
     ("sync_batch_norm_forward", ["no all_reduce"], fwd_no_all_reduce),
     ("sync_batch_norm_forward", ["eps outside"], fwd_eps_outside),
@@ -168,4 +213,4 @@ WRONG = [
     ("sync_batch_norm_backward", ["dweight and dbias all-reduced"], bwd_params_reduced),
     ("sync_batch_norm_backward", ["weight (gamma) left out"], bwd_no_weight),
 ]
-RIGHT = [("sync_batch_norm_forward", fwd_keepdim)]
+RIGHT = [("sync_batch_norm_forward", fwd_keepdim), ("sync_batch_norm_forward", fwd_count_tensor_float64_sums)]

@@ -8,13 +8,25 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.backward import _reference_then
+from bncourse.checks.catalogue.shared import affine, dx_from, mistake, standardize
 from bncourse.checks.core import Mistake
 from bncourse.checks.inputs import as_dtype_of
 from bncourse.reference import batchnorm as ref
 
-def _dx(dout, c):
-    n = dout.shape[0]
-    return c.gamma * c.inv_std / n * (n * dout - dout.sum(0) - c.x_hat * (dout * c.x_hat).sum(0))
+def _dx(dout, c, slip=""):
+    """dx from the cache: the shared backward core over the batch axis, with one slip."""
+    g = dout if slip == "dx-without-gamma" else dout * c.gamma
+    return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
+
+
+def _with_eps(c, eps):
+    """The cache as a backward sees it that recomputes the standard deviation from var with ``eps``."""
+    std = np.sqrt(c.var + eps)
+    return c._replace(std=std, inv_std=1 / std, x_hat=c.xmu / std)
+
+
+def _dx_slip(slip):
+    return lambda g, c: _dx(g, c, slip)
 
 
 def _dgamma(dout, c):
@@ -45,18 +57,18 @@ def _closed_form_swapped(g, c):
 
 
 _BACKWARD_MISTAKES = [
-    Mistake("dx missing the terms that flow through the mean and the variance",
-            "x reaches the output directly AND through the batch mean and variance; "
-            "dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat))",
-            _with(dx=lambda g, c: g * c.gamma * c.inv_std)),
-    Mistake("dx missing the term that flows through the variance",
-            "the variance depends on x too: add the path through var (the -x_hat * mean(dout * x_hat) term)",
-            _with(dx=lambda g, c: c.gamma * c.inv_std * (g - g.mean(0)))),
-    Mistake("dx missing the term that flows through the mean",
-            "the mean depends on x too: add the path through mu (the -mean(dout) term)",
-            _with(dx=lambda g, c: c.gamma * c.inv_std * (g - c.x_hat * (g * c.x_hat).mean(0)))),
-    Mistake("dx missing the factor gamma", "out = gamma * x_hat + beta, so dx_hat = dout * gamma",
-            _with(dx=lambda g, c: _dx(g, c) / c.gamma)),
+    mistake("mean-and-variance-paths-missing", _with(dx=_dx_slip("mean-and-variance-paths-missing")),
+            name="dx missing the terms that flow through the mean and the variance",
+            hint="x reaches the output directly AND through the batch mean and variance; "
+                 "dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat))"),
+    mistake("variance-path-missing", _with(dx=_dx_slip("variance-path-missing")),
+            name="dx missing the term that flows through the variance",
+            hint="the variance depends on x too: add the path through var (the -x_hat * mean(dout * x_hat) term)"),
+    mistake("mean-path-missing", _with(dx=_dx_slip("mean-path-missing")),
+            name="dx missing the term that flows through the mean",
+            hint="the mean depends on x too: add the path through mu (the -mean(dout) term)"),
+    mistake("dx-without-gamma", _with(dx=_dx_slip("dx-without-gamma")), name="dx missing the factor gamma",
+            hint="out = gamma * x_hat + beta, so dx_hat = dout * gamma"),
     Mistake("dgamma not summed over the batch",
             "gamma is shared by all N rows: dgamma = sum over axis 0 of dout * x_hat, shape (D,)",
             _with(dgamma=lambda g, c: g * c.x_hat)),
@@ -81,8 +93,8 @@ _BACKWARD_MISTAKES = [
     Mistake("dgamma and dbeta swapped",
             "return (dx, dgamma, dbeta) in that order; dgamma = sum(dout * x_hat), dbeta = sum(dout)",
             _with(dgamma=lambda g, c: g.sum(0), dbeta=_dgamma)),
-    Mistake("dgamma computed from x instead of x_hat", "out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)",
-            _with(dgamma=lambda g, c: (g * c.x).sum(0))),
+    mistake("dgamma-from-x", _with(dgamma=lambda g, c: (g * c.x).sum(0)),
+            hint="out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)"),
     Mistake("factor 2 missing in the path through the square (step 6)",
             "sq = xmu**2, so its local derivative is 2 * xmu: dxmu += 2 * xmu * dsq",
             _with(dx=lambda g, c: _staged(g, c, two=1.0))),
@@ -95,10 +107,13 @@ _BACKWARD_MISTAKES = [
     Mistake("the mean's gradient not shared out over the N rows (step 8)",
             "mu = mean(x) averages N rows, so each row gets 1/N of it: dx += dmu / N",
             _with(dx=lambda g, c: _staged(g, c, mean_share=False))),
-    Mistake("closed form without the 1/N",
-            "the mean and the variance average over N rows: "
-            "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
-            _with(dx=lambda g, c: _dx(g, c) * g.shape[0])),
+    mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5))),
+            name="backward recomputed with eps=1e-5 instead of the forward's eps",
+            hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
+                 "np.sqrt(cache.var + 1e-5) assumes the default eps"),
+    mistake("missing-divisor", _with(dx=_dx_slip("missing-divisor")), name="closed form without the 1/N",
+            hint="the mean and the variance average over N rows: "
+                 "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)"),
     Mistake("dbeta and dgamma swapped inside the closed form",
             "the mean path subtracts dbeta = sum(dout), the variance path subtracts x_hat * dgamma: "
             "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)", _with(dx=_closed_form_swapped)),
@@ -109,10 +124,11 @@ def _per_channel(a):
     return np.reshape(a, (1, -1, 1, 1))
 
 
-def _normalized_over(axes, ddof=0):
+def _normalized_over(axes, slip=""):
+    """Spatial batch norm with statistics over ``axes`` (the reference: (0, 2, 3)) and one shared slip."""
     def forward(x, gamma, beta, eps=1e-5):
-        y = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, ddof=ddof, keepdims=True) + eps)
-        return as_dtype_of(x, y * _per_channel(gamma) + _per_channel(beta)), None
+        y = affine(standardize(x, axes, eps, slip), _per_channel(gamma), _per_channel(beta), slip)
+        return as_dtype_of(x, y), None
     return forward
 
 
@@ -142,9 +158,11 @@ _SPATIAL_FORWARD_MISTAKES = [
             "the rows are in (N, H, W, C) order: reshape them to (N, H, W, C), then transpose to "
             "(N, C, H, W); out.reshape(N, C, H, W) alone scrambles pixels and channels", _spatial_no_transpose_back),
     Mistake("unbiased variance used to normalize", "normalize with the biased variance (divide by N*H*W)",
-            _normalized_over((0, 2, 3), ddof=1)),
+            _normalized_over((0, 2, 3), "unbiased-variance")),
     Mistake("gamma and beta swapped", "gamma scales and beta shifts",
-            lambda x, g, b, eps=1e-5: _normalized_over((0, 2, 3))(x, b, g, eps)),
+            _normalized_over((0, 2, 3), "gamma-beta-swapped")),
+    *(mistake(slip, _normalized_over((0, 2, 3), slip))
+      for slip in ("eps-outside-sqrt", "eps-hard-coded", "eps-missing", "divided-by-variance")),
 ]
 
 

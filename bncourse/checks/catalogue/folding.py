@@ -10,40 +10,30 @@ import copy
 import torch
 from torch import nn
 
+from bncourse.checks.catalogue.shared import inv_std, mistake
 from bncourse.checks.core import Mistake
 from bncourse.checks.folding import NO_CHANGE, _np, _pair_runner, _seeded_model, run_counting
 
 
-def _manual_fold(how: str):
-    """A fold with one slip, written out by hand as a learner would ("" : no slip)."""
+def _manual_fold(how: str = ""):
+    """A fold written out by hand as a learner would, with one slip ("": none): a shared one on the scale
+    (``catalogue.shared.inv_std``'s) or one of folding's own (running statistics ignored, the bias)."""
     def fold(layer, bn):
         w = layer.weight.detach()
         b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
-        mean, var = bn.running_mean, bn.running_var
+        gamma, beta, mean, var = bn.weight.detach(), bn.bias.detach(), bn.running_mean, bn.running_var
+        if how == "gamma-beta-swapped":
+            gamma, beta = beta, gamma
         if how == "stats_ignored":  # as if the running statistics were 0 and 1
             mean, var = torch.zeros_like(mean), torch.ones_like(var)
-        eps = 1e-5 if how == "fixed_eps" else bn.eps
-        scale = bn.weight.detach() / torch.sqrt(var if how == "no_eps" else var + eps)
-        if how == "no_sqrt":
-            scale = bn.weight.detach() / (var + eps)
-        elif how == "eps_outside":
-            scale = bn.weight.detach() / (torch.sqrt(var) + eps)
-        shape = (-1,) + (1,) * (w.dim() - 1)
-        if how == "wrong_axis":
-            shape = (1, -1) + (1,) * (w.dim() - 2)
-        new_w = w * scale.reshape(shape)
-        if how == "gamma_twice":
-            new_b = bn.weight.detach() * scale * (b - mean) + bn.bias.detach()
-        elif how == "own_bias_ignored":
-            new_b = bn.bias.detach() - scale * mean
-        elif how == "mean_ignored":
-            new_b = scale * b + bn.bias.detach()
-        elif how == "scale_twice":
-            new_b = scale * scale * (b - mean) + bn.bias.detach()
-        elif how == "bias_unscaled":
-            new_b = b - scale * mean + bn.bias.detach()
-        else:
-            new_b = scale * (b - mean) + bn.bias.detach()
+        scale = gamma * inv_std(var, bn.eps, how)
+        shape = (1, -1) if how == "wrong-axis" else (-1, 1)
+        new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2))
+        bias_terms = {  # bias = scale * (b - mean) + beta, or a slip
+            "gamma_twice": lambda: gamma * scale * (b - mean) + beta, "own_bias_ignored": lambda: beta - scale * mean,
+            "mean_ignored": lambda: scale * b + beta, "scale_twice": lambda: scale * scale * (b - mean) + beta,
+            "bias_unscaled": lambda: b - scale * mean + beta}
+        new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
         new = copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
         if how == "bias_dropped":
@@ -57,81 +47,74 @@ def _manual_fold(how: str):
 _EPS = "batch norm divides by sqrt(running_var + eps): scale = gamma / torch.sqrt(bn.running_var + bn.eps)"
 
 
+def _fold(slip: str) -> object:
+    return _pair_runner(_manual_fold(slip))
+
+
 def _fold_mistakes() -> list[Mistake]:
     return [
-        Mistake("running variance without eps", _EPS, _pair_runner(_manual_fold("no_eps")), id="eps-missing"),
-        Mistake("eps outside the square root", _EPS, _pair_runner(_manual_fold("eps_outside")), id="eps-outside-sqrt"),
-        Mistake("eps hard-coded to 1e-5", "use the layer's own bn.eps: a BatchNorm may be built with another eps",
-                _pair_runner(_manual_fold("fixed_eps")), id="eps-hard-coded"),
-        Mistake("divided by the variance instead of the standard deviation",
-                "scale = gamma / torch.sqrt(running_var + eps)", _pair_runner(_manual_fold("no_sqrt")),
-                id="divided-by-variance"),
-        Mistake("running statistics ignored",
-                "in eval mode batch norm uses running_mean and running_var: scale = gamma / sqrt(running_var + eps), "
-                "bias = scale * (b - running_mean) + beta", _pair_runner(_manual_fold("stats_ignored")),
-                id="running-stats-ignored"),
-        Mistake("the bias of a bias-free conv forgotten",
-                "a layer without bias still needs one after folding: the batch norm's shift "
-                "beta - scale * running_mean has to live somewhere (create the folded layer with bias=True)",
-                _pair_runner(_manual_fold("bias_dropped")), id="bias-dropped"),
-        Mistake("gamma applied to the bias twice",
-                "scale already contains gamma: bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("gamma_twice")), id="gamma-applied-twice"),
-        Mistake("the scale applied to the bias twice",
-                "bias = scale * (b - running_mean) + beta: multiply by scale once",
-                _pair_runner(_manual_fold("scale_twice")), id="scale-applied-twice"),
-        Mistake("per-output-channel scale broadcast along the wrong weight axis",
-                "the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) "
-                "(Conv2d) or scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels",
-                _pair_runner(_manual_fold("wrong_axis")), id="wrong-axis"),
-        Mistake("the layer's own bias left out",
-                "the layer's bias b passes through batch norm too: bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("own_bias_ignored")), id="own-bias-ignored"),
-        Mistake("the layer's own bias not scaled",
-                "b passes through batch norm, so it is scaled too: bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("bias_unscaled")), id="own-bias-unscaled"),
-        Mistake("running mean not subtracted", "bias = scale * (b - running_mean) + beta",
-                _pair_runner(_manual_fold("mean_ignored")), id="running-mean-ignored"),
+        mistake("eps-missing", _fold("eps-missing"), name="running variance without eps", hint=_EPS),
+        mistake("eps-outside-sqrt", _fold("eps-outside-sqrt"), hint=_EPS),
+        mistake("eps-hard-coded", _fold("eps-hard-coded"), name="eps hard-coded to 1e-5",
+                hint="use the layer's own bn.eps: a BatchNorm may be built with another eps"),
+        mistake("divided-by-variance", _fold("divided-by-variance"), hint="scale = gamma / torch.sqrt(running_var + eps)"),
+        mistake("gamma-beta-swapped", _fold("gamma-beta-swapped"),
+                hint="bn.weight is gamma (the scale), bn.bias is beta (the shift): "
+                     "scale = bn.weight / sqrt(running_var + eps)"),
+        *(Mistake(name, hint, _fold(slip), id=id_) for id_, name, slip, hint in _FOLDING_OWN),
     ]
 
 
-def _folded_copy(model: nn.Module, blocks) -> nn.Module:
-    """An eval-mode copy with Conv2d -> BatchNorm2d folded inside the blocks ``blocks(model)`` picks."""
+_BIAS = "bias = scale * (b - running_mean) + beta"
+# folding's own slips (id, name, _manual_fold's slip, hint), after the shared ones on the scale
+_FOLDING_OWN = (
+    ("running-stats-ignored", "running statistics ignored", "stats_ignored", "in eval mode batch norm uses "
+     "running_mean and running_var: scale = gamma / sqrt(running_var + eps), " + _BIAS),
+    ("bias-dropped", "the bias of a bias-free conv forgotten", "bias_dropped", "a layer without bias still needs one "
+     "after folding: the batch norm's shift beta - scale * running_mean has to live somewhere (create the folded "
+     "layer with bias=True)"),
+    ("gamma-applied-twice", "gamma applied to the bias twice", "gamma_twice", "scale already contains gamma: " + _BIAS),
+    ("scale-applied-twice", "the scale applied to the bias twice", "scale_twice", _BIAS + ": multiply by scale once"),
+    ("wrong-axis", "per-output-channel scale broadcast along the wrong weight axis", "wrong-axis",
+     "the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) (Conv2d) or "
+     "scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels"),
+    ("own-bias-ignored", "the layer's own bias left out", "own_bias_ignored",
+     "the layer's bias b passes through batch norm too: " + _BIAS),
+    ("own-bias-unscaled", "the layer's own bias not scaled", "bias_unscaled",
+     "b passes through batch norm, so it is scaled too: " + _BIAS),
+    ("running-mean-ignored", "running mean not subtracted", "mean_ignored", _BIAS),
+)
+
+
+def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False) -> nn.Module:
+    """An eval-mode copy with Conv2d -> BatchNorm2d folded inside the blocks ``blocks(model)`` picks
+    (``keep_bn``: the batch norm left in place after its conv, so it runs twice)."""
     folded = copy.deepcopy(model).eval()
     fold = _manual_fold("")
     for seq in blocks(folded):
         for i in range(len(seq) - 1):
             if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                seq[i], seq[i + 1] = fold(seq[i], seq[i + 1]), nn.Identity()
+                seq[i] = fold(seq[i], seq[i + 1])
+                if not keep_bn:
+                    seq[i + 1] = nn.Identity()
     return folded
 
 
-def _model_train_mode(x, seed):
-    out, ran = run_counting(copy.deepcopy(_seeded_model(seed)), x)
-    return out, ran, NO_CHANGE.copy()
+def _model_variant(make):
+    """A wrong ``fold_model``'s outputs: ``make(model)`` -> the folded model it returns (the caller's untouched)."""
+    def run(x, seed):
+        out, ran = run_counting(make(_seeded_model(seed)), x)
+        return out, ran, NO_CHANGE.copy()
+    return run
 
 
-def _model_bn_kept(x, seed):
-    folded = copy.deepcopy(_seeded_model(seed)).eval()
-    fold = _manual_fold("")
-    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                seq[i] = fold(seq[i], seq[i + 1])
-    out, ran = run_counting(folded, x)
-    return out, ran, NO_CHANGE.copy()
-
-
-def _model_plain_sequential_only(x, seed):
-    folded = _folded_copy(_seeded_model(seed), lambda m: [s for s in m.modules() if type(s) is nn.Sequential])
-    out, ran = run_counting(folded, x)
-    return out, ran, NO_CHANGE.copy()
-
-
-def _model_top_level_only(x, seed):
-    folded = _folded_copy(_seeded_model(seed), lambda m: [s for s in m.children() if isinstance(s, nn.Sequential)])
-    out, ran = run_counting(folded, x)
-    return out, ran, NO_CHANGE.copy()
+_SEQUENTIALS = {"all": lambda m: [s for s in m.modules() if isinstance(s, nn.Sequential)],
+                "plain": lambda m: [s for s in m.modules() if type(s) is nn.Sequential],
+                "top": lambda m: [s for s in m.children() if isinstance(s, nn.Sequential)]}
+_model_train_mode = _model_variant(copy.deepcopy)
+_model_bn_kept = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], keep_bn=True))
+_model_plain_sequential_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["plain"]))
+_model_top_level_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["top"]))
 
 
 def _model_mistakes() -> list[Mistake]:

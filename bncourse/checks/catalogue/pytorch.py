@@ -17,6 +17,7 @@ from torch import nn
 
 from bncourse.checks.core import Mistake
 from bncourse.checks.pytorch import _function_runner
+from bncourse.checks.catalogue.shared import affine, blend, inv_std
 from bncourse.checks.stepping import ModuleMistake
 from bncourse.reference.batchnorm import batchnorm_backward, batchnorm_forward
 
@@ -24,7 +25,13 @@ __all__ = ["Correct", "IGNORES_TRAINING", "module_mistakes", "ENTRIES"]
 
 
 class Correct(nn.Module):
-    """Batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces learners get wrong."""
+    """Batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces learners get wrong.
+
+    ``slip``: a shared slip (``catalogue.shared``) passed to the shared steps it turns (the square root and
+    eps, gamma and beta, the running update); the other mistakes override one method.
+    """
+
+    slip = ""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
@@ -43,27 +50,24 @@ class Correct(nn.Module):
     def stored_var(self, var, n):  # what running_var takes from the batch
         return var * n / (n - 1)
 
-    def weight_of_new(self):
-        return self.momentum
-
-    def used_eps(self):
-        return self.eps
-
     def std(self, var):
-        return torch.sqrt(var + self.used_eps())
+        return 1 / inv_std(var, self.eps, self.slip)
 
     def batch_statistics(self):
         return self.training
 
     def update(self, mean, var, n):
         if self.training:
-            with torch.no_grad():
-                m = self.weight_of_new()
-                self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
-                self.running_var.mul_(1 - m).add_(m * self.stored_var(var, n).reshape(-1))
+            self.blend_in(mean, var, n)
+
+    def blend_in(self, mean, var, n):
+        with torch.no_grad():
+            self.running_mean.copy_(blend(self.running_mean, mean.reshape(-1), self.momentum, self.slip))
+            self.running_var.copy_(blend(self.running_var, self.stored_var(var, n).reshape(-1), self.momentum,
+                                         self.slip))
 
     def affine(self, x_hat, view):
-        return x_hat * self.weight.view(view) + self.bias.view(view)
+        return affine(x_hat, self.weight.view(view), self.bias.view(view), self.slip)
 
     def forward(self, x):
         view = (1, -1) + (1,) * (x.dim() - 2)
@@ -82,19 +86,14 @@ class _NoUpdate(Correct):
         pass
 
 
-class _Flipped(Correct):
-    def weight_of_new(self):
-        return 1 - self.momentum
+def _slipped(slip: str, base: type = Correct) -> type:
+    """``base`` with one shared slip."""
+    return type(f"_Slip[{slip}]", (base,), {"slip": slip})
 
 
-class _DefaultMomentum(Correct):
-    def weight_of_new(self):
-        return 0.1
-
-
-class _DefaultEps(Correct):
-    def used_eps(self):
-        return 1e-5
+_Flipped = _slipped("momentum-flipped")
+_DefaultMomentum = _slipped("momentum-hard-coded")
+_DefaultEps = _slipped("eps-hard-coded")
 
 
 class _BiasedRunningVar(Correct):
@@ -102,8 +101,7 @@ class _BiasedRunningVar(Correct):
         return var
 
 
-class _BiasedFlipped(_BiasedRunningVar, _Flipped):
-    pass
+_BiasedFlipped = _slipped("momentum-flipped", _BiasedRunningVar)
 
 
 class _UnbiasedNorm(Correct):
@@ -119,19 +117,13 @@ class _UnbiasedTwice(_UnbiasedNorm):
         return var * n / (n - 1)
 
 
-class _EpsOutside(Correct):
-    def std(self, var):
-        return var.sqrt() + self.eps
+_EpsOutside = _slipped("eps-outside-sqrt")
+_NoAffine = _slipped("gamma-and-beta-not-applied")
 
 
 class _EpsMissingInEval(Correct):
     def std(self, var):
-        return super().std(var) if self.training else var.sqrt()
-
-
-class _NoAffine(Correct):
-    def affine(self, x_hat, view):
-        return x_hat
+        return 1 / inv_std(var, self.eps, "" if self.training else "eps-missing")
 
 
 class _BatchStatsInEval(Correct):
@@ -141,10 +133,7 @@ class _BatchStatsInEval(Correct):
 
 class _IgnoresTraining(_BatchStatsInEval):
     def update(self, mean, var, n):
-        with torch.no_grad():
-            m = self.weight_of_new()
-            self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
-            self.running_var.mul_(1 - m).add_(m * self.stored_var(var, n).reshape(-1))
+        self.blend_in(mean, var, n)
 
 
 def _wrong_dims(dims: tuple) -> type:

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from bncourse.checks.catalogue.shared import affine, blend, dx_from, inv_std, mistake
 from bncourse.checks.core import Mistake
 from bncourse.checks.sync_batchnorm import _slices
 
 
 
-def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, flip=False, eps_outside=False, local_count=False):
-    """Every rank's outputs when rank r normalizes with ``stats(xs, r)`` = (mean, var, run_mean, run_var)."""
+def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, slip="", local_count=False):
+    """Every rank's outputs when rank r normalizes with ``stats(xs, r)`` = (mean, var, run_mean, run_var),
+    with one shared slip (``catalogue.shared``: on inv_std, affine or the running update)."""
     xs = [x[sl] for sl in _slices(sizes)]
     ys, rms, rvs, xhs, invs = [], [], [], [], []
     for r, xr in enumerate(xs):
         mean, var, run_mean, run_var = stats(xs, r)
-        inv = 1.0 / (np.sqrt(var) + eps) if eps_outside else 1.0 / np.sqrt(var + eps)
+        inv = inv_std(var, eps, slip)
         xh = (xr - mean) * inv
-        ys.append(xh * w + b)
+        ys.append(affine(xh, w, b, slip))
         xhs.append(xh)
         invs.append(inv)
-        keep = momentum if flip else 1 - momentum
-        rms.append(keep * rm + (1 - keep) * run_mean)
-        rvs.append(keep * rv + (1 - keep) * run_var)
+        rms.append(blend(rm, run_mean, momentum, slip))
+        rvs.append(blend(rv, run_var, momentum, slip))
     N = float(np.sum(sizes))
     counts = np.asarray(sizes, dtype=np.float64) if local_count else np.full(len(xs), N)
     return np.concatenate(ys), np.stack(rms), np.stack(rvs), np.concatenate(xhs), np.stack(invs), counts
@@ -139,10 +140,11 @@ def _forward_mistakes() -> list[Mistake]:
         Mistake("running statistics from this rank's slice only",
                 "update running_mean and running_var with the global mean and variance, so every rank keeps the same",
                 _variant(_running_from_local)),
-        Mistake("momentum convention flipped",
-                "PyTorch: running = (1 - momentum) * running + momentum * batch statistic",
-                _variant(_global_stats, flip=True)),
-        Mistake("eps outside the square root", "use 1 / sqrt(var + eps)", _variant(_global_stats, eps_outside=True)),
+        mistake("momentum-flipped", _variant(_global_stats, slip="momentum-flipped"),
+                hint="PyTorch: running = (1 - momentum) * running + momentum * batch statistic"),
+        mistake("eps-outside-sqrt", _variant(_global_stats, slip="eps-outside-sqrt"), hint="use 1 / sqrt(var + eps)"),
+        *(mistake(slip, _variant(_global_stats, slip=slip))
+          for slip in ("eps-missing", "eps-hard-coded", "divided-by-variance", "gamma-beta-swapped")),
     ]
 
 
@@ -178,8 +180,8 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
         elif kind == "no weight":
             scale = inv
         dx = scale * (dy[sl] - s / count - xh[sl] * t / count)
-        if kind == "no mean terms":
-            dx = w * inv * dy[sl]
+        if kind == "mean-and-variance-paths-missing":
+            dx = dx_from(w * dy[sl], xh[sl], inv, 0, kind)
         dw, db = t_r, s_r
         if kind == "parameter grads reduced":
             dw, db = T, S
@@ -225,9 +227,9 @@ def _backward_mistakes() -> list[Mistake]:
                 "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
                 "gradients over the ranks itself, so an all_reduce here counts them world_size times over",
                 _backward_variant("parameter grads reduced")),
-        Mistake("dx missing the terms that flow through the mean and the variance",
-                "dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)",
-                _backward_variant("no mean terms")),
+        mistake("mean-and-variance-paths-missing", _backward_variant("mean-and-variance-paths-missing"),
+                name="dx missing the terms that flow through the mean and the variance",
+                hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)"),
         Mistake("weight (gamma) left out of dx", "dx is multiplied by weight * invstd", _backward_variant("no weight")),
         Mistake("dweight and dbias swapped", "dweight = sum(dy * x_hat), dbias = sum(dy)", _backward_variant("swapped")),
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bncourse.checks.catalogue.shared import affine, mistake, standardize
 from bncourse.checks.core import Mistake
 from bncourse.checks.what_bn_does import _number_as_array, _numbers_as_arrays
 
@@ -200,13 +201,14 @@ def gradient_mistakes() -> list[Mistake]:
     ]
 
 
-def _bn(x, gamma, beta, eps=1e-5, axis=0, ddof=0, outside=False, power=0.5):
-    """Batch norm as a learner might write it, with the knobs the mistakes turn."""
-    x = np.asarray(x, dtype=np.float64)
-    mu = x.mean(axis=axis, keepdims=True)
-    var = x.var(axis=axis, ddof=ddof, keepdims=True)
-    x_hat = (x - mu) / (np.sqrt(var) + eps if outside else (var + eps) ** power)
-    return gamma * x_hat + beta
+def _bn(x, gamma, beta, eps=1e-5, axis=0, slip=""):
+    """Batch norm (float64) over ``axis`` with one shared slip (``catalogue.shared``)."""
+    return affine(standardize(np.asarray(x, dtype=np.float64), axis, eps, slip), gamma, beta, slip)
+
+
+def _noisy(slip="", axis=0):
+    """Noisy batch norm, scale * bn(x) + shift, with the slip inside bn."""
+    return lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps, axis, slip) + m
 
 
 def noisy_mistakes() -> list[Mistake]:
@@ -248,41 +250,17 @@ def noisy_mistakes() -> list[Mistake]:
             "multiply by scale before adding shift: scale * bn(x) + shift",
             lambda x, g, b, s, m, eps=1e-5: _bn(x, g, b, eps) + m,
         ),
-        Mistake(
-            "statistics over the wrong axis",
-            "each feature (column) is normalized over the batch: mean and variance over axis=0",
-            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps, axis=1) + m,
-        ),
-        Mistake(
-            "unbiased variance used to normalize",
-            "batch norm normalizes with the biased batch variance (divide by N, np.var's default ddof=0)",
-            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps, ddof=1) + m,
-        ),
-        Mistake(
-            "eps outside the square root",
-            "x_hat = (x - mean) / sqrt(var + eps), with eps inside the square root",
-            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps, outside=True) + m,
-        ),
-        Mistake(
-            "eps missing",
-            "add eps to the variance before the square root: (x - mean) / sqrt(var + eps)",
-            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, 0.0) + m, id="eps-missing",
-        ),
-        Mistake(
-            "eps argument ignored (hard-coded 1e-5)",
-            "use the eps passed to the function, not a fixed 1e-5",
-            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, 1e-5) + m, id="eps-hard-coded",
-        ),
-        Mistake(
-            "gamma and beta swapped",
-            "gamma scales and beta shifts: bn(x) = gamma * x_hat + beta",
-            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, b, g, eps) + m, id="gamma-beta-swapped",
-        ),
-        Mistake(
-            "divided by the variance instead of the standard deviation",
-            "divide by sqrt(var + eps)",
-            lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps, power=1.0) + m, id="divided-by-variance",
-        ),
+        mistake("wrong-axis", _noisy(axis=1),
+                hint="each feature (column) is normalized over the batch: mean and variance over axis=0"),
+        mistake("unbiased-variance", _noisy("unbiased-variance"),
+                hint="batch norm normalizes with the biased batch variance (divide by N, np.var's default ddof=0)"),
+        mistake("eps-outside-sqrt", _noisy("eps-outside-sqrt"),
+                hint="x_hat = (x - mean) / sqrt(var + eps), with eps inside the square root"),
+        mistake("eps-missing", _noisy("eps-missing")),
+        mistake("eps-hard-coded", _noisy("eps-hard-coded"), name="eps argument ignored (hard-coded 1e-5)"),
+        mistake("gamma-beta-swapped", _noisy("gamma-beta-swapped"),
+                hint="gamma scales and beta shifts: bn(x) = gamma * x_hat + beta"),
+        mistake("divided-by-variance", _noisy("divided-by-variance")),
     ]
 
 

@@ -1,0 +1,169 @@
+"""The mistakes several exercises share, each written once as a slip of the reference computation.
+
+Every normalization in the course (batch norm in numpy and torch, its spatial, synchronized and
+noisy forms, layer norm, group norm, eval-mode folding) is the same computation over other axes:
+
+    mean, var = statistics(v, axes)               mean and biased variance over the exercise's axes
+    x_hat     = (v - mean) * inv_std(var, eps)    inv_std = 1 / sqrt(var + eps)
+    out       = affine(x_hat, gamma, beta)        gamma * x_hat + beta
+    dx        = dx_from(g, x_hat, inv_std, axes)  inv_std / M * (M g - sum g - x_hat * sum(g x_hat)), g = gamma * dout
+
+A *slip* is one step of it turned the way a learner turns it ("eps-outside-sqrt": 1 / (sqrt(var) + eps)).
+Each step takes the slip id and applies it if it is one of its own, so an exercise's wrong
+implementation is its reference computation with ``slip=...`` passed through, and its entry is
+
+    mistake("eps-outside-sqrt", fn)              name, hint and id shared by every exercise
+    mistake("wrong-axis", fn, hint="...")        the exercise's own words where its axes differ
+
+``SLIPS`` holds each slip's id, name and default hint: ids key the learner's hints, names are what
+the diagnosis says. Works on numpy arrays and torch tensors alike (the folding notebook's fold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bncourse.checks.results import Mistake
+
+__all__ = ["SLIPS", "Slip", "mistake", "statistics", "variance", "inv_std", "standardize", "affine", "dx_from",
+           "blend"]
+
+
+@dataclass(frozen=True)
+class Slip:
+    """One shared mistake: a stable ``id`` (keys hints), the ``name`` the diagnosis says, a default ``hint``."""
+
+    id: str
+    name: str
+    hint: str
+
+
+_EPS_HINT = "add eps to the variance before the square root: (x - mean) / sqrt(var + eps)"
+SLIPS = {s.id: s for s in (
+    # the statistics
+    Slip("wrong-axis", "statistics over the wrong axis",
+         "reduce over the axes the exercise's statistics average: check which axis each mean and variance runs over"),
+    Slip("unbiased-variance", "unbiased variance used to normalize", "normalize with the biased variance (ddof=0)"),
+    Slip("variance-computed-as-e-x-2", "variance computed as E[x^2] - E[x]^2",
+         "that formula cancels catastrophically when the mean is large; subtract the mean first: "
+         "var = mean((x - mean)**2), or np.var"),
+    Slip("mean-not-subtracted", "mean not subtracted", "centre first: x_hat = (x - mean) / sqrt(var + eps)"),
+    # eps and the square root
+    Slip("eps-outside-sqrt", "eps outside the square root", _EPS_HINT),
+    Slip("eps-missing", "eps missing", _EPS_HINT),
+    Slip("eps-hard-coded", "eps argument ignored", "use the eps passed to the function, not a fixed 1e-5"),
+    Slip("divided-by-variance", "divided by the variance instead of the standard deviation", "divide by sqrt(var + eps)"),
+    # gamma and beta
+    Slip("gamma-beta-swapped", "gamma and beta swapped", "gamma scales and beta shifts: out = gamma * x_hat + beta"),
+    Slip("gamma-and-beta-not-applied", "gamma and beta not applied",
+         "after normalizing, scale by gamma and shift by beta: out = gamma * x_hat + beta"),
+    Slip("gamma-not-applied-only-beta-added", "gamma not applied (only beta added)",
+         "scale by gamma too: out = gamma * x_hat + beta"),
+    Slip("beta-not-added-only-gamma-applied", "beta not added (only gamma applied)",
+         "shift by beta too: out = gamma * x_hat + beta"),
+    # the backward's dx
+    Slip("mean-path-missing", "dx missing the path through the mean",
+         "the mean depends on every x it averages: subtract the sum of g = gamma * dout over those values"),
+    Slip("variance-path-missing", "dx missing the path through the variance",
+         "the variance depends on every x it averages: subtract x_hat * sum(g * x_hat) over those values"),
+    Slip("mean-and-variance-paths-missing", "dx missing the paths through the mean and the variance",
+         "the statistics are functions of x too: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("missing-divisor", "dx missing the 1/M",
+         "the mean and variance average over M values: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("sign-error-variance-path", "sign error on the path through the variance",
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)): the variance term is subtracted"),
+    Slip("dx-without-gamma", "dx not multiplied by gamma", "the gradient reaching x_hat is gamma * dout"),
+    # running statistics
+    Slip("momentum-flipped", "momentum convention flipped",
+         "in PyTorch momentum weighs the NEW batch: new = (1 - momentum) * old + momentum * batch "
+         "(Keras' momentum weighs the old value instead)"),
+    Slip("momentum-hard-coded", "momentum argument ignored", "use the momentum passed to the function (default 0.1)"),
+    Slip("dgamma-from-x", "dgamma computed from x instead of x_hat",
+         "out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat) over everything gamma is shared by"),
+)}
+
+
+def mistake(slip: str, fn, *, hint: str | None = None, name: str | None = None, only: tuple = ()) -> Mistake:
+    """The entry of one exercise for the shared ``slip``: ``fn`` is its reference computation with that slip."""
+    s = SLIPS[slip]
+    return Mistake(name or s.name, s.hint if hint is None else hint, fn, only=only, id=s.id)
+
+
+def _sqrt(a):
+    return a ** 0.5  # numpy arrays and torch tensors alike
+
+
+def variance(v, axes, slip: str = "", mean=None):
+    """The biased variance of ``v`` over ``axes`` (kept as size-1 axes); slips: unbiased, from moments."""
+    mean = v.mean(axis=axes, keepdims=True) if mean is None else mean
+    if slip == "variance-computed-as-e-x-2":
+        return (v * v).mean(axis=axes, keepdims=True) - mean ** 2
+    if slip == "unbiased-variance":
+        return v.var(axis=axes, ddof=1, keepdims=True)
+    return ((v - mean) ** 2).mean(axis=axes, keepdims=True)
+
+
+def statistics(v, axes, slip: str = ""):
+    """(mean, var) of ``v`` over ``axes``, both with the reduced axes kept (size 1)."""
+    mean = v.mean(axis=axes, keepdims=True)
+    return mean, variance(v, axes, slip, mean)
+
+
+def inv_std(var, eps, slip: str = ""):
+    """1 / sqrt(var + eps), or its slip: eps outside the root, eps missing or hard-coded, no root."""
+    if slip == "eps-outside-sqrt":
+        return 1 / (_sqrt(var) + eps)
+    if slip == "eps-missing":
+        return 1 / _sqrt(var)
+    if slip == "eps-hard-coded":
+        return 1 / _sqrt(var + 1e-5)
+    if slip == "divided-by-variance":
+        return 1 / (var + eps)
+    return 1 / _sqrt(var + eps)
+
+
+def standardize(v, axes, eps, slip: str = ""):
+    """x_hat: ``v`` normalized over ``axes`` with its own statistics (numpy), with one slip at most."""
+    mean, var = statistics(v, axes, slip)
+    centred = v if slip == "mean-not-subtracted" else v - mean
+    with np.errstate(all="ignore"):
+        return centred * inv_std(var, eps, slip)
+
+
+def affine(x_hat, gamma, beta, slip: str = ""):
+    """gamma * x_hat + beta (gamma, beta already shaped to broadcast), or its slip."""
+    if slip == "gamma-beta-swapped":
+        gamma, beta = beta, gamma
+    if slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added"):
+        gamma = 1.0
+    if slip in ("gamma-and-beta-not-applied", "beta-not-added-only-gamma-applied"):
+        beta = 0.0
+    return x_hat * gamma + beta
+
+
+def dx_from(g, x_hat, inv, axes, slip: str = "", count=None):
+    """dx of a normalization over ``axes`` from g = gamma * dout (the gradient reaching x_hat).
+
+    ``inv`` is 1 / sqrt(var + eps), broadcastable to g; ``count`` the M of the formula (default: the
+    number of values each statistic averages). Slips: a path missing, the 1/M missing, the variance
+    term's sign.
+    """
+    m = int(np.prod([g.shape[a] for a in np.atleast_1d(axes)])) if count is None else count
+    dx = m * g
+    if slip not in ("mean-path-missing", "mean-and-variance-paths-missing"):
+        dx = dx - g.sum(axis=axes, keepdims=True)
+    if slip not in ("variance-path-missing", "mean-and-variance-paths-missing"):
+        sign = 1.0 if slip == "sign-error-variance-path" else -1.0
+        dx = dx + sign * x_hat * (g * x_hat).sum(axis=axes, keepdims=True)
+    return inv * dx if slip == "missing-divisor" else inv / m * dx
+
+
+def blend(old, new, momentum, slip: str = ""):
+    """PyTorch's running update (1 - momentum) * old + momentum * new, or its slip."""
+    if slip == "momentum-flipped":
+        momentum = 1 - momentum
+    elif slip == "momentum-hard-coded":
+        momentum = 0.1
+    return (1 - momentum) * old + momentum * new
