@@ -8,10 +8,10 @@ end with one large case (1e5 entries of x) that an analytic backward does in mil
 needs 2e5 forward passes by differences.
 
 Each attack below differences in float64 (the red team's winning form) with a budget of
-``BUDGET`` seconds per backward call (a stand-in for the grading kernel's cell time limit, 300 s by
-default, which the suite cannot wait for). It must pass every hidden case but the large one (so the
-large case is what refuses it), and the rate it reached there must put the large case past the cell
-limit. Differencing in the input's dtype instead (float32) fails the float32 hidden case.
+``PASS_BUDGET`` forward passes per backward call (a stand-in for the grading kernel's cell time
+limit, 300 s by default, which the suite cannot wait for; counted in passes, not seconds, so the
+answer does not depend on the machine's load). It must pass every hidden case but the large one (so
+the large case is what refuses it), and the large case must need at least ``LARGE_PASSES`` passes. Differencing in the input's dtype instead (float32) fails the float32 hidden case.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from bncourse.reference import batchnorm as bref
 from bncourse.reference import groupnorm as gref
 from bncourse.reference import layernorm as lref
 
-BUDGET = 0.5              # seconds per backward call
-CELL_LIMIT = 300          # notebooks/nbgrader_config.py: ExecutePreprocessor.timeout's default
+PASS_BUDGET = 20_000      # forward passes per backward call: far more than any small case needs
+LARGE_PASSES = 100_000    # what the large case needs at least (2 per entry of x)
 
 
 class OutOfTime(Exception):
@@ -40,13 +40,16 @@ RUNS: list[OutOfTime] = []
 
 
 def _differences(f, x, dout, dtype=np.float64, h=1e-5):
-    """Central differences of sum(f(x) * dout), entry by entry, computed in ``dtype``, within BUDGET."""
+    """Central differences of sum(f(x) * dout), entry by entry, computed in ``dtype``, within PASS_BUDGET."""
     start = time.perf_counter()
     x = np.array(x, dtype=dtype)
     grad = np.zeros(x.shape)
     needed = 2 * x.size
+    if needed > PASS_BUDGET:  # cannot finish within the budget: stop before the first pass
+        RUNS.append(OutOfTime(0, needed, 0.0))
+        raise RUNS[-1]
     for n, i in enumerate(np.ndindex(x.shape)):
-        if time.perf_counter() - start > BUDGET:
+        if 2 * n >= PASS_BUDGET:
             RUNS.append(OutOfTime(2 * n, needed, time.perf_counter() - start))
             raise RUNS[-1]
         old = x[i]
@@ -120,9 +123,7 @@ def test_does_a_finite_difference_backward_fail_the_hidden_cases(exercise):
     result = check(np.float64)
     failed = [c.name for c in result.cases if not c.passed]
     assert not result.passed and failed == [large], failed  # every other hidden case passes: the large one refuses it
-    run = RUNS[-1]
-    projected = run.seconds * run.needed / max(run.done, 1)
-    assert projected > CELL_LIMIT, f"{exercise}: differences would finish the large case in {projected:.0f} s"
+    assert RUNS[-1].needed >= LARGE_PASSES, f"{exercise}: the large case needs only {RUNS[-1].needed} passes"
 
     in_dtype = check(np.float32)  # differences in the input's dtype: the float32 hidden case refuses them
     assert any("float32" in c.name and not c.passed for c in in_dtype.cases), [c.name for c in in_dtype.cases]
