@@ -370,3 +370,12 @@ def test_is_a_called_function_instead_of_the_function_named():
     result = check_sync_batchnorm_backward(None)
     assert not result.passed
     assert "pass the function itself" in result.diagnosis
+
+
+def test_do_the_right_variants_of_notebook_8_pass():
+    """keepdim (1, C) statistics and invstd, a one-element count tensor with float64 sums, einsum sums."""
+    from wrong_solutions import measure, nb08
+
+    for exercise, fn in nb08.RIGHT:
+        result = measure.check(exercise, fn)
+        assert result.passed, f"{fn.__name__}: {result}"

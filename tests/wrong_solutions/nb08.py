@@ -113,6 +113,18 @@ def bwd_right(dy, cache):
     return dx.to(dy.dtype), (dy * x_hat).sum(0), dy.sum(0)
 
 
+def bwd_einsum_keepdim(dy, cache):
+    """Right: the two sums by einsum in float64, kept as (1, C), all-reduced one after the other."""
+    x_hat, invstd, weight, n = cache
+    d, xh = dy.double(), x_hat.double()
+    sum_dy = torch.einsum("nc->c", d).reshape(1, -1)
+    sum_dy_xhat = torch.einsum("nc,nc->c", d, xh).reshape(1, -1)
+    dist.all_reduce(sum_dy)
+    dist.all_reduce(sum_dy_xhat)
+    dx = weight.double() * invstd.double() * (d - sum_dy / n - xh * sum_dy_xhat / n)
+    return dx.to(dy.dtype), torch.einsum("nc,nc->c", dy, x_hat), dy.sum(0)
+
+
 def bwd_no_all_reduce(dy, cache):
     x_hat, invstd, weight, n = cache
     dx = weight * invstd * (dy - dy.sum(0) / n - x_hat * (dy * x_hat).sum(0) / n)
@@ -213,4 +225,5 @@ WRONG = [
     ("sync_batch_norm_backward", ["dweight and dbias all-reduced"], bwd_params_reduced),
     ("sync_batch_norm_backward", ["weight (gamma) left out"], bwd_no_weight),
 ]
-RIGHT = [("sync_batch_norm_forward", fwd_keepdim), ("sync_batch_norm_forward", fwd_count_tensor_float64_sums)]
+RIGHT = [("sync_batch_norm_forward", fwd_keepdim), ("sync_batch_norm_forward", fwd_count_tensor_float64_sums),
+         ("sync_batch_norm_backward", bwd_einsum_keepdim)]

@@ -130,6 +130,26 @@ def ln_bwd_float64(dout, cache):
     return dx, dg, db  # float64 gradients: allowed by the contract
 
 
+def ln_forward_transposed_einsum(x, gamma, beta, eps=1e-5):
+    """Right: features as rows (D, N), float64 einsum sums, statistics kept as (1, N), cast back."""
+    xt = x.T.astype(np.float64)
+    d = xt.shape[0]
+    mu = np.einsum("dn->n", xt)[None, :] / d
+    var = np.einsum("dn,dn->n", xt - mu, xt - mu)[None, :] / d
+    x_hat = (xt - mu) / np.sqrt(var + eps)
+    out = np.einsum("dn,d->dn", x_hat, gamma) + beta[:, None]
+    return out.T.astype(x.dtype), (x, x_hat.T, mu.T, var.T, gamma, eps)
+
+
+def ln_bwd_einsum_keepdim(dout, cache):
+    """Right: sums by einsum, kept as (N, 1)."""
+    x, x_hat, mu, var, gamma, eps = cache
+    D = x.shape[1]
+    g = np.einsum("nd,d->nd", dout, gamma)
+    dx = (D * g - np.einsum("nd->n", g)[:, None] - x_hat * np.einsum("nd,nd->n", g, x_hat)[:, None]) / D
+    return dx / np.sqrt(var + eps), np.einsum("nd,nd->d", dout, x_hat), np.einsum("nd->d", dout)
+
+
 def gn_forward(x, gamma, beta, G, eps=1e-5):
     N, C, H, W = x.shape
     xg = x.reshape(N, G, -1)
@@ -355,6 +375,8 @@ WRONG = [
     ("groupnorm_backward", ["H*W"], (gn_forward, gn_bwd_over_hw)),
     ("groupnorm_backward", ["eps=1e-5", "recomputed"], (gn_forward, gn_bwd_fixed_eps)),
 ]
-RIGHT = [("layernorm_backward", (ln_forward, ln_bwd_float64)), ("groupnorm_forward", gn_forward_keepdim_cache),
+RIGHT = [("layernorm_forward", ln_forward_transposed_einsum),
+         ("layernorm_backward", (ln_forward_transposed_einsum, ln_bwd_einsum_keepdim)),
+         ("layernorm_backward", (ln_forward, ln_bwd_float64)), ("groupnorm_forward", gn_forward_keepdim_cache),
          ("groupnorm_backward", (gn_forward_keepdim_cache, gn_backward)),
          ("groupnorm_backward", (gn_forward, gn_bwd_float64_einsum))]
