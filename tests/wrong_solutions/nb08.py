@@ -184,6 +184,13 @@ def fwd_eps_hard_coded(x, weight, bias, running_mean, running_var, momentum=0.1,
     return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
 
 
+def fwd_momentum_hard_coded(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), 0.1)
+    x_hat = (x - mean) / torch.sqrt(var + eps)
+    return weight * x_hat + bias, SyncBNCache(x_hat, 1 / torch.sqrt(var + eps), weight, n)
+
+
 def fwd_count_tensor_float64_sums(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
     """Right: the sums in float64 inside, the count left as a one-element tensor."""
     C = x.shape[1]
@@ -212,6 +219,7 @@ def bwd_scales_cache_in_place(dy, cache):
 WRONG = [
     ("sync_batch_norm_forward", ["modified in place (x"], fwd_x_centred_in_place),
     ("sync_batch_norm_forward", ["eps argument ignored"], fwd_eps_hard_coded),
+    ("sync_batch_norm_forward", ["momentum argument ignored"], fwd_momentum_hard_coded),
     ("sync_batch_norm_backward", ["modified in place (cache"], bwd_scales_cache_in_place),
     ("sync_batch_norm_forward", ["holds this rank"], fwd_local_count_in_cache),
     ("sync_batch_norm_forward", ["no all_reduce"], fwd_no_all_reduce),
