@@ -3,11 +3,12 @@ einsum, float64 accumulation (cast back to the input's dtype), statistics kept w
 
 ``RIGHT`` is ``(exercise, check_name, solution)``: ``check_name`` is the check's function in
 ``bncourse.checks.<module>``; the solution is a function, a (forward, backward) pair or a class.
+The modules' variants (BatchNorm1d keepdim, BatchNorm2d einsum in float64) are in test_checks_pytorch,
+next to the modules they vary.
 """
 
 import numpy as np
 import torch
-from torch import nn
 
 # ------------------------------------------------------------------------------ notebook 2
 
@@ -97,60 +98,6 @@ class FunctionTorchKeepdim(torch.autograd.Function):
                 d.sum(0).to(dout.dtype), None)
 
 
-class BatchNorm1dKeepdim(nn.Module):
-    """The Function in training; running statistics from float64 sums kept as (1, D), lerp_ into the buffers."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        super().__init__()
-        self.eps, self.momentum = eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-
-    def forward(self, x):
-        if self.training:
-            with torch.no_grad():
-                x64 = x.double()
-                mean = x64.mean(0, keepdim=True)
-                var_u = ((x64 - mean) ** 2).sum(0, keepdim=True) / (x.shape[0] - 1)
-                self.running_mean.lerp_(mean[0].to(x.dtype), self.momentum)
-                self.running_var.lerp_(var_u[0].to(x.dtype), self.momentum)
-            return FunctionTorchKeepdim.apply(x, self.weight, self.bias, self.eps)
-        inv = torch.rsqrt(self.running_var + self.eps)
-        return torch.einsum("nd,d->nd", x - self.running_mean, inv * self.weight) + self.bias
-
-
-class BatchNorm2dEinsumFloat64(nn.Module):
-    """Statistics by einsum in float64, kept as (1, C, 1, 1); cast back to the input's dtype."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        super().__init__()
-        self.eps, self.momentum = eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0))
-
-    def forward(self, x):
-        c = x.shape[1]
-        if self.training:
-            x64 = x.double()
-            m = x.numel() // c
-            mean = torch.einsum("nchw->c", x64).reshape(1, c, 1, 1) / m
-            var = torch.einsum("nchw,nchw->c", x64 - mean, x64 - mean).reshape(1, c, 1, 1) / m
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                self.running_mean.lerp_(mean.reshape(c).to(x.dtype), self.momentum)
-                self.running_var.lerp_((var.reshape(c) * m / (m - 1)).to(x.dtype), self.momentum)
-            mean, var = mean.to(x.dtype), var.to(x.dtype)
-        else:
-            mean, var = self.running_mean.reshape(1, c, 1, 1), self.running_var.reshape(1, c, 1, 1)
-        x_hat = (x - mean) * torch.rsqrt(var + self.eps)
-        return torch.einsum("nchw,c->nchw", x_hat, self.weight) + self.bias.reshape(1, c, 1, 1)
-
-
 RIGHT = [
     ("batchnorm_forward", "forward.check_batchnorm_forward", forward_transposed_einsum),
     ("update_running_stats", "forward.check_update_running_stats", running_einsum_float64_keepdim),
@@ -160,6 +107,4 @@ RIGHT = [
     ("spatial_batchnorm_backward", "backward.check_spatial_batchnorm_backward",
      (spatial_forward_nhwc_einsum, spatial_backward_nhwc_einsum)),
     ("BatchNormFunction", "pytorch.check_batchnorm_function", FunctionTorchKeepdim),
-    ("BatchNorm1dNumpy", "pytorch.check_batchnorm1d_module", BatchNorm1dKeepdim),
-    ("BatchNorm2d", "pytorch.check_batchnorm2d", BatchNorm2dEinsumFloat64),
 ]

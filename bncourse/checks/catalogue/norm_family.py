@@ -83,12 +83,17 @@ def _ln_backward_mistakes() -> list[Mistake]:
         Mistake("dx divided by N (the batch size) instead of D",
                 "layer norm's statistics average over the D features of a row: divide by D = x.shape[1]",
                 _ln_backward(divisor="N"), id="wrong-divisor"),
-        mistake("sign-error-variance-path", _ln_backward("sign-error-variance-path"),
-                hint=_LN_DX + ": the variance term is subtracted"),
-        mistake("eps-hard-coded", _ln_backward("eps-hard-coded"),
-                name="backward recomputed with eps=1e-5 instead of the forward's eps",
-                hint="keep the eps the forward used (put it, or inv_std itself, in the cache)"),
+        *_sign_and_recomputed_eps(_ln_backward, _LN_DX),
     ]
+
+
+def _sign_and_recomputed_eps(backward, dx_formula: str) -> list[Mistake]:
+    """Two backward slips layer and group norm say alike: the variance term's sign, eps recomputed as 1e-5."""
+    return [mistake("sign-error-variance-path", backward("sign-error-variance-path"),
+                    hint=dx_formula + ": the variance term is subtracted"),
+            mistake("eps-hard-coded", backward("eps-hard-coded"),
+                    name="backward recomputed with eps=1e-5 instead of the forward's eps",
+                    hint="keep the eps the forward used (put it, or inv_std itself, in the cache)")]
 
 
 def _finish(x, x_hat, gamma, beta, slip=""):
@@ -233,11 +238,7 @@ def _gn_backward_mistakes() -> list[Mistake]:
         Mistake("dx divided by H*W (one channel's values) instead of M = C/G*H*W",
                 "each group's statistics average over all M = C/G*H*W values of the group: " + _GN_DX,
                 _gn_backward(divisor="HW"), id="wrong-divisor"),
-        mistake("sign-error-variance-path", _gn_backward("sign-error-variance-path"),
-                hint=_GN_DX + ": the variance term is subtracted"),
-        mistake("eps-hard-coded", _gn_backward("eps-hard-coded"),
-                name="backward recomputed with eps=1e-5 instead of the forward's eps",
-                hint="keep the eps the forward used (put it, or inv_std itself, in the cache)"),
+        *_sign_and_recomputed_eps(_gn_backward, _GN_DX),
         Mistake("dgamma and dbeta summed per group",
                 "gamma and beta are per channel: dgamma = (dout * x_hat).sum(axis=(0, 2, 3)), "
                 "dbeta = dout.sum(axis=(0, 2, 3))", _gn_backward(dgamma_per_group=True)),
