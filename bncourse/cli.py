@@ -84,12 +84,19 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _claims(args: argparse.Namespace) -> int:
+    from bncourse.run_size import RunSize, current_size, use_size
+
+    size = RunSize.FAST if args.fast else current_size()
+    with use_size(size):
+        return _run_claims(args, size)
+
+
+def _run_claims(args: argparse.Namespace, size) -> int:
+    """``bncourse claims`` at ``size`` (``bncourse.run_size.use_size`` is in force)."""
     import contextlib
     import json
     import time
 
-    if args.fast:
-        os.environ["BNCOURSE_FAST"] = "1"
     from bncourse.device import configure_cpu_threads
     from bncourse.experiments import claims
 
@@ -127,7 +134,7 @@ def _claims(args: argparse.Namespace) -> int:
                              f"{__import__('torch').__version__}, {torch_threads()} torch threads; load average (1, 5, 15 min) "
                              f"before {', '.join(f'{x:.1f}' for x in load_before)}, after "
                              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
-                  "mode": "fast" if os.environ.get("BNCOURSE_FAST") else "full (CPU sizes)",
+                  "mode": "fast" if size.fast else "full (CPU sizes)",
                   "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
                   "command": "bncourse claims" + (" --fast" if args.fast else "") + " --record " + args.record,
                   "cpu_sizes": {what: {"full": repr(full), "cpu": repr(cpu)}
@@ -143,7 +150,7 @@ def _claims(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
     else:
         print(claims.format_table(rows))
-        mode = "fast" if args.fast or os.environ.get("BNCOURSE_FAST") else "full"
+        mode = "fast" if size.fast else "full"
         print(f"{mode} run: {wall:.0f} s wall, {cpu:.0f} s CPU time ({len(rows)} claim{'' if len(rows) == 1 else 's'})")
     return 0
 
@@ -227,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="grade on the workers of a running dask.distributed scheduler, e.g. tcp://host:8786 "
                             "(the course folder must be on storage the workers see at the same path)")
     p.add_argument("--course", default=".", help="nbgrader course root (default: the current folder)")
-    p.add_argument("--size", choices=("grading", "fast", "full"), default="grading",
+    from bncourse.run_size import RunSize
+
+    p.add_argument("--size", choices=[s.value for s in RunSize], default=RunSize.GRADING.value,
                    help="the kernels' size: grading (default; experiments that earn no points may shrink), "
                         "fast (CI's size) or full (a learner's run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the tables are still printed)")
@@ -253,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser("claims", help="run the experiment behind every claim about batch norm and print the verdicts")
-    p.add_argument("--fast", action="store_true", help="fast mode (BNCOURSE_FAST=1): 3 seeds, small sizes, minutes")
+    p.add_argument("--fast", action="store_true", help="the fast size (as BNCOURSE_FAST=1): 3 seeds, small sizes, "
+                                                       "minutes")
     p.add_argument("--only", nargs="+", metavar="ID", help="only these claim ids (see the table for the ids)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {id, claim, sources, verdict, effect, "
                                                        "spread, seeds, notebook, ...} instead of the table")

@@ -55,7 +55,7 @@ def configure_cpu_threads(n: int | None = None) -> int:
     threads; measured here on 2 busy cores, a BN-MLP step took 21 ms with 2 threads against 1.2 ms
     with 1.
     """
-    from bncourse.runtime import fast_mode
+    from bncourse.run_size import fast_mode
 
     if n is None:
         env = os.environ.get(THREADS_ENV, "").strip()

@@ -243,8 +243,10 @@ def run_distributed(
         payload = cloudpickle.dumps((fn, tuple(args)))
     except Exception as exc:  # noqa: BLE001 - say which object could not travel
         raise TypeError(f"the function or its arguments cannot be sent to the workers: {type(exc).__name__}: {exc}") from exc
-    setup = {
-        "environ": dict(os.environ), "cwd": os.getcwd(), "sys_path": list(sys.path),
+    from bncourse.run_size import current_size
+
+    setup = {  # the ranks run at this process's size (``bncourse.run_size.use_size`` included)
+        "environ": {**os.environ, **current_size().kernel_env()}, "cwd": os.getcwd(), "sys_path": list(sys.path),
         "lines": _virtual_source_lines(), "backend": backend, "timeout": float(timeout), "threads": int(threads),
     }
     ctx = _get_context()

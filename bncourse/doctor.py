@@ -91,7 +91,7 @@ def _gradebook(course: str | os.PathLike) -> Finding:
                                            "(the one holding nbgrader_config.py and source/)")
     try:
         from bncourse.grading.gradebook import check_gradebook
-        from bncourse.grading.pipeline import db_url_of
+        from bncourse.grading.config import db_url_of
 
         info = check_gradebook(db_url_of(course), course_dir=course)
     except ValueError as exc:  # GradebookError: the URL (password masked) and what to do

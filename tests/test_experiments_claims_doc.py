@@ -40,3 +40,26 @@ def test_does_a_demonstration_row_show_facts_without_a_spread_and_an_experiment_
     assert "layer-norm layers: 25" in demo_line and "±" not in demo_line
     assert "batch norm: 0.100 ± 0.020 (gap)" in exp_line and "all five explainers" in exp_line
     assert "Code360" in source_titles("004") and "(implied)" in source_titles("000 (001)")
+
+
+def test_is_docs_claims_seeds_md_the_rendering_of_its_recorded_runs():
+    from bncourse.experiments.claims_seeds import render_markdown as render_seeds
+
+    data = json.loads((DOCS / "claims-seeds.json").read_text())
+    assert (DOCS / "claims-seeds.md").read_text() == render_seeds(data), (
+        "docs/claims-seeds.md differs from docs/claims-seeds.json: run "
+        "`python -m bncourse.experiments.claims_seeds docs/claims-seeds.json`")
+    assert {r["seed_base"] for r in data["runs"]} >= {0, 1000}
+
+
+def test_does_the_seed_comparison_call_held_against_contradicted_a_flip_and_the_rest_moves():
+    from bncourse.experiments.claims_seeds import FLIPPED, MOVED, SAME, change, flips
+
+    assert change("held", "contradicted") == FLIPPED and change("contradicted", "held") == FLIPPED
+    assert change("held", "inconclusive") == MOVED and change("censored", "contradicted") == MOVED
+    assert change("held", "held") == SAME
+    run = lambda name, base, verdict, mode="fast": {  # noqa: E731
+        "name": name, "seed_base": base, "mode": mode, "rows": [{"id": "x", "verdict": verdict}]}
+    assert flips([run("a", 0, "held"), run("b", 1000, "contradicted")]) == ["x: held (a) vs contradicted (b)"]
+    assert flips([run("a", 0, "held"), run("b", 1000, "inconclusive")]) == []
+    assert flips([run("a", 0, "held"), run("b", 0, "contradicted", mode="full")]) == []  # another size, same seeds

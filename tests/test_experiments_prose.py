@@ -35,10 +35,7 @@ ALLOWED = {
 }
 # Notebooks not owned by the experiments that still quote one run's numbers in markdown (strict xfail: the
 # test starts failing, as a reminder to drop the entry, once they print those sentences from the run).
-KNOWN = {
-    "03_batchnorm_backward": "cell 'closed form 2.7 to 2.9 times as fast' quotes a timing of one machine",
-    "04_batchnorm_pytorch": "'30% test accuracy against 90%', '98.6% against 99.7%', '2.0 to 3.4', '0.35 to 0.9'",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _markdown(path: Path) -> list[str]:

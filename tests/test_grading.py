@@ -14,6 +14,7 @@ import pytest
 
 from bncourse import grading
 from gradebook_cells import gradebook_cells
+from standardize_receipts import TEST_CELL, ddof1, my_standardize, receipts_of
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "01_why_normalize"
@@ -69,42 +70,11 @@ def test_does_parallel_grading_give_the_same_gradebook_as_sequential_nbgrader_au
 
 # --- the grader's re-run, without nbgrader (fast) -----------------------------------------------
 
-TEST_CELL = """from bncourse.checks.normalize import check_standardize
-check_standardize(standardize).assert_passed()
-### BEGIN HIDDEN TESTS
-check_standardize(standardize, hidden=True).assert_passed()
-### END HIDDEN TESTS"""
-
-
-def _receipts_of(fn, monkeypatch) -> list:
-    """Run the test cell's checks on ``fn`` the way the grading kernel does, keeping the receipts."""
-    from bncourse.checks import replay
-    from bncourse.checks.normalize import check_standardize
-
-    published = []
-    monkeypatch.setenv(replay.ENV_FORCE, "1")
-    monkeypatch.setattr(replay, "publish", lambda entry: published.append(replay.pack(entry)))
-    check_standardize(fn)
-    check_standardize(fn, hidden=True)
-    return published
-
-
-def _my_standardize(X_train, X_test):
-    import numpy as np
-    m, s = X_train.mean(0), X_train.std(0)
-    return (X_train - m) / s, (np.asarray(X_test) - m) / s
-
-
-def _ddof1(X_train, X_test):
-    m, s = X_train.mean(0), X_train.std(0, ddof=1)
-    return (X_train - m) / s, (X_test - m) / s
-
-
 def test_does_the_grader_rerun_confirm_an_honest_pass_and_reject_wrong_or_missing_receipts(monkeypatch):
-    receipts = _receipts_of(_my_standardize, monkeypatch)
+    receipts = receipts_of(my_standardize, monkeypatch)
     cells = [
         {"id": "honest", "source": TEST_CELL, "receipts": receipts},
-        {"id": "wrong", "source": TEST_CELL, "receipts": _receipts_of(_ddof1, monkeypatch)},
+        {"id": "wrong", "source": TEST_CELL, "receipts": receipts_of(ddof1, monkeypatch)},
         {"id": "missing", "source": TEST_CELL, "receipts": receipts[:1]},
         {"id": "swapped", "source": TEST_CELL, "receipts": receipts[::-1]},
         {"id": "direct", "source": "assert standardize(1, 2) is not None", "receipts": []},
@@ -119,7 +89,7 @@ def test_is_checking_bncourse_s_own_reference_instead_of_the_learner_s_function_
     from bncourse.reference.normalize import standardize
 
     verdicts = grading.replay_cells([{"id": "ref", "source": TEST_CELL,
-                                      "receipts": _receipts_of(standardize, monkeypatch)}])
+                                      "receipts": receipts_of(standardize, monkeypatch)}])
     assert verdicts["ref"] == ["delegated", "bncourse.reference.normalize.standardize"]
 
 
@@ -149,8 +119,7 @@ def test_does_the_grader_give_zero_with_the_reason_to_delegation_the_kernel_did_
     monkeypatch.setattr(delegation.Watch, "__enter__", lambda self: self)
     namespace = {}
     exec(DELEGATES, namespace)  # noqa: S102
-    receipts = _receipts_of(namespace["standardize"], monkeypatch)
-    monkeypatch.delenv("BNCOURSE_RECEIPTS")
+    receipts = receipts_of(namespace["standardize"], monkeypatch)
     nb, _ = VerifyChecks().preprocess(_graded_notebook(DELEGATES, receipts), {})
     error = nb.cells[1].outputs[0]
     assert error.output_type == "error" and error.ename == REFUSED_ENAME
@@ -179,13 +148,12 @@ def test_does_a_printed_value_before_a_failure_earn_nothing_and_a_kernel_error_a
     printed = [new_output("execute_result", data={"text/plain": "'passed'"}, execution_count=1),
                new_output("error", ename="NotImplementedError", evalue="", traceback=[])]
     stub = "def standardize(X_train, X_test):\n    raise NotImplementedError()\n"
-    failing = _graded_notebook(stub, _receipts_of(lambda a, b: (_ for _ in ()).throw(NotImplementedError()),
+    failing = _graded_notebook(stub, receipts_of(lambda a, b: (_ for _ in ()).throw(NotImplementedError()),
                                                   monkeypatch))
     failing.cells[1].outputs = printed + failing.cells[1].outputs
-    honest = _graded_notebook(stub, _receipts_of(_my_standardize, monkeypatch))
+    honest = _graded_notebook(stub, receipts_of(my_standardize, monkeypatch))
     honest.cells[1].outputs += [new_output("error", ename="AssertionError", evalue="kernel said no", traceback=[]),
                                 new_output("stream", name="stderr", text="a warning\n")]
-    monkeypatch.delenv("BNCOURSE_RECEIPTS")
     failing, _ = VerifyChecks().preprocess(failing, {})
     honest, _ = VerifyChecks().preprocess(honest, {})
     assert determine_grade(failing.cells[1]) == (0, 3.0)
@@ -310,7 +278,7 @@ def test_does_a_killed_grading_worker_cost_only_a_retry_and_leave_no_process_beh
 def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tcp(tmp_path):
     """A late receipt must not be dropped after nbclient's 4 s (a correct cell would score 0 on a busy
     machine without a word): GradingExecute waits longer, then fails the submission with the reason."""
-    from bncourse.grading.parallel import _reason_from_log
+    from bncourse.grading.reasons import reason_from_log
     from bncourse.grading.pipeline import GradingExecute, GradingKernelManager
 
     execute = GradingExecute(config=grading.load_config(REPO / "notebooks"))
@@ -319,7 +287,7 @@ def test_does_grading_wait_for_a_cells_late_outputs_and_reach_kernels_without_tc
     assert GradingKernelManager(kernel_name="python3").transport == ("ipc" if os.name == "posix" else "tcp")
     # bncourse grade puts the socket files in the submission's private folder, removed with it
     assert GradingKernelManager(kernel_name="python3", ipc_dir=str(tmp_path)).ip.startswith(str(tmp_path))
-    assert "outputs had not all arrived" in _reason_from_log("CellTimeoutError: Timeout waiting for IOPub output")
+    assert "outputs had not all arrived" in reason_from_log("CellTimeoutError: Timeout waiting for IOPub output")
 
 
 @pytest.mark.slow
@@ -388,17 +356,17 @@ def test_does_grade_name_an_empty_collect_and_a_misnamed_notebook_and_exit_non_z
 def test_is_a_submission_carrying_the_instructors_source_refused_with_the_reason(tmp_path):
     """A link in the exchange that `nbgrader collect` followed copies the source notebook (solutions
     and hidden tests) into the submission, where the kernel could read it (red team, 2026-12-07)."""
-    from bncourse.grading.parallel import _precheck
+    from bncourse.grading.reasons import precheck_submission
 
     sub = tmp_path / "submitted" / "mallory" / "a"
     sub.mkdir(parents=True)
     nbformat.write(nbformat.v4.new_notebook(), str(sub / "a.ipynb"))
-    assert _precheck(sub, ["a"]) == ""
+    assert precheck_submission(sub, ["a"]) == ""
     (sub / "answers.json").write_text('{"source": ["### BEGIN SOLUTION\\n", "x = 1\\n"]}')
-    assert "answers.json holds the instructor's solution markers" in _precheck(sub, ["a"])
+    assert "answers.json holds the instructor's solution markers" in precheck_submission(sub, ["a"])
     (sub / "answers.json").unlink()
     (sub / "link.json").symlink_to(tmp_path)
-    assert "link.json is a symbolic link" in _precheck(sub, ["a"])
+    assert "link.json is a symbolic link" in precheck_submission(sub, ["a"])
 
 
 def test_does_the_courses_collect_keep_a_students_link_as_a_link(tmp_path):

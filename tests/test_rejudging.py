@@ -18,7 +18,7 @@ import pytest
 
 from bncourse.grading import rejudging
 
-from test_grading import TEST_CELL, _my_standardize, _receipts_of, _ddof1
+from standardize_receipts import TEST_CELL, ddof1, my_standardize, receipts_of
 
 
 def _pid_cell(folder, tag: str) -> dict:
@@ -38,8 +38,8 @@ def server():
 
 
 def test_does_the_server_give_the_verdicts_a_fresh_process_gives(server, monkeypatch):
-    cells = [{"id": "honest", "source": TEST_CELL, "receipts": _receipts_of(_my_standardize, monkeypatch)},
-             {"id": "wrong", "source": TEST_CELL, "receipts": _receipts_of(_ddof1, monkeypatch)},
+    cells = [{"id": "honest", "source": TEST_CELL, "receipts": receipts_of(my_standardize, monkeypatch)},
+             {"id": "wrong", "source": TEST_CELL, "receipts": receipts_of(ddof1, monkeypatch)},
              {"id": "direct", "source": "assert standardize(1, 2) is not None", "receipts": []}]
     by_server = rejudging.ServerClient(server.address).judge(cells)
     by_fresh_process = rejudging.ReplayProcess().judge(cells)
@@ -108,7 +108,25 @@ def test_is_a_receipt_that_inflates_past_the_cap_refused():
 
     from bncourse.checks import replay
 
-    honest = replay.pack({"cases": []})
-    assert replay.unpack(honest) == {"cases": []}
+    honest = replay.Receipt("check_standardize", [replay.RecordedCall("d1", None, "oops", "ValueError", [0])])
+    assert replay.Receipt.from_json(honest.to_json()) == honest
     bomb = {"v": 1, "z": base64.b64encode(zlib.compress(b"[" + b" " * (replay.MAX_RECEIPT_BYTES + 10) + b"]", 9)).decode()}
-    assert len(bomb["z"]) < 2_000_000 and replay.unpack(bomb) is None
+    assert len(bomb["z"]) < 2_000_000 and replay.Receipt.from_json(bomb) is None
+
+
+def test_is_the_replay_mode_decided_in_one_place_and_replay_only_inside_replay_cell(monkeypatch):
+    from bncourse.checks import replay
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv(replay.ENV_FORCE, raising=False)
+    assert replay.mode() is replay.Mode.OFF
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # how nbgrader starts a grading kernel
+    assert replay.mode() is replay.Mode.RECORD_ONLY and replay.recording_only()
+    with replay.use_mode(replay.Mode.OFF):
+        assert replay.mode() is replay.Mode.OFF and not replay.recording()
+    monkeypatch.setattr(replay, "SEEN_IN_THE_CELL", None, raising=False)
+    replay.replay_cell("import bncourse.checks.replay as r\nr.SEEN_IN_THE_CELL = r.mode()", [])
+    assert replay.SEEN_IN_THE_CELL is replay.Mode.REPLAY and replay.mode() is replay.Mode.RECORD_ONLY
+    with pytest.raises(ValueError):
+        with replay.use_mode(replay.Mode.REPLAY):
+            pass

@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,45 @@ def test_is_the_grading_size_ignored_outside_grading(monkeypatch):
     monkeypatch.setenv("BNCOURSE_FAST", "1")
     monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
     assert runtime.pick(fast=10, full=100, grading=2) == 10
+
+
+def test_is_the_size_read_when_asked_and_never_frozen_at_import(monkeypatch):
+    monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
+    monkeypatch.setenv("BNCOURSE_FAST", "1")
+    from bncourse.runtime import FAST
+
+    assert FAST is True and runtime.current_size() is runtime.RunSize.FAST
+    monkeypatch.setenv("BNCOURSE_FAST", "0")
+    from bncourse.runtime import FAST
+
+    assert FAST is False and runtime.current_size() is runtime.RunSize.FULL
+
+
+def test_does_use_size_set_the_size_for_this_process_only_for_its_block(monkeypatch):
+    monkeypatch.delenv("BNCOURSE_FAST", raising=False)
+    monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
+    with runtime.use_size("fast") as size:
+        assert size is runtime.RunSize.FAST and runtime.fast_mode() and runtime.pick(fast=1, full=2) == 1
+        with runtime.use_size(runtime.RunSize.GRADING):
+            assert runtime.pick(fast=1, full=2, grading=0) == 0
+    assert runtime.current_size() is runtime.RunSize.FULL and "BNCOURSE_FAST" not in os.environ
+
+
+@pytest.mark.parametrize("size", list(runtime.RunSize))
+def test_does_a_kernel_started_with_a_sizes_environment_run_at_that_size(size):
+    assert runtime.RunSize.from_environ(size.kernel_env()) is size
+
+
+def test_does_loading_the_course_configuration_leave_the_environment_alone(monkeypatch):
+    from bncourse.grading import config
+
+    monkeypatch.delenv("BNCOURSE_FAST", raising=False)
+    monkeypatch.delenv("BNCOURSE_GRADING", raising=False)
+    before = dict(os.environ)
+    cfg = config.load_config(Path(__file__).resolve().parent.parent / "notebooks")
+    assert cfg.CourseDirectory.course_id == "bncourse"  # the course's own nbgrader_config.py was read
+    assert dict(os.environ) == before
+    assert runtime.current_size() is runtime.RunSize.FULL
 
 
 def test_does_a_full_run_without_a_gpu_take_the_cpu_size_and_say_so(monkeypatch, capsys):

@@ -23,130 +23,98 @@ them. A cell whose checks touch the learner's objects some other way is *not rep
 grader scores it 0 with the reason: the kernel's word never counts.
 
 Run as ``python -I -m bncourse.checks.replay`` it reads a JSON job on stdin and writes verdicts.
+
+What ``check_function`` does with the learner's function is this process's ``mode()``, decided in
+that one function: ``Mode.REPLAY`` inside ``replay_cell`` (the grader), ``Mode.RECORD_ONLY`` in a
+grading kernel (nbgrader starts it with ``NBGRADER_EXECUTION=autograde``), ``Mode.RECORD`` when
+``use_mode(Mode.RECORD)`` is in force or the process was started with ``BNCOURSE_RECEIPTS=1``
+(tests), else ``Mode.OFF`` (a learner's kernel). A receipt is one ``Receipt``
+(``bncourse.checks.receipts``): ``to_json()`` is what the kernel publishes, ``Receipt.from_json()``
+the grader's only way to read it.
 """
 
 from __future__ import annotations
 
 import ast
-import base64
 import builtins
-import hashlib
+import enum
 import json
 import os
 import sys
-import zlib
-from typing import Any
-
-import numpy as np
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from bncourse.checks.calls import Call, Uncallable, safe_call
+from bncourse.checks.receipts import (  # noqa: F401 - the receipt's names, where the grader and tests look
+    MAX_RECEIPT_BYTES, MIME, Opaque, Receipt, RecordedCall, decode, digest, encode, pack, unpack)
 
-MIME = "application/vnd.bncourse.receipt+json"
 ENV_FORCE = "BNCOURSE_RECEIPTS"  # "1": publish receipts outside autograde too (tests)
-_MAX_ARRAY_BYTES = 64 * 1024 * 1024
-MAX_RECEIPT_BYTES = 4 * _MAX_ARRAY_BYTES  # what one receipt may inflate to in the grader
+
+
+class Mode(enum.Enum):
+    """What ``check_function`` does with the learner's function in this process."""
+
+    OFF = "off"                  # a learner's kernel: call it and judge; nothing is recorded
+    RECORD = "record"            # call it, judge, and publish a receipt of every call (tests)
+    RECORD_ONLY = "record_only"  # a grading kernel: call it and publish receipts; judge nothing
+    REPLAY = "replay"            # the grader's replay process: call nothing, answer from receipts
+
+
+_CHOSEN: list[Mode] = []  # use_mode's choice, innermost last
+
+
+def mode() -> Mode:
+    """This process's mode, decided here and nowhere else.
+
+    ``REPLAY`` while ``replay_cell`` runs a test cell; else ``use_mode``'s choice; else what the
+    process was started with: ``NBGRADER_EXECUTION=autograde`` (nbgrader's grading kernel) is
+    ``RECORD_ONLY``, ``BNCOURSE_RECEIPTS=1`` is ``RECORD``; else ``OFF``.
+    """
+    if _SESSION is not None:
+        return Mode.REPLAY
+    if _CHOSEN:
+        return _CHOSEN[-1]
+    if os.environ.get("NBGRADER_EXECUTION") == "autograde":
+        return Mode.RECORD_ONLY
+    return Mode.RECORD if os.environ.get(ENV_FORCE) == "1" else Mode.OFF
+
+
+@contextmanager
+def use_mode(chosen: Mode) -> Iterator[Mode]:
+    """Record (``Mode.RECORD``, ``Mode.RECORD_ONLY``) or not (``Mode.OFF``) in this process for the
+    block. ``Mode.REPLAY`` is not chosen: ``replay_cell`` is the replay."""
+    if chosen is Mode.REPLAY:
+        raise ValueError("Mode.REPLAY is replay_cell's own: call replay_cell(source, receipts)")
+    _CHOSEN.append(Mode(chosen))
+    try:
+        yield chosen
+    finally:
+        _CHOSEN.pop()
 
 
 def recording() -> bool:
-    """True when check_function calls in this process should publish receipts."""
-    return os.environ.get("NBGRADER_EXECUTION") == "autograde" or os.environ.get(ENV_FORCE) == "1"
+    """True when check_function calls in this process publish receipts."""
+    return mode() in (Mode.RECORD, Mode.RECORD_ONLY)
 
 
 def recording_only() -> bool:
     """True in a grading kernel (``nbgrader autograde``): checks record the learner's outputs and
     judge nothing, since no reference is within reach there; the grader judges the receipts."""
-    return _SESSION is None and os.environ.get("NBGRADER_EXECUTION") == "autograde"
+    return mode() is Mode.RECORD_ONLY
 
 
-# ---------------------------------------------------------------------------------------------
-# Plain-data encoding (never pickle: the grader must not run code a learner crafted)
-# ---------------------------------------------------------------------------------------------
+def replaying() -> bool:
+    """True inside the grader's replay process, where learner objects are ``Replayer`` stand-ins."""
+    return mode() is Mode.REPLAY
 
 
-class Opaque:
-    """Stands in for an object that is not plain data (it never compares equal to an array)."""
-
-    def __init__(self, type_name: str):
-        self.type_name = type_name
-
-    def __repr__(self) -> str:
-        return f"<{self.type_name} object>"
-
-
-def encode(value: Any, depth: int = 0) -> Any:
-    """``value`` as JSON-able data: exact ndarrays (numeric), tuples, lists, None; else opaque."""
-    t = type(value)
-    if value is None:
-        return None
-    if t is np.ndarray and value.dtype.kind in "biufc" and value.nbytes <= _MAX_ARRAY_BYTES and not value.dtype.hasobject:
-        arr = np.ascontiguousarray(value)
-        return {"nd": arr.dtype.str, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
-    if t in (tuple, list) and depth < 3 and len(value) <= 64:
-        return {"seq": "tuple" if t is tuple else "list", "items": [encode(v, depth + 1) for v in value]}
-    return {"opaque": t.__name__[:80]}
-
-
-def decode(data: Any) -> Any:
-    if data is None:
-        return None
-    if type(data) is not dict:
-        return Opaque("unknown")
-    if "nd" in data:
-        dtype = np.dtype(str(data["nd"]))
-        if dtype.kind not in "biufc":
-            return Opaque("ndarray")
-        shape = tuple(int(s) for s in data["shape"])
-        raw = base64.b64decode(data["b64"])
-        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
-    if "seq" in data:
-        items = [decode(v) for v in data.get("items", [])]
-        return tuple(items) if data["seq"] == "tuple" else items
-    return Opaque(str(data.get("opaque", "object")))
-
-
-def digest(args: tuple) -> str:
-    """A short fingerprint of a call's arguments (arrays by dtype, shape and bytes)."""
-    h = hashlib.sha256()
-    for a in args:
-        if type(a) is np.ndarray:
-            arr = np.ascontiguousarray(a)
-            h.update(f"nd{arr.dtype.str}{arr.shape}".encode())
-            if not arr.dtype.hasobject:
-                h.update(arr.tobytes())
-        elif type(a) in (int, float, bool, str, type(None)):
-            h.update(f"{type(a).__name__}:{a!r}".encode())
-        else:
-            h.update(f"<{type(a).__name__}>".encode())
-        h.update(b"|")
-    return h.hexdigest()[:24]
-
-
-def pack(entry: dict) -> dict:
-    raw = zlib.compress(json.dumps(entry).encode("utf-8"), 6)
-    return {"v": 1, "z": base64.b64encode(raw).decode("ascii")}
-
-
-def unpack(bundle: Any) -> dict | None:
-    try:
-        if type(bundle) is not dict or bundle.get("v") != 1:
-            return None
-        inflate = zlib.decompressobj()
-        raw = inflate.decompress(base64.b64decode(bundle["z"]), MAX_RECEIPT_BYTES)
-        if inflate.unconsumed_tail:  # a receipt that inflates past the cap (a zip bomb) is no receipt
-            return None
-        entry = json.loads(raw.decode("utf-8"))
-        return entry if type(entry) is dict else None
-    except Exception:  # noqa: BLE001 - a damaged receipt is simply not a receipt
-        return None
-
-
-def publish(entry: dict) -> None:
+def publish(receipt: Receipt) -> None:
     """Attach a receipt to the running cell's outputs (no-op outside IPython)."""
     try:
         from IPython.display import display
     except ImportError:  # pragma: no cover - plain python: nothing to attach to
         return
-    display({MIME: pack(entry)}, raw=True)
+    display({MIME: receipt.to_json()}, raw=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,25 +154,37 @@ class Replayer:
 
 
 class _Session:
-    def __init__(self, entries: list[dict], references: list[str] = ()):
+    """One test cell's replay: its receipts, taken in order by the checks it runs."""
+
+    def __init__(self, entries: list[Receipt], references: list[str] = ()):
         self.entries = list(entries)
         self.references = list(references)
         self.used = 0
         self.attempts = 0  # check_function calls that asked for a receipt (found or not)
         self.delegated = ""  # what a check found the learner's code handed its work to
 
-    def next_entry(self, exercise: str) -> dict:
+    def next_entry(self, exercise: str) -> Receipt:
         self.attempts += 1
         if self.used >= len(self.entries):
             raise Tampered(f"no receipt for check '{exercise}' (the test cell did not run as written)")
         entry = self.entries[self.used]
         self.used += 1
-        if entry.get("exercise") != exercise:
-            raise Tampered(f"receipt for '{entry.get('exercise')}' where the test cell runs '{exercise}'")
+        if entry.exercise != exercise:
+            raise Tampered(f"receipt for '{entry.exercise}' where the test cell runs '{exercise}'")
         return entry
 
 
-_SESSION: _Session | None = None
+_SESSION: _Session | None = None  # set by _replaying only: mode() is Mode.REPLAY while it is
+
+
+@contextmanager
+def _replaying(receipts: list[Receipt], references) -> Iterator[_Session]:
+    global _SESSION
+    _SESSION = _Session(receipts, references)
+    try:
+        yield _SESSION
+    finally:
+        _SESSION = None
 
 
 def free_names(source: str) -> set[str]:
@@ -235,10 +215,9 @@ def _cell_line(exc: BaseException) -> int | None:
     return line
 
 
-def replay_cell(source: str, entries: list[dict], references: list[str] = ()) -> tuple:
+def replay_cell(source: str, receipts: list[Receipt], references: list[str] = ()) -> tuple:
     """Re-run one test cell against its receipts: ('pass'|'fail'|'delegated'|'not_replayable', reason), and for
     a failed assertion also the test cell's line and the check's message."""
-    global _SESSION
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
@@ -249,30 +228,28 @@ def replay_cell(source: str, entries: list[dict], references: list[str] = ()) ->
         return "not_replayable", f"the cell is not plain Python ({exc.msg})"
     namespace: dict[str, Any] = {"__name__": "__main__"}
     namespace.update({n: Replayer(n) for n in names})
-    _SESSION = _Session(entries, references)
     sink = io.StringIO()
-    try:
-        with redirect_stdout(sink), redirect_stderr(sink):
-            exec(code, namespace)  # noqa: S102 - trusted source: the instructor's test cell
-    except NotReplayable as exc:
-        return "not_replayable", str(exc)
-    except Tampered as exc:
-        return "fail", str(exc)
-    except BaseException as exc:  # noqa: BLE001 - the genuine cell does not pass on these outputs
-        if _SESSION is not None and _SESSION.attempts == 0:
-            # It failed before any check_function asked for a receipt: a check of another kind.
-            return "not_replayable", f"the cell's checks do not go through check_function ({type(exc).__name__})"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if _SESSION is not None and _SESSION.delegated:
-            return "delegated", _SESSION.delegated
-        if isinstance(exc, AssertionError):
-            # The check's whole message, and the test cell's line that failed (feedback shows a
-            # visible check's message; a hidden check's is never shown).
-            return "fail", f"the genuine check fails on the recorded outputs ({first})", _cell_line(exc), str(exc)[:4000]
-        return "fail", f"{type(exc).__name__}: {first}"
-    finally:
-        attempts = _SESSION.attempts if _SESSION else 0
-        _SESSION = None
+    with _replaying(receipts, references) as session:
+        try:
+            with redirect_stdout(sink), redirect_stderr(sink):
+                exec(code, namespace)  # noqa: S102 - trusted source: the instructor's test cell
+        except NotReplayable as exc:
+            return "not_replayable", str(exc)
+        except Tampered as exc:
+            return "fail", str(exc)
+        except BaseException as exc:  # noqa: BLE001 - the genuine cell does not pass on these outputs
+            if session.attempts == 0:
+                # It failed before any check_function asked for a receipt: a check of another kind.
+                return "not_replayable", f"the cell's checks do not go through check_function ({type(exc).__name__})"
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if session.delegated:
+                return "delegated", session.delegated
+            if isinstance(exc, AssertionError):
+                # The check's whole message, and the test cell's line that failed (feedback shows a
+                # visible check's message; a hidden check's is never shown).
+                return "fail", f"the genuine check fails on the recorded outputs ({first})", _cell_line(exc), str(exc)[:4000]
+            return "fail", f"{type(exc).__name__}: {first}"
+        attempts = session.attempts
     if attempts == 0:
         return "not_replayable", "the cell calls no receipt-producing check"
     return "pass", ""
@@ -299,10 +276,10 @@ class Learner:
         self.fn = fn
         self.watch = Watch(rule)
         self.session = _SESSION
-        self.recording = self.session is None and recording()
-        self.calls: list[dict] = []
+        self.recording = recording()
+        self.calls: list[RecordedCall] = []
         self.index = 0
-        self.entry: dict = {}
+        self.entry = Receipt(exercise)
         self.delegated = ""
         if self.session is not None:
             self.entry = self.session.next_entry(exercise)
@@ -316,43 +293,29 @@ class Learner:
         fingerprint = digest(args) if self.recording else ""
         call = safe_call(self.fn, args, self.watch)
         if self.recording:
-            self.calls.append({
-                "digest": fingerprint,
-                "value": None if call.error else encode(call.value),
-                "error": call.error[:2000],
-                "error_type": call.error_type,
-                "mutated": list(call.mutated),
-                "delegated": call.delegated,
-            })
+            self.calls.append(RecordedCall(fingerprint, None if call.error else encode(call.value), call.error[:2000],
+                                           call.error_type, list(call.mutated), call.delegated))
         return call
 
     def _replayed(self, case, args: tuple) -> Call:
-        calls = self.entry.get("calls") or []
+        calls = self.entry.calls
         if self.index >= len(calls):
             raise Tampered(f"'{self.exercise}': fewer recorded calls than cases")
         rec = calls[self.index]
         self.index += 1
-        if rec.get("digest") != digest(args):
+        if rec.digest != digest(args):
             if digest(case.make_args()) != digest(args):
                 raise NotReplayable(f"case '{case.name}' of '{self.exercise}' is not deterministic")
             raise Tampered(f"'{self.exercise}', case '{case.name}': recorded for other inputs")
-        error = str(rec.get("error") or "")
-        if rec.get("delegated"):  # the kernel's own finding can only cost the learner, so it is kept
-            self.session.delegated = self.session.delegated or str(rec["delegated"])
-        return Call(value=None if error else decode(rec.get("value")), error=error,
-                    error_type=str(rec.get("error_type") or ""), mutated=[int(i) for i in rec.get("mutated") or []],
-                    delegated=str(rec.get("delegated") or ""))
+        if rec.delegated:  # the kernel's own finding can only cost the learner, so it is kept
+            self.session.delegated = self.session.delegated or rec.delegated
+        return rec.to_call()
 
     def finish(self) -> None:
         if self.recording:
-            publish({"exercise": self.exercise, "calls": self.calls})
-        elif self.session is not None and self.index != len(self.entry.get("calls") or []):
+            publish(Receipt(self.exercise, self.calls))
+        elif self.session is not None and self.index != len(self.entry.calls):
             raise Tampered(f"'{self.exercise}': more recorded calls than cases")
-
-
-def replaying() -> bool:
-    """True inside the grader's replay process, where learner objects are ``Replayer`` stand-ins."""
-    return _SESSION is not None
 
 
 def use_hidden_seed(seed) -> None:
@@ -371,8 +334,8 @@ def judge(job: dict) -> dict[str, list]:
     out = {}
     for cell in job.get("cells", []):
         use_hidden_seed(cell.get("hidden_seed"))
-        entries = [e for e in (unpack(b) for b in cell.get("receipts", [])) if e is not None]
-        out[cell["id"]] = list(replay_cell(cell["source"], entries, cell.get("references", [])))
+        receipts = [r for r in (Receipt.from_json(b) for b in cell.get("receipts", [])) if r is not None]
+        out[cell["id"]] = list(replay_cell(cell["source"], receipts, cell.get("references", [])))
     return out
 
 

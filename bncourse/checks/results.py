@@ -17,7 +17,6 @@ __all__ = ["KINDS", "CheckFailed", "Case", "Mistake", "Symptom", "Explanation", 
 
 # What can go wrong in one case, in the order a diagnosis prefers them.
 KINDS = ("passed", "delegated", "not_attempted", "raised", "returned", "mutated", "shape", "dtype", "values")
-_MUTATION_HINT = "the function changed its input array in place; work on a copy or build a new array"
 
 
 @dataclass(frozen=True)

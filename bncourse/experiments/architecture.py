@@ -82,9 +82,9 @@ def per_channel_trial(config: dict, seed: int) -> dict:
     from bncourse.experiments.mnist1d_task import cnn1d, mnist1d, signals
 
     task = mnist1d(seed)
-    lrs = pick(fast=(0.01, 0.03, 0.1), full=(0.003, 0.01, 0.03, 0.1, 0.3), cpu=(0.01, 0.03, 0.1, 0.3),
+    lrs = pick(fast=(0.03, 0.1), full=(0.003, 0.01, 0.03, 0.1, 0.3), cpu=(0.01, 0.03, 0.1),
                what="learning rates tried (cnn-per-channel)")
-    steps = pick(fast=400, full=2000, cpu=1000, what="steps per run (cnn-per-channel)")
+    steps = pick(fast=250, full=2000, cpu=500, what="steps per run (cnn-per-channel)")
     if config["net"] == "cnn":
         task = signals(task)
         builds = {n: (lambda n=n: cnn1d(n)) for n in ("none", "batch")}

@@ -61,6 +61,7 @@ class Claim:
     kind: str = EXPERIMENT_KIND  # experiment, demonstration or both: checked against the results' kinds
     literature: str = ""  # what the literature found, with the source
     literature_verdict: str = ""  # "held", "contradicted" or "mixed": the verdict the literature implies
+    data: str = ""  # the data set the experiment uses, and why that one
 
 
 NB5, NB6, NB7 = "5 Figure 1", "6 CNNs", "7 What batch norm really does"
@@ -70,7 +71,7 @@ CLAIMS: tuple[Claim, ...] = (
           "during training", "000 001 002 003 004", f"{NB7} §1; {NB5} (Figure 1 b, c)",
           (Check("optimization:internal_covariate_shift"),)),
     Claim("ics-is-why", "that reduction is why batch norm helps; each layer can learn more independently of the "
-          "others", "000 002 003 (001)", f"{NB7} §2-3", (Check("optimization:noisy_batchnorm"),)),
+          "others", "000 002 003 (001)", f"{NB7} §2-3", (Check("ics_why:noisy_batchnorm_tuned"),)),
     Claim("faster-convergence", "training reaches a given accuracy in fewer steps", "all", f"{NB7} §4; {NB5}",
           (Check("learning_rates:learning_rates", ("steps_to_target",)),)),
     Claim("higher-learning-rates", "larger learning rates can be used without divergence", "all", f"{NB7} §4; {NB5}",
@@ -81,11 +82,11 @@ CLAIMS: tuple[Claim, ...] = (
           "norm is used with (or instead of) dropout", "000 001 002 003", f"{NB7} §5",
           (Check("generalization:batch_noise"), Check("generalization:regularization", ("gap",)))),
     Claim("init-insensitive", "training is less sensitive to the weight initialization", "000 001 002 003",
-          f"{NB5} (initialization sweep); 11 Inside the network (per layer)", (Check("sensitivity:init_sensitivity"),)),
+          f"11 Inside the network (per layer); {NB5} (initialization sweep)", (Check("inside:init_insensitive"),)),
     Claim("deeper-networks", "deeper networks become trainable", "001 003 004", f"{NB7} §6",
           (Check("depth:depth"),)),
     Claim("stable-gradients", "fewer exploding or vanishing gradients; training is more stable", "000 002 003 004",
-          f"{NB7} §6; 11 Inside the network (per layer)", (Check("depth:gradient_stability"),)),
+          f"11 Inside the network (per layer); {NB7} §6", (Check("inside:stable_gradients"),)),
     Claim("scale-invariance", "a layer's output and gradients do not depend on the scale of its weights (Ioffe & "
           "Szegedy, section 3.3)", "004", f"{NB7} §7", (Check("invariance:scale_invariance"),)),
     Claim("hyperparameter-robust", "hyperparameter tuning becomes less sensitive", "004", f"{NB7} §4 (related)",
@@ -197,8 +198,36 @@ CHECKS: dict[str, tuple[Check, ...]] = {
     "cnn-per-channel": (Check("architecture:per_channel_formula"), Check("architecture:cnn_per_channel")),
 }
 
+# The data set behind each claim, and why that one (issue 22: MNIST-1D wherever the digits saturate).
+DATA: dict[str, str] = {
+    'ics-reduced': "scikit-learn's digits: a measurement of what one SGD step does to the layers' inputs and gradients at one shared rate, not an accuracy comparison, so saturation does not decide it",
+    'ics-is-why': 'MNIST-1D: on the digits the deep MLP learns about equally well with and without batch norm (no benefit to explain); on MNIST-1D it stays far below saturation',
+    'faster-convergence': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'higher-learning-rates': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'regularizes': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ), a 400-example training set so that it overfits",
+    'noise-like-dropout': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'init-insensitive': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'deeper-networks': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'stable-gradients': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'scale-invariance': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ) (inputs to one layer)",
+    'hyperparameter-robust': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'output-mean0-std1': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ) (a trained MLP's layer outputs)",
+    'bounded-activations': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ) (a trained MLP, test inputs shifted)",
+    'inference-consistent': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'needs-batch-gt-1': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ) as 8x8 images",
+    'small-batches-unstable': "harder digits as 8x8 images with shifts (notebook 9's task)",
+    'overhead': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ) (timing only)",
+    'sequences-hard': 'generated sequences of variable length (a sequence task by construction)',
+    'before-after-activation': "harder digits (scikit-learn's 8x8 digits with pixel noise: a good MLP near 85%, so arms can differ)",
+    'cnn-per-channel': 'MNIST-1D: on 64 pixels a CNN and an MLP reach similar accuracies; MNIST-1D was made so that they differ',
+    'not-supervised': 'harder digits (one batch; a demonstration)',
+    'dropout-rate': 'random activations (a demonstration)',
+    'standardized-is-normal': 'samples from an exponential and a normal distribution',
+    'nlp-standard': 'none (a count of layers in nn.Transformer)',
+}
+
 CLAIMS = tuple(replace(c, kind=KIND.get(c.id, EXPERIMENT_KIND), literature=LITERATURE[c.id][0],
-                       literature_verdict=LITERATURE[c.id][1], checks=CHECKS.get(c.id, c.checks))
+                       literature_verdict=LITERATURE[c.id][1], checks=CHECKS.get(c.id, c.checks), data=DATA[c.id])
                for c in CLAIMS)
 CLAIM_IDS = tuple(c.id for c in CLAIMS)
 
@@ -223,16 +252,6 @@ def resolve(path: str) -> Callable[..., ExperimentResult]:
         return getattr(mod, func)
     except AttributeError:
         raise AttributeError(f"{PACKAGE}.{module} has no experiment {func!r}") from None
-
-
-def available(claim: Claim) -> bool:
-    """True when every experiment of ``claim`` can be imported here."""
-    try:
-        for check in claim.checks:
-            resolve(check.path)
-    except (ImportError, AttributeError):
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +281,7 @@ class ClaimRow:
     literature_verdict: str = ""
     values: list[dict] = field(default_factory=list)  # each arm's measured value: metric, arm, mean, std, n (or a fact)
     guard: str = ""  # why the verdict is invalid or censored
+    data: str = ""  # the data set, and why that one
 
     @property
     def agrees(self) -> str:
@@ -276,7 +296,7 @@ class ClaimRow:
         return {"id": self.id, "claim": self.claim, "sources": self.sources, "kind": self.kind, "verdict": self.verdict,
                 "effect": clean(self.effect), "spread": clean(self.spread), "seeds": self.seeds,
                 "notebook": self.notebook, "rule": self.rule, "reason": self.reason, "guard": self.guard,
-                "literature": self.literature, "literature_verdict": self.literature_verdict, "agrees": self.agrees,
+                "literature": self.literature, "literature_verdict": self.literature_verdict, "agrees": self.agrees, "data": self.data,
                 "values": [{k: clean(v) if isinstance(v, float) else v for k, v in d.items()} for d in self.values],
                 "outcomes": [{"rule": o.rule, "verdict": o.verdict, "effect": clean(o.effect),
                               "spread": clean(o.spread), "threshold": clean(o.threshold)} for o in self.outcomes],
@@ -352,7 +372,7 @@ def _values(result, metrics: tuple[str, ...] | None) -> list[dict]:
 
 def _decide(claim: Claim, cache: dict, seeds, progress: bool) -> ClaimRow:
     base = dict(id=claim.id, claim=claim.claim, sources=claim.sources, notebook=claim.notebook, kind=claim.kind,
-                literature=claim.literature, literature_verdict=claim.literature_verdict)
+                literature=claim.literature, literature_verdict=claim.literature_verdict, data=claim.data)
     if not claim.checks:
         return ClaimRow(**base, verdict=UNTESTED, effect=None, spread=None, seeds=0, reason=claim.untested)
     outcomes: list[Outcome] = []

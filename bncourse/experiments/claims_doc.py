@@ -103,6 +103,12 @@ def render_markdown(record: dict) -> str:
     for r in rows:
         lines.append(f"- `{r['id']}`: " + _cell(r.get("rule") or r.get("reason") or "-"))
     lines.append("")
+    if any(r.get("data") for r in rows):
+        lines.append("Data, per claim (and why that data set):")
+        lines.append("")
+        for r in rows:
+            lines.append(f"- `{r['id']}`: " + _cell(r.get("data") or "-"))
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ ARMS = {
 
 def depths() -> list[int]:
     """The depths (hidden layers) of this run."""
-    return pick(fast=[3, 15], full=[3, 6, 9, 12, 15, 20], grading=[3, 10], cpu=[3, 10, 20],
+    return pick(fast=[3, 15], full=[3, 6, 9, 12, 15, 20], grading=[3, 10], cpu=[3, 20],
                 what="depths (depth experiment)")
 
 

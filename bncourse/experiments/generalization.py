@@ -207,8 +207,3 @@ class NotWorse(Rule):
         else:
             verdict = INCONCLUSIVE
         return Outcome(self.describe(), effect, spread, self.margin, verdict)
-
-
-def gap_table(result: ExperimentResult) -> dict[str, float]:
-    """arm -> mean train-test gap (for prose and plots)."""
-    return {a: float(np.mean(result.values(a, "gap"))) for a in result.arms}

@@ -194,7 +194,7 @@ def batch_of_one_trial(config: dict, seed: int) -> dict:
     from bncourse.models import SmallCNN
 
     task = harder_digits(seed).images()
-    steps = pick(fast=300, full=1500, grading=150, cpu=800, what="steps per run (batch-of-one)")
+    steps = pick(fast=200, full=1500, grading=150, cpu=500, what="steps per run (batch-of-one)")
     lrs = config["lrs"]
     build = lambda: he_init(SmallCNN(1, 10, widths=(8, 16, 32), norm=config["norm"]))  # noqa: E731
     tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=config["batch"], momentum=0.9, extend=1)
@@ -203,8 +203,8 @@ def batch_of_one_trial(config: dict, seed: int) -> dict:
 
 def batch_of_one(seeds=None, progress: bool = True) -> ExperimentResult:
     """A CNN trained on batches of one, with and without batch norm (and with batch norm on batches of 32)."""
-    lrs1, lrs32 = pick(fast=(0.001, 0.003, 0.01), full=(0.0003, 0.001, 0.003, 0.01)), pick(
-        fast=(0.01, 0.03, 0.1), full=(0.01, 0.03, 0.1, 0.3))
+    lrs1, lrs32 = pick(fast=(0.001, 0.003), full=(0.0003, 0.001, 0.003, 0.01)), pick(
+        fast=(0.03, 0.1), full=(0.01, 0.03, 0.1, 0.3))
     arms = {"no norm, batch 1": {"norm": "none", "batch": 1, "lrs": lrs1},
             "batch norm, batch 1": {"norm": "batch", "batch": 1, "lrs": lrs1},
             "batch norm, batch 32": {"norm": "batch", "batch": 32, "lrs": lrs32}}

@@ -37,7 +37,7 @@ def rates() -> tuple[float, ...]:
 
 
 def _sizes() -> dict:
-    return dict(steps=pick(fast=200, full=1000, grading=100, cpu=500, what="steps per run (learning-rate experiment)"),
+    return dict(steps=pick(fast=200, full=1000, grading=100, cpu=400, what="steps per run (learning-rate experiment)"),
                 eval_every=pick(fast=20, full=25, grading=10),
                 depth=pick(fast=6, full=8), hidden=pick(fast=64, full=128))
 

@@ -71,7 +71,7 @@ def hyper_trial(config: dict, seed: int) -> dict:
     task = harder_digits(seed)
     steps = pick(fast=150, full=800, cpu=400, what="steps per run (hyperparameter-robustness)")
     accs = []
-    for c in _configs(pick(fast=8, full=20, cpu=12, what="random configurations (hyperparameter-robustness)"), seed):
+    for c in _configs(pick(fast=6, full=20, cpu=10, what="random configurations (hyperparameter-robustness)"), seed):
         torch.manual_seed(seed)
         model = mlp(task.num_features, task.num_classes, 64, 4, "relu", norm=config["norm"])
         accs.append(fit(model, task, steps, seed=seed, **c).val_acc)

@@ -11,4 +11,4 @@ from bncourse.grading.pipeline import (  # noqa: F401
 from bncourse.grading.parallel import (  # noqa: F401
     REPORT_DIR, GradeReport, StudentResult, find_submissions, grade, main)
 from bncourse.grading.sandbox import SandboxUnavailable  # noqa: F401
-from bncourse.grading.submission import alembic_on_path  # noqa: F401
+from bncourse.grading.gradebook import alembic_on_path  # noqa: F401

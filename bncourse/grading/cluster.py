@@ -34,10 +34,11 @@ import sys
 import time
 import uuid
 from collections import deque
+from dataclasses import replace
 from typing import Iterator
 from urllib.parse import urlparse
 
-from bncourse.grading.submission import _failed_outcome, grade_submission
+from bncourse.grading.submission import GradingTask, Outcome, grade_submission
 
 #: Environment variables forwarded to the workers' nbgrader config (e.g. BNCOURSE_CELL_TIMEOUT):
 #: the course's nbgrader_config.py reads them, and it must read what the instructor set here.
@@ -79,8 +80,8 @@ def _history(client, key) -> tuple[int, str]:
         return 0, ""
 
 
-def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float = 30,
-                     no_worker_timeout: float = 600) -> Iterator[dict]:
+def run_on_scheduler(address: str, tasks: list[GradingTask], *, connect_timeout: float = 30,
+                     no_worker_timeout: float = 600) -> Iterator[Outcome]:
     """Outcomes of ``grade_submission`` for ``tasks`` on the scheduler's workers, as they finish.
 
     Waits up to ``no_worker_timeout`` seconds for a worker whenever none is connected; after that
@@ -102,15 +103,15 @@ def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float 
                     reason = f"no dask worker was connected to {address} for {no_worker_timeout:.0f} s"
                     for fut, task in running.items():
                         fut.cancel()
-                        yield _failed_outcome(task, reason)
+                        yield Outcome.failed(task, reason)
                     for task in pending:
-                        yield _failed_outcome(task, reason)
+                        yield Outcome.failed(task, reason)
                     return
             else:
                 no_worker_since = None
             while pending and len(running) < capacity:
-                task = {**pending.popleft(), "kernel_threads": hosts, "env": env}
-                key = f"grade-{task['assignment']}-{task['student']}-{uuid.uuid4().hex[:8]}"
+                task = replace(pending.popleft(), kernel_threads=hosts, env=env)
+                key = f"grade-{task.assignment}-{task.student}-{uuid.uuid4().hex[:8]}"
                 running[client.submit(grade_submission, task, key=key, pure=False, retries=1)] = task
             if not running:
                 time.sleep(1)
@@ -129,11 +130,11 @@ def run_on_scheduler(address: str, tasks: list[dict], *, connect_timeout: float 
                 except KilledWorker as exc:  # every try ended with a dead worker
                     attempts = deaths
                     last = getattr(getattr(exc, "last_worker", None), "address", "") or ""
-                    out = _failed_outcome(task, f"the worker grading it died on every try ({attempts} tries, "
+                    out = Outcome.failed(task, f"the worker grading it died on every try ({attempts} tries, "
                                                 f"the last on {last or 'an unknown worker'}): the submission may "
                                                 "crash or exhaust its machine", last, attempts)
                 except Exception as exc:  # noqa: BLE001 - raised twice on a worker (retries=1)
-                    out = _failed_outcome(task, f"grading raised {type(exc).__name__} on every try: "
+                    out = Outcome.failed(task, f"grading raised {type(exc).__name__} on every try: "
                                                 f"{str(exc)[:300]}", erred_on, attempts)
                 out.attempts = attempts
                 fut.release()

@@ -28,7 +28,7 @@ def configure_nbgrader(c) -> None:
         GradingExecute, VerifyChecks, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
         SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]
-    from bncourse.grading.quiet import FigureAltText
+    from bncourse.grading.alt_text import FigureAltText
 
     c.ExchangeFactory.collect = "bncourse.grading.exchange.LinkKeepingCollect"  # a student's link stays a link
 

@@ -16,11 +16,12 @@ from traitlets import Bool, Dict, Integer, Unicode
 
 from bncourse.grading import rejudging, solution_free
 from bncourse.grading.kernel import GradingKernelManager
-from bncourse.grading.libraries import LIBRARY_RULES, blocked_for
+from bncourse.grading.libraries import LIBRARY_RULES, sandbox_options
 from bncourse.grading.rejudging import check_modules
 from bncourse.grading.sandbox import UNSANDBOXED_NOTE, Sandbox
+from bncourse.run_size import RunSize
 
-__all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "SKIP_TAG", "last_graded_index", "run_seed",
+__all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "PRESTARTED_KEY", "SKIP_TAG", "last_graded_index", "run_seed",
            "skipped_when_grading", "trusted_sources"]
 
 NOT_RUN_NOTE = ("[not run by the grader: no graded cell comes after this one, so it cannot change a score; "
@@ -31,10 +32,6 @@ NOT_RUN_NOTE = ("[not run by the grader: no graded cell comes after this one, so
 SKIP_TAG = "skip-when-grading"
 SKIPPED_NOTE = ("[not run by the grader: an experiment no graded cell depends on (tagged "
                 f"'{SKIP_TAG}'); it runs as usual in your own notebook]\n")
-
-
-def _grading_size(env: dict) -> bool:
-    return str(env.get("BNCOURSE_GRADING", "")).strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def last_graded_index(nb) -> int:
@@ -64,7 +61,7 @@ def run_seed() -> int:
     return _RUN_SEED[0]
 
 
-_PRESTARTED = "bncourse_rejudger"  # resources key: GradingExecute -> VerifyChecks
+PRESTARTED_KEY = "bncourse_rejudger"  # resources key: GradingExecute -> VerifyChecks
 
 
 def trusted_sources(resources) -> dict[str, str] | None:
@@ -84,10 +81,11 @@ class GradingExecute(Execute):
 
     The checks do not depend on the size of a notebook's experiments, so grading runs them at the
     grading size (``bncourse.runtime.pick(..., grading=...)``, otherwise the fast size). Set
-    ``c.GradingExecute.kernel_env = {"BNCOURSE_FAST": "1"}`` for the fast size, ``{}`` for full size.
+    ``c.GradingExecute.kernel_env = RunSize.FAST.kernel_env()`` for the fast size,
+    ``RunSize.FULL.kernel_env()`` for the full size (``bncourse.run_size.RunSize``).
 
-    At the grading size (``BNCOURSE_GRADING=1`` in ``kernel_env``) the code cells after the last
-    graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches
+    At the grading size (``RunSize.from_environ(kernel_env)`` is ``RunSize.GRADING``) the code
+    cells after the last graded, solution or task cell are not run (``skip_trailing``): whatever they compute reaches
     no graded cell, since every graded cell has run before them; nor are ungraded code cells tagged
     ``skip-when-grading`` (experiments no graded cell depends on). Each gets one line saying so.
     The fast and full sizes run every cell.
@@ -100,7 +98,7 @@ class GradingExecute(Execute):
     iopub_timeout = Integer(15, help="Seconds to wait for a cell's outputs after its reply.").tag(config=True)
     raise_on_iopub_timeout = Bool(True, help="Fail the submission (with the reason) rather than drop late "
                                              "outputs.").tag(config=True)
-    kernel_env = Dict({"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"},
+    kernel_env = Dict(RunSize.GRADING.kernel_env(),
                       help="Environment variables set for the grading kernel.").tag(config=True)
     skip_trailing = Bool(True, help="At the grading size, do not run the code cells after the last graded "
                                     "cell (they cannot change a score).").tag(config=True)
@@ -136,9 +134,7 @@ class GradingExecute(Execute):
         info = (resources or {}).get("nbgrader") or {}
         assignment = str(info.get("assignment", ""))
         library = solution_free.build(solution_free.given_names(self._instructor_sources(info)))
-        return Sandbox(library=str(library), blocked=blocked_for(assignment, self.library_rules),
-                       blocked_reason=f"is not available while grading {assignment}: its exercises are to be "
-                                      "written with numpy (see the notebook's rule)")
+        return Sandbox(library=str(library), **sandbox_options(assignment, self.library_rules))
 
     def _instructor_sources(self, info) -> list[str]:
         """The code of the instructor's own notebook (never the submission's): what it hands out."""
@@ -164,14 +160,15 @@ class GradingExecute(Execute):
             resources[HIDDEN_SEED_KEY] = seed
         self.log.info("Hidden-case seed of this grading run: %d", seed)
         self._run_until = len(nb.cells)
-        self._skip_tagged = _grading_size(self.kernel_env)
-        if self.skip_trailing and _grading_size(self.kernel_env):
+        grading_size = RunSize.from_environ(self.kernel_env) is RunSize.GRADING
+        self._skip_tagged = grading_size
+        if self.skip_trailing and grading_size:
             self._run_until = last_graded_index(nb) + 1
         replayer = None
         if self.prestart_replay and resources is not None:
             trusted = trusted_sources(resources)
             if trusted:  # the checks' imports (torch ...) happen while the kernel runs, not after
-                replayer = resources[_PRESTARTED] = rejudging.rejudger(
+                replayer = resources[PRESTARTED_KEY] = rejudging.rejudger(
                     check_modules(list(trusted.values())), self.rejudge_server)
         try:
             env = {str(k): str(v) for k, v in self.kernel_env.items()}
@@ -180,7 +177,7 @@ class GradingExecute(Execute):
                 return super().preprocess(nb, resources, km=km)
         except BaseException:
             if replayer is not None:
-                resources.pop(_PRESTARTED, None)
+                resources.pop(PRESTARTED_KEY, None)
                 replayer.close()
             raise
 

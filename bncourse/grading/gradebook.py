@@ -19,6 +19,7 @@ and what to do:
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,3 +157,10 @@ def stamp_new_gradebooks_in_process() -> None:
     import nbgrader.api
 
     nbgrader.api.get_alembic_version = schema_revision
+
+
+def alembic_on_path() -> None:
+    """nbgrader runs ``alembic`` from PATH: make this interpreter's scripts folder visible."""
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")

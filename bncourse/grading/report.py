@@ -13,7 +13,9 @@
   implementation``, ``timed out``, ``rejected by the grader's re-run``, ``unnamed (values differ)``);
 - ``similar``: the near-copies of ``bncourse.grading.similarity`` (code of the released student
   notebook left out, so the course's own code raises no alarm);
-- ``lateness``: per student the submission time, the due date, seconds late and the penalty.
+- ``lateness``: per student the submission time, the due date, seconds late and the penalty; and,
+  when the collect found its files written later than the student's side claimed
+  (``bncourse.grading.exchange``), the claimed time (the submission is counted when it was written).
 
 ``write_class_report(report, folder)`` writes ``<assignment>-cells.csv`` (one row per student and
 cell), ``<assignment>-mistakes.csv`` and ``<assignment>-report.html`` (tables and one bar chart
@@ -75,6 +77,7 @@ class Lateness:
     duedate: datetime | None
     seconds_late: float
     penalty: float
+    claimed: str = ""  # the time the student's side claimed, when the collect counted a later one
 
 
 @dataclass
@@ -116,6 +119,8 @@ class ClassReport:
             note = "" if s in {c.student for c in self.cells if c.submitted} else "  (no submission)"
             if s in late and late[s].seconds_late > 0:
                 note += f"  late by {_duration(late[s].seconds_late)}"
+            if s in late and late[s].claimed:
+                note += f"  (claimed {late[s].claimed}; counted when its files were written)"
             lines.append(f"{s:<{w}}  {got:5.1f} / {of:g}{note}")
         for exercise, counts in self.mistake_counts().items():
             named = ", ".join(f"{m} ({n})" for m, n in counts.most_common())
@@ -203,6 +208,7 @@ def class_report(course_dir, assignment: str, similarity: bool = True) -> ClassR
     """Read the graded assignment (gradebook, autograded notebooks, submissions) into a ``ClassReport``."""
     from nbgrader.api import Gradebook, MissingEntry
 
+    from bncourse.grading.exchange import collected_times
     from bncourse.grading.gradebook import check_gradebook, masked
     from bncourse.grading.pipeline import db_url_of
 
@@ -211,6 +217,7 @@ def class_report(course_dir, assignment: str, similarity: bool = True) -> ClassR
     check_gradebook(db_url, course_dir=course_dir)
     cells: list[CellScore] = []
     lateness: list[Lateness] = []
+    backdated = collected_times(course_dir, assignment)
     with Gradebook(db_url) as gb:
         try:
             source = gb.find_assignment(assignment)
@@ -234,7 +241,8 @@ def class_report(course_dir, assignment: str, similarity: bool = True) -> ClassR
                     named = ("submission not graded",)
                 cells.append(CellScore(student, nb, cell, score, top, named if score < top else ()))
             lateness.append(Lateness(student, sub.timestamp, sub.duedate, float(sub.total_seconds_late or 0.0),
-                                     float(sub.late_submission_penalty or 0.0)))
+                                     float(sub.late_submission_penalty or 0.0),
+                                     backdated.get(student, {}).get("claimed", "")))
     similar = []
     if similarity:
         from bncourse.grading.similarity import similarity_report
@@ -291,6 +299,8 @@ def _html(report: ClassReport) -> str:
         lateness = "" if lt is None or lt.seconds_late <= 0 else f"late by {_duration(lt.seconds_late)}"
         if lt is not None and lt.penalty:
             lateness += f" (penalty {lt.penalty:g})"
+        if lt is not None and lt.claimed:
+            lateness += f" claimed {lt.claimed}, but its files were written later: counted then"
         rows.append(f"<tr><td>{e(s)}</td><td>{e(report.names.get(s, ''))}</td>{''.join(tds)}"
                     f"<td><b>{got:g} / {of:g}</b></td><td>{e(when)}</td><td>{e(lateness)}</td></tr>")
     sections = []
@@ -303,7 +313,8 @@ def _html(report: ClassReport) -> str:
         alt = e(f"{exercise}: " + ", ".join(f"{m}: {n} students" for m, n in counts.most_common()))
         sections.append(f"<h3>{e(exercise)}</h3><table><tr><th>mistake</th><th>students</th></tr>{table}</table>"
                         f"<img alt='{alt}' src='data:image/png;base64,{_bar_chart(exercise, counts, n_students)}'>")
-    similar = "".join(f"<tr><td>{e(m.grade_id)}</td><td>{e(m.student)}</td><td>{e(m.other)}</td>"
+    similar = "".join(f"<tr><td>{e(m.grade_id + (f' ({m.part})' if getattr(m, 'part', '') else ''))}</td>"
+                      f"<td>{e(m.student)}</td><td>{e(m.other)}</td>"
                       f"<td>{m.score:.2f}</td></tr>" for m in report.similar)
     similar_html = (f"<table><tr><th>cell</th><th>student</th><th>similar to</th><th>score</th></tr>{similar}</table>"
                     if report.similar else "<p>No near-copies above the threshold.</p>")

@@ -13,7 +13,11 @@
 - without network (its own network namespace: the kernel talks over IPC sockets), with its own
   process, IPC and host-name namespaces, and with limits on memory, processes, CPU time and file size;
 - with libraries an assignment's rule leaves out (``blocked``) absent from the view: their
-  folders in site-packages are replaced by a package that raises ``ImportError``.
+  folders in site-packages are replaced by a package that raises ``ImportError``;
+- for a torch notebook, with the parts of torch its rule leaves out blocked: ``overlays`` (rewritten
+  files of torch, mounted read-only over the originals and their .pyc files) and ``torch_blocks``
+  (the kernel starts through ``bncourse.kernel_blocks``, which blocks them in torch's dispatcher
+  before ipykernel, and so any learner code, runs). See ``bncourse.grading.libraries``.
 
 ``check()`` raises ``SandboxUnavailable`` (saying how to get bubblewrap) when the sandbox cannot run
 here. Grading without it is the instructor's explicit choice (``--unsandboxed``).
@@ -122,6 +126,8 @@ class Sandbox:
     library: str = ""                       # a folder put on PYTHONPATH, read-only (the solution-free build)
     blocked: tuple[str, ...] = ()           # top-level packages absent from the view
     blocked_reason: str = "not available while grading this notebook"
+    torch_blocks: tuple[str, ...] = ()      # bncourse.kernel_blocks installed before the kernel starts
+    overlays: tuple[tuple[str, str], ...] = ()  # (rewritten file, the file it is mounted over)
     limits: Limits = field(default_factory=Limits)
 
     def command(self, kernel_cmd: Sequence[str], workdir: str, ipc_dir: str, env: dict | None = None,
@@ -172,6 +178,8 @@ class Sandbox:
             for sp in _site_packages():
                 if os.path.isdir(os.path.join(sp, name)):
                     args.extend(["--ro-bind", blocker, os.path.join(sp, name)])
+        for source, path in self.overlays:
+            args.extend(["--ro-bind", source, path])
         if self.library:
             parents(self.library)
             args.extend(["--ro-bind", self.library, self.library])
@@ -186,7 +194,20 @@ class Sandbox:
         if as_root:  # drop to nobody outside too: no capability, no root-owned file is ours
             args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--"]
-        return args + self.limits.argv() + list(kernel_cmd)
+        return args + self.limits.argv() + self.with_blocks(kernel_cmd)
+
+    def with_blocks(self, kernel_cmd: Sequence[str]) -> list[str]:
+        """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks``."""
+        cmd = list(kernel_cmd)
+        if not self.torch_blocks:
+            return cmd
+        from bncourse.kernel_blocks import launch_code
+
+        for i in range(len(cmd) - 1):
+            if cmd[i] == "-m" and cmd[i + 1] == "ipykernel_launcher":
+                return cmd[:i] + ["-c", launch_code(self.torch_blocks)] + cmd[i + 2:]
+        raise SandboxUnavailable(f"cannot block {', '.join(self.torch_blocks)} in a kernel started by {cmd!r}: "
+                                 "grading expects the kernelspec's `python -m ipykernel_launcher` command")
 
     def environment(self, env: dict) -> dict[str, str]:
         kept = {k: str(v) for k, v in env.items() if k.startswith(KEPT_ENV) and not k.startswith("BNCOURSE_GRADING_")}

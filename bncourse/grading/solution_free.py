@@ -62,18 +62,16 @@ STUBBED_NAMES: frozenset[str] = frozenset({
     "bncourse.train.recompute_bn_statistics",
     "bncourse.experiments.step_measures.input_drift",
     "bncourse.experiments.overhead.fold_batchnorm",
+    "bncourse.plots.percentile_bands",  # notebook 5's sigmoid_input_percentiles, under another name
+    "bncourse.checks.folding._torch_fuse",  # notebook 10's check reference (torch's own fold)
 })
-# References the checks themselves need in the kernel to build a case's inputs (with the helpers
-# they use). A HOLE, said in the threat model: notebook 8's backward check builds its input cache
-# with the reference sync forward (bncourse.checks.sync_batchnorm), so that forward is in notebook
-# 8's grading kernel; the check switches it off while the learner's forward runs, and the source
-# report names any use of it, but a copy taken earlier escapes both. Building the cache from the
-# learner's own forward would close it.
-RECORDING_NEEDS: frozenset[str] = frozenset({"bncourse.nn_sync.sync_batch_norm_forward"})
+# References the checks themselves need in the kernel to build a case's inputs: none (notebook 8's
+# backward check builds its input cache in numpy from the whole batch, without the sync forward).
+RECORDING_NEEDS: frozenset[str] = frozenset()
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
-_VERSION = "7"  # bump when the transform changes
+_VERSION = "8"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -206,21 +204,33 @@ def _guarded(stmt: ast.stmt) -> ast.stmt:
 
 
 def given_names(instructor_sources: Iterable[str]) -> frozenset[str]:
-    """Dotted names the instructor's (non-solution) cells import from stubbed modules."""
-    given = set()
+    """Dotted names the instructor's (non-solution) cells import from stubbed modules.
+
+    A name the same notebook grades, or a variant of it (a name that starts with it), is never given
+    (notebook 2 imports the reference forward to show its error on a batch of one and
+    ``update_running_stats_keras`` to compare conventions, and grades the learner's forward and
+    update): an exercise is graded here when its check (``bncourse.hints.texts.EXERCISES``) is named
+    in these cells."""
+    from bncourse.grading.sources import as_python
+    from bncourse.hints.texts import EXERCISES
+
+    given, named = set(), set()
     for source in instructor_sources:
         try:
-            from bncourse.grading.sources import as_python
-
             tree = ast.parse(as_python(source))
         except SyntaxError:
             continue
         for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                named.add(node.id)
+            elif isinstance(node, ast.alias):
+                named.add(node.name.rsplit(".", 1)[-1])
             if isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 for alias in node.names:
                     if is_stubbed(node.module) or is_stubbed(f"{node.module}.{alias.name}"):
                         given.add(f"{node.module}.{alias.name}")
-    return frozenset(given)
+    graded_here = tuple(ex.function for ex in EXERCISES.values() if ex.check in named)
+    return frozenset(g for g in given if not g.rsplit(".", 1)[1].startswith(graded_here))
 
 
 def cache_dir() -> Path:

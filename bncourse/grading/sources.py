@@ -10,7 +10,9 @@ computed name, ``globals()``) becomes ``<dynamic:...>``. ``bncourse.checks.deleg
 decides from this list whether an exercise was handed to the course's implementation.
 
 Learner code: solution cells and any cell that is not a locked instructor cell. Names the learner
-binds take precedence over names the instructor's cells bind.
+binds take precedence over names the instructor's cells bind. The code a ``%%time``/``%%capture``
+cell or a ``%time`` line runs is read as code (IPython hands it to the magic as a string); a
+learner cell not even IPython can read is kept in ``Program.unparsable`` (it ran nothing).
 """
 
 from __future__ import annotations
@@ -91,6 +93,13 @@ class _Scope:
                     if isinstance(inner, ast.stmt):
                         self._statement(inner)
         for node in ast.walk(stmt):  # exec of a constant string at module level is read as code
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
+                    and node.func.attr in ("run_cell_magic", "run_line_magic")):
+                body = _const_str(node.args[-1])  # %%time / %%capture / %time: the code they run
+                inner = _parse(body) if body is not None else None
+                if inner is not None:
+                    self.add_module(inner)
+                continue
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC_CALLS:
                 text = _const_str(node.args[0]) if node.args else None
                 inner = _parse(text) if text is not None and node.func.id in ("exec", "eval", "compile") else None
@@ -117,11 +126,14 @@ class Program:
 
     def __init__(self, learner_sources: Iterable[str], instructor_sources: Iterable[str] = ()):
         self.learner, self.instructor = _Scope(), _Scope()
+        self.unparsable: list[str] = []  # learner cells not even IPython can read (they ran nothing), for the report
         for scope, sources in ((self.learner, learner_sources), (self.instructor, instructor_sources)):
             for source in sources:
                 tree = _parse(source)
                 if tree is not None:
                     scope.add_module(tree)
+                elif scope is self.learner:
+                    self.unparsable.append(source)
 
     def references(self, names: Iterable[str]) -> set[str]:
         """Everything the objects ``names`` (as the learner's code binds them) reach."""

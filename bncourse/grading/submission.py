@@ -16,10 +16,12 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bncourse.grading.pipeline import load_config
+from bncourse.grading.config import load_config
+from bncourse.grading.gradebook import alembic_on_path
+from bncourse.run_size import RunSize
 
 
 def worker_label() -> str:
@@ -60,6 +62,22 @@ def _environ(values: dict[str, str]):
 
 
 @dataclass
+class GradingTask:
+    """One submission to grade, as a worker (a local process or a dask worker) receives it."""
+
+    student: str
+    assignment: str
+    course_dir: str                        # the course folder, at the same path on every worker
+    template: bytes                        # the gradebook the worker's private copy starts from (SQLite)
+    size: RunSize = RunSize.GRADING        # the kernel's size
+    sandbox: bool = True                   # False: unsandboxed, as the instructor asked
+    hidden_seed: int | None = None         # the run's hidden-case seed
+    rejudge_server: str = ""               # the re-judging server's socket ('': the worker's own)
+    kernel_threads: int | dict[str, int] | None = None  # BLAS threads, or {host: worker threads} (dask)
+    env: dict[str, str] = field(default_factory=dict)   # environment set while grading (dask workers)
+
+
+@dataclass
 class Outcome:
     """What grading one submission gave: nbgrader's verdict, its private gradebook and autograded files."""
 
@@ -74,17 +92,18 @@ class Outcome:
     worker: str = ""                          # "host pid N" or a dask worker's address
     attempts: int = 1
 
+    @classmethod
+    def failed(cls, task: GradingTask, reason: str, worker: str = "", attempts: int = 1) -> "Outcome":
+        """The outcome of a task that could not be graded, and why (it is recorded with 0 points)."""
+        return cls(task.student, False, error=reason, reason=reason, worker=worker, attempts=attempts)
 
-def _failed_outcome(task: dict, reason: str, worker: str = "", attempts: int = 1) -> Outcome:
-    return Outcome(task["student"], False, error=reason, reason=reason, worker=worker, attempts=attempts)
 
-
-def grade_submission(task: dict) -> Outcome:
+def grade_submission(task: GradingTask) -> Outcome:
     """One student's nbgrader autograde in a private folder: the task a worker runs (pool or dask).
 
-    Reads the course (``task["course_dir"]``, the same path on every machine) and never writes to
+    Reads the course (``task.course_dir``, the same path on every machine) and never writes to
     it: the submission is copied to a local folder, the gradebook is a private copy of
-    ``task["template"]`` (SQLite bytes), and nbgrader's autograded files land locally too. Returns
+    ``task.template`` (SQLite bytes), and nbgrader's autograded files land locally too. Returns
     them as data (an ``Outcome``); the main process merges them.
     """
     from nbgrader.apps import NbGraderAPI
@@ -92,33 +111,33 @@ def grade_submission(task: dict) -> Outcome:
 
     start = time.perf_counter()
     label = worker_label()
-    course_dir, student, assignment = Path(task["course_dir"]), task["student"], task["assignment"]
+    course_dir, student, assignment = Path(task.course_dir), task.student, task.assignment
     submission = course_dir / "submitted" / student / assignment
     if not submission.is_dir():
-        return _failed_outcome(task, f"{submission} is not reachable from {label}: every worker must see the "
+        return Outcome.failed(task, f"{submission} is not reachable from {label}: every worker must see the "
                                      "course folder at the same path (shared storage)", label)
     alembic_on_path()
-    kernel_env = dict(task["kernel_env"])
-    threads = _kernel_threads(task.get("kernel_threads"), label)
+    kernel_env = RunSize(task.size).kernel_env()
+    threads = _kernel_threads(task.kernel_threads, label)
     if threads:  # N kernels at once: each gets its share of the cores, not a full BLAS/torch pool
         kernel_env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-    with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp, _environ(task.get("env", {})):
+    with tempfile.TemporaryDirectory(prefix="bncourse-grade-") as tmp, _environ(task.env):
         tmp = Path(tmp)
         shutil.copytree(submission, tmp / "submitted" / student / assignment)
         db_file = tmp / "gradebook.db"
-        db_file.write_bytes(task["template"])
+        db_file.write_bytes(task.template)
         cfg = load_config(course_dir, **{
             "CourseDirectory.db_url": f"sqlite:///{db_file}",
             "CourseDirectory.submitted_directory": str(tmp / "submitted"),
             "CourseDirectory.autograded_directory": str(tmp / "autograded"),
         })
         cfg.GradingExecute.kernel_env = kernel_env
-        cfg.GradingExecute.sandbox = bool(task.get("sandbox", True))
-        if task.get("hidden_seed") is not None:
-            cfg.GradingExecute.hidden_seed = int(task["hidden_seed"])
+        cfg.GradingExecute.sandbox = bool(task.sandbox)
+        if task.hidden_seed is not None:
+            cfg.GradingExecute.hidden_seed = int(task.hidden_seed)
         cfg.GradingKernelManager.ipc_dir = str(tmp)  # a killed kernel's socket files go with the folder
-        if task.get("rejudge_server"):
-            cfg.GradingExecute.rejudge_server = task["rejudge_server"]
+        if task.rejudge_server:
+            cfg.GradingExecute.rejudge_server = task.rejudge_server
         api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
         with warnings.catch_warnings():
             # nbgrader's autograde makes SQLAlchemy say "Object of type <...> not in session, add operation
@@ -132,16 +151,9 @@ def grade_submission(task: dict) -> Outcome:
                        seconds=time.perf_counter() - start, worker=label)
 
 
-def _grade_safely(task: dict) -> Outcome:
+def grade_safely(task: GradingTask) -> Outcome:
     """``grade_submission`` in a pool process: an exception becomes a failed outcome with its reason."""
     try:
         return grade_submission(task)
     except Exception as exc:  # noqa: BLE001 - one broken submission never stops the others
-        return _failed_outcome(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())
-
-
-def alembic_on_path() -> None:
-    """nbgrader runs ``alembic`` from PATH: make this interpreter's scripts folder visible."""
-    bindir = os.path.dirname(sys.executable)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+        return Outcome.failed(task, f"grading raised {type(exc).__name__}: {str(exc)[:300]}", worker_label())

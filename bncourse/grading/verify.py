@@ -9,7 +9,7 @@ from traitlets import Float
 
 from bncourse.checks import replay
 from bncourse.grading import rejudging, solution_free, sources
-from bncourse.grading.execute import _PRESTARTED, HIDDEN_SEED_KEY, trusted_sources
+from bncourse.grading.execute import HIDDEN_SEED_KEY, PRESTARTED_KEY, trusted_sources
 from bncourse.grading.rejudging import check_modules, replay_cells
 
 __all__ = ["REFUSED_ENAME", "SOURCE_FINDINGS", "VERIFY_ENAME", "VerifyChecks", "pop_receipts"]
@@ -59,7 +59,7 @@ class VerifyChecks(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         trusted = trusted_sources(resources)
-        prestarted = (resources or {}).pop(_PRESTARTED, None)
+        prestarted = (resources or {}).pop(PRESTARTED_KEY, None)
         seed = (resources or {}).get(HIDDEN_SEED_KEY)
         program = sources.Program(*sources.learner_and_instructor_sources(nb))
         jobs = []

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Iterator
 
-from bncourse.grading.submission import _failed_outcome, _grade_safely
+from bncourse.grading.submission import GradingTask, Outcome, grade_safely
 
 _PRELOAD = ["bncourse.grading.workers", "nbgrader.apps", "nbgrader.api"]
 POLL_SECONDS = 0.5  # how often the caller refreshes its list of each worker's processes
@@ -101,7 +101,7 @@ def _worker_main(conn, environ: dict) -> None:
             break
         if task is None:
             break
-        out = _grade_safely(task)
+        out = grade_safely(task)
         _kill_own_descendants()  # a kernel that outlived its notebook, and anything it started
         conn.send(out)
     _kill_own_descendants()
@@ -111,12 +111,12 @@ def _worker_main(conn, environ: dict) -> None:
 class _Worker:
     process: object
     conn: object
-    task: dict | None = None
+    task: GradingTask | None = None
     attempt: int = 0  # the task's try on this worker (1 = first)
     processes: list = field(default_factory=list)  # its descendants when last looked at
 
 
-def run_local(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[dict]:
+def run_local(tasks: list[GradingTask], jobs: int, tries: int = 3) -> Iterator[Outcome]:
     """Outcomes of ``grade_submission`` over ``tasks`` in ``jobs`` worker processes, as they finish.
 
     Each outcome's ``attempts`` says how many tries it took; a submission whose worker died on
@@ -171,7 +171,7 @@ def run_local(tasks: list[dict], jobs: int, tries: int = 3) -> Iterator[dict]:
                     pending.appendleft((task, attempt + 1))
                 else:
                     how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-                    yield _failed_outcome(task, f"the worker grading it died on every try ({tries} tries, the last "
+                    yield Outcome.failed(task, f"the worker grading it died on every try ({tries} tries, the last "
                                                 f"with {how}): the submission may crash or exhaust its machine",
                                           f"{socket.gethostname()} pid {w.process.pid}", tries)
     finally:
