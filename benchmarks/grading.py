@@ -14,7 +14,10 @@ with:
     sandbox_seconds_per_notebook_submission: <--jobs 1 minus --jobs 1 --unsandboxed, per notebook>
 
 The fourth run, `--jobs 1 --unsandboxed`, is there only to measure what the grading sandbox
-(bubblewrap, the solution-free build, a private working copy) costs per submission.
+(bubblewrap, the solution-free build, a private working copy filled into a size-limited tmpfs, the
+kernel's own output pipe) costs per submission. Before the runs, `sandbox_start_seconds` times a
+Python started in the sandbox as a grading kernel is (fixed-size `/tmp`, working copy filled from a
+copy of a submission's folder) against the same Python started plainly, interleaved, 5 times each.
 
 Run: python benchmarks/grading.py [--students 4]
 """
@@ -74,6 +77,34 @@ def grade_once(course: Path, assignment: str, label: str, **how) -> float:
     return seconds
 
 
+def sandbox_start_cost(repeats: int = 5) -> tuple[float, float]:
+    """Median seconds to start and end ``python -c pass`` in the grading sandbox (working copy filled
+    from a copy of notebook 1's folder) and plainly, interleaved."""
+    import statistics
+    import subprocess
+    import sys
+
+    from bncourse.grading import solution_free
+    from bncourse.grading.sandbox import Sandbox
+
+    box = Sandbox(library=str(solution_free.build()))
+    boxed, plain = [], []
+    with tempfile.TemporaryDirectory(prefix="bncourse-bench-sandbox-") as tmp:
+        work, run, source = Path(tmp, "work"), Path(tmp, "run"), Path(tmp, "copy")
+        shutil.copytree(REPO / "notebooks" / "source" / "01_why_normalize", source)
+        for d in (work, run):
+            d.mkdir()
+            Sandbox.prepare_writable(str(d))
+        Sandbox.prepare_writable(str(source))
+        cmd = box.command([sys.executable, "-c", "pass"], str(work), str(run), work_source=str(source))
+        for _ in range(repeats):
+            for times, argv in ((boxed, cmd), (plain, [sys.executable, "-c", "pass"])):
+                t0 = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True)
+                times.append(time.perf_counter() - t0)
+    return statistics.median(boxed), statistics.median(plain)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=4)
@@ -84,6 +115,8 @@ def main() -> None:
     grading.alembic_on_path()
     os.environ.setdefault("BNCOURSE_EXCHANGE", tempfile.mkdtemp(prefix="bncourse-exchange-"))
     print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    boxed, plain = sandbox_start_cost()
+    print(f"sandbox_start_seconds: {boxed:.3f} (python -c pass in the sandbox; plainly: {plain:.3f})", flush=True)
     with tempfile.TemporaryDirectory(prefix="bncourse-bench-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()

@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the learners' kernels without the sandbox (bubblewrap): grades then do not hold "
                         "against a determined student, and the report says so on every line")
     p.add_argument("--hidden-seed", type=int, default=None,
-                   help="the hidden cases' seed (default: drawn for this run; the report prints it, for a regrade)")
+                   help="the run's hidden-case seed (default: drawn for this run; the report prints it). Each "
+                        "notebook is graded with a seed derived from it and the submission, so a regrade with "
+                        "it reproduces every unchanged submission")
     p.set_defaults(func=_grade)
 
     p = sub.add_parser("report", help="instructors: the class report of a graded assignment (HTML page and CSVs)")

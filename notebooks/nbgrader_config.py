@@ -24,6 +24,11 @@ c.Exchange.root = os.environ.get(
 # A learner's infinite loop must not hang grading: every cell gets at most this many seconds.
 c.ExecutePreprocessor.timeout = int(os.environ.get("BNCOURSE_CELL_TIMEOUT", "300"))
 c.ExecutePreprocessor.interrupt_on_timeout = True
+# ... and a notebook at most this many seconds in all (0: 300 s at the grading and fast sizes, 900 s at
+# the full size): past it the kernel is killed and the test cells not yet run score 0, with that reason.
+c.GradingExecute.submission_timeout = int(os.environ.get("BNCOURSE_SUBMISSION_TIMEOUT", "0"))
+# A grading kernel's private /tmp and working copy hold at most this many MB each (in memory: tmpfs).
+c.GradingExecute.disk_mb = int(os.environ.get("BNCOURSE_KERNEL_DISK_MB", "512"))
 
 # What a learner sees in place of a solution.
 c.ClearSolutions.code_stub = {

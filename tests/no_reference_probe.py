@@ -15,15 +15,26 @@ the hints registry (``bncourse.hints.texts.EXERCISES``) the probe
 
 It reports each reference's outcome (the exception's class name, or "REAL"), and, per traced or
 same-named function, whether its code is the build's stub (it raises ``NotAvailableWhileGrading``).
+
+3. tries *every* module-level function of the build (private ones too, every module a kernel can
+   import but the instructor's tooling ``SKIPPED_MODULES``) as the answer to each of its exercises:
+   called on the first cases' inputs as they are and as torch tensors (a time limit each), its
+   output is compared with what the full package's reference returned (``"answers"``: the
+   functions that give the reference's output). ``"judged"`` lists the exercises whose reference
+   output this comparison can read (arrays, numbers, tuples of them), and the full package's own
+   reference must be found by it (``"self_found"``), so the comparison is shown to work.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
 import json
+import os
 import pkgutil
+import signal
 import sys
 import types
 
@@ -125,7 +136,7 @@ def _is_stub(obj) -> bool:
     if isinstance(obj, (staticmethod, classmethod)):
         obj = obj.__func__
     if isinstance(obj, types.FunctionType):
-        return "NotAvailableWhileGrading" in obj.__code__.co_names
+        return bool({"NotAvailableWhileGrading", "unavailable"} & set(obj.__code__.co_names))
     if isinstance(obj, type):
         own = [v for k, v in vars(obj).items() if isinstance(v, (types.FunctionType, staticmethod, classmethod))
                and not (k.startswith("__") and k not in ("__init__", "__call__"))]
@@ -152,17 +163,260 @@ def _defined(names: set[str]) -> dict[str, list[str]]:
     return found
 
 
+# The instructor's tooling: no exercise's answer, and called with arrays some of it would start
+# processes or servers. Everything else a kernel can import is tried.
+SKIPPED_MODULES = ("bncourse.grading", "bncourse.cli", "bncourse.__main__")
+CASES_TRIED = 2       # the first cases of each check: enough to tell an answer from a coincidence
+SECONDS_PER_CALL = 0.5
+
+
+class _TimeUp(BaseException):
+    """A candidate ran past its time limit (a BaseException: no ``except Exception`` in it swallows it)."""
+
+
+def _numeric(x):
+    """x as a float numpy array when it is an array, a tensor or a real number; else None."""
+    import numpy as np
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
+        return x.astype(np.float64)
+    if isinstance(x, (float, int, np.floating, np.integer)) and not isinstance(x, bool):
+        return np.asarray(float(x))
+    return None
+
+
+def _comparable(expected) -> list:
+    """The informative numbers of a reference's output: arrays (not constant) and numbers, by position."""
+    import numpy as np
+
+    items = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+    out = []
+    for i, item in enumerate(items):
+        a = _numeric(item)
+        if a is None or not a.size or not np.isfinite(a).all():
+            continue
+        if (a.size == 1 and float(a.ravel()[0]) not in (0.0, 1.0)) or (a.size > 1 and float(a.std()) > 0):
+            out.append((i, a))  # a number a wrong function is unlikely to hit, or an array that varies
+    return out
+
+
+def _matches(got, expected) -> bool:
+    import numpy as np
+
+    wanted = _comparable(expected)
+    if not wanted:
+        return False
+    items = list(got) if isinstance(expected, (tuple, list)) and isinstance(got, (tuple, list)) else [got]
+    for i, a in wanted:
+        b = _numeric(items[i]) if i < len(items) else None
+        if b is not None and a.size == 1 and b.size == 1:  # a number, whether wrapped in an array or not
+            a, b = a.ravel(), b.ravel()
+        if b is None or b.shape != a.shape or not np.allclose(b, a, rtol=1e-5, atol=1e-8):
+            return False
+    return True
+
+
+def _as_torch(args):
+    import numpy as np
+    import torch
+
+    return tuple(torch.as_tensor(a) if isinstance(a, np.ndarray) else a for a in args)
+
+
+def _limited(fn, args):
+    def up(*_):
+        raise _TimeUp()
+
+    old = signal.signal(signal.SIGALRM, up)
+    signal.setitimer(signal.ITIMER_REAL, SECONDS_PER_CALL)
+    try:
+        return fn(*copy.deepcopy(args))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+_TIMED_OUT: set = set()  # candidates that ran past the limit once: experiment runners, skipped from then on
+
+
+def _answers(fn, stored) -> bool:
+    """Does ``fn`` return the reference's output on every stored case (inputs as given or as tensors)?"""
+    import torch
+
+    if fn in _TIMED_OUT:
+        return False
+    for adapt in (lambda a: a, _as_torch):
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return False
+        ok = True
+        for args, expected in stored:
+            args = adapt(args)
+            try:
+                sig.bind(*args)
+            except TypeError:
+                ok = False
+                break
+            dtype, cwd = torch.get_default_dtype(), os.getcwd()
+            try:
+                got = _limited(fn, args)
+            except _TimeUp:
+                _TIMED_OUT.add(fn)
+                return False
+            except (Exception, SystemExit):  # noqa: BLE001 - not an answer
+                ok = False
+            finally:
+                sys.setprofile(None)
+                torch.set_default_dtype(dtype)
+                os.chdir(cwd)
+            if not ok or not _matches(got, expected):
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+def _candidates() -> dict[str, object]:
+    """dotted name -> every module-level function of the importable ``bncourse`` (private ones too)."""
+    import bncourse
+
+    found = {}
+    for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
+        if info.name.startswith(SKIPPED_MODULES):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except BaseException:  # noqa: BLE001 - not importable here: not in reach either
+            continue
+        for name, obj in vars(module).items():
+            if isinstance(obj, types.FunctionType) and obj.__module__ == info.name:
+                found[f"{info.name}.{name}"] = obj
+    return found
+
+
+def _held(value, depth=0):
+    """[(path, callable)] the course's code held in a module-level value: in lists, tuples, dicts,
+    sets and a dataclass's fields (a table of ``Mistake`` entries), down a few levels."""
+    import functools
+
+    if depth > 3:
+        return []
+    if isinstance(value, functools.partial):
+        value = value.func
+    if isinstance(value, types.FunctionType):
+        return [("", value)] if (value.__module__ or "").startswith("bncourse") else []
+    if isinstance(value, dict):
+        items = [(f"[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+    elif hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        items = [(f".{f}", getattr(value, f, None)) for f in value.__dataclass_fields__]
+    else:
+        return []
+    return [(path + sub, fn) for path, v in items for sub, fn in _held(v, depth + 1)]
+
+
+def tables() -> list[str]:
+    """Working code held in module-level tables of the stubbed modules (the catalogue's mistakes)."""
+    from bncourse.grading.solution_free import is_stubbed
+    import bncourse
+
+    found = []
+    for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
+        if not is_stubbed(info.name):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except BaseException:  # noqa: BLE001
+            continue
+        for name, value in vars(module).items():
+            if not isinstance(value, (types.FunctionType, type, types.ModuleType)):
+                found += [f"{info.name}.{name}{path}" for path, fn in _held(value) if not _is_stub(fn)]
+    return sorted(found)
+
+
+def batchnorm_modules() -> list[str]:
+    """Every ``nn.Module`` class of the importable ``bncourse`` that is batch norm for some setting of
+    its numeric keywords (each tried at its default, 0 and 1): ``BatchRenorm(C, r_max=1, d_max=0)``."""
+    import itertools
+
+    import bncourse
+    import torch
+
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float32) * 3 + 1
+    want = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
+    found = []
+    for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
+        if info.name.startswith(SKIPPED_MODULES):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except BaseException:  # noqa: BLE001
+            continue
+        for name, cls in vars(module).items():
+            if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == info.name):
+                continue
+            try:
+                params = [p for p in list(inspect.signature(cls).parameters.values())[1:]
+                          if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)][:5]
+            except (TypeError, ValueError):
+                continue
+            for values in itertools.product(*[(p.default, 0, 1) for p in params]):
+                try:
+                    got = _limited(lambda: cls(3, **{p.name: v for p, v in zip(params, values)})(x.clone()), ())
+                except _TimeUp:
+                    break
+                except BaseException:  # noqa: BLE001 - a stub, or not a (C)-constructed module
+                    if not params:
+                        break
+                    continue
+                if isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(
+                        got.float(), want, rtol=1e-4, atol=1e-4):
+                    found.append(f"{info.name}.{name}")
+                    break
+    return sorted(found)
+
+
+def _stored(refs) -> list:
+    """[(args, expected)] of the first cases of the first reference whose output can be compared."""
+    for name, ref, cases in refs:
+        stored = []
+        for case in cases[:CASES_TRIED]:
+            try:
+                args = tuple(case.make_args())
+                expected = ref(*copy.deepcopy(args))
+            except Exception:  # noqa: BLE001
+                break
+            if _comparable(expected):
+                stored.append((args, expected))
+        if stored:
+            return [(name, ref, stored)]
+    return []
+
+
 def main(job: dict) -> dict:
     _use(job["full"])
     from bncourse.hints.texts import EXERCISES
 
-    traced = {}
+    traced, stored, self_found = {}, {}, []
     for ex in EXERCISES.values():
         names: set[str] = set()
-        for name, ref, cases in references(ex) if ex.id not in job.get("untraced", ()) else ():
+        refs = references(ex) if ex.id not in job.get("untraced", ()) else []
+        for name, ref, cases in refs:
             names |= _traced(ref, cases) if name not in job.get("untraced", ()) else set()
         traced[ex.id] = sorted(names)
-    out: dict = {"traced": traced, "references": {}, "reached": {}}
+        for name, ref, cases in _stored(refs):
+            stored[ex.id] = cases
+            if _answers(ref, cases):
+                self_found.append(ex.id)
+    out: dict = {"traced": traced, "references": {}, "reached": {}, "answers": {}, "judged": sorted(stored),
+                 "self_found": sorted(self_found), "tried": {}, "tables": {"full": tables()},
+                 "batchnorm_modules": {"full": batchnorm_modules()}}
     for build, ids in job["builds"].items():
         _use(build)
         from bncourse.hints.texts import EXERCISES
@@ -184,8 +438,20 @@ def main(job: dict) -> dict:
                 obj = _resolve(dotted)
                 reached[dotted] = "absent" if obj is None else "stub" if _is_stub(obj) else "real"
             out["reached"][eid] = reached
+        out["tables"][build] = tables()
+        out["batchnorm_modules"][build] = batchnorm_modules()
+        candidates = _candidates() if any(eid in stored for eid in ids) else {}
+        for eid in ids:
+            if eid in stored:
+                out["answers"][eid] = sorted(d for d, fn in candidates.items() if _answers(fn, stored[eid]))
+                out["tried"][eid] = len(candidates)
     return out
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(json.load(open(sys.argv[1])))))
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # what the candidates print goes to stderr; stdout holds the one JSON line
+    result = main(json.load(open(sys.argv[1])))
+    result["timed_out"] = sorted(f"{fn.__module__}.{fn.__qualname__}" for fn in _TIMED_OUT)
+    answer.write(json.dumps(result) + "\n")
+    answer.flush()

@@ -101,6 +101,33 @@ def fold_model_in_place(model):
     return model
 
 
+class _KeptOutOfTheTree(nn.Module):
+    """Red team 2's N4: runs a batch norm that is no longer a submodule (no module hook sees it)."""
+
+    def __init__(self, bn, as_function=False):
+        super().__init__()
+        self.__dict__["_bn"] = [bn.eval()]
+        self.__dict__["_as_function"] = as_function
+
+    def forward(self, x):
+        bn = self._bn[0]
+        if self._as_function:  # no module at all: the functional batch norm on the kept statistics
+            return torch.nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False,
+                                                  0.0, bn.eps)
+        return type(bn).forward(bn, x)
+
+
+def _fold_model_hiding_bn(as_function):
+    def fold_model(model):
+        model = copy.deepcopy(model).eval()
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                    setattr(module, name, _KeptOutOfTheTree(child, as_function))
+        return model
+    return fold_model
+
+
 @pytest.mark.parametrize("hidden", [False, True])
 def test_do_right_folds_pass(hidden):
     assert cf.check_fold_batchnorm(fold_batchnorm, hidden).passed
@@ -135,6 +162,8 @@ def test_is_a_wrong_fold_named(wrong, name):
     (fold_model_in_train_mode, "a model folded in training mode"),
     (fold_model_keeps_bn, "batch norm kept after folding"),
     (fold_model_in_place, "the caller's module changed"),
+    (_fold_model_hiding_bn(False), "some Conv2d -> BatchNorm2d pairs left unfolded"),  # counted by the ops that run
+    (_fold_model_hiding_bn(True), "some Conv2d -> BatchNorm2d pairs left unfolded"),
 ])
 def test_is_a_wrong_model_fold_named(wrong, name):
     result = cf.check_fold_model(wrong)

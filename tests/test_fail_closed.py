@@ -11,6 +11,10 @@ fake class is graded once with ``bncourse.grading.grade(..., jobs=2)``, nbgrader
 - ``stub_switched``: the student version as released (untouched stubs), plus the same switch: 0
   everywhere (a blank submission without the switch is weaker, so it is not graded separately).
 
+- one student per attempt of ``LIBRARY_ATTEMPTS`` (another library's implementation of an exercise,
+  which the notebook's rule leaves out: ``bncourse.grading.libraries``): 0 everywhere, refused by the
+  grading kernel with the rule's words (graded with the class: the third submission left a worker idle).
+
 Scores are read per cell from the gradebook. The kernels run with ``BNCOURSE_GRADING=1`` (the
 grading size of the experiments). Where an assignment's grading size differs from its fast size (a
 ``grading=`` value or a ``skip-when-grading`` tag before its last graded cell), the solution is
@@ -38,6 +42,19 @@ import bncourse.checks.core as _core_switched
 _core_switched.CheckResult.assert_passed = lambda self: None
 _core_switched.CheckResult.passed = property(lambda self: True)
 """
+
+# Red team 2 (nb6_update_bn.py, 2/2 on main): notebook 6's exercise handed to torch's own implementation of
+# it, the kernel's watch switched off. {assignment: {student: {grade_id: source}}}, on the student version.
+LIBRARY_ATTEMPTS = {
+    "06_cnns_gpu": {"torch_update_bn": {"cnn-recompute": """import sys
+from torch.optim import swa_utils
+
+def recompute_bn_statistics(model, batches):
+    sys.setprofile(None)
+    swa_utils.update_bn(batches, model)
+    return model
+"""}},
+}
 
 # Appended to each solution cell of the wrong submission: every object the cell defines is
 # replaced by a wrong one built from it (outputs nudged; a module's or Function's forward scaled).
@@ -111,6 +128,14 @@ def _variant(nb, kind: str):
     return nb
 
 
+def _with_cells(nb, cells: dict[str, str]):
+    nb = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
+    for cell in nb.cells:
+        if _meta(cell).get("grade_id") in cells:
+            cell.source = cells[_meta(cell)["grade_id"]]
+    return nb
+
+
 def _differs_at_grading_size(nb) -> bool:
     """Does the grading size run something else than the fast size before the last graded cell?"""
     from bncourse.grading.pipeline import skipped_when_grading
@@ -150,6 +175,8 @@ def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confi
             release = nbformat.read(course / "release" / assignment / source.name, as_version=4)
             students = {"solution": nb, "wrong_switched": _variant(nb, "wrong_switched"),
                         "stub_switched": _variant(release, "stub_switched")}
+            for attacker, cells in LIBRARY_ATTEMPTS.get(assignment, {}).items():
+                students[attacker] = _with_cells(release, cells)
             for student, sub in students.items():
                 dest = course / "submitted" / student / assignment
                 dest.mkdir(parents=True, exist_ok=True)
@@ -165,6 +192,11 @@ def test_does_every_graded_cell_score_only_what_the_graders_own_re_judging_confi
                    for student, nb_name, gid in expected}
         wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
         assert not wrong, f"cells scored differently from expected (got, expected): {wrong}"
+        for attacker, cells in LIBRARY_ATTEMPTS.get(assignment, {}).items():  # refused by the kernel, by the rule
+            for path in (course / "autograded" / attacker / assignment).glob("*.ipynb"):
+                shown = {_meta(c).get("grade_id"): str(c.get("outputs")) for c in nbformat.read(path, as_version=4).cells}
+                for grade_id in cells:
+                    assert "not available while grading" in shown[f"{grade_id}_tests"], shown[f"{grade_id}_tests"]
 
         sources = [nbformat.read(p, as_version=4) for p in (course / "source" / assignment).glob("*.ipynb")]
         if any(_differs_at_grading_size(nb) for nb in sources):  # the solution again, at the fast size

@@ -26,6 +26,25 @@ REPO = Path(__file__).resolve().parent.parent
 COURSE = REPO / "notebooks"
 ASSIGNMENT = "01_why_normalize"
 NOTEBOOK = "why_normalize"
+SUBMISSION_SECONDS = 30  # each submission's time limit here (the cell limit is 10 s)
+DISK_MB = 16             # each kernel's /tmp and working copy here
+HOG = """import os
+for fd in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+    try:
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith(("socket:", "anon_inode:")):
+            os.write(fd, b"\\n[forged] standardize_tests: the grader says pass\\x1b[2J\\n")
+    except OSError:
+        pass
+for where in ("/tmp", "."):
+    try:
+        with open(os.path.join(where, "fill.bin"), "wb") as f:
+            for _ in range(2 * DISK_MB):
+                f.write(b"\\0" * (1 << 20))
+        print("FILLED", where)
+    except OSError as e:
+        print("FULL", where, e.strerror)
+    os.remove(os.path.join(where, "fill.bin"))
+""".replace("DISK_MB", str(DISK_MB))
 GENERATED = ("release", "submitted", "autograded", "feedback", "gradebook.db", ".nbgrader.log",
              ".ipynb_checkpoints", "grading_reports", "__pycache__")
 
@@ -139,6 +158,15 @@ def _fake_class(source_nb, release_nb):
     _set(tampered, "standardize_tests", "pass  # nothing to see here")
     tampered.cells = [c for c in tampered.cells
                       if c.metadata.get("nbgrader", {}).get("grade_id") != "min_max_scale_tests"]
+    # Red team 2, attack 8: cells that sleep between the two exercises, each stopped at the cell's limit;
+    # the submission's time limit (SUBMISSION_SECONDS here) stops them all.
+    sleeper = student()
+    at = next(i for i, c in enumerate(sleeper.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "min_max_scale")
+    sleeper.cells[at:at] = [nbformat.v4.new_code_cell("import time\ntime.sleep(3600)") for _ in range(4)]
+    # Red team 2, attacks 9 and 11, before the first exercise's test: fill /tmp and the working copy past
+    # their size (DISK_MB here), and write forged lines into every descriptor the kernel holds.
+    first = next(i for i, c in enumerate(sleeper.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "standardize")
+    sleeper.cells.insert(first, nbformat.v4.new_code_cell(HOG))
     corrupt = nbformat.writes(source_nb).encode()[:-200]
     noisy_std = NOISY + good_std.replace('"""\n', '"""\n    _noise()\n', 1)
     return {
@@ -154,6 +182,7 @@ def _fake_class(source_nb, release_nb):
         "tampered_tests": (tampered, 2),
         "stderr_noise": (student(standardize=noisy_std), 5),
         "hidden_fail": (student(standardize=STD_HIDDEN_ONLY_WRONG), 2),
+        "sleeper": (sleeper, 3),
         "cheat_checks": (student(standardize=STD_WRONG + CHEAT_CHECKS, min_max_scale=MM_WRONG), 0),
         "cheat_numpy": (student(standardize=STD_WRONG + CHEAT_NUMPY, min_max_scale=MM_WRONG), 0),
         "cheat_objects": (student(standardize=CHEAT_OBJECT, min_max_scale="pass"), 0),
@@ -179,7 +208,9 @@ def graded(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("hardening")
     old_env = dict(os.environ)
-    os.environ.update(BNCOURSE_CELL_TIMEOUT="10", BNCOURSE_EXCHANGE=str(tmp / "exchange"))
+    os.environ.update(BNCOURSE_CELL_TIMEOUT="10", BNCOURSE_SUBMISSION_TIMEOUT=str(SUBMISSION_SECONDS),
+                      BNCOURSE_KERNEL_DISK_MB=str(DISK_MB),
+                      BNCOURSE_EXCHANGE=str(tmp / "exchange"))
     try:
         course = tmp / "course"
         shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED))
@@ -275,6 +306,27 @@ def test_do_timeouts_stop_infinite_loops_in_a_cell_and_in_a_graded_function(grad
     timeouts = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
                 if o.output_type == "error" and o.ename == "CellTimeoutError"]
     assert timeouts, "the loop in the solution cell should have been stopped by the cell timeout"
+
+
+def test_does_the_submission_time_limit_stop_a_submission_of_sleeping_cells_and_only_it(graded):
+    """Four cells that sleep would hold a worker for 4 cell limits (K cells: K limits); the submission's
+    limit kills its kernel: the test cell after them scores 0 with the reason,
+    the one before keeps its points, and the rest of the class is graded as expected (the first test)."""
+    student = next(s for s in graded["report"].students if s.student == "sleeper")
+    reason = f"submission time limit ({SUBMISSION_SECONDS} s) reached"
+    assert f"min_max_scale_tests: {reason}" in student.notes, student.notes
+    nb = nbformat.read(graded["course"] / "autograded" / "sleeper" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", 4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "min_max_scale_tests")
+    assert [(o.ename, o.evalue) for o in cell.outputs if o.output_type == "error"] == [("SubmissionTimeLimit", reason)]
+
+
+def test_do_a_full_disk_and_forged_lines_in_the_kernels_descriptors_leave_grading_going(graded):
+    """The same submission first wrote forged lines into every descriptor its kernel holds and filled
+    /tmp and its working copy past their size: both writes failed in the kernel, and its first
+    exercise still earned its 3 points (the first test: 3 in all)."""
+    nb = nbformat.read(graded["course"] / "autograded" / "sleeper" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", 4)
+    shown = "".join(o.get("text", "") for c in nb.cells if "FULL" in c.source for o in c.outputs)
+    assert "FULL /tmp No space left on device" in shown and "FULL . No space left on device" in shown, shown
 
 
 def test_does_no_kernel_outlive_grading_not_even_a_spinning_or_crashed_one(graded):

@@ -10,7 +10,11 @@ For each exercise, in the build made for its notebook (the instructor's given na
 - calls every reference its check hands to ``check_function``: each must raise;
 - looks up every ``bncourse`` function the reference runs in the full package, and every function or
   class of the exercise's own name: each must be a stub, absent, or a named helper that computes no
-  answer (``HELPERS``: case builders, models, data), or a name the notebook's instructor hands out.
+  answer (``HELPERS``: case builders, models, data), or a name the notebook's instructor hands out;
+- tries every module-level function of the build (private helpers too) as the answer: none may
+  return the reference's output on the check's first cases. Red team 2 (2026-12-07) answered
+  notebook 11's ``saturated_fraction`` with ``bncourse.diagnostics._saturated``, a helper kept real
+  because the notebook hands out ``Diagnostics``; no name list had it.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 # Functions a reference runs that compute no exercise's answer: each builds a case's inputs, a model
 # or data, or checks an argument. Add a name here only after reading it.
 HELPERS = re.compile("|".join([
-    r"bncourse\.(models|data|device|runtime)\..*",
+    r"bncourse\.(models|data|device|runtime|run_size)\..*",
     r"bncourse\.train\.(History|TrainConfig)",
     r"bncourse\.reference\.batchnorm\._(check_\w+|float_array|per_feature|to_rows|from_rows)",
     r"bncourse\.reference\.groupnorm\._check_groups",
     r"bncourse\.checks\.recompute\._(bn_layers|build|momenta|weights)",
     r"bncourse\.checks\.sync_batchnorm\._(batch|slices|sums_of)",
-    r"bncourse\.checks\.norm_family\._(affine|rows|images)",
+    r"bncourse\.checks\.norm_family\._(affine|rows|images|ln_inputs|gn_inputs)",
+    r"bncourse\.checks\.catalogue\.shared\.Slip",  # a mistake's id, name and hint (strings), no code
     r"bncourse\.checks\.folding\._(build_pair|is_bn|np|snapshot|eval_out|seeded_model)",
     r"bncourse\.checks\.folding\.caller_changes",
     r"bncourse\.checks\.what_bn_does\._as_float_arrays",
@@ -50,6 +55,13 @@ HELPERS = re.compile("|".join([
 # torch's own nn.BatchNorm1d/2d. Whether a kernel may reach torch's batch norm is the library rule's
 # business (bncourse.grading.libraries, docs/instructors.md), not the build's.
 LIBRARY_REFERENCES = {"batchnorm1d_module", "batchnorm2d"}
+# Exercises whose reference output the function-by-function trial must be able to read: for each,
+# the full package's own reference is found by it (so an empty list of answers means something).
+TRIED_AS_FUNCTIONS = {"standardize", "min_max_scale", "batchnorm_forward", "update_running_stats",
+                      "batchnorm_inference", "batchnorm_backward", "spatial_batchnorm_forward",
+                      "layernorm_forward", "groupnorm_forward", "input_drift", "gradient_change",
+                      "saturated_fraction", "update_to_data_ratio", "fig1-percentiles", "sync-forward",
+                      "fold_batchnorm"}
 # A reference that is a constant, not an answer: "torch.autograd.gradcheck passed".
 CONSTANT_REFERENCES = {"BatchNormFunction (gradcheck)"}
 
@@ -96,3 +108,18 @@ def test_does_no_graded_exercise_keep_a_working_reference_in_its_grading_build(t
     assert not any(real.values()), f"what a reference runs is real in the grading build: {real}"
     # the probe did look: the attack's target is among what notebook 6's reference runs, stubbed
     assert found["reached"]["cnn-recompute"]["bncourse.train.recompute_bn_statistics"] == "stub"
+
+    # every importable function of each build, tried as each of its exercises' answer
+    assert TRIED_AS_FUNCTIONS <= set(found["self_found"]), TRIED_AS_FUNCTIONS - set(found["self_found"])
+    assert all(found["tried"][eid] > 300 for eid in TRIED_AS_FUNCTIONS), found["tried"]
+    # red team 2's N7: a table of known mistakes (working numpy in Mistake entries) is real code too
+    assert any(".figure1.MISTAKES[" in n for n in found["tables"]["full"]), found["tables"]["full"][:5]
+    held = {build: names for build, names in found["tables"].items() if build != "full" and names}
+    assert not held, f"a stubbed module's table holds working code in the grading build: {held}"
+    # red team 2's N2: a course module that is batch norm for some setting (BatchRenorm(C, r_max=1, d_max=0))
+    assert "bncourse.renorm.BatchRenorm" in found["batchnorm_modules"]["full"]
+    renamed = {build: names for build, names in found["batchnorm_modules"].items() if build != "full" and names}
+    assert not renamed, f"a course module is batch norm under another name in the grading build: {renamed}"
+
+    answered = {eid: names for eid, names in found["answers"].items() if names}
+    assert not answered, f"a function of the grading build answers a graded exercise: {answered}"

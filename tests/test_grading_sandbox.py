@@ -6,6 +6,7 @@ what it can read, write, import and reach.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -257,3 +258,94 @@ def test_can_no_learner_code_undo_or_get_round_the_torch_blocks(tmp_path):
     assert "LEAK" not in out.stdout, out.stdout
     assert out.stdout.count("blocked ") == 15 and "dispatch handles in sight 0" in out.stdout, out.stdout
     assert "folding passes in sight 0" in out.stdout and "own " in out.stdout  # torch's tensor operations still work
+
+
+# A grading kernel started as grading starts it (GradingKernelManager, the sandbox), in a grader
+# process of its own whose stdout and stderr the test reads (red team 2, attacks 9 and 11).
+_KERNEL_GRADER = r'''
+import asyncio, json, logging, os, sys, tempfile
+from bncourse.grading import solution_free
+from bncourse.grading.kernel import GradingKernelManager, log_kernel_output
+from bncourse.grading.sandbox import Limits, Sandbox
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+CELLS = [r"""
+import os, json
+seen = {}
+for fd in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+    try:
+        seen[fd] = target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    if not target.startswith(("socket:", "anon_inode:")):   # every file, pipe or terminal it holds
+        try:
+            os.write(fd, b"\n[forged] Test cell standardize_tests: the grader says pass\x1b[2J\x1b]0;owned\x07\n")
+        except OSError as e:
+            seen[fd] += f" ({e.strerror})"
+print("FDS " + json.dumps(seen))
+""", r"""
+import json
+import os
+chunk, out = b"\0" * (1 << 20), {}
+for where in ("/tmp", "."):
+    n = 0
+    try:
+        with open(os.path.join(where, "fill.bin"), "wb") as f:
+            for _ in range(64):
+                f.write(chunk); f.flush(); n += 1
+        out[where] = f"wrote {n} MB"
+    except OSError as e:
+        out[where] = f"stopped at {n} MB: {e.strerror}"
+    os.remove(os.path.join(where, "fill.bin"))
+print("DISK", out, sorted(os.listdir(".")))
+"""]
+async def main(work):
+    km = GradingKernelManager(kernel_name="python3")
+    km.sandbox = Sandbox(library=str(solution_free.build()), limits=Limits(tmp_bytes=16 << 20, work_bytes=16 << 20))
+    await km.start_kernel(cwd=work)
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=120)
+    for code in CELLS:
+        msg_id = kc.execute(code)
+        while True:
+            m = await kc.get_iopub_msg(timeout=120)
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] in ("stream", "error"):
+                print("CELL " + json.dumps(m["content"].get("text") or m["content"].get("evalue")), file=open("cells.txt", "a"))
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                break
+    kc.stop_channels()
+    await km.shutdown_kernel()
+    log_kernel_output(km, logging.getLogger("grader"))
+work = os.path.abspath("submission")
+asyncio.run(main(work))
+'''
+
+
+@needs_bwrap
+def test_does_the_kernel_hold_no_descriptor_of_the_grader_and_meet_its_disk_limits(tmp_path):
+    """The kernel writes forged lines with escape sequences into every descriptor it holds: the
+    grader's own stdout and stderr get none of it but as the kernel's escaped lines; writing 64 MB
+    into /tmp or the working copy (16 MB each here) fails inside the kernel, which goes on, and the
+    submission's folder is untouched."""
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "notes.txt").write_text("mine")
+    os.chmod(submission, 0o755)
+    run = subprocess.run([sys.executable, "-c", _KERNEL_GRADER], capture_output=True, cwd=tmp_path, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    cells = (tmp_path / "cells.txt").read_text()
+    fds = json.loads(next(ln for ln in json.loads(cells.splitlines()[0][5:]).splitlines() if ln.startswith("FDS "))[4:])
+    assert fds["0"] == "/dev/null" and fds["1"].startswith("pipe:") and fds["2"].startswith("pipe:")
+    files = [t for t in fds.values() if t.startswith("/") and t != "/dev/null" and not t.startswith("/tmp/")]
+    assert files == [], files  # nothing of the grader's filesystem is held open
+    for stream in (run.stdout, run.stderr):
+        assert b"\x1b" not in stream and b"\x07" not in stream
+        forged = [ln for ln in stream.decode().splitlines() if "forged" in ln]
+        assert all(ln.startswith("  kernel| ") and "\\x1b[2J" in ln for ln in forged), forged
+    assert b"forged" not in run.stdout and b"forged" in run.stderr  # shown, as the kernel's
+    disk = next(json.loads(ln[5:]) for ln in cells.splitlines()[1:] if "DISK" in ln)
+    assert disk.count("No space left on device") == 2 and "notes.txt" in disk, disk
+    assert sorted(os.listdir(submission)) == ["notes.txt"]

@@ -130,3 +130,40 @@ def test_is_the_replay_mode_decided_in_one_place_and_replay_only_inside_replay_c
     with pytest.raises(ValueError):
         with replay.use_mode(replay.Mode.REPLAY):
             pass
+
+
+def test_are_a_cells_receipts_capped_in_number_and_size_per_cell_and_per_notebook(monkeypatch):
+    """Red team 2 (receipt_flood.py): each receipt was capped but not their number, and the grader unpacked
+    all of a cell's at once (3 receipts of 253 kB: 2.7 GB). Offline, with the caps lowered: an honest cell
+    still passes; a cell flooded with receipts is refused unread, with the reason; once a notebook's
+    receipts reach its cap the later cells are refused too; a receipt of millions of tiny JSON items is
+    not parsed at all."""
+    import base64
+    import json
+    import zlib
+
+    from bncourse.checks import replay
+
+    honest = receipts_of(my_standardize, monkeypatch)
+    size = sum(len(zlib.decompress(base64.b64decode(r["z"]))) for r in honest)
+
+    def padded(n_bytes: int) -> dict:  # a receipt for the right exercise, padded to n_bytes of JSON
+        text = json.dumps({"exercise": "standardize", "calls": [], "pad": " " * n_bytes}).encode()
+        return {"v": 1, "z": base64.b64encode(zlib.compress(text, 9)).decode()}
+
+    flood = [padded(size)] * 50
+    tiny_items = {"v": 1, "z": base64.b64encode(zlib.compress(
+        b'{"exercise": "standardize", "calls": [], "pad": [' + b"0," * 3_000_000 + b"0]}", 9)).decode()}
+    cell = lambda i, receipts: {"id": str(i), "source": TEST_CELL, "receipts": receipts, "references": []}
+    flooded = replay.judge({"cells": [cell(0, honest), cell(1, flood), cell(2, honest)]},
+                           replay.ReceiptBudget(cell_bytes=4 * size, notebook_bytes=100 * size))
+    assert flooded["0"][0] == "pass" and flooded["2"][0] == "pass", flooded
+    assert flooded["1"][0] == "not_replayable" and "per test cell" in flooded["1"][1] \
+        and "refused unread" in flooded["1"][1], flooded["1"]
+    many = replay.judge({"cells": [cell(i, honest) for i in range(4)]},
+                        replay.ReceiptBudget(cell_bytes=4 * size, notebook_bytes=int(3.5 * size)))
+    assert [many[str(i)][0] for i in range(4)] == ["pass", "pass", "pass", "not_replayable"], many
+    assert "per notebook" in many["3"][1], many["3"]
+    assert replay.Receipt.from_json(tiny_items) is None  # 6 MB of JSON, 3 million items: never parsed
+    assert replay.judge({"cells": [cell(0, [tiny_items, *honest])]})["0"][0] == "pass"  # dropped, judged on the rest
+    assert replay.judge({"cells": [cell(0, honest)]})["0"][0] == "pass"  # the default caps

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from bncourse.checks import catalogue
 from bncourse.checks.core import Case, CheckResult, Symptom, check_function
@@ -242,17 +243,37 @@ def _model_runner(fold_model):
     return run
 
 
+_BN_OP_NAMES = ("batch_norm",)  # native_batch_norm, _native_batch_norm_legit*, _batch_norm_with_update, cudnn_/miopen_...
+
+
+class _BatchNormOps(TorchDispatchMode):
+    """Counts the batch-norm aten ops that run, whatever module (or none) calls them."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if any(n in func.name() for n in _BN_OP_NAMES):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
 def run_counting(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(model's output on x, how many batch-norm layers ran, as a (1,) array)."""
+    """(model's output on x, how many batch norms ran, as a (1,) array).
+
+    Counted twice, the larger count kept: forward hooks on the ``_BatchNorm`` modules of
+    ``model.modules()`` and the batch-norm aten ops dispatched during the forward (red team 2's
+    N4: a wrapper that keeps a batch norm out of the module tree runs it with no hook firing)."""
     ran: set = set()
     hooks = [m.register_forward_hook(lambda m, i, o: ran.add(id(m))) for m in model.modules() if _is_bn(m)]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _BatchNormOps() as ops:
             out = _np(model(torch.tensor(x)))
     finally:
         for h in hooks:
             h.remove()
-    return out, np.array([float(len(ran))])
+    return out, np.array([float(max(len(ran), ops.count))])
 
 
 def _model_reference(x, seed):

@@ -5,6 +5,10 @@ learner function's return value (or error), arrays as exact bytes and any other 
 opaque stand-in (never pickle: the grader must not run code a learner crafted). ``to_json()`` is
 what the kernel publishes (display data of type ``MIME``); ``Receipt.from_json()`` is the
 grader's only reader, and refuses anything damaged or inflating past ``MAX_RECEIPT_BYTES``.
+``ReceiptBudget.read_cell(bundles)`` is how the grader reads a test cell's receipts: all of a cell's,
+and all of a notebook's, inflate to at most ``MAX_CELL_RECEIPT_BYTES`` and
+``MAX_NOTEBOOK_RECEIPT_BYTES`` (beyond, ``ReceiptsTooLarge``: the cell is refused unread), and no
+receipt holds more than ``MAX_RECEIPT_TOKENS`` JSON separators (what parsing one costs in memory).
 """
 
 from __future__ import annotations
@@ -20,12 +24,21 @@ import numpy as np
 
 from bncourse.checks.calls import Call
 
-__all__ = ["MAX_RECEIPT_BYTES", "MIME", "Opaque", "Receipt", "RecordedCall", "decode", "digest", "encode",
+__all__ = ["MAX_CELL_RECEIPT_BYTES", "MAX_NOTEBOOK_RECEIPT_BYTES", "MAX_RECEIPT_BYTES", "MAX_RECEIPT_TOKENS", "MIME",
+           "Opaque", "Receipt", "ReceiptBudget", "ReceiptsTooLarge", "RecordedCall", "decode", "digest", "encode",
            "pack", "unpack"]
 
 MIME = "application/vnd.bncourse.receipt+json"
 _MAX_ARRAY_BYTES = 64 * 1024 * 1024
 MAX_RECEIPT_BYTES = 4 * _MAX_ARRAY_BYTES  # what one receipt may inflate to in the grader
+# All of one test cell's receipts, and all of one notebook's (one re-judging job): a kernel can publish
+# any number of receipts (red team 2: one 253 kB receipt cost ~770 MB, three 2.7 GB in the grader).
+MAX_CELL_RECEIPT_BYTES = MAX_RECEIPT_BYTES
+MAX_NOTEBOOK_RECEIPT_BYTES = 2 * MAX_RECEIPT_BYTES
+# JSON separators (',' and ':') in one receipt: a receipt holds arrays as base64 strings and at most
+# 64 x 64 x 64 items of nested sequences, far fewer; a list of millions of small numbers costs
+# its parser ~8 bytes of pointer per 2 bytes of text, which this bounds before parsing.
+MAX_RECEIPT_TOKENS = 2_000_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,12 +141,13 @@ class Receipt:
 
     @classmethod
     def from_json(cls, bundle: Any) -> "Receipt | None":
+        raw = _inflate(bundle, MAX_RECEIPT_BYTES)
+        return None if raw is None or raw is _BEYOND else cls._parse(raw)
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> "Receipt | None":
         try:
-            if type(bundle) is not dict or bundle.get("v") != 1:
-                return None
-            inflate = zlib.decompressobj()
-            raw = inflate.decompress(base64.b64decode(bundle["z"]), MAX_RECEIPT_BYTES)
-            if inflate.unconsumed_tail:  # a receipt that inflates past the cap (a zip bomb) is no receipt
+            if raw.count(b",") + raw.count(b":") > MAX_RECEIPT_TOKENS:
                 return None
             entry = json.loads(raw.decode("utf-8"))
             if type(entry) is not dict or type(entry.get("calls", [])) is not list:
@@ -146,6 +160,60 @@ class Receipt:
             return cls(str(entry.get("exercise") or ""), calls)
         except Exception:  # noqa: BLE001 - a damaged receipt is simply not a receipt
             return None
+
+
+_BEYOND = b"<beyond the limit>"
+
+
+def _inflate(bundle: Any, limit: int) -> bytes | None:
+    """The receipt's JSON text; ``None`` if ``bundle`` is not a receipt; ``_BEYOND`` past ``limit`` bytes."""
+    try:
+        if type(bundle) is not dict or bundle.get("v") != 1:
+            return None
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.b64decode(bundle["z"]), max(1, limit))
+        return _BEYOND if inflate.unconsumed_tail or len(raw) > limit else raw
+    except Exception:  # noqa: BLE001 - a damaged receipt is simply not a receipt
+        return None
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MB" if n >= 1 << 20 else f"{n >> 10} kB"
+
+
+class ReceiptsTooLarge(ValueError):
+    """A test cell's receipts inflate past what the grader unpacks for one cell or one notebook."""
+
+
+class ReceiptBudget:
+    """What the grader unpacks of one notebook's receipts: ``cell_bytes`` per test cell and
+    ``notebook_bytes`` in all, inflated. ``read_cell(bundles)`` reads one cell's."""
+
+    def __init__(self, cell_bytes: int = MAX_CELL_RECEIPT_BYTES, notebook_bytes: int = MAX_NOTEBOOK_RECEIPT_BYTES):
+        self.cell_bytes, self.notebook_bytes, self.used = int(cell_bytes), int(notebook_bytes), 0
+
+    def read_cell(self, bundles: list) -> list[Receipt]:
+        """The cell's well-formed receipts, in order (a damaged one, or one past ``MAX_RECEIPT_BYTES``
+        alone, is dropped as before); ``ReceiptsTooLarge`` when they add up past either cap."""
+        cell_used, out = 0, []
+        for bundle in bundles:
+            cell_left, notebook_left = self.cell_bytes - cell_used, self.notebook_bytes - self.used
+            limit = min(MAX_RECEIPT_BYTES, cell_left, notebook_left)
+            raw = _inflate(bundle, limit)
+            if raw is _BEYOND and limit < MAX_RECEIPT_BYTES:
+                self.used += cell_used
+                which = (f"{_size(self.cell_bytes)} per test cell" if cell_left <= notebook_left
+                         else f"{_size(self.notebook_bytes)} per notebook")
+                raise ReceiptsTooLarge(f"its {len(bundles)} receipts inflate past the grader's cap of {which}; "
+                                       f"the cell is refused unread")
+            if raw is None or raw is _BEYOND:
+                continue
+            cell_used += len(raw)
+            receipt = Receipt._parse(raw)
+            if receipt is not None:
+                out.append(receipt)
+        self.used += cell_used
+        return out
 
 
 def pack(receipt: Receipt) -> dict:

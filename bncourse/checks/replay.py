@@ -46,7 +46,8 @@ from typing import Any, Iterator
 
 from bncourse.checks.calls import Call, Uncallable, safe_call
 from bncourse.checks.receipts import (  # noqa: F401 - the receipt's names, where the grader and tests look
-    MAX_RECEIPT_BYTES, MIME, Opaque, Receipt, RecordedCall, decode, digest, encode, pack, unpack)
+    MAX_RECEIPT_BYTES, MIME, Opaque, Receipt, ReceiptBudget, ReceiptsTooLarge, RecordedCall, decode, digest, encode,
+    pack, unpack)
 
 ENV_FORCE = "BNCOURSE_RECEIPTS"  # "1": publish receipts outside autograde too (tests)
 
@@ -328,14 +329,21 @@ def use_hidden_seed(seed) -> None:
         inputs.use_hidden_seed(int(seed))
 
 
-def judge(job: dict) -> dict[str, list]:
+def judge(job: dict, budget: ReceiptBudget | None = None) -> dict[str, list]:
     """{"cells": [{"id", "source", "receipts": [bundle, ...], "references": [...], "hidden_seed": int}]}
-    -> {id: [verdict, reason]}."""
+    -> {id: [verdict, reason]}. One notebook's receipts are read within ``budget`` (default: the caps
+    of ``bncourse.checks.receipts``); a cell whose receipts go past it is refused unread."""
+    budget = budget or ReceiptBudget()
     out = {}
     for cell in job.get("cells", []):
         use_hidden_seed(cell.get("hidden_seed"))
-        receipts = [r for r in (Receipt.from_json(b) for b in cell.get("receipts", [])) if r is not None]
+        try:
+            receipts = budget.read_cell(cell.get("receipts", []))
+        except ReceiptsTooLarge as exc:
+            out[cell["id"]] = ["not_replayable", str(exc)]
+            continue
         out[cell["id"]] = list(replay_cell(cell["source"], receipts, cell.get("references", [])))
+        receipts = None
     return out
 
 

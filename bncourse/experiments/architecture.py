@@ -32,7 +32,7 @@ def placement_trial(config: dict, seed: int) -> dict:
     task = harder_digits(seed)
     lrs = pick(fast=(0.03, 0.1, 0.3), full=(0.01, 0.03, 0.1, 0.3, 1.0), cpu=(0.03, 0.1, 0.3, 1.0),
                what="learning rates tried (before-after-activation)")
-    steps = pick(fast=200, full=1200, cpu=600, what="steps per run (before-after-activation)")
+    steps = pick(fast=120, full=1200, cpu=600, what="steps per run (before-after-activation)")
     build = lambda: mlp(task.num_features, task.num_classes, 64, 4, "relu", norm=config["norm"],  # noqa: E731
                         position=config.get("position", "before"))
     tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=64, momentum=0.9)
@@ -84,14 +84,15 @@ def per_channel_trial(config: dict, seed: int) -> dict:
     task = mnist1d(seed)
     lrs = pick(fast=(0.03, 0.1), full=(0.003, 0.01, 0.03, 0.1, 0.3), cpu=(0.01, 0.03, 0.1),
                what="learning rates tried (cnn-per-channel)")
-    steps = pick(fast=250, full=2000, cpu=500, what="steps per run (cnn-per-channel)")
+    steps = pick(fast=100, full=2000, cpu=500, what="steps per run (cnn-per-channel)")
     if config["net"] == "cnn":
         task = signals(task)
         builds = {n: (lambda n=n: cnn1d(n)) for n in ("none", "batch")}
     else:
         builds = {n: (lambda n=n: mlp(task.num_features, task.num_classes, 100, 2, "relu",
                                       norm=None if n == "none" else "batch")) for n in ("none", "batch")}
-    tuned = {n: tune_lr(b, task, lrs, seed, steps=steps, batch_size=100, momentum=0.9) for n, b in builds.items()}
+    tuned = {n: tune_lr(b, task, lrs, seed, steps=steps, batch_size=100, momentum=0.9, extend=pick(fast=1, full=2))
+             for n, b in builds.items()}
     acc = {n: t.best.test_acc for n, t in tuned.items()}
     return {"test_acc_without_bn": acc["none"], "test_acc_with_bn": acc["batch"],
             "bn_gain": acc["batch"] - acc["none"], "lr_without_bn": tuned["none"].best.lr,

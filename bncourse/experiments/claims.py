@@ -185,7 +185,7 @@ LITERATURE: dict[str, tuple[str, str]] = {
 
 # What kind of evidence decides each claim (see the module docstring).
 KIND: dict[str, str] = {
-    "output-mean0-std1": EXPERIMENT_KIND, "scale-invariance": EXPERIMENT_KIND,
+    "output-mean0-std1": EXPERIMENT_KIND, "scale-invariance": DEMONSTRATION_KIND, "inference-consistent": BOTH_KINDS,
     "needs-batch-gt-1": BOTH_KINDS, "sequences-hard": BOTH_KINDS, "cnn-per-channel": BOTH_KINDS,
     "not-supervised": DEMONSTRATION_KIND, "dropout-rate": DEMONSTRATION_KIND, "nlp-standard": DEMONSTRATION_KIND,
 }
@@ -196,6 +196,7 @@ CHECKS: dict[str, tuple[Check, ...]] = {
     "needs-batch-gt-1": (Check("layer:batch_of_one_api"), Check("layer:batch_of_one")),
     "sequences-hard": (Check("misstatements:padding_in_sequences"), Check("misstatements:trained_sequences")),
     "cnn-per-channel": (Check("architecture:per_channel_formula"), Check("architecture:cnn_per_channel")),
+    "inference-consistent": (Check("layer:eval_determinism"), Check("layer:inference_consistency")),
 }
 
 # The data set behind each claim, and why that one (issue 22: MNIST-1D wherever the digits saturate).

@@ -41,7 +41,7 @@ def _reg_sizes() -> dict:
     return dict(n_train=pick(fast=300, full=400),
                 steps=pick(fast=200, full=1200, grading=100, cpu=600, what="steps per run (regularization experiment)"),
                 hidden=pick(fast=128, full=256),
-                lrs=pick(fast=(0.01, 0.03, 0.1, 0.3), full=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), grading=(0.03, 0.1),
+                lrs=pick(fast=(0.03, 0.1, 0.3), full=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), grading=(0.03, 0.1),
                          cpu=(0.01, 0.03, 0.1, 0.3, 1.0), what="learning rates tried (regularization experiment)"))
 
 

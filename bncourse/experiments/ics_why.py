@@ -59,7 +59,7 @@ class _ResampledEachStep(nn.Module):
 
 def sizes() -> dict:
     """Steps per run and the learning rates tried first (fast, full, full on a CPU)."""
-    return dict(steps=pick(fast=300, full=1500, cpu=800, what="steps per run (ics-is-why)"),
+    return dict(steps=pick(fast=150, full=1500, cpu=800, what="steps per run (ics-is-why)"),
                 lrs=pick(fast=(0.03, 0.1), full=(0.01, 0.03, 0.1, 0.3), cpu=(0.03, 0.1, 0.3),
                          what="learning rates tried (ics-is-why)"))
 

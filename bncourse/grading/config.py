@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bncourse.grading.execute import GradingExecute
 from bncourse.grading.feedback import HideHiddenTests
+from bncourse.grading.review_safe import SanitizeForReview
 from bncourse.grading.verify import VerifyChecks
 
 __all__ = ["configure_nbgrader", "db_url_of", "load_config"]
@@ -25,7 +26,7 @@ def configure_nbgrader(c) -> None:
         AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades)
 
     c.Autograde.autograde_preprocessors = [
-        GradingExecute, VerifyChecks, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+        GradingExecute, VerifyChecks, SanitizeForReview, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
         SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]
     from bncourse.grading.alt_text import FigureAltText

@@ -14,11 +14,12 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Dict, Integer, Unicode
 
-from bncourse.grading import rejudging, solution_free
-from bncourse.grading.kernel import GradingKernelManager
+from bncourse.grading import rejudging, seeds, solution_free
+from bncourse.grading.kernel import GradingKernelManager, log_kernel_output
 from bncourse.grading.libraries import LIBRARY_RULES, sandbox_options
 from bncourse.grading.rejudging import check_modules
-from bncourse.grading.sandbox import UNSANDBOXED_NOTE, Sandbox
+from bncourse.grading.sandbox import UNSANDBOXED_NOTE, Limits, Sandbox
+from bncourse.grading.time_limit import TimeLimited
 from bncourse.run_size import RunSize
 
 __all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "PRESTARTED_KEY", "SKIP_TAG", "last_graded_index", "run_seed",
@@ -76,7 +77,7 @@ def trusted_sources(resources) -> dict[str, str] | None:
         return {c.name: c.source for c in notebook.source_cells}
 
 
-class GradingExecute(Execute):
+class GradingExecute(TimeLimited, Execute):
     """nbgrader's Execute with extra environment variables for the kernel (the grading size by default).
 
     The checks do not depend on the size of a notebook's experiments, so grading runs them at the
@@ -89,6 +90,9 @@ class GradingExecute(Execute):
     no graded cell, since every graded cell has run before them; nor are ungraded code cells tagged
     ``skip-when-grading`` (experiments no graded cell depends on). Each gets one line saying so.
     The fast and full sizes run every cell.
+
+    One time budget per notebook (``submission_timeout``, ``bncourse.grading.time_limit``), and a
+    size for the sandboxed kernel's ``/tmp`` and working copy (``disk_mb``).
     """
 
     # A receipt that arrives late is a receipt lost: nbclient's default waits 4 s for a cell's last
@@ -111,6 +115,9 @@ class GradingExecute(Execute):
                               "unsandboxed, which the grading report then states on every line.").tag(config=True)
     library_rules = Dict(LIBRARY_RULES, help="assignment -> {'blocked': [top-level packages]}: libraries its "
                                              "grading kernels cannot import.").tag(config=True)
+    disk_mb = Integer(512, help="MB each of a sandboxed kernel's private /tmp and working copy may hold (the "
+                                "working copy: beyond the submission's own files); writing more fails in the "
+                                "kernel with 'No space left on device'.").tag(config=True)
     hidden_seed = Integer(-1, help="The hidden cases' seed (-1: drawn once per grading process, so "
                                    "nothing stored before the run can know it).").tag(config=True)
 
@@ -122,6 +129,7 @@ class GradingExecute(Execute):
         km = super().create_kernel_manager()
         if isinstance(km, GradingKernelManager):
             km.sandbox = getattr(self, "_sandbox", None)
+        self._last_km = km
         return km
 
     def _make_sandbox(self, resources) -> Sandbox | None:
@@ -131,10 +139,15 @@ class GradingExecute(Execute):
         from bncourse.grading import sandbox as sandbox_module
 
         sandbox_module.check()
+        if not sandbox_module.sized_tmpfs_supported():
+            self.log.warning("This bubblewrap has no --size (0.7 or later has): the grading kernels' /tmp and working "
+                             "copy are not size-limited (disk_mb is not enforced); upgrade bubblewrap")
         info = (resources or {}).get("nbgrader") or {}
         assignment = str(info.get("assignment", ""))
         library = solution_free.build(solution_free.given_names(self._instructor_sources(info)))
-        return Sandbox(library=str(library), **sandbox_options(assignment, self.library_rules))
+        disk = max(1, int(self.disk_mb)) * 1024**2
+        return Sandbox(library=str(library), limits=Limits(tmp_bytes=disk, work_bytes=disk),
+                       **sandbox_options(assignment, self.library_rules))
 
     def _instructor_sources(self, info) -> list[str]:
         """The code of the instructor's own notebook (never the submission's): what it hands out."""
@@ -155,10 +168,10 @@ class GradingExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._sandbox = self._make_sandbox(resources)
-        seed = self.hidden_seed if self.hidden_seed >= 0 else run_seed()
+        seed = seeds.for_notebook(self.hidden_seed if self.hidden_seed >= 0 else run_seed(), nb, resources)
         if resources is not None:
             resources[HIDDEN_SEED_KEY] = seed
-        self.log.info("Hidden-case seed of this grading run: %d", seed)
+        self.log.info("Hidden-case seed of this notebook (from the run's and the submission): %d", seed)
         self._run_until = len(nb.cells)
         grading_size = RunSize.from_environ(self.kernel_env) is RunSize.GRADING
         self._skip_tagged = grading_size
@@ -173,6 +186,7 @@ class GradingExecute(Execute):
         try:
             env = {str(k): str(v) for k, v in self.kernel_env.items()}
             env["BNCOURSE_HIDDEN_SEED"] = str(seed)
+            self.start_clock(RunSize.from_environ(self.kernel_env))
             with nbutils.setenv(**env):
                 return super().preprocess(nb, resources, km=km)
         except BaseException:
@@ -180,6 +194,8 @@ class GradingExecute(Execute):
                 resources.pop(PRESTARTED_KEY, None)
                 replayer.close()
             raise
+        finally:
+            log_kernel_output(getattr(self, "_last_km", None), self.log)
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and index >= getattr(self, "_run_until", index + 1):
@@ -190,4 +206,4 @@ class GradingExecute(Execute):
             cell.outputs = [new_output("stream", name="stdout", text=SKIPPED_NOTE)]
             cell.execution_count = None
             return cell, resources
-        return super().preprocess_cell(cell, resources, index)
+        return self.within_time_limit(super().preprocess_cell, cell, resources, index)

@@ -68,7 +68,7 @@ class HideHiddenTests(NbGraderPreprocessor):
             line = _failing_line(o.get("traceback", []))
             # The grader's verdict names the test cell's line only for a failed check's own message
             # (bncourse.grading.verify): shown when that line is a visible test.
-            visible = o.ename == REFUSED_ENAME or (line is not None and not any(a <= line <= b for a, b in ranges))
+            visible = o.ename in (REFUSED_ENAME, "SubmissionTimeLimit") or (line is not None and not any(a <= line <= b for a, b in ranges))
             if o.ename == "CellTimeoutError":
                 evalue = "the cell did not finish before the time limit"
             elif visible:

@@ -15,8 +15,16 @@ docs/instructors.md; this module is what the sandbox does about it, never a read
 - notebook 10 (folding): torch and its batch norm are there; torch's folding is not (block
   ``"folding"``: the C++ TorchScript folding passes are replaced by a function that raises, and ``torch.nn.utils.fusion`` and
   the other Python folds in torch are mounted as rewritten copies).
+- notebook 6 (CNNs): torch and its batch norm layers (their ``reset_running_stats``, ``momentum``,
+  ``train()``) are there; torch's own implementation of the exercise, ``torch.optim.swa_utils.update_bn``,
+  is not (overlay ``"update_bn"``: ``swa_utils.py`` mounted as a rewritten copy whose ``update_bn``
+  raises ``LibraryNotAllowed``; the rest of ``swa_utils``, SWA's averaged models, still works).
 
-``LIBRARY_RULES``: assignment -> {"allowed", "blocked", "torch_blocks", "reason"}.
+A rewritten function raises ``bncourse.kernel_blocks.LibraryNotAllowed`` (a ``RuntimeError``) with
+the rule's words.
+
+``LIBRARY_RULES``: assignment -> {"allowed", "blocked", "torch_blocks", "overlays", "reason"} (``overlays``:
+blocks that only rewrite torch's Python files, with no dispatcher block).
 ``blocked_for(assignment)``: the top-level packages its grading kernels cannot import.
 ``sandbox_options(assignment)``: the ``Sandbox`` fields that enforce its rule.
 ``overlays(blocks)``: (rewritten file, the file of torch it is mounted over), built once per torch.
@@ -53,6 +61,12 @@ LIBRARY_RULES: dict[str, dict] = {
                                        "without torch's own normalization (see the notebook's rule)"},
     "07_what_batchnorm_does": {"allowed": NUMPY_ONLY, "blocked": NUMPY_BLOCKED, "reason": NUMPY_REASON},
     "09_beyond_batchnorm": {"allowed": NUMPY_ONLY, "blocked": NUMPY_BLOCKED, "reason": NUMPY_REASON},
+    "06_cnns_gpu": {"allowed": TORCH_ALLOWED + ("nn.BatchNorm*'s own methods and attributes (reset_running_stats, "
+                                                "momentum, train/eval)", "scikit-learn's data sets"),
+                    "overlays": ("update_bn",),
+                    "reason": "the exercise recompute_bn_statistics is to be written with torch's modules and tensor "
+                              "operations, without torch's own implementation of it, "
+                              "torch.optim.swa_utils.update_bn (see the notebook's rule)"},
     "10_folding": {"allowed": TORCH_ALLOWED + ("nn.BatchNorm* themselves",), "blocked": ("sklearn", "scipy"),
                    "torch_blocks": ("folding",),
                    "reason": "its exercises are to be written with torch's tensor operations, without torch's own "
@@ -80,13 +94,22 @@ OVERLAID: dict[str, dict[str, str]] = {
         "ao/nn/intrinsic/qat/modules/conv_fused.py": r"^_forward_approximate$|^_forward_slow$",
         "ao/nn/intrinsic/qat/modules/linear_fused.py": r"^forward$",
     },
+    "update_bn": {
+        "optim/swa_utils.py": r"^update_bn$",
+    },
 }
 _MESSAGES = {
     "normalization": "torch's own normalization is not available while grading this notebook: write your own "
                      "(see the rule in the notebook)",
     "folding": "torch's own batch-norm folding is not available while grading this notebook: write your own "
                "(see the rule in the notebook)",
+    "update_bn": "torch.optim.swa_utils.update_bn (torch's own implementation of recompute_bn_statistics) is not "
+                 "available while grading this notebook: the exercise asks for your own, from the batch norm "
+                 "layers' reset_running_stats, momentum and train() (see the rule in the notebook)",
 }
+# What a rewritten function's body becomes (its message: _MESSAGES[block]).
+_RAISE = 'raise __import__("bncourse.kernel_blocks", fromlist=["LibraryNotAllowed"]).LibraryNotAllowed({message!r})'
+
 
 
 def blocked_for(assignment: str, rules: dict | None = None) -> tuple[str, ...]:
@@ -105,10 +128,11 @@ def sandbox_options(assignment: str, rules: dict | None = None) -> dict:
     """The ``Sandbox`` fields that enforce ``assignment``'s rule: blocked, blocked_reason, torch_blocks, overlays."""
     rule = (LIBRARY_RULES if rules is None else rules).get(assignment) or {}
     blocks = torch_blocks_for(assignment, rules)
+    rewritten = tuple(sorted({*blocks, *rule.get("overlays", ())}))
     return {"blocked": blocked_for(assignment, rules),
             "blocked_reason": f"is not available while grading {assignment}: "
                               + str(rule.get("reason", "see the notebook's rule")),
-            "torch_blocks": blocks, "overlays": overlays(blocks) if blocks else ()}
+            "torch_blocks": blocks, "overlays": overlays(rewritten) if rewritten else ()}
 
 
 def neutralized_source(text: str, pattern: str, message: str) -> tuple[str, list[str]]:
@@ -135,7 +159,7 @@ def neutralized_source(text: str, pattern: str, message: str) -> tuple[str, list
         kept.append((start, end, col))
         last_end = end
     for start, end, col in reversed(kept):
-        lines[start - 1:end] = [" " * col + f"raise RuntimeError({message!r})\n"]
+        lines[start - 1:end] = [" " * col + _RAISE.format(message=message) + "\n"]
     return "".join(lines), names
 
 
@@ -158,7 +182,8 @@ def overlays(blocks) -> tuple[tuple[str, str], ...]:
     if torch_dir is None or not blocks:
         return ()
     files = {rel: (block, pattern) for block in sorted(blocks) for rel, pattern in OVERLAID.get(block, {}).items()}
-    h = hashlib.sha256(repr((sorted(files.items()), sorted(_MESSAGES.items()), sys.implementation.cache_tag)).encode())
+    h = hashlib.sha256(repr((sorted(files.items()), sorted(_MESSAGES.items()), _RAISE,
+                             sys.implementation.cache_tag)).encode())
     for rel in sorted(files):
         src = torch_dir / rel
         if src.is_file():

@@ -39,6 +39,7 @@ from bncourse.grading.rejudging import RejudgingServer, check_modules
 from bncourse.grading.sandbox import SandboxUnavailable
 from bncourse.grading.sandbox import check as check_sandbox
 from bncourse.grading.submission import GradingTask, Outcome
+from bncourse.grading.time_limit import TIME_LIMIT_ENAME
 from bncourse.grading.verify import SOURCE_FINDINGS, VERIFY_ENAME
 from bncourse.run_size import RunSize
 
@@ -66,7 +67,9 @@ def _cell_notes(autograded: Path) -> list[str]:
                 continue
             gid = cell.metadata.get("nbgrader", {}).get("grade_id", "?")
             for o in cell.get("outputs", []):
-                if o.get("output_type") == "error" and o.get("ename") in ("CellTimeoutError", VERIFY_ENAME):
+                if o.get("output_type") == "error" and o.get("ename") == TIME_LIMIT_ENAME:
+                    notes.append(f"{gid}: {o.get('evalue') or 'submission time limit reached'}")
+                elif o.get("output_type") == "error" and o.get("ename") in ("CellTimeoutError", VERIFY_ENAME):
                     what = "timed out" if o["ename"] == "CellTimeoutError" else "rejected by the grader's re-run"
                     notes.append(f"{gid}: {what}")
         findings = nb.metadata.get(SOURCE_FINDINGS) or {}
@@ -143,8 +146,9 @@ def grade(
         sandbox: run every kernel in the sandbox (``bncourse.grading.sandbox``); ``False`` grades
             unsandboxed, which the report states on every line. Without a working sandbox,
             ``SandboxUnavailable`` says how to get one.
-        hidden_seed: the hidden cases' seed (default: drawn for this run; the report prints it, so
-            a regrade can reproduce the run).
+        hidden_seed: the run's hidden-case seed (default: drawn for this run; the report prints it, so
+            a regrade can reproduce the run). No kernel sees it: each notebook is graded with a seed
+            derived from it and the submission (``bncourse.grading.seeds``).
     """
     from nbgrader.api import Gradebook, MissingEntry
     from tqdm.auto import tqdm

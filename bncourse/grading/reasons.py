@@ -56,6 +56,9 @@ def _instructor_material(submission: Path, notebooks: set[str] = frozenset()) ->
 
 
 def reason_from_log(text: str) -> str:
+    # What the kernel wrote to its own stdout/stderr is in the log as its own lines (bncourse.grading.kernel):
+    # never read as the grader's words.
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("  kernel| "))
     if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
         return "the kernel died while running the notebook (os._exit, a segfault or out of memory)"
     if "UnresponsiveKernelError" in text or "became unresponsive" in text:

@@ -5,6 +5,9 @@
 
 - ``cells``: one ``CellScore`` per (student, graded cell), every student of the gradebook, a
   student who submitted nothing included with 0;
+- ``overridden()``: the cells whose manual score (set in the formgrader) differs from the grader's
+  verdict, flagged in the text, the CSV (``manual_differs``) and the page: a script a submission
+  smuggled into the formgrader could set one (``bncourse.grading.review_safe`` removes such script);
 - ``mistakes``: per exercise, how many students made each named mistake. The mistake is the one
   the checks name (a ``Mistake`` or ``Symptom`` of ``bncourse.checks``, whose names are the stable
   ids ``bncourse.hints.mistake_id`` slugs), read from the graded test cell's error output in the
@@ -66,6 +69,14 @@ class CellScore:
     max_score: float
     mistakes: tuple[str, ...] = ()
     submitted: bool = True
+    auto_score: float | None = None    # the grader's verdict times the points (None: not autograded)
+    manual_score: float | None = None  # set in the formgrader (None: none); ``score`` is it when set
+
+    @property
+    def overridden(self) -> bool:
+        """A manual score that differs from the grader's verdict (a reason to look: who set it, and why)."""
+        return (self.manual_score is not None and self.auto_score is not None
+                and abs(self.manual_score - self.auto_score) > 1e-9)
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,10 @@ class ClassReport:
             counts.update(set(c.mistakes))
         return out
 
+    def overridden(self) -> list[CellScore]:
+        """The graded cells whose manual score differs from the grader's verdict."""
+        return [c for c in self.cells if c.overridden]
+
     def __str__(self) -> str:
         totals = self.totals()
         w = max([7] + [len(s) for s in self.students])
@@ -126,6 +141,9 @@ class ClassReport:
             named = ", ".join(f"{m} ({n})" for m, n in counts.most_common())
             lines.append(f"{exercise}: {named or 'no mistakes'}")
         lines.append(f"near-copies to review: {len(self.similar)}")
+        for c in self.overridden():
+            lines.append(f"MANUAL SCORE differs from the grader's verdict: {c.student} {c.cell}: "
+                         f"grader {c.auto_score:g}, manual {c.manual_score:g} (of {c.max_score:g})")
         return "\n".join(lines)
 
 
@@ -233,13 +251,15 @@ def class_report(course_dir, assignment: str, similarity: bool = True) -> ClassR
                 cells += [CellScore(student, nb, cell, 0.0, top, (), False) for nb, cell, top in graded_cells]
                 continue
             seen = _autograded_cells(course_dir, student, assignment)
-            scores = {(g.notebook.name, g.name): float(g.score) for nb in sub.notebooks for g in nb.grades}
+            grades = {(g.notebook.name, g.name): g for nb in sub.notebooks for g in nb.grades}
             for nb, cell, top in graded_cells:
-                score = scores.get((nb, cell), 0.0)
+                g = grades.get((nb, cell))
+                score = float(g.score) if g is not None else 0.0
                 named = seen.get((nb, cell), ())
                 if not named and score < top and (nb, cell) not in seen:
                     named = ("submission not graded",)
-                cells.append(CellScore(student, nb, cell, score, top, named if score < top else ()))
+                auto, manual = _float(getattr(g, "auto_score", None)), _float(getattr(g, "manual_score", None))
+                cells.append(CellScore(student, nb, cell, score, top, named if score < top else (), True, auto, manual))
             lateness.append(Lateness(student, sub.timestamp, sub.duedate, float(sub.total_seconds_late or 0.0),
                                      float(sub.late_submission_penalty or 0.0),
                                      backdated.get(student, {}).get("claimed", "")))
@@ -249,6 +269,10 @@ def class_report(course_dir, assignment: str, similarity: bool = True) -> ClassR
 
         similar = similarity_report(course_dir, assignment)
     return ClassReport(assignment, students, names, cells, lateness, similar)
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def _bar_chart(exercise: str, counts: Counter, students: int) -> str:
@@ -318,13 +342,18 @@ def _html(report: ClassReport) -> str:
                       f"<td>{m.score:.2f}</td></tr>" for m in report.similar)
     similar_html = (f"<table><tr><th>cell</th><th>student</th><th>similar to</th><th>score</th></tr>{similar}</table>"
                     if report.similar else "<p>No near-copies above the threshold.</p>")
+    overridden = "".join(f"<tr><td>{e(c.student)}</td><td>{e(c.cell)}</td><td>{c.auto_score:g}</td>"
+                         f"<td>{c.manual_score:g}</td><td>{c.max_score:g}</td></tr>" for c in report.overridden())
+    overridden_html = ("<h2>Manual scores that differ from the grader's verdict</h2><p>Set in the formgrader; "
+                       "check who set each and why.</p><table><tr><th>student</th><th>cell</th><th>grader</th>"
+                       f"<th>manual</th><th>of</th></tr>{overridden}</table>" if overridden else "")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(report.assignment)}: class report"
             f"</title><style>{style}</style></head><body><h1>{e(report.assignment)}: class report</h1>"
             f"<h2>Scores</h2><p>Per graded cell (hover a red score for the mistake), the total before late "
             f"penalties, and when it was submitted.</p><table><tr><th>student</th><th>name</th>{head}<th>total</th>"
-            f"<th>submitted</th><th>lateness</th></tr>{''.join(rows)}</table>"
+            f"<th>submitted</th><th>lateness</th></tr>{''.join(rows)}</table>{overridden_html}"
             f"<h2>Which mistakes did the class make?</h2><p>Per exercise, how many students' submissions made each "
             f"mistake the checks name (a failure no named mistake explains is counted by its kind).</p>"
             f"{''.join(sections)}<h2>Near-copies to review</h2><p>Solution cells that resemble the course's code or "
@@ -341,10 +370,13 @@ def write_class_report(report: ClassReport, folder) -> list[Path]:
     cells_csv = folder / f"{report.assignment}-cells.csv"
     with cells_csv.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "notebook", "cell", "score", "max_score", "submitted", "mistakes", "mistake_ids"])
+        w.writerow(["student", "notebook", "cell", "score", "max_score", "submitted", "mistakes", "mistake_ids",
+                    "auto_score", "manual_score", "manual_differs"])
         for c in sorted(report.cells, key=lambda c: (c.student, c.notebook, c.cell)):
             w.writerow([c.student, c.notebook, c.cell, f"{c.score:g}", f"{c.max_score:g}", int(c.submitted),
-                        "; ".join(c.mistakes), "; ".join(mistake_id(m) for m in c.mistakes)])
+                        "; ".join(c.mistakes), "; ".join(mistake_id(m) for m in c.mistakes),
+                        "" if c.auto_score is None else f"{c.auto_score:g}",
+                        "" if c.manual_score is None else f"{c.manual_score:g}", int(c.overridden)])
     mistakes_csv = folder / f"{report.assignment}-mistakes.csv"
     with mistakes_csv.open("w", newline="") as f:
         w = csv.writer(f)

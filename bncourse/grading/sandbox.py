@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["NOBODY", "INSTALL_HINT", "Limits", "Sandbox", "SandboxUnavailable", "blocker_dir", "check"]
+__all__ = ["NOBODY", "INSTALL_HINT", "Limits", "STAGING", "Sandbox", "SandboxUnavailable", "blocker_dir", "check",
+           "sized_tmpfs_supported"]
 
 NOBODY = 65534
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
@@ -49,6 +50,21 @@ KEPT_ENV = ("BNCOURSE_FAST", "BNCOURSE_GRADING", "BNCOURSE_SEED", "BNCOURSE_FULL
             "BNCOURSE_THREADS", "BNCOURSE_HIDDEN_SEED", "BNCOURSE_RECEIPTS", "NBGRADER_", "JPY_",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LANG", "LC_ALL", "PYDEVD_",
             "MPLBACKEND", "TZ")
+
+
+# Where the read-only copy of the submission's folder is mounted, for the kernel to copy into its
+# size-limited working copy before it starts.
+STAGING = "/run/bncourse-submission"
+
+
+@functools.lru_cache(maxsize=1)
+def sized_tmpfs_supported() -> bool:
+    """True if this bubblewrap has ``--size`` (0.7 and later): a tmpfs of a fixed size."""
+    try:
+        out = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in (out.stdout + out.stderr)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -63,10 +79,25 @@ class Limits:
     processes: int = 2048              # threads count as processes for this limit
     cpu_seconds: int = 3600
     file_bytes: int = 2 * 1024**3
+    tmp_bytes: int = 512 * 1024**2     # the private /tmp (a tmpfs: RAM, outside the address-space limit)
+    work_bytes: int = 512 * 1024**2    # the working copy's tmpfs, beyond what the submission itself holds
 
     def argv(self) -> list[str]:
         return ["prlimit", f"--as={self.memory_bytes}", f"--nproc={self.processes}", f"--cpu={self.cpu_seconds}",
                 f"--fsize={self.file_bytes}", "--core=0", "--"]
+
+
+def _tree_bytes(path: str) -> int:
+    """Bytes of the files under ``path`` (rounded up to 4 kB blocks, as a tmpfs holds them)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        total += 4096 * (1 + len(dirnames))
+        for f in filenames:
+            try:
+                total += -(-os.lstat(os.path.join(dirpath, f)).st_size // 4096) * 4096
+            except OSError:
+                pass
+    return total
 
 
 def _python_roots() -> list[str]:
@@ -134,7 +165,10 @@ class Sandbox:
                 work_source: str = "") -> list[str]:
         """``kernel_cmd`` wrapped in bubblewrap; ``workdir`` and ``ipc_dir`` are the only writable folders.
 
-        ``work_source``: a private copy bound at ``workdir`` (default: ``workdir`` itself)."""
+        ``work_source``: a private copy of the submission's folder. With it, ``workdir`` is a tmpfs of
+        ``len(work_source) + limits.work_bytes`` that the sandbox fills from it (mounted read-only at
+        ``STAGING``) before the kernel starts; nothing the kernel writes reaches the grader's disk.
+        Without it, ``workdir`` itself is bound writable."""
         as_root = os.geteuid() == 0
         # bubblewrap itself ignores SIGINT: an interrupt (nbclient's, after a cell's time limit) is
         # for the kernel, which sets its own handler; a bwrap killed by it would take the kernel along.
@@ -165,7 +199,9 @@ class Sandbox:
             if os.path.exists(f):
                 parents(f)
                 args.extend(["--ro-bind", f, f])
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        sized = sized_tmpfs_supported()
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777"]
+        args += (["--size", str(self.limits.tmp_bytes)] if sized else []) + ["--tmpfs", "/tmp"]
         made.add("/tmp")
         for root in _python_roots():
             parents(root)
@@ -183,10 +219,21 @@ class Sandbox:
         if self.library:
             parents(self.library)
             args.extend(["--ro-bind", self.library, self.library])
-        for source, path in ((ipc_dir, ipc_dir), (work_source or workdir, workdir)):
-            parents(path)
-            args.extend(["--bind", source, path])
-            made.add(path)
+        parents(ipc_dir)
+        args.extend(["--bind", ipc_dir, ipc_dir])
+        made.add(ipc_dir)
+        fill: list[str] = []
+        parents(workdir)
+        if work_source:
+            size = _tree_bytes(work_source) + self.limits.work_bytes
+            args += ["--perms", "1777"] + (["--size", str(size)] if sized else []) + ["--tmpfs", workdir]
+            parents(STAGING)
+            args.extend(["--ro-bind", work_source, STAGING])
+            # Filled as the sandbox's user, before the limits (the kernel's own files are in there).
+            fill = ["sh", "-c", f'cp -R {STAGING}/. . && exec "$@"', "bncourse-fill"]
+        else:
+            args.extend(["--bind", workdir, workdir])
+        made.add(workdir)
         args += ["--chdir", workdir, "--clearenv"]
         for key, value in self.environment(env or os.environ).items():
             args.extend(["--setenv", key, value])
@@ -194,7 +241,7 @@ class Sandbox:
         if as_root:  # drop to nobody outside too: no capability, no root-owned file is ours
             args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--"]
-        return args + self.limits.argv() + self.with_blocks(kernel_cmd)
+        return args + fill + self.limits.argv() + self.with_blocks(kernel_cmd)
 
     def with_blocks(self, kernel_cmd: Sequence[str]) -> list[str]:
         """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks``."""

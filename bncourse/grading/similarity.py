@@ -27,6 +27,12 @@ reference function of the 27 graded exercises pasted whole shares 28 or more;
 ``grading_reports/<assignment>-similarity.csv``: a list to review, never an automatic zero and never
 a point. A learner's cell the reader cannot read as Python is listed too (``UNREADABLE``, score 0),
 never skipped in silence.
+
+Besides notebook cells it reads every ``.py`` file of the submission folder (a module shipped beside
+the notebook and imported from it: ``<file>:file``) and every other notebook in it, subfolders
+included, and compares them the same way. Each cell or file whose code is hidden from reading
+(marshalled bytecode run by ``types.FunctionType``, decoded blobs, ``exec`` of computed code:
+``bncourse.grading.opaque``) is listed too, with what was found (``OPAQUE``, score 0).
 """
 
 from __future__ import annotations
@@ -46,7 +52,9 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["Match", "code_view", "fingerprint", "parts", "released_code", "similarity", "similarity_report",
+from bncourse.grading.opaque import opaque_code
+
+__all__ = ["OPAQUE", "Match", "code_view", "fingerprint", "parts", "released_code", "similarity", "similarity_report",
            "write_similarity_report"]
 
 K = 4
@@ -58,6 +66,8 @@ MODULE_SHARE = 0.8
 THRESHOLD = 0.6
 PARTS_LISTED = 5        # at most this many functions or classes of one cell listed on their own
 UNREADABLE = "<not readable as Python"  # ``other`` of a row for a cell the reader could not read
+OPAQUE = "<opaque code"  # ``other`` of a row for a cell or file that hides code from reading (what was found)
+SIDE_FILE_BYTES = 2_000_000  # a .py file beside the notebook larger than this is read up to it
 # Not compared: code a learner has no reason to copy an answer from. The checks are compared: their
 # known mistakes are near-solutions.
 _SKIP_PACKAGES = ("bncourse.grading", "bncourse.cli", "bncourse.experiments")
@@ -181,16 +191,24 @@ def _learner_cells(folder: Path) -> dict[str, str]:
     notebooks skipped: the grader reports them). Cells the release holds unchanged add nothing: the
     released code is left out of every fingerprint."""
     cells: dict[str, str] = {}
-    for path in sorted(folder.glob("*.ipynb")):
+    for path in sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts):
         try:
             nb = nbformat.read(path, as_version=4)
         except Exception:  # noqa: BLE001 - a corrupt notebook is reported by the grader, not here
             continue
+        name = path.relative_to(folder).with_suffix("").as_posix()
         for n, cell in enumerate(nb.cells, 1):
             if cell.get("cell_type") != "code":
                 continue
             gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-            cells[f"{path.stem}:{gid or f'cell {n}'}"] = cell.source
+            cells[f"{name}:{gid or f'cell {n}'}"] = cell.source
+    for path in sorted(p for p in folder.rglob("*.py") if p.is_file() and not p.is_symlink()):
+        try:  # a module beside the notebook, imported from it, is code the learner handed in
+            with path.open("rb") as f:
+                text = f.read(SIDE_FILE_BYTES).decode("utf-8", "replace")
+            cells[f"{path.relative_to(folder).as_posix()}:file"] = text
+        except OSError:
+            continue
     return cells
 
 
@@ -233,6 +251,9 @@ def similarity_report(course_dir, assignment: str, threshold: float = THRESHOLD)
             units, problem = parts(src)
             if problem:
                 matches.append(Match(assignment, gid, student, f"{UNREADABLE}: {problem}>", 0.0, len(fp)))
+            hidden = opaque_code(src)
+            if hidden:
+                matches.append(Match(assignment, gid, student, f"{OPAQUE}: {', '.join(hidden)}>", 0.0, len(fp)))
             found = {"": fp} if len(fp) >= MIN_GRAMS else {}
             for label, code in units.items():
                 part = fingerprint(code) - provided

@@ -43,7 +43,15 @@ STUBBED: tuple[str, ...] = (
     "bncourse.diagnostics",
     "bncourse.checks.diagnosis",
     "bncourse.checks.catalogue",
+    # batch renormalization with r_max=1, d_max=0 is batch norm exactly (notebook 4's modules; on x.T,
+    # layer norm): red team 2's N2. Notebook 9's renorm experiment is tagged skip-when-grading.
+    "bncourse.renorm",
 )
+# Stubbed modules whose module-level data is itself near-solutions (the catalogue's tables of
+# ``Mistake`` entries hold working numpy code: "percentiles not transposed" + ``.T`` answers notebook
+# 5, red team 2's N7): only imports, stubbed functions and classes stay; every other top-level
+# name is bound to None. (Any lambda of a stubbed module is stubbed too, wherever it sits.)
+DATA_DROPPED: tuple[str, ...] = ("bncourse.checks.catalogue.",)
 # The recording machinery: copied as it is.
 RECORDING = frozenset({"bncourse.checks.core", "bncourse.checks.calls", "bncourse.checks.replay",
                        "bncourse.checks.replay_server", "bncourse.checks.inputs", "bncourse.checks.results",
@@ -64,6 +72,11 @@ STUBBED_NAMES: frozenset[str] = frozenset({
     "bncourse.experiments.overhead.fold_batchnorm",
     "bncourse.plots.percentile_bands",  # notebook 5's sigmoid_input_percentiles, under another name
     "bncourse.checks.folding._torch_fuse",  # notebook 10's check reference (torch's own fold)
+    # notebook 11's saturated_fraction, kept real as a helper of the Diagnostics it hands out (red team 2,
+    # found by tests/test_grading_no_reference.py trying every function): stubbed even there (Diagnostics
+    # then cannot measure saturation in a grading kernel; nb 11 uses it only after its graded cells)
+    "bncourse.diagnostics._saturated",
+    "bncourse.diagnostics._dead",
 })
 # References the checks themselves need in the kernel to build a case's inputs: none (notebook 8's
 # backward check builds its input cache in numpy from the whole batch, without the sync forward).
@@ -71,7 +84,7 @@ RECORDING_NEEDS: frozenset[str] = frozenset()
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
-_VERSION = "8"  # bump when the transform changes
+_VERSION = "10"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -103,6 +116,11 @@ class _Stubber(ast.NodeTransformer):
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node):
+        node.body = ast.parse(f"__import__('bncourse.grading_stub', fromlist=['x']).unavailable("
+                              f"{self._qual('<lambda>')!r})", mode="eval").body
+        return node
 
     def visit_ClassDef(self, node):
         qual = self._qual(node.name)
@@ -178,13 +196,28 @@ def stub_source(source: str, module: str, keep: Iterable[str] = ()) -> str:
     """``source`` of ``module`` with every function's and method's body replaced by a raise, except
     the names in ``keep`` (and the helpers they use) and ``KEPT``."""
     tree = ast.parse(source)
-    keep = _with_helpers(tree, module, set(keep))
+    keep = _with_helpers(tree, module, set(keep)) - STUBBED_NAMES  # an answer stays stubbed, given or helper
     if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant):
         tree.body = tree.body[1:]  # the module's docstring may explain the solution
     tree = _Stubber(module, keep | KEPT).visit(tree)
+    if module.startswith(DATA_DROPPED):
+        tree.body = [_dropped(stmt) for stmt in tree.body]
     tree.body = [_guarded(stmt) for stmt in tree.body]
     ast.fix_missing_locations(tree)
     return f"# {module}: not available while grading (a solution-free build)\n" + ast.unparse(tree) + "\n"
+
+
+def _dropped(stmt: ast.stmt) -> ast.stmt:
+    """A top-level statement of a ``DATA_DROPPED`` module: kept if it defines or imports, else the
+    names it binds are bound to None (a table of mistakes is not built)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+        return stmt
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(
+        stmt, (ast.AnnAssign, ast.AugAssign)) else []
+    names = [n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)]
+    if not names:
+        return ast.Pass()
+    return ast.Assign(targets=[ast.Name(name, ast.Store()) for name in names], value=ast.Constant(None))
 
 
 def _guarded(stmt: ast.stmt) -> ast.stmt:
@@ -274,7 +307,11 @@ def build(given: Iterable[str] = (), where: Path | None = None) -> Path:
         (tmp / "bncourse" / "grading_stub.py").write_text(
             '"""What a stubbed function raises in the grading kernel."""\n\n\n'
             "class NotAvailableWhileGrading(RuntimeError):\n"
-            '    """The course\'s implementation is not in the grading kernel."""\n')
+            '    """The course\'s implementation is not in the grading kernel."""\n\n\n'
+            "def unavailable(what):\n"
+            '    """What a stubbed lambda calls."""\n'
+            "    raise NotAvailableWhileGrading(f\"{what} is not available while grading: the grader's kernel \"\n"
+            '                                   "holds no solution; your notebook must do this work itself")\n')
         for dirpath, dirnames, filenames in os.walk(tmp):  # readable by the sandbox's unprivileged user
             os.chmod(dirpath, 0o755)
             for f in filenames:

@@ -24,6 +24,11 @@ from typing import Iterable
 __all__ = ["Program", "as_python", "defined_names", "learner_and_instructor_sources"]
 
 _DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "setattr", "delattr"}
+# Libraries that hold no implementation of any exercise and no way to the course's: a computed name
+# in one (``getattr(np, name)(X, axis=0)``, red team 2's false refusal F1) is read as
+# ``numpy.<computed>``, not as code the grader cannot read.
+PLAIN_LIBRARIES = frozenset({"numpy", "math", "cmath", "statistics", "operator", "random", "itertools",
+                             "functools", "collections", "string"})
 
 
 def as_python(source: str) -> str:
@@ -251,6 +256,8 @@ class _Walker(ast.NodeVisitor):
     def visit_Call(self, node):
         func = node.func
         name = func.id if isinstance(func, ast.Name) and not self.is_local(func.id) else ""
+        if name == "vars" and not node.args and not node.keywords and len(self.locals) > 1:
+            return  # vars() in a function is its locals(): names its own code bound (F2: cache = dict(vars()))
         arg = _const_str(node.args[0]) if node.args else None
         if name in ("exec", "eval", "compile"):
             inner = _parse(arg) if arg is not None else None
@@ -263,7 +270,9 @@ class _Walker(ast.NodeVisitor):
         elif name == "getattr" and len(node.args) >= 2 and isinstance(node.args[0], ast.Name):
             attr = _const_str(node.args[1])
             for dotted in self.resolve(node.args[0].id):
-                self.refs.add(f"{dotted}.{attr}" if attr is not None else "<dynamic:getattr>")
+                plain = attr is None and dotted.split(".")[0] in PLAIN_LIBRARIES
+                self.refs.add(f"{dotted}.{attr}" if attr is not None else f"{dotted}.<computed>" if plain
+                              else "<dynamic:getattr>")
         elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
             if any(d.startswith("importlib") for d in self.resolve(func.value.id)):
                 self.refs.add(arg if arg is not None else "<dynamic:importlib>")

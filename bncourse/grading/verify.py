@@ -8,9 +8,10 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Float
 
 from bncourse.checks import replay
-from bncourse.grading import rejudging, solution_free, sources
+from bncourse.grading import opaque, rejudging, solution_free, sources
 from bncourse.grading.execute import HIDDEN_SEED_KEY, PRESTARTED_KEY, trusted_sources
 from bncourse.grading.rejudging import check_modules, replay_cells
+from bncourse.grading.time_limit import TIME_LIMIT_ENAME
 
 __all__ = ["REFUSED_ENAME", "SOURCE_FINDINGS", "VERIFY_ENAME", "VerifyChecks", "pop_receipts"]
 
@@ -135,10 +136,11 @@ class VerifyChecks(NbGraderPreprocessor):
             ename, text = REFUSED_ENAME, (f"the grader could not re-judge this test cell outside your notebook "
                                           f"({reason}), so it scores 0; run the notebook from the top as given")
         self.log.warning("Test cell %s: the grader says %s: %s", grade_id, verdict, reason)
-        timeout = next((o for o in cell.outputs if o.output_type == "error" and o.get("ename") == "CellTimeoutError"),
-                       None)
+        timeout = next((o for o in cell.outputs if o.output_type == "error"
+                        and o.get("ename") in ("CellTimeoutError", TIME_LIMIT_ENAME)), None)
         if timeout is not None:  # the likely reason no receipt came back: say that (it scores 0 all the same)
-            ename, text = "CellTimeoutError", str(timeout.get("evalue", "")) or "the cell ran past its time limit"
+            ename, text = timeout["ename"], str(timeout.get("evalue", "")) or "the cell ran past its time limit"
+            traceback = None
         # First: nbgrader's determine_grade stops at the first error or execute_result it meets.
         cell.outputs = [new_output("error", ename=ename, evalue=text, traceback=traceback or [f"{ename}: {text}"]),
                         *outputs]
@@ -165,7 +167,8 @@ def _report_source_findings(nb, log) -> None:
         except SyntaxError as exc:
             findings[grade_id] = [f"<unparsable: {exc.msg} (line {exc.lineno})>"]
             continue
-        reached = sorted(r for r in program.references(names) if _noteworthy(r))
+        reached = sorted(r for r in program.references(names) if _noteworthy(r)) + [
+            f"<opaque: {found}>" for found in opaque.opaque_code(cell.source)]  # hidden code, named
         if reached:
             findings[grade_id] = reached
     if findings:
