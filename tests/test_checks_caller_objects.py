@@ -129,7 +129,8 @@ APPLIES = {  # exercise -> the shared slips its statement makes possible (it tak
                            "dx-without-gamma", "dgamma-from-x", "missing-divisor", "eps-hard-coded"},
     "spatial_batchnorm_forward": _EPS | {"unbiased-variance", "gamma-beta-swapped"},
     "noisy_batchnorm_forward": _EPS | {"unbiased-variance", "gamma-beta-swapped", "wrong-axis"},
-    "sync_batch_norm_forward": _EPS | {"unbiased-variance", "gamma-beta-swapped", "momentum-flipped"},
+    "sync_batch_norm_forward": _EPS | {"unbiased-variance", "gamma-beta-swapped", "momentum-flipped",
+                                       "momentum-hard-coded"},
     "sync_batch_norm_backward": {"mean-and-variance-paths-missing"},
     "layernorm_forward": _EPS | {"unbiased-variance", "gamma-beta-swapped"},
     "layernorm_backward": {"mean-path-missing", "variance-path-missing", "mean-and-variance-paths-missing",
@@ -137,7 +138,8 @@ APPLIES = {  # exercise -> the shared slips its statement makes possible (it tak
                            "eps-hard-coded"},
     "groupnorm_forward": _EPS | {"unbiased-variance", "gamma-beta-swapped"},
     "groupnorm_backward": {"mean-path-missing", "variance-path-missing", "mean-and-variance-paths-missing",
-                           "dx-without-gamma", "dgamma-from-x", "missing-divisor"},
+                           "dx-without-gamma", "dgamma-from-x", "missing-divisor", "sign-error-variance-path",
+                           "eps-hard-coded"},
     "fold_batchnorm": _EPS | {"gamma-beta-swapped", "wrong-axis"},
 }
 

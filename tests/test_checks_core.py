@@ -190,3 +190,23 @@ def test_does_a_grading_kernel_show_no_hint_line(monkeypatch):
         result.assert_passed()
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # the same failure rendered where grading runs
     assert not any("hint(" in line for line in info.value._render_traceback_())
+
+
+def test_does_ipython_show_a_failing_check_cell_as_the_message_and_table_with_no_package_frames():
+    """The learner's view: a test cell run by IPython (its showtraceback path), not our renderer called by hand."""
+    import subprocess
+    import sys
+
+    cell = ("from bncourse.checks.forward import check_batchnorm_forward\n"
+            "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+            "    mean, var = x.mean(axis=0), x.var(axis=0)\n"
+            "    x_hat = (x - mean) / (var ** 0.5 + eps)\n"
+            "    return gamma * x_hat + beta, (x, x_hat, mean, var, gamma, beta, eps)\n"
+            "check_batchnorm_forward(batchnorm_forward).assert_passed()\n")
+    shell = ("from IPython.core.interactiveshell import InteractiveShell\n"
+             f"result = InteractiveShell.instance().run_cell({cell!r})\n"
+             "print('ERROR', type(result.error_in_exec).__name__)\n")
+    shown = subprocess.run([sys.executable, "-c", shell], capture_output=True, text=True, timeout=120).stdout
+    assert "ERROR AssertionError" in shown, shown
+    assert "Likely mistake: eps outside the square root" in shown and "[FAIL]" in shown, shown  # message and table
+    assert "bncourse/" not in shown and "Traceback" not in shown and "File " not in shown, shown

@@ -178,6 +178,14 @@ def test_is_every_fold_mistake_recognized_as_itself():
         assert result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)
 
 
+def test_is_every_model_fold_mistake_recognized_as_itself():
+    entries = catalogue.mistakes("fold_model")
+    for mistake in entries:
+        result = cf.check_function("fold_model", mistake.fn, cf._model_reference, cf._model_cases(False)[:1], entries,
+                                   outputs=cf.MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False, forbid_torch="")
+        assert not result.passed and result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)
+
+
 def test_is_a_function_returning_the_wrong_type_told_so():
     result = cf.check_fold_batchnorm(lambda layer, bn: nn.Sequential(layer, bn))
     assert not result.passed and "should return an nn.Conv2d or nn.Linear" in result.diagnosis

@@ -364,8 +364,29 @@ class StudentStub(nn.Module):
         raise NotImplementedError()
 
 
+class LearnerBN2dEinsumFloat64(LearnerBN2dPermute):
+    """Correct too: statistics by einsum in float64, kept as (1, C, 1, 1), cast back to the input's dtype."""
+
+    def forward(self, x):
+        c = x.shape[1]
+        if self.training:
+            x64 = x.double()
+            m = x.numel() // c
+            mean = torch.einsum("nchw->c", x64).reshape(1, c, 1, 1) / m
+            var = torch.einsum("nchw,nchw->c", x64 - mean, x64 - mean).reshape(1, c, 1, 1) / m
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                self.running_mean.lerp_(mean.reshape(c).to(x.dtype), self.momentum)
+                self.running_var.lerp_((var.reshape(c) * m / (m - 1)).to(x.dtype), self.momentum)
+            mean, var = mean.to(x.dtype), var.to(x.dtype)
+        else:
+            mean, var = self.running_mean.reshape(1, c, 1, 1), self.running_var.reshape(1, c, 1, 1)
+        x_hat = (x - mean) * torch.rsqrt(var + self.eps)
+        return torch.einsum("nchw,c->nchw", x_hat, self.weight) + self.bias.reshape(1, c, 1, 1)
+
+
 @pytest.mark.parametrize("hidden", [False, True])
-@pytest.mark.parametrize("cls", [LearnerBN2d, LearnerBN2dPermute])
+@pytest.mark.parametrize("cls", [LearnerBN2d, LearnerBN2dPermute, LearnerBN2dEinsumFloat64])
 def test_does_a_correct_BatchNorm2d_pass_silently(cls, hidden, capfd):
     result = check_batchnorm2d(cls, hidden=hidden, device="cpu")
     assert result.passed, str(result)
@@ -473,8 +494,27 @@ class Learner1dReplacesBuffers(Learner1d):
         return super().forward(x)
 
 
+class Learner1dKeepdimFloat64(Learner1d):
+    """Correct too: a Function in torch (float64 inside, statistics kept as (1, D)); running statistics from
+    float64 sums kept as (1, D), lerp_ into the buffers; eval by einsum."""
+
+    def forward(self, x):
+        from wrong_solutions.right_nb02_04 import FunctionTorchKeepdim
+
+        if self.training:
+            with torch.no_grad():
+                x64 = x.double()
+                mean = x64.mean(0, keepdim=True)
+                var_u = ((x64 - mean) ** 2).sum(0, keepdim=True) / (x.shape[0] - 1)
+                self.running_mean.lerp_(mean[0].to(x.dtype), self.momentum)
+                self.running_var.lerp_(var_u[0].to(x.dtype), self.momentum)
+            return FunctionTorchKeepdim.apply(x, self.weight, self.bias, self.eps)
+        inv = torch.rsqrt(self.running_var + self.eps)
+        return torch.einsum("nd,d->nd", x - self.running_mean, inv * self.weight) + self.bias
+
+
 @pytest.mark.parametrize("hidden", [False, True])
-@pytest.mark.parametrize("cls", [Learner1d])
+@pytest.mark.parametrize("cls", [Learner1d, Learner1dKeepdimFloat64])
 def test_does_a_correct_BatchNorm1d_module_pass_silently(cls, hidden, capfd):
     result = check_batchnorm1d_module(cls, hidden=hidden)
     assert result.passed, str(result)

@@ -370,3 +370,19 @@ def test_is_a_called_function_instead_of_the_function_named():
     result = check_sync_batchnorm_backward(None)
     assert not result.passed
     assert "pass the function itself" in result.diagnosis
+
+
+def test_do_the_right_variants_of_notebook_8_pass():
+    """keepdim (1, C) statistics and invstd, a one-element count tensor with float64 sums, einsum sums."""
+    from wrong_solutions import measure, nb08
+
+    for exercise, fn in nb08.RIGHT:
+        result = measure.check(exercise, fn)
+        assert result.passed, f"{fn.__name__}: {result}"
+
+
+def test_is_a_right_forward_storing_the_local_count_in_its_cache_named_so_and_not_as_no_all_reduce():
+    from wrong_solutions import measure, nb08
+
+    result = measure.check("sync_batch_norm_forward", nb08.fwd_local_count_in_cache)
+    assert not result.passed and result.diagnosis.startswith("cache.count holds this rank's row count"), str(result)

@@ -69,6 +69,12 @@ def drift_good_einsum(hb, ha):
     return float((np.abs(ma - mb).mean() + np.abs(sa - sb).mean()) / sb.mean())
 
 
+def drift_good_transposed(hb, ha):
+    """Right: units as rows (D, N), statistics over axis 1."""
+    b, a = hb.T, ha.T
+    return (np.abs(a.mean(1) - b.mean(1)).mean() + np.abs(a.std(1) - b.std(1)).mean()) / b.std(1).mean()
+
+
 # ------------------------------------------------------------------------------ gradient_change
 
 
@@ -128,6 +134,14 @@ def grad_cos_distance(gb, ga):
 def grad_good_vdot(gb, ga):
     a, b = gb.ravel(), ga.ravel()
     return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(np.vdot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def grad_good_einsum_float64(gb, ga):
+    """Right: float64 sums by einsum over every axis."""
+    a, b = gb.astype(np.float64), ga.astype(np.float64)
+    sub = "".join("ijkl"[:a.ndim])
+    dot = lambda u, v: np.einsum(f"{sub},{sub}->", u, v)  # noqa: E731
+    return np.sqrt(dot(b - a, b - a) / dot(a, a)), dot(a, b) / np.sqrt(dot(a, a) * dot(b, b))
 
 
 # ------------------------------------------------------------------------------ noisy_batchnorm_forward
@@ -190,6 +204,13 @@ def noisy_fixed_eps(x, gamma, beta, scale, shift, eps=1e-5):
     return scale * _bn(x, gamma, beta, 1e-5) + shift
 
 
+def noisy_good_transposed_keepdim(x, gamma, beta, scale, shift, eps=1e-5):
+    """Right: features as rows (D, N), statistics kept as (D, 1), einsum for the affine."""
+    xt = x.T
+    x_hat = (xt - xt.mean(1, keepdims=True)) / np.sqrt(xt.var(1, keepdims=True) + eps)
+    return (np.einsum("dn,d->dn", x_hat, gamma) + beta[:, None]).T * scale + shift
+
+
 def noisy_good_float64(x, gamma, beta, scale, shift, eps=1e-5):
     x64 = x.astype(np.float64)
     out = scale * _bn(x64, gamma, beta, eps) + shift
@@ -231,5 +252,6 @@ WRONG = [
     ("noisy_batchnorm_forward", ["shift forgotten"], noisy_shift_forgotten),
     ("noisy_batchnorm_forward", ["eps argument ignored", "eps hard-coded"], noisy_fixed_eps),
 ]
-RIGHT = [("input_drift", drift_good_einsum), ("gradient_change", grad_good_vdot),
+RIGHT = [("input_drift", drift_good_einsum), ("input_drift", drift_good_transposed), ("gradient_change", grad_good_vdot),
+         ("gradient_change", grad_good_einsum_float64), ("noisy_batchnorm_forward", noisy_good_transposed_keepdim),
          ("noisy_batchnorm_forward", noisy_good_float64)]

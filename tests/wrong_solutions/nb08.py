@@ -113,6 +113,18 @@ def bwd_right(dy, cache):
     return dx.to(dy.dtype), (dy * x_hat).sum(0), dy.sum(0)
 
 
+def bwd_einsum_keepdim(dy, cache):
+    """Right: the two sums by einsum in float64, kept as (1, C), all-reduced one after the other."""
+    x_hat, invstd, weight, n = cache
+    d, xh = dy.double(), x_hat.double()
+    sum_dy = torch.einsum("nc->c", d).reshape(1, -1)
+    sum_dy_xhat = torch.einsum("nc,nc->c", d, xh).reshape(1, -1)
+    dist.all_reduce(sum_dy)
+    dist.all_reduce(sum_dy_xhat)
+    dx = weight.double() * invstd.double() * (d - sum_dy / n - xh * sum_dy_xhat / n)
+    return dx.to(dy.dtype), torch.einsum("nc,nc->c", dy, x_hat), dy.sum(0)
+
+
 def bwd_no_all_reduce(dy, cache):
     x_hat, invstd, weight, n = cache
     dx = weight * invstd * (dy - dy.sum(0) / n - x_hat * (dy * x_hat).sum(0) / n)
@@ -172,6 +184,13 @@ def fwd_eps_hard_coded(x, weight, bias, running_mean, running_var, momentum=0.1,
     return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
 
 
+def fwd_momentum_hard_coded(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), 0.1)
+    x_hat = (x - mean) / torch.sqrt(var + eps)
+    return weight * x_hat + bias, SyncBNCache(x_hat, 1 / torch.sqrt(var + eps), weight, n)
+
+
 def fwd_count_tensor_float64_sums(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
     """Right: the sums in float64 inside, the count left as a one-element tensor."""
     C = x.shape[1]
@@ -200,6 +219,7 @@ def bwd_scales_cache_in_place(dy, cache):
 WRONG = [
     ("sync_batch_norm_forward", ["modified in place (x"], fwd_x_centred_in_place),
     ("sync_batch_norm_forward", ["eps argument ignored"], fwd_eps_hard_coded),
+    ("sync_batch_norm_forward", ["momentum argument ignored"], fwd_momentum_hard_coded),
     ("sync_batch_norm_backward", ["modified in place (cache"], bwd_scales_cache_in_place),
     ("sync_batch_norm_forward", ["holds this rank"], fwd_local_count_in_cache),
     ("sync_batch_norm_forward", ["no all_reduce"], fwd_no_all_reduce),
@@ -213,4 +233,5 @@ WRONG = [
     ("sync_batch_norm_backward", ["dweight and dbias all-reduced"], bwd_params_reduced),
     ("sync_batch_norm_backward", ["weight (gamma) left out"], bwd_no_weight),
 ]
-RIGHT = [("sync_batch_norm_forward", fwd_keepdim), ("sync_batch_norm_forward", fwd_count_tensor_float64_sums)]
+RIGHT = [("sync_batch_norm_forward", fwd_keepdim), ("sync_batch_norm_forward", fwd_count_tensor_float64_sums),
+         ("sync_batch_norm_backward", bwd_einsum_keepdim)]

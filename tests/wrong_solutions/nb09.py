@@ -130,6 +130,26 @@ def ln_bwd_float64(dout, cache):
     return dx, dg, db  # float64 gradients: allowed by the contract
 
 
+def ln_forward_transposed_einsum(x, gamma, beta, eps=1e-5):
+    """Right: features as rows (D, N), float64 einsum sums, statistics kept as (1, N), cast back."""
+    xt = x.T.astype(np.float64)
+    d = xt.shape[0]
+    mu = np.einsum("dn->n", xt)[None, :] / d
+    var = np.einsum("dn,dn->n", xt - mu, xt - mu)[None, :] / d
+    x_hat = (xt - mu) / np.sqrt(var + eps)
+    out = np.einsum("dn,d->dn", x_hat, gamma) + beta[:, None]
+    return out.T.astype(x.dtype), (x, x_hat.T, mu.T, var.T, gamma, eps)
+
+
+def ln_bwd_einsum_keepdim(dout, cache):
+    """Right: sums by einsum, kept as (N, 1)."""
+    x, x_hat, mu, var, gamma, eps = cache
+    D = x.shape[1]
+    g = np.einsum("nd,d->nd", dout, gamma)
+    dx = (D * g - np.einsum("nd->n", g)[:, None] - x_hat * np.einsum("nd,nd->n", g, x_hat)[:, None]) / D
+    return dx / np.sqrt(var + eps), np.einsum("nd,nd->d", dout, x_hat), np.einsum("nd->d", dout)
+
+
 def gn_forward(x, gamma, beta, G, eps=1e-5):
     N, C, H, W = x.shape
     xg = x.reshape(N, G, -1)
@@ -269,6 +289,43 @@ def gn_bwd_missing_1_over_m(dout, cache):
     return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
 
 
+def _gn_dx(dout, cache, M_of=lambda g, H, W: g.shape[2], sign=-1.0, eps=None):
+    x, x_hat, var, gamma, G, cache_eps = cache
+    N, C, H, W = x.shape
+    g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+    xh = x_hat.reshape(N, G, -1)
+    M = M_of(g, H, W)
+    inv = 1 / np.sqrt(var + (cache_eps if eps is None else eps))
+    dx = inv / M * (M * g - g.sum(2, keepdims=True) + sign * xh * (g * xh).sum(2, keepdims=True))
+    return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
+def gn_bwd_var_sign(dout, cache):
+    return _gn_dx(dout, cache, sign=1.0)
+
+
+def gn_bwd_over_hw(dout, cache):
+    """M taken as one channel's H*W values instead of the group's C/G*H*W."""
+    return _gn_dx(dout, cache, M_of=lambda g, H, W: H * W)
+
+
+def gn_bwd_fixed_eps(dout, cache):
+    return _gn_dx(dout, cache, eps=1e-5)
+
+
+def gn_bwd_float64_einsum(dout, cache):
+    """Right: float64 gradients (the contract allows them), sums written with einsum."""
+    x, x_hat, var, gamma, G, eps = cache
+    N, C, H, W = x.shape
+    g = np.einsum("nchw,c->nchw", dout.astype(np.float64), gamma.astype(np.float64)).reshape(N, G, -1)
+    xh = x_hat.astype(np.float64).reshape(N, G, -1)
+    M = g.shape[2]
+    dx = (M * g - np.einsum("ngm->ng", g)[..., None] - xh * np.einsum("ngm,ngm->ng", g, xh)[..., None]) / M
+    dx = dx / np.sqrt(var.astype(np.float64) + eps)
+    return (dx.reshape(x.shape), np.einsum("nchw,nchw->c", dout.astype(np.float64), x_hat),
+            np.einsum("nchw->c", dout.astype(np.float64)))
+
+
 def gn_forward_keepdim_cache(x, gamma, beta, G, eps=1e-5):
     """Right, with the statistics kept as (N, G, 1, 1, 1)."""
     N, C, H, W = x.shape
@@ -314,6 +371,12 @@ WRONG = [
     ("groupnorm_backward", ["from x instead of x_hat"], (gn_forward, gn_bwd_dgamma_x)),
     ("groupnorm_backward", ["summed per group"], (gn_forward, gn_bwd_dgamma_per_group)),
     ("groupnorm_backward", ["1/m", "1/M"], (gn_forward, gn_bwd_missing_1_over_m)),
+    ("groupnorm_backward", ["sign"], (gn_forward, gn_bwd_var_sign)),
+    ("groupnorm_backward", ["H*W"], (gn_forward, gn_bwd_over_hw)),
+    ("groupnorm_backward", ["eps=1e-5", "recomputed"], (gn_forward, gn_bwd_fixed_eps)),
 ]
-RIGHT = [("layernorm_backward", (ln_forward, ln_bwd_float64)), ("groupnorm_forward", gn_forward_keepdim_cache),
-         ("groupnorm_backward", (gn_forward_keepdim_cache, gn_backward))]
+RIGHT = [("layernorm_forward", ln_forward_transposed_einsum),
+         ("layernorm_backward", (ln_forward_transposed_einsum, ln_bwd_einsum_keepdim)),
+         ("layernorm_backward", (ln_forward, ln_bwd_float64)), ("groupnorm_forward", gn_forward_keepdim_cache),
+         ("groupnorm_backward", (gn_forward_keepdim_cache, gn_backward)),
+         ("groupnorm_backward", (gn_forward, gn_bwd_float64_einsum))]

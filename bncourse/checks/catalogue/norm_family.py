@@ -83,12 +83,17 @@ def _ln_backward_mistakes() -> list[Mistake]:
         Mistake("dx divided by N (the batch size) instead of D",
                 "layer norm's statistics average over the D features of a row: divide by D = x.shape[1]",
                 _ln_backward(divisor="N"), id="wrong-divisor"),
-        mistake("sign-error-variance-path", _ln_backward("sign-error-variance-path"),
-                hint=_LN_DX + ": the variance term is subtracted"),
-        mistake("eps-hard-coded", _ln_backward("eps-hard-coded"),
-                name="backward recomputed with eps=1e-5 instead of the forward's eps",
-                hint="keep the eps the forward used (put it, or inv_std itself, in the cache)"),
+        *_sign_and_recomputed_eps(_ln_backward, _LN_DX),
     ]
+
+
+def _sign_and_recomputed_eps(backward, dx_formula: str) -> list[Mistake]:
+    """Two backward slips layer and group norm say alike: the variance term's sign, eps recomputed as 1e-5."""
+    return [mistake("sign-error-variance-path", backward("sign-error-variance-path"),
+                    hint=dx_formula + ": the variance term is subtracted"),
+            mistake("eps-hard-coded", backward("eps-hard-coded"),
+                    name="backward recomputed with eps=1e-5 instead of the forward's eps",
+                    hint="keep the eps the forward used (put it, or inv_std itself, in the cache)")]
 
 
 def _finish(x, x_hat, gamma, beta, slip=""):
@@ -180,11 +185,12 @@ def _gn_forward_mistakes() -> list[Mistake]:
     ]
 
 
-def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bool = False):
+def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bool = False, divisor: str = "M"):
     """Group norm's backward from the reference forward's cache, with one slip.
 
     ``per_channel``: dx's sums per channel (instance norm's backward); ``dgamma_per_group``: dgamma
-    and dbeta summed within each group as well, then spread over the group's channels.
+    and dbeta summed within each group as well, then spread over the group's channels;
+    ``divisor="HW"``: the 1/M of the formula taken as 1/(H*W), one channel's values.
     """
     def backward(x, gamma, beta, G, eps, dout):
         c = gref.groupnorm_forward(x, gamma, beta, G, eps)[1]
@@ -193,7 +199,10 @@ def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bo
         g4 = dout if slip == "dx-without-gamma" else dout * gamma.reshape(1, ch, 1, 1)
         k = ch if per_channel else G
         inv = np.repeat(c.inv_std, ch // G, axis=1) if per_channel else c.inv_std
-        dx = dx_from(g4.reshape(n, k, -1), xh4.reshape(n, k, -1), inv, 2, slip)
+        if slip == "eps-hard-coded":  # recomputed with 1e-5, not the cache's eps
+            inv = inv_std(1 / c.inv_std ** 2 - eps, 1e-5)
+        dx = dx_from(g4.reshape(n, k, -1), xh4.reshape(n, k, -1), inv, 2, slip,
+                     count=h * w if divisor == "HW" else None)
         dgamma = (dout * (x if slip == "dgamma-from-x" else xh4)).sum(axis=(0, 2, 3))
         dbeta = dout.sum(axis=(0, 2, 3))
         if dgamma_per_group:
@@ -226,6 +235,10 @@ def _gn_backward_mistakes() -> list[Mistake]:
                 hint="out = x_hat * gamma + beta, so dgamma = (dout * x_hat).sum(axis=(0, 2, 3))"),
         mistake("missing-divisor", _gn_backward("missing-divisor"), name="dx missing the 1/M",
                 hint="the group statistics average over its M = C/G*H*W values: " + _GN_DX),
+        Mistake("dx divided by H*W (one channel's values) instead of M = C/G*H*W",
+                "each group's statistics average over all M = C/G*H*W values of the group: " + _GN_DX,
+                _gn_backward(divisor="HW"), id="wrong-divisor"),
+        *_sign_and_recomputed_eps(_gn_backward, _GN_DX),
         Mistake("dgamma and dbeta summed per group",
                 "gamma and beta are per channel: dgamma = (dout * x_hat).sum(axis=(0, 2, 3)), "
                 "dbeta = dout.sum(axis=(0, 2, 3))", _gn_backward(dgamma_per_group=True)),

@@ -144,7 +144,8 @@ def _forward_mistakes() -> list[Mistake]:
                 hint="PyTorch: running = (1 - momentum) * running + momentum * batch statistic"),
         mistake("eps-outside-sqrt", _variant(_global_stats, slip="eps-outside-sqrt"), hint="use 1 / sqrt(var + eps)"),
         *(mistake(slip, _variant(_global_stats, slip=slip))
-          for slip in ("eps-missing", "eps-hard-coded", "divided-by-variance", "gamma-beta-swapped")),
+          for slip in ("momentum-hard-coded", "eps-missing", "eps-hard-coded", "divided-by-variance",
+                       "gamma-beta-swapped")),
     ]
 
 
