@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import COURSE, GENERATED
+from attack_course import attack_course, generated, submit
 
 pytestmark = pytest.mark.slow
 
@@ -227,24 +226,12 @@ def _test_sources(course: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-
     from bncourse import grading
     from bncourse.grading import similarity
 
     tmp = tmp_path_factory.mktemp("attacks")
-    old_env = dict(os.environ)
-    os.environ.update(BNCOURSE_CELL_TIMEOUT="60", BNCOURSE_EXCHANGE=str(tmp / "exchange"))
-    try:
-        course = tmp / "course"
-        shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
-        grading.alembic_on_path()
-        cfg = grading.load_config(course)
-        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
-        assert api.generate_assignment(ASSIGNMENT, force=True)["success"]
-        source_nb = nbformat.read(course / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
-        release_nb = nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    with attack_course(tmp, cell_timeout=60) as (course, api):
+        source_nb, release_nb = generated(course, api, ASSIGNMENT, NOTEBOOK)
         paths = {"course": course, "gradebook": course / "gradebook.db", "config": course / "nbgrader_config.py",
                  "other": course / "submitted" / "solution" / ASSIGNMENT / f"{NOTEBOOK}.ipynb",
                  "outside": tmp / "written-by-a-kernel.txt", "table": _answer_table()}
@@ -262,10 +249,7 @@ def graded(tmp_path_factory):
         _set(nb, "batchnorm_inference", "pass  # pasted above")
         submissions["pasted_module"] = nb
         for student, nb in submissions.items():
-            dest = course / "submitted" / student / ASSIGNMENT
-            dest.mkdir(parents=True)
-            nbformat.write(nb, dest / f"{NOTEBOOK}.ipynb")
-            (dest / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+            submit(course, student, ASSIGNMENT, NOTEBOOK, nb)
         trusted_before = (_test_sources(course), _hash(paths["config"]))
         report = grading.grade(ASSIGNMENT, course, jobs=2)
         scores = _cell_scores(course)
@@ -277,9 +261,6 @@ def graded(tmp_path_factory):
                "plain_scores": _cell_scores(course), "trusted_before": trusted_before,
                "trusted_after": (_test_sources(course), _hash(paths["config"])), "paths": paths,
                "similar": similarity.similarity_report(course, ASSIGNMENT)}
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
 
 
 def _expected(student: str) -> dict:

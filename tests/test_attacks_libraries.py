@@ -12,13 +12,12 @@ also checks that the refusal the feedback shows is the sandbox's (``bncourse.gra
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import nbformat
 import pytest
 
-from conftest import COURSE, GENERATED
+from attack_course import attack_course, generated, submit
 
 # Notebook 6's attempt (torch.optim.swa_utils.update_bn) is graded with notebook 6's class in
 # tests/test_fail_closed.py (LIBRARY_ATTEMPTS), where it costs no extra wall time.
@@ -250,26 +249,14 @@ def _set(nb, grade_id: str, source: str) -> None:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     from nbgrader.api import Gradebook
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
 
     from bncourse import grading
     from bncourse.grading import db_url_of
 
-    tmp = tmp_path_factory.mktemp("library-attacks")
-    old_env = dict(os.environ)
-    os.environ.update(BNCOURSE_CELL_TIMEOUT="120", BNCOURSE_EXCHANGE=str(tmp / "exchange"))
-    try:
-        course = tmp / "course"
-        shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
-        grading.alembic_on_path()
-        cfg = grading.load_config(course)
-        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+    with attack_course(tmp_path_factory.mktemp("library-attacks"), cell_timeout=120) as (course, api):
         scores, reports = {}, {}
         for (assignment, notebook), (attackers, _) in CLASSES.items():
-            assert api.generate_assignment(assignment, force=True)["success"]
-            source_nb = nbformat.read(course / "source" / assignment / f"{notebook}.ipynb", as_version=4)
-            release_nb = nbformat.read(course / "release" / assignment / f"{notebook}.ipynb", as_version=4)
+            source_nb, release_nb = generated(course, api, assignment, notebook)
             submissions = {"solution": source_nb}
             for student, cells in attackers.items():
                 nb = nbformat.reads(nbformat.writes(release_nb), as_version=4)
@@ -277,18 +264,12 @@ def graded(tmp_path_factory):
                     _set(nb, grade_id, source)
                 submissions[student] = nb
             for student, nb in submissions.items():
-                dest = course / "submitted" / student / assignment
-                dest.mkdir(parents=True)
-                nbformat.write(nb, dest / f"{notebook}.ipynb")
-                (dest / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+                submit(course, student, assignment, notebook, nb)
             reports[assignment] = grading.grade(assignment, course, jobs=2)
             with Gradebook(db_url_of(course)) as gb:
                 scores[assignment] = {(sub.student.id, g.name): g.score for sub in gb.assignment_submissions(assignment)
                                       for nb in sub.notebooks for g in nb.grades}
         yield {"course": course, "scores": scores, "reports": reports}
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
 
 
 def _scores_of(graded, assignment: str, student: str) -> dict:

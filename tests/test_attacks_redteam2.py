@@ -37,7 +37,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import COURSE, GENERATED
+from attack_course import attack_course, generated, submit
 
 pytestmark = pytest.mark.slow
 
@@ -142,15 +142,7 @@ def _table_answer(seed: int) -> dict[str, str]:
 
 
 def _submit(course: Path, student: str, nb, files: dict[str, str] | None = None) -> Path:
-    dest = course / "submitted" / student / ASSIGNMENT
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    nbformat.write(nb, dest / f"{NOTEBOOK}.ipynb")
-    (dest / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
-    for name, text in (files or {}).items():
-        (dest / name).write_text(text)
-    return dest / f"{NOTEBOOK}.ipynb"
+    return submit(course, student, ASSIGNMENT, NOTEBOOK, nb, files)
 
 
 def _scores(course: Path) -> dict:
@@ -179,23 +171,10 @@ def _printed_seed(nb) -> int | None:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-
     from bncourse import grading
 
-    tmp = tmp_path_factory.mktemp("redteam2")
-    old_env = dict(os.environ)
-    os.environ.update(BNCOURSE_CELL_TIMEOUT="60", BNCOURSE_EXCHANGE=str(tmp / "exchange"))
-    try:
-        course = tmp / "course"
-        shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
-        grading.alembic_on_path()
-        cfg = grading.load_config(course)
-        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
-        assert api.generate_assignment(ASSIGNMENT, force=True)["success"]
-        source = nbformat.read(course / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
-        release = nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    with attack_course(tmp_path_factory.mktemp("redteam2"), cell_timeout=60) as (course, api):
+        source, release = generated(course, api, ASSIGNMENT, NOTEBOOK)
         probe = _copy(release)
         probe.cells.insert(1, nbformat.v4.new_code_cell(SEED_PROBE))
         xss = _copy(release)
@@ -239,9 +218,6 @@ def graded(tmp_path_factory):
         review = class_report(course, ASSIGNMENT, similarity=False)
         yield {"course": course, "run1": run1, "run2": run2, "written": written, "hashes": hashes,
                "hashes_after": hashes_after, "review": review}
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
 
 
 def test_does_a_kernel_never_see_the_run_s_own_seed(graded):

@@ -42,6 +42,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bncourse.grading.sandbox import publish_for_sandbox
+
 __all__ = ["LIBRARY_RULES", "OVERLAID", "blocked_for", "neutralized_source", "overlays", "sandbox_options",
            "torch_blocks_for"]
 
@@ -206,15 +208,8 @@ def overlays(blocks) -> tuple[tuple[str, str], ...]:
                 out.write_text(text)
                 py_compile.compile(str(out), cfile=str(out) + "c", dfile=str(src), doraise=True,
                                    invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
-            for dirpath, _, filenames in os.walk(tmp):  # readable by the sandbox's unprivileged user
-                os.chmod(dirpath, 0o755)
-                for f in filenames:
-                    os.chmod(os.path.join(dirpath, f), 0o644)
             (tmp / "done").write_text("")
-            try:
-                os.rename(tmp, target)
-            except OSError:  # another process built it meanwhile
-                shutil.rmtree(tmp, ignore_errors=True)
+            publish_for_sandbox(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -307,3 +307,19 @@ def check() -> None:
     problem = _self_test()
     if problem:
         raise SandboxUnavailable(f"grading needs a sandbox for the learners' kernels, and {problem}: {INSTALL_HINT}")
+
+
+def publish_for_sandbox(tmp: Path, target: Path) -> None:
+    """Make the folder ``tmp`` readable by the sandbox's unprivileged user and rename it to ``target``.
+
+    A build made for the sandbox (the solution-free package, the library overlays) is written to a
+    temporary folder beside ``target`` and published whole by one rename; when another process
+    published it meanwhile, ``tmp`` is removed and theirs kept."""
+    for dirpath, _, filenames in os.walk(tmp):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process built it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)

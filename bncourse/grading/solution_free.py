@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 import bncourse
+from bncourse.grading.sandbox import publish_for_sandbox
 
 __all__ = ["STUBBED", "NotAvailableWhileGrading", "build", "cache_dir", "given_names", "is_stubbed", "stub_source"]
 
@@ -312,14 +313,7 @@ def build(given: Iterable[str] = (), where: Path | None = None) -> Path:
             '    """What a stubbed lambda calls."""\n'
             "    raise NotAvailableWhileGrading(f\"{what} is not available while grading: the grader's kernel \"\n"
             '                                   "holds no solution; your notebook must do this work itself")\n')
-        for dirpath, dirnames, filenames in os.walk(tmp):  # readable by the sandbox's unprivileged user
-            os.chmod(dirpath, 0o755)
-            for f in filenames:
-                os.chmod(os.path.join(dirpath, f), 0o644)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process built it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_for_sandbox(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
