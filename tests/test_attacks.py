@@ -117,7 +117,7 @@ def attack(kind: str, name: str, paths: dict) -> str:
                 f"                continue\n"
                 f"            for c in cells:\n"
                 f"                src = ''.join(c['source'])\n"
-                f"                if 'BEGIN SOLUTION' in src and 'def {name}' in src:\n"
+                f"                if 'BEGIN SOLUTION' in src and 'def {name}' in src and '_solution()' not in src:  # not this cell\n"
                 f"                    print('LEAK: read', p)\n"
                 f"                    return src\n"
                 f"    print('BLOCKED: no source notebook in reach')\n"

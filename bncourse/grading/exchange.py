@@ -149,6 +149,15 @@ def collected_times(course_dir, assignment: str) -> dict[str, dict[str, str]]:
 
 
 class LinkKeepingCollect(ExchangeCollect):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._start_copies()
+
+    def _start_copies(self):
+        self.copied = {}  # inbound folder -> the latest ctime in it just after it was copied
+        self.skipped = {}  # inbound folder -> its special files (relative paths), not copied
+        self.failed = {}  # inbound folder -> why it could not be copied
+
     def _path_to_record(self, path):
         """nbgrader's record of an inbound folder, its ``timestamp`` the time it is counted at."""
         record = super()._path_to_record(path)
@@ -181,9 +190,7 @@ class LinkKeepingCollect(ExchangeCollect):
         collected); then each collected ``timestamp.txt`` says the counted time, and the submissions
         written later than they claimed, with special files skipped or not collected, are listed."""
         self.src_records = [r for r in getattr(self, "src_records", []) if not r.get("foreign")]
-        self.copied = {}  # inbound folder -> the latest ctime in it just after it was copied
-        self.skipped = {}  # inbound folder -> its special files (relative paths), not copied
-        self.failed = {}  # inbound folder -> why it could not be copied
+        self._start_copies()
         super().copy_files()
         from bncourse.grading.parallel import REPORT_DIR
 
