@@ -281,21 +281,27 @@ def _answers(fn, stored) -> bool:
     return False
 
 
-def _candidates() -> dict[str, object]:
-    """dotted name -> every module-level function of the importable ``bncourse`` (private ones too)."""
+def _imported_modules(keep):
+    """(name, module) of every module of the importable ``bncourse`` whose name ``keep`` accepts and
+    that imports here (a module that does not import is not in reach either)."""
     import bncourse
 
-    found = {}
     for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
-        if info.name.startswith(SKIPPED_MODULES):
+        if not keep(info.name):
             continue
         try:
-            module = importlib.import_module(info.name)
-        except BaseException:  # noqa: BLE001 - not importable here: not in reach either
+            yield info.name, importlib.import_module(info.name)
+        except BaseException:  # noqa: BLE001
             continue
+
+
+def _candidates() -> dict[str, object]:
+    """dotted name -> every module-level function of the importable ``bncourse`` (private ones too)."""
+    found = {}
+    for module_name, module in _imported_modules(lambda name: not name.startswith(SKIPPED_MODULES)):
         for name, obj in vars(module).items():
-            if isinstance(obj, types.FunctionType) and obj.__module__ == info.name:
-                found[f"{info.name}.{name}"] = obj
+            if isinstance(obj, types.FunctionType) and obj.__module__ == module_name:
+                found[f"{module_name}.{name}"] = obj
     return found
 
 
@@ -324,19 +330,11 @@ def _held(value, depth=0):
 def tables() -> list[str]:
     """Working code held in module-level tables of the stubbed modules (the catalogue's mistakes)."""
     from bncourse.grading.solution_free import is_stubbed
-    import bncourse
-
     found = []
-    for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
-        if not is_stubbed(info.name):
-            continue
-        try:
-            module = importlib.import_module(info.name)
-        except BaseException:  # noqa: BLE001
-            continue
+    for module_name, module in _imported_modules(is_stubbed):
         for name, value in vars(module).items():
             if not isinstance(value, (types.FunctionType, type, types.ModuleType)):
-                found += [f"{info.name}.{name}{path}" for path, fn in _held(value) if not _is_stub(fn)]
+                found += [f"{module_name}.{name}{path}" for path, fn in _held(value) if not _is_stub(fn)]
     return sorted(found)
 
 
@@ -345,21 +343,14 @@ def batchnorm_modules() -> list[str]:
     its numeric keywords (each tried at its default, 0 and 1): ``BatchRenorm(C, r_max=1, d_max=0)``."""
     import itertools
 
-    import bncourse
     import torch
 
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float32) * 3 + 1
     want = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
     found = []
-    for info in pkgutil.walk_packages(bncourse.__path__, "bncourse."):
-        if info.name.startswith(SKIPPED_MODULES):
-            continue
-        try:
-            module = importlib.import_module(info.name)
-        except BaseException:  # noqa: BLE001
-            continue
+    for module_name, module in _imported_modules(lambda name: not name.startswith(SKIPPED_MODULES)):
         for name, cls in vars(module).items():
-            if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == info.name):
+            if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == module_name):
                 continue
             try:
                 params = [p for p in list(inspect.signature(cls).parameters.values())[1:]
@@ -377,7 +368,7 @@ def batchnorm_modules() -> list[str]:
                     continue
                 if isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(
                         got.float(), want, rtol=1e-4, atol=1e-4):
-                    found.append(f"{info.name}.{name}")
+                    found.append(f"{module_name}.{name}")
                     break
     return sorted(found)
 
