@@ -112,7 +112,9 @@ def _run_claims(args: argparse.Namespace, size) -> int:
     if workers < 1:
         print(f"bncourse claims: --workers must be at least 1, got {workers}", file=sys.stderr)
         return 2
-    configure_cpu_threads()
+    # One torch thread per experiment unless $BNCOURSE_THREADS says otherwise: the models are small (one thread
+    # is fastest), and the same thread count in every worker and in one process gives the same numbers.
+    configure_cpu_threads(None if os.environ.get("BNCOURSE_THREADS", "").strip() else 1)
     load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), _cpu_seconds()
 
@@ -139,7 +141,7 @@ def _run_claims(args: argparse.Namespace, size) -> int:
                   "machine": f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores, "
                              f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch "
                              f"{__import__('torch').__version__}, {workers} worker process(es) with "
-                             f"{torch_threads() if workers == 1 else max(1, (os.cpu_count() or 1) // workers)} torch "
+                             f"{torch_threads()} torch "
                              f"thread(s) each; load average (1, 5, 15 min) "
                              f"before {', '.join(f'{x:.1f}' for x in load_before)}, after "
                              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",

@@ -12,7 +12,8 @@ may share runs between its experiments (a cache, e.g. ``inside`` runs once for `
 expected seconds, ``EXPECTED_SECONDS``, measured in the full CPU-size run) on whichever worker is free.
 
 Determinism. Every experiment seeds its own runs from its seeds, and a job runs whole in one process,
-so each verdict and value is the same for any number of workers (a test compares 1 and 2 workers).
+so each verdict and value is the same for any number of workers at the same torch thread count (a test
+compares 1 and 2 workers; ``bncourse claims`` uses one thread per experiment unless ``$BNCOURSE_THREADS``).
 Only the wall times differ.
 
 A worker that dies (killed, out of memory) loses its job's claims: they come back ``untested`` with
@@ -33,9 +34,9 @@ from bncourse.run_size import RunSize
 THREADS_ENV = "BNCOURSE_THREADS"
 
 # CPU seconds each experiment module took in the full CPU-size run (docs/claims-run.json, 2026-12-07, one
-# torch thread): only the order in which jobs start depends on them.
+# torch thread; batches scaled to its 5 epochs): only the order in which jobs start depends on them.
 EXPECTED_SECONDS = {
-    "depth": 217, "inside": 210, "architecture": 198, "generalization": 138, "ics_why": 128, "batches": 127,
+    "depth": 217, "inside": 210, "architecture": 198, "generalization": 138, "ics_why": 128, "batches": 210,
     "layer": 108, "learning_rates": 79, "sensitivity": 57, "optimization": 53, "overhead": 47, "misstatements": 16,
     "invariance": 1,
 }
@@ -100,7 +101,8 @@ def run_in_workers(claims: Sequence, seeds=None, workers: int = 2, size: RunSize
     """Decide ``claims`` in ``workers`` processes; the rows come back in the order of ``claims``.
 
     size: the run size the workers use (default: the one in force here). threads: torch threads per
-    worker (default: the cores divided among the workers, at least 1). progress: a tqdm bar over the
+    worker (default: $BNCOURSE_THREADS, else 1: the small models run fastest on one thread, and the same
+    count as a one-process run gives the same numbers; torch's sums depend on the thread count). progress: a tqdm bar over the
     claims. on_result: called with each row when its job finishes.
     """
     import multiprocessing
@@ -110,7 +112,7 @@ def run_in_workers(claims: Sequence, seeds=None, workers: int = 2, size: RunSize
     from bncourse.run_size import current_size
 
     size = current_size() if size is None else size
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or int(os.environ.get(THREADS_ENV, "").strip() or 1)
     todo = jobs(claims)
     by_id = {c.id: c for c in claims}
     done: dict[str, object] = {}

@@ -36,7 +36,7 @@ from torch import nn
 
 from bncourse.experiments.common import harder_digits, mlp
 from bncourse.experiments.demonstration import Demonstration, demonstrate
-from bncourse.experiments.harness import ExperimentResult, MustLearn, Similar, run_experiment
+from bncourse.experiments.harness import ExperimentResult, MustLearn
 from bncourse.runtime import pick
 
 
