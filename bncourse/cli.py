@@ -11,7 +11,7 @@
                                       named mistakes per exercise with a bar chart, near-copies, lateness)
     bncourse export ASSIGNMENT --lms canvas|moodle [--roster roster.csv] [--column NAME] [--to FILE]
                                       instructors: the grades as the LMS's import CSV, one row per roster student
-    bncourse claims [--fast] [--only ID ...] [--json]   every claim about batch norm, put to its experiment
+    bncourse claims [--fast] [--only ID ...] [--json] [--workers N]   every claim about batch norm, put to its experiment
     bncourse hint EXERCISE [RUNG]     the next of three hints for an exercise (the same ladder as hint() in a notebook)
     bncourse solution NOTEBOOK EXERCISE
                                       the course's reference solution, once your check for it has run
