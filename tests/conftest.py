@@ -73,7 +73,12 @@ LONGEST_FIRST = (
     "test_checks_pytorch.py",
     "test_checks_wrong_solutions.py",
     "test_checks_batchnorm.py",
+    "beyond_batchnorm.ipynb",
+    "batchnorm_pytorch.ipynb",
+    "test_checks_hidden_seed.py",
     "test_workspace.py",
+    "folding.ipynb",
+    "test_experiments_claims.py",
 )
 
 
