@@ -12,7 +12,7 @@ from torch import nn
 
 from bncourse.checks.catalogue.shared import inv_std, mistake
 from bncourse.checks.core import Mistake
-from bncourse.checks.folding import NO_CHANGE, _np, _pair_runner, _seeded_model, run_counting
+from bncourse.checks.folding import NO_CHANGE, _np, _pair_runner, _seeded_model, layers_in_training, run_counting
 
 
 def _manual_fold(how: str = ""):
@@ -103,8 +103,9 @@ def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False) -> nn.Module:
 def _model_variant(make):
     """A wrong ``fold_model``'s outputs: ``make(model)`` -> the folded model it returns (the caller's untouched)."""
     def run(x, seed):
-        out, ran = run_counting(make(_seeded_model(seed)), x)
-        return out, ran, NO_CHANGE.copy()
+        folded = make(_seeded_model(seed))
+        out, ran = run_counting(folded, x)
+        return out, ran, NO_CHANGE.copy(), layers_in_training(folded)
     return run
 
 
@@ -115,6 +116,7 @@ _model_train_mode = _model_variant(copy.deepcopy)
 _model_bn_kept = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], keep_bn=True))
 _model_plain_sequential_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["plain"]))
 _model_top_level_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["top"]))
+_model_left_training = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"]).train())
 
 
 def _model_mistakes() -> list[Mistake]:
@@ -122,6 +124,9 @@ def _model_mistakes() -> list[Mistake]:
               "walk every module (model.modules()), including blocks that subclass nn.Sequential or sit inside "
               "other modules (a residual block), and fold every Conv2d followed by a BatchNorm2d")
     return [
+        Mistake("the folded model returned in training mode",
+                "the folded copy is for inference: call .eval() on it (copy.deepcopy(model).eval()) so that every "
+                "layer, dropout included, runs in eval mode", _model_left_training, id="returned-in-training-mode"),
         Mistake(*nested, _model_plain_sequential_only, id="pairs-left-unfolded"),
         Mistake(*nested, _model_top_level_only, id="pairs-left-unfolded"),
         Mistake("a model folded in training mode",
