@@ -296,4 +296,4 @@ def check_fold_model(fn, hidden: bool = False) -> CheckResult:
         return check_function("fold_model", fn, None, [])
     return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden),
                           lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model")], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
-                          forbidden=("fold_batchnorm",), forbid_torch="folding")
+                          forbidden=("fold_batchnorm",), forbid_torch="folding", explain_error=explain_fold_error)

@@ -173,7 +173,9 @@ def _model_mistakes() -> list[Mistake]:
 _PAIR_SLIPS = (("eps-missing", "running variance without eps", "eps-missing", _EPS),
                ("eps-outside-sqrt", "eps outside the square root", "eps-outside-sqrt", _EPS),
                ("gamma-beta-swapped", "gamma and beta swapped", "gamma-beta-swapped", _EPS),
-               *((id_, name, slip, hint) for id_, name, slip, hint in _FOLDING_OWN if slip != "bias_dropped"))
+               *((id_, name, slip, hint) for id_, name, slip, hint in _FOLDING_OWN
+                 if slip not in ("bias_dropped", "wrong-axis", "own_bias_ignored", "bias_unscaled")))
+# (a wrong-axis fold raises: explain_fold_error names it; the model's convs have no bias of their own)
 
 
 ENTRIES = {"fold_batchnorm": _fold_mistakes, "fold_model": _model_mistakes}

@@ -139,10 +139,12 @@ def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mis
             # summed over other axes: recomputed from dout and x_hat, reducing every axis but the per-one's
             x_hat_dg = _x_hat_of(args, dout.shape)
             keep = {"over-batch-only": (0,), "per-example": tuple(a for a in range(1, dout.ndim))}[how]
-            return dx, (dout * x_hat_dg).sum(axis=keep), dout.sum(axis=keep)
+            dtype = np.asarray(dg).dtype
+            return dx, (dout * x_hat_dg).sum(axis=keep).astype(dtype), dout.sum(axis=keep).astype(dtype)
         return fn
 
-    return [
+    over_batch_only = sum_axes != (0,)  # summed over axis 0 alone is layer norm's right answer
+    return [m for m in [
         Mistake("dgamma and dbeta swapped", "return (dx, dgamma, dbeta): dgamma = sum(dout * x_hat), dbeta = sum(dout)",
                 transformed("swapped"), id="dgamma-dbeta-swapped"),
         Mistake("dgamma and dbeta averaged over the batch instead of summed",
@@ -157,7 +159,7 @@ def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mis
         Mistake("dgamma and dbeta summed per example (over the wrong axis)",
                 f"gamma has one entry per {per}, shared by every example: sum over axis={sum_axes}, including the "
                 "batch axis 0", transformed("per-example"), id="dparams-wrong-axes"),
-    ]
+    ] if over_batch_only or m.name != "dgamma and dbeta summed over the batch only"]
 
 
 def _x_hat_of(args, shape):

@@ -341,9 +341,6 @@ def noisy_mistakes() -> list[Mistake]:
         Mistake("beta left out of the scaling (scale * gamma * x_hat + beta + shift)",
                 "the noise multiplies the whole layer's output, beta included: scale * (gamma * x_hat + beta) + shift",
                 lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, 0.0, eps) + b + m, id="noise-order"),
-        Mistake("noise applied to x_hat, before gamma and beta (gamma * (scale * x_hat) + beta + shift)",
-                "the noise comes after the whole batch norm layer: scale * (gamma * x_hat + beta) + shift",
-                lambda x, g, b, s, m, eps=1e-5: g * s * _bn(x, 1.0, 0.0, eps) + b + m, id="noise-order"),
     ]
 
 
