@@ -21,6 +21,7 @@ import numpy as np
 
 from bncourse.checks import catalogue
 from bncourse.checks.calls import kept
+from bncourse.checks.compare import explain_shapes
 from bncourse.checks.core import Case, CheckResult, check_function
 from bncourse.checks.inputs import case_seed
 from bncourse.reference import groupnorm as gref
@@ -31,20 +32,9 @@ __all__ = [
     "check_groupnorm_forward", "check_groupnorm_backward",
 ]
 
-def _shapes(contract: str):
-    """A broadcast error explained by its shapes and the contract (the catalogue's reader; none in a grading kernel)."""
-    def explain(error_type: str, text: str) -> str:
-        try:
-            from bncourse.checks.catalogue.shared import explain_broadcast
-        except Exception:  # noqa: BLE001 - a solution-free build: the error stays as numpy said it
-            return ""
-        return explain_broadcast(contract)(error_type, text)
-    return explain
-
-
-_LN_SHAPES = _shapes("The contract: x is (N, D); each row's mean and variance are (N, 1) (keepdims=True); gamma, beta, "
+_LN_SHAPES = explain_shapes("The contract: x is (N, D); each row's mean and variance are (N, 1) (keepdims=True); gamma, beta, "
                      "dgamma and dbeta are (D,); out and dx are (N, D)")
-_GN_SHAPES = _shapes("The contract: x is (N, C, H, W), grouped as x.reshape(N, G, -1) with statistics (N, G, 1); gamma, "
+_GN_SHAPES = explain_shapes("The contract: x is (N, C, H, W), grouped as x.reshape(N, G, -1) with statistics (N, G, 1); gamma, "
                      "beta, dgamma and dbeta are (C,), applied as gamma.reshape(1, C, 1, 1); out and dx are (N, C, H, W)")
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 cases are computed in float32

@@ -218,6 +218,10 @@ def explain_broadcast(contract: str):
             elif len(small) == len(big) and small != big and small[-1] == 1 and small[0] == big[-1]:
                 what = (f"a column of shape {small} met an array of shape {big}: a per-feature parameter reshaped to "
                         f"one value per row (reshape(-1, 1)); it broadcasts along the last axis as it is")
+        ones = [s for s in shapes if len(s) == 1]
+        if not what and len(ones) == 2 and ones[0] != ones[1]:
+            what = (f"a vector of length {ones[0][0]} met one of length {ones[1][0]}: a statistic taken over the "
+                    f"wrong axis has the other axis' length")
         shown = " and ".join(str(s) for s in shapes) or "two shapes"
         return (f"shape mismatch: {what or f'arrays of shapes {shown} cannot be combined'}. {contract} "
                 f"(numpy said: {text.split(' (at ')[0]})")
