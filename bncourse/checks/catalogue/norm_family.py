@@ -38,6 +38,8 @@ def _ln_forward_mistakes() -> list[Mistake]:
         mistake("gamma-and-beta-not-applied", _ln("gamma-and-beta-not-applied"),
                 hint="finish with out = gamma * x_hat + beta"),
         mistake("sqrt-of-std", _ln("sqrt-of-std"), hint="divide by np.sqrt(x.var(axis=1, keepdims=True) + eps)"),
+        *(mistake(slip, _ln(slip)) for slip in ("gamma-not-applied-only-beta-added", "beta-not-added-only-gamma-applied",
+                                                "mean-not-subtracted")),
         mistake("affine-before-normalizing", _ln_affine_first),
     ]
 
@@ -274,6 +276,8 @@ def _gn_forward_mistakes() -> list[Mistake]:
                 "x.reshape(N, G, -1); after a transpose to channels-last the reshape mixes pixels of every channel",
                 _gn("channels_last"), id="group-layout-channels-last"),
         mistake("sqrt-of-std", _gn(slip="sqrt-of-std"), hint="divide by np.sqrt(var + eps), var over each group"),
+        *(mistake(slip, _gn(slip=slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
+                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted")),
         mistake("affine-before-normalizing", _gn_affine_first),
     ]
 

@@ -80,8 +80,22 @@ _DRIFT_CHOICES = [  # (knob, value, name, hint): one choice of the measure turne
 
 
 def _drift_choices() -> list[Mistake]:
-    return [Mistake(name, hint, _drift_measure(**{knob: value}), id=f"drift-{knob}-{value}")
-            for knob, value, name, hint in _DRIFT_CHOICES]
+    """Each choice alone, then every two choices of different knobs together (named by both)."""
+    single = [Mistake(name, hint, _drift_measure(**{knob: value}), id=f"drift-{knob}-{value}")
+              for knob, value, name, hint in _DRIFT_CHOICES]
+    pairs = [Mistake(f"{n1}, and {n2}", f"{h1}; {h2}", _drift_measure(**{k1: v1, k2: v2}), id=f"drift-{k1}-{v1}")
+             for i, (k1, v1, n1, h1) in enumerate(_DRIFT_CHOICES) for k2, v2, n2, h2 in _DRIFT_CHOICES[i + 1:]
+             if k1 != k2]
+    rng = np.random.default_rng(0)  # a probe: a pair that measures what an earlier entry measures says nothing new
+    probe = (rng.normal(size=(20, 6)) * rng.uniform(0.5, 2, 6) + rng.normal(size=6),
+             rng.normal(size=(20, 6)) * rng.uniform(0.5, 2, 6) + rng.normal(size=6))
+    kept, seen = [], [_drift_measure()(*probe)]
+    for m in single + pairs:
+        value = m.fn(*probe)
+        if all(abs(value - v) > 1e-9 * max(1.0, abs(v)) for v in seen):
+            kept.append(m)
+            seen.append(value)
+    return kept
 
 
 def drift_mistakes() -> list[Mistake]:
@@ -335,6 +349,8 @@ def noisy_mistakes() -> list[Mistake]:
                 hint="gamma scales and beta shifts: bn(x) = gamma * x_hat + beta"),
         mistake("divided-by-variance", _noisy("divided-by-variance")),
         mistake("sqrt-of-std", _noisy("sqrt-of-std")),
+        *(mistake(slip, _noisy(slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
+                                                    "beta-not-added-only-gamma-applied", "mean-not-subtracted")),
         Mistake("shift added before scaling (scale * (bn(x) + shift))",
                 "scale batch norm's output first, then add the shift: scale * bn(x) + shift",
                 lambda x, g, b, s, m, eps=1e-5: s * (_bn(x, g, b, eps) + m), id="noise-order"),
