@@ -106,7 +106,23 @@ def fwd_no_affine(x, gamma, beta, eps=1e-5):
     return (x - x.mean(0)) / np.sqrt(x.var(0) + eps), None
 
 
+def fwd_affine_first(x, gamma, beta, eps=1e-5):
+    z = gamma * x + beta
+    return (z - z.mean(0)) / np.sqrt(z.var(0) + eps), None
+
+
+def fwd_sqrt_std(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) / np.sqrt(x.std(0) + eps) + beta, None
+
+
+def fwd_no_keepdims_rows(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(1)) / np.sqrt(x.var(0) + eps) + beta, None
+
+
 FORWARD_MISTAKES = [
+    (fwd_affine_first, "gamma and beta applied before normalizing"),
+    (fwd_sqrt_std, "square root taken of the standard deviation"),
+    (fwd_no_keepdims_rows, "shape mismatch"),
     (fwd_unbiased, "unbiased variance used to normalize"),
     (fwd_eps_outside, "eps outside the square root"),
     (fwd_no_eps, "eps missing"),

@@ -304,6 +304,32 @@ class FlippedMomentum(LearnerBN2d):
             self.running_var[:] = self.momentum * self.running_var + (1 - self.momentum) * var * n / (n - 1)
 
 
+class StdInRunningVar(LearnerBN2d):
+    def update(self, mean, var, n):
+        with torch.no_grad():
+            self.running_mean[:] = (1 - self.momentum) * self.running_mean + self.momentum * mean
+            self.running_var[:] = (1 - self.momentum) * self.running_var + self.momentum * (var * n / (n - 1)).sqrt()
+
+
+class CorrectionWithImages(LearnerBN2d):
+    def forward(self, x):
+        self.images = x.shape[0]
+        return super().forward(x)
+
+    def update(self, mean, var, n):
+        super().update(mean, var * (self.images / (self.images - 1)) / (n / (n - 1)), n)
+
+
+class ColumnDims(LearnerBN2d):
+    """Statistics over dims (0, 1, 2): one mean and variance per column W."""
+
+    def batch_stats(self, x):
+        return x.mean(dim=(0, 1, 2), keepdim=True), x.var(dim=(0, 1, 2), keepdim=True, unbiased=False)
+
+    def update(self, mean, var, n):
+        pass
+
+
 class InstanceDims(LearnerBN2d):
     """Statistics per image and channel (dims (2, 3)): instance norm, not batch norm."""
 
@@ -411,6 +437,9 @@ def test_does_the_check_mention_num_batches_tracked_only_when_it_is_missing():
         (NoEpsInEval, "eps missing in eval mode"),
         (TorchVarDefault, "unbiased variance from torch's var default"),
         (InstanceDims, "statistics over the wrong dimensions"),
+        (ColumnDims, "statistics over the wrong dimensions"),
+        (StdInRunningVar, "running_var updated with the standard deviation"),
+        (CorrectionWithImages, "unbiased correction with n = N images"),
         (BatchStatsInEval, "batch statistics used in eval mode"),
         (IgnoresTraining, "ignores self.training"),
         (NotDetached, "track gradients"),

@@ -48,8 +48,9 @@ def forward_right(x, weight, bias, running_mean, running_var, momentum=0.1, eps=
 
 
 def forward_two_passes(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
-    """Right, with three all_reduce calls: passes, with a note."""
+    """Right, with three all_reduce calls (two passes, in float64): passes, with a note."""
     n = torch.tensor([float(x.shape[0])], dtype=torch.float64)
+    x = x.double()
     s = x.sum(0)
     dist.all_reduce(n)
     dist.all_reduce(s)
@@ -190,6 +191,33 @@ def forward_float32(x, weight, bias, running_mean, running_var, momentum=0.1, ep
     return _finish(x, weight, bias, mean, var, n, eps)
 
 
+def forward_in_x_dtype(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """Right for float64 x; for float32 x it all-reduces float32 (notebook 8 asks for float64)."""
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_running_rebound(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """Running statistics rebound to new tensors: the caller's buffers never change."""
+    C = x.shape[1]
+    buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])]).double()
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean, var = buf[:C] / n, buf[C:2 * C] / n - (buf[:C] / n) ** 2
+    running_mean = (1 - momentum) * running_mean + momentum * mean  # noqa: F841 - the slip
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_cache_std(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    y, cache = forward_right(x, weight, bias, running_mean, running_var, momentum, eps)
+    return y, SyncBNCache(cache.x_hat, 1 / cache.invstd, weight, cache.count)
+
+
 FORWARD_MISTAKES = [
     (forward_no_all_reduce, "no all_reduce: each rank used only its own slice"),
     (forward_means_averaged, "the ranks' means averaged"),
@@ -203,6 +231,9 @@ FORWARD_MISTAKES = [
     (forward_momentum_flipped, "momentum convention flipped"),
     (forward_eps_outside, "eps outside the square root"),
     (forward_float32, "all-reduced in float32"),
+    (forward_in_x_dtype, "all-reduced in float32"),
+    (forward_running_rebound, "running statistics not updated in place"),
+    (forward_cache_std, "cache.invstd holds the standard deviation"),
 ]
 
 

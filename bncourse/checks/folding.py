@@ -38,7 +38,7 @@ from bncourse.checks.inputs import case_seed
 __all__ = ["check_fold_batchnorm", "check_fold_model"]
 
 FOLD_OUTPUTS = ("weight", "bias", "out", "caller_changes")
-MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes")
+MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes", "training_layers")
 NO_CHANGE = np.zeros(3)
 
 
@@ -239,8 +239,17 @@ def _model_runner(fold_model):
         if not isinstance(folded, nn.Module):
             raise TypeError(f"fold_model should return an nn.Module, got {type(folded).__name__}")
         out, ran = run_counting(folded, x)  # in whatever mode fold_model left it
-        return out, ran, caller_changes(before, model)
+        return out, ran, caller_changes(before, model), layers_in_training(folded)
     return run
+
+
+def layers_in_training(model: nn.Module) -> np.ndarray:
+    """How many of ``model``'s layers with parameters of their own are in training mode, as a (1,) array.
+
+    A folded model is for inference: its layers are in eval mode. Only layers holding parameters
+    count (an ``nn.Identity()`` put in after ``.eval()``, or an FX ``GraphModule``'s own flag, is harmless)."""
+    return np.array([float(sum(m.training for m in model.modules()
+                               if next(m.parameters(recurse=False), None) is not None))])
 
 
 _BN_OP_NAMES = ("batch_norm",)  # native_batch_norm, _native_batch_norm_legit*, _batch_norm_with_update, cudnn_/miopen_...
@@ -278,7 +287,7 @@ def run_counting(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _model_reference(x, seed):
     model = _seeded_model(seed)
-    return _eval_out(model, x), np.array([0.0]), NO_CHANGE.copy()
+    return _eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0])
 
 
 def check_fold_model(fn, hidden: bool = False) -> CheckResult:
@@ -287,4 +296,4 @@ def check_fold_model(fn, hidden: bool = False) -> CheckResult:
         return check_function("fold_model", fn, None, [])
     return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden),
                           lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model")], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
-                          forbidden=("fold_batchnorm",), forbid_torch="folding")
+                          forbidden=("fold_batchnorm",), forbid_torch="folding", explain_error=explain_fold_error)

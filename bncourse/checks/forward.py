@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks import catalogue
+from bncourse.checks.compare import explain_shapes
 from bncourse.checks.core import Case, CheckResult, check_function
 from bncourse.checks.inputs import affine, case_seed, features
 from bncourse.reference import batchnorm as ref
@@ -95,6 +96,8 @@ def check_batchnorm_forward(fn, hidden: bool = False) -> CheckResult:
         "batchnorm_forward", fn, ref.batchnorm_forward, _forward_cases(hidden), catalogue.lazy("batchnorm_forward"),
         arg_names=("x", "gamma", "beta"), in_place={"x": X_IN_PLACE},
         outputs=("out", "cache"), compare=("out",), rtol=1e-4, atol=1e-5,
+        explain_error=explain_shapes("The contract: x is (N, D); the batch mean and variance are per feature, "
+                                     "x.mean(axis=0) of shape (D,); gamma, beta (D,); out (N, D)"),
     )
 
 
@@ -138,6 +141,8 @@ def check_update_running_stats(fn, hidden: bool = False) -> CheckResult:
         arg_names=("x", "running_mean", "running_var"),
         in_place={"x": X_IN_PLACE, "running_mean": _RUNNING_IN_PLACE, "running_var": _RUNNING_IN_PLACE},
         outputs=("new_running_mean", "new_running_var"), rtol=1e-5, atol=1e-6, check_dtype=False,
+        explain_error=explain_shapes("The contract: x is (N, D); running_mean, running_var and the batch statistics "
+                                     "x.mean(axis=0), x.var(axis=0, ddof=1) are (D,)"),
     )
 
 
@@ -183,4 +188,6 @@ def check_batchnorm_inference(fn, hidden: bool = False) -> CheckResult:
         in_place={"x": X_IN_PLACE, "running_mean": _RUNNING_CHANGED_IN_INFERENCE,
                   "running_var": _RUNNING_CHANGED_IN_INFERENCE},
         outputs=("out",), rtol=1e-4, atol=1e-5,
+        explain_error=explain_shapes("The contract: x is (N, D); gamma, beta, running_mean and running_var are (D,) "
+                                     "and broadcast along the last axis; out (N, D)"),
     )

@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bncourse.checks import catalogue
+from bncourse.checks.calls import kept
+from bncourse.checks.compare import explain_shapes
 from bncourse.checks.core import Case, CheckResult, check_function
 from bncourse.checks.inputs import case_seed
 from bncourse.reference import groupnorm as gref
@@ -29,6 +31,11 @@ __all__ = [
     "check_layernorm_forward", "check_layernorm_backward",
     "check_groupnorm_forward", "check_groupnorm_backward",
 ]
+
+_LN_SHAPES = explain_shapes("The contract: x is (N, D); each row's mean and variance are (N, 1) (keepdims=True); gamma, beta, "
+                     "dgamma and dbeta are (D,); out and dx are (N, D)")
+_GN_SHAPES = explain_shapes("The contract: x is (N, C, H, W), grouped as x.reshape(N, G, -1) with statistics (N, G, 1); gamma, "
+                     "beta, dgamma and dbeta are (C,), applied as gamma.reshape(1, C, 1, 1); out and dx are (N, C, H, W)")
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 cases are computed in float32
 _LN_ARGS = ("x", "gamma", "beta", "eps")  # the arguments a case passes (the runner's, for a backward)
@@ -129,17 +136,27 @@ def _ln_ref(x, gamma, beta, eps):
 def check_layernorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, eps)[0]`` equal layer norm (F.layer_norm over the last axis)?"""
     return check_function("layernorm_forward", fn, _ln_ref, _ln_cases(hidden), catalogue.lazy("layernorm_forward"),
-                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_LN_ARGS)
+                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_LN_ARGS,
+                          explain_error=_LN_SHAPES)
+
+
+_CACHE_CHANGED = {"cache": ("the backward changed the forward's cache", "an in-place operation on an array read "
+                              "from the cache (x_hat *= ..., x_hat -= ...) changes the cache itself: compute into a "
+                              "new array (g = dout * gamma, not dout *= gamma)")}
 
 
 def _pair(forward_fn, backward_fn, grouped: bool):
     """Arrays in, arrays out: the learner's backward on the learner's own forward cache."""
+    def backward(dout, cache):
+        with kept(cache=cache):  # the backward reads the cache; changing it (x_hat *= ...) breaks a second call
+            return backward_fn(dout, cache)
+
     if grouped:
         def run(x, gamma, beta, G, eps, dout):
-            return backward_fn(dout, forward_fn(x, gamma, beta, G, eps)[1])
+            return backward(dout, forward_fn(x, gamma, beta, G, eps)[1])
     else:
         def run(x, gamma, beta, eps, dout):
-            return backward_fn(dout, forward_fn(x, gamma, beta, eps)[1])
+            return backward(dout, forward_fn(x, gamma, beta, eps)[1])
     return run
 
 
@@ -155,6 +172,7 @@ def check_layernorm_backward(forward_fn, backward_fn, hidden: bool = False) -> C
     return check_function("layernorm_backward", _pair(forward_fn, backward_fn, False), _ln_ref_backward,
                           _ln_cases(hidden, with_dout=True), catalogue.lazy("layernorm_backward"),
                           outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, arg_names=_LN_ARGS + ("dout",),
+                          in_place=_CACHE_CHANGED, explain_error=_LN_SHAPES,
                           check_dtype=False)  # the gradients may be float64 (the contract fixes only the output)
 
 
@@ -170,7 +188,8 @@ def _gn_ref(x, gamma, beta, G, eps):
 def check_groupnorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, G, eps)[0]`` equal ``F.group_norm(x, G, gamma, beta, eps)``?"""
     return check_function("groupnorm_forward", fn, _gn_ref, _gn_cases(hidden), catalogue.lazy("groupnorm_forward"),
-                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_GN_ARGS)
+                          outputs=("out", "cache"), compare=["out"], rtol=_RTOL, atol=_ATOL, arg_names=_GN_ARGS,
+                          explain_error=_GN_SHAPES)
 
 
 def _gn_ref_backward(x, gamma, beta, G, eps, dout):
@@ -185,5 +204,6 @@ def check_groupnorm_backward(forward_fn, backward_fn, hidden: bool = False) -> C
     result = check_function("groupnorm_backward", _pair(forward_fn, backward_fn, True), _gn_ref_backward,
                             _gn_cases(hidden, with_dout=True), catalogue.lazy("groupnorm_backward"),
                             outputs=("dx", "dgamma", "dbeta"), rtol=_RTOL, atol=_ATOL, check_dtype=False,
-                            arg_names=_GN_ARGS + ("dout",))
+                            arg_names=_GN_ARGS + ("dout",), in_place=_CACHE_CHANGED,
+                            explain_error=_GN_SHAPES)
     return result

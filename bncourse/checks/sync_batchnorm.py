@@ -31,7 +31,7 @@ import numpy as np
 
 from bncourse.checks import catalogue
 from bncourse.checks.calls import InputChanged, snapshot, unchanged
-from bncourse.checks.core import Case, check_function
+from bncourse.checks.core import Case, check_function, combine
 from bncourse.checks.inputs import hidden_case_seed
 
 RTOL, ATOL = 1e-9, 1e-10
@@ -277,13 +277,55 @@ def _forward_cases(hidden: bool) -> list[Case]:
 
 
 def check_sync_batchnorm_forward(fn, hidden: bool = False):
-    """Check the learner's ``fn(x, weight, bias, running_mean, running_var, momentum, eps) -> (y, cache)``."""
+    """Check the learner's ``fn(x, weight, bias, running_mean, running_var, momentum, eps) -> (y, cache)``.
+
+    Float64 cases compare every output to about 1e-10; one float32 case (x, weight, bias and the running
+    statistics in float32) compares y and the running statistics to float32's precision and asks that
+    what was all-reduced was float64, as the contract says (``reduced_in_float64``)."""
     cases = _forward_cases(hidden)
     runner = _Runner(fn, _forward_on_rank, _assemble_forward)
     result = _check("sync_batch_norm_forward", fn, runner, _reference_forward, cases,
                     catalogue.lazy("sync_batch_norm_forward"),
                     outputs=("y", "running_mean", "running_var", "cache.x_hat", "cache.invstd", "cache.count"))
-    return _finish(result, runner, "forward")
+    result = _finish(result, runner, "forward")
+    runner32 = _Runner(fn, _forward_on_rank, _assemble_float32)
+    result32 = check_function("sync_batch_norm_forward", runner32 if callable(fn) else fn, _reference_float32,
+                              [_float32_case(hidden)], (), outputs=FLOAT32_OUTPUTS, rtol=1e-3, atol=1e-4,
+                              check_dtype=False, forbid_torch="")
+    result32 = _finish(result32, runner32, "forward")
+    tolerance = result.tolerance
+    result = combine("sync_batch_norm_forward", result, result32)
+    result.tolerance = f"float64: {tolerance}; float32: rtol=1e-3, atol=1e-4"
+    return result
+
+
+FLOAT32_OUTPUTS = ("y", "running_mean", "running_var", "reduced_in_float64")
+_LOW = ("float32", "float16", "bfloat16")
+
+
+def _float32_case(hidden: bool) -> Case:
+    """Float32 x, weight, bias and running statistics on 2 ranks with uneven slices."""
+    seed, sizes, C = (_hidden("forward", 9), (5, 3), 3) if hidden else (4, (3, 6), 3)
+    base = _forward_case(seed, sizes, C)
+
+    def make():
+        x, sizes_, w, b, rm, rv, momentum, eps = base.make_args()
+        f = np.float32
+        return x.astype(f), sizes_, w.astype(f), b.astype(f), rm.astype(f), rv.astype(f), momentum, eps
+
+    return Case(base.name + ", float32 (reduced in float64)", make)
+
+
+def _assemble_float32(ranks):
+    low = any(d in _LOW for r in ranks for d in r["log"]["dtypes"])
+    y, rm, rv = _assemble_forward(ranks)[:3]
+    return y, rm, rv, np.array([0.0 if low else 1.0])
+
+
+def _reference_float32(x, sizes, w, b, rm, rv, momentum, eps):
+    f64 = [np.asarray(a, np.float64) for a in (x, w, b, rm, rv)]
+    y, rms, rvs = _reference_forward(f64[0], sizes, *f64[1:], momentum, eps)[:3]
+    return y, rms, rvs, np.array([1.0])
 
 
 def _backward_cases(hidden: bool) -> list[Case]:

@@ -255,3 +255,60 @@ WRONG = [
 RIGHT = [("input_drift", drift_good_einsum), ("input_drift", drift_good_transposed), ("gradient_change", grad_good_vdot),
          ("gradient_change", grad_good_einsum_float64), ("noisy_batchnorm_forward", noisy_good_transposed_keepdim),
          ("noisy_batchnorm_forward", noisy_good_float64)]
+
+
+# issue 21: the measure's choices (how the units' changes are summed up, made positive, divided)
+def drift_max(a, b):
+    return float((np.abs(b.mean(0) - a.mean(0)).max() + np.abs(b.std(0) - a.std(0)).max()) / a.std(0).mean())
+
+
+def drift_l2(a, b):
+    return float((np.linalg.norm(b.mean(0) - a.mean(0)) + np.linalg.norm(b.std(0) - a.std(0))) / a.std(0).mean())
+
+
+def drift_squared(a, b):
+    return float((((b.mean(0) - a.mean(0)) ** 2).mean() + ((b.std(0) - a.std(0)) ** 2).mean()) / a.std(0).mean())
+
+
+def drift_abs_after(a, b):
+    return float((abs((b.mean(0) - a.mean(0)).mean()) + abs((b.std(0) - a.std(0)).mean())) / a.std(0).mean())
+
+
+def drift_pooled_spread(a, b):
+    return float((np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(b.std(0) - a.std(0)).mean()) / a.std())
+
+
+def grad_l1(a, b):
+    a, b = a.ravel(), b.ravel()
+    return float(np.abs(b - a).sum() / np.abs(a).sum()), float(a @ b / (np.abs(a).sum() * np.abs(b).sum()))
+
+
+def grad_sum_of_norms(a, b):
+    na, nb_ = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.linalg.norm(b - a) / (na + nb_)), float((a * b).sum() / (na * nb_))
+
+
+def noisy_shift_inside(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * (gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta + shift)
+
+
+def noisy_beta_outside(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta + shift
+
+
+def noisy_sqrt_std(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * (gamma * (x - x.mean(0)) / np.sqrt(x.std(0) + eps) + beta) + shift
+
+
+WRONG += [
+    ("input_drift", ["largest change"], drift_max),
+    ("input_drift", ["l2 norm"], drift_l2),
+    ("input_drift", ["squared changes"], drift_squared),
+    ("input_drift", ["signed", "after averaging"], drift_abs_after),
+    ("input_drift", ["spread of the whole array", "one mean and std for the whole layer"], drift_pooled_spread),
+    ("gradient_change", ["l1 norms"], grad_l1),
+    ("gradient_change", ["||g_before|| + ||g_after||"], grad_sum_of_norms),
+    ("noisy_batchnorm_forward", ["shift added before scaling"], noisy_shift_inside),
+    ("noisy_batchnorm_forward", ["beta left out of the scaling"], noisy_beta_outside),
+    ("noisy_batchnorm_forward", ["square root taken of the standard deviation"], noisy_sqrt_std),
+]

@@ -380,3 +380,101 @@ RIGHT = [("layernorm_forward", ln_forward_transposed_einsum),
          ("layernorm_backward", (ln_forward, ln_bwd_float64)), ("groupnorm_forward", gn_forward_keepdim_cache),
          ("groupnorm_backward", (gn_forward_keepdim_cache, gn_backward)),
          ("groupnorm_backward", (gn_forward, gn_bwd_float64_einsum))]
+
+
+# issue 21: more slips of layer and group norm, forward and backward
+def ln_fwd_no_keepdims(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1)) / np.sqrt(x.var(1) + eps)
+    return gamma * x_hat + beta, None
+
+
+def ln_fwd_sqrt_std(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1, keepdims=True)) / np.sqrt(x.std(1, keepdims=True) + eps)
+    return gamma * x_hat + beta, None
+
+
+def ln_fwd_affine_first(x, gamma, beta, eps=1e-5):
+    z = gamma * x + beta
+    return (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + eps), None
+
+
+def _ln_bwd(dx_scale=1.0, swap=False, mean=False, recompute=False):
+    def backward(dout, cache):
+        x, x_hat, mu, var, gamma, eps = cache
+        if recompute:
+            x_hat = (x - mu) / np.sqrt(var + 1e-5)
+        inv = 1.0 / np.sqrt(var + (1e-5 if recompute else eps))
+        D = x.shape[1]
+        g = dout * gamma
+        dx = inv * dx_scale / D * (D * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True))
+        dgamma, dbeta = (dout * x_hat).sum(0), dout.sum(0)
+        if mean:
+            dgamma, dbeta = dgamma / len(x), dbeta / len(x)
+        return (dx, dbeta, dgamma) if swap else (dx, dgamma, dbeta)
+    return backward
+
+
+def ln_bwd_inv_squared(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    D = x.shape[1]
+    g = dout * gamma
+    dx = (1 / (var + eps)) / D * (D * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def ln_bwd_mutates_cache(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    dx, dgamma, dbeta = ln_backward(dout, cache)
+    x_hat *= 2.0  # scratch space: the caller's cache changes
+    return dx, dgamma, dbeta
+
+
+def gn_fwd_channels_last(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.transpose(0, 2, 3, 1).reshape(N, G, -1)
+    x_hat = ((xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps))
+    x_hat = x_hat.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+    return x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), None
+
+
+def gn_fwd_affine_first(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    z = (x * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1)).reshape(N, G, -1)
+    return ((z - z.mean(2, keepdims=True)) / np.sqrt(z.var(2, keepdims=True) + eps)).reshape(x.shape), None
+
+
+def _gn_fwd_cached(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    inv = 1 / np.sqrt(xg.var(2, keepdims=True) + eps)
+    x_hat = ((xg - xg.mean(2, keepdims=True)) * inv).reshape(x.shape)
+    return x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), (x_hat, inv, gamma, G)
+
+
+def _gn_bwd(M_of=lambda C, G, H, W: C // G * H * W, dparams_axes=(0, 2, 3)):
+    def backward(dout, cache):
+        x_hat, inv, gamma, G = cache
+        N, C, H, W = dout.shape
+        g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+        xh = x_hat.reshape(N, G, -1)
+        M = M_of(C, G, H, W)
+        dx = inv / M * (M * g - g.sum(2, keepdims=True) - xh * (g * xh).sum(2, keepdims=True))
+        return dx.reshape(dout.shape), (dout * x_hat).sum(axis=dparams_axes), dout.sum(axis=dparams_axes)
+    return backward
+
+
+WRONG += [
+    ("layernorm_forward", ["keepdims=True"], ln_fwd_no_keepdims),
+    ("layernorm_forward", ["square root taken of the standard deviation"], ln_fwd_sqrt_std),
+    ("layernorm_forward", ["before normalizing"], ln_fwd_affine_first),
+    ("layernorm_backward", ["inv_std twice"], (ln_forward, ln_bwd_inv_squared)),
+    ("layernorm_backward", ["dgamma and dbeta swapped"], (ln_forward, _ln_bwd(swap=True))),
+    ("layernorm_backward", ["averaged over the batch"], (ln_forward, _ln_bwd(mean=True))),
+    ("layernorm_backward", ["eps=1e-5"], (ln_forward, _ln_bwd(recompute=True))),
+    ("layernorm_backward", ["changed the forward's cache"], (ln_forward, ln_bwd_mutates_cache)),
+    ("groupnorm_forward", ["channels last"], gn_fwd_channels_last),
+    ("groupnorm_forward", ["before normalizing"], gn_fwd_affine_first),
+    ("groupnorm_backward", ["M taken as C/G"], (_gn_fwd_cached, _gn_bwd(M_of=lambda C, G, H, W: C // G))),
+    ("groupnorm_backward", ["summed over the batch only"], (_gn_fwd_cached, _gn_bwd(dparams_axes=0))),
+]
+RIGHT += [("groupnorm_backward", (_gn_fwd_cached, _gn_bwd()))]

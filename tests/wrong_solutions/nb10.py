@@ -193,3 +193,58 @@ WRONG = [
     ("fold_model", ["caller's module changed", "changed in place"], model_in_place),
 ]
 RIGHT = [("fold_batchnorm", fold_float64_einsum), ("fold_model", model_right), ("fold_model", model_fx)]
+
+
+# issue 21: more folding slips
+def _fold_with(bias_of, scale_of=lambda bn: bn.weight / torch.sqrt(bn.running_var + bn.eps)):
+    def fold_it(layer, bn):
+        with torch.no_grad():
+            scale = scale_of(bn)
+            b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+            new = copy.deepcopy(layer)
+            new.weight = nn.Parameter(layer.weight * scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1)))
+            new.bias = nn.Parameter(bias_of(scale, b, bn))
+        return new
+    return fold_it
+
+
+fold_beta_scaled = _fold_with(lambda s, b, bn: s * (b - bn.running_mean + bn.bias))
+fold_mean_unscaled = _fold_with(lambda s, b, bn: s * b - bn.running_mean + bn.bias)
+fold_no_running = _fold_with(lambda s, b, bn: bn.weight * b + bn.bias, scale_of=lambda bn: bn.weight.clone())
+
+
+def model_left_training(model):
+    return _pairs(copy.deepcopy(model).eval(), lambda m: [s for s in m.modules() if isinstance(s, nn.Sequential)]).train()
+
+
+def model_bn_dropped(model):
+    m = copy.deepcopy(model).eval()
+    for seq in [s for s in m.modules() if isinstance(s, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i + 1] = nn.Identity()
+    return m
+
+
+def model_children_of_features_only(model):
+    return _pairs(copy.deepcopy(model).eval(), lambda m: [s for s in m.features.children() if isinstance(s, nn.Sequential)])
+
+
+def model_folded_without_eps(model):
+    m = copy.deepcopy(model).eval()
+    for seq in [s for s in m.modules() if isinstance(s, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i], seq[i + 1] = fold_no_eps(seq[i], seq[i + 1]), nn.Identity()
+    return m
+
+
+WRONG += [
+    ("fold_batchnorm", ["beta scaled"], fold_beta_scaled),
+    ("fold_batchnorm", ["subtracted after scaling"], fold_mean_unscaled),
+    ("fold_batchnorm", ["running statistics ignored"], fold_no_running),
+    ("fold_model", ["returned in training mode"], model_left_training),
+    ("fold_model", ["removed without folding"], model_bn_dropped),
+    ("fold_model", ["left unfolded"], model_children_of_features_only),
+    ("fold_model", ["fold that makes a mistake"], model_folded_without_eps),
+]

@@ -49,6 +49,9 @@ _FORWARD_MISTAKES = [
     mistake("divided-by-variance", _forward("divided-by-variance")),
     mistake("variance-computed-as-e-x-2", _forward("variance-computed-as-e-x-2")),
     mistake("mean-not-subtracted", _forward("mean-not-subtracted")),
+    mistake("sqrt-of-std", _forward("sqrt-of-std")),
+    mistake("affine-before-normalizing", lambda x, g, b, eps=1e-5: _out(x, standardize(np.asarray(x, np.float64) * g + b,
+                                                                                        0, eps))),
 ]
 
 

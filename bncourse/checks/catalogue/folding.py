@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from bncourse.checks.catalogue.shared import inv_std, mistake
-from bncourse.checks.core import Mistake
-from bncourse.checks.folding import NO_CHANGE, _np, _pair_runner, _seeded_model, run_counting
+import numpy as np
+
+from bncourse.checks.core import Mistake, Symptom
+from bncourse.checks.folding import NO_CHANGE, _np, _pair_runner, _seeded_model, layers_in_training, run_counting
 
 
 def _manual_fold(how: str = ""):
@@ -24,15 +26,16 @@ def _manual_fold(how: str = ""):
         gamma, beta, mean, var = bn.weight.detach(), bn.bias.detach(), bn.running_mean, bn.running_var
         if how == "gamma-beta-swapped":
             gamma, beta = beta, gamma
-        if how == "stats_ignored":  # as if the running statistics were 0 and 1
+        if how in ("stats_ignored", "stats_ignored_plain"):  # as if the running statistics were 0 and 1
             mean, var = torch.zeros_like(mean), torch.ones_like(var)
-        scale = gamma * inv_std(var, bn.eps, how)
+        scale = gamma if how == "stats_ignored_plain" else gamma * inv_std(var, bn.eps, how)
         shape = (1, -1) if how == "wrong-axis" else (-1, 1)
         new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2))
         bias_terms = {  # bias = scale * (b - mean) + beta, or a slip
             "gamma_twice": lambda: gamma * scale * (b - mean) + beta, "own_bias_ignored": lambda: beta - scale * mean,
             "mean_ignored": lambda: scale * b + beta, "scale_twice": lambda: scale * scale * (b - mean) + beta,
-            "bias_unscaled": lambda: b - scale * mean + beta}
+            "bias_unscaled": lambda: b - scale * mean + beta, "beta_scaled": lambda: scale * (b - mean + beta),
+            "mean_unscaled": lambda: scale * b - mean + beta}
         new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
         new = copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
@@ -83,28 +86,42 @@ _FOLDING_OWN = (
     ("own-bias-unscaled", "the layer's own bias not scaled", "bias_unscaled",
      "b passes through batch norm, so it is scaled too: " + _BIAS),
     ("running-mean-ignored", "running mean not subtracted", "mean_ignored", _BIAS),
+    ("running-stats-ignored", "running statistics ignored", "stats_ignored_plain", "in eval mode batch norm uses "
+     "running_mean and running_var: scale = gamma / sqrt(running_var + eps), " + _BIAS),
+    ("beta-scaled", "beta scaled along with the bias", "beta_scaled",
+     "beta is added after batch norm's scaling, so it is not scaled: " + _BIAS),
+    ("running-mean-unscaled", "the running mean subtracted after scaling (not scaled)", "mean_unscaled",
+     "the mean is subtracted before batch norm scales: " + _BIAS),
 )
 
 
-def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False) -> nn.Module:
+def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False, slip: str = "", pairs: int = 10 ** 9,
+                 also: str = "") -> nn.Module:
     """An eval-mode copy with Conv2d -> BatchNorm2d folded inside the blocks ``blocks(model)`` picks
-    (``keep_bn``: the batch norm left in place after its conv, so it runs twice)."""
+    (``keep_bn``: the batch norm left in place after its conv, so it runs twice; ``slip``: each pair folded
+    by a fold with that slip, "unfolded": the batch norm dropped and the conv kept as it was; ``pairs``: how
+    many pairs are folded before stopping; ``also="next"``: the module after the pair replaced too)."""
     folded = copy.deepcopy(model).eval()
-    fold = _manual_fold("")
+    fold = _manual_fold("" if slip == "unfolded" else slip)
     for seq in blocks(folded):
         for i in range(len(seq) - 1):
-            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                seq[i] = fold(seq[i], seq[i + 1])
+            if pairs and isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                pairs -= 1
+                if slip != "unfolded":
+                    seq[i] = fold(seq[i], seq[i + 1])
                 if not keep_bn:
                     seq[i + 1] = nn.Identity()
+                if also == "next" and i + 2 < len(seq):
+                    seq[i + 2] = nn.Identity()
     return folded
 
 
 def _model_variant(make):
     """A wrong ``fold_model``'s outputs: ``make(model)`` -> the folded model it returns (the caller's untouched)."""
     def run(x, seed):
-        out, ran = run_counting(make(_seeded_model(seed)), x)
-        return out, ran, NO_CHANGE.copy()
+        folded = make(_seeded_model(seed))
+        out, ran = run_counting(folded, x)
+        return out, ran, NO_CHANGE.copy(), layers_in_training(folded)
     return run
 
 
@@ -115,6 +132,7 @@ _model_train_mode = _model_variant(copy.deepcopy)
 _model_bn_kept = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], keep_bn=True))
 _model_plain_sequential_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["plain"]))
 _model_top_level_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["top"]))
+_model_left_training = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"]).train())
 
 
 def _model_mistakes() -> list[Mistake]:
@@ -122,6 +140,9 @@ def _model_mistakes() -> list[Mistake]:
               "walk every module (model.modules()), including blocks that subclass nn.Sequential or sit inside "
               "other modules (a residual block), and fold every Conv2d followed by a BatchNorm2d")
     return [
+        Mistake("the folded model returned in training mode",
+                "the folded copy is for inference: call .eval() on it (copy.deepcopy(model).eval()) so that every "
+                "layer, dropout included, runs in eval mode", _model_left_training, id="returned-in-training-mode"),
         Mistake(*nested, _model_plain_sequential_only, id="pairs-left-unfolded"),
         Mistake(*nested, _model_top_level_only, id="pairs-left-unfolded"),
         Mistake("a model folded in training mode",
@@ -131,7 +152,30 @@ def _model_mistakes() -> list[Mistake]:
         Mistake("batch norm kept after folding (applied twice)",
                 "replace each folded batch norm by nn.Identity(): its work is already inside the conv",
                 _model_bn_kept, id="batchnorm-kept"),
+        Mistake("batch norm removed without folding it into the conv",
+                "fold first: replace the conv by fold_batchnorm(conv, bn), then the batch norm by nn.Identity()",
+                _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], slip="unfolded")), id="removed-not-folded"),
+        Mistake(*nested, _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], pairs=1)),
+                id="pairs-left-unfolded"),
+        Mistake("the module after each pair replaced too (its activation removed)",
+                "replace only the batch norm (seq[i + 1]) by nn.Identity(); the ReLU after it stays",
+                _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], also="next")), id="activation-removed"),
+        *(Mistake(f"the pairs folded with a fold that makes a mistake: {m_name}", f"fix fold_batchnorm first: {hint}",
+                  _model_variant(lambda m, slip=slip: _folded_copy(m, _SEQUENTIALS["all"], slip=slip)),
+                  id=f"fold-{id_}") for id_, m_name, slip, hint in _PAIR_SLIPS),
+        Symptom(nested[0], "", lambda got: float(np.asarray(got["batchnorms_run"]).ravel()[0]) > 0,
+                describe=lambda got: f"{nested[0]}: {int(np.asarray(got['batchnorms_run']).ravel()[0])} batch norms "
+                                     f"still run in the folded model's forward. {nested[1]}", id="pairs-left-unfolded"),
     ]
+
+
+# the fold_batchnorm slips a fold_model inherits when it folds each pair with a wrong fold
+_PAIR_SLIPS = (("eps-missing", "running variance without eps", "eps-missing", _EPS),
+               ("eps-outside-sqrt", "eps outside the square root", "eps-outside-sqrt", _EPS),
+               ("gamma-beta-swapped", "gamma and beta swapped", "gamma-beta-swapped", _EPS),
+               *((id_, name, slip, hint) for id_, name, slip, hint in _FOLDING_OWN
+                 if slip not in ("bias_dropped", "wrong-axis", "own_bias_ignored", "bias_unscaled")))
+# (a wrong-axis fold raises: explain_fold_error names it; the model's convs have no bias of their own)
 
 
 ENTRIES = {"fold_batchnorm": _fold_mistakes, "fold_model": _model_mistakes}

@@ -37,7 +37,17 @@ def _ln_forward_mistakes() -> list[Mistake]:
         mistake("gamma-beta-swapped", _ln("gamma-beta-swapped"), hint="out = gamma * x_hat + beta"),
         mistake("gamma-and-beta-not-applied", _ln("gamma-and-beta-not-applied"),
                 hint="finish with out = gamma * x_hat + beta"),
+        mistake("sqrt-of-std", _ln("sqrt-of-std"), hint="divide by np.sqrt(x.var(axis=1, keepdims=True) + eps)"),
+        *(mistake(slip, _ln(slip)) for slip in ("gamma-not-applied-only-beta-added", "beta-not-added-only-gamma-applied",
+                                                "mean-not-subtracted")),
+        mistake("affine-before-normalizing", _ln_affine_first),
     ]
+
+
+def _ln_affine_first(x, gamma, beta, eps):
+    """gamma * x + beta normalized per row (the affine step moved before the normalization)."""
+    x = np.asarray(x)
+    return standardize(np.asarray(x * gamma + beta, np.float64), 1, eps).astype(x.dtype, copy=False), None
 
 
 _LN_DX = "dx = inv_std / D * (D * g - g.sum(1) - x_hat * (g * x_hat).sum(1)), g = gamma * dout"
@@ -84,7 +94,83 @@ def _ln_backward_mistakes() -> list[Mistake]:
                 "layer norm's statistics average over the D features of a row: divide by D = x.shape[1]",
                 _ln_backward(divisor="N"), id="wrong-divisor"),
         *_sign_and_recomputed_eps(_ln_backward, _LN_DX),
+        mistake("eps-hard-coded", _ln_recomputed(), name="backward recomputed with eps=1e-5 instead of the forward's eps",
+                hint="keep the eps the forward used (put it, or inv_std itself, in the cache)"),
+        Mistake("batch norm's backward: sums over the batch axis",
+                "layer norm's statistics are per row, so dx's sums run over axis=1 (the D features); "
+                "only dgamma and dbeta sum over the batch (axis=0)", _ln_recomputed(None, axes=0, count="D"),
+                id="wrong-axis"),
+        Mistake("batch norm's backward: sums over the batch axis",
+                "layer norm's statistics are per row, so dx's sums run over axis=1 (the D features); "
+                "only dgamma and dbeta sum over the batch (axis=0)", _ln_recomputed(None, axes=0, count="N"),
+                id="wrong-axis"),
+        mistake("inv-std-squared", _ln_recomputed(None, slip="inv-std-squared")),
+        *dparam_mistakes(_ln_recomputed(None), (0,), "feature"),
     ]
+
+
+def _ln_recomputed(eps_used=1e-5, axes=1, count=None, slip=""):
+    """Layer norm's backward whose x_hat and inv_std are recomputed (eps ``eps_used``) and whose dx sums run over ``axes``."""
+    def backward(x, gamma, beta, eps, dout):
+        x64, d64 = np.asarray(x, np.float64), np.asarray(dout, np.float64)
+        mean, var = statistics(x64, 1)
+        inv = inv_std(var, eps if eps_used is None else eps_used)
+        x_hat = (x64 - mean) * inv
+        n_count = {"D": x64.shape[1], "N": x64.shape[0]}.get(count)
+        dx = dx_from(d64 * gamma, x_hat, inv, axes, slip, count=n_count)
+        return dx.astype(x.dtype), (d64 * x_hat).sum(0).astype(x.dtype), d64.sum(0).astype(x.dtype)
+    return backward
+
+
+def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mistake]:
+    """The slips of dgamma and dbeta (any normalization's backward): swapped, averaged, summed over the wrong axes.
+
+    ``backward(*args) -> (dx, dgamma, dbeta)`` is the exercise's right backward; ``sum_axes`` the axes
+    dgamma and dbeta sum over; ``per`` what one gamma belongs to (a feature, a channel)."""
+    def transformed(how):
+        def fn(*args):
+            dx, dg, db = backward(*args)
+            dout = np.asarray(args[-1], np.float64)
+            if how == "swapped":
+                return dx, db, dg
+            n = dout.shape[0]
+            if how == "mean":
+                return dx, dg / n, db / n
+            if how == "dbeta-mean":
+                return dx, dg, db / n
+            # summed over other axes: recomputed from dout and x_hat, reducing every axis but the per-one's
+            x_hat_dg = _x_hat_of(args, dout.shape)
+            keep = {"over-batch-only": (0,), "per-example": tuple(a for a in range(1, dout.ndim))}[how]
+            dtype = np.asarray(dg).dtype
+            return dx, (dout * x_hat_dg).sum(axis=keep).astype(dtype), dout.sum(axis=keep).astype(dtype)
+        return fn
+
+    over_batch_only = sum_axes != (0,)  # summed over axis 0 alone is layer norm's right answer
+    return [m for m in [
+        Mistake("dgamma and dbeta swapped", "return (dx, dgamma, dbeta): dgamma = sum(dout * x_hat), dbeta = sum(dout)",
+                transformed("swapped"), id="dgamma-dbeta-swapped"),
+        Mistake("dgamma and dbeta averaged over the batch instead of summed",
+                f"each {per}'s gamma is used by every example: its gradient is the SUM over them, not the mean",
+                transformed("mean"), id="dparams-averaged"),
+        Mistake("dbeta averaged over the batch instead of summed",
+                f"each {per}'s beta is used by every example: dbeta = dout.sum(axis={sum_axes}), not a mean",
+                transformed("dbeta-mean"), id="dparams-averaged"),
+        Mistake("dgamma and dbeta summed over the batch only",
+                f"gamma has one entry per {per}: sum dout * x_hat and dout over every other axis, axis={sum_axes}",
+                transformed("over-batch-only"), id="dparams-wrong-axes"),
+        Mistake("dgamma and dbeta summed per example (over the wrong axis)",
+                f"gamma has one entry per {per}, shared by every example: sum over axis={sum_axes}, including the "
+                "batch axis 0", transformed("per-example"), id="dparams-wrong-axes"),
+    ] if over_batch_only or m.name != "dgamma and dbeta summed over the batch only"]
+
+
+def _x_hat_of(args, shape):
+    """The right x_hat of a layer or group norm case (args: x, gamma, beta, [G,] eps, dout)."""
+    if len(shape) == 2:
+        x, _, _, eps, _ = args
+        return standardize(np.asarray(x, np.float64), 1, eps)
+    x, _, _, G, eps, _ = args
+    return standardize(np.asarray(x, np.float64).reshape(shape[0], G, -1), 2, eps).reshape(shape)
 
 
 def _sign_and_recomputed_eps(backward, dx_formula: str) -> list[Mistake]:
@@ -120,6 +206,9 @@ def _gn(kind: str = "groups", slip: str = ""):
             xg = x.reshape(n, G, c // G, h * w)
             var = xg.var(3, keepdims=True).mean(2, keepdims=True)
             x_hat = ((xg - xg.mean((2, 3), keepdims=True)) * inv_std(var, eps)).reshape(x.shape)
+        elif kind == "channels_last":  # grouped after x.transpose(0, 2, 3, 1), transposed back
+            nhwc = x.transpose(0, 2, 3, 1)
+            x_hat = standardize(nhwc.reshape(n, G, -1), 2, eps).reshape(n, h, w, c).transpose(0, 3, 1, 2)
         elif kind == "instance":
             x_hat = standardize(x, (2, 3), eps)
         elif kind == "layer":
@@ -182,7 +271,22 @@ def _gn_forward_mistakes() -> list[Mistake]:
                 "use the G passed in: x.reshape(N, G, -1)", _gn("instance")),
         Mistake("G ignored: one group per image (layer norm)",
                 "use the G passed in: x.reshape(N, G, -1)", _gn("layer")),
+        Mistake("groups formed after moving channels last (x.transpose(0, 2, 3, 1).reshape(N, G, -1))",
+                "a group is C/G adjacent channels with all their pixels: reshape the (N, C, H, W) array itself, "
+                "x.reshape(N, G, -1); after a transpose to channels-last the reshape mixes pixels of every channel",
+                _gn("channels_last"), id="group-layout-channels-last"),
+        mistake("sqrt-of-std", _gn(slip="sqrt-of-std"), hint="divide by np.sqrt(var + eps), var over each group"),
+        *(mistake(slip, _gn(slip=slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
+                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted")),
+        mistake("affine-before-normalizing", _gn_affine_first),
     ]
+
+
+def _gn_affine_first(x, gamma, beta, G, eps):
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    z = np.asarray(x, np.float64) * gamma.reshape(1, c, 1, 1) + beta.reshape(1, c, 1, 1)
+    return standardize(z.reshape(n, G, -1), 2, eps).reshape(x.shape).astype(x.dtype, copy=False), None
 
 
 def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bool = False, divisor: str = "M"):
@@ -199,10 +303,12 @@ def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bo
         g4 = dout if slip == "dx-without-gamma" else dout * gamma.reshape(1, ch, 1, 1)
         k = ch if per_channel else G
         inv = np.repeat(c.inv_std, ch // G, axis=1) if per_channel else c.inv_std
-        if slip == "eps-hard-coded":  # recomputed with 1e-5, not the cache's eps
+        if slip in ("eps-hard-coded", "eps-recomputed"):  # recomputed with 1e-5, not the cache's eps
             inv = inv_std(1 / c.inv_std ** 2 - eps, 1e-5)
-        dx = dx_from(g4.reshape(n, k, -1), xh4.reshape(n, k, -1), inv, 2, slip,
-                     count=h * w if divisor == "HW" else None)
+        if slip == "eps-recomputed":  # x_hat recomputed with it too
+            xh4 = (xh4.reshape(n, G, -1) / c.inv_std * inv).reshape(x.shape)
+        dx = dx_from(g4.reshape(n, k, -1), xh4.reshape(n, k, -1), inv, 2, "" if slip == "eps-recomputed" else slip,
+                     count={"HW": h * w, "CG": ch // G}.get(divisor))
         dgamma = (dout * (x if slip == "dgamma-from-x" else xh4)).sum(axis=(0, 2, 3))
         dbeta = dout.sum(axis=(0, 2, 3))
         if dgamma_per_group:
@@ -242,6 +348,14 @@ def _gn_backward_mistakes() -> list[Mistake]:
         Mistake("dgamma and dbeta summed per group",
                 "gamma and beta are per channel: dgamma = (dout * x_hat).sum(axis=(0, 2, 3)), "
                 "dbeta = dout.sum(axis=(0, 2, 3))", _gn_backward(dgamma_per_group=True)),
+        Mistake("dx's M taken as C/G, forgetting H * W",
+                "each group holds M = C/G * H * W values (x.reshape(N, G, -1).shape[2]): " + _GN_DX,
+                _gn_backward(divisor="CG"), id="wrong-divisor"),
+        mistake("eps-hard-coded", _gn_backward("eps-recomputed"),
+                name="backward recomputed with eps=1e-5 instead of the forward's eps",
+                hint="keep the eps the forward used (put it, or inv_std itself, in the cache)"),
+        mistake("inv-std-squared", _gn_backward("inv-std-squared")),
+        *dparam_mistakes(_gn_backward(), (0, 2, 3), "channel"),
     ]
 
 

@@ -136,6 +136,22 @@ class _IgnoresTraining(_BatchStatsInEval):
         self.blend_in(mean, var, n)
 
 
+class _CorrectionWithImages(Correct):
+    """running_var's n / (n - 1) with n = N, the number of images, instead of the N*H*W values per channel."""
+
+    def forward(self, x):
+        self._images = x.shape[0]
+        return super().forward(x)
+
+    def stored_var(self, var, n):
+        return var * self._images / (self._images - 1)
+
+
+class _StdInRunningVar(Correct):
+    def stored_var(self, var, n):
+        return (var * n / (n - 1)) ** 0.5
+
+
 def _wrong_dims(dims: tuple) -> type:
     return type(f"_Dims{dims}", (Correct,), {"dims": lambda self, x: dims})
 
@@ -150,7 +166,10 @@ IGNORES_TRAINING = ModuleMistake(
 def module_mistakes(spatial: bool) -> list[ModuleMistake]:
     wrong_dims = (
         [("per pixel position, dim 0 only", (0,)), ("per image and channel, dims (2, 3)", (2, 3)),
-         ("per image, dims (1, 2, 3)", (1, 2, 3)), ("over all dimensions", (0, 1, 2, 3))]
+         ("per image, dims (1, 2, 3)", (1, 2, 3)), ("over all dimensions", (0, 1, 2, 3)),
+         ("per column, dims (0, 1, 2)", (0, 1, 2)), ("per row, dims (0, 1, 3)", (0, 1, 3)),
+         ("per channel and column, dims (0, 2)", (0, 2)), ("per channel and row, dims (0, 3)", (0, 3)),
+         ("per pixel, dims (0, 1)", (0, 1))]
         if spatial else [("per sample, dim 1", (1,)), ("over all dimensions", (0, 1))]
     )
     right = ("dims (0, 2, 3): over the batch and every pixel, one mean and variance per channel" if spatial
@@ -186,6 +205,12 @@ def module_mistakes(spatial: bool) -> list[ModuleMistake]:
                       _EpsMissingInEval, only=("eval: output",)),
         ModuleMistake("weight and bias not applied",
                       "after normalizing, scale by weight (gamma) and shift by bias (beta), per channel", _NoAffine),
+        ModuleMistake("running_var updated with the standard deviation",
+                      "running_var holds a variance: blend in the unbiased batch variance var * n / (n - 1), not its "
+                      "square root", _StdInRunningVar),
+        *([ModuleMistake("unbiased correction with n = N images instead of the N*H*W values per channel",
+                         "each channel's variance averages n = N * H * W values (x.numel() // C): running_var takes "
+                         "var * n / (n - 1) with that n", _CorrectionWithImages)] if spatial else []),
         ModuleMistake("batch statistics used in eval mode",
                       "in eval mode normalize with running_mean and running_var (check self.training); the batch's "
                       "own statistics are for training only", _BatchStatsInEval, only=("eval: output",)),

@@ -55,10 +55,17 @@ SLIPS = {s.id: s for s in (
     Slip("eps-missing", "eps missing", _EPS_HINT),
     Slip("eps-hard-coded", "eps argument ignored", "use the eps passed to the function, not a fixed 1e-5"),
     Slip("divided-by-variance", "divided by the variance instead of the standard deviation", "divide by sqrt(var + eps)"),
+    Slip("sqrt-of-std", "square root taken of the standard deviation (sqrt(std + eps))",
+         "the standard deviation is already a square root: divide by sqrt(var + eps), not sqrt(std + eps)"),
+    Slip("inv-std-squared", "dx multiplied by inv_std twice (1 / (var + eps) instead of 1 / sqrt(var + eps))",
+         "dx carries one factor inv_std = 1 / sqrt(var + eps): dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
     # gamma and beta
     Slip("gamma-beta-swapped", "gamma and beta swapped", "gamma scales and beta shifts: out = gamma * x_hat + beta"),
     Slip("gamma-and-beta-not-applied", "gamma and beta not applied",
          "after normalizing, scale by gamma and shift by beta: out = gamma * x_hat + beta"),
+    Slip("affine-before-normalizing", "gamma and beta applied before normalizing",
+         "normalize first, then scale and shift: out = gamma * x_hat + beta (a scale and shift applied before "
+         "normalizing are taken out again by the normalization)"),
     Slip("gamma-not-applied-only-beta-added", "gamma not applied (only beta added)",
          "scale by gamma too: out = gamma * x_hat + beta"),
     Slip("beta-not-added-only-gamma-applied", "beta not added (only gamma applied)",
@@ -121,6 +128,8 @@ def inv_std(var, eps, slip: str = ""):
         return 1 / _sqrt(var + 1e-5)
     if slip == "divided-by-variance":
         return 1 / (var + eps)
+    if slip == "sqrt-of-std":
+        return 1 / _sqrt(_sqrt(var) + eps)
     return 1 / _sqrt(var + eps)
 
 
@@ -157,6 +166,8 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None):
     if slip not in ("variance-path-missing", "mean-and-variance-paths-missing"):
         sign = 1.0 if slip == "sign-error-variance-path" else -1.0
         dx = dx + sign * x_hat * (g * x_hat).sum(axis=axes, keepdims=True)
+    if slip == "inv-std-squared":
+        inv = inv * inv
     return inv * dx if slip == "missing-divisor" else inv / m * dx
 
 
@@ -167,3 +178,51 @@ def blend(old, new, momentum, slip: str = ""):
     elif slip == "momentum-hard-coded":
         momentum = 0.1
     return (1 - momentum) * old + momentum * new
+
+
+def _shapes_in(text: str) -> list[tuple[int, ...]]:
+    """The array shapes numpy names in a broadcast error ("... with shapes (4,5) (4,)")."""
+    import re
+
+    found = []
+    for inner in re.findall(r"\(([\d,\s]*)\)", text.split(" (at ")[0]):
+        dims = tuple(int(d) for d in inner.replace(" ", "").split(",") if d)
+        if dims:
+            found.append(dims)
+    return found
+
+
+def explain_broadcast(contract: str):
+    """An ``explain_error`` for a broadcast error: which shapes met, the likely slip, and the contract's shapes.
+
+    ``contract`` says the exercise's shapes ("x is (N, D); gamma and beta (D,); ..."). The slip is read
+    off the shapes alone: a length-N vector against an (N, D) array is a statistic taken without
+    keepdims; a column (D, 1) against (N, D) is a per-feature parameter reshaped to one per row.
+    """
+    def explain(error_type: str, text: str) -> str:
+        if error_type not in ("ValueError", "RuntimeError") or not (
+                "broadcast" in text or "must match the size" in text):
+            return ""
+        shapes = _shapes_in(text)
+        big = max(shapes, key=lambda s: (len(s), int(np.prod(s))), default=())
+        what = ""
+        for small in shapes:
+            if len(big) >= 2 and small != big and len(small) < len(big) and small[-1] != big[-1]:
+                if small == big[:len(small)]:
+                    what = (f"an array of shape {small} met one of shape {big}: numpy lines up the LAST axes, so a "
+                            f"statistic reduced over the trailing axes needs keepdims=True (shape "
+                            f"{small + (1,) * (len(big) - len(small))}) to broadcast back")
+                else:
+                    what = (f"an array of shape {small} met one of shape {big}: reduced over the wrong axis, or kept "
+                            f"without keepdims=True")
+            elif len(small) == len(big) and small != big and small[-1] == 1 and small[0] == big[-1]:
+                what = (f"a column of shape {small} met an array of shape {big}: a per-feature parameter reshaped to "
+                        f"one value per row (reshape(-1, 1)); it broadcasts along the last axis as it is")
+        ones = [s for s in shapes if len(s) == 1]
+        if not what and len(ones) == 2 and ones[0] != ones[1]:
+            what = (f"a vector of length {ones[0][0]} met one of length {ones[1][0]}: a statistic taken over the "
+                    f"wrong axis has the other axis' length")
+        shown = " and ".join(str(s) for s in shapes) or "two shapes"
+        return (f"shape mismatch: {what or f'arrays of shapes {shown} cannot be combined'}. {contract} "
+                f"(numpy said: {text.split(' (at ')[0]})")
+    return explain

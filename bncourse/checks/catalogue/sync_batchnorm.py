@@ -15,7 +15,8 @@ from bncourse.checks.sync_batchnorm import _slices
 
 
 
-def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, slip="", local_count=False):
+def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, slip="", local_count=False, cache="",
+                      running=True, count_of=None):
     """Every rank's outputs when rank r normalizes with ``stats(xs, r)`` = (mean, var, run_mean, run_var),
     with one shared slip (``catalogue.shared``: on inv_std, affine or the running update)."""
     xs = [x[sl] for sl in _slices(sizes)]
@@ -25,12 +26,14 @@ def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, slip="", loc
         inv = inv_std(var, eps, slip)
         xh = (xr - mean) * inv
         ys.append(affine(xh, w, b, slip))
-        xhs.append(xh)
-        invs.append(inv)
-        rms.append(blend(rm, run_mean, momentum, slip))
-        rvs.append(blend(rv, run_var, momentum, slip))
+        xhs.append(xr if cache == "x" else xh)
+        invs.append(1 / inv if cache == "std" else inv)
+        rms.append(blend(rm, run_mean, momentum, slip) if running else np.asarray(rm, np.float64))
+        rvs.append(blend(rv, run_var, momentum, slip) if running else np.asarray(rv, np.float64))
     N = float(np.sum(sizes))
     counts = np.asarray(sizes, dtype=np.float64) if local_count else np.full(len(xs), N)
+    if count_of is not None:
+        counts = np.array([count_of(xs, r) for r in range(len(xs))], dtype=np.float64)
     return np.concatenate(ys), np.stack(rms), np.stack(rvs), np.concatenate(xhs), np.stack(invs), counts
 
 
@@ -106,6 +109,15 @@ def _running_from_local(xs, r):
     return mean, var, lm, lv
 
 
+def _equal_slices(xs, r):
+    """N taken as this rank's rows times the world size (every slice assumed as long as this one)."""
+    x = np.concatenate(xs)
+    n = len(xs[r]) * len(xs)
+    mean = x.sum(0) / n
+    var = (x * x).sum(0) / n - mean ** 2
+    return mean, var, mean, var * n / (n - 1)
+
+
 def _forward_mistakes() -> list[Mistake]:
     combine = ("all-reduce the sum, the sum of squares and the count in one buffer, then mean = sum / N and "
                "var = sum_sq / N - mean**2 with the global N")
@@ -145,7 +157,20 @@ def _forward_mistakes() -> list[Mistake]:
         mistake("eps-outside-sqrt", _variant(_global_stats, slip="eps-outside-sqrt"), hint="use 1 / sqrt(var + eps)"),
         *(mistake(slip, _variant(_global_stats, slip=slip))
           for slip in ("momentum-hard-coded", "eps-missing", "eps-hard-coded", "divided-by-variance",
-                       "gamma-beta-swapped")),
+                       "gamma-beta-swapped", "sqrt-of-std")),
+        Mistake("running statistics not updated in place",
+                "update the caller's buffers themselves: running_mean.mul_(1 - momentum).add_(momentum * mean) "
+                "(running_mean = ... only rebinds your local name; the caller's tensor stays as it was)",
+                _variant(_global_stats, running=False), id="running-not-updated"),
+        Mistake("the global count taken as this rank's rows times the world size (slices assumed equal)",
+                "ranks may hold different numbers of rows: all-reduce the count with the sums and divide by it",
+                _variant(_equal_slices, count_of=lambda xs, r: len(xs[r]) * len(xs)), id="local-count"),
+        Mistake("cache.invstd holds the standard deviation",
+                "the backward multiplies by cache.invstd = 1 / sqrt(var + eps): store that, not sqrt(var + eps)",
+                _variant(_global_stats, cache="std"), id="cache-wrong-quantity"),
+        Mistake("cache.x_hat holds the input x",
+                "the backward needs the normalized input: cache.x_hat = (x - mean) * invstd",
+                _variant(_global_stats, cache="x"), id="cache-wrong-quantity"),
     ]
 
 
@@ -180,7 +205,14 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
             s, t = S / R, T / R
         elif kind == "no weight":
             scale = inv
-        dx = scale * (dy[sl] - s / count - xh[sl] * t / count)
+        elif kind == "invstd squared":
+            scale = w * inv * inv
+        elif kind == "mean of the ranks' means":
+            s = sum(dy[o].sum(0) / (o.stop - o.start) for o in sls) / R * count
+            t = sum((dy[o] * xh[o]).sum(0) / (o.stop - o.start) for o in sls) / R * count
+        sign = 1.0 if kind == "sign-error-variance-path" else -1.0
+        dx = scale * (dy[sl] - (0 if kind == "mean-path-missing" else s / count)
+                      + (0 if kind == "variance-path-missing" else sign * xh[sl] * t / count))
         if kind == "mean-and-variance-paths-missing":
             dx = dx_from(w * dy[sl], xh[sl], inv, 0, kind)
         dw, db = t_r, s_r
@@ -188,6 +220,8 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
             dw, db = T, S
         elif kind == "swapped":
             dw, db = s_r, t_r
+        elif kind == "dweight from dy only":
+            dw = s_r * xh[sl].mean(0)
         dxs.append(dx)
         dws.append(dw)
         dbs.append(db)
@@ -233,6 +267,18 @@ def _backward_mistakes() -> list[Mistake]:
                 hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)"),
         Mistake("weight (gamma) left out of dx", "dx is multiplied by weight * invstd", _backward_variant("no weight")),
         Mistake("dweight and dbias swapped", "dweight = sum(dy * x_hat), dbias = sum(dy)", _backward_variant("swapped")),
+        *(mistake(slip, _backward_variant(slip),
+                  hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N), both sums all-reduced")
+          for slip in ("mean-path-missing", "variance-path-missing", "sign-error-variance-path")),
+        mistake("inv-std-squared", _backward_variant("invstd squared"), name="dx multiplied by invstd twice",
+                hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N): one factor invstd"),
+        Mistake("each rank's sums turned into means, then averaged over the ranks (divided by world_size)",
+                "ranks hold different numbers of rows: all-reduce the SUMS and divide by the global count N "
+                "(cache.count), not by each rank's count and then world_size", _backward_variant("mean of the ranks' means"),
+                id="averaged-over-ranks"),
+        Mistake("dweight computed as sum(dy) * mean(x_hat) (x_hat pulled out of the sum)",
+                "dweight = (dy * x_hat).sum(0): the product is summed, row by row", _backward_variant("dweight from dy only"),
+                id="dgamma-from-x"),
     ]
 
 

@@ -36,6 +36,68 @@ def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=Tru
     return fn
 
 
+_AGG = {"mean": np.mean, "max": np.max, "sum": np.sum, "l2": np.linalg.norm,
+        "rms": lambda v: float(np.sqrt(np.mean(np.square(v))))}
+_MAGNITUDE = {"each": np.abs, "squared": np.square, "none": lambda v: v}
+_DENOM = {"before": lambda a, b: a.std(axis=0).mean(), "pooled-before": lambda a, b: a.std(),
+          "after": lambda a, b: b.std(axis=0).mean(), "none": lambda a, b: 1.0,
+          "variance-before": lambda a, b: a.var(axis=0).mean()}
+
+
+def _drift_measure(agg="mean", magnitude="each", denom="before"):
+    """input_drift built from three choices: how the units' changes are summed up (``agg``), how a change
+    is made positive (``magnitude``: "after" takes |.| of the aggregate), and what it is divided by."""
+    def fn(h_before, h_after):
+        a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
+        dm, ds = b.mean(axis=0) - a.mean(axis=0), b.std(axis=0) - a.std(axis=0)
+        if magnitude == "after":
+            moved = abs(_AGG[agg](dm)) + abs(_AGG[agg](ds))
+        else:
+            moved = _AGG[agg](_MAGNITUDE[magnitude](dm)) + _AGG[agg](_MAGNITUDE[magnitude](ds))
+        return float(moved / _DENOM[denom](a, b))
+    return fn
+
+
+_DRIFT_CHOICES = [  # (knob, value, name, hint): one choice of the measure turned the way a learner turns it
+    ("agg", "max", "the largest change over the units instead of the mean",
+     "average each unit's |change| over the units (np.mean): the measure describes the whole layer, not its worst unit"),
+    ("agg", "l2", "the l2 norm of the changes over the units instead of their mean",
+     "average each unit's |change| over the units (np.mean), so the measure does not grow with the number of units"),
+    ("agg", "sum", "the changes summed over the units instead of averaged",
+     "average each unit's |change| over the units (np.mean), so the measure does not grow with the number of units"),
+    ("agg", "rms", "the root-mean-square of the changes instead of the mean of their absolute values",
+     "average the absolute changes: np.mean(np.abs(mean_after - mean_before))"),
+    ("magnitude", "after", "the absolute value taken after averaging (units moving up and down cancel)",
+     "take |change| of each unit first, then average: np.abs(mean_after - mean_before).mean()"),
+    ("magnitude", "squared", "squared changes instead of absolute changes",
+     "average the absolute changes, |mean_after - mean_before|, in the units of the activations (not squared)"),
+    ("denom", "pooled-before", "divided by the spread of the whole array instead of the units' mean std",
+     "divide by the mean over units of each unit's std before, h_before.std(axis=0).mean(); h_before.std() also "
+     "counts how far the units' means lie apart"),
+    ("denom", "variance-before", "divided by the units' variance instead of their std",
+     "divide by h_before.std(axis=0).mean(), in the same units as the changes"),
+]
+
+
+def _drift_choices() -> list[Mistake]:
+    """Each choice alone, then every two choices of different knobs together (named by both)."""
+    single = [Mistake(name, hint, _drift_measure(**{knob: value}), id=f"drift-{knob}-{value}")
+              for knob, value, name, hint in _DRIFT_CHOICES]
+    pairs = [Mistake(f"{n1}, and {n2}", f"{h1}; {h2}", _drift_measure(**{k1: v1, k2: v2}), id=f"drift-{k1}-{v1}")
+             for i, (k1, v1, n1, h1) in enumerate(_DRIFT_CHOICES) for k2, v2, n2, h2 in _DRIFT_CHOICES[i + 1:]
+             if k1 != k2]
+    rng = np.random.default_rng(0)  # a probe: a pair that measures what an earlier entry measures says nothing new
+    probe = (rng.normal(size=(20, 6)) * rng.uniform(0.5, 2, 6) + rng.normal(size=6),
+             rng.normal(size=(20, 6)) * rng.uniform(0.5, 2, 6) + rng.normal(size=6))
+    kept, seen = [], [_drift_measure()(*probe)]
+    for m in single + pairs:
+        value = m.fn(*probe)
+        if all(abs(value - v) > 1e-9 * max(1.0, abs(v)) for v in seen):
+            kept.append(m)
+            seen.append(value)
+    return kept
+
+
 def drift_mistakes() -> list[Mistake]:
     """The known wrong ways to measure a layer's input drift, each written as a learner would."""
     return [
@@ -92,6 +154,7 @@ def drift_mistakes() -> list[Mistake]:
             "add the mean change of each unit's std: a distribution can widen without its mean moving",
             _drift(stds=False),
         ),
+        *_drift_choices(),
     ]
 
 
@@ -198,7 +261,31 @@ def gradient_mistakes() -> list[Mistake]:
             "return (relative_change, cosine)",
             lambda a, b: (cos(a, b), rel(a, b)),
         ),
+        Mistake("relative change divided by ||g_before|| + ||g_after||",
+                "relative to the gradient before the update only: ||g_after - g_before|| / ||g_before||",
+                lambda a, b: (_l2(np.asarray(b, float) - np.asarray(a, float)) / (_l2(a) + _l2(b)), cos(a, b)),
+                id="relative-to-wrong-norm"),
+        Mistake("relative change taken element by element (mean of |b - a| / |a|)",
+                "compare whole vectors: ||g_after - g_before|| / ||g_before||; element-wise ratios explode where "
+                "a gradient entry is near zero",
+                lambda a, b: (float(np.mean(np.abs(np.ravel(b) - np.ravel(a)) / (np.abs(np.ravel(a)) + 1e-12))),
+                              cos(a, b)), id="relative-elementwise"),
+        Mistake("l1 norms (sums of absolute values) instead of l2 norms",
+                "use the l2 norm, np.linalg.norm(g.ravel()) = sqrt(sum(g**2)), in both the relative change and "
+                "the cosine", lambda a, b: _with_norm(a, b, lambda v: float(np.abs(v).sum())), id="wrong-norm"),
+        Mistake("the relative change in l1 norms (sums of absolute values) instead of l2",
+                "use the l2 norm, np.linalg.norm(g.ravel()) = sqrt(sum(g**2))",
+                lambda a, b: (_with_norm(a, b, lambda v: float(np.abs(v).sum()))[0], cos(a, b)), id="wrong-norm"),
+        Mistake("max norms (largest absolute entry) instead of l2 norms",
+                "use the l2 norm, np.linalg.norm(g.ravel()) = sqrt(sum(g**2))",
+                lambda a, b: (_with_norm(a, b, lambda v: float(np.abs(v).max()))[0], cos(a, b)), id="wrong-norm"),
     ]
+
+
+def _with_norm(a, b, norm):
+    """(relative change, cosine) with ``norm`` in place of the l2 norm."""
+    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+    return norm(b - a) / norm(a), float(a @ b) / (norm(a) * norm(b))
 
 
 def _bn(x, gamma, beta, eps=1e-5, axis=0, slip=""):
@@ -261,6 +348,15 @@ def noisy_mistakes() -> list[Mistake]:
         mistake("gamma-beta-swapped", _noisy("gamma-beta-swapped"),
                 hint="gamma scales and beta shifts: bn(x) = gamma * x_hat + beta"),
         mistake("divided-by-variance", _noisy("divided-by-variance")),
+        mistake("sqrt-of-std", _noisy("sqrt-of-std")),
+        *(mistake(slip, _noisy(slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
+                                                    "beta-not-added-only-gamma-applied", "mean-not-subtracted")),
+        Mistake("shift added before scaling (scale * (bn(x) + shift))",
+                "scale batch norm's output first, then add the shift: scale * bn(x) + shift",
+                lambda x, g, b, s, m, eps=1e-5: s * (_bn(x, g, b, eps) + m), id="noise-order"),
+        Mistake("beta left out of the scaling (scale * gamma * x_hat + beta + shift)",
+                "the noise multiplies the whole layer's output, beta included: scale * (gamma * x_hat + beta) + shift",
+                lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, 0.0, eps) + b + m, id="noise-order"),
     ]
 
 
