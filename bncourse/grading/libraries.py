@@ -134,7 +134,8 @@ def sandbox_options(assignment: str, rules: dict | None = None) -> dict:
     return {"blocked": blocked_for(assignment, rules),
             "blocked_reason": f"is not available while grading {assignment}: "
                               + str(rule.get("reason", "see the notebook's rule")),
-            "torch_blocks": blocks, "overlays": overlays(rewritten) if rewritten else ()}
+            "torch_blocks": blocks, "overlays": overlays(rewritten) if rewritten else (),
+            "processes": bool(rule.get("processes", False))}
 
 
 def neutralized_source(text: str, pattern: str, message: str) -> tuple[str, list[str]]:

@@ -250,6 +250,33 @@ exec "$@"
 """
 
 
+# Fills the working copy from STAGING ($1), then execs the rest ($2 ...): in Python, as a shell's `cp`
+# would need a fork, which the kernel's seccomp program refuses (bncourse.grading.processes).
+_FILL = r"""import os, shutil, sys
+def fail(error):
+    raise error
+src = sys.argv[1]
+for root, dirs, files in os.walk(src, onerror=fail):
+    rel = os.path.relpath(root, src)
+    for name in dirs + files:
+        s, d = os.path.join(root, name), os.path.normpath(os.path.join(rel, name))
+        if os.path.islink(s):
+            os.symlink(os.readlink(s), d)
+        elif os.path.isdir(s):
+            os.makedirs(d, exist_ok=True)
+        else:
+            shutil.copy(s, d)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _no_process_filter_file() -> str:
+    """The seccomp program of a kernel that may start no process (``bncourse.grading.processes``)."""
+    from bncourse.grading.processes import no_process_filter, seccomp_file
+
+    return seccomp_file(no_process_filter(), "no-process") or _memfd_filter_file()
+
+
 def blocker_dir(library: str, reason: str) -> Path:
     """A folder holding a package ``library`` whose import raises ``ImportError`` with ``reason``."""
     import hashlib
@@ -275,6 +302,7 @@ class Sandbox:
     blocked_reason: str = "not available while grading this notebook"
     torch_blocks: tuple[str, ...] = ()      # bncourse.kernel_blocks installed before the kernel starts
     overlays: tuple[tuple[str, str], ...] = ()  # (rewritten file, the file it is mounted over)
+    processes: bool = False                 # may the kernel start processes (bncourse.grading.processes)?
     limits: Limits = field(default_factory=Limits)
 
     def command(self, kernel_cmd: Sequence[str], workdir: str, ipc_dir: str, env: dict | None = None,
@@ -289,7 +317,7 @@ class Sandbox:
         if not as_root:
             raise SandboxUnavailable(f"a grading kernel cannot be sandboxed by user {os.geteuid()}: {NOT_ROOT_HINT}")
         work_bytes = _tree_bytes(work_source) + self.limits.work_bytes if work_source else 4096
-        seccomp = _memfd_filter_file()
+        seccomp = _memfd_filter_file() if self.processes else _no_process_filter_file()
         # bubblewrap itself ignores SIGINT: an interrupt (nbclient's, after a cell's time limit) is
         # for the kernel, which sets its own handler; a bwrap killed by it would take the kernel along.
         # Between the two, in a mount namespace of its own, the writable folders become noexec (_NOEXEC).
@@ -362,7 +390,7 @@ class Sandbox:
             parents(STAGING)
             args.extend(["--ro-bind", work_source, STAGING])
             # Filled as the sandbox's user, before the limits (the kernel's own files are in there).
-            fill = ["sh", "-c", f'cp -R {STAGING}/. . && exec "$@"', "bncourse-fill"]
+            fill = [sys.executable, "-I", "-S", "-c", _FILL, STAGING]  # no fork: see _FILL
         else:
             args.extend(["--bind", workdir, workdir])  # noexec (bound so by _NOEXEC)
         made.add(workdir)
@@ -376,15 +404,21 @@ class Sandbox:
         return args + fill + self.limits.argv() + self.with_blocks(kernel_cmd)
 
     def with_blocks(self, kernel_cmd: Sequence[str]) -> list[str]:
-        """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks``."""
+        """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks`` (and,
+        for a kernel that may start no process, ``bncourse.kernel_guard``)."""
         cmd = list(kernel_cmd)
-        if not self.torch_blocks:
+        if not self.torch_blocks and self.processes:
             return cmd
-        from bncourse.kernel_blocks import launch_code
+        if self.processes:
+            from bncourse.kernel_blocks import launch_code
+        else:  # the blocks, then the guard against processes
+            from bncourse.kernel_guard import launch_code
 
         for i in range(len(cmd) - 1):
             if cmd[i] == "-m" and cmd[i + 1] == "ipykernel_launcher":
                 return cmd[:i] + ["-c", launch_code(self.torch_blocks)] + cmd[i + 2:]
+        if not self.torch_blocks:  # not a kernel: the seccomp program alone holds it
+            return cmd
         raise SandboxUnavailable(f"cannot block {', '.join(self.torch_blocks)} in a kernel started by {cmd!r}: "
                                  "grading expects the kernelspec's `python -m ipykernel_launcher` command")
 
