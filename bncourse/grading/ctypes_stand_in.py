@@ -39,7 +39,16 @@ class ArgumentError(Exception):
     pass
 
 
-class _Inert:
+class _InertType(type):
+    """Arrays of a stand-in type (``c_void_p * 3``) cannot be made."""
+
+    def __mul__(cls, length):
+        raise OSError(NOT_AVAILABLE)
+
+    __rmul__ = __mul__
+
+
+class _Inert(metaclass=_InertType):
     """A type or pointer of the stand-in: it can be made, never used."""
 
     def __init__(self, *args, **kwargs):
