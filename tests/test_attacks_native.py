@@ -179,7 +179,8 @@ def test_can_no_sandboxed_process_load_or_call_native_code_of_its_own(native_so,
         sandbox.Sandbox.prepare_writable(str(d))
     # notebook 4's overlays; torchvision in the view (the control: its operators load through the
     # stand-in); the dispatcher block needs a kernel (it is the graded class's below)
-    options = {**libraries.sandbox_options("04_batchnorm_pytorch"), "blocked": ("sklearn", "scipy"), "torch_blocks": ()}
+    options = {**libraries.sandbox_options("04_batchnorm_pytorch"), "blocked": ("sklearn", "scipy"), "torch_blocks": (),
+               "processes": True}  # the compiler runs (its output is what is tested): see test_attacks_processes.py
     box = sandbox.Sandbox(library=str(solution_free.build()), **options)
     # the working copy as grading makes it: a tmpfs filled from a private copy of the submission
     staged = tmp_path / "staged"
