@@ -1,6 +1,6 @@
 """No other process from a grading kernel: an audit hook, installed before any learner code runs.
 
-The sandbox's seccomp program (``bncourse.grading.processes``) already fails every system call that
+The sandbox's seccomp program (``bncourse.grading.sandbox.seccomp_filter``) already fails every system call that
 creates a process. Two things remain for the kernel itself:
 
 - ``os.execv`` needs no new process: it would replace the kernel, blocks and all, by a fresh Python
@@ -29,8 +29,8 @@ __all__ = ["REFUSED", "RULE", "install", "launch_code"]
 
 REFUSED = frozenset({"os.exec", "os.posix_spawn", "os.fork", "os.forkpty", "os.system", "subprocess.Popen",
                      "os.spawn"})
-RULE = ("the grading sandbox runs no process but this kernel: starting or replacing a process (%s) is not "
-        "allowed while grading this notebook, whose exercises need none")
+RULE = ("Operation not permitted: the grading sandbox runs no process but this kernel; starting or replacing a "
+        "process (%s) is not allowed while grading this notebook, whose exercises need none")
 
 
 def _hook(event, args, _refused=REFUSED, _rule=RULE, _error=PermissionError, _frame=sys._getframe,

@@ -10,10 +10,12 @@ noexec mounts), no file in memory (``memfd_create`` fails: seccomp). A compiler 
 would have to do.
 
 ``test_can_no_sandboxed_process_load_or_call_native_code_of_its_own`` tries every route in one
-short ``python -c`` in notebook 4's sandbox (cheap). Notebook 4 is graded once with three students:
-the instructor's solution, the red team's ctypes attack (N1) and a student who ships a compiled
+short ``python -c`` in notebook 4's sandbox (cheap). Notebook 4 is graded once with four students:
+the instructor's solution, the red team's ctypes attack (N1), a student who ships a compiled
 extension module (it calls ``at::native::batch_norm_cpu_out``; outside the sandbox it computes
-torch's batch norm exactly) beside the notebook and, for the other exercise, loads it from memory.
+torch's batch norm exactly) beside the notebook and, for the other exercise, loads it from memory,
+and a student whose modules hand each batch to a fresh ``python -c`` (a new process has none of the
+kernel's dispatcher blocks: in notebooks 4 and 10 the kernel can start no process, seccomp).
 Each attack earns what a blank submission earns (0), the solution full marks.
 """
 
@@ -324,6 +326,34 @@ class NAME(nn.Module):
         return _Fn.apply(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
                          self.momentum, self.eps)
 '''
+# torch's batch norm computed by a fresh Python: it starts without the kernel's dispatcher blocks.
+_CHILD = ("import io, sys, torch\n"
+          "x, w, b, rm, rv, t, m, e = torch.load(io.BytesIO(sys.stdin.buffer.read()))\n"
+          "out = torch.nn.functional.batch_norm(x, rm, rv, w, b, t, m, e)\n"
+          "buf = io.BytesIO(); torch.save((out, rm, rv), buf); sys.stdout.buffer.write(buf.getvalue())\n")
+_SUBPROCESS_MODULE = f'''
+import io, subprocess, sys
+
+
+class NAME(nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x):
+        buf = io.BytesIO()
+        torch.save((x.detach(), self.weight.detach(), self.bias.detach(), self.running_mean.clone(),
+                    self.running_var.clone(), self.training, self.momentum, self.eps), buf)
+        run = subprocess.run([sys.executable, "-c", {_CHILD!r}], input=buf.getvalue(), capture_output=True, check=True)
+        out, rm, rv = torch.load(io.BytesIO(run.stdout))
+        with torch.no_grad():
+            self.running_mean.copy_(rm), self.running_var.copy_(rv)
+        return out
+'''
 POINTS = {"batchnorm_function": 3, "batchnorm1d_module": 3, "batchnorm2d": 4}
 
 
@@ -336,7 +366,9 @@ def _attackers(native: bytes) -> dict[str, dict[str, str]]:
     return {"ctypes_n1": {"batchnorm1d_module": _CTYPES_LIB + _MODULE.replace("NAME", "BatchNorm1dNumpy"),
                           "batchnorm2d": _CTYPES_LIB + _MODULE.replace("NAME", "BatchNorm2d")},
             "native_so": {"batchnorm1d_module": in_memory + _MODULE.replace("NAME", "BatchNorm1dNumpy"),
-                          "batchnorm2d": beside + _MODULE.replace("NAME", "BatchNorm2d")}}
+                          "batchnorm2d": beside + _MODULE.replace("NAME", "BatchNorm2d")},
+            "subprocess": {"batchnorm1d_module": _SUBPROCESS_MODULE.replace("NAME", "BatchNorm1dNumpy"),
+                           "batchnorm2d": _SUBPROCESS_MODULE.replace("NAME", "BatchNorm2d")}}
 
 
 def _set(nb, grade_id: str, source: str) -> None:
@@ -372,7 +404,7 @@ def graded(tmp_path_factory, native_so):
 
 
 @needs_compiler
-@pytest.mark.parametrize("student", ["solution", "ctypes_n1", "native_so"])
+@pytest.mark.parametrize("student", ["solution", "ctypes_n1", "native_so", "subprocess"])
 def test_does_native_code_earn_what_a_blank_submission_earns_and_the_solution_full_marks(graded, student):
     scores = {gid: s for (who, gid), s in graded["scores"].items() if who == student}
     expected = {f"{e}_tests": float(p) if student == "solution" else 0.0 for e, p in POINTS.items()}
@@ -389,6 +421,7 @@ def _outputs(cell) -> str:
     ("ctypes_n1", "batchnorm2d_tests", "foreign-function interface"),  # the ctypes stand-in, at first use
     ("native_so", "batchnorm2d", "failed to map segment"),             # the working copy is noexec
     ("native_so", "batchnorm1d_module", "Operation not permitted"),    # memfd_create is denied
+    ("subprocess", "batchnorm2d_tests", "Operation not permitted"),    # a kernel with blocks starts no process
 ])
 def test_is_each_native_route_refused_by_the_sandbox_itself(graded, student, grade_id, why):
     nb = nbformat.read(graded["course"] / "autograded" / student / graded["assignment"] / f"{graded['notebook']}.ipynb", 4)

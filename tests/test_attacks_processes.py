@@ -6,13 +6,15 @@ unblocked torch and computes ``native_batch_norm(_backward)`` (notebook 4, 10/10
 C++ conv-bn fold (notebook 10, 5/5), and notebook 8, which had no rule at all, ran torch's batch norm
 on the all_gather'ed batch in the check's own ranks (8/8). The answers:
 
-- every kernel but notebook 8's starts no process (``bncourse.grading.processes``: a seccomp program;
+- every kernel but notebook 8's starts no process (``bncourse.grading.sandbox.seccomp_filter``: a seccomp program;
   ``bncourse.kernel_guard``: an audit hook that refuses exec, spawn and subprocess by name);
 - notebook 8 has a rule: torch's normalization is blocked in the kernel, in the check's ranks and in
   every process that imports torch (``bncourse.grading.torch_import_blocks``).
 
-One graded class per notebook (the source notebook's solution and the red team's attempts): each
-attempt earns what a blank submission earns (0), the solution full marks. Two cheap ``python -c``
+One graded class per notebook, 8 and 10 (the source notebook's solution and the red team's attempts):
+each attempt earns what a blank submission earns (0), the solution full marks. Notebook 4's child
+process (red team 3's nb4_subprocess) is a student of ``tests/test_attacks_native.py``'s graded class,
+which costs no extra grading run there. Two cheap ``python -c``
 runs under bubblewrap check the seccomp program (no fork, threads fine) and the guard (no exec in
 place, no way to disarm it).
 """
@@ -111,89 +113,8 @@ def test_can_learner_code_neither_replace_the_kernel_nor_disarm_the_guard(tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
-# The red team's attempts (attacks/nb4_subprocess.py, nb10_subprocess_fold.py, nb8_torch_bn.py)
+# The red team's attempts (attacks/nb10_subprocess_fold.py, nb8_torch_bn.py)
 # ---------------------------------------------------------------------------------------------
-
-# Notebook 4: torch's native_batch_norm(_backward) in a child Python, tensors over its pipes.
-_CHILD_BN = r'''
-import sys, pickle, torch
-n = 'native_' + 'ba' + 'tch' + '_no' + 'rm'; ns = getattr(torch.ops, 'at' + 'en')
-fwd, bwd = getattr(ns, n), getattr(ns, n + '_backward')
-i, o = sys.stdin.buffer, sys.stdout.buffer
-while True:
-    try:
-        op, a = pickle.load(i)
-    except EOFError:
-        break
-    if op == "f":
-        x, w, b, rm, rv, tr, mom, eps = a
-        out, sm, si = fwd(x, w, b, rm, rv, tr, mom, eps)
-        res = (out, sm, si, rm, rv)
-    else:
-        g, x, w, rm, rv, sm, si, tr, eps = a
-        res = bwd(g, x, w, rm, rv, sm, si, tr, eps, [True, True, True])
-    pickle.dump(res, o); o.flush()
-'''
-_NB4_HELPER = f'''import pickle as _pk, subprocess as _sp, sys as _sys
-_CHILD = {_CHILD_BN!r}
-_PROC = []
-def _ask(op, *args):
-    if not _PROC:
-        _PROC.append(_sp.Popen([_sys.executable, "-c", _CHILD], stdin=_sp.PIPE, stdout=_sp.PIPE))
-    p = _PROC[0]
-    _pk.dump((op, tuple(a.detach().cpu() if isinstance(a, torch.Tensor) else a for a in args)), p.stdin)
-    p.stdin.flush()
-    return _pk.load(p.stdout)
-class _Remote(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, b, rm, rv, training, momentum, eps):
-        out, sm, si, nrm, nrv = _ask("f", x, w, b, rm, rv, training, momentum, eps)
-        if training:
-            rm.copy_(nrm); rv.copy_(nrv)
-        ctx.save_for_backward(x, w, rm, rv, sm, si)
-        ctx.training, ctx.eps = training, eps
-        return out
-    @staticmethod
-    def backward(ctx, g):
-        x, w, rm, rv, sm, si = ctx.saved_tensors
-        dx, dw, db = _ask("b", g.contiguous(), x, w, rm, rv, sm, si, ctx.training, ctx.eps)
-        return dx, dw, db, None, None, None, None, None
-'''
-_NB4_MODULE = '''
-class {name}(nn.Module):
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-    def forward(self, x):
-        if self.training:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-        return _Remote.apply(x, self.weight, self.bias, self.running_mean, self.running_var,
-                             self.training, self.momentum, self.eps)
-'''
-_NB4_FUNCTION = '''
-class BatchNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, gamma, beta, eps=1e-5):
-        rm, rv = torch.zeros_like(gamma), torch.ones_like(gamma)
-        out, sm, si, _, _ = _ask("f", x, gamma, beta, rm, rv, True, 0.1, eps)
-        ctx.save_for_backward(x, gamma, rm, rv, sm, si)
-        ctx.eps = eps
-        return out
-    @staticmethod
-    def backward(ctx, g):
-        x, gamma, rm, rv, sm, si = ctx.saved_tensors
-        dx, dw, db = _ask("b", g.contiguous(), x, gamma, rm, rv, sm, si, True, ctx.eps)
-        return dx, dw, db, None
-'''
-NB4 = {"child_bn": {"batchnorm_function": _NB4_HELPER + _NB4_FUNCTION,
-                    "batchnorm1d_module": _NB4_MODULE.format(name="BatchNorm1dNumpy"),
-                    "batchnorm2d": _NB4_MODULE.format(name="BatchNorm2d")}}
 
 # Notebook 10: torch.jit.freeze's C++ conv-bn fold in a child, torch.save/torch.load over its pipes.
 _CHILD_FOLD = r'''
@@ -310,8 +231,7 @@ def sync_batch_norm_backward(dy, cache):
 NB8 = {"torch_bn": {"sync-forward": _NB8_FORWARD, "sync-backward": _NB8_BACKWARD},
        "child_bn": {"sync-forward": _NB8_CHILD_FORWARD}}
 
-NOTEBOOKS = {"04_batchnorm_pytorch": ("batchnorm_pytorch", NB4),
-             "08_batchnorm_across_devices": ("batchnorm_across_devices", NB8),
+NOTEBOOKS = {"08_batchnorm_across_devices": ("batchnorm_across_devices", NB8),
              "10_folding": ("folding", NB10)}
 
 

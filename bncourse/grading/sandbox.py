@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["NOBODY", "INSTALL_HINT", "Limits", "STAGING", "Sandbox", "SandboxUnavailable", "blocker_dir", "check",
-           "ffi_modules", "ffi_stand_in", "memfd_filter", "sized_tmpfs_supported"]
+           "ffi_modules", "ffi_stand_in", "seccomp_filter", "sized_tmpfs_supported"]
 
 NOBODY = 65534
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
@@ -186,44 +186,61 @@ def ffi_stand_in() -> Path:
     return target
 
 
-# seccomp (classic BPF): the system call numbers of memfd_create, per audit architecture. A file in
-# memory (memfd_create, then /proc/self/fd/N) is the one writable place noexec mounts cannot cover.
-_MEMFD_CREATE = {"x86_64": (0xC000003E, (319, 0x40000000 | 319)),  # x86-64 and its x32 numbering
-                 "aarch64": (0xC00000B7, (279,))}
-_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
-_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO, _EPERM = 0x7FFF0000, 0x00050000, 1
+# seccomp (classic BPF), per audit architecture: the system calls a grading kernel is refused.
+# memfd_create: a file in memory (then /proc/self/fd/N) is the one writable place noexec mounts cannot
+# cover. fork, vfork, clone without CLONE_THREAD (clone3: ENOSYS, so the C library falls back to clone):
+# a new process starts without the dispatcher blocks of a torch notebook (a child `python -c` would
+# compute torch's own batch norm), so kernels with blocks start no process; threads still start.
+_SYSCALLS = {
+    "x86_64": {"arch": 0xC000003E, "memfd_create": 319, "fork": 57, "vfork": 58, "clone": 56, "clone3": 435,
+               "x32": 0x40000000},
+    "aarch64": {"arch": 0xC00000B7, "memfd_create": 279, "clone": 220, "clone3": 435},
+}
+_CLONE_THREAD = 0x00010000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO, _EPERM, _ENOSYS = 0x7FFF0000, 0x00050000, 1, 38
 
 
-def memfd_filter(machine: str | None = None) -> bytes:
-    """A seccomp program (``struct sock_filter`` array) that fails ``memfd_create`` with EPERM and allows
-    every other call; ``b""`` on an architecture it does not know."""
-    arch = _MEMFD_CREATE.get(machine or platform.machine())
-    if arch is None:
+def seccomp_filter(no_processes: bool = False, machine: str | None = None) -> bytes:
+    """A seccomp program (``struct sock_filter`` array) that fails ``memfd_create`` (and, with
+    ``no_processes``, every way to start a process) with EPERM and allows every other call;
+    ``b""`` on an architecture it does not know."""
+    calls = _SYSCALLS.get(machine or platform.machine())
+    if calls is None:
         return b""
-    audit_arch, numbers = arch
-    n = len(numbers)
+    # (opcode, k, jump if true, jump if false): a jump is a label or None (the next instruction)
+    prog: list[tuple] = [(_BPF_LD_W_ABS, 4, None, None),                     # A = seccomp_data.arch
+                         (_BPF_JEQ_K, calls["arch"], None, "allow"),
+                         (_BPF_LD_W_ABS, 0, None, None)]                     # A = seccomp_data.nr
+    if "x32" in calls:
+        prog.append((_BPF_JGE_K, calls["x32"], "eperm", None))              # x32 numbering: none needed
+    denied = ["memfd_create"] + (["fork", "vfork"] if no_processes else [])
+    prog += [(_BPF_JEQ_K, calls[name], "eperm", None) for name in denied if name in calls]
+    if no_processes:
+        prog += [(_BPF_JEQ_K, calls["clone3"], "enosys", None),
+                 (_BPF_JEQ_K, calls["clone"], None, "allow"),
+                 (_BPF_LD_W_ABS, 16, None, None),                            # A = low word of clone's flags
+                 (_BPF_JSET_K, _CLONE_THREAD, "allow", "eperm")]
+    labels = {"allow": len(prog), "eperm": len(prog) + 1, "enosys": len(prog) + 2}
+    prog += [(_BPF_RET_K, _SECCOMP_RET_ALLOW, None, None), (_BPF_RET_K, _SECCOMP_RET_ERRNO | _EPERM, None, None),
+             (_BPF_RET_K, _SECCOMP_RET_ERRNO | _ENOSYS, None, None)]
 
-    def insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
-        return struct.pack("=HBBI", code, jt, jf, k)
+    def offset(i: int, target) -> int:
+        return 0 if target is None else labels[target] - i - 1
 
-    prog = [insn(_BPF_LD_W_ABS, 4),                   # A = seccomp_data.arch
-            insn(_BPF_JEQ_K, audit_arch, 0, n + 1),     # another architecture: allow
-            insn(_BPF_LD_W_ABS, 0)]                    # A = seccomp_data.nr
-    prog += [insn(_BPF_JEQ_K, nr, n - i, 0) for i, nr in enumerate(numbers)]
-    prog += [insn(_BPF_RET_K, _SECCOMP_RET_ALLOW), insn(_BPF_RET_K, _SECCOMP_RET_ERRNO | _EPERM)]
-    return b"".join(prog)
+    return b"".join(struct.pack("=HBBI", op, offset(i, jt), offset(i, jf), k) for i, (op, k, jt, jf) in enumerate(prog))
 
 
-def _memfd_filter_file() -> str:
-    """The filter's bytes in a file of the grading cache ('' where there is none)."""
+def _seccomp_file(no_processes: bool) -> str:
+    """``seccomp_filter(no_processes)`` in a file of the grading cache ('' where there is none)."""
     import hashlib
 
     from bncourse.grading.solution_free import cache_dir
 
-    program = memfd_filter()
+    program = seccomp_filter(no_processes)
     if not program:
         return ""
-    path = cache_dir() / "seccomp" / f"memfd-{hashlib.sha256(program).hexdigest()[:16]}.bpf"
+    path = cache_dir() / "seccomp" / f"{hashlib.sha256(program).hexdigest()[:16]}.bpf"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -248,33 +265,6 @@ shift 5
 if [ -n "$f" ]; then exec "$@" 9<"$f"; fi
 exec "$@"
 """
-
-
-# Fills the working copy from STAGING ($1), then execs the rest ($2 ...): in Python, as a shell's `cp`
-# would need a fork, which the kernel's seccomp program refuses (bncourse.grading.processes).
-_FILL = r"""import os, shutil, sys
-def fail(error):
-    raise error
-src = sys.argv[1]
-for root, dirs, files in os.walk(src, onerror=fail):
-    rel = os.path.relpath(root, src)
-    for name in dirs + files:
-        s, d = os.path.join(root, name), os.path.normpath(os.path.join(rel, name))
-        if os.path.islink(s):
-            os.symlink(os.readlink(s), d)
-        elif os.path.isdir(s):
-            os.makedirs(d, exist_ok=True)
-        else:
-            shutil.copy(s, d)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
-
-
-def _no_process_filter_file() -> str:
-    """The seccomp program of a kernel that may start no process (``bncourse.grading.processes``)."""
-    from bncourse.grading.processes import no_process_filter, seccomp_file
-
-    return seccomp_file(no_process_filter(), "no-process") or _memfd_filter_file()
 
 
 def blocker_dir(library: str, reason: str) -> Path:
@@ -302,7 +292,7 @@ class Sandbox:
     blocked_reason: str = "not available while grading this notebook"
     torch_blocks: tuple[str, ...] = ()      # bncourse.kernel_blocks installed before the kernel starts
     overlays: tuple[tuple[str, str], ...] = ()  # (rewritten file, the file it is mounted over)
-    processes: bool = False                 # may the kernel start processes (bncourse.grading.processes)?
+    processes: bool = False                 # may the kernel start processes? (LIBRARY_RULES' "processes")
     limits: Limits = field(default_factory=Limits)
 
     def command(self, kernel_cmd: Sequence[str], workdir: str, ipc_dir: str, env: dict | None = None,
@@ -317,7 +307,10 @@ class Sandbox:
         if not as_root:
             raise SandboxUnavailable(f"a grading kernel cannot be sandboxed by user {os.geteuid()}: {NOT_ROOT_HINT}")
         work_bytes = _tree_bytes(work_source) + self.limits.work_bytes if work_source else 4096
-        seccomp = _memfd_filter_file() if self.processes else _no_process_filter_file()
+        # A kernel starts no process unless its assignment needs them (a new one would not have the
+        # kernel's blocks; bncourse.kernel_guard): its working copy is filled by its own Python (launch code), not by cp.
+        no_processes = not self.processes
+        seccomp = _seccomp_file(no_processes)
         # bubblewrap itself ignores SIGINT: an interrupt (nbclient's, after a cell's time limit) is
         # for the kernel, which sets its own handler; a bwrap killed by it would take the kernel along.
         # Between the two, in a mount namespace of its own, the writable folders become noexec (_NOEXEC).
@@ -328,7 +321,7 @@ class Sandbox:
                 "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "grading"]
         if seccomp:
-            args += ["--seccomp", "9"]  # memfd_create fails with EPERM (see memfd_filter)
+            args += ["--seccomp", "9"]  # see seccomp_filter
         noexec = os.path.join(ipc_dir, ".noexec")
         made: set[str] = {"/"}
 
@@ -390,7 +383,8 @@ class Sandbox:
             parents(STAGING)
             args.extend(["--ro-bind", work_source, STAGING])
             # Filled as the sandbox's user, before the limits (the kernel's own files are in there).
-            fill = [sys.executable, "-I", "-S", "-c", _FILL, STAGING]  # no fork: see _FILL
+            if not no_processes:
+                fill = ["sh", "-c", f'cp -R {STAGING}/. . && exec "$@"', "bncourse-fill"]
         else:
             args.extend(["--bind", workdir, workdir])  # noexec (bound so by _NOEXEC)
         made.add(workdir)
@@ -401,11 +395,11 @@ class Sandbox:
         # drop to nobody outside too: no capability, no root-owned file is ours
         args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all", "--"]
-        return args + fill + self.limits.argv() + self.with_blocks(kernel_cmd)
+        return args + fill + self.limits.argv() + self.with_blocks(kernel_cmd, staged=bool(work_source) and no_processes)
 
-    def with_blocks(self, kernel_cmd: Sequence[str]) -> list[str]:
-        """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks`` (and,
-        for a kernel that may start no process, ``bncourse.kernel_guard``)."""
+    def with_blocks(self, kernel_cmd: Sequence[str], staged: bool = False) -> list[str]:
+        """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks``
+        (``staged``: after copying the submission from ``STAGING`` into its working copy)."""
         cmd = list(kernel_cmd)
         if not self.torch_blocks and self.processes:
             return cmd
@@ -414,11 +408,17 @@ class Sandbox:
         else:  # the blocks, then the guard against processes
             from bncourse.kernel_guard import launch_code
 
+        fill = ("def _fill():\n    import os, shutil\n"
+                f"    for e in os.scandir({STAGING!r}):\n"
+                "        (shutil.copytree(e.path, e.name, symlinks=True) if e.is_dir(follow_symlinks=False)\n"
+                "         else shutil.copy2(e.path, e.name, follow_symlinks=False))\n"
+                "_fill()\ndel _fill\n") if staged else ""
         for i in range(len(cmd) - 1):
             if cmd[i] == "-m" and cmd[i + 1] == "ipykernel_launcher":
-                return cmd[:i] + ["-c", launch_code(self.torch_blocks)] + cmd[i + 2:]
-        if not self.torch_blocks:  # not a kernel: the seccomp program alone holds it
-            return cmd
+                return cmd[:i] + ["-c", fill + launch_code(self.torch_blocks)] + cmd[i + 2:]
+        if not self.torch_blocks:  # not a kernel (a test's own command): filled, then exec'd
+            return [sys.executable, "-I", "-S", "-c", fill + "import os, sys\nos.execvp(sys.argv[1], sys.argv[1:])",
+                    *cmd] if staged else cmd
         raise SandboxUnavailable(f"cannot block {', '.join(self.torch_blocks)} in a kernel started by {cmd!r}: "
                                  "grading expects the kernelspec's `python -m ipykernel_launcher` command")
 
