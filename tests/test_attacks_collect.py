@@ -16,6 +16,7 @@ import time
 import pytest
 from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
+from nbgrader.exchange.abc.exchange import ExchangeError
 from traitlets.config import Config
 
 from bncourse.grading import exchange
@@ -156,8 +157,9 @@ def test_does_a_folder_that_cannot_be_copied_leave_the_other_students_collected(
                 unreadable.unlink(missing_ok=True)
             super().copy_regular_file(src, dst)
 
-    with caplog.at_level(logging.INFO):
-        course = _collect(tmp_path, now + dt.timedelta(days=1), empty_gradebook, StudentRemovesAFileDuringCopy)
+    with caplog.at_level(logging.INFO), pytest.raises(ExchangeError, match=r"1 folder\(s\) NOT COLLECTED"):
+        _collect(tmp_path, now + dt.timedelta(days=1), empty_gradebook, StudentRemovesAFileDuringCopy)
+    course = tmp_path / "course"  # collect exits 1 (an unattended pipeline notices) after collecting the others
     submitted = course / "submitted"
     assert (submitted / "zed_honest" / ASSIGNMENT / "ps1.ipynb").read_text() == "{}"
     assert sorted(p.name for p in (submitted / "aaa_pipe" / ASSIGNMENT).iterdir()) == ["ps1.ipynb", "timestamp.txt"]
@@ -169,3 +171,21 @@ def test_does_a_folder_that_cannot_be_copied_leave_the_other_students_collected(
     assert set(times) == {"aaa_pipe", "bbb_unreadable"}
     assert sorted(times["aaa_pipe"]["skipped"]) == ["notes", "sock"] and "claimed" not in times["aaa_pipe"]
     assert times["bbb_unreadable"]["not_collected"].startswith("data.bin: ")
+
+
+def test_does_a_file_removed_while_owners_are_read_leave_the_folder_judged_by_what_remains(tmp_path, monkeypatch):
+    """A student's process deleting a file between the listing and the owner check once made collect
+    raise FileNotFoundError for every student: a vanished file is nobody's, the rest is judged."""
+    folder = tmp_path / "mallory+ps1+x"
+    folder.mkdir()
+    (folder / "gone.txt").write_text("x")
+    me = exchange._owner(str(folder))
+    real_owner = exchange._owner
+
+    def owner_after_removal(path):
+        if path.endswith("gone.txt"):
+            os.unlink(path)
+        return real_owner(path)
+
+    monkeypatch.setattr(exchange, "_owner", owner_after_removal)
+    assert exchange.foreign_owner(folder, me) is None

@@ -318,6 +318,7 @@ def test_does_collect_refuse_a_folder_another_user_wrote_under_a_student_s_name(
     (who never submitted): neither is collected; daemon's own submission is, and the error says who is who."""
     from nbgrader.api import Gradebook
     from nbgrader.coursedir import CourseDirectory
+    from nbgrader.exchange.abc.exchange import ExchangeError
     from traitlets.config import Config
 
     from bncourse.grading.exchange import LinkKeepingCollect
@@ -341,7 +342,7 @@ def test_does_collect_refuse_a_folder_another_user_wrote_under_a_student_s_name(
     assert c.ExchangeCollect.check_owner is not False  # nbgrader's default (on), as on a real hub
     with Gradebook(c.CourseDirectory.db_url, "bncourse") as gb:
         gb.update_or_create_assignment("ps1")
-    with caplog.at_level("ERROR"):
+    with caplog.at_level("ERROR"), pytest.raises(ExchangeError, match=r"2 REFUSED"):  # `nbgrader collect` exits 1
         LinkKeepingCollect(coursedir=CourseDirectory(config=c), config=c).start()
     submitted = course / "submitted"
     assert (submitted / "daemon" / "ps1" / "ps1.ipynb").read_text() == '{"by": "daemon"}'

@@ -27,7 +27,8 @@ nbgrader's collect stopped there for every later student. Here such files are sk
 file), named in the log (``SKIPPED in <folder>``) and under ``skipped`` in the JSON; a folder that
 still cannot be copied (a file unreadable or gone when it is read, a folder over
 ``max_dir_size``) is not collected (nothing partial is left), the log says ``NOT COLLECTED <folder>:
-<file>: <error>``, the JSON says it under ``not_collected``, and the other students are collected.
+<file>: <error>``, the JSON says it under ``not_collected``, and the other students are collected;
+then collect exits 1 (nbgrader's "collect failed"), so an unattended pipeline notices.
 
 Identity. nbgrader takes the student from the inbound folder's *name*, which anyone who can write
 to the world-writable inbound chooses; its owner check (``ExchangeCollect.check_owner``, on by
@@ -49,6 +50,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from nbgrader.exchange.abc.exchange import ExchangeError
 from nbgrader.exchange.default import ExchangeCollect
 from nbgrader.utils import ignore_patterns, parse_utc
 
@@ -117,7 +119,10 @@ def foreign_owner(folder, student: str) -> tuple[str, str] | None:
     """(path, owner) of the first thing in ``folder`` (itself included, links not followed) that
     the Unix user ``student`` does not own; None when the student owns it all."""
     for path in [str(folder), *(os.path.join(d, n) for d, dirs, files in os.walk(folder) for n in dirs + files)]:
-        owner = _owner(path)
+        try:
+            owner = _owner(path)
+        except FileNotFoundError:  # removed since it was listed: nobody's file any more
+            continue
         if owner != student:
             return path, owner
     return None
@@ -189,9 +194,24 @@ class LinkKeepingCollect(ExchangeCollect):
         rest, one student at a time (a folder that cannot be copied is reported and the others are
         collected); then each collected ``timestamp.txt`` says the counted time, and the submissions
         written later than they claimed, with special files skipped or not collected, are listed."""
+        refused = [os.path.join(self.inbound_path, r["filename"]) for r in getattr(self, "src_records", [])
+                   if r.get("foreign")]
         self.src_records = [r for r in getattr(self, "src_records", []) if not r.get("foreign")]
         self._start_copies()
         super().copy_files()
+        try:
+            self._record_times()
+        finally:
+            if self.failed or refused:  # after every other student is collected: the exit status says it
+                raise ExchangeError(
+                    f"{len(self.failed)} folder(s) NOT COLLECTED ({', '.join(sorted(self.failed))}) and "
+                    f"{len(refused)} REFUSED ({', '.join(sorted(refused))}); every other submission was collected. "
+                    "The reasons are in the log above and in grading_reports/"
+                    f"{TIMES_FILE.format(assignment=self.coursedir.assignment_id)}")
+
+    def _record_times(self):
+        """Each collected ``timestamp.txt`` says the counted time; the submissions written later than they
+        claimed, with special files skipped or not collected, go to the collected-times JSON."""
         from bncourse.grading.parallel import REPORT_DIR
 
         path = Path(self.coursedir.root) / REPORT_DIR / TIMES_FILE.format(assignment=self.coursedir.assignment_id)
