@@ -152,19 +152,26 @@ def POINTER(_type):
     return _Inert
 
 
-def pointer(_obj):
-    raise OSError(NOT_AVAILABLE)
-
-
 def sizeof(_type):
     return 8
 
 
-def addressof(_obj):
+def pointer(*_args):
+    return _Inert()
+
+
+byref = pointer
+
+
+def cast(_obj, typ):
+    return typ() if isinstance(typ, type) else _Inert()
+
+
+def addressof(*_args):
     raise OSError(NOT_AVAILABLE)
 
 
-byref = cast = memmove = memset = string_at = addressof
+memmove = memset = string_at = wstring_at = addressof
 
 
 def __getattr__(name):
