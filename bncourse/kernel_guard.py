@@ -15,8 +15,9 @@ by a function raising the same error, for the message only (the seccomp program 
 
 The hook depends on nothing learner code can change: no closure cell, no module global and no
 builtin looked up at call time (everything it uses is a default argument, fixed when it was
-defined; its defaults and code can only be replaced through ``function.__setattr__``, which raises
-the ``object.__setattr__`` audit event, and the hook refuses that for itself).
+defined; its defaults and code can only be replaced or deleted through ``function.__setattr__`` or
+``__delattr__``, which raise the ``object.__setattr__``/``__delattr__`` audit events, and the hook
+refuses those for itself).
 
 This module imports only the standard library.
 """
@@ -34,10 +35,11 @@ RULE = ("Operation not permitted: the grading sandbox runs no process but this k
 
 
 def _hook(event, args, _refused=REFUSED, _rule=RULE, _error=PermissionError, _frame=sys._getframe,
-          _getattr=getattr, _fields=("__code__", "__defaults__", "__kwdefaults__")):
+          _getattr=getattr, _fields=("__code__", "__defaults__", "__kwdefaults__"),
+          _changes=("object.__setattr__", "object.__delattr__")):
     if event in _refused:
         raise _error(_rule % event)
-    if event == "object.__setattr__" and args[1] in _fields and _getattr(args[0], "__code__", None) is _frame(0).f_code:
+    if event in _changes and args[1] in _fields and _getattr(args[0], "__code__", None) is _frame(0).f_code:
         raise _error("the grading sandbox's process rule cannot be changed")
 
 

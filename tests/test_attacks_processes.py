@@ -100,6 +100,7 @@ attempt("os.system", lambda: os.system("true"))
 # disarm the hook: its code, its defaults, or the builtins and modules it could have looked up
 attempt("replace the hook's code", lambda: setattr(_hook, "__code__", (lambda *a: None).__code__))
 attempt("replace its defaults", lambda: setattr(_hook, "__defaults__", (frozenset(),) + _hook.__defaults__[1:]))
+attempt("delete its defaults", lambda: delattr(_hook, "__defaults__"))
 import builtins
 builtins.PermissionError = type("Fine", (Exception,), {})
 sys.modules["bncourse.kernel_guard"].REFUSED = frozenset()
@@ -109,7 +110,7 @@ attempt("execv after patching builtins and the module", lambda: os.execv(sys.exe
 
 def test_can_learner_code_neither_replace_the_kernel_nor_disarm_the_guard(tmp_path):
     lines = _sandboxed(GUARD, tmp_path, processes=True)  # processes allowed: only the guard stands in the way
-    assert len(lines) == 6 and set(lines.values()) == {"refused"}, lines
+    assert len(lines) == 7 and set(lines.values()) == {"refused"}, lines
 
 
 # ---------------------------------------------------------------------------------------------
