@@ -43,13 +43,43 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"browser screenshots in {value}")
 
 
-# The files that take minutes, longest first (measured with --durations). pytest-xdist hands whole
-# files to its workers in collection order, so starting the long ones first keeps one worker from
-# being left with a long file at the end while the other idles.
-LONGEST_FIRST = ("test_fail_closed.py", "test_postgres.py", "test_grading_hardening.py", "test_grading_size.py",
-                 "test_browser.py", "test_instructor_guide.py", "test_grading.py", "test_cluster.py", "cnns_gpu.ipynb", "figure1.ipynb",
-                 "what_batchnorm_does.ipynb", "batchnorm_across_devices.ipynb", "test_roundtrip.py",
-                 "test_roundtrip_distributed.py", "test_workspace.py")
+# The files that take minutes, longest first (seconds measured in CI's fresh-clone run of 2026-12-07,
+# 2 workers on 2 cores). pytest-xdist hands whole files to its workers in collection order (the
+# README's addopts turn off xdist's own reordering by test count, which left these to the end), so
+# starting the long ones first keeps one worker from being left with a long file at the end while
+# the other idles; the many short files after them even out the two workers' ends.
+LONGEST_FIRST = (
+    "test_fail_closed.py",            # ~370 s: every notebook's fake class (and the library attackers)
+    "test_browser.py",                # ~190 s: one learner session in JupyterLab
+    "test_postgres.py",               # ~175 s
+    "test_grading.py",                # ~120 s
+    "test_grading_hardening.py",      # ~100 s
+    "what_batchnorm_does.ipynb",      # ~90 s under nbval
+    "test_instructor_guide.py",       # ~90 s
+    "figure1.ipynb",                  # ~85 s
+    "test_cluster.py",                # ~60 s
+    "cnns_gpu.ipynb",
+    "test_checks_sync_batchnorm.py",
+    "test_attacks.py",                # ~45 s
+    "test_grading_no_reference.py",   # ~43 s
+    "test_attacks_redteam2.py",       # ~40 s
+    "inside_the_network.ipynb",       # ~40 s
+    "test_experiments_distributed_bn.py",
+    "batchnorm_across_devices.ipynb",
+    "test_roundtrip.py",              # ~30 s
+    "test_grading_size.py",           # ~26 s
+    "test_roundtrip_distributed.py",
+    "test_distributed.py",
+    "test_checks_pytorch.py",
+    "test_checks_wrong_solutions.py",
+    "test_checks_batchnorm.py",
+    "beyond_batchnorm.ipynb",
+    "batchnorm_pytorch.ipynb",
+    "test_checks_hidden_seed.py",
+    "test_workspace.py",
+    "folding.ipynb",
+    "test_experiments_claims.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

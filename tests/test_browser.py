@@ -184,9 +184,7 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
         page.wait_for_selector("#filebrowser .jp-DirListing-item", timeout=120_000)
         for (rel, index) in rec["typed"]:
             if rel not in rec["reopened"]:
-                if rec["reopened"]:
-                    close_notebook(page, server)
-                open_notebook(page, server, rel)
+                open_notebook(page, server, rel)  # in a tab of its own: the ones before stay open until the end
                 tables = page.locator(f"{NOTEBOOK} .jp-RenderedHTMLCommon table")
                 try:  # saved outputs are rendered a moment after the cells appear
                     tables.first.wait_for(state="attached", timeout=60_000)

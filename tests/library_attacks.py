@@ -1,31 +1,20 @@
-"""Does another library's implementation earn nothing in the torch notebooks, however it is reached?
+"""Another library's implementation, however it is reached, in the torch notebooks: the attempts.
 
 One small fake class per notebook (4: batch norm in PyTorch, 9: layer and group norm in numpy,
-10: folding) is graded once with ``bncourse grade`` (sandboxed kernels). Each attacking student
-carries one attempt per exercise, as a student who read this repository and the red team's notes
-would write it; each must earn exactly what a blank submission earns (0), and the source notebook's
-solution full marks. Each attempt earns full marks in a plain Python process without the blocks
-(checked by hand when they were written), switches the kernel's profiler off
+10: folding): each attacking student carries one attempt per exercise, as a student who read this
+repository and the red team's notes would write it. tests/test_fail_closed.py grades them with that
+notebook's fake class (one grading run per notebook, the instructor's solution graded once for both
+questions): each attempt must earn exactly what a blank submission earns (0), and the source
+notebook's solution full marks. Each attempt earns full marks in a plain Python process without the
+blocks (checked by hand when they were written), switches the kernel's profiler off
 (``sys.setprofile(None)``) and uses nothing the grader's reading of the source refuses, so the test
 also checks that the refusal the feedback shows is the sandbox's (``bncourse.grading.libraries``).
+
+Notebook 6's attempt (torch.optim.swa_utils.update_bn) is in tests/test_fail_closed.py
+(LIBRARY_ATTEMPTS), with the notebook's other students.
 """
 
 from __future__ import annotations
-
-import shutil
-
-import nbformat
-import pytest
-
-from attack_course import attack_course, generated, submit
-
-# Notebook 6's attempt (torch.optim.swa_utils.update_bn) is graded with notebook 6's class in
-# tests/test_fail_closed.py (LIBRARY_ATTEMPTS), where it costs no extra wall time.
-
-pytestmark = pytest.mark.slow
-
-if shutil.which("bwrap") is None:
-    pytest.skip("the grading sandbox needs bubblewrap: apt-get install bubblewrap", allow_module_level=True)
 
 # ---------------------------------------------------------------------------------------------
 # Notebook 4: torch's own normalization, by the routes a name trick can take
@@ -237,80 +226,5 @@ CLASSES = {
     ("10_folding", "folding"): (NB10, NB10_POINTS),
 }
 
-
-def _set(nb, grade_id: str, source: str) -> None:
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
-            cell.source = source
-            return
-    raise KeyError(grade_id)
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    from nbgrader.api import Gradebook
-
-    from bncourse import grading
-    from bncourse.grading import db_url_of
-
-    with attack_course(tmp_path_factory.mktemp("library-attacks"), cell_timeout=120) as (course, api):
-        scores, reports = {}, {}
-        for (assignment, notebook), (attackers, _) in CLASSES.items():
-            source_nb, release_nb = generated(course, api, assignment, notebook)
-            submissions = {"solution": source_nb}
-            for student, cells in attackers.items():
-                nb = nbformat.reads(nbformat.writes(release_nb), as_version=4)
-                for grade_id, source in cells.items():
-                    _set(nb, grade_id, source)
-                submissions[student] = nb
-            for student, nb in submissions.items():
-                submit(course, student, assignment, notebook, nb)
-            reports[assignment] = grading.grade(assignment, course, jobs=2)
-            with Gradebook(db_url_of(course)) as gb:
-                scores[assignment] = {(sub.student.id, g.name): g.score for sub in gb.assignment_submissions(assignment)
-                                      for nb in sub.notebooks for g in nb.grades}
-        yield {"course": course, "scores": scores, "reports": reports}
-
-
-def _scores_of(graded, assignment: str, student: str) -> dict:
-    return {gid: s for (who, gid), s in graded["scores"][assignment].items() if who == student}
-
-
 # What an attacker earns honestly: notebook 9's autograd student wrote its forwards in numpy.
 HONEST = {("09_beyond_batchnorm", "autograd_backward"): ("layernorm_forward", "groupnorm_forward")}
-CASES = [(assignment, student) for (assignment, _), (attackers, _) in CLASSES.items()
-         for student in ("solution", *attackers)]  # a blank submission earns 0 (tests/test_attacks.py)
-
-
-@pytest.mark.parametrize("assignment,student", CASES)
-def test_does_each_attempt_earn_what_a_blank_submission_earns(graded, assignment, student):
-    points = next(p for (a, _), (_, p) in CLASSES.items() if a == assignment)
-    honest = HONEST.get((assignment, student), ())
-    expected = {f"{e}_tests": float(p) if student == "solution" or e in honest else 0.0 for e, p in points.items()}
-    assert _scores_of(graded, assignment, student) == expected, graded["reports"][assignment]
-
-
-def _outputs(cell) -> str:
-    return "".join(str(o.get("text", "")) + str(o.get("ename", "")) + ": " + str(o.get("evalue", ""))
-                   + str(o.get("data", "")) for o in cell.get("outputs", []))
-
-
-ATTACKERS = [(assignment, notebook, student) for (assignment, notebook), (attackers, _) in CLASSES.items()
-             for student in attackers]
-
-
-@pytest.mark.parametrize("assignment,notebook,student", ATTACKERS)
-def test_is_it_the_sandbox_that_refuses_each_attempt_and_does_the_feedback_name_the_rule(graded, assignment, notebook,
-                                                                                         student):
-    nb = nbformat.read(graded["course"] / "autograded" / student / assignment / f"{notebook}.ipynb", 4)
-    attacked = set(CLASSES[(assignment, notebook)][0][student]) - set(HONEST.get((assignment, student), ()))
-    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
-    for exercise in sorted(attacked):
-        shown = _outputs(cells[f"{exercise}_tests"])
-        # refused by what the kernel can reach, with the rule's words; not by the grader's reading of the source
-        assert "not available while grading" in shown and "handed" not in shown, (exercise, shown[-2000:])
-
-
-def test_does_notebook_9_s_setup_cell_say_why_torch_is_missing_while_grading(graded):
-    nb = nbformat.read(graded["course"] / "autograded" / "solution" / "09_beyond_batchnorm" / "beyond_batchnorm.ipynb", 4)
-    assert "torch is not available while grading 09_beyond_batchnorm" in _outputs(nb.cells[1])
