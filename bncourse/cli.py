@@ -11,7 +11,7 @@
                                       named mistakes per exercise with a bar chart, near-copies, lateness)
     bncourse export ASSIGNMENT --lms canvas|moodle [--roster roster.csv] [--column NAME] [--to FILE]
                                       instructors: the grades as the LMS's import CSV, one row per roster student
-    bncourse claims [--fast] [--only ID ...] [--json]   every claim about batch norm, put to its experiment
+    bncourse claims [--fast] [--only ID ...] [--json] [--workers N]   every claim about batch norm, put to its experiment
     bncourse hint EXERCISE [RUNG]     the next of three hints for an exercise (the same ladder as hint() in a notebook)
     bncourse solution NOTEBOOK EXERCISE
                                       the course's reference solution, once your check for it has run
@@ -106,9 +106,17 @@ def _run_claims(args: argparse.Namespace, size) -> int:
     except KeyError as err:
         print(f"bncourse claims: {err.args[0]}", file=sys.stderr)
         return 2
-    configure_cpu_threads()
+    from bncourse.experiments.claims_workers import default_workers
+
+    workers = args.workers if args.workers is not None else default_workers()
+    if workers < 1:
+        print(f"bncourse claims: --workers must be at least 1, got {workers}", file=sys.stderr)
+        return 2
+    # One torch thread per experiment unless $BNCOURSE_THREADS says otherwise: the models are small (one thread
+    # is fastest), and the same thread count in every worker and in one process gives the same numbers.
+    configure_cpu_threads(None if os.environ.get("BNCOURSE_THREADS", "").strip() else 1)
     load_before = os.getloadavg()
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
 
     def tell(row):
         if not args.json:
@@ -116,8 +124,9 @@ def _run_claims(args: argparse.Namespace, size) -> int:
 
     # With --json, stdout is the JSON alone: a note an experiment prints (the CPU scale-down) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-        rows = claims.run_claims(only=args.only or None, progress=not args.json and sys.stderr.isatty(), on_result=tell)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows = claims.run_claims(only=args.only or None, progress=not args.json and sys.stderr.isatty(), on_result=tell,
+                                 workers=workers)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     if args.record:
         import platform
         from datetime import datetime, timezone
@@ -131,12 +140,15 @@ def _run_claims(args: argparse.Namespace, size) -> int:
         record = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   "machine": f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores, "
                              f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch "
-                             f"{__import__('torch').__version__}, {torch_threads()} torch threads; load average (1, 5, 15 min) "
+                             f"{__import__('torch').__version__}, {workers} worker process(es) with "
+                             f"{torch_threads()} torch "
+                             f"thread(s) each; load average (1, 5, 15 min) "
                              f"before {', '.join(f'{x:.1f}' for x in load_before)}, after "
                              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
                   "mode": "fast" if size.fast else "full (CPU sizes)",
                   "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-                  "command": "bncourse claims" + (" --fast" if args.fast else "") + " --record " + args.record,
+                  "command": "bncourse claims" + (" --fast" if args.fast else "") + f" --workers {workers}"
+                             + " --record " + args.record,
                   "cpu_sizes": {what: {"full": repr(full), "cpu": repr(cpu)}
                                 for what, (full, cpu) in __import__("bncourse.runtime", fromlist=["x"]).cpu_scaled().items()},
                   "rows": [r.to_dict() for r in rows]}
@@ -153,6 +165,12 @@ def _run_claims(args: argparse.Namespace, size) -> int:
         mode = "fast" if size.fast else "full"
         print(f"{mode} run: {wall:.0f} s wall, {cpu:.0f} s CPU time ({len(rows)} claim{'' if len(rows) == 1 else 's'})")
     return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (the claims' workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _exercise_folder(args: argparse.Namespace, exercise) -> tuple[Path, Path | None]:
@@ -272,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="FILE", default=None,
                    help="also write the run (with date, machine and times) to FILE, e.g. docs/claims-run.json, "
                         "and the table rendered from it to claims.md beside it")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the experiments in N processes, one torch thread each (default: one per CPU core); "
+                        "the verdicts and values do not depend on N")
     p.set_defaults(func=_claims)
 
     p = sub.add_parser("hint", help="the next of three hints for an exercise, e.g. bncourse hint batchnorm_forward")

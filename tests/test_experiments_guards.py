@@ -102,6 +102,14 @@ def test_does_a_best_rate_still_at_the_edge_censor_the_verdict(peaked_fit):
     assert r.rule_verdict == HELD and r.verdict == CENSORED and "edge" in r.guard_note
 
 
+def test_is_a_flat_grid_neither_extended_nor_censored(monkeypatch):
+    from bncourse.experiments import common
+
+    monkeypatch.setattr(common, "fit", lambda model, task, lr, seed=0, **kw: common.Fit(lr, 0.09, 0.09, 0.09, False, 1))
+    tuning = tune_lr(_linear, _task(), [0.01, 0.03, 0.1], seed=0, extend=3)  # at chance at every rate
+    assert [f.lr for f in tuning.fits] == [0.01, 0.03, 0.1] and not tuning.censored
+
+
 def test_does_a_demonstration_show_facts_without_seeds_or_a_spread():
     demo = demonstrate("count", claim="transformers use batch norm", compute=lambda: {"batch-norm layers": 0,
                                                                                       "layer-norm layers": 25},

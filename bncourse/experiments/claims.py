@@ -188,6 +188,7 @@ KIND: dict[str, str] = {
     "output-mean0-std1": EXPERIMENT_KIND, "scale-invariance": DEMONSTRATION_KIND, "inference-consistent": BOTH_KINDS,
     "needs-batch-gt-1": BOTH_KINDS, "sequences-hard": BOTH_KINDS, "cnn-per-channel": BOTH_KINDS,
     "not-supervised": DEMONSTRATION_KIND, "dropout-rate": DEMONSTRATION_KIND, "nlp-standard": DEMONSTRATION_KIND,
+    "standardized-is-normal": DEMONSTRATION_KIND,  # algebra: an affine map keeps a distribution's shape
 }
 
 # The checks that replaced a construction shown as an experiment (issue 22).
@@ -320,18 +321,24 @@ def _deciding(outcomes: list[Outcome], verdict: str) -> Outcome | None:
 
 
 def run_claims(only: list[str] | None = None, seeds=None, progress: bool = False,
-               on_result: Callable[[ClaimRow], None] | None = None) -> list[ClaimRow]:
+               on_result: Callable[[ClaimRow], None] | None = None, workers: int = 1) -> list[ClaimRow]:
     """Run the experiments behind ``only`` (default: every claim) and decide each claim.
 
     An experiment that decides several claims runs once. A claim whose experiment module is not
     installed comes back ``untested`` with the import error as the reason. ``on_result`` is called
-    with each row as soon as it is decided.
+    with each row as soon as it is decided. ``workers`` > 1: the experiments run in that many
+    processes, one torch thread each (``claims_workers``; the same verdicts and values as one).
     """
     if only:
         unknown = [i for i in only if i not in CLAIM_IDS]
         if unknown:
             raise KeyError(f"unknown claim id(s) {', '.join(map(repr, unknown))}; the ids are: {', '.join(CLAIM_IDS)}")
     wanted = [c for c in CLAIMS if not only or c.id in only]
+    if workers > 1:
+        from bncourse.experiments.claims_workers import jobs, run_in_workers
+
+        if len(jobs(wanted)) > 1:
+            return run_in_workers(wanted, seeds=seeds, workers=workers, progress=progress, on_result=on_result)
     cache: dict[str, tuple[ExperimentResult, float, float]] = {}
     rows = []
     for claim in wanted:

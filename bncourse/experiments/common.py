@@ -309,7 +309,10 @@ def tune_lr(build: Callable[[], nn.Module], task: Task, lrs: Sequence[float], se
     the test split raises ``TuningOnTestError``. While the best rate is the smallest (largest) tried,
     up to ``extend`` more rates ``step`` times smaller (larger) are tried (within ``limits``); a best
     rate still at the edge then makes the tuning ``censored`` (say so in the trial's output:
-    ``"censored": tuning.censored``). A rate whose run diverged is never chosen over one that did not.
+    ``"censored": tuning.censored``). A flat grid, the same validation accuracy at every rate tried (a
+    network that learns at none of them, e.g. a deep sigmoid MLP at chance), is neither extended nor
+    censored: its best rate is a tie, not an optimum beyond the edge (whether an arm must learn is the
+    ``MustLearn`` guard's question). A rate whose run diverged is never chosen over one that did not.
 
     Returns a ``Tuning`` (unpacks as ``best, fits``).
     """
@@ -338,6 +341,8 @@ def tune_lr(build: Callable[[], nn.Module], task: Task, lrs: Sequence[float], se
         best = max(fits.values(), key=ranked)
         if len(order) < 2 or order[0] < best.lr < order[-1]:
             break
+        if len({round(f.val_acc, 9) for f in fits.values()}) == 1:
+            break  # flat: every rate gives the same validation accuracy (no rate learned); an edge means nothing
         new = order[0] / step if best.lr == order[0] else order[-1] * step
         new = float(f"{new:.3g}")
         if added >= extend or not limits[0] <= new <= limits[1]:

@@ -56,7 +56,7 @@ def depth_trial(config: dict, seed: int) -> dict:
     for d in depths():
         build = lambda: mlp(task.num_features, task.num_classes, 48, d, config["act"],  # noqa: E731
                             norm=config["norm"], init=_init(config["act"]))
-        tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=64, momentum=0.9, extend=1)
+        tuning = tune_lr(build, task, lrs, seed, steps=steps, batch_size=64, momentum=0.9, extend=2)
         accs[d] = tuning.best.test_acc
         out[f"test_acc_depth_{d}"] = tuning.best.test_acc
         if tuning.censored:

@@ -122,6 +122,11 @@ def learning_rates() -> tuple[float, ...]:
                 what="learning rates tried (inside-the-network experiment)")
 
 
+def extensions() -> int:
+    """How many rates (a factor 3 beyond the edge, one at a time) a search adds while its best rate is at the edge."""
+    return pick(fast=1, full=3)
+
+
 @lru_cache(maxsize=8)
 def _task(seed: int) -> Task:
     return harder_digits(seed)
@@ -131,7 +136,7 @@ def watch(init: str, batch_norm: bool, seed: int, lr: float | None = None) -> Wa
     """Train the deep tanh MLP at ``init`` (a key of ``INITS``) on seed ``seed``'s harder digits.
 
     lr: None picks the best of ``learning_rates()`` on validation accuracy (each one a full run); a best
-    rate at the edge of the grid gets one more rate 3x beyond it, and a best rate still at the edge
+    rate at the edge of the grid gets one more rate 3x beyond it (up to ``extensions()`` times), and a best rate still at the edge
     then is reported in ``Watched.censored`` (the harness's *censored* verdict).
     """
     if init not in INITS:
@@ -151,14 +156,15 @@ def watch(init: str, batch_norm: bool, seed: int, lr: float | None = None) -> Wa
     for rate in (learning_rates() if lr is None else (lr,)):
         run(float(rate))
     if lr is None and len(runs) > 1:
-        for _ in range(2):  # at most one extension, then a look whether the best is still at the edge
+        limit = extensions()
+        for added in range(limit + 1):  # extend while the best is at the edge, then look once more
             tried = sorted(runs)
             chosen = best()
             if tried[0] < chosen.lr < tried[-1]:
                 break
-            if len(tried) > len(learning_rates()):
+            if added == limit:
                 chosen.censored = (f"best rate {chosen.lr:g} is the {'smallest' if chosen.lr == tried[0] else 'largest'}"
-                                   f" of those tried ({', '.join(f'{r:g}' for r in tried)}) after 1 extension(s)")
+                                   f" of those tried ({', '.join(f'{r:g}' for r in tried)}) after {added} extension(s)")
                 break
             run(float(f"{(tried[0] / 3 if chosen.lr == tried[0] else tried[-1] * 3):.3g}"))
     return best()
