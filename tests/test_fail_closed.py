@@ -39,6 +39,7 @@ from bncourse.workspace import assignments
 from conftest import COURSE, GENERATED
 from library_attacks import CLASSES as LIBRARY_CLASSES
 from library_attacks import HONEST
+import process_attacks
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,9 @@ def recompute_bn_statistics(model, batches):
     swa_utils.update_bn(batches, model)
     return model
 """}},
+    # red team 3: a process of its own (tests/process_attacks.py)
+    "08_batchnorm_across_devices": process_attacks.NB8,
+    "10_folding": process_attacks.NB10,
 }
 
 # Appended to each solution cell of the wrong submission: every object the cell defines is

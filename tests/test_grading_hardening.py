@@ -177,7 +177,7 @@ def _fake_class(source_nb, release_nb):
         "loop_in_cell": (student(standardize="while True:\n    pass\n" + good_std), 2),
         "loop_in_function": (student(min_max_scale="def min_max_scale(X_train, X_test):\n    while True:\n        pass\n"), 3),
         "crash_exit": (student(standardize="import os\nos._exit(1)\n"), None),
-        "crash_segfault": (student(standardize="import ctypes\nctypes.string_at(0)\n"), None),
+        "crash_segfault": (student(standardize="import faulthandler\nfaulthandler._sigsegv()\n"), None),  # no ctypes in the sandbox
         "corrupt_json": (corrupt, None),
         "tampered_tests": (tampered, 2),
         "stderr_noise": (student(standardize=noisy_std), 5),

@@ -349,3 +349,52 @@ def test_does_the_kernel_hold_no_descriptor_of_the_grader_and_meet_its_disk_limi
     disk = next(json.loads(ln[5:]) for ln in cells.splitlines()[1:] if "DISK" in ln)
     assert disk.count("No space left on device") == 2 and "notes.txt" in disk, disk
     assert sorted(os.listdir(submission)) == ["notes.txt"]
+
+
+def _run_bpf(program: bytes, arch: int, nr: int, flags: int = 0) -> int:
+    """What a classic-BPF seccomp program returns for one system call (the few opcodes it uses)."""
+    import struct
+
+    insns = [struct.unpack("=HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    data = struct.pack("=iIQ6Q", nr, arch, 0, flags, 0, 0, 0, 0, 0)
+    a, pc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x20:   # ld [k]
+            a = struct.unpack_from("=I", data, k)[0]
+        elif code == 0x06:  # ret k
+            return k
+        else:
+            taken = {0x15: a == k, 0x35: a >= k, 0x45: bool(a & k)}[code]
+            pc += jt if taken else jf
+        pc += 1
+
+
+def test_does_the_seccomp_filter_refuse_memfd_and_new_processes_but_allow_threads():
+    allow, eperm, enosys = 0x7FFF0000, 0x00050001, 0x00050026
+    x86, arm = 0xC000003E, 0xC00000B7
+    plain = sandbox.seccomp_filter(False, "x86_64")
+    assert [_run_bpf(plain, x86, nr) for nr in (319, 57, 56, 0, 59)] == [eperm, allow, allow, allow, allow]
+    assert _run_bpf(plain, x86, 0x40000000 | 319) == eperm and _run_bpf(plain, 0x40000003, 356) == allow
+    blocks = sandbox.seccomp_filter(True, "x86_64")
+    assert [_run_bpf(blocks, x86, nr) for nr in (319, 57, 58, 435, 0, 59)] == [eperm, eperm, eperm, enosys, allow, allow]
+    assert _run_bpf(blocks, x86, 56, flags=0x11) == eperm                  # fork's clone(SIGCHLD)
+    assert _run_bpf(blocks, x86, 56, flags=0x3D0F00) == allow              # pthread_create's clone
+    arm_blocks = sandbox.seccomp_filter(True, "aarch64")
+    assert [_run_bpf(arm_blocks, arm, nr) for nr in (279, 435, 63)] == [eperm, enosys, allow]
+    assert _run_bpf(arm_blocks, arm, 220, flags=0x11) == eperm and _run_bpf(arm_blocks, arm, 220, flags=0x3D0F00) == allow
+    assert sandbox.seccomp_filter(True, "riscv64") == b""
+
+
+def test_does_grading_as_another_user_stop_with_how_to_get_noexec_mounts(monkeypatch, tmp_path):
+    """The kernels' writable places must be noexec tmpfs mounts, which only root makes: as another
+    user grading stops and names both ways out, rather than sandbox without them."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    sandbox._self_test.cache_clear()
+    try:
+        with pytest.raises(sandbox.SandboxUnavailable, match="run `bncourse grade` as root.*--unsandboxed"):
+            sandbox.check()
+        with pytest.raises(sandbox.SandboxUnavailable, match="noexec"):
+            sandbox.Sandbox().command([sys.executable, "-c", "pass"], str(tmp_path), str(tmp_path))
+    finally:
+        sandbox._self_test.cache_clear()

@@ -110,6 +110,14 @@ def _switch_off_reference() -> None:
         getattr(nn_sync, name).__code__ = refuse.__code__
 
 
+def _enforce_rule() -> None:
+    """In this rank, before the learner's function runs: torch's own batch norm raises (notebook 8's rule,
+    ``bncourse.grading.libraries``; a rank is a process of its own, so the kernel's blocks are not here)."""
+    from bncourse.kernel_blocks import install
+
+    install(("normalization",))
+
+
 def _numpy(value, what: str) -> np.ndarray:
     import torch
 
@@ -122,6 +130,7 @@ def _forward_on_rank(rank, world_size, fn, x, sizes, w, b, rm, rv, momentum, eps
     import torch
 
     _switch_off_reference()
+    _enforce_rule()
     log = {"calls": 0, "dtypes": []}
     _watch_collectives(log)
     sl = _slices(sizes)[rank]
@@ -157,6 +166,7 @@ def _backward_on_rank(rank, world_size, fn, x, sizes, w, dy, eps):
     invstd = 1.0 / np.sqrt(var + eps)
     cache = SyncBNCache(torch.tensor((x[sl] - mean) * invstd), torch.tensor(invstd), torch.tensor(w), float(len(x)))
     _switch_off_reference()
+    _enforce_rule()
     log = {"calls": 0, "dtypes": []}
     _watch_collectives(log)
     given = {"dy": torch.tensor(dy[sl]), "cache": cache}

@@ -139,9 +139,6 @@ class GradingExecute(TimeLimited, Execute):
         from bncourse.grading import sandbox as sandbox_module
 
         sandbox_module.check()
-        if not sandbox_module.sized_tmpfs_supported():
-            self.log.warning("This bubblewrap has no --size (0.7 or later has): the grading kernels' /tmp and working "
-                             "copy are not size-limited (disk_mb is not enforced); upgrade bubblewrap")
         info = (resources or {}).get("nbgrader") or {}
         assignment = str(info.get("assignment", ""))
         library = solution_free.build(solution_free.given_names(self._instructor_sources(info)))

@@ -15,6 +15,12 @@ docs/instructors.md; this module is what the sandbox does about it, never a read
 - notebook 10 (folding): torch and its batch norm are there; torch's folding is not (block
   ``"folding"``: the C++ TorchScript folding passes are replaced by a function that raises, and ``torch.nn.utils.fusion`` and
   the other Python folds in torch are mounted as rewritten copies).
+- notebook 8 (across devices): torch and torch.distributed are there, torch's normalization is not
+  (block ``"normalization"``, as notebook 4), in the kernel, in every rank the check starts
+  (``bncourse.checks.sync_batchnorm`` installs it before the learner's function runs) and in every
+  other process that imports torch (``bncourse.grading.torch_import_blocks``). The only assignment
+  whose kernel may start processes (``"processes": True``; every other kernel can start none:
+  ``bncourse.grading.sandbox.seccomp_filter``).
 - notebook 6 (CNNs): torch and its batch norm layers (their ``reset_running_stats``, ``momentum``,
   ``train()``) are there; torch's own implementation of the exercise, ``torch.optim.swa_utils.update_bn``,
   is not (overlay ``"update_bn"``: ``swa_utils.py`` mounted as a rewritten copy whose ``update_bn``
@@ -23,8 +29,9 @@ docs/instructors.md; this module is what the sandbox does about it, never a read
 A rewritten function raises ``bncourse.kernel_blocks.LibraryNotAllowed`` (a ``RuntimeError``) with
 the rule's words.
 
-``LIBRARY_RULES``: assignment -> {"allowed", "blocked", "torch_blocks", "overlays", "reason"} (``overlays``:
-blocks that only rewrite torch's Python files, with no dispatcher block).
+``LIBRARY_RULES``: assignment -> {"allowed", "blocked", "torch_blocks", "overlays", "processes", "reason"}
+(``overlays``: blocks that only rewrite torch's Python files, with no dispatcher block; ``processes``: True
+when grading needs the kernel to start processes, default False).
 ``blocked_for(assignment)``: the top-level packages its grading kernels cannot import.
 ``sandbox_options(assignment)``: the ``Sandbox`` fields that enforce its rule.
 ``overlays(blocks)``: (rewritten file, the file of torch it is mounted over), built once per torch.
@@ -69,6 +76,14 @@ LIBRARY_RULES: dict[str, dict] = {
                     "reason": "the exercise recompute_bn_statistics is to be written with torch's modules and tensor "
                               "operations, without torch's own implementation of it, "
                               "torch.optim.swa_utils.update_bn (see the notebook's rule)"},
+    "08_batchnorm_across_devices": {
+        "allowed": TORCH_ALLOWED + ("torch.distributed's collectives (all_reduce, all_gather, broadcast ...)",
+                                    "bncourse.distributed and bncourse.nn_sync's SyncBNCache"),
+        "torch_blocks": ("normalization",), "processes": True,
+        "reason": "its exercises are to be written with torch's tensor operations and torch.distributed's "
+                  "collectives, without torch's own batch norm (native_batch_norm, batch_norm_gather_stats, "
+                  "batch_norm_elemt, batch_norm_backward_reduce/elemt, F.batch_norm, nn.SyncBatchNorm; see the "
+                  "notebook's rule)"},
     "10_folding": {"allowed": TORCH_ALLOWED + ("nn.BatchNorm* themselves",), "blocked": ("sklearn", "scipy"),
                    "torch_blocks": ("folding",),
                    "reason": "its exercises are to be written with torch's tensor operations, without torch's own "
@@ -134,7 +149,18 @@ def sandbox_options(assignment: str, rules: dict | None = None) -> dict:
     return {"blocked": blocked_for(assignment, rules),
             "blocked_reason": f"is not available while grading {assignment}: "
                               + str(rule.get("reason", "see the notebook's rule")),
-            "torch_blocks": blocks, "overlays": overlays(rewritten) if rewritten else ()}
+            "torch_blocks": blocks, "overlays": (overlays(rewritten) if rewritten else ()) + _in_every_process(rule),
+            "processes": bool(rule.get("processes", False))}
+
+
+def _in_every_process(rule: dict) -> tuple[tuple[str, str], ...]:
+    """For a kernel that may start processes: torch's ``__init__`` that installs the rule's blocks in every
+    process importing torch (``bncourse.grading.torch_import_blocks``)."""
+    if not (rule.get("processes") and rule.get("torch_blocks")):
+        return ()
+    from bncourse.grading.torch_import_blocks import init_overlay
+
+    return init_overlay(tuple(rule["torch_blocks"]))
 
 
 def neutralized_source(text: str, pattern: str, message: str) -> tuple[str, list[str]]:

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import shutil
 import site
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["NOBODY", "INSTALL_HINT", "Limits", "STAGING", "Sandbox", "SandboxUnavailable", "blocker_dir", "check",
-           "sized_tmpfs_supported"]
+           "ffi_modules", "ffi_stand_in", "seccomp_filter", "sized_tmpfs_supported"]
 
 NOBODY = 65534
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
@@ -134,6 +136,137 @@ def _foreign_site_packages() -> list[str]:
     return sorted(found - used)
 
 
+# Extension modules that call native code by address (foreign-function interfaces: ctypes' and
+# cffi's), and CPython's own test hooks: masked by an empty file in every grading kernel's view.
+FFI_MODULES = ("_ctypes", "_cffi_backend", "_testcapi", "_testinternalcapi")
+ALWAYS_BLOCKED = ("cuda",)
+NOT_ROOT_HINT = ("the kernels' writable folders (their /tmp, the working copy, the IPC folder) must be noexec tmpfs "
+                 "mounts, which only root can make: run `bncourse grade` as root (every kernel still runs as "
+                 "user nobody), or grade without a sandbox, knowingly: `bncourse grade --unsandboxed`")
+
+
+@functools.lru_cache(maxsize=1)
+def ffi_modules() -> tuple[str, ...]:
+    """Files of the ``FFI_MODULES`` in the kernel's view (any Python of the environment, the system's
+    Pythons in /usr): each is masked by ``/dev/null`` in the sandbox, so no import, by any name or loader,
+    gives a kernel a foreign-function interface."""
+    import glob
+
+    hidden = [h + os.sep for h in _foreign_site_packages()]
+    found = set()
+    for base in [*_python_roots(), "/usr", "/usr/local"]:
+        for folder in ("lib/python3*/lib-dynload", "lib/python3*/site-packages", "lib/python3*/dist-packages",
+                       "lib/python3/dist-packages", "lib64/python3*/lib-dynload", "lib64/python3*/site-packages"):
+            for name in FFI_MODULES:
+                found.update(os.path.realpath(p) for p in glob.glob(os.path.join(base, folder, name + "*.so")))
+    for sp in _site_packages():
+        for name in FFI_MODULES:
+            found.update(os.path.realpath(p) for p in glob.glob(os.path.join(sp, name + "*.so")))
+    return tuple(sorted(p for p in found if os.path.isfile(p) and not p.startswith(tuple(hidden))))
+
+
+def ffi_stand_in() -> Path:
+    """A folder holding the ``ctypes`` package grading kernels import (``bncourse.grading.ctypes_stand_in``),
+    put first on their ``PYTHONPATH``: libraries that import ctypes still import, nothing calls native code."""
+    import hashlib
+    import tempfile as _tempfile
+
+    from bncourse.grading.solution_free import cache_dir
+
+    text = (Path(__file__).parent / "ctypes_stand_in.py").read_text()
+    util = '"""ctypes.util in the grading sandbox: no library is found by name."""\n\n\ndef find_library(name):\n    return None\n'
+    target = cache_dir() / "ffi-stand-in" / hashlib.sha256((text + util).encode()).hexdigest()[:16]
+    if not (target / "ctypes" / "util.py").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(_tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+        (tmp / "ctypes").mkdir()
+        (tmp / "ctypes" / "__init__.py").write_text(text)
+        (tmp / "ctypes" / "util.py").write_text(util)
+        publish_for_sandbox(tmp, target)
+    return target
+
+
+# seccomp (classic BPF), per audit architecture: the system calls a grading kernel is refused.
+# memfd_create: a file in memory (then /proc/self/fd/N) is the one writable place noexec mounts cannot
+# cover. fork, vfork, clone without CLONE_THREAD (clone3: ENOSYS, so the C library falls back to clone):
+# a new process starts without the dispatcher blocks of a torch notebook (a child `python -c` would
+# compute torch's own batch norm), so kernels with blocks start no process; threads still start.
+_SYSCALLS = {
+    "x86_64": {"arch": 0xC000003E, "memfd_create": 319, "fork": 57, "vfork": 58, "clone": 56, "clone3": 435,
+               "x32": 0x40000000},
+    "aarch64": {"arch": 0xC00000B7, "memfd_create": 279, "clone": 220, "clone3": 435},
+}
+_CLONE_THREAD = 0x00010000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO, _EPERM, _ENOSYS = 0x7FFF0000, 0x00050000, 1, 38
+
+
+def seccomp_filter(no_processes: bool = False, machine: str | None = None) -> bytes:
+    """A seccomp program (``struct sock_filter`` array) that fails ``memfd_create`` (and, with
+    ``no_processes``, every way to start a process) with EPERM and allows every other call;
+    ``b""`` on an architecture it does not know."""
+    calls = _SYSCALLS.get(machine or platform.machine())
+    if calls is None:
+        return b""
+    # (opcode, k, jump if true, jump if false): a jump is a label or None (the next instruction)
+    prog: list[tuple] = [(_BPF_LD_W_ABS, 4, None, None),                     # A = seccomp_data.arch
+                         (_BPF_JEQ_K, calls["arch"], None, "allow"),
+                         (_BPF_LD_W_ABS, 0, None, None)]                     # A = seccomp_data.nr
+    if "x32" in calls:
+        prog.append((_BPF_JGE_K, calls["x32"], "eperm", None))              # x32 numbering: none needed
+    denied = ["memfd_create"] + (["fork", "vfork"] if no_processes else [])
+    prog += [(_BPF_JEQ_K, calls[name], "eperm", None) for name in denied if name in calls]
+    if no_processes:
+        prog += [(_BPF_JEQ_K, calls["clone3"], "enosys", None),
+                 (_BPF_JEQ_K, calls["clone"], None, "allow"),
+                 (_BPF_LD_W_ABS, 16, None, None),                            # A = low word of clone's flags
+                 (_BPF_JSET_K, _CLONE_THREAD, "allow", "eperm")]
+    labels = {"allow": len(prog), "eperm": len(prog) + 1, "enosys": len(prog) + 2}
+    prog += [(_BPF_RET_K, _SECCOMP_RET_ALLOW, None, None), (_BPF_RET_K, _SECCOMP_RET_ERRNO | _EPERM, None, None),
+             (_BPF_RET_K, _SECCOMP_RET_ERRNO | _ENOSYS, None, None)]
+
+    def offset(i: int, target) -> int:
+        return 0 if target is None else labels[target] - i - 1
+
+    return b"".join(struct.pack("=HBBI", op, offset(i, jt), offset(i, jf), k) for i, (op, k, jt, jf) in enumerate(prog))
+
+
+def _seccomp_file(no_processes: bool) -> str:
+    """``seccomp_filter(no_processes)`` in a file of the grading cache ('' where there is none)."""
+    import hashlib
+
+    from bncourse.grading.solution_free import cache_dir
+
+    program = seccomp_filter(no_processes)
+    if not program:
+        return ""
+    path = cache_dir() / "seccomp" / f"{hashlib.sha256(program).hexdigest()[:16]}.bpf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(program)
+        os.replace(tmp, path)
+    return str(path)
+
+
+# Run as root in a mount namespace of the kernel's own (``unshare --mount``), before bubblewrap: the
+# writable folders become noexec. $1 the IPC folder, $2 the working folder bound as it is ('' when it
+# is a tmpfs), $3 and $4 the sizes of the /tmp and working-copy tmpfs, $5 the seccomp program ('': none).
+_NOEXEC = r"""set -e
+for d in "$1" "$2"; do
+  if [ -n "$d" ]; then mount --bind "$d" "$d"; mount -o remount,bind,noexec,nosuid,nodev "$d"; fi
+done
+m="$1/.noexec"
+mkdir -p "$m/tmp" "$m/work"
+mount -t tmpfs -o "mode=1777,noexec,nosuid,nodev,size=$3" bncourse-tmp "$m/tmp"
+mount -t tmpfs -o "mode=1777,noexec,nosuid,nodev,size=$4" bncourse-work "$m/work"
+f="$5"
+shift 5
+if [ -n "$f" ]; then exec "$@" 9<"$f"; fi
+exec "$@"
+"""
+
+
 def blocker_dir(library: str, reason: str) -> Path:
     """A folder holding a package ``library`` whose import raises ``ImportError`` with ``reason``."""
     import hashlib
@@ -159,6 +292,7 @@ class Sandbox:
     blocked_reason: str = "not available while grading this notebook"
     torch_blocks: tuple[str, ...] = ()      # bncourse.kernel_blocks installed before the kernel starts
     overlays: tuple[tuple[str, str], ...] = ()  # (rewritten file, the file it is mounted over)
+    processes: bool = False                 # may the kernel start processes? (LIBRARY_RULES' "processes")
     limits: Limits = field(default_factory=Limits)
 
     def command(self, kernel_cmd: Sequence[str], workdir: str, ipc_dir: str, env: dict | None = None,
@@ -170,13 +304,25 @@ class Sandbox:
         ``STAGING``) before the kernel starts; nothing the kernel writes reaches the grader's disk.
         Without it, ``workdir`` itself is bound writable."""
         as_root = os.geteuid() == 0
+        if not as_root:
+            raise SandboxUnavailable(f"a grading kernel cannot be sandboxed by user {os.geteuid()}: {NOT_ROOT_HINT}")
+        work_bytes = _tree_bytes(work_source) + self.limits.work_bytes if work_source else 4096
+        # A kernel starts no process unless its assignment needs them (a new one would not have the
+        # kernel's blocks; bncourse.kernel_guard): its working copy is filled by its own Python (launch code), not by cp.
+        no_processes = not self.processes
+        seccomp = _seccomp_file(no_processes)
         # bubblewrap itself ignores SIGINT: an interrupt (nbclient's, after a cell's time limit) is
         # for the kernel, which sets its own handler; a bwrap killed by it would take the kernel along.
+        # Between the two, in a mount namespace of its own, the writable folders become noexec (_NOEXEC).
         args = ["sh", "-c", 'trap "" INT; exec "$@"', "bncourse-sandbox",
+                "unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", _NOEXEC, "bncourse-noexec", ipc_dir, "" if work_source else workdir,
+                str(self.limits.tmp_bytes), str(work_bytes), seccomp,
                 "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "grading"]
-        if not as_root:
-            args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+        if seccomp:
+            args += ["--seccomp", "9"]  # see seccomp_filter
+        noexec = os.path.join(ipc_dir, ".noexec")
         made: set[str] = {"/"}
 
         def parents(path: str) -> None:
@@ -199,9 +345,8 @@ class Sandbox:
             if os.path.exists(f):
                 parents(f)
                 args.extend(["--ro-bind", f, f])
-        sized = sized_tmpfs_supported()
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777"]
-        args += (["--size", str(self.limits.tmp_bytes)] if sized else []) + ["--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += ["--bind", os.path.join(noexec, "tmp"), "/tmp"]  # a noexec tmpfs of limits.tmp_bytes
         made.add("/tmp")
         for root in _python_roots():
             parents(root)
@@ -209,50 +354,71 @@ class Sandbox:
             made.add(root)
         for foreign in _foreign_site_packages():
             args.extend(["--tmpfs", foreign])
-        for name in self.blocked:
-            blocker = str(blocker_dir(name, f"{name} {self.blocked_reason}"))
+        for ffi in ffi_modules():  # no foreign-function interface, by any name or loader
+            args.extend(["--ro-bind", "/dev/null", ffi])
+        # cuda-python sets up its loader with ctypes' structures at import: absent, as the GPU is (torch
+        # imports it only if it can).
+        always = tuple((name, "is not available in the grading sandbox (no GPU in its view)") for name in ALWAYS_BLOCKED)
+        for name, reason in (*((name, self.blocked_reason) for name in self.blocked), *always):
+            blocker = str(blocker_dir(name, f"{name} {reason}"))
             for sp in _site_packages():
                 if os.path.isdir(os.path.join(sp, name)):
                     args.extend(["--ro-bind", blocker, os.path.join(sp, name)])
         for source, path in self.overlays:
             args.extend(["--ro-bind", source, path])
-        if self.library:
-            parents(self.library)
-            args.extend(["--ro-bind", self.library, self.library])
+        stand_in = str(ffi_stand_in())
+        for folder in (stand_in, self.library):
+            if folder:
+                parents(folder)
+                args.extend(["--ro-bind", folder, folder])
         parents(ipc_dir)
-        args.extend(["--bind", ipc_dir, ipc_dir])
+        args.extend(["--bind", ipc_dir, ipc_dir])  # noexec (bound so by _NOEXEC)
         made.add(ipc_dir)
         fill: list[str] = []
         parents(workdir)
         if work_source:
-            size = _tree_bytes(work_source) + self.limits.work_bytes
-            args += ["--perms", "1777"] + (["--size", str(size)] if sized else []) + ["--tmpfs", workdir]
+            # A noexec tmpfs of the submission's size + limits.work_bytes, filled from the private copy
+            # (mounted read-only at STAGING) before the kernel starts: nothing it writes reaches the grader's disk.
+            args.extend(["--bind", os.path.join(noexec, "work"), workdir])
             parents(STAGING)
             args.extend(["--ro-bind", work_source, STAGING])
             # Filled as the sandbox's user, before the limits (the kernel's own files are in there).
-            fill = ["sh", "-c", f'cp -R {STAGING}/. . && exec "$@"', "bncourse-fill"]
+            if not no_processes:
+                fill = ["sh", "-c", f'cp -R {STAGING}/. . && exec "$@"', "bncourse-fill"]
         else:
-            args.extend(["--bind", workdir, workdir])
+            args.extend(["--bind", workdir, workdir])  # noexec (bound so by _NOEXEC)
         made.add(workdir)
         args += ["--chdir", workdir, "--clearenv"]
         for key, value in self.environment(env or os.environ).items():
             args.extend(["--setenv", key, value])
         args.append("--")
-        if as_root:  # drop to nobody outside too: no capability, no root-owned file is ours
-            args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                     "--inh-caps=-all", "--bounding-set=-all", "--"]
-        return args + fill + self.limits.argv() + self.with_blocks(kernel_cmd)
+        # drop to nobody outside too: no capability, no root-owned file is ours
+        args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--"]
+        return args + fill + self.limits.argv() + self.with_blocks(kernel_cmd, staged=bool(work_source) and no_processes)
 
-    def with_blocks(self, kernel_cmd: Sequence[str]) -> list[str]:
-        """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks``."""
+    def with_blocks(self, kernel_cmd: Sequence[str], staged: bool = False) -> list[str]:
+        """``kernel_cmd`` (``python -m ipykernel_launcher ...``) started through ``bncourse.kernel_blocks``
+        (``staged``: after copying the submission from ``STAGING`` into its working copy)."""
         cmd = list(kernel_cmd)
-        if not self.torch_blocks:
+        if not self.torch_blocks and self.processes:
             return cmd
-        from bncourse.kernel_blocks import launch_code
+        if self.processes:
+            from bncourse.kernel_blocks import launch_code
+        else:  # the blocks, then the guard against processes
+            from bncourse.kernel_guard import launch_code
 
+        fill = ("def _fill():\n    import os, shutil\n"
+                f"    for e in os.scandir({STAGING!r}):\n"
+                "        (shutil.copytree(e.path, e.name, symlinks=True) if e.is_dir(follow_symlinks=False)\n"
+                "         else shutil.copy2(e.path, e.name, follow_symlinks=False))\n"
+                "_fill()\ndel _fill\n") if staged else ""
         for i in range(len(cmd) - 1):
             if cmd[i] == "-m" and cmd[i + 1] == "ipykernel_launcher":
-                return cmd[:i] + ["-c", launch_code(self.torch_blocks)] + cmd[i + 2:]
+                return cmd[:i] + ["-c", fill + launch_code(self.torch_blocks)] + cmd[i + 2:]
+        if not self.torch_blocks:  # not a kernel (a test's own command): filled, then exec'd
+            return [sys.executable, "-I", "-S", "-c", fill + "import os, sys\nos.execvp(sys.argv[1], sys.argv[1:])",
+                    *cmd] if staged else cmd
         raise SandboxUnavailable(f"cannot block {', '.join(self.torch_blocks)} in a kernel started by {cmd!r}: "
                                  "grading expects the kernelspec's `python -m ipykernel_launcher` command")
 
@@ -265,8 +431,8 @@ class Sandbox:
             "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
             "BNCOURSE_SANDBOXED": "1",
         })
-        if self.library:
-            kept["PYTHONPATH"] = self.library
+        # The ctypes stand-in first: the standard library's ctypes cannot load (its _ctypes is masked).
+        kept["PYTHONPATH"] = os.pathsep.join(p for p in (str(ffi_stand_in()), self.library) if p)
         return kept
 
     @staticmethod
@@ -288,8 +454,10 @@ def _self_test() -> str:
     """'' if a sandboxed Python starts here, else what went wrong."""
     if shutil.which("bwrap") is None:
         return "bubblewrap (bwrap) is not installed"
-    if shutil.which("prlimit") is None or (os.geteuid() == 0 and shutil.which("setpriv") is None):
-        return "util-linux's prlimit/setpriv are missing"
+    if os.geteuid() != 0:
+        return f"grading runs as user {os.geteuid()}, and {NOT_ROOT_HINT}"
+    if any(shutil.which(tool) is None for tool in ("prlimit", "setpriv", "unshare", "mount")):
+        return "util-linux's prlimit/setpriv/unshare/mount are missing"
     with tempfile.TemporaryDirectory(prefix="bncourse-sandbox-test-") as tmp:
         Sandbox.prepare_writable(tmp)
         cmd = Sandbox().command([sys.executable, "-c", "import os; open('ok', 'w').write(str(os.getuid()))"], tmp, tmp)
