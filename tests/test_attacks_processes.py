@@ -170,8 +170,8 @@ _NB10_MODEL = '''def fold_model(model):
 '''
 NB10 = {"child_fold": {"fold_batchnorm": _NB10_FOLD, "fold_model": _NB10_MODEL}}
 
-# Notebook 8: the batch all_gather'ed on the ranks, torch's batch norm on the whole of it; in the
-# rank itself (torch_bn) or in a child Python the rank starts (child_bn: processes are allowed here).
+# Notebook 8: the batch all_gather'ed on the ranks, torch's batch norm on the whole of it: in a child
+# Python the rank starts (processes are allowed here) or in the rank itself.
 _GATHER = '''def _gather_rows(t):
     import torch
     import torch.distributed as dist
@@ -229,8 +229,8 @@ def sync_batch_norm_backward(dy, cache):
                                                           [False, True, True])
     return dx[start:start + dy.shape[0]], dw, db
 '''
-NB8 = {"torch_bn": {"sync-forward": _NB8_FORWARD, "sync-backward": _NB8_BACKWARD},
-       "child_bn": {"sync-forward": _NB8_CHILD_FORWARD}}
+# One student, both routes (one grading kernel less): the forward in a child, the backward in the rank.
+NB8 = {"child_and_rank_bn": {"sync-forward": _NB8_CHILD_FORWARD, "sync-backward": _NB8_BACKWARD}}
 
 NOTEBOOKS = {"08_batchnorm_across_devices": ("batchnorm_across_devices", NB8),
              "10_folding": ("folding", NB10)}
