@@ -31,7 +31,7 @@ __all__ = ["REFUSED", "RULE", "install", "launch_code"]
 REFUSED = frozenset({"os.exec", "os.posix_spawn", "os.fork", "os.forkpty", "os.system", "subprocess.Popen",
                      "os.spawn"})
 RULE = ("Operation not permitted: the grading sandbox runs no process but this kernel; starting or replacing a "
-        "process (%s) is not allowed while grading this notebook, whose exercises need none")
+        "process (%s) is not available while grading this notebook, whose exercises need none")
 
 
 def _hook(event, args, _refused=REFUSED, _rule=RULE, _error=PermissionError, _frame=sys._getframe,

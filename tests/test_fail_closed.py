@@ -34,6 +34,7 @@ from bncourse.grading.pipeline import last_graded_index
 from bncourse.workspace import assignments
 
 from conftest import COURSE, GENERATED
+import process_attacks
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,9 @@ def recompute_bn_statistics(model, batches):
     swa_utils.update_bn(batches, model)
     return model
 """}},
+    # red team 3: a process of its own (tests/process_attacks.py)
+    "08_batchnorm_across_devices": process_attacks.NB8,
+    "10_folding": process_attacks.NB10,
 }
 
 # Appended to each solution cell of the wrong submission: every object the cell defines is
