@@ -22,8 +22,8 @@ from bncourse.grading.sandbox import UNSANDBOXED_NOTE, Limits, Sandbox
 from bncourse.grading.time_limit import TimeLimited
 from bncourse.run_size import RunSize
 
-__all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "LEFT_OUT_FILES", "PRESTARTED_KEY", "SKIP_TAG", "last_graded_index", "run_seed",
-           "skipped_when_grading", "trusted_sources"]
+__all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "LEFT_OUT_FILES", "PRESTARTED_KEY", "SKIP_TAG", "last_graded_index",
+           "run_seed", "skipped_when_grading", "trusted_sources"]
 
 NOT_RUN_NOTE = ("[not run by the grader: no graded cell comes after this one, so it cannot change a score; "
                 "it runs as usual in your own notebook]\n")

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["NOBODY", "UID_BASE", "UID_SPAN", "sandbox_uid", "INSTALL_HINT", "Limits", "STAGING", "Sandbox", "SandboxUnavailable", "blocker_dir", "check",
+__all__ = ["NOBODY", "UID_BASE", "UID_SPAN", "sandbox_uid",
+           "INSTALL_HINT", "Limits", "STAGING", "Sandbox", "SandboxUnavailable", "blocker_dir", "check",
            "ffi_modules", "ffi_stand_in", "seccomp_filter", "sized_tmpfs_supported"]
 
 NOBODY = 65534
