@@ -58,3 +58,16 @@ def test_does_code_shipped_beside_the_notebook_earn_nothing_while_release_files_
     assert not any("not given to the kernel" in n for n in rows["honest"].notes), rows["honest"].notes
     assert "given.txt there: True | helper.py there: False" in looks["shipper"], looks
     assert "given.txt there: True" in looks["honest"], looks
+
+
+def test_does_the_feedback_tell_the_learner_which_files_the_grader_left_out():
+    from bncourse.grading.execute import LEFT_OUT_FILES
+    from bncourse.grading.feedback import HideHiddenTests
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.metadata[LEFT_OUT_FILES] = ["helper.py"]
+    out, _ = HideHiddenTests().preprocess(nb, {})
+    assert out.cells[0].cell_type == "markdown" and "`helper.py`" in out.cells[0].source
+    assert "put your code in the notebook" in out.cells[0].source
+    plain, _ = HideHiddenTests().preprocess(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), {})
+    assert len(plain.cells) == 1
