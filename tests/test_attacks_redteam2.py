@@ -15,8 +15,10 @@ One fake class of notebook 1 (two graded exercises, 3 + 2 points) is graded with
 - ``copier`` answers ``standardize`` by running the reference module as marshalled, compressed,
   base64-encoded bytecode through ``types.FunctionType``, and ``min_max_scale`` from the same module
   shipped as ``my_helpers.py`` beside the notebook (``from my_helpers import ...``): copying is out
-  of any sandbox's reach (learners have the package), so both earn the points, and the reports
-  name them (opaque code in the cell; the file compared with the course's code like a cell);
+  of any sandbox's reach (learners have the package), so the cell's copy earns its points, and the
+  reports name both (opaque code in the cell; the file compared with the course's code like a
+  cell); the shipped file is not given to the grading kernel (only the release's files are), so
+  ``min_max_scale`` earns nothing;
 - the exchange spoof (a folder another Unix user wrote under a student's name) is refused by collect;
 - false refusals: ``honest_getattr`` computes both statistics with ``getattr(np, name)(X, axis=0)``
   (F1, was refused as ``<dynamic:getattr>``) and earns full marks; notebook 2's ``cache = dict(vars())``
@@ -283,7 +285,9 @@ def test_does_the_report_name_a_module_pasted_as_marshalled_bytecode_with_its_ce
     from bncourse.grading.similarity import OPAQUE
     from bncourse.grading.verify import SOURCE_FINDINGS
 
-    assert graded["run1"]["scores"]["copier"] == FULL  # a copy earns the points; the report names it
+    # a copy pasted into the cell earns its points, and the report names it; the module shipped beside
+    # the notebook is not given to the grading kernel (red team 3, R4): min_max_scale earns nothing
+    assert graded["run1"]["scores"]["copier"] == {**FULL, "min_max_scale_tests": 0.0}
     rows = [m for m in graded["run1"]["similar"] if m.student == "copier" and m.other.startswith(OPAQUE)]
     assert [m.grade_id for m in rows] == [f"{NOTEBOOK}:standardize"], graded["run1"]["similar"]
     assert "marshal.loads" in rows[0].other and "types.FunctionType" in rows[0].other

@@ -22,8 +22,8 @@ from bncourse.grading.sandbox import UNSANDBOXED_NOTE, Limits, Sandbox
 from bncourse.grading.time_limit import TimeLimited
 from bncourse.run_size import RunSize
 
-__all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "PRESTARTED_KEY", "SKIP_TAG", "last_graded_index", "run_seed",
-           "skipped_when_grading", "trusted_sources"]
+__all__ = ["GradingExecute", "HIDDEN_SEED_KEY", "LEFT_OUT_FILES", "PRESTARTED_KEY", "SKIP_TAG", "last_graded_index",
+           "run_seed", "skipped_when_grading", "trusted_sources"]
 
 NOT_RUN_NOTE = ("[not run by the grader: no graded cell comes after this one, so it cannot change a score; "
                 "it runs as usual in your own notebook]\n")
@@ -62,6 +62,7 @@ def run_seed() -> int:
     return _RUN_SEED[0]
 
 
+LEFT_OUT_FILES = "bncourse_left_out_files"  # notebook metadata: submitted files the kernel did not get
 PRESTARTED_KEY = "bncourse_rejudger"  # resources key: GradingExecute -> VerifyChecks
 
 
@@ -129,6 +130,7 @@ class GradingExecute(TimeLimited, Execute):
         km = super().create_kernel_manager()
         if isinstance(km, GradingKernelManager):
             km.sandbox = getattr(self, "_sandbox", None)
+            km.allowed_files = getattr(self, "_allowed_files", None)
         self._last_km = km
         return km
 
@@ -145,6 +147,22 @@ class GradingExecute(TimeLimited, Execute):
         disk = max(1, int(self.disk_mb)) * 1024**2
         return Sandbox(library=str(library), limits=Limits(tmp_bytes=disk, work_bytes=disk),
                        **sandbox_options(assignment, self.library_rules))
+
+    def _given_files(self, info) -> set[str] | None:
+        """Relative paths of the files the assignment hands out: its release folder's (the source folder's
+        if it has no release: the same names). A graded kernel's working copy holds the submission's
+        files of these names, nothing else: code a student ships beside the notebook is not run.
+        None (everything) outside autograde."""
+        from nbgrader.coursedir import CourseDirectory
+
+        if "assignment" not in info:
+            return None
+        coursedir = CourseDirectory(config=self.config)
+        for folder in (coursedir.release_directory, coursedir.source_directory):
+            root = Path(coursedir.format_path(folder, ".", info["assignment"]))
+            if root.is_dir():
+                return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        return set()
 
     def _instructor_sources(self, info) -> list[str]:
         """The code of the instructor's own notebook (never the submission's): what it hands out."""
@@ -165,6 +183,7 @@ class GradingExecute(TimeLimited, Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._sandbox = self._make_sandbox(resources)
+        self._allowed_files = self._given_files((resources or {}).get("nbgrader") or {}) if self._sandbox else None
         seed = seeds.for_notebook(self.hidden_seed if self.hidden_seed >= 0 else run_seed(), nb, resources)
         if resources is not None:
             resources[HIDDEN_SEED_KEY] = seed
@@ -193,6 +212,11 @@ class GradingExecute(TimeLimited, Execute):
             raise
         finally:
             log_kernel_output(getattr(self, "_last_km", None), self.log)
+            left_out = sorted(getattr(getattr(self, "_last_km", None), "left_out", None) or [])
+            if left_out:
+                nb.metadata[LEFT_OUT_FILES] = left_out
+                self.log.warning("Not in the grading kernel's working copy (files beside the notebook that the "
+                                 "release does not hold; code belongs in the notebook): %s", ", ".join(left_out))
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and index >= getattr(self, "_run_until", index + 1):

@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from nbformat.v4 import new_output
+from nbformat.v4 import new_markdown_cell, new_output
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List, Unicode
 
 from bncourse.grading.verify import REFUSED_ENAME, pop_receipts
 
-__all__ = ["HIDDEN_MESSAGE", "HideHiddenTests"]
+__all__ = ["HIDDEN_MESSAGE", "LEFT_OUT_MESSAGE", "HideHiddenTests"]
 
 HIDDEN_MESSAGE = "a hidden test did not pass (hidden tests' code and values are not shown)"
+LEFT_OUT_MESSAGE = ("**Not seen by the grader:** {files}. These files were beside your notebook but are not part of "
+                    "the assignment, so the grader did not give them to your notebook: put your code in the notebook.")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -46,7 +48,8 @@ class HideHiddenTests(NbGraderPreprocessor):
 
     The hidden region of the source becomes one comment line; outputs are dropped except errors,
     which keep their message only when they come from a visible line (else a generic sentence),
-    and never a traceback (it quotes the code around the failing line).
+    and never a traceback (it quotes the code around the failing line). Files the grader left out
+    of the kernel's working copy (``bncourse.grading.execute.LEFT_OUT_FILES``) are named at the top.
     """
 
     begin = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
@@ -54,6 +57,14 @@ class HideHiddenTests(NbGraderPreprocessor):
     # nbconvert's exporters configure this for every NbConvertBase: declared, it is no "unknown option" warning.
     display_data_priority = List(['text/html', 'application/pdf', 'text/latex', 'image/svg+xml', 'image/png',
                                   'image/jpeg', 'text/plain']).tag(config=True)
+
+    def preprocess(self, nb, resources):
+        nb, resources = super().preprocess(nb, resources)
+        left_out = nb.metadata.get("bncourse_left_out_files")  # bncourse.grading.execute.LEFT_OUT_FILES
+        if isinstance(left_out, list) and left_out:  # the learner hears which files the grader left out
+            files = ", ".join(f"`{f}`" for f in map(str, left_out[:20])) + (" ..." if len(left_out) > 20 else "")
+            nb.cells.insert(0, new_markdown_cell(LEFT_OUT_MESSAGE.format(files=files)))
+        return nb, resources
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code":

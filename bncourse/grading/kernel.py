@@ -11,7 +11,7 @@ import threading
 import uuid
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Instance, Unicode, default
+from traitlets import Any, Instance, Unicode, default
 
 from bncourse.grading.sandbox import NOBODY, Sandbox, SandboxUnavailable
 
@@ -105,6 +105,8 @@ class GradingKernelManager(AsyncKernelManager):
                               "uses each submission's private folder, so even a killed kernel's "
                               "files go with it.").tag(config=True)
     sandbox = Instance(Sandbox, allow_none=True, help="The sandbox the kernel runs in (None: none).")
+    allowed_files = Any(None, allow_none=True, help="Relative paths (a set) the working copy may hold: the "
+                                                    "release's files. None: every file.")
     kernel_output = Instance(KernelOutput, allow_none=True, help="The kernel's own stdout/stderr (sandboxed "
                                                                   "kernels), for the grader's log.")
 
@@ -137,7 +139,8 @@ class GradingKernelManager(AsyncKernelManager):
         if self.sandbox is not None:
             cwd = os.path.abspath(kw.get("cwd") or os.getcwd())
             work = os.path.join(self._private, "work")
-            shutil.copytree(cwd, work, symlinks=True, ignore=shutil.ignore_patterns("*.sqlite", "*.db"))
+            self.left_out = []
+            shutil.copytree(cwd, work, symlinks=True, ignore=self._ignored(cwd))
             Sandbox.prepare_writable(work)
             kernel_cmd = self.sandbox.command(kernel_cmd, cwd, os.path.join(self._private, "run"),
                                               kw.get("env"), work_source=work)
@@ -149,6 +152,31 @@ class GradingKernelManager(AsyncKernelManager):
             finally:
                 self.kernel_output.launched()
         return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    def _ignored(self, root: str):
+        """copytree's ``ignore``: databases always; with ``allowed_files``, every file but those paths (each
+        one left out is kept in ``left_out``, relative to ``root``; the notebook's cells reach the kernel
+        from the grader, not from the file)."""
+        allowed = None if self.allowed_files is None else set(self.allowed_files)
+        default = shutil.ignore_patterns("*.sqlite", "*.db")
+
+        def ignore(folder: str, names: list[str]) -> set[str]:
+            skipped = set(default(folder, names))
+            if allowed is None:
+                return skipped
+            for name in names:
+                rel = os.path.relpath(os.path.join(folder, name), root)
+                if name in skipped or os.path.isdir(os.path.join(folder, name)) and not os.path.islink(
+                        os.path.join(folder, name)):
+                    continue  # a folder is walked: its files are judged one by one
+                if rel in allowed:
+                    continue
+                skipped.add(name)
+                if rel != "timestamp.txt" and ".ipynb_checkpoints" not in rel:  # nbgrader's, Jupyter's own
+                    self.left_out.append(rel)
+            return skipped
+
+        return ignore
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

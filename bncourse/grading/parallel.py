@@ -72,6 +72,10 @@ def _cell_notes(autograded: Path) -> list[str]:
                 elif o.get("output_type") == "error" and o.get("ename") in ("CellTimeoutError", VERIFY_ENAME):
                     what = "timed out" if o["ename"] == "CellTimeoutError" else "rejected by the grader's re-run"
                     notes.append(f"{gid}: {what}")
+        left_out = nb.metadata.get("bncourse_left_out_files") or []  # execute.LEFT_OUT_FILES
+        if isinstance(left_out, list) and left_out:
+            notes.append(f"{path.stem}: not given to the kernel (beside the notebook, not in the release): "
+                         f"{', '.join(map(str, left_out[:8]))}{' ...' if len(left_out) > 8 else ''}")
         findings = nb.metadata.get(SOURCE_FINDINGS) or {}
         for gid, reached in (findings.items() if isinstance(findings, dict) else []):
             if isinstance(reached, list):  # for review, never a score

@@ -2,8 +2,11 @@
 
 ``Sandbox.command(kernel_cmd, workdir, ipc_dir)`` wraps a kernel's command line so that it runs
 
-- as user 65534 (``nobody``): as root, bubblewrap sets up the view and ``setpriv`` drops to that
-  uid outside as well as inside; as another user, a user namespace maps 65534 to that user;
+- as a uid of its own (``sandbox_uid()``: drawn per command from ``UID_BASE`` ..
+  ``UID_BASE + UID_SPAN``, never an account of this machine nor a range of ``/etc/subuid``): as root,
+  bubblewrap sets up the view and ``setpriv`` drops to that uid outside as well as inside. The
+  process limit (``RLIMIT_NPROC``) counts the processes and threads of a uid across the host, so
+  one kernel holding threads cannot take them from a kernel started beside it;
 - in a view of the filesystem that holds only the Python environment (read-only: the virtual
   environment, the base interpreter, the system's libraries), the solution-free ``bncourse``
   (read-only, ``bncourse.grading.solution_free``), the submission's working copy (writable), the
@@ -39,10 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["NOBODY", "INSTALL_HINT", "Limits", "STAGING", "Sandbox", "SandboxUnavailable", "blocker_dir", "check",
+__all__ = ["NOBODY", "UID_BASE", "UID_SPAN", "sandbox_uid",
+           "INSTALL_HINT", "Limits", "STAGING", "Sandbox", "SandboxUnavailable", "blocker_dir", "check",
            "ffi_modules", "ffi_stand_in", "seccomp_filter", "sized_tmpfs_supported"]
 
 NOBODY = 65534
+# Each sandboxed command runs as its own uid from this range (no account, no subordinate-uid range).
+UID_BASE = 2_000_000
+UID_SPAN = 1_000_000_000
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
                 "or grade without a sandbox, knowingly: `bncourse grade --unsandboxed` "
                 "(plain nbgrader: c.GradingExecute.sandbox = False)")
@@ -87,6 +94,45 @@ class Limits:
     def argv(self) -> list[str]:
         return ["prlimit", f"--as={self.memory_bytes}", f"--nproc={self.processes}", f"--cpu={self.cpu_seconds}",
                 f"--fsize={self.file_bytes}", "--core=0", "--"]
+
+
+def _subordinate_ranges() -> list[range]:
+    ranges = []
+    for f in ("/etc/subuid", "/etc/subgid"):
+        try:
+            lines = Path(f).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                ranges.append(range(int(parts[1]), int(parts[1]) + int(parts[2])))
+    return ranges
+
+
+def sandbox_uid() -> int:
+    """A fresh uid (and gid, same number) for one sandbox: in ``UID_BASE`` .. ``UID_BASE + UID_SPAN``,
+    no account or group of this machine and in no subordinate-uid range, so the kernel's process
+    limit (per uid, host-wide) is its own."""
+    import grp
+    import pwd
+    import secrets
+
+    taken = _subordinate_ranges()
+    while True:
+        uid = UID_BASE + secrets.randbelow(UID_SPAN)
+        if any(uid in r for r in taken):
+            continue
+        try:
+            pwd.getpwuid(uid)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(uid)
+            continue
+        except KeyError:
+            return uid
 
 
 def _tree_bytes(path: str) -> int:
@@ -302,10 +348,16 @@ class Sandbox:
         ``work_source``: a private copy of the submission's folder. With it, ``workdir`` is a tmpfs of
         ``len(work_source) + limits.work_bytes`` that the sandbox fills from it (mounted read-only at
         ``STAGING``) before the kernel starts; nothing the kernel writes reaches the grader's disk.
-        Without it, ``workdir`` itself is bound writable."""
+        Without it, ``workdir`` itself is bound writable.
+
+        Each command runs as a uid of its own (``sandbox_uid()``): ``ipc_dir``, ``workdir`` (without
+        ``work_source``) and ``work_source`` are given to that uid here (``prepare_writable``)."""
         as_root = os.geteuid() == 0
         if not as_root:
             raise SandboxUnavailable(f"a grading kernel cannot be sandboxed by user {os.geteuid()}: {NOT_ROOT_HINT}")
+        uid = sandbox_uid()
+        for path in {ipc_dir, work_source or workdir}:
+            self.prepare_writable(path, uid)
         work_bytes = _tree_bytes(work_source) + self.limits.work_bytes if work_source else 4096
         # A kernel starts no process unless its assignment needs them (a new one would not have the
         # kernel's blocks; bncourse.kernel_guard): its working copy is filled by its own Python (launch code), not by cp.
@@ -392,8 +444,8 @@ class Sandbox:
         for key, value in self.environment(env or os.environ).items():
             args.extend(["--setenv", key, value])
         args.append("--")
-        # drop to nobody outside too: no capability, no root-owned file is ours
-        args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+        # drop to the sandbox's own uid outside too: no capability, no root-owned file is ours
+        args += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all", "--"]
         return args + fill + self.limits.argv() + self.with_blocks(kernel_cmd, staged=bool(work_source) and no_processes)
 
@@ -436,15 +488,16 @@ class Sandbox:
         return kept
 
     @staticmethod
-    def prepare_writable(path: str) -> None:
-        """Make ``path`` (and what is in it) the sandbox user's, so the kernel can write there."""
-        if os.geteuid() != 0:
+    def prepare_writable(path: str, uid: int = NOBODY) -> None:
+        """Make ``path`` (and what is in it) user ``uid``'s, so the kernel can write there
+        (``command`` gives its folders to the command's own uid)."""
+        if os.geteuid() != 0 or not path:
             return
         for dirpath, dirnames, filenames in os.walk(path):
-            os.chown(dirpath, NOBODY, NOBODY)
+            os.chown(dirpath, uid, uid)
             for f in filenames:
                 try:
-                    os.chown(os.path.join(dirpath, f), NOBODY, NOBODY, follow_symlinks=False)
+                    os.chown(os.path.join(dirpath, f), uid, uid, follow_symlinks=False)
                 except OSError:
                     pass
 
