@@ -1,6 +1,6 @@
 """No other process from a grading kernel: an audit hook, installed before any learner code runs.
 
-The sandbox's seccomp program (``bncourse.grading.sandbox.seccomp_filter``) already fails every system call that
+The sandbox's seccomp program (``bncourse.grading.seccomp.seccomp_filter``) already fails every system call that
 creates a process. Two things remain for the kernel itself:
 
 - ``os.execv`` needs no new process: it would replace the kernel, blocks and all, by a fresh Python

@@ -6,7 +6,7 @@ unblocked torch and computes ``native_batch_norm(_backward)`` (notebook 4, 10/10
 C++ conv-bn fold (notebook 10, 5/5), and notebook 8, which had no rule at all, ran torch's batch norm
 on the all_gather'ed batch in the check's own ranks (8/8). The answers:
 
-- every kernel but notebook 8's starts no process (``bncourse.grading.sandbox.seccomp_filter``: a seccomp program;
+- every kernel but notebook 8's starts no process (``bncourse.grading.seccomp.seccomp_filter``: a seccomp program;
   ``bncourse.kernel_guard``: an audit hook that refuses exec, spawn and subprocess by name);
 - notebook 8 has a rule: torch's normalization is blocked in the kernel, in the check's ranks and in
   every process that imports torch (``bncourse.grading.torch_import_blocks``).

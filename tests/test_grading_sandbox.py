@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bncourse.grading import sandbox, solution_free
+from bncourse.grading import sandbox, seccomp, solution_free
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None,
                                  reason="the grading sandbox needs bubblewrap: apt-get install bubblewrap")
@@ -375,17 +375,17 @@ def _run_bpf(program: bytes, arch: int, nr: int, flags: int = 0) -> int:
 def test_does_the_seccomp_filter_refuse_memfd_and_new_processes_but_allow_threads():
     allow, eperm, enosys = 0x7FFF0000, 0x00050001, 0x00050026
     x86, arm = 0xC000003E, 0xC00000B7
-    plain = sandbox.seccomp_filter(False, "x86_64")
+    plain = seccomp.seccomp_filter(False, "x86_64")
     assert [_run_bpf(plain, x86, nr) for nr in (319, 57, 56, 0, 59)] == [eperm, allow, allow, allow, allow]
     assert _run_bpf(plain, x86, 0x40000000 | 319) == eperm and _run_bpf(plain, 0x40000003, 356) == allow
-    blocks = sandbox.seccomp_filter(True, "x86_64")
+    blocks = seccomp.seccomp_filter(True, "x86_64")
     assert [_run_bpf(blocks, x86, nr) for nr in (319, 57, 58, 435, 0, 59)] == [eperm, eperm, eperm, enosys, allow, allow]
     assert _run_bpf(blocks, x86, 56, flags=0x11) == eperm                  # fork's clone(SIGCHLD)
     assert _run_bpf(blocks, x86, 56, flags=0x3D0F00) == allow              # pthread_create's clone
-    arm_blocks = sandbox.seccomp_filter(True, "aarch64")
+    arm_blocks = seccomp.seccomp_filter(True, "aarch64")
     assert [_run_bpf(arm_blocks, arm, nr) for nr in (279, 435, 63)] == [eperm, enosys, allow]
     assert _run_bpf(arm_blocks, arm, 220, flags=0x11) == eperm and _run_bpf(arm_blocks, arm, 220, flags=0x3D0F00) == allow
-    assert sandbox.seccomp_filter(True, "riscv64") == b""
+    assert seccomp.seccomp_filter(True, "riscv64") == b""
 
 
 def test_does_grading_as_another_user_stop_with_how_to_get_noexec_mounts(monkeypatch, tmp_path):

@@ -20,7 +20,7 @@ docs/instructors.md; this module is what the sandbox does about it, never a read
   (``bncourse.checks.sync_batchnorm`` installs it before the learner's function runs) and in every
   other process that imports torch (``bncourse.grading.torch_import_blocks``). The only assignment
   whose kernel may start processes (``"processes": True``; every other kernel can start none:
-  ``bncourse.grading.sandbox.seccomp_filter``).
+  ``bncourse.grading.seccomp.seccomp_filter``).
 - notebook 6 (CNNs): torch and its batch norm layers (their ``reset_running_stats``, ``momentum``,
   ``train()``) are there; torch's own implementation of the exercise, ``torch.optim.swa_utils.update_bn``,
   is not (overlay ``"update_bn"``: ``swa_utils.py`` mounted as a rewritten copy whose ``update_bn``
