@@ -144,16 +144,27 @@ def _block_folding() -> int:
     return count
 
 
+def _dispatcher_refuses_batch_norm(torch) -> bool:
+    """True if torch's dispatcher already answers batch norm with this rule's refusal."""
+    try:
+        torch.ops.aten.native_batch_norm(torch.zeros(2, 1), None, None, None, None, True, 0.1, 1e-5)
+    except Exception as error:  # noqa: BLE001 (whatever the dispatcher raised, only ours counts)
+        return type(error).__name__ == "LibraryNotAllowed"
+    return False
+
+
 def install(blocks) -> dict[str, int]:
     """Install ``blocks`` (names in ``BLOCKS``) in this process: what each blocked, counted."""
     unknown = sorted(set(blocks) - set(BLOCKS))
     if unknown:
         raise ValueError(f"unknown blocks {unknown}: expected some of {BLOCKS}")
     done = {}
-    if blocks:  # in a sandbox whose torch installs blocks on import (bncourse.grading.torch_import_blocks),
-        import torch  # those are in place already
+    if "normalization" in blocks:  # in a sandbox whose torch installs blocks on import
+        import torch  # (bncourse.grading.torch_import_blocks) they may be in place already: asked of the
+        # dispatcher itself, never of a marker a learner's own copy of torch's __init__ can set (red team 4)
 
-        blocks = [b for b in blocks if b not in getattr(torch, "_bncourse_blocked", ())]
+        if _dispatcher_refuses_batch_norm(torch):
+            blocks = [b for b in blocks if b != "normalization"]
     if "normalization" in blocks:
         done["normalization"] = _block_normalization()
     if "folding" in blocks:

@@ -28,8 +28,10 @@ import sys
 
 __all__ = ["REFUSED", "RULE", "install", "launch_code"]
 
+# cpython.PyInterpreterState_New: a subinterpreter has audit hooks of its own (none), from which os.execv
+# would replace the kernel (red team 4); the sandbox also masks _xxsubinterpreters' file.
 REFUSED = frozenset({"os.exec", "os.posix_spawn", "os.fork", "os.forkpty", "os.system", "subprocess.Popen",
-                     "os.spawn"})
+                     "os.spawn", "cpython.PyInterpreterState_New"})
 RULE = ("Operation not permitted: the grading sandbox runs no process but this kernel; starting or replacing a "
         "process (%s) is not available while grading this notebook, whose exercises need none")
 

@@ -96,6 +96,12 @@ attempt("os.system", lambda: os.system("true"))
 attempt("replace the hook's code", lambda: setattr(_hook, "__code__", (lambda *a: None).__code__))
 attempt("replace its defaults", lambda: setattr(_hook, "__defaults__", (frozenset(),) + _hook.__defaults__[1:]))
 attempt("delete its defaults", lambda: delattr(_hook, "__defaults__"))
+try:  # red team 4: a subinterpreter has no audit hook, and os.execv from it replaced the kernel
+    import _xxsubinterpreters as subinterpreters
+except ImportError:  # masked in the sandbox's view
+    print("a subinterpreter", "=>", "refused")
+else:
+    attempt("a subinterpreter", subinterpreters.create)
 import builtins
 builtins.PermissionError = type("Fine", (Exception,), {})
 sys.modules["bncourse.kernel_guard"].REFUSED = frozenset()
@@ -105,4 +111,25 @@ attempt("execv after patching builtins and the module", lambda: os.execv(sys.exe
 
 def test_can_learner_code_neither_replace_the_kernel_nor_disarm_the_guard(tmp_path):
     lines = _sandboxed(GUARD, tmp_path, processes=True)  # processes allowed: only the guard stands in the way
-    assert len(lines) == 7 and set(lines.values()) == {"refused"}, lines
+    assert len(lines) == 8 and set(lines.values()) == {"refused"}, lines
+
+
+FORGED_MARKER = r'''
+import torch
+torch._bncourse_blocked = ("normalization",)  # what a learner's copy of torch's __init__ can set
+from bncourse.kernel_blocks import install
+install(("normalization",))
+try:
+    torch.ops.aten.native_batch_norm(torch.zeros(2, 1), None, None, None, None, True, 0.1, 1e-5)
+    print("LEAK")
+except Exception as error:
+    print(type(error).__name__)
+'''
+
+
+def test_does_a_rank_install_the_blocks_even_when_torch_claims_to_have_them():
+    """Red team 4: a learner's torch __init__ (through PYTHONPATH into the forkserver the ranks fork from) set
+    the marker the rank's install trusted, and torch's batch norm ran on notebook 8's ranks (8/8). The install
+    now asks the dispatcher."""
+    out = subprocess.run([sys.executable, "-c", FORGED_MARKER], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "LibraryNotAllowed", out.stdout + out.stderr[-2000:]

@@ -184,7 +184,9 @@ def _foreign_site_packages() -> list[str]:
 
 # Extension modules that call native code by address (foreign-function interfaces: ctypes' and
 # cffi's), and CPython's own test hooks: masked by an empty file in every grading kernel's view.
-FFI_MODULES = ("_ctypes", "_cffi_backend", "_testcapi", "_testinternalcapi")
+FFI_MODULES = ("_ctypes", "_cffi_backend", "_testcapi", "_testinternalcapi",
+               # subinterpreters: each has audit hooks of its own (none), so kernel_guard's would not apply there
+               "_xxsubinterpreters", "_xxinterpchannels", "_interpreters", "_interpchannels", "_interpqueues")
 ALWAYS_BLOCKED = ("cuda",)
 NOT_ROOT_HINT = ("the kernels' writable folders (their /tmp, the working copy, the IPC folder) must be noexec tmpfs "
                  "mounts, which only root can make: run `bncourse grade` as root (every kernel still runs as "
