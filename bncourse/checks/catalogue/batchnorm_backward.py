@@ -19,9 +19,13 @@ def _dx(dout, c, slip=""):
     return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
 
 
-def _with_eps(c, eps):
-    """The cache as a backward sees it that recomputes the standard deviation from var with ``eps``."""
-    std = np.sqrt(c.var + eps)
+def _with_eps(c, eps, which="all"):
+    """The cache as a backward sees it that recomputes the standard deviation from var with ``eps``
+    (``which="inv_std"``: only the factor 1/std, x_hat still taken from the cache)."""
+    with np.errstate(all="ignore"):
+        std = np.sqrt(c.var + eps)
+    if which == "inv_std":
+        return c._replace(inv_std=1 / std)
     return c._replace(std=std, inv_std=1 / std, x_hat=c.xmu / std)
 
 
@@ -95,6 +99,32 @@ _BACKWARD_MISTAKES = [
             _with(dgamma=lambda g, c: g.sum(0), dbeta=_dgamma)),
     mistake("dgamma-from-x", _with(dgamma=lambda g, c: (g * c.x).sum(0)),
             hint="out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)"),
+    Mistake("dgamma computed from x - mu instead of x_hat",
+            "gamma multiplies the NORMALIZED x_hat = (x - mu) / std: dgamma = sum(dout * x_hat, axis=0)",
+            _with(dgamma=lambda g, c: (g * c.xmu).sum(0)), only=("dgamma",)),
+    Mistake("dgamma multiplied by gamma",
+            "out = gamma * x_hat + beta, so d out / d gamma = x_hat: dgamma = sum(dout * x_hat, axis=0), no gamma",
+            _with(dgamma=lambda g, c: (g * c.x_hat).sum(0) * c.gamma), only=("dgamma",)),
+    Mistake("dbeta multiplied by gamma", "d out / d beta = 1: dbeta = dout.sum(axis=0), no gamma",
+            _with(dbeta=lambda g, c: g.sum(0) * c.gamma), only=("dbeta",)),
+    Mistake("dx multiplied by the standard deviation instead of divided by it",
+            "x_hat = (x - mu) / std, so dx carries 1 / std = inv_std: "
+            "dx = gamma * inv_std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))",
+            _with(dx=lambda g, c: _dx(g, c._replace(inv_std=c.std)))),
+    mistake("inv-std-squared", _with(dx=_dx_slip("inv-std-squared"))),
+    Mistake("dx missing the factor 1 / std",
+            "x_hat = (x - mu) / std, so every path to x carries 1 / std: "
+            "dx = gamma * inv_std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))",
+            _with(dx=lambda g, c: _dx(g, c._replace(inv_std=np.ones_like(c.inv_std))))),
+    *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
+              name="backward recomputed the standard deviation without eps",
+              hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")
+      for which in ("inv_std", "all")),
+    mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5, "inv_std"))),
+            name="backward recomputed with eps=1e-5 instead of the forward's eps",
+            hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
+                 "np.sqrt(cache.var + 1e-5) assumes the default eps"),
+    mistake("sign-error-variance-path", _with(dx=_dx_slip("sign-error-variance-path"))),
     Mistake("factor 2 missing in the path through the square (step 6)",
             "sq = xmu**2, so its local derivative is 2 * xmu: dxmu += 2 * xmu * dsq",
             _with(dx=lambda g, c: _staged(g, c, two=1.0))),

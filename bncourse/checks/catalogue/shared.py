@@ -70,6 +70,10 @@ SLIPS = {s.id: s for s in (
          "scale by gamma too: out = gamma * x_hat + beta"),
     Slip("beta-not-added-only-gamma-applied", "beta not added (only gamma applied)",
          "shift by beta too: out = gamma * x_hat + beta"),
+    Slip("beta-scaled-by-gamma", "beta scaled by gamma (gamma * (x_hat + beta))",
+         "beta is added after the scaling, not inside the bracket: out = gamma * x_hat + beta"),
+    Slip("beta-subtracted", "beta subtracted instead of added", "shift by beta: out = gamma * x_hat + beta"),
+    Slip("divided-by-gamma", "divided by gamma instead of multiplied", "gamma scales: out = gamma * x_hat + beta"),
     # the backward's dx
     Slip("mean-path-missing", "dx missing the path through the mean",
          "the mean depends on every x it averages: subtract the sum of g = gamma * dout over those values"),
@@ -149,6 +153,12 @@ def affine(x_hat, gamma, beta, slip: str = ""):
         gamma = 1.0
     if slip in ("gamma-and-beta-not-applied", "beta-not-added-only-gamma-applied"):
         beta = 0.0
+    if slip == "beta-scaled-by-gamma":
+        return (x_hat + beta) * gamma
+    if slip == "beta-subtracted":
+        return x_hat * gamma - beta
+    if slip == "divided-by-gamma":
+        return x_hat / gamma + beta
     return x_hat * gamma + beta
 
 
