@@ -312,3 +312,88 @@ WRONG += [
     ("noisy_batchnorm_forward", ["beta left out of the scaling"], noisy_beta_outside),
     ("noisy_batchnorm_forward", ["square root taken of the standard deviation"], noisy_sqrt_std),
 ]
+
+
+# issue 21, held-out set 4's failures and their neighbours
+def drift_std_change_signed(a, b):
+    dm = np.abs(b.mean(0) - a.mean(0)).mean()
+    ds = (b.std(0) - a.std(0)).mean()
+    return float((dm + ds) / a.std(0).mean())
+
+
+def drift_mean_change_signed(a, b):
+    return float(((b.mean(0) - a.mean(0)).mean() + np.abs(b.std(0) - a.std(0)).mean()) / a.std(0).mean())
+
+
+def drift_precedence(a, b):
+    dm = np.mean(np.abs(b.mean(axis=0) - a.mean(axis=0)))
+    ds = np.mean(np.abs(b.std(axis=0) - a.std(axis=0)))
+    return float(dm + ds / np.mean(a.std(axis=0)))
+
+
+def drift_precedence_means(a, b):
+    spread = a.std(0).mean()
+    return float(np.abs(b.mean(0) - a.mean(0)).mean() / spread + np.abs(b.std(0) - a.std(0)).mean())
+
+
+def drift_sorted_quantiles(a, b):
+    qa, qb = np.sort(a, axis=0), np.sort(b, axis=0)
+    return float(np.mean(np.abs(qb - qa)) / np.mean(a.std(axis=0)))
+
+
+def drift_sorted_flat(a, b):
+    return float(np.abs(np.sort(b.ravel()) - np.sort(a.ravel())).mean() / a.std(0).mean())
+
+
+def drift_over_abs_mean(a, b):
+    dm = np.abs(b.mean(0) - a.mean(0))
+    ds = np.abs(b.std(0) - a.std(0))
+    return float((dm.mean() + ds.mean()) / np.abs(a.mean(0)).mean())
+
+
+def grad_abs_cosine(a, b):
+    a, b = a.ravel(), b.ravel()
+    cos = abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(cos)
+
+
+def grad_rel_mean_norms(a, b):
+    na, nb_ = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.linalg.norm(b - a) / ((na + nb_) / 2)), float(np.sum(a * b) / (na * nb_))
+
+
+def grad_rel_max_norm(a, b):
+    na, nb_ = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.linalg.norm(b - a) / max(na, nb_)), float(np.sum(a * b) / (na * nb_))
+
+
+def noisy_pooled(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean()) / np.sqrt(x.var() + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+def noisy_var_pooled(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(axis=0)) / np.sqrt(np.var(x) + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+def noisy_beta_in_bracket(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+    return scale * (gamma * (x_hat + beta)) + shift
+
+
+WRONG += [
+    ("input_drift", ["signed change of the std"], drift_std_change_signed),
+    ("input_drift", ["signed change of the mean"], drift_mean_change_signed),
+    ("input_drift", ["operator precedence"], drift_precedence),
+    ("input_drift", ["operator precedence"], drift_precedence_means),
+    ("input_drift", ["sorted activations"], drift_sorted_quantiles),
+    ("input_drift", ["sorted activations"], drift_sorted_flat),
+    ("input_drift", ["mean |mean|"], drift_over_abs_mean),
+    ("gradient_change", ["absolute value of the cosine"], grad_abs_cosine),
+    ("gradient_change", ["mean of the two norms"], grad_rel_mean_norms),
+    ("gradient_change", ["larger of the two norms", "||g_after||"], grad_rel_max_norm),
+    ("noisy_batchnorm_forward", ["whole array"], noisy_pooled),
+    ("noisy_batchnorm_forward", ["whole array"], noisy_var_pooled),
+    ("noisy_batchnorm_forward", ["beta scaled by gamma"], noisy_beta_in_bracket),
+]

@@ -117,9 +117,9 @@ _BACKWARD_MISTAKES = [
             "dx = gamma * inv_std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))",
             _with(dx=lambda g, c: _dx(g, c._replace(inv_std=np.ones_like(c.inv_std))))),
     *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
-              name="backward recomputed the standard deviation without eps",
+              name=f"backward recomputed {what} without eps",
               hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")
-      for which in ("inv_std", "all")),
+      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
     mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5, "inv_std"))),
             name="backward recomputed with eps=1e-5 instead of the forward's eps",
             hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
