@@ -155,7 +155,7 @@ WRONG = [
     ("batchnorm_backward", ["from x - mu"], backward_dgamma_from_xmu),
     ("batchnorm_backward", ["multiplied by the standard deviation"], backward_times_std),
     ("batchnorm_backward", ["1 / (var + eps)"], backward_over_var),
-    ("batchnorm_backward", ["missing the factor 1 / std"], backward_no_inv_std),
+    ("batchnorm_backward", ["missing the factor inv_std"], backward_no_inv_std),
     ("batchnorm_backward", ["without eps"], backward_sqrt_var_no_eps),
     ("batchnorm_backward", ["eps=1e-5"], backward_hard_coded_eps_inv_std_only),
     ("batchnorm_backward", ["dgamma multiplied by gamma"], backward_dgamma_times_gamma),

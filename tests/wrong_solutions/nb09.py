@@ -478,3 +478,80 @@ WRONG += [
     ("groupnorm_backward", ["summed over the batch only"], (_gn_fwd_cached, _gn_bwd(dparams_axes=0))),
 ]
 RIGHT += [("groupnorm_backward", (_gn_fwd_cached, _gn_bwd()))]
+
+
+# issue 21, held-out set 4's failures and their neighbours
+def ln_fwd_uncentred_var(x, gamma, beta, eps=1e-5):
+    mu = np.mean(x, axis=1, keepdims=True)
+    var = np.mean(x ** 2, axis=1, keepdims=True)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
+
+
+def ln_fwd_beta_in_bracket(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + eps)
+    return gamma * (x_hat + beta), None
+
+
+def _ln_bwd_from(dx_of):
+    def backward(dout, cache):
+        x, x_hat, mu, var, gamma, eps = cache
+        dx = dx_of(dout, x_hat, 1.0 / np.sqrt(var + eps), gamma, x.shape[1])
+        return dx, (dout * x_hat).sum(0), dout.sum(0)
+    return backward
+
+
+def _closed(g, x_hat, D):
+    return D * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True)
+
+
+ln_bwd_no_inv_std = _ln_bwd_from(lambda dout, xh, inv, gamma, D: _closed(dout * gamma, xh, D) / D)
+ln_bwd_gamma_at_end = _ln_bwd_from(lambda dout, xh, inv, gamma, D: gamma * inv / D * _closed(dout, xh, D))
+ln_bwd_d_minus_1 = _ln_bwd_from(lambda dout, xh, inv, gamma, D: inv / (D - 1) * _closed(dout * gamma, xh, D))
+ln_bwd_d_minus_1_everywhere = _ln_bwd_from(lambda dout, xh, inv, gamma, D: inv / (D - 1) * _closed(dout * gamma, xh, D - 1))
+ln_bwd_times_std = _ln_bwd_from(lambda dout, xh, inv, gamma, D: 1 / inv / D * _closed(dout * gamma, xh, D))
+
+
+def ln_bwd_mean_form_gamma_at_end(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    inv = 1.0 / np.sqrt(var + eps)
+    dx = inv * (dout - dout.mean(1, keepdims=True) - x_hat * (dout * x_hat).mean(1, keepdims=True))
+    return dx * gamma, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def _gn_bwd_from(M_of=lambda C, G, H, W: C // G * H * W, gamma_after=False):
+    def backward(dout, cache):
+        x, x_hat, var, gamma, G, eps = cache
+        N, C, H, W = x.shape
+        M = M_of(C, G, H, W)
+        g = dout if gamma_after else dout * gamma.reshape(1, C, 1, 1)
+        g = g.reshape(N, G, -1)
+        xh = x_hat.reshape(N, G, -1)
+        dx = 1.0 / np.sqrt(var + eps) / M * (M * g - g.sum(2, keepdims=True) - xh * (g * xh).sum(2, keepdims=True))
+        dx = dx.reshape(N, C, H, W)
+        if gamma_after:
+            dx = dx * gamma.reshape(1, C, 1, 1)
+        return dx, (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+    return backward
+
+
+def gn_fwd_uncentred_var(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    x_hat = ((xg - xg.mean(2, keepdims=True)) / np.sqrt((xg ** 2).mean(2, keepdims=True) + eps)).reshape(x.shape)
+    return x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), None
+
+
+WRONG += [
+    ("layernorm_forward", ["without subtracting the mean"], ln_fwd_uncentred_var),
+    ("layernorm_forward", ["beta scaled by gamma"], ln_fwd_beta_in_bracket),
+    ("layernorm_backward", ["missing the factor inv_std"], (ln_forward, ln_bwd_no_inv_std)),
+    ("layernorm_backward", ["gamma multiplied onto dx at the end"], (ln_forward, ln_bwd_gamma_at_end)),
+    ("layernorm_backward", ["gamma multiplied onto dx at the end"], (ln_forward, ln_bwd_mean_form_gamma_at_end)),
+    ("layernorm_backward", ["M - 1"], (ln_forward, ln_bwd_d_minus_1)),
+    ("layernorm_backward", ["M - 1"], (ln_forward, ln_bwd_d_minus_1_everywhere)),
+    ("layernorm_backward", ["multiplied by the standard deviation"], (ln_forward, ln_bwd_times_std)),
+    ("groupnorm_forward", ["without subtracting the mean"], gn_fwd_uncentred_var),
+    ("groupnorm_backward", ["C*H*W"], (gn_forward, _gn_bwd_from(lambda C, G, H, W: C * H * W))),
+    ("groupnorm_backward", ["gamma multiplied onto dx at the end"], (gn_forward, _gn_bwd_from(gamma_after=True))),
+    ("groupnorm_backward", ["M - 1"], (gn_forward, _gn_bwd_from(lambda C, G, H, W: C // G * H * W - 1))),
+]

@@ -15,8 +15,9 @@ from bncourse.reference import batchnorm as ref
 
 def _dx(dout, c, slip=""):
     """dx from the cache: the shared backward core over the batch axis, with one slip."""
-    g = dout if slip == "dx-without-gamma" else dout * c.gamma
-    return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
+    g = dout if slip in ("dx-without-gamma", "gamma-after-sums") else dout * c.gamma
+    dx = dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
+    return dx * c.gamma if slip == "gamma-after-sums" else dx
 
 
 def _with_eps(c, eps, which="all"):
@@ -107,15 +108,8 @@ _BACKWARD_MISTAKES = [
             _with(dgamma=lambda g, c: (g * c.x_hat).sum(0) * c.gamma), only=("dgamma",)),
     Mistake("dbeta multiplied by gamma", "d out / d beta = 1: dbeta = dout.sum(axis=0), no gamma",
             _with(dbeta=lambda g, c: g.sum(0) * c.gamma), only=("dbeta",)),
-    Mistake("dx multiplied by the standard deviation instead of divided by it",
-            "x_hat = (x - mu) / std, so dx carries 1 / std = inv_std: "
-            "dx = gamma * inv_std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))",
-            _with(dx=lambda g, c: _dx(g, c._replace(inv_std=c.std)))),
-    mistake("inv-std-squared", _with(dx=_dx_slip("inv-std-squared"))),
-    Mistake("dx missing the factor 1 / std",
-            "x_hat = (x - mu) / std, so every path to x carries 1 / std: "
-            "dx = gamma * inv_std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))",
-            _with(dx=lambda g, c: _dx(g, c._replace(inv_std=np.ones_like(c.inv_std))))),
+    *(mistake(slip, _with(dx=_dx_slip(slip)))
+      for slip in ("std-instead-of-inv-std", "inv-std-squared", "inv-std-missing", "gamma-after-sums")),
     *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
               name=f"backward recomputed {what} without eps",
               hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")

@@ -50,6 +50,8 @@ SLIPS = {s.id: s for s in (
          "that formula cancels catastrophically when the mean is large; subtract the mean first: "
          "var = mean((x - mean)**2), or np.var"),
     Slip("mean-not-subtracted", "mean not subtracted", "centre first: x_hat = (x - mean) / sqrt(var + eps)"),
+    Slip("variance-uncentred", "variance taken without subtracting the mean (mean of x**2)",
+         "the variance is the mean of the SQUARED DEVIATIONS: var = mean((x - mean)**2), not mean(x**2)"),
     # eps and the square root
     Slip("eps-outside-sqrt", "eps outside the square root", _EPS_HINT),
     Slip("eps-missing", "eps missing", _EPS_HINT),
@@ -86,6 +88,20 @@ SLIPS = {s.id: s for s in (
     Slip("sign-error-variance-path", "sign error on the path through the variance",
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)): the variance term is subtracted"),
     Slip("dx-without-gamma", "dx not multiplied by gamma", "the gradient reaching x_hat is gamma * dout"),
+    Slip("gamma-after-sums", "gamma multiplied onto dx at the end instead of into g before the sums",
+         "the gradient reaching x_hat is g = gamma * dout: form g first and take sum(g) and sum(g * x_hat) of it; "
+         "gamma varies along the summed axis, so it cannot be pulled out of the sums"),
+    Slip("inv-std-missing", "dx missing the factor inv_std = 1 / sqrt(var + eps)",
+         "every path from x to the output passes the division by the standard deviation: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("std-instead-of-inv-std", "dx multiplied by the standard deviation instead of divided by it",
+         "x_hat = (x - mean) / std, so dx carries 1 / std: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("divisor-minus-one-outside", "1/(M - 1) in front of dx instead of 1/M",
+         "the forward's mean and biased variance divide by M, so the backward does too: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("divisor-minus-one", "M - 1 used instead of M (the statistics average M values, biased)",
+         "the forward's mean and biased variance divide by M, so the backward does too: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
     # running statistics
     Slip("momentum-flipped", "momentum convention flipped",
          "in PyTorch momentum weighs the NEW batch: new = (1 - momentum) * old + momentum * batch "
@@ -111,6 +127,8 @@ def variance(v, axes, slip: str = "", mean=None):
     mean = v.mean(axis=axes, keepdims=True) if mean is None else mean
     if slip == "variance-computed-as-e-x-2":
         return (v * v).mean(axis=axes, keepdims=True) - mean ** 2
+    if slip == "variance-uncentred":
+        return (v * v).mean(axis=axes, keepdims=True)
     if slip == "unbiased-variance":
         return v.var(axis=axes, ddof=1, keepdims=True)
     return ((v - mean) ** 2).mean(axis=axes, keepdims=True)
@@ -170,6 +188,8 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None):
     term's sign.
     """
     m = int(np.prod([g.shape[a] for a in np.atleast_1d(axes)])) if count is None else count
+    if slip == "divisor-minus-one":
+        m = m - 1
     dx = m * g
     if slip not in ("mean-path-missing", "mean-and-variance-paths-missing"):
         dx = dx - g.sum(axis=axes, keepdims=True)
@@ -178,6 +198,12 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None):
         dx = dx + sign * x_hat * (g * x_hat).sum(axis=axes, keepdims=True)
     if slip == "inv-std-squared":
         inv = inv * inv
+    elif slip == "inv-std-missing":
+        inv = 1.0
+    elif slip == "std-instead-of-inv-std":
+        inv = 1 / inv
+    if slip == "divisor-minus-one-outside":
+        m = m - 1
     return inv * dx if slip == "missing-divisor" else inv / m * dx
 
 
