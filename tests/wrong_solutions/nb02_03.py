@@ -159,6 +159,6 @@ WRONG = [
     ("batchnorm_backward", ["without eps"], backward_sqrt_var_no_eps),
     ("batchnorm_backward", ["eps=1e-5"], backward_hard_coded_eps_inv_std_only),
     ("batchnorm_backward", ["dgamma multiplied by gamma"], backward_dgamma_times_gamma),
-    ("batchnorm_backward", ["sign error"], backward_sign_variance),
+    ("batchnorm_backward", ["sign"], backward_sign_variance),
 ]
 RIGHT = []

@@ -15,9 +15,8 @@ from bncourse.reference import batchnorm as ref
 
 def _dx(dout, c, slip=""):
     """dx from the cache: the shared backward core over the batch axis, with one slip."""
-    g = dout if slip in ("dx-without-gamma", "gamma-after-sums") else dout * c.gamma
-    dx = dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
-    return dx * c.gamma if slip == "gamma-after-sums" else dx
+    g = dout if slip == "dx-without-gamma" else dout * c.gamma
+    return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
 
 
 def _with_eps(c, eps, which="all"):
@@ -109,16 +108,11 @@ _BACKWARD_MISTAKES = [
     Mistake("dbeta multiplied by gamma", "d out / d beta = 1: dbeta = dout.sum(axis=0), no gamma",
             _with(dbeta=lambda g, c: g.sum(0) * c.gamma), only=("dbeta",)),
     *(mistake(slip, _with(dx=_dx_slip(slip)))
-      for slip in ("std-instead-of-inv-std", "inv-std-squared", "inv-std-missing", "gamma-after-sums")),
-    *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
-              name=f"backward recomputed {what} without eps",
-              hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")
-      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
+      for slip in ("std-instead-of-inv-std", "inv-std-squared", "inv-std-missing")),
     mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5, "inv_std"))),
             name="backward recomputed with eps=1e-5 instead of the forward's eps",
             hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
                  "np.sqrt(cache.var + 1e-5) assumes the default eps"),
-    mistake("sign-error-variance-path", _with(dx=_dx_slip("sign-error-variance-path"))),
     Mistake("factor 2 missing in the path through the square (step 6)",
             "sq = xmu**2, so its local derivative is 2 * xmu: dxmu += 2 * xmu * dsq",
             _with(dx=lambda g, c: _staged(g, c, two=1.0))),
@@ -141,6 +135,10 @@ _BACKWARD_MISTAKES = [
     Mistake("dbeta and dgamma swapped inside the closed form",
             "the mean path subtracts dbeta = sum(dout), the variance path subtracts x_hat * dgamma: "
             "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)", _with(dx=_closed_form_swapped)),
+    *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
+              name=f"backward recomputed {what} without eps",
+              hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")
+      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
 ]
 
 

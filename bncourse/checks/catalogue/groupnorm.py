@@ -111,7 +111,7 @@ def _gn_forward_mistakes() -> list[Mistake]:
         mistake("sqrt-of-std", _gn(slip="sqrt-of-std"), hint="divide by np.sqrt(var + eps), var over each group"),
         *(mistake(slip, _gn(slip=slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
                                                      "beta-not-added-only-gamma-applied", "mean-not-subtracted",
-                                                     "variance-uncentred", "variance-computed-as-e-x-2",
+                                                     "variance-uncentred",
                                                      "beta-scaled-by-gamma", "beta-subtracted", "divided-by-gamma")),
         mistake("affine-before-normalizing", _gn_affine_first),
     ]
