@@ -162,3 +162,23 @@ WRONG = [
     ("batchnorm_backward", ["sign"], backward_sign_variance),
 ]
 RIGHT = []
+
+
+# errors raised inside the learner's function, named from their shapes
+def fwd_axis1_no_keepdims(x, gamma, beta, eps=1e-5):
+    mu = np.mean(x, axis=1)
+    var = np.var(x, axis=1)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
+
+
+def backward_sums_axis1(dout, cache):
+    n = dout.shape[0]
+    g = dout * cache.gamma
+    dx = cache.inv_std / n * (n * g - g.sum(1) - cache.x_hat * (g * cache.x_hat).sum(1))
+    return dx, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+WRONG += [
+    ("batchnorm_forward", ["wrong axis"], fwd_axis1_no_keepdims),
+    ("batchnorm_backward", ["wrong axis"], backward_sums_axis1),
+]

@@ -397,3 +397,19 @@ WRONG += [
     ("noisy_batchnorm_forward", ["whole array"], noisy_var_pooled),
     ("noisy_batchnorm_forward", ["beta scaled by gamma"], noisy_beta_in_bracket),
 ]
+
+
+def grad_np_dot_matrices(a, b):
+    na, nb_ = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.linalg.norm(b - a) / na), float(np.dot(a, b) / (na * nb_))
+
+
+def noisy_axis1_no_keepdims(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(axis=1)) / np.sqrt(x.var(axis=1) + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+WRONG += [
+    ("gradient_change", ["matrix product"], grad_np_dot_matrices),
+    ("noisy_batchnorm_forward", ["wrong axis"], noisy_axis1_no_keepdims),
+]

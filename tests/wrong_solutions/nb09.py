@@ -555,3 +555,29 @@ WRONG += [
     ("groupnorm_backward", ["gamma multiplied onto dx at the end"], (gn_forward, _gn_bwd_from(gamma_after=True))),
     ("groupnorm_backward", ["M - 1"], (gn_forward, _gn_bwd_from(lambda C, G, H, W: C // G * H * W - 1))),
 ]
+
+
+def gn_fwd_gamma_per_group_reshape(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    x_hat = (xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps)
+    return (x_hat * gamma.reshape(1, G, 1) + beta.reshape(1, G, 1)).reshape(x.shape), None
+
+
+def gn_fwd_gamma_unreshaped(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    x_hat = ((xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps)).reshape(x.shape)
+    return x_hat * gamma + beta, None
+
+
+def ln_fwd_no_keepdims_err(x, gamma, beta, eps=1e-5):
+    mu, var = x.mean(axis=1), x.var(axis=1)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
+
+
+WRONG += [
+    ("groupnorm_forward", ["not per group"], gn_fwd_gamma_per_group_reshape),
+    ("groupnorm_forward", ["(1, C, 1, 1)"], gn_fwd_gamma_unreshaped),
+    ("layernorm_forward", ["keepdims"], ln_fwd_no_keepdims_err),
+]

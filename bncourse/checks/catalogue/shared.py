@@ -228,14 +228,25 @@ def _shapes_in(text: str) -> list[tuple[int, ...]]:
     return found
 
 
-def explain_broadcast(contract: str):
+_PER_FEATURE = ("statistics (or sums) over the wrong axis: {what} has one value per row (reduced over axis 1, the features); "
+                "this exercise's statistics are per feature, over the batch: x.mean(axis=0), shape (D,)")
+
+
+def explain_broadcast(contract: str, per: str = "row"):
     """An ``explain_error`` for a broadcast error: which shapes met, the likely slip, and the contract's shapes.
 
-    ``contract`` says the exercise's shapes ("x is (N, D); gamma and beta (D,); ..."). The slip is read
-    off the shapes alone: a length-N vector against an (N, D) array is a statistic taken without
-    keepdims; a column (D, 1) against (N, D) is a per-feature parameter reshaped to one per row.
+    ``contract`` says the exercise's shapes ("x is (N, D); gamma and beta (D,); ..."); ``per`` what one
+    statistic belongs to: "row" (layer and group norm: reduced over the trailing axes, kept with
+    keepdims) or "feature" (batch norm: reduced over axis 0). The slip is read off the shapes alone: a
+    length-N vector against an (N, D) array is a statistic over axis 1 (the wrong axis for batch norm,
+    keepdims missing for layer norm); a column (D, 1) against (N, D) is a per-feature parameter reshaped
+    to one per row; numpy's "shapes not aligned" is a matrix product (np.dot, @) of two arrays.
     """
     def explain(error_type: str, text: str) -> str:
+        said = text.split(" (at ")[0]
+        if error_type == "ValueError" and "not aligned" in text:
+            return ("np.dot (or @) of two matrices is a matrix product, not a sum of products: flatten first, "
+                    f"a.ravel() @ b.ravel(), or take (a * b).sum(). (numpy said: {said})")
         if error_type not in ("ValueError", "RuntimeError") or not (
                 "broadcast" in text or "must match the size" in text):
             return ""
@@ -244,13 +255,18 @@ def explain_broadcast(contract: str):
         what = ""
         for small in shapes:
             if len(big) >= 2 and small != big and len(small) < len(big) and small[-1] != big[-1]:
-                if small == big[:len(small)]:
+                if small == big[:len(small)] and per == "feature" and len(big) == 2:
+                    what = _PER_FEATURE.format(what=f"an array of shape {small} met one of shape {big}: it")
+                elif small == big[:len(small)]:
                     what = (f"an array of shape {small} met one of shape {big}: numpy lines up the LAST axes, so a "
                             f"statistic reduced over the trailing axes needs keepdims=True (shape "
                             f"{small + (1,) * (len(big) - len(small))}) to broadcast back")
                 else:
                     what = (f"an array of shape {small} met one of shape {big}: reduced over the wrong axis, or kept "
                             f"without keepdims=True")
+            elif len(small) == 1 and len(big) == 4 and small[0] == big[1] and small[0] != big[-1]:
+                what = (f"a per-channel array of shape {small} met one of shape {big}: numpy lines up the LAST axes "
+                        f"(W), so reshape it to (1, C, 1, 1) = {(1, small[0], 1, 1)} to act on the channel axis")
             elif len(small) == len(big) and small != big and small[-1] == 1 and small[0] == big[-1]:
                 what = (f"a column of shape {small} met an array of shape {big}: a per-feature parameter reshaped to "
                         f"one value per row (reshape(-1, 1)); it broadcasts along the last axis as it is")
@@ -260,5 +276,5 @@ def explain_broadcast(contract: str):
                     f"wrong axis has the other axis' length")
         shown = " and ".join(str(s) for s in shapes) or "two shapes"
         return (f"shape mismatch: {what or f'arrays of shapes {shown} cannot be combined'}. {contract} "
-                f"(numpy said: {text.split(' (at ')[0]})")
+                f"(numpy said: {said})")
     return explain
