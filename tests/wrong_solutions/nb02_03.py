@@ -182,3 +182,41 @@ WRONG += [
     ("batchnorm_forward", ["wrong axis"], fwd_axis1_no_keepdims),
     ("batchnorm_backward", ["wrong axis"], backward_sums_axis1),
 ]
+
+
+# the staged backward, one step wrong at a time (the notebook's table of eight steps)
+def _staged_with(step):
+    def backward(dout, cache):
+        N = dout.shape[0]
+        dbeta = dout.sum(axis=0)
+        dgamma = (dout * cache.x_hat).sum(axis=0)
+        dx_hat = dout * cache.gamma
+        dxmu = dx_hat * cache.inv_std
+        if step == 2:
+            dinv_std = dx_hat * cache.xmu  # not summed
+        elif step == 22:
+            dinv_std = (dx_hat * cache.x_hat).sum(axis=0)
+        else:
+            dinv_std = (dx_hat * cache.xmu).sum(axis=0)
+        dstd = -dinv_std / cache.std if step == 3 else -dinv_std / cache.std ** 2
+        dvar = dstd / cache.std if step == 4 else dstd / (2 * cache.std)
+        dsq = dvar / N
+        if step == 6:
+            dxmu = 2 * cache.xmu * dsq
+        else:
+            dxmu = dxmu + 2 * cache.xmu * dsq
+        dmu = dxmu.sum(axis=0) if step == 7 else -dxmu.sum(axis=0)
+        dx = dxmu + dmu / N
+        return dx, dgamma, dbeta
+    backward.__name__ = f"staged_step_{step}"
+    return backward
+
+
+WRONG += [
+    ("batchnorm_backward_staged", ["dinv_std not summed"], _staged_with(2)),
+    ("batchnorm_backward_staged", ["from x_hat instead of xmu"], _staged_with(22)),
+    ("batchnorm_backward_staged", ["square missing"], _staged_with(3)),
+    ("batchnorm_backward_staged", ["factor 1/2"], _staged_with(4)),
+    ("batchnorm_backward_staged", ["overwritten"], _staged_with(6)),
+    ("batchnorm_backward_staged", ["sign of dmu"], _staged_with(7)),
+]

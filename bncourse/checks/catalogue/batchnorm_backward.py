@@ -45,14 +45,39 @@ def _with(dx=_dx, dgamma=_dgamma, dbeta=lambda g, c: g.sum(0)):
     return backward
 
 
-def _staged(dout, c, *, two=2.0, sign=-1.0, var_share=True, mean_share=True):
-    """The notebook's staged backward, with one step's factor possibly gotten wrong."""
+def _staged(dout, c, *, two=2.0, sign=-1.0, var_share=True, mean_share=True, slip=""):
+    """The notebook's staged backward, with one step's factor possibly gotten wrong (``slip``: a step's
+    own slip, "dinv-not-summed", "dinv-from-x-hat", "dstd-over-std", "half-missing", "dxmu-overwritten",
+    "dmu-sign", "dx-overwritten")."""
     n = dout.shape[0]
     dx_hat = dout * c.gamma
-    dstd = sign * (dx_hat * c.xmu).sum(0) / c.std ** 2
-    dsq = dstd / (2 * c.std) / (n if var_share else 1)
-    dxmu = dx_hat * c.inv_std + two * c.xmu * dsq
-    return dxmu - dxmu.sum(0) / (n if mean_share else 1)
+    dinv = dx_hat * (c.x_hat if slip == "dinv-from-x-hat" else c.xmu)
+    dinv = dinv if slip == "dinv-not-summed" else dinv.sum(0)
+    dstd = sign * dinv / (c.std if slip == "dstd-over-std" else c.std ** 2)
+    dvar = dstd / (1 if slip == "half-missing" else 2) / c.std
+    dsq = dvar / (n if var_share else 1)
+    var_path = two * c.xmu * dsq
+    dxmu = var_path if slip == "dxmu-overwritten" else dx_hat * c.inv_std + var_path
+    dmu = (1 if slip == "dmu-sign" else -1) * dxmu.sum(0)
+    share = dmu / (n if mean_share else 1)
+    return share if slip == "dx-overwritten" else dxmu + share
+
+
+_STAGED_SLIPS = (  # (slip, name, hint): one step of the staged backward turned the way a learner turns it
+    ("dinv-not-summed", "dinv_std not summed over the batch (step 2)",
+     "inv_std is one number per feature, used by every row: dinv_std = (dx_hat * xmu).sum(axis=0)"),
+    ("dinv-from-x-hat", "dinv_std computed from x_hat instead of xmu (step 2)",
+     "x_hat = xmu * inv_std, so d x_hat / d inv_std = xmu: dinv_std = (dx_hat * xmu).sum(axis=0)"),
+    ("dstd-over-std", "derivative of 1/std taken as -1/std (step 3: the square missing)",
+     "d(1/std)/d std = -1/std**2: dstd = -dinv_std / std**2"),
+    ("half-missing", "factor 1/2 of the square root's derivative missing (step 4)",
+     "std = sqrt(var + eps), so d std / d var = 1 / (2 * std): dvar = dstd / (2 * std)"),
+    ("dxmu-overwritten", "the direct path into xmu overwritten (step 6: = instead of +=)",
+     "xmu reaches the output twice, directly and through sq: dxmu = dx_hat * inv_std + 2 * xmu * dsq"),
+    ("dmu-sign", "sign of dmu flipped (step 7)", "xmu = x - mu, so dmu = -dxmu.sum(axis=0)"),
+    ("dx-overwritten", "the direct path into x overwritten (step 8: dx = dmu / N instead of dx += dmu / N)",
+     "x reaches xmu directly and through mu: dx = dxmu + dmu / N"),
+)
 
 
 def _closed_form_swapped(g, c):
@@ -125,6 +150,8 @@ _BACKWARD_MISTAKES = [
     Mistake("the mean's gradient not shared out over the N rows (step 8)",
             "mu = mean(x) averages N rows, so each row gets 1/N of it: dx += dmu / N",
             _with(dx=lambda g, c: _staged(g, c, mean_share=False))),
+    *(Mistake(name, hint, _with(dx=lambda g, c, s=slip: _staged(g, c, slip=s)), id=f"staged-{slip}")
+      for slip, name, hint in _STAGED_SLIPS),
     mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5))),
             name="backward recomputed with eps=1e-5 instead of the forward's eps",
             hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "

@@ -234,8 +234,8 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right", params="own"):
             dw, db = s_r, t_r
         elif kind == "dweight from dy only":
             dw = s_r * xh[sl].mean(0)
-        elif kind == "dparams over dim 1":
-            dw, db = (dy[sl] * xh[sl]).sum(1), dy[sl].sum(1)
+        elif kind == "dparams over dim 1":  # refused on the rank, as the check's workers refuse it
+            raise ValueError(f"dweight has shape ({int(n)},) on this rank, expected ({len(w)},)")
         dxs.append(dx)
         dws.append(dw)
         dbs.append(db)
