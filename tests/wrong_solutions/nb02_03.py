@@ -220,3 +220,61 @@ WRONG += [
     ("batchnorm_backward_staged", ["overwritten"], _staged_with(6)),
     ("batchnorm_backward_staged", ["sign of dmu"], _staged_with(7)),
 ]
+
+
+# more neighbours: a step left out or turned
+def fwd_not_divided(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) + beta, None
+
+
+def fwd_eps_added_after(x, gamma, beta, eps=1e-5):
+    return gamma * ((x - x.mean(0)) / np.sqrt(x.var(0)) + eps) + beta, None
+
+
+def running_batch_unweighted(x, running_mean, running_var, momentum=0.1):
+    return (1 - momentum) * running_mean + x.mean(0), (1 - momentum) * running_var + x.var(0, ddof=1)
+
+
+def running_correction_inverted(x, running_mean, running_var, momentum=0.1):
+    n = x.shape[0]
+    return ((1 - momentum) * running_mean + momentum * x.mean(0),
+            (1 - momentum) * running_var + momentum * x.var(0) * (n - 1) / n)
+
+
+def inference_batch_unbiased(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    return gamma * (x - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + eps) + beta
+
+
+def inference_mean_not_subtracted(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    return gamma * x / np.sqrt(running_var + eps) + beta
+
+
+def backward_x_in_variance_term(dout, cache):
+    n = dout.shape[0]
+    dbeta, dgamma = dout.sum(0), (dout * cache.x_hat).sum(0)
+    return cache.gamma * cache.inv_std / n * (n * dout - dbeta - cache.x * dgamma), dgamma, dbeta
+
+
+def backward_xmu_in_variance_term(dout, cache):
+    n = dout.shape[0]
+    dbeta, dgamma = dout.sum(0), (dout * cache.x_hat).sum(0)
+    return cache.gamma * cache.inv_std / n * (n * dout - dbeta - cache.xmu * dgamma), dgamma, dbeta
+
+
+def backward_n_minus_1(dout, cache):
+    n = dout.shape[0]
+    dbeta, dgamma = dout.sum(0), (dout * cache.x_hat).sum(0)
+    return cache.gamma * cache.inv_std / (n - 1) * ((n - 1) * dout - dbeta - cache.x_hat * dgamma), dgamma, dbeta
+
+
+WRONG += [
+    ("batchnorm_forward", ["not divided by the standard deviation"], fwd_not_divided),
+    ("batchnorm_forward", ["eps added to x_hat"], fwd_eps_added_after),
+    ("update_running_stats", ["momentum missing on the batch"], running_batch_unweighted),
+    ("update_running_stats", ["correction inverted"], running_correction_inverted),
+    ("batchnorm_inference", ["batch statistics used in inference"], inference_batch_unbiased),
+    ("batchnorm_inference", ["mean not subtracted"], inference_mean_not_subtracted),
+    ("batchnorm_backward", ["x in place of x_hat"], backward_x_in_variance_term),
+    ("batchnorm_backward", ["xmu in place of x_hat"], backward_xmu_in_variance_term),
+    ("batchnorm_backward", ["M - 1"], backward_n_minus_1),
+]

@@ -413,3 +413,61 @@ WRONG += [
     ("gradient_change", ["matrix product"], grad_np_dot_matrices),
     ("noisy_batchnorm_forward", ["wrong axis"], noisy_axis1_no_keepdims),
 ]
+
+
+# more neighbours: what the measure is divided by, what it compares, what it returns
+def drift_over_mean_spread_before_after(a, b):
+    moved = np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(b.std(0) - a.std(0)).mean()
+    return float(moved / ((a.std(0).mean() + b.std(0).mean()) / 2))
+
+
+def drift_per_unit_array(a, b):
+    return (np.abs(b.mean(0) - a.mean(0)) + np.abs(b.std(0) - a.std(0))) / a.std(0).mean()
+
+
+def drift_variance_change(a, b):
+    return float((np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(b.var(0) - a.var(0)).mean()) / a.std(0).mean())
+
+
+def drift_stds_only(a, b):
+    return float(np.abs(b.std(0) - a.std(0)).mean() / a.std(0).mean())
+
+
+def grad_corrcoef(a, b):
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def grad_per_column(a, b):
+    rel = np.linalg.norm(b - a, axis=0) / np.linalg.norm(a, axis=0)
+    cos = (a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
+    return float(rel.mean()), float(cos.mean())
+
+
+def grad_squared_numerator(a, b):
+    return float(np.sum((b - a) ** 2) / np.linalg.norm(a)), float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def grad_cosine_squared_norms(a, b):
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(np.sum(a * b) / (np.sum(a * a) * np.sum(b * b)))
+
+
+def noisy_shift_multiplied(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * (gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta) * shift
+
+
+def noisy_divided_by_scale(x, gamma, beta, scale, shift, eps=1e-5):
+    return (gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta) / scale + shift
+
+
+WRONG += [
+    ("input_drift", ["spreads before and after"], drift_over_mean_spread_before_after),
+    ("input_drift", ["one value per unit"], drift_per_unit_array),
+    ("input_drift", ["change of the variances"], drift_variance_change),
+    ("input_drift", ["only the stds compared"], drift_stds_only),
+    ("gradient_change", ["Pearson correlation"], grad_corrcoef),
+    ("gradient_change", ["per column"], grad_per_column),
+    ("gradient_change", ["no square root in the numerator"], grad_squared_numerator),
+    ("gradient_change", ["squared norms"], grad_cosine_squared_norms),
+    ("noisy_batchnorm_forward", ["shift multiplied"], noisy_shift_multiplied),
+    ("noisy_batchnorm_forward", ["divided by the noise scale"], noisy_divided_by_scale),
+]

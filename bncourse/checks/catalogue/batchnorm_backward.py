@@ -68,8 +68,9 @@ _STAGED_SLIPS = (  # (slip, name, hint): one step of the staged backward turned 
      "inv_std is one number per feature, used by every row: dinv_std = (dx_hat * xmu).sum(axis=0)"),
     ("dinv-from-x-hat", "dinv_std computed from x_hat instead of xmu (step 2)",
      "x_hat = xmu * inv_std, so d x_hat / d inv_std = xmu: dinv_std = (dx_hat * xmu).sum(axis=0)"),
-    ("dstd-over-std", "derivative of 1/std taken as -1/std (step 3: the square missing)",
-     "d(1/std)/d std = -1/std**2: dstd = -dinv_std / std**2"),
+    ("dstd-over-std", "the variance term scaled by std once too often (closed form: xmu in place of x_hat; staged "
+     "step 3: the square missing)", "closed form: dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma), with "
+     "x_hat = xmu * inv_std; staged: d(1/std)/d std = -1/std**2, dstd = -dinv_std / std**2"),
     ("half-missing", "factor 1/2 of the square root's derivative missing (step 4)",
      "std = sqrt(var + eps), so d std / d var = 1 / (2 * std): dvar = dstd / (2 * std)"),
     ("dxmu-overwritten", "the direct path into xmu overwritten (step 6: = instead of +=)",
@@ -78,6 +79,12 @@ _STAGED_SLIPS = (  # (slip, name, hint): one step of the staged backward turned 
     ("dx-overwritten", "the direct path into x overwritten (step 8: dx = dmu / N instead of dx += dmu / N)",
      "x reaches xmu directly and through mu: dx = dxmu + dmu / N"),
 )
+
+
+def _x_for_x_hat(dout, c):
+    """The closed form with x where x_hat multiplies the variance term (dgamma itself still from x_hat)."""
+    n = dout.shape[0]
+    return c.gamma * c.inv_std / n * (n * dout - dout.sum(0) - c.x * (dout * c.x_hat).sum(0))
 
 
 def _closed_form_swapped(g, c):
@@ -156,6 +163,10 @@ _BACKWARD_MISTAKES = [
             name="backward recomputed with eps=1e-5 instead of the forward's eps",
             hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
                  "np.sqrt(cache.var + 1e-5) assumes the default eps"),
+    Mistake("x in place of x_hat in the variance term",
+            "the variance path multiplies by the NORMALIZED x_hat: dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
+            _with(dx=_x_for_x_hat), id="x-for-x-hat"),
+    *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("divisor-minus-one", "divisor-minus-one-outside")),
     mistake("missing-divisor", _with(dx=_dx_slip("missing-divisor")), name="closed form without the 1/N",
             hint="the mean and the variance average over N rows: "
                  "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)"),

@@ -53,6 +53,8 @@ _FORWARD_MISTAKES = [
     mistake("variance-computed-as-e-x-2", _forward("variance-computed-as-e-x-2")),
     mistake("mean-not-subtracted", _forward("mean-not-subtracted")),
     mistake("sqrt-of-std", _forward("sqrt-of-std")),
+    mistake("not-divided-by-std", _forward("not-divided-by-std")),
+    mistake("eps-added-to-x-hat", _forward("eps-added-to-x-hat")),
     mistake("affine-before-normalizing", lambda x, g, b, eps=1e-5: _out(x, standardize(np.asarray(x, np.float64) * g + b,
                                                                                         0, eps))),
 ]
@@ -64,6 +66,10 @@ def _running(slip: str = ""):
         mean, var = x.mean(0), x.var(0, ddof=0 if slip == "biased" else 1)
         if slip == "std":
             var = np.sqrt(var)
+        if slip == "correction-inverted":
+            var = x.var(0) * (x.shape[0] - 1) / x.shape[0]
+        if slip == "batch-unweighted":  # (1 - momentum) * old + batch
+            return (1 - momentum) * np.asarray(rm) + mean, (1 - momentum) * np.asarray(rv) + var
         if slip == "not-updated":
             return np.asarray(rm), np.asarray(rv)
         if slip == "replaced":
@@ -92,6 +98,12 @@ _RUNNING_MISTAKES = [
     Mistake("running_mean and running_var swapped", "return (new_running_mean, new_running_var) in that order",
             _running("swapped")),
     mistake("momentum-hard-coded", _running("momentum-hard-coded")),
+    Mistake("Bessel's correction inverted (var * (N - 1) / N instead of var * N / (N - 1))",
+            "the unbiased variance divides the squared deviations by N - 1: x.var(axis=0, ddof=1) = "
+            "x.var(axis=0) * N / (N - 1)", _running("correction-inverted"), only=("new_running_var",)),
+    Mistake("momentum missing on the batch's term ((1 - momentum) * old + batch)",
+            "the two weights add up to one: new = (1 - momentum) * old + momentum * batch",
+            _running("batch-unweighted")),
     *(Mistake("running_var blended with the variance around the running mean, not the batch mean",
               "the batch variance is taken around the batch's own mean: x.var(axis=0, ddof=1), i.e. "
               "sum((x - x.mean(0))**2) / (N - 1); the running mean only enters the running_mean blend",
@@ -109,6 +121,10 @@ def _inference(slip: str = ""):
 
 def _inf_batch_stats(x, g, b, rm, rv, eps=1e-5):
     return as_dtype_of(x, affine(standardize(x, 0, eps), g, b))
+
+
+def _inf_batch_stats_unbiased(x, g, b, rm, rv, eps=1e-5):
+    return as_dtype_of(x, affine(standardize(x, 0, eps, "unbiased-variance"), g, b))
 
 
 def _inf_updated(x, g, b, rm, rv, eps=1e-5):
@@ -137,6 +153,9 @@ _INFERENCE_MISTAKES = [
     Mistake("batch statistics used in inference",
             "in inference normalize with running_mean and running_var, not with this batch's mean and "
             "variance (the output must not depend on the other rows of the batch)", _inf_batch_stats),
+    Mistake("batch statistics used in inference (with the unbiased variance)",
+            "in inference normalize with running_mean and running_var, not with this batch's mean and "
+            "variance (the output must not depend on the other rows of the batch)", _inf_batch_stats_unbiased),
     Mistake("running statistics updated in inference",
             "inference only reads running_mean and running_var; updating them belongs to training", _inf_updated),
     Mistake("the batch's mean used with the running variance",
@@ -155,7 +174,10 @@ _INFERENCE_MISTAKES = [
     mistake("gamma-not-applied-only-beta-added", _inference("gamma-not-applied-only-beta-added")),
     mistake("beta-not-added-only-gamma-applied", _inference("beta-not-added-only-gamma-applied")),
     *(mistake(slip, _inference(slip)) for slip in ("gamma-and-beta-not-applied", "beta-scaled-by-gamma",
-                                                   "beta-subtracted", "sqrt-of-std")),
+                                                   "beta-subtracted", "sqrt-of-std", "not-divided-by-std")),
+    mistake("mean-not-subtracted", lambda x, g, b, rm, rv, eps=1e-5: as_dtype_of(x, affine(np.asarray(x) * inv_std(rv, eps),
+                                                                                          g, b)),
+            hint="subtract running_mean first: (x - running_mean) / sqrt(running_var + eps)"),
 ]
 
 

@@ -124,6 +124,27 @@ def gradient_mistakes() -> list[Mistake]:
                               ("the geometric mean of the two norms", lambda x, y: (x * y) ** 0.5),
                               ("||g_before|| squared", lambda x, y: x * x))),
         Mistake(
+            "Pearson correlation (np.corrcoef) instead of the cosine",
+            "the cosine does not centre the vectors: dot / (||g_before|| * ||g_after||), not np.corrcoef",
+            lambda a, b: (rel(a, b), float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])), id="cosine-as-correlation",
+        ),
+        Mistake(
+            "cosine divided by the squared norms",
+            "divide by the norms themselves: dot / (||g_before|| * ||g_after||), with ||g|| = sqrt(sum(g**2))",
+            lambda a, b: (rel(a, b), _dot(a, b) / (_l2(a) ** 2 * _l2(b) ** 2)), id="wrong-norm",
+        ),
+        Mistake(
+            "squared norm of the change (no square root in the numerator)",
+            "||g_after - g_before|| is the square root of the sum of squares: np.linalg.norm(g_after - g_before)",
+            lambda a, b: (_l2(np.asarray(b, float) - np.asarray(a, float)) ** 2 / _l2(a), cos(a, b)), id="wrong-norm",
+        ),
+        Mistake(
+            "norms per column instead of over the flattened gradient",
+            "treat the whole weight gradient as one vector (g.ravel(), or np.linalg.norm(g) with no axis); "
+            "averaging one value per column (input unit) weighs small and large columns alike",
+            lambda a, b: _per_row(np.asarray(a, float).T, np.asarray(b, float).T), id="per-row",
+        ),
+        Mistake(
             "the two values returned in the wrong order",
             "return (relative_change, cosine)",
             lambda a, b: (cos(a, b), rel(a, b)),

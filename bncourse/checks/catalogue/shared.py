@@ -57,6 +57,10 @@ SLIPS = {s.id: s for s in (
     Slip("eps-missing", "eps missing", _EPS_HINT),
     Slip("eps-hard-coded", "eps argument ignored", "use the eps passed to the function, not a fixed 1e-5"),
     Slip("divided-by-variance", "divided by the variance instead of the standard deviation", "divide by sqrt(var + eps)"),
+    Slip("not-divided-by-std", "not divided by the standard deviation (only centred)",
+         "normalize: divide the centred values by sqrt(var + eps), x_hat = (x - mean) / sqrt(var + eps)"),
+    Slip("eps-added-to-x-hat", "eps added to x_hat instead of to the variance",
+         "eps belongs inside the square root, added to the variance: (x - mean) / sqrt(var + eps)"),
     Slip("sqrt-of-std", "square root taken of the standard deviation (sqrt(std + eps))",
          "the standard deviation is already a square root: divide by sqrt(var + eps), not sqrt(std + eps)"),
     Slip("inv-std-squared", "dx multiplied by inv_std twice (1 / (var + eps) instead of 1 / sqrt(var + eps))",
@@ -152,6 +156,10 @@ def inv_std(var, eps, slip: str = ""):
         return 1 / (var + eps)
     if slip == "sqrt-of-std":
         return 1 / _sqrt(_sqrt(var) + eps)
+    if slip == "not-divided-by-std":
+        return 1.0 + 0 * var
+    if slip == "eps-added-to-x-hat":
+        return 1 / _sqrt(var)
     return 1 / _sqrt(var + eps)
 
 
@@ -160,7 +168,7 @@ def standardize(v, axes, eps, slip: str = ""):
     mean, var = statistics(v, axes, slip)
     centred = v if slip == "mean-not-subtracted" else v - mean
     with np.errstate(all="ignore"):
-        return centred * inv_std(var, eps, slip)
+        return centred * inv_std(var, eps, slip) + (eps if slip == "eps-added-to-x-hat" else 0.0)
 
 
 def affine(x_hat, gamma, beta, slip: str = ""):

@@ -45,7 +45,8 @@ _AGG = {"mean": np.mean, "max": np.max, "sum": np.sum, "l2": np.linalg.norm,
         "rms": lambda v: float(np.sqrt(np.mean(np.square(v))))}
 _MAGNITUDE = {"each": np.abs, "squared": np.square, "none": lambda v: v}
 _DENOM = {"before": lambda a, b: a.std(axis=0).mean(), "pooled-before": lambda a, b: a.std(),
-          "abs-mean-before": lambda a, b: np.abs(a.mean(axis=0)).mean(), "abs-pooled-mean-before": lambda a, b: abs(a.mean()),
+          "abs-mean-before": lambda a, b: np.abs(a.mean(axis=0)).mean(),
+          "before-and-after": lambda a, b: (a.std(axis=0).mean() + b.std(axis=0).mean()) / 2, "abs-pooled-mean-before": lambda a, b: abs(a.mean()),
           "after": lambda a, b: b.std(axis=0).mean(), "none": lambda a, b: 1.0,
           "variance-before": lambda a, b: a.var(axis=0).mean()}
 
@@ -82,6 +83,8 @@ _DRIFT_CHOICES = [  # (knob, value, name, hint): one choice of the measure turne
      "counts how far the units' means lie apart"),
     ("denom", "variance-before", "divided by the units' variance instead of their std",
      "divide by h_before.std(axis=0).mean(), in the same units as the changes"),
+    ("denom", "before-and-after", "divided by the mean of the spreads before and after instead of the spread before",
+     "divide by the spread before only, h_before.std(axis=0).mean(): the drift is measured against where the input was"),
     ("denom", "abs-mean-before", "divided by the units' mean |mean| instead of their mean std",
      "divide by the spread before, h_before.std(axis=0).mean(): the size of the means says nothing about the spread "
      "(and is near zero for centred activations)"),
@@ -107,6 +110,12 @@ def _drift_choices() -> list[Mistake]:
             kept.append(m)
             seen.append(value)
     return kept
+
+
+def _per_unit_drift(h_before, h_after):
+    """(|d mean| + |d std|) / mean std before, one value per unit (the mean over units left out)."""
+    a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
+    return (np.abs(b.mean(0) - a.mean(0)) + np.abs(b.std(0) - a.std(0))) / a.std(0).mean()
 
 
 def _sorted_drift(axis):
@@ -168,6 +177,23 @@ def drift_mistakes() -> list[Mistake]:
         *(Mistake(_SORTED[0].format(where), _SORTED[1], _sorted_drift(axis), id="drift-sorted")
           for axis, where in ((0, " (each unit sorted over the batch)"), (None, " (the whole layer sorted)"),
                               (-1, " (each example's units sorted)"))),
+        Mistake(
+            "one value per unit returned instead of one number",
+            "average over the units too: (mean over units of |d mean| + mean over units of |d std|) / mean(std before) "
+            "is a single number", lambda a, b: _per_unit_drift(a, b), id="drift-per-unit-array",
+        ),
+        Mistake(
+            "only the stds compared (the change of the means left out)",
+            "add the mean change of each unit's mean: a distribution can move without widening",
+            lambda a, b: float(np.mean(np.abs(np.std(b, 0) - np.std(a, 0))) / np.mean(np.std(a, 0))), id="drift-one-term",
+        ),
+        Mistake(
+            "the change of the variances, with the stds' spread as the denominator",
+            "compare standard deviations, in the units of the activations: |std_after - std_before| "
+            "(np.std), not |var_after - var_before|",
+            lambda a, b: float((np.mean(np.abs(np.mean(b, 0) - np.mean(a, 0))) + np.mean(np.abs(np.var(b, 0) - np.var(a, 0))))
+                               / np.mean(np.std(a, 0))), id="drift-variance",
+        ),
         Mistake(
             "not relative to the input's spread",
             "divide by the mean std of h_before, so layers with large and small activations compare",
@@ -275,6 +301,12 @@ def noisy_mistakes() -> list[Mistake]:
         mistake("sqrt-of-std", _noisy("sqrt-of-std")),
         *(mistake(slip, _noisy(slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted")),
+        Mistake("shift multiplied instead of added",
+                "scale multiplies, shift is added: scale * bn(x) + shift",
+                lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps) * m, id="noise-order"),
+        Mistake("divided by the noise scale instead of multiplied",
+                "scale multiplies batch norm's output: scale * bn(x) + shift",
+                lambda x, g, b, s, m, eps=1e-5: _bn(x, g, b, eps) / s + m, id="noise-order"),
         Mistake("shift added before scaling (scale * (bn(x) + shift))",
                 "scale batch norm's output first, then add the shift: scale * bn(x) + shift",
                 lambda x, g, b, s, m, eps=1e-5: s * (_bn(x, g, b, eps) + m), id="noise-order"),
