@@ -172,7 +172,8 @@ def _torch_fuse(layer, bn):
 _ERRORS_NAMED = (("RuntimeError", "must match the size of tensor", "fold_batchnorm", "wrong-axis"),
                  ("RuntimeError", "expects a tensor with <= 2 dimensions", "fold_batchnorm", "scale-shaped-for-conv"),
                  ("RuntimeError", "mat1 and mat2", "fold_batchnorm", "scale-shaped-for-conv"),
-                 ("AttributeError", "has no attribute 'features'", "fold_model", "model-layout-assumed"))
+                 ("AttributeError", "has no attribute 'features'", "fold_model", "model-layout-assumed"),
+                 ("RuntimeError", "input to conv2d, but got input of size", "fold_model", "dotted-setattr"))
 
 
 def explain_fold_error(error_type: str, text: str) -> str:

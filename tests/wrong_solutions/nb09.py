@@ -581,3 +581,96 @@ WRONG += [
     ("groupnorm_forward", ["(1, C, 1, 1)"], gn_fwd_gamma_unreshaped),
     ("layernorm_forward", ["keepdims"], ln_fwd_no_keepdims_err),
 ]
+
+
+# more neighbours: a step left out or turned, the sums and divisors of the backward
+def ln_fwd_not_divided(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(1, keepdims=True)) + beta, None
+
+
+def ln_fwd_eps_added_after(x, gamma, beta, eps=1e-5):
+    return gamma * ((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True) + eps) + beta, None
+
+
+def _ln_bwd_variant(dx_of, dparams=lambda dout, x_hat, gamma: ((dout * x_hat).sum(0), dout.sum(0))):
+    def backward(dout, cache):
+        x, x_hat, mu, var, gamma, eps = cache
+        return (dx_of(dout, x, x_hat, var, gamma, eps),) + tuple(dparams(dout, x_hat, gamma))
+    return backward
+
+
+def _ln_dx(dout, x, x_hat, var, gamma, eps, summed=None, outer=None, inv=None):
+    D = x.shape[1]
+    g = dout * gamma
+    s = g if summed is None else summed
+    inv = 1.0 / np.sqrt(var + eps) if inv is None else inv
+    return inv / D * (D * g - s.sum(1, keepdims=True) - (x_hat if outer is None else outer) * (s * x_hat).sum(1, keepdims=True))
+
+
+ln_bwd_dparams_not_summed = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e), lambda d, xh, g: (d * xh, d))
+ln_bwd_sums_of_dout = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e, summed=d))
+ln_bwd_sqrt_var_no_eps = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e, inv=1 / np.sqrt(v)))
+ln_bwd_x_for_x_hat = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e, outer=x))
+ln_bwd_dgamma_times_gamma = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e),
+                                            lambda d, xh, g: ((d * g * xh).sum(0), d.sum(0)))
+
+
+def _gn_stats(x, G):
+    xg = x.reshape(x.shape[0], G, -1)
+    return xg, xg.mean(2, keepdims=True), xg.var(2, keepdims=True)
+
+
+def _gn_finish(x, x_hat, gamma, beta):
+    C = x.shape[1]
+    return x_hat.reshape(x.shape) * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), None
+
+
+def gn_fwd_not_divided(x, gamma, beta, G, eps=1e-5):
+    xg, mu, var = _gn_stats(x, G)
+    return _gn_finish(x, xg - mu, gamma, beta)
+
+
+def gn_fwd_per_pixel(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, C // G, H, W)
+    return _gn_finish(x, (xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps), gamma, beta)
+
+
+def gn_fwd_every_gth(x, gamma, beta, G, eps=1e-5):
+    xg = x.reshape(x.shape[0], -1, G)
+    return _gn_finish(x, (xg - xg.mean(1, keepdims=True)) / np.sqrt(xg.var(1, keepdims=True) + eps), gamma, beta)
+
+
+def gn_fwd_eps_added_after(x, gamma, beta, G, eps=1e-5):
+    xg, mu, var = _gn_stats(x, G)
+    return _gn_finish(x, (xg - mu) / np.sqrt(var) + eps, gamma, beta)
+
+
+def _gn_bwd_variant(inv_of=lambda var, eps: 1.0 / np.sqrt(var + eps), outer_x=False):
+    def backward(dout, cache):
+        x, x_hat, var, gamma, G, eps = cache
+        N, C, H, W = x.shape
+        g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+        xh = x_hat.reshape(N, G, -1)
+        M = g.shape[2]
+        outer = x.reshape(N, G, -1) if outer_x else xh
+        dx = inv_of(var, eps) / M * (M * g - g.sum(2, keepdims=True) - outer * (g * xh).sum(2, keepdims=True))
+        return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+    return backward
+
+
+WRONG += [
+    ("layernorm_forward", ["not divided by the standard deviation"], ln_fwd_not_divided),
+    ("layernorm_forward", ["eps added to x_hat"], ln_fwd_eps_added_after),
+    ("layernorm_backward", ["not summed"], (ln_forward, ln_bwd_dparams_not_summed)),
+    ("layernorm_backward", ["gamma only on the direct term"], (ln_forward, ln_bwd_sums_of_dout)),
+    ("layernorm_backward", ["without eps"], (ln_forward, ln_bwd_sqrt_var_no_eps)),
+    ("layernorm_backward", ["x in place of x_hat"], (ln_forward, ln_bwd_x_for_x_hat)),
+    ("layernorm_backward", ["dgamma multiplied by gamma"], (ln_forward, ln_bwd_dgamma_times_gamma)),
+    ("groupnorm_forward", ["not divided by the standard deviation"], gn_fwd_not_divided),
+    ("groupnorm_forward", ["at each pixel"], gn_fwd_per_pixel),
+    ("groupnorm_forward", ["every G-th"], gn_fwd_every_gth),
+    ("groupnorm_forward", ["eps added to x_hat"], gn_fwd_eps_added_after),
+    ("groupnorm_backward", ["without eps"], (gn_forward, _gn_bwd_variant(inv_of=lambda var, eps: 1 / np.sqrt(var)))),
+    ("groupnorm_backward", ["x in place of x_hat"], (gn_forward, _gn_bwd_variant(outer_x=True))),
+]

@@ -340,3 +340,59 @@ WRONG += [
     ("fold_model", ["left unfolded"], model_top_children_only),
 ]
 RIGHT += [("fold_model", model_recursive_right)]
+
+
+# more neighbours: a part of the fold left out or turned; a model folded through setattr with dotted names
+def _fold_bias(bias_of, scale_of=lambda bn: bn.weight / torch.sqrt(bn.running_var + bn.eps), weight=True):
+    def f(layer, bn):
+        scale = scale_of(bn)
+        new = copy.deepcopy(layer)
+        shape = [-1] + [1] * (layer.weight.dim() - 1)
+        if weight:
+            new.weight = nn.Parameter((layer.weight * scale.reshape(shape)).detach())
+        b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        new.bias = nn.Parameter(bias_of(b, bn, scale).detach())
+        return new
+    return f
+
+
+fold_weight_unscaled = _fold_bias(lambda b, bn, s: (b - bn.running_mean) * s + bn.bias, weight=False)
+fold_gamma_left_out = _fold_bias(lambda b, bn, s: (b - bn.running_mean) * s + bn.bias,
+                                 scale_of=lambda bn: 1 / torch.sqrt(bn.running_var + bn.eps))
+fold_beta_left_out = _fold_bias(lambda b, bn, s: (b - bn.running_mean) * s)
+fold_mean_added = _fold_bias(lambda b, bn, s: (b + bn.running_mean) * s + bn.bias)
+for _name in ("fold_weight_unscaled", "fold_gamma_left_out", "fold_beta_left_out", "fold_mean_added"):
+    globals()[_name].__name__ = _name
+
+
+def model_setattr_dotted(model):
+    m = copy.deepcopy(model).eval()
+    mods = list(m.named_modules())
+    for (n1, a), (n2, b) in zip(mods, mods[1:]):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            setattr(m, n1, fold(a, b))
+            setattr(m, n2, nn.Identity())
+    return m
+
+
+def model_setattr_through_parent(model):
+    """Right: named_modules() walked, each pair replaced through its parent module."""
+    m = copy.deepcopy(model).eval()
+    mods = list(m.named_modules())
+    for (n1, a), (n2, b) in zip(mods, mods[1:]):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            p1, _, c1 = n1.rpartition(".")
+            p2, _, c2 = n2.rpartition(".")
+            setattr(m.get_submodule(p1), c1, fold(a, b))
+            setattr(m.get_submodule(p2), c2, nn.Identity())
+    return m
+
+
+WRONG += [
+    ("fold_batchnorm", ["weight not scaled"], fold_weight_unscaled),
+    ("fold_batchnorm", ["gamma left out"], fold_gamma_left_out),
+    ("fold_batchnorm", ["beta left out"], fold_beta_left_out),
+    ("fold_batchnorm", ["added instead of subtracted"], fold_mean_added),
+    ("fold_model", ["dotted name"], model_setattr_dotted),
+]
+RIGHT += [("fold_model", model_setattr_through_parent)]

@@ -28,14 +28,19 @@ def _manual_fold(how: str = ""):
             gamma, beta = beta, gamma
         if how in ("stats_ignored", "stats_ignored_plain"):  # as if the running statistics were 0 and 1
             mean, var = torch.zeros_like(mean), torch.ones_like(var)
+        if how == "gamma_left_out":
+            gamma = torch.ones_like(gamma)
         scale = gamma if how == "stats_ignored_plain" else gamma * inv_std(var, bn.eps, how)
         shape = (1, -1) if how == "wrong-axis" else (-1, 1)
         new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2) if how != "conv-shape" else (-1, 1, 1, 1))
+        if how == "weight_unscaled":
+            new_w = w
         bias_terms = {  # bias = scale * (b - mean) + beta, or a slip
             "gamma_twice": lambda: gamma * scale * (b - mean) + beta, "own_bias_ignored": lambda: beta - scale * mean,
             "mean_ignored": lambda: scale * b + beta, "scale_twice": lambda: scale * scale * (b - mean) + beta,
             "bias_unscaled": lambda: b - scale * mean + beta, "beta_scaled": lambda: scale * (b - mean + beta),
-            "mean_unscaled": lambda: scale * b - mean + beta}
+            "mean_unscaled": lambda: scale * b - mean + beta, "beta_left_out": lambda: scale * (b - mean),
+            "mean_added": lambda: scale * (b + mean) + beta}
         new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
         new = copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
@@ -89,6 +94,13 @@ _FOLDING_OWN = (
     ("own-bias-unscaled", "the layer's own bias not scaled", "bias_unscaled",
      "b passes through batch norm, so it is scaled too: " + _BIAS),
     ("running-mean-ignored", "running mean not subtracted", "mean_ignored", _BIAS),
+    ("running-mean-added", "running mean added instead of subtracted", "mean_added", _BIAS),
+    ("weight-unscaled", "the weight not scaled (only the bias folded)", "weight_unscaled",
+     "batch norm scales every output channel by scale = gamma / sqrt(running_var + eps): multiply the weight's "
+     "output channel o by scale[o] too"),
+    ("gamma-left-out", "gamma left out of the scale", "gamma_left_out",
+     "scale = bn.weight / sqrt(running_var + eps): bn.weight is gamma"),
+    ("beta-left-out", "beta left out of the bias", "beta_left_out", "the shift beta = bn.bias stays: " + _BIAS),
     ("running-stats-ignored", "running statistics ignored", "stats_ignored_plain", "in eval mode batch norm uses "
      "running_mean and running_var: scale = gamma / sqrt(running_var + eps), " + _BIAS),
     ("beta-scaled", "beta scaled along with the bias", "beta_scaled",
@@ -143,6 +155,19 @@ _model_top_level_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["t
 _model_left_training = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"]).train())
 
 
+def _dotted_setattr(model: nn.Module) -> nn.Module:
+    """An eval-mode copy folded by ``setattr(copy, "a.b", ...)`` with the dotted names of named_modules():
+    a new module called "a.b" is added (at the end of a Sequential), the nested pair stays as it was."""
+    folded = copy.deepcopy(model).eval()
+    mods = list(folded.named_modules())
+    fold = _manual_fold()
+    for (n1, a), (n2, b) in zip(mods, mods[1:]):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            setattr(folded, n1, fold(a, b))
+            setattr(folded, n2, nn.Identity())
+    return folded
+
+
 def _model_mistakes() -> list[Mistake]:
     nested = ("some Conv2d -> BatchNorm2d pairs left unfolded",
               "walk every module (model.modules()), including blocks that subclass nn.Sequential or sit inside "
@@ -165,6 +190,10 @@ def _model_mistakes() -> list[Mistake]:
                 _model_variant(lambda m: _folded_copy(m, lambda f: [s for s in f.features.modules()
                                                                     if isinstance(s, nn.Sequential)])),
                 id="model-layout-assumed"),
+        Mistake("setattr with a dotted name (setattr(model, 'a.b', ...) adds a module, it does not replace the nested one)",
+                "replace a nested module through its parent: parent = model.get_submodule('a'); setattr(parent, 'b', "
+                "new), or block[i] = new while walking each nn.Sequential; a module added to a Sequential runs after "
+                "its other layers", _model_variant(_dotted_setattr), id="dotted-setattr"),
         Mistake("only the first pair of each Sequential folded",
                 "keep walking the whole Sequential after folding a pair (no break/return inside the loop): a block "
                 "may hold several Conv2d -> BatchNorm2d pairs",

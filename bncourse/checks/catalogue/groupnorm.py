@@ -42,6 +42,10 @@ def _gn(kind: str = "groups", slip: str = ""):
         elif kind == "channels_last":  # grouped after x.transpose(0, 2, 3, 1), transposed back
             nhwc = x.transpose(0, 2, 3, 1)
             x_hat = standardize(nhwc.reshape(n, G, -1), 2, eps).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        elif kind == "per_pixel":  # each group's channels at one pixel
+            x_hat = standardize(x.reshape(n, G, c // G, h, w), 2, eps).reshape(x.shape)
+        elif kind == "flat_strided":  # x.reshape(N, -1, G) reduced over axis 1
+            x_hat = standardize(x.reshape(n, -1, G), 1, eps).reshape(x.shape)
         elif kind == "instance":
             x_hat = standardize(x, (2, 3), eps)
         elif kind == "layer":
@@ -100,6 +104,13 @@ def _gn_forward_mistakes() -> list[Mistake]:
         mistake("unbiased-variance", _gn(slip="unbiased-variance")),
         mistake("eps-hard-coded", _gn(slip="eps-hard-coded"), name="eps argument ignored (hard-coded 1e-5)"),
         mistake("divided-by-variance", _gn(slip="divided-by-variance"), hint="divide by np.sqrt(var + eps)"),
+        Mistake("statistics over the group's channels at each pixel (H and W left out)",
+                "each group's statistics are over all C/G*H*W values of the group: x.reshape(N, G, -1), reduced over "
+                "axis 2 (or over axes (2, 3, 4) of x.reshape(N, G, C // G, H, W))", _gn("per_pixel"),
+                id="group-layout-per-pixel"),
+        Mistake("groups taken as every G-th value (x.reshape(N, -1, G))",
+                "a group is C/G adjacent channels with all their pixels: x.reshape(N, G, -1), reduced over axis 2",
+                _gn("flat_strided"), id="group-layout-strided"),
         Mistake("G ignored: one group per channel (instance norm)",
                 "use the G passed in: x.reshape(N, G, -1)", _gn("instance")),
         Mistake("G ignored: one group per image (layer norm)",
@@ -111,7 +122,7 @@ def _gn_forward_mistakes() -> list[Mistake]:
         mistake("sqrt-of-std", _gn(slip="sqrt-of-std"), hint="divide by np.sqrt(var + eps), var over each group"),
         *(mistake(slip, _gn(slip=slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
                                                      "beta-not-added-only-gamma-applied", "mean-not-subtracted",
-                                                     "variance-uncentred",
+                                                     "variance-uncentred", "not-divided-by-std", "eps-added-to-x-hat",
                                                      "beta-scaled-by-gamma", "beta-subtracted", "divided-by-gamma")),
         mistake("affine-before-normalizing", _gn_affine_first),
     ]
@@ -141,10 +152,14 @@ def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bo
         inv = np.repeat(c.inv_std, ch // G, axis=1) if per_channel else c.inv_std
         if slip in ("eps-hard-coded", "eps-recomputed"):  # recomputed with 1e-5, not the cache's eps
             inv = inv_std(1 / c.inv_std ** 2 - eps, 1e-5)
+        if slip == "eps-missing":  # recomputed without eps, x_hat from the cache
+            with np.errstate(all="ignore"):
+                inv = inv_std(1 / c.inv_std ** 2 - eps, 0.0)
         if slip == "eps-recomputed":  # x_hat recomputed with it too
             xh4 = (xh4.reshape(n, G, -1) / c.inv_std * inv).reshape(x.shape)
         dx = dx_from(g4.reshape(n, k, -1), xh4.reshape(n, k, -1), inv, 2, "" if slip == "eps-recomputed" else slip,
-                     count={"HW": h * w, "CG": ch // G, "CHW": ch * h * w, "NM": n * ch // G * h * w}.get(divisor))
+                     count={"HW": h * w, "CG": ch // G, "CHW": ch * h * w, "NM": n * ch // G * h * w}.get(divisor),
+                     dout=dout.reshape(n, k, -1), x=np.asarray(x, np.float64).reshape(n, k, -1))
         dx = dx.reshape(x.shape) * (gamma.reshape(1, ch, 1, 1) if after else 1.0)
         dgamma = (dout * (x if slip == "dgamma-from-x" else xh4)).sum(axis=(0, 2, 3))
         dbeta = dout.sum(axis=(0, 2, 3))
@@ -199,7 +214,9 @@ def _gn_backward_mistakes() -> list[Mistake]:
                 + _GN_DX, _gn_backward(divisor="NM"), id="wrong-divisor"),
         *(mistake(slip, _gn_backward(slip))
           for slip in ("inv-std-squared", "inv-std-missing", "std-instead-of-inv-std", "divisor-minus-one",
-                       "divisor-minus-one-outside", "gamma-after-sums")),
+                       "divisor-minus-one-outside", "gamma-after-sums", "sums-without-gamma", "x-for-x-hat")),
+        mistake("eps-missing", _gn_backward("eps-missing"), name="backward recomputed 1 / std without eps",
+                hint="use the eps the forward used (keep it, or inv_std itself, in the cache): np.sqrt(var) leaves it out"),
         *dparam_mistakes(_gn_backward(), (0, 2, 3), "channel"),
     ]
 

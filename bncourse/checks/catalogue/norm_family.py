@@ -39,7 +39,8 @@ def _ln_forward_mistakes() -> list[Mistake]:
                 hint="finish with out = gamma * x_hat + beta"),
         mistake("sqrt-of-std", _ln("sqrt-of-std"), hint="divide by np.sqrt(x.var(axis=1, keepdims=True) + eps)"),
         *(mistake(slip, _ln(slip)) for slip in ("gamma-not-applied-only-beta-added", "beta-not-added-only-gamma-applied",
-                                                "mean-not-subtracted", "variance-uncentred",
+                                                "mean-not-subtracted", "variance-uncentred", "not-divided-by-std",
+                                                "eps-added-to-x-hat",
                                                 "beta-scaled-by-gamma", "beta-subtracted", "divided-by-gamma")),
         mistake("affine-before-normalizing", _ln_affine_first),
     ]
@@ -107,21 +108,28 @@ def _ln_backward_mistakes() -> list[Mistake]:
                 id="wrong-axis"),
         *(mistake(slip, _ln_recomputed(None, slip=slip))
           for slip in ("inv-std-squared", "inv-std-missing", "std-instead-of-inv-std", "divisor-minus-one",
-                       "divisor-minus-one-outside", "gamma-after-sums")),
+                       "divisor-minus-one-outside", "gamma-after-sums", "sums-without-gamma", "x-for-x-hat")),
+        mistake("eps-missing", _ln_recomputed(None, inv_eps=0.0), name="backward recomputed 1 / std without eps",
+                hint="use the eps the forward used (keep it, or inv_std itself, in the cache): np.sqrt(var) leaves it out"),
         *dparam_mistakes(_ln_recomputed(None), (0,), "feature"),
     ]
 
 
-def _ln_recomputed(eps_used=1e-5, axes=1, count=None, slip=""):
-    """Layer norm's backward whose x_hat and inv_std are recomputed (eps ``eps_used``) and whose dx sums run over ``axes``."""
+def _ln_recomputed(eps_used=1e-5, axes=1, count=None, slip="", inv_eps=None):
+    """Layer norm's backward whose x_hat and inv_std are recomputed (eps ``eps_used``) and whose dx sums run over
+    ``axes``; ``inv_eps``: the factor inv_std alone recomputed with that eps (x_hat the right one)."""
     def backward(x, gamma, beta, eps, dout):
         x64, d64 = np.asarray(x, np.float64), np.asarray(dout, np.float64)
         mean, var = statistics(x64, 1)
         inv = inv_std(var, eps if eps_used is None else eps_used)
         x_hat = (x64 - mean) * inv
+        if inv_eps is not None:
+            with np.errstate(all="ignore"):
+                inv = inv_std(var, inv_eps)
         n_count = {"D": x64.shape[1], "N": x64.shape[0]}.get(count)
         after = slip == "gamma-after-sums"  # g = dout in the sums, gamma multiplied on at the end
-        dx = dx_from(d64 if after else d64 * gamma, x_hat, inv, axes, slip, count=n_count) * (gamma if after else 1.0)
+        dx = dx_from(d64 if after else d64 * gamma, x_hat, inv, axes, slip, count=n_count, dout=d64,
+                     x=x64) * (gamma if after else 1.0)
         return dx.astype(x.dtype), (d64 * x_hat).sum(0).astype(x.dtype), d64.sum(0).astype(x.dtype)
     return backward
 
@@ -142,8 +150,12 @@ def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mis
                 return dx, dg / n, db / n
             if how == "dbeta-mean":
                 return dx, dg, db / n
+            if how == "dgamma-times-gamma":
+                return dx, dg * np.asarray(args[1], np.float64), db
             # summed over other axes: recomputed from dout and x_hat, reducing every axis but the per-one's
             x_hat_dg = _x_hat_of(args, dout.shape)
+            if how == "not-summed":
+                return dx, dout * x_hat_dg, dout
             keep = {"over-batch-only": (0,), "per-example": tuple(a for a in range(1, dout.ndim))}[how]
             dtype = np.asarray(dg).dtype
             return dx, (dout * x_hat_dg).sum(axis=keep).astype(dtype), dout.sum(axis=keep).astype(dtype)
@@ -159,6 +171,12 @@ def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mis
         Mistake("dbeta averaged over the batch instead of summed",
                 f"each {per}'s beta is used by every example: dbeta = dout.sum(axis={sum_axes}), not a mean",
                 transformed("dbeta-mean"), id="dparams-averaged"),
+        Mistake("dgamma and dbeta not summed (one value per element returned)",
+                f"gamma has one entry per {per}, shared by every example: dgamma = (dout * x_hat).sum(axis={sum_axes}), "
+                f"dbeta = dout.sum(axis={sum_axes})", transformed("not-summed"), id="dparams-not-summed"),
+        Mistake("dgamma multiplied by gamma",
+                "out = x_hat * gamma + beta, so d out / d gamma = x_hat: dgamma = sum(dout * x_hat), no gamma",
+                transformed("dgamma-times-gamma"), id="dgamma-times-gamma"),
         Mistake("dgamma and dbeta summed over the batch only",
                 f"gamma has one entry per {per}: sum dout * x_hat and dout over every other axis, axis={sum_axes}",
                 transformed("over-batch-only"), id="dparams-wrong-axes"),

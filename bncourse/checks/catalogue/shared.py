@@ -95,6 +95,10 @@ SLIPS = {s.id: s for s in (
     Slip("gamma-after-sums", "gamma multiplied onto dx at the end instead of into g before the sums",
          "the gradient reaching x_hat is g = gamma * dout: form g first and take sum(g) and sum(g * x_hat) of it; "
          "gamma varies along the summed axis, so it cannot be pulled out of the sums"),
+    Slip("sums-without-gamma", "gamma only on the direct term (the sums taken of dout, not of g = gamma * dout)",
+         "every term of dx uses g = gamma * dout: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("x-for-x-hat", "x in place of x_hat in the variance term",
+         "the variance path multiplies by the NORMALIZED input: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
     Slip("inv-std-missing", "dx missing the factor inv_std = 1 / sqrt(var + eps)",
          "every path from x to the output passes the division by the standard deviation: "
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
@@ -188,22 +192,25 @@ def affine(x_hat, gamma, beta, slip: str = ""):
     return x_hat * gamma + beta
 
 
-def dx_from(g, x_hat, inv, axes, slip: str = "", count=None):
+def dx_from(g, x_hat, inv, axes, slip: str = "", count=None, dout=None, x=None):
     """dx of a normalization over ``axes`` from g = gamma * dout (the gradient reaching x_hat).
 
     ``inv`` is 1 / sqrt(var + eps), broadcastable to g; ``count`` the M of the formula (default: the
     number of values each statistic averages). Slips: a path missing, the 1/M missing, the variance
-    term's sign.
+    term's sign; with ``dout`` the sums taken of dout ("sums-without-gamma"), with ``x`` x multiplying
+    the variance term ("x-for-x-hat").
     """
     m = int(np.prod([g.shape[a] for a in np.atleast_1d(axes)])) if count is None else count
     if slip == "divisor-minus-one":
         m = m - 1
     dx = m * g
+    summed = dout if slip == "sums-without-gamma" and dout is not None else g
     if slip not in ("mean-path-missing", "mean-and-variance-paths-missing"):
-        dx = dx - g.sum(axis=axes, keepdims=True)
+        dx = dx - summed.sum(axis=axes, keepdims=True)
     if slip not in ("variance-path-missing", "mean-and-variance-paths-missing"):
         sign = 1.0 if slip == "sign-error-variance-path" else -1.0
-        dx = dx + sign * x_hat * (g * x_hat).sum(axis=axes, keepdims=True)
+        outer = x if slip == "x-for-x-hat" and x is not None else x_hat
+        dx = dx + sign * outer * (summed * x_hat).sum(axis=axes, keepdims=True)
     if slip == "inv-std-squared":
         inv = inv * inv
     elif slip == "inv-std-missing":
