@@ -37,7 +37,7 @@ def corpus(sync: bool = True):
     modules = [("2-3", nb02_03), ("7", nb07), ("9", nb09), ("10", nb10)]
     if sync:
         from . import nb08
-        modules.insert(1, ("8", nb08))
+        modules.insert(2, ("8", nb08))
     return modules
 
 
