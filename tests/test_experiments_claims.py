@@ -9,7 +9,7 @@ import pytest
 
 from bncourse import cli
 from bncourse.experiments import claims
-from bncourse.experiments.harness import VERDICTS
+from bncourse.experiments.verdicts import VERDICTS
 
 # The ids of the course's claims list (every claim the five explainer texts make), in its order.
 SHARED_IDS = [
@@ -101,7 +101,8 @@ def test_does_claims_json_give_the_documented_keys_for_the_chosen_ids(capsys):
 
 def test_does_the_text_table_show_kind_verdict_effect_seeds_and_notebook(monkeypatch, capsys):
     from bncourse.experiments import layer
-    from bncourse.experiments.harness import AtMost, run_experiment
+    from bncourse.experiments.harness import run_experiment
+    from bncourse.experiments.rules import AtMost
 
     def bounded_activations(seeds=None, progress=False):  # a stand-in experiment: the table is under test
         return run_experiment("bounded-activations", lambda config, seed: {"max_abs_normalized": 9.0 + seed},

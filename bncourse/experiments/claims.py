@@ -29,9 +29,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from bncourse.experiments.harness import (
-    CONTRADICTED, DEMONSTRATION, EXPERIMENT, HELD, INVALID, UNTESTED, VERDICTS, ExperimentResult, Outcome, _fmt,
-    combine)
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.rules import Outcome
+from bncourse.experiments.seed_summary import _fmt
+from bncourse.experiments.verdicts import (
+    CONTRADICTED, DEMONSTRATION, EXPERIMENT, HELD, INVALID, UNTESTED, VERDICTS, combine)
 
 PACKAGE = "bncourse.experiments"
 

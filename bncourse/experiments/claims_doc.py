@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from bncourse.experiments.harness import _fmt
+from bncourse.experiments.seed_summary import _fmt
 
 # The five explainer texts, by title (the course's copies are numbered 000-004).
 EXPLAINERS = {

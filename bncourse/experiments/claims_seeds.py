@@ -20,7 +20,8 @@ import json
 import math
 from pathlib import Path
 
-from bncourse.experiments.harness import CONTRADICTED, HELD, _fmt
+from bncourse.experiments.seed_summary import _fmt
+from bncourse.experiments.verdicts import CONTRADICTED, HELD
 
 SAME, MOVED, FLIPPED = "same", "moved", "FLIPPED"
 

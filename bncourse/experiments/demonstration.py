@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from bncourse.experiments.harness import _COLOR, CONTRADICTED, DEMONSTRATION, HELD, Outcome, _fmt
+from bncourse.experiments.rules import Outcome
+from bncourse.experiments.seed_summary import _fmt
+from bncourse.experiments.verdicts import CONTRADICTED, DEMONSTRATION, HELD, _COLOR
 
 
 @dataclass

@@ -24,8 +24,11 @@ import numpy as np
 import torch
 
 from bncourse.experiments.common import harder_digits, mlp, trained_mlp, tune_lr
-from bncourse.experiments.harness import (
-    CONTRADICTED, HELD, INCONCLUSIVE, Better, ExperimentResult, MustLearn, Outcome, Rule, _fmt, run_experiment)
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, MustLearn, Outcome, Rule
+from bncourse.experiments.seed_summary import _fmt
+from bncourse.experiments.verdicts import CONTRADICTED, HELD, INCONCLUSIVE
 from bncourse.runtime import pick
 
 ARMS = {

@@ -32,9 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bncourse.experiments.deep_mlp import DeepMLP, Setup, _digits, _fresh
-from bncourse.experiments.harness import (
-    CONTRADICTED, HELD, INCONCLUSIVE, Better, ExperimentResult, MustLearn, Outcome, Rule, _fmt, run_experiment)
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, MustLearn, Outcome, Rule
+from bncourse.experiments.seed_summary import _fmt
 from bncourse.experiments.step_measures import _input_stats, along_gradient, input_drift, layer_gradient_change
+from bncourse.experiments.verdicts import CONTRADICTED, HELD, INCONCLUSIVE
 from bncourse.runtime import pick
 
 

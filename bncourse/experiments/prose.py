@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from bncourse.experiments.harness import _fmt
+from bncourse.experiments.seed_summary import _fmt
 
 
 def number(x: float, percent: bool = False) -> str:
