@@ -10,22 +10,34 @@ are compared), its seed-to-seed spread, the threshold it had to clear and the ve
 - ``AtLeast(metric, arm, value)`` / ``AtMost(...)``: an arm's mean clears a fixed value.
 
 ``MustLearn(metric, chance)`` is not a rule but a guard: every trained arm must score beyond
-chance at every seed and never diverge, else the result is ``invalid`` (see ``ExperimentResult``).
+chance at every seed and never diverge, else the result is ``invalid`` (see ``experiment_result``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-from bncourse.experiments.seed_summary import _fmt
+from bncourse.experiments.seed_summary import Summary, _fmt
 from bncourse.experiments.verdicts import CONTRADICTED, HELD, INCONCLUSIVE
 
-if TYPE_CHECKING:
-    from bncourse.experiments.experiment_result import ExperimentResult
+
+class SeedResults(Protocol):
+    """What a rule reads of a result (``experiment_result.ExperimentResult`` is one): S seeds, arms by name."""
+
+    arms: list[str]
+    seeds: list[int]  # S of them
+    metrics: dict[str, list[dict[str, float]]]  # arm -> S dicts of numbers
+    artifacts: dict[str, list[dict[str, Any]]]  # arm -> S dicts of everything else
+
+    def values(self, arm: str, metric: str) -> list[float]:  # S floats, one per seed
+        ...
+
+    def summary(self, arm: str, metric: str) -> Summary:
+        ...
 
 
 @dataclass(frozen=True)
@@ -45,7 +57,7 @@ class Rule:
     def describe(self) -> str:  # pragma: no cover - every rule overrides it
         raise NotImplementedError
 
-    def decide(self, result: "ExperimentResult") -> Outcome:  # pragma: no cover
+    def decide(self, result: SeedResults) -> Outcome:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -58,7 +70,7 @@ def _beyond(effect: float, threshold: float) -> str:
     return INCONCLUSIVE
 
 
-def _paired(result: "ExperimentResult", metric: str, a: str, b: str) -> np.ndarray:
+def _paired(result: SeedResults, metric: str, a: str, b: str) -> np.ndarray:
     return np.asarray(result.values(a, metric), float) - np.asarray(result.values(b, metric), float)
 
 
@@ -85,7 +97,7 @@ class Better(Rule):
         return (f"{self.metric}: {self.treatment} {word} than {self.control} by more than {_fmt(self.k)}x the "
                 f"seed-to-seed spread of the paired difference{floor}")
 
-    def decide(self, result: "ExperimentResult") -> Outcome:
+    def decide(self, result: SeedResults) -> Outcome:
         d = _paired(result, self.metric, self.treatment, self.control)
         if not self.higher_is_better:
             d = -d
@@ -97,12 +109,8 @@ class Better(Rule):
 
 
 @dataclass(frozen=True)
-class Similar(Rule):
-    """``a`` and ``b`` agree on ``metric`` within ``margin``.
-
-    Held when |mean paired difference| plus ``k`` spreads stays within ``margin``; contradicted
-    when it minus ``k`` spreads exceeds ``margin``; inconclusive otherwise.
-    """
+class _WithinMargin(Rule):
+    """Two arms ``a`` and ``b`` compared on ``metric`` against a ``margin``, ``k`` spreads of noise included."""
 
     metric: str
     a: str
@@ -110,11 +118,20 @@ class Similar(Rule):
     margin: float
     k: float = 2.0
 
+
+@dataclass(frozen=True)
+class Similar(_WithinMargin):
+    """``a`` and ``b`` agree on ``metric`` within ``margin``.
+
+    Held when |mean paired difference| plus ``k`` spreads stays within ``margin``; contradicted
+    when it minus ``k`` spreads exceeds ``margin``; inconclusive otherwise.
+    """
+
     def describe(self) -> str:
         return (f"{self.metric}: {self.a} within {_fmt(self.margin)} of {self.b}, "
                 f"{_fmt(self.k)}x the seed-to-seed spread of the difference included")
 
-    def decide(self, result: "ExperimentResult") -> Outcome:
+    def decide(self, result: SeedResults) -> Outcome:
         d = _paired(result, self.metric, self.a, self.b)
         effect = float(np.mean(d))
         spread = float(np.std(d, ddof=1)) if len(d) > 1 else math.inf
@@ -147,7 +164,7 @@ class AtLeast(Rule):
         word = "at least" if self._sign > 0 else "at most"
         return f"{self.metric} of {self.arm} {word} {_fmt(self.value)}, by more than {_fmt(self.k)}x its seed-to-seed spread"
 
-    def decide(self, result: "ExperimentResult") -> Outcome:
+    def decide(self, result: SeedResults) -> Outcome:
         s = result.summary(self.arm, self.metric)
         effect = self._sign * (s.mean - self.value)
         spread = s.std
@@ -157,7 +174,7 @@ class AtLeast(Rule):
 
 
 @dataclass(frozen=True)
-class Differs(Rule):
+class Differs(_WithinMargin):
     """``a`` and ``b`` differ on ``metric`` by more than ``margin`` (the mirror of ``Similar``).
 
     For claims that something *matters*: held when |mean paired difference| minus ``k`` spreads
@@ -165,17 +182,11 @@ class Differs(Rule):
     (it does not matter, beyond the noise); inconclusive otherwise.
     """
 
-    metric: str
-    a: str
-    b: str
-    margin: float
-    k: float = 2.0
-
     def describe(self) -> str:
         return (f"{self.metric}: {self.a} differs from {self.b} by more than {_fmt(self.margin)}, "
                 f"{_fmt(self.k)}x the seed-to-seed spread of the difference included")
 
-    def decide(self, result: "ExperimentResult") -> Outcome:
+    def decide(self, result: SeedResults) -> Outcome:
         same = Similar(self.metric, self.a, self.b, self.margin, self.k).decide(result)
         flipped = {HELD: CONTRADICTED, CONTRADICTED: HELD}.get(same.verdict, same.verdict)
         return Outcome(self.describe(), same.effect, same.spread, same.threshold, flipped)
@@ -207,7 +218,7 @@ class MustLearn:
         return (f"{who} must learn: {what} above chance ({_fmt(self.chance)}) + {_fmt(self.margin)} at every "
                 f"seed, never diverged")
 
-    def problems(self, result: "ExperimentResult") -> list[str]:
+    def problems(self, result: SeedResults) -> list[str]:
         """Why the result cannot give a verdict (empty when every arm learned)."""
         out = []
         for arm in (self.arms if self.arms is not None else result.arms):
