@@ -24,7 +24,7 @@ from bncourse.experiments.claims_catalogue import (  # noqa: F401
     BOTH_KINDS, CHECKS, CLAIM_IDS, CLAIMS, DATA, DEMONSTRATION_KIND, EXPERIMENT_KIND, KIND, LITERATURE, NB5, NB6, NB7,
     Check, Claim, get_claim)
 from bncourse.experiments.claims_verdicts import PACKAGE, ClaimRow, decide_claims, resolve  # noqa: F401
-from bncourse.experiments.seed_summary import _fmt
+from bncourse.experiments.seed_summary import format_number
 from bncourse.experiments.verdicts import UNTESTED, VERDICTS
 
 
@@ -58,7 +58,9 @@ def run_claims(only: list[str] | None = None, seeds=None, progress: bool = False
 def _effect_text(row: ClaimRow) -> str:
     if row.effect is None or row.kind == DEMONSTRATION_KIND:
         return "-"
-    return f"{_fmt(row.effect)} ± {_fmt(row.spread)}" if row.spread is not None else _fmt(row.effect)
+    if row.spread is None:
+        return format_number(row.effect)
+    return f"{format_number(row.effect)} ± {format_number(row.spread)}"
 
 
 def format_table(rows: list[ClaimRow], width: int = 60) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bncourse.experiments.rules import MustLearn, Outcome, Rule
-from bncourse.experiments.seed_summary import Summary, _fmt
+from bncourse.experiments.seed_summary import Summary, format_number
 from bncourse.experiments.verdicts import _COLOR, CENSORED, EXPERIMENT, INVALID, KINDS, combine
 
 
@@ -126,8 +126,9 @@ class ExperimentResult:
             for a in self.arms:
                 lines.append(f"    {a:<{w}}  {self.summary(a, m)}")
         for o in self.outcomes:
-            lines.append(f"  [{o.verdict}] {o.rule}: effect {_fmt(o.effect)}, spread {_fmt(o.spread)}, "
-                         f"threshold {_fmt(o.threshold)}")
+            lines.append(f"  [{o.verdict}] {o.rule}: effect {format_number(o.effect)}, "
+                         f"spread {format_number(o.spread)}, "
+                         f"threshold {format_number(o.threshold)}")
         lines.append(f"  rule (fixed before the run): {self.rule_text}")
         if self.must_learn is not None:
             lines.append(f"  guard: {self.must_learn.describe()}")
@@ -144,14 +145,15 @@ class ExperimentResult:
         head = "".join(f"<th>{e(m)}</th>" for m in names)
         rows = "".join(
             f"<tr><td style='text-align:left'><b>{e(a)}</b></td>"
-            + "".join(f"<td title='per seed: {e(', '.join(_fmt(v) for v in self.values(a, m)))}'>"
+            + "".join(f"<td title='per seed: {e(', '.join(format_number(v) for v in self.values(a, m)))}'>"
                       f"{e(str(self.summary(a, m)))}</td>" for m in names)
             + "</tr>"
             for a in self.arms
         )
         outs = "".join(
             f"<li><span style='color:{_COLOR[o.verdict]}'><b>{o.verdict}</b></span>: {e(o.rule)} "
-            f"(effect {e(_fmt(o.effect))}, spread {e(_fmt(o.spread))}, threshold {e(_fmt(o.threshold))})</li>"
+            f"(effect {e(format_number(o.effect))}, spread {e(format_number(o.spread))}, "
+            f"threshold {e(format_number(o.threshold))})</li>"
             for o in self.outcomes
         )
         claim = f"<p><i>{e(self.claim)}</i></p>" if self.claim else ""

@@ -49,7 +49,7 @@ import numpy as np
 # What a notebook uses with ``run_experiment``, importable from here as well as from its own module.
 from bncourse.experiments.experiment_result import ExperimentResult
 from bncourse.experiments.rules import AtLeast, AtMost, Better, Differs, MustLearn, Outcome, Rule, Similar  # noqa: F401
-from bncourse.experiments.seed_summary import Summary, _fmt  # noqa: F401
+from bncourse.experiments.seed_summary import Summary, format_number  # noqa: F401
 from bncourse.experiments.verdicts import (  # noqa: F401
     _COLOR, CENSORED, CONTRADICTED, DEMONSTRATION, EXPERIMENT, HELD, INCONCLUSIVE, INVALID, KINDS, UNTESTED, VERDICTS,
     combine)

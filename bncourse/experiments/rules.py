@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bncourse.experiments.seed_summary import Summary, _fmt
+from bncourse.experiments.seed_summary import Summary, format_number
 from bncourse.experiments.verdicts import CONTRADICTED, HELD, INCONCLUSIVE
 
 
@@ -93,8 +93,8 @@ class Better(Rule):
 
     def describe(self) -> str:
         word = "higher" if self.higher_is_better else "lower"
-        floor = f" and by more than {_fmt(self.floor)}" if self.floor else ""
-        return (f"{self.metric}: {self.treatment} {word} than {self.control} by more than {_fmt(self.k)}x the "
+        floor = f" and by more than {format_number(self.floor)}" if self.floor else ""
+        return (f"{self.metric}: {self.treatment} {word} than {self.control} by more than {format_number(self.k)}x the "
                 f"seed-to-seed spread of the paired difference{floor}")
 
     def decide(self, result: SeedResults) -> Outcome:
@@ -128,8 +128,8 @@ class Similar(_WithinMargin):
     """
 
     def describe(self) -> str:
-        return (f"{self.metric}: {self.a} within {_fmt(self.margin)} of {self.b}, "
-                f"{_fmt(self.k)}x the seed-to-seed spread of the difference included")
+        return (f"{self.metric}: {self.a} within {format_number(self.margin)} of {self.b}, "
+                f"{format_number(self.k)}x the seed-to-seed spread of the difference included")
 
     def decide(self, result: SeedResults) -> Outcome:
         d = _paired(result, self.metric, self.a, self.b)
@@ -162,7 +162,8 @@ class AtLeast(Rule):
 
     def describe(self) -> str:
         word = "at least" if self._sign > 0 else "at most"
-        return f"{self.metric} of {self.arm} {word} {_fmt(self.value)}, by more than {_fmt(self.k)}x its seed-to-seed spread"
+        return (f"{self.metric} of {self.arm} {word} {format_number(self.value)}, "
+                f"by more than {format_number(self.k)}x its seed-to-seed spread")
 
     def decide(self, result: SeedResults) -> Outcome:
         s = result.summary(self.arm, self.metric)
@@ -183,8 +184,8 @@ class Differs(_WithinMargin):
     """
 
     def describe(self) -> str:
-        return (f"{self.metric}: {self.a} differs from {self.b} by more than {_fmt(self.margin)}, "
-                f"{_fmt(self.k)}x the seed-to-seed spread of the difference included")
+        return (f"{self.metric}: {self.a} differs from {self.b} by more than {format_number(self.margin)}, "
+                f"{format_number(self.k)}x the seed-to-seed spread of the difference included")
 
     def decide(self, result: SeedResults) -> Outcome:
         same = Similar(self.metric, self.a, self.b, self.margin, self.k).decide(result)
@@ -215,7 +216,8 @@ class MustLearn:
     def describe(self) -> str:
         who = "every arm" if self.arms is None else ", ".join(self.arms)
         what = self.metric if isinstance(self.metric, str) else " and ".join(self.metric)
-        return (f"{who} must learn: {what} above chance ({_fmt(self.chance)}) + {_fmt(self.margin)} at every "
+        return (f"{who} must learn: {what} above chance ({format_number(self.chance)}) "
+                f"+ {format_number(self.margin)} at every "
                 f"seed, never diverged")
 
     def problems(self, result: SeedResults) -> list[str]:
@@ -231,6 +233,6 @@ class MustLearn:
                     if not math.isfinite(v):
                         out.append(f"arm {arm!r} has {metric} = {v} at seed {seed}")
                     elif v <= self.chance + self.margin:
-                        out.append(f"arm {arm!r} did not learn at seed {seed}: {metric} {_fmt(v)} is within "
-                                   f"{_fmt(self.margin)} of chance ({_fmt(self.chance)})")
+                        out.append(f"arm {arm!r} did not learn at seed {seed}: {metric} {format_number(v)} is within "
+                                   f"{format_number(self.margin)} of chance ({format_number(self.chance)})")
         return out

@@ -2,7 +2,7 @@
 
 ``Summary(values)``: ``values`` is a tuple of S floats, one per seed; ``mean``, ``std`` (ddof=1),
 ``min`` and ``max`` are floats (nan for no seeds), and ``str(summary)`` reads
-``mean ± std [min, max]``. ``_fmt(x)`` prints a number with about three significant digits.
+``mean ± std [min, max]``. ``format_number(x)`` prints a number with about three significant digits.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ class Summary:
         return float(np.max(self.values)) if self.values else math.nan
 
     def __str__(self) -> str:
-        return f"{_fmt(self.mean)} ± {_fmt(self.std)} [{_fmt(self.min)}, {_fmt(self.max)}]"
+        spread = f"± {format_number(self.std)} [{format_number(self.min)}, {format_number(self.max)}]"
+        return f"{format_number(self.mean)} {spread}"
 
 
-def _fmt(x: float) -> str:
+def format_number(x: float) -> str:
+    """One number for a table: 3 significant figures, or fewer decimals for large values; "nan" for a missing one."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
     if x == 0:
