@@ -310,3 +310,36 @@ WRONG += [
     ("sync_batch_norm_backward", ["N - 1"], bwd_n_minus_1),
     ("sync_batch_norm_backward", ["standard deviation instead of invstd"], bwd_times_std),
 ]
+
+
+def fwd_cache_xmu(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    xmu = x - mean
+    return (weight * xmu * invstd + bias).to(x.dtype), SyncBNCache(xmu, invstd, weight, n)
+
+
+def fwd_no_affine(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return x_hat.to(x.dtype), SyncBNCache(x_hat, invstd, weight, n)
+
+
+def bwd_weight_twice(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    g = dy * weight
+    buf = torch.cat([g.sum(0), (g * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight * invstd * (g - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+WRONG += [
+    ("sync_batch_norm_forward", ["x - mean"], fwd_cache_xmu),
+    ("sync_batch_norm_forward", ["gamma and beta not applied"], fwd_no_affine),
+    ("sync_batch_norm_backward", ["applied twice"], bwd_weight_twice),
+]

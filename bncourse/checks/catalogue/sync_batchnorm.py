@@ -26,8 +26,8 @@ def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, slip="", loc
         inv = inv_std(var, eps, slip)
         xh = (xr - mean) * inv
         ys.append(affine(xh, w, b, slip))
-        xhs.append(xr if cache == "x" else xh)
-        invs.append(1 / inv if cache == "std" else inv)
+        xhs.append({"x": xr, "xmu": xr - mean}.get(cache, xh))
+        invs.append({"std": 1 / inv, "var": np.asarray(var, np.float64) + 0 * inv}.get(cache, inv))
         rms.append(blend(rm, run_mean, momentum, slip) if running else np.asarray(rm, np.float64))
         rvs.append(blend(rv, run_var, momentum, slip) if running else np.asarray(rv, np.float64))
     N = float(np.sum(sizes))
@@ -168,6 +168,15 @@ def _forward_mistakes() -> list[Mistake]:
         Mistake("cache.invstd holds the standard deviation",
                 "the backward multiplies by cache.invstd = 1 / sqrt(var + eps): store that, not sqrt(var + eps)",
                 _variant(_global_stats, cache="std"), id="cache-wrong-quantity"),
+        Mistake("cache.x_hat holds x - mean (not divided by the standard deviation)",
+                "the backward needs the normalized input: cache.x_hat = (x - mean) * invstd",
+                _variant(_global_stats, cache="xmu"), id="cache-wrong-quantity"),
+        Mistake("cache.invstd holds the variance",
+                "the backward multiplies by cache.invstd = 1 / sqrt(var + eps): store that, not var",
+                _variant(_global_stats, cache="var"), id="cache-wrong-quantity"),
+        *(mistake(slip, _variant(_global_stats, slip=slip))
+          for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
+                       "beta-not-added-only-gamma-applied", "beta-scaled-by-gamma", "not-divided-by-std")),
         Mistake("cache.x_hat holds the input x",
                 "the backward needs the normalized input: cache.x_hat = (x - mean) * invstd",
                 _variant(_global_stats, cache="x"), id="cache-wrong-quantity"),
@@ -215,6 +224,8 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right", params="own"):
             s, t = S / R, T / R
         elif kind == "no weight":
             scale = inv
+        elif kind == "weight twice":
+            scale = w * w * inv
         elif kind == "invstd squared":
             scale = w * inv * inv
         elif kind == "mean of the ranks' means":
@@ -302,6 +313,9 @@ def _backward_mistakes() -> list[Mistake]:
                 name="dx missing the terms that flow through the mean and the variance",
                 hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)"),
         Mistake("weight (gamma) left out of dx", "dx is multiplied by weight * invstd", _backward_variant("no weight")),
+        Mistake("weight (gamma) applied twice in dx",
+                "the weight enters dx once: either g = weight * dy in the sums and no weight in front, or sums of dy "
+                "and weight * invstd in front", _backward_variant("weight twice"), id="gamma-applied-twice"),
         Mistake("dweight and dbias swapped", "dweight = sum(dy * x_hat), dbias = sum(dy)", _backward_variant("swapped")),
         *(mistake(slip, _backward_variant(slip),
                   hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N), both sums all-reduced")
