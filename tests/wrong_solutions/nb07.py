@@ -471,3 +471,23 @@ WRONG += [
     ("noisy_batchnorm_forward", ["shift multiplied"], noisy_shift_multiplied),
     ("noisy_batchnorm_forward", ["divided by the noise scale"], noisy_divided_by_scale),
 ]
+
+
+def drift_abs_of_sum(a, b):
+    return float(np.mean(np.abs((b.mean(0) - a.mean(0)) + (b.std(0) - a.std(0)))) / np.mean(a.std(0)))
+
+
+def drift_rms_std(a, b):
+    sa, sb = np.sqrt(np.mean(a ** 2, axis=0)), np.sqrt(np.mean(b ** 2, axis=0))
+    return float((np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(sb - sa).mean()) / sa.mean())
+
+
+def grad_norm_ratio(a, b):
+    return float(np.linalg.norm(b) / np.linalg.norm(a)), float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+WRONG += [
+    ("input_drift", ["absolute value of the sum"], drift_abs_of_sum),
+    ("input_drift", ["without centring"], drift_rms_std),
+    ("gradient_change", ["ratio of the norms"], grad_norm_ratio),
+]

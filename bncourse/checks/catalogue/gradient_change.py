@@ -91,6 +91,10 @@ def gradient_mistakes() -> list[Mistake]:
             lambda a, b: ((_l2(b) - _l2(a)) / _l2(a), cos(a, b)),
         ),
         Mistake(
+            "ratio of the norms (||g_after|| / ||g_before||) instead of the relative change",
+            "||g_after - g_before|| / ||g_before|| measures how far the gradient moved, direction included; the ratio of "
+            "the norms only compares lengths", lambda a, b: (_l2(b) / _l2(a), cos(a, b)), id="norm-ratio"),
+        Mistake(
             "squared norms (no square root)",
             "the l2 norm is the square root of the sum of squares",
             lambda a, b: (rel(a, b) ** 2, cos(a, b)),

@@ -112,6 +112,13 @@ def _drift_choices() -> list[Mistake]:
     return kept
 
 
+def _drift_rms(h_before, h_after):
+    """The drift with each unit's "std" taken as sqrt(mean(h**2)), around zero instead of its mean."""
+    a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
+    sa, sb = np.sqrt((a * a).mean(0)), np.sqrt((b * b).mean(0))
+    return float((np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(sb - sa).mean()) / sa.mean())
+
+
 def _per_unit_drift(h_before, h_after):
     """(|d mean| + |d std|) / mean std before, one value per unit (the mean over units left out)."""
     a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
@@ -182,6 +189,16 @@ def drift_mistakes() -> list[Mistake]:
             "average over the units too: (mean over units of |d mean| + mean over units of |d std|) / mean(std before) "
             "is a single number", lambda a, b: _per_unit_drift(a, b), id="drift-per-unit-array",
         ),
+        Mistake(
+            "absolute value of the sum of the two changes (|d mean + d std| instead of |d mean| + |d std|)",
+            "take each change's absolute value on its own: mean |mean_after - mean_before| + mean |std_after - std_before|; "
+            "a mean moving up and a std moving down must not cancel",
+            lambda a, b: float(np.mean(np.abs(np.mean(b, 0) - np.mean(a, 0) + np.std(b, 0) - np.std(a, 0)))
+                               / np.mean(np.std(a, 0))), id="drift-signed"),
+        Mistake(
+            "std computed without centring (root mean square of the activations)",
+            "the standard deviation is taken around each unit's mean: np.std(h, axis=0), not sqrt(mean(h**2))",
+            _drift_rms, id="drift-std-uncentred"),
         Mistake(
             "only the stds compared (the change of the means left out)",
             "add the mean change of each unit's mean: a distribution can move without widening",
