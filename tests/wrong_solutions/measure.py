@@ -18,6 +18,8 @@ def check(exercise: str, fn):
         "batchnorm_forward": forward.check_batchnorm_forward, "update_running_stats": forward.check_update_running_stats,
         "batchnorm_inference": forward.check_batchnorm_inference, "batchnorm_backward": backward.check_batchnorm_backward,
         "batchnorm_backward_staged": backward.check_batchnorm_backward_staged,
+        "spatial_batchnorm_forward": backward.check_spatial_batchnorm_forward,
+        "spatial_batchnorm_backward": backward.check_spatial_batchnorm_backward,
         "input_drift": what_bn_does.check_input_drift, "gradient_change": what_bn_does.check_gradient_change,
         "noisy_batchnorm_forward": what_bn_does.check_noisy_batchnorm_forward,
         "sync_batch_norm_forward": sync_batchnorm.check_sync_batchnorm_forward,

@@ -278,3 +278,84 @@ WRONG += [
     ("batchnorm_backward", ["xmu in place of x_hat"], backward_xmu_in_variance_term),
     ("batchnorm_backward", ["M - 1"], backward_n_minus_1),
 ]
+
+
+# ------------------------------------------------------------------------------ spatial forward and backward
+
+
+def _bn_rows(x, gamma, beta, eps):
+    mu, var = x.mean(0), x.var(0)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    return gamma * x_hat + beta, (x_hat, gamma, 1 / np.sqrt(var + eps))
+
+
+def spatial_transpose_applied_twice(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    out, cache = _bn_rows(x.transpose(0, 2, 3, 1).reshape(-1, c), gamma, beta, eps)
+    return out.reshape(n, h, w, c).transpose(0, 2, 3, 1), cache
+
+
+def spatial_h_and_w_swapped_back(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    out, cache = _bn_rows(np.moveaxis(x, 1, 3).reshape(-1, c), gamma, beta, eps)
+    return out.reshape(n, h, w, c).transpose(0, 3, 2, 1), cache
+
+
+def spatial_forward_rows(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    out, cache = _bn_rows(x.transpose(0, 2, 3, 1).reshape(-1, c), gamma, beta, eps)
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2), (cache, x.shape)
+
+
+def _bn_rows_backward(dout, cache):
+    x_hat, gamma, inv = cache
+    m = dout.shape[0]
+    dbeta, dgamma = dout.sum(0), (dout * x_hat).sum(0)
+    g = dout * gamma
+    return inv / m * (m * g - g.sum(0) - x_hat * (g * x_hat).sum(0)), dgamma, dbeta
+
+
+def spatial_backward_dout_not_transposed(dout, cache):
+    rows, (n, c, h, w) = cache
+    dx, dgamma, dbeta = _bn_rows_backward(dout.reshape(-1, c), rows)
+    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def spatial_backward_dout_not_transposed_dx_neither(dout, cache):
+    rows, shape = cache
+    dx, dgamma, dbeta = _bn_rows_backward(dout.reshape(-1, shape[1]), rows)
+    return dx.reshape(shape), dgamma, dbeta
+
+
+def spatial_backward_dparams_over_pixels(dout, cache):
+    rows, (n, c, h, w) = cache
+    dx, dgamma, dbeta = _bn_rows_backward(dout.transpose(0, 2, 3, 1).reshape(-1, c), rows)
+    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma / (h * w), dbeta / (h * w)
+
+
+def spatial_backward_dparams_mean(dout, cache):
+    rows, (n, c, h, w) = cache
+    dx, _, _ = _bn_rows_backward(dout.transpose(0, 2, 3, 1).reshape(-1, c), rows)
+    x_hat = rows[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), (dout * x_hat).mean((0, 2, 3)), dout.mean((0, 2, 3))
+
+
+WRONG += [
+    ("spatial_batchnorm_forward", ["wrong permutation"], spatial_transpose_applied_twice),
+    ("spatial_batchnorm_forward", ["wrong permutation"], spatial_h_and_w_swapped_back),
+    ("spatial_batchnorm_backward", ["without moving C last"], (spatial_forward_rows, spatial_backward_dout_not_transposed)),
+    ("spatial_batchnorm_backward", ["without moving C last"],
+     (spatial_forward_rows, spatial_backward_dout_not_transposed_dx_neither)),
+    ("spatial_batchnorm_backward", ["averaged over the pixels"], (spatial_forward_rows, spatial_backward_dparams_over_pixels)),
+    ("spatial_batchnorm_backward", ["averaged"], (spatial_forward_rows, spatial_backward_dparams_mean)),
+]
+
+
+def spatial_swap_c_and_w(x, gamma, beta, eps=1e-5):
+    """Right: x.transpose(0, 3, 2, 1) is its own inverse, so undoing it with the same permutation is right."""
+    n, c, h, w = x.shape
+    out, cache = _bn_rows(x.transpose(0, 3, 2, 1).reshape(-1, c), gamma, beta, eps)
+    return out.reshape(n, w, h, c).transpose(0, 3, 2, 1), cache
+
+
+RIGHT += [("spatial_batchnorm_forward", spatial_swap_c_and_w)]

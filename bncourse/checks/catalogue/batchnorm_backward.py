@@ -202,6 +202,21 @@ def _spatial_no_transpose_back(x, gamma, beta, eps=1e-5):
     return out.reshape(x.shape), None
 
 
+def _spatial_transposed_back_with(perm):
+    """Spatial forward through (N*H*W, C) rows whose (N, H, W, C) result is transposed with ``perm``
+    instead of the inverse (0, 3, 1, 2)."""
+    def forward(x, gamma, beta, eps=1e-5):
+        n, c, h, w = x.shape
+        out, _ = ref.batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, c), gamma, beta, eps)
+        return out.reshape(n, h, w, c).transpose(perm), None
+    return forward
+
+
+_UNDO_TRANSPOSE = ("output transposed back with the wrong permutation",
+                   "the rows are in (N, H, W, C) order: reshape to (N, H, W, C), then undo (0, 2, 3, 1) with its "
+                   "INVERSE, .transpose(0, 3, 1, 2) (or np.moveaxis(out, -1, 1)); applying (0, 2, 3, 1) again "
+                   "gives (N, W, C, H)")
+
 _SPATIAL_FORWARD_MISTAKES = [
     Mistake("statistics per pixel position instead of per channel",
             "each channel has ONE mean and variance over N, H and W; move C last and reshape to "
@@ -217,6 +232,8 @@ _SPATIAL_FORWARD_MISTAKES = [
     Mistake("output reshaped back without the inverse transpose",
             "the rows are in (N, H, W, C) order: reshape them to (N, H, W, C), then transpose to "
             "(N, C, H, W); out.reshape(N, C, H, W) alone scrambles pixels and channels", _spatial_no_transpose_back),
+    *(Mistake(*_UNDO_TRANSPOSE, _spatial_transposed_back_with(perm), id="spatial-wrong-inverse-transpose")
+      for perm in ((0, 2, 3, 1), (0, 3, 2, 1), (0, 2, 1, 3), (0, 1, 3, 2))),
     Mistake("unbiased variance used to normalize", "normalize with the biased variance (divide by N*H*W)",
             _normalized_over((0, 2, 3), "unbiased-variance")),
     Mistake("gamma and beta swapped", "gamma scales and beta shifts",
@@ -236,6 +253,25 @@ def _spatial_bwd_no_transpose(x, gamma, beta, eps, dout):
     return dx_rows.reshape(cache.shape), dgamma, dbeta
 
 
+def _spatial_bwd_dout_unmoved(x, gamma, beta, eps, dout):
+    """dout reshaped to (-1, C) without moving C last first (dx moved back correctly)."""
+    _, cache = ref.spatial_batchnorm_forward(x, gamma, beta, eps)
+    n, c, h, w = x.shape
+    dx_rows, dgamma, dbeta = ref.batchnorm_backward(np.asarray(dout).reshape(-1, c), cache.cache)
+    return dx_rows.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def _spatial_bwd_dout_unmoved_dx_too(x, gamma, beta, eps, dout):
+    """dout reshaped to (-1, C) without moving C last, and dx reshaped back the same way."""
+    _, cache = ref.spatial_batchnorm_forward(x, gamma, beta, eps)
+    dx_rows, dgamma, dbeta = ref.batchnorm_backward(np.asarray(dout).reshape(-1, x.shape[1]), cache.cache)
+    return dx_rows.reshape(x.shape), dgamma, dbeta
+
+
+_DOUT_UNMOVED = ("dout reshaped to (N*H*W, C) without moving C last",
+                 "dout must be laid out like the forward's rows: dout.transpose(0, 2, 3, 1).reshape(-1, C); "
+                 "dout.reshape(-1, C) pairs each gradient with the wrong pixel and channel")
+
 _SPATIAL_BACKWARD_MISTAKES = [
     Mistake("dgamma and dbeta summed over N only (not H and W)",
             "gamma and beta are shared by every pixel of a channel: sum over axes (0, 2, 3), shape (C,)",
@@ -247,6 +283,20 @@ _SPATIAL_BACKWARD_MISTAKES = [
     Mistake("dx reshaped back without the inverse transpose",
             "undo the forward's reshape exactly: (N*H*W, C) -> (N, H, W, C) -> transpose to (N, C, H, W)",
             _spatial_bwd_no_transpose),
+    Mistake(*_DOUT_UNMOVED, _spatial_bwd_dout_unmoved, id="spatial-dout-not-transposed"),
+    Mistake(*_DOUT_UNMOVED, _spatial_bwd_dout_unmoved_dx_too, id="spatial-dout-not-transposed"),
+    Mistake("dgamma and dbeta averaged over the pixels (divided by H*W)",
+            "gamma and beta are shared by every image and pixel of a channel: their gradients are the SUMS over "
+            "axes (0, 2, 3), with no division by H*W",
+            _reference_then(lambda dx, dg, db, dout, c: (dx, dg / (dout.shape[2] * dout.shape[3]),
+                                                         db / (dout.shape[2] * dout.shape[3]))),
+            id="dparams-averaged"),
+    Mistake("dgamma and dbeta averaged (divided by N*H*W)",
+            "gamma and beta are shared by every image and pixel of a channel: their gradients are the SUMS over "
+            "axes (0, 2, 3), not the means",
+            _reference_then(lambda dx, dg, db, dout, c: (dx, dg / (dout.size / dout.shape[1]),
+                                                         db / (dout.size / dout.shape[1]))),
+            id="dparams-averaged"),
     Mistake("dx missing the terms that flow through the mean and the variance",
             "call the full (N, D) backward on the (N*H*W, C) rows",
             _reference_then(lambda dx, dg, db, dout, c: (dout * _per_channel(c.cache.gamma * c.cache.inv_std), dg, db))),

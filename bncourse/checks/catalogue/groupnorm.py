@@ -121,7 +121,7 @@ def _gn_forward_mistakes() -> list[Mistake]:
                 _gn("channels_last"), id="group-layout-channels-last"),
         mistake("sqrt-of-std", _gn(slip="sqrt-of-std"), hint="divide by np.sqrt(var + eps), var over each group"),
         *(mistake(slip, _gn(slip=slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
-                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted",
+                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted", "rms-norm",
                                                      "variance-uncentred", "not-divided-by-std", "eps-added-to-x-hat",
                                                      "beta-scaled-by-gamma", "beta-subtracted", "divided-by-gamma")),
         mistake("affine-before-normalizing", _gn_affine_first),
@@ -135,7 +135,7 @@ def _gn_affine_first(x, gamma, beta, G, eps):
     return standardize(z.reshape(n, G, -1), 2, eps).reshape(x.shape).astype(x.dtype, copy=False), None
 
 
-def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bool = False, divisor: str = "M"):
+def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bool | str = False, divisor: str = "M"):
     """Group norm's backward from the reference forward's cache, with one slip.
 
     ``per_channel``: dx's sums per channel (instance norm's backward); ``dgamma_per_group``: dgamma
@@ -163,6 +163,9 @@ def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bo
         dx = dx.reshape(x.shape) * (gamma.reshape(1, ch, 1, 1) if after else 1.0)
         dgamma = (dout * (x if slip == "dgamma-from-x" else xh4)).sum(axis=(0, 2, 3))
         dbeta = dout.sum(axis=(0, 2, 3))
+        if dgamma_per_group == "G":  # one value per group, shape (G,)
+            return (dx.reshape(x.shape).astype(x.dtype, copy=False), dgamma.reshape(G, -1).sum(1),
+                    dbeta.reshape(G, -1).sum(1))
         if dgamma_per_group:
             dgamma = np.repeat(dgamma.reshape(G, -1).sum(1), ch // G)
             dbeta = np.repeat(dbeta.reshape(G, -1).sum(1), ch // G)
@@ -200,6 +203,10 @@ def _gn_backward_mistakes() -> list[Mistake]:
         Mistake("dgamma and dbeta summed per group",
                 "gamma and beta are per channel: dgamma = (dout * x_hat).sum(axis=(0, 2, 3)), "
                 "dbeta = dout.sum(axis=(0, 2, 3))", _gn_backward(dgamma_per_group=True)),
+        Mistake("dgamma and dbeta per group (shape (G,)) instead of per channel (shape (C,))",
+                "gamma and beta have one entry per CHANNEL, like the forward's gamma: dgamma = "
+                "(dout * x_hat).sum(axis=(0, 2, 3)), dbeta = dout.sum(axis=(0, 2, 3)), both shape (C,)",
+                _gn_backward(dgamma_per_group="G"), id="dparams-per-group"),
         Mistake("dx's M taken as C/G, forgetting H * W",
                 "each group holds M = C/G * H * W values (x.reshape(N, G, -1).shape[2]): " + _GN_DX,
                 _gn_backward(divisor="CG"), id="wrong-divisor"),
@@ -214,7 +221,8 @@ def _gn_backward_mistakes() -> list[Mistake]:
                 + _GN_DX, _gn_backward(divisor="NM"), id="wrong-divisor"),
         *(mistake(slip, _gn_backward(slip))
           for slip in ("inv-std-squared", "inv-std-missing", "std-instead-of-inv-std", "divisor-minus-one",
-                       "divisor-minus-one-outside", "gamma-after-sums", "sums-without-gamma", "x-for-x-hat")),
+                       "divisor-minus-one-outside", "gamma-after-sums", "sums-without-gamma", "x-for-x-hat",
+                       "divisor-twice", "sums-divided-twice")),
         mistake("eps-missing", _gn_backward("eps-missing"), name="backward recomputed 1 / std without eps",
                 hint="use the eps the forward used (keep it, or inv_std itself, in the cache): np.sqrt(var) leaves it out"),
         *dparam_mistakes(_gn_backward(), (0, 2, 3), "channel"),

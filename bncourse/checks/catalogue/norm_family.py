@@ -39,7 +39,7 @@ def _ln_forward_mistakes() -> list[Mistake]:
                 hint="finish with out = gamma * x_hat + beta"),
         mistake("sqrt-of-std", _ln("sqrt-of-std"), hint="divide by np.sqrt(x.var(axis=1, keepdims=True) + eps)"),
         *(mistake(slip, _ln(slip)) for slip in ("gamma-not-applied-only-beta-added", "beta-not-added-only-gamma-applied",
-                                                "mean-not-subtracted", "variance-uncentred", "not-divided-by-std",
+                                                "mean-not-subtracted", "variance-uncentred", "rms-norm", "not-divided-by-std",
                                                 "eps-added-to-x-hat",
                                                 "beta-scaled-by-gamma", "beta-subtracted", "divided-by-gamma")),
         mistake("affine-before-normalizing", _ln_affine_first),
@@ -108,7 +108,8 @@ def _ln_backward_mistakes() -> list[Mistake]:
                 id="wrong-axis"),
         *(mistake(slip, _ln_recomputed(None, slip=slip))
           for slip in ("inv-std-squared", "inv-std-missing", "std-instead-of-inv-std", "divisor-minus-one",
-                       "divisor-minus-one-outside", "gamma-after-sums", "sums-without-gamma", "x-for-x-hat")),
+                       "divisor-minus-one-outside", "gamma-after-sums", "sums-without-gamma", "x-for-x-hat",
+                       "divisor-twice", "sums-divided-twice")),
         mistake("eps-missing", _ln_recomputed(None, inv_eps=0.0), name="backward recomputed 1 / std without eps",
                 hint="use the eps the forward used (keep it, or inv_std itself, in the cache): np.sqrt(var) leaves it out"),
         *dparam_mistakes(_ln_recomputed(None), (0,), "feature"),
@@ -148,6 +149,9 @@ def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mis
             n = dout.shape[0]
             if how == "mean":
                 return dx, dg / n, db / n
+            if how == "mean-over-sum-axes":  # np.mean over every axis dgamma sums over
+                k = int(np.prod([dout.shape[a] for a in sum_axes]))
+                return dx, dg / k, db / k
             if how == "dbeta-mean":
                 return dx, dg, db / n
             if how == "dgamma-times-gamma":
@@ -168,6 +172,10 @@ def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mis
         Mistake("dgamma and dbeta averaged over the batch instead of summed",
                 f"each {per}'s gamma is used by every example: its gradient is the SUM over them, not the mean",
                 transformed("mean"), id="dparams-averaged"),
+        Mistake(f"dgamma and dbeta averaged over axis={sum_axes} instead of summed",
+                f"each {per}'s gamma is used by every value along axis={sum_axes}: its gradient is the SUM "
+                f"over them (dout.sum(axis={sum_axes})), not the mean", transformed("mean-over-sum-axes"),
+                id="dparams-averaged"),
         Mistake("dbeta averaged over the batch instead of summed",
                 f"each {per}'s beta is used by every example: dbeta = dout.sum(axis={sum_axes}), not a mean",
                 transformed("dbeta-mean"), id="dparams-averaged"),
@@ -183,7 +191,8 @@ def dparam_mistakes(backward, sum_axes: tuple, per: str = "feature") -> list[Mis
         Mistake("dgamma and dbeta summed per example (over the wrong axis)",
                 f"gamma has one entry per {per}, shared by every example: sum over axis={sum_axes}, including the "
                 "batch axis 0", transformed("per-example"), id="dparams-wrong-axes"),
-    ] if over_batch_only or m.name != "dgamma and dbeta summed over the batch only"]
+    ] if over_batch_only or m.name not in ("dgamma and dbeta summed over the batch only",
+                                           f"dgamma and dbeta averaged over axis={sum_axes} instead of summed")]
 
 
 def _x_hat_of(args, shape):

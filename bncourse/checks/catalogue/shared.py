@@ -50,6 +50,9 @@ SLIPS = {s.id: s for s in (
          "that formula cancels catastrophically when the mean is large; subtract the mean first: "
          "var = mean((x - mean)**2), or np.var"),
     Slip("mean-not-subtracted", "mean not subtracted", "centre first: x_hat = (x - mean) / sqrt(var + eps)"),
+    Slip("rms-norm", "RMS norm: divided by the root mean square without subtracting the mean",
+         "normalize means centre AND scale: x_hat = (x - mean) / sqrt(var + eps), var = mean((x - mean)**2); "
+         "x / sqrt(mean(x**2) + eps) is RMSNorm"),
     Slip("variance-uncentred", "variance taken without subtracting the mean (mean of x**2)",
          "the variance is the mean of the SQUARED DEVIATIONS: var = mean((x - mean)**2), not mean(x**2)"),
     # eps and the square root
@@ -107,6 +110,12 @@ SLIPS = {s.id: s for s in (
     Slip("divisor-minus-one-outside", "1/(M - 1) in front of dx instead of 1/M",
          "the forward's mean and biased variance divide by M, so the backward does too: "
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("divisor-twice", "dx divided by M twice (1/M**2 in front)",
+         "the 1/M appears once: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)); with means instead "
+         "of sums it is dx = inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), no further 1/M"),
+    Slip("sums-divided-twice", "the sums in dx divided by M twice (sum / M**2)",
+         "the 1/M appears once: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)), "
+         "or inv_std * (g - mean(g) - x_hat * mean(g * x_hat))"),
     Slip("divisor-minus-one", "M - 1 used instead of M (the statistics average M values, biased)",
          "the forward's mean and biased variance divide by M, so the backward does too: "
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
@@ -135,7 +144,7 @@ def variance(v, axes, slip: str = "", mean=None):
     mean = v.mean(axis=axes, keepdims=True) if mean is None else mean
     if slip == "variance-computed-as-e-x-2":
         return (v * v).mean(axis=axes, keepdims=True) - mean ** 2
-    if slip == "variance-uncentred":
+    if slip in ("variance-uncentred", "rms-norm"):
         return (v * v).mean(axis=axes, keepdims=True)
     if slip == "unbiased-variance":
         return v.var(axis=axes, ddof=1, keepdims=True)
@@ -170,7 +179,7 @@ def inv_std(var, eps, slip: str = ""):
 def standardize(v, axes, eps, slip: str = ""):
     """x_hat: ``v`` normalized over ``axes`` with its own statistics (numpy), with one slip at most."""
     mean, var = statistics(v, axes, slip)
-    centred = v if slip == "mean-not-subtracted" else v - mean
+    centred = v if slip in ("mean-not-subtracted", "rms-norm") else v - mean
     with np.errstate(all="ignore"):
         return centred * inv_std(var, eps, slip) + (eps if slip == "eps-added-to-x-hat" else 0.0)
 
@@ -205,12 +214,16 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None, dout=None, x=None):
         m = m - 1
     dx = m * g
     summed = dout if slip == "sums-without-gamma" and dout is not None else g
+    if slip == "sums-divided-twice":
+        summed = summed / m
     if slip not in ("mean-path-missing", "mean-and-variance-paths-missing"):
         dx = dx - summed.sum(axis=axes, keepdims=True)
     if slip not in ("variance-path-missing", "mean-and-variance-paths-missing"):
         sign = 1.0 if slip == "sign-error-variance-path" else -1.0
         outer = x if slip == "x-for-x-hat" and x is not None else x_hat
         dx = dx + sign * outer * (summed * x_hat).sum(axis=axes, keepdims=True)
+    if slip == "divisor-twice":
+        inv = inv / m
     if slip == "inv-std-squared":
         inv = inv * inv
     elif slip == "inv-std-missing":
