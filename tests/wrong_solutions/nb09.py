@@ -674,3 +674,8 @@ WRONG += [
     ("groupnorm_backward", ["without eps"], (gn_forward, _gn_bwd_variant(inv_of=lambda var, eps: 1 / np.sqrt(var)))),
     ("groupnorm_backward", ["x in place of x_hat"], (gn_forward, _gn_bwd_variant(outer_x=True))),
 ]
+
+
+from .nb09_more import WRONG as _MORE  # noqa: E402 - RMS norm, dgamma/dbeta averaged or per group, 1/M twice
+
+WRONG += _MORE

@@ -53,6 +53,9 @@ SLIPS = {s.id: s for s in (
     Slip("rms-norm", "RMS norm: divided by the root mean square without subtracting the mean",
          "normalize means centre AND scale: x_hat = (x - mean) / sqrt(var + eps), var = mean((x - mean)**2); "
          "x / sqrt(mean(x**2) + eps) is RMSNorm"),
+    Slip("rms-norm-eps-missing", "RMS norm without eps: divided by the root mean square, mean not subtracted",
+         "normalize means centre AND scale: x_hat = (x - mean) / sqrt(var + eps), var = mean((x - mean)**2), "
+         "eps inside the root"),
     Slip("variance-uncentred", "variance taken without subtracting the mean (mean of x**2)",
          "the variance is the mean of the SQUARED DEVIATIONS: var = mean((x - mean)**2), not mean(x**2)"),
     # eps and the square root
@@ -144,7 +147,7 @@ def variance(v, axes, slip: str = "", mean=None):
     mean = v.mean(axis=axes, keepdims=True) if mean is None else mean
     if slip == "variance-computed-as-e-x-2":
         return (v * v).mean(axis=axes, keepdims=True) - mean ** 2
-    if slip in ("variance-uncentred", "rms-norm"):
+    if slip in ("variance-uncentred", "rms-norm", "rms-norm-eps-missing"):
         return (v * v).mean(axis=axes, keepdims=True)
     if slip == "unbiased-variance":
         return v.var(axis=axes, ddof=1, keepdims=True)
@@ -161,7 +164,7 @@ def inv_std(var, eps, slip: str = ""):
     """1 / sqrt(var + eps), or its slip: eps outside the root, eps missing or hard-coded, no root."""
     if slip == "eps-outside-sqrt":
         return 1 / (_sqrt(var) + eps)
-    if slip == "eps-missing":
+    if slip in ("eps-missing", "rms-norm-eps-missing"):
         return 1 / _sqrt(var)
     if slip == "eps-hard-coded":
         return 1 / _sqrt(var + 1e-5)
@@ -179,7 +182,7 @@ def inv_std(var, eps, slip: str = ""):
 def standardize(v, axes, eps, slip: str = ""):
     """x_hat: ``v`` normalized over ``axes`` with its own statistics (numpy), with one slip at most."""
     mean, var = statistics(v, axes, slip)
-    centred = v if slip in ("mean-not-subtracted", "rms-norm") else v - mean
+    centred = v if slip in ("mean-not-subtracted", "rms-norm", "rms-norm-eps-missing") else v - mean
     with np.errstate(all="ignore"):
         return centred * inv_std(var, eps, slip) + (eps if slip == "eps-added-to-x-hat" else 0.0)
 
