@@ -5,15 +5,16 @@ that take and return numpy arrays only, so the grader can re-judge a test cell f
 
 * ``fold_batchnorm``: from seeded arrays (the layer's weight and bias, the batch norm's gamma,
   beta, running statistics and eps, an input x) the wrapper builds a float64 ``Conv2d``
-  (padding 1) or ``Linear`` and a ``BatchNorm2d``/``1d`` in eval mode, calls the learner's
+  (padding 1, stride 1 or 2) or ``Linear`` and a ``BatchNorm2d``/``1d`` in eval mode, calls the learner's
   function, and returns the folded weight, the folded bias (zeros when the folded layer has
   none), the folded layer's output on x, and what changed in the caller's layer and batch norm
   (``caller_changes``, below: nothing may). The reference is ``torch.nn.utils.fusion``'s
   ``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``.
 * ``fold_model``: the wrapper builds a small seeded model (float64) with random running statistics
   (a ``SmallResNet``, a plain ``nn.Sequential`` with two pairs, nested ``Sequential``s: ``MODEL_KINDS``), hands it over in *training* mode (as a model is right after training), and returns
-  the folded model's output on x, how many batch-norm layers still *run* in its forward (a
-  batch norm left registered but never called, as in an FX-based fold, is allowed), and what
+  the folded model's output on x, how many batch-norm layers still *run* in its forward beyond
+  those that stay (``BATCHNORMS_KEPT``: a batch norm after an activation is not folded; a batch
+  norm left registered but never called, as in an FX-based fold, is allowed), and what
   changed in the caller's model. The reference is the original model's output in eval mode.
 
 ``caller_changes`` is (parameters and buffers changed, modules whose training mode changed,
@@ -86,7 +87,7 @@ CALLER_CHANGED = Symptom("the caller's module changed (in place or through an al
 # ---------------------------------------------------------------------------------------------
 
 
-def _pair_case(seed: int, kind: str, c_in: int, c_out: int, bias: bool, eps: float = 1e-5):
+def _pair_case(seed: int, kind: str, c_in: int, c_out: int, bias: bool, eps: float = 1e-5, stride: int = 1):
     def make():
         rng = np.random.default_rng(seed)
         shape = (c_out, c_in, 3, 3) if kind == "conv" else (c_out, c_in)
@@ -98,7 +99,7 @@ def _pair_case(seed: int, kind: str, c_in: int, c_out: int, bias: bool, eps: flo
         var = rng.uniform(0.05, 3.0, size=c_out)
         var[0] = 1e-4  # a channel whose running variance is comparable to eps
         x = rng.normal(size=(4, c_in, 5, 5) if kind == "conv" else (6, c_in))
-        return weight, b, gamma, beta, mean, var, eps, x
+        return (weight, b, gamma, beta, mean, var, eps, x) + ((stride,) if stride != 1 else ())
     return make
 
 
@@ -108,27 +109,31 @@ _PAIR_VISIBLE = [
     ("Linear 5->5 with bias", 2, "linear", 5, 5, True),
     ("Linear 6->3 without bias", 3, "linear", 6, 3, False),
     ("Conv2d 3->3 with bias, eps=1e-3", 4, "conv", 3, 3, True),
+    ("Conv2d 2->3 without bias, stride 2", 5, "conv", 2, 3, False),
 ]
 _PAIR_HIDDEN = [
     ("Conv2d 2->6 without bias", 100, "conv", 2, 6, False),
     ("Conv2d 5->5 with bias", 101, "conv", 5, 5, True),
     ("Linear 4->4 without bias, eps=1e-3", 102, "linear", 4, 4, False),
+    ("Conv2d 3->2 with bias, stride 2, eps=1e-2", 103, "conv", 3, 2, True),
 ]
 
 
 def _pair_cases(hidden: bool) -> list[Case]:
     cases = []
     for name, seed, kind, c_in, c_out, bias in _PAIR_HIDDEN if hidden else _PAIR_VISIBLE:
-        eps = 1e-3 if "eps=1e-3" in name else 1e-5
-        cases.append(Case(name, _pair_case(case_seed("fold_batchnorm", name, seed, hidden), kind, c_in, c_out, bias, eps)))
+        eps = 1e-3 if "eps=1e-3" in name else 1e-2 if "eps=1e-2" in name else 1e-5
+        stride = 2 if "stride 2" in name else 1
+        cases.append(Case(name, _pair_case(case_seed("fold_batchnorm", name, seed, hidden), kind, c_in, c_out, bias, eps,
+                                           stride)))
     return cases
 
 
-def _build_pair(weight, bias, gamma, beta, mean, var, eps):
+def _build_pair(weight, bias, gamma, beta, mean, var, eps, stride=1):
     t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
     c_out = weight.shape[0]
     if weight.ndim == 4:
-        layer = nn.Conv2d(weight.shape[1], c_out, weight.shape[2], padding=1, bias=bias is not None,
+        layer = nn.Conv2d(weight.shape[1], c_out, weight.shape[2], stride=stride, padding=1, bias=bias is not None,
                           dtype=torch.float64)
         bn = nn.BatchNorm2d(c_out, eps=eps, dtype=torch.float64)
     else:
@@ -151,8 +156,8 @@ def _np(t) -> np.ndarray:
 
 def _pair_runner(fold):
     """Arrays in, arrays out: the learner's ``fold(layer, bn)`` on a freshly built eval-mode pair."""
-    def run(weight, bias, gamma, beta, mean, var, eps, x):
-        layer, bn = _build_pair(weight, bias, gamma, beta, mean, var, eps)
+    def run(weight, bias, gamma, beta, mean, var, eps, x, stride=1):
+        layer, bn = _build_pair(weight, bias, gamma, beta, mean, var, eps, stride)
         before = _snapshot(layer, bn)
         folded = fold(layer, bn)
         if not isinstance(folded, (nn.Conv2d, nn.Linear)):
@@ -169,7 +174,10 @@ def _torch_fuse(layer, bn):
 
 
 # (error type, what torch or Python says, the catalogue entry whose mistake raises it: exercise, id)
-_ERRORS_NAMED = (("RuntimeError", "must match the size of tensor", "fold_batchnorm", "wrong-axis"),
+_ERRORS_NAMED = (("RuntimeError", "must have the same dtype", "fold_batchnorm", "fresh-layer-float32"),
+                 ("RuntimeError", "Input type (double) and", "fold_batchnorm", "fresh-layer-float32"),
+                 ("RuntimeError", "should be the same", "fold_batchnorm", "fresh-layer-float32"),
+                 ("RuntimeError", "must match the size of tensor", "fold_batchnorm", "wrong-axis"),
                  ("RuntimeError", "expects a tensor with <= 2 dimensions", "fold_batchnorm", "scale-shaped-for-conv"),
                  ("RuntimeError", "mat1 and mat2", "fold_batchnorm", "scale-shaped-for-conv"),
                  ("AttributeError", "has no attribute 'features'", "fold_model", "model-layout-assumed"),
@@ -202,11 +210,15 @@ def check_fold_batchnorm(fn, hidden: bool = False) -> CheckResult:
 
 
 MODEL_KINDS = ("SmallResNet", "a plain nn.Sequential with two Conv2d -> BatchNorm2d pairs",
-               "nested nn.Sequentials, pairs at two depths")
+               "nested nn.Sequentials, pairs at two depths",
+               "batch norms built with eps=1e-3 and eps=1e-2",
+               "a Conv2d -> ReLU -> BatchNorm2d block (that batch norm stays) before a pair")
+# how many batch norms of each kind are not directly after a conv: they stay in the folded model, and run
+BATCHNORMS_KEPT = {4: 1}
 
 
-def _pair(c_in: int, c_out: int, bias: bool = False) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias), nn.BatchNorm2d(c_out)]
+def _pair(c_in: int, c_out: int, bias: bool = False, eps: float = 1e-5) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias), nn.BatchNorm2d(c_out, eps=eps)]
 
 
 def _build_model(kind: int) -> nn.Module:
@@ -218,6 +230,11 @@ def _build_model(kind: int) -> nn.Module:
     head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)]
     if kind == 1:
         return nn.Sequential(*_pair(1, 4), nn.ReLU(), *_pair(4, 4, bias=True), nn.ReLU(), *head)
+    if kind == 3:
+        return nn.Sequential(*_pair(1, 4, eps=1e-3), nn.ReLU(), *_pair(4, 4, bias=True, eps=1e-2), nn.ReLU(), *head)
+    if kind == 4:
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4), *_pair(4, 4), nn.ReLU(),
+                             *head)
     if kind == 2:
         return nn.Sequential(nn.Sequential(*_pair(1, 4), nn.ReLU(), *_pair(4, 4)), nn.ReLU(),
                              nn.Sequential(nn.Sequential(*_pair(4, 4, bias=True)), nn.ReLU()), *head)
@@ -247,9 +264,11 @@ def _model_case(seed: int, n: int, size: int, kind: int = 0):
 
 
 _MODEL_VISIBLE = [("SmallResNet, 4 images 8x8", 20, 4, 8, 0), ("SmallResNet, 2 images 12x12", 21, 2, 12, 0),
-                  (f"{MODEL_KINDS[1]}, 2 images 6x6", 22, 2, 6, 1), (f"{MODEL_KINDS[2]}, 3 images 6x6", 23, 3, 6, 2)]
+                  (f"{MODEL_KINDS[1]}, 2 images 6x6", 22, 2, 6, 1), (f"{MODEL_KINDS[2]}, 3 images 6x6", 23, 3, 6, 2),
+                  (f"{MODEL_KINDS[3]}, 2 images 6x6", 24, 2, 6, 3), (f"{MODEL_KINDS[4]}, 2 images 6x6", 25, 2, 6, 4)]
 _MODEL_HIDDEN = [("SmallResNet, 3 images 10x10", 0, 3, 10, 0), ("SmallResNet, 1 image 8x8", 0, 1, 8, 0),
-                 (f"{MODEL_KINDS[1]}, 1 image 5x5", 0, 1, 5, 1), (f"{MODEL_KINDS[2]}, 2 images 7x7", 0, 2, 7, 2)]
+                 (f"{MODEL_KINDS[1]}, 1 image 5x5", 0, 1, 5, 1), (f"{MODEL_KINDS[2]}, 2 images 7x7", 0, 2, 7, 2),
+                 (f"{MODEL_KINDS[3]}, 1 image 7x7", 0, 1, 7, 3), (f"{MODEL_KINDS[4]}, 3 images 5x5", 0, 3, 5, 4)]
 
 
 def _model_cases(hidden: bool) -> list[Case]:
@@ -275,7 +294,7 @@ def _model_runner(fold_model):
         folded = fold_model(model)
         if not isinstance(folded, nn.Module):
             raise TypeError(f"fold_model should return an nn.Module, got {type(folded).__name__}")
-        out, ran = run_counting(folded, x)  # in whatever mode fold_model left it
+        out, ran = run_counting(folded, x, kind)  # in whatever mode fold_model left it
         return out, ran, caller_changes(before, model), layers_in_training(folded)
     return run
 
@@ -305,8 +324,8 @@ class _BatchNormOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def run_counting(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(model's output on x, how many batch norms ran, as a (1,) array).
+def run_counting(model: nn.Module, x: np.ndarray, kind: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(model's output on x, how many batch norms ran beyond the ``BATCHNORMS_KEPT[kind]`` that stay, as a (1,) array).
 
     Counted twice, the larger count kept: forward hooks on the ``_BatchNorm`` modules of
     ``model.modules()`` and the batch-norm aten ops dispatched during the forward (red team 2's
@@ -319,7 +338,7 @@ def run_counting(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
     finally:
         for h in hooks:
             h.remove()
-    return out, np.array([float(max(len(ran), ops.count))])
+    return out, np.array([float(max(len(ran), ops.count)) - BATCHNORMS_KEPT.get(int(kind), 0)])
 
 
 def _model_reference(x, seed, kind=0):

@@ -396,3 +396,9 @@ WRONG += [
     ("fold_model", ["dotted name"], model_setattr_dotted),
 ]
 RIGHT += [("fold_model", model_setattr_through_parent)]
+
+
+from .nb10_more import RIGHT as _MORE_RIGHT, WRONG as _MORE  # noqa: E402 - the std multiplied, fresh layers, eps, through ReLU
+
+WRONG += _MORE
+RIGHT += _MORE_RIGHT

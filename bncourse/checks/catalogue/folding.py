@@ -42,7 +42,7 @@ def _manual_fold(how: str = ""):
             "mean_unscaled": lambda: scale * b - mean + beta, "beta_left_out": lambda: scale * (b - mean),
             "mean_added": lambda: scale * (b + mean) + beta}
         new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
-        new = copy.deepcopy(layer)
+        new = _fresh_layer(layer, how) if how.startswith("fresh_") else copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
         if how == "bias_dropped":
             new.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
@@ -50,6 +50,30 @@ def _manual_fold(how: str = ""):
             new.bias = nn.Parameter(new_b.clone())
         return new
     return fold
+
+
+def _fresh_layer(layer, how: str):
+    """A new layer of ``layer``'s kind built from its sizes only: stride, padding, ... left at their defaults
+    ("fresh_default_settings"; "fresh_padding_only", "fresh_stride_only": that one setting kept), or everything
+    kept but built in the default float32 ("fresh_float32")."""
+    dtype = torch.float32 if how == "fresh_float32" else layer.weight.dtype
+    if isinstance(layer, nn.Conv2d):
+        settings = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        kept = {"fresh_default_settings": (), "fresh_padding_only": ("padding",), "fresh_stride_only": ("stride",)}
+        if how in kept:
+            settings = {k: v for k, v in settings.items() if k in kept[how]}
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, **settings, dtype=dtype)
+    return nn.Linear(layer.in_features, layer.out_features, dtype=dtype)
+
+
+def _fresh_float32_fold(layer, bn):
+    """A fold whose new layer is built in float32 and whose parameters are copied into it (cast to float32)."""
+    right = _manual_fold()(layer, bn)
+    new = _fresh_layer(layer, "fresh_float32")
+    with torch.no_grad():
+        new.weight.copy_(right.weight)
+        new.bias.copy_(right.bias)
+    return new
 
 
 _EPS = "batch norm divides by sqrt(running_var + eps): scale = gamma / torch.sqrt(bn.running_var + bn.eps)"
@@ -66,6 +90,17 @@ def _fold_mistakes() -> list[Mistake]:
         mistake("eps-hard-coded", _fold("eps-hard-coded"), name="eps hard-coded to 1e-5",
                 hint="use the layer's own bn.eps: a BatchNorm may be built with another eps"),
         mistake("divided-by-variance", _fold("divided-by-variance"), hint="scale = gamma / torch.sqrt(running_var + eps)"),
+        mistake("multiplied-by-std", _fold("multiplied-by-std"), hint=_EPS),
+        *(Mistake("a new layer built without the layer's stride and padding",
+                  "the folded layer computes the same convolution as the old one: keep its stride, padding, dilation "
+                  "and groups (copy.deepcopy(layer), or nn.Conv2d(..., stride=layer.stride, padding=layer.padding, "
+                  "dilation=layer.dilation, groups=layer.groups)) and set its weight and bias",
+                  _fold(how), id="fresh-layer-settings-lost")
+          for how in ("fresh_default_settings", "fresh_padding_only", "fresh_stride_only")),
+        Mistake("a new layer built in the default float32 for a float64 layer",
+                "build the folded layer in the layer's dtype and device (copy.deepcopy(layer), or pass "
+                "dtype=layer.weight.dtype, device=layer.weight.device): a float32 layer cannot take the float64 "
+                "input the old one takes", _pair_runner(_fresh_float32_fold), id="fresh-layer-float32"),
         mistake("gamma-beta-swapped", _fold("gamma-beta-swapped"),
                 hint="bn.weight is gamma (the scale), bn.bias is beta (the shift): "
                      "scale = bn.weight / sqrt(running_var + eps)"),
@@ -119,6 +154,8 @@ def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False, slip: str = ""
     after the pair replaced too, by nn.Identity)."""
     folded = copy.deepcopy(model).eval()
     fold = _manual_fold("" if slip == "unfolded" else slip)
+    if also == "through-activation":
+        return _folded_through_activations(folded, fold)
     for seq in blocks(folded):
         in_block = per_block
         for i in range(len(seq) - 1):
@@ -133,11 +170,26 @@ def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False, slip: str = ""
     return folded
 
 
+def _folded_through_activations(folded: nn.Module, fold) -> nn.Module:
+    """Every BatchNorm2d folded into the last Conv2d before it in its Sequential, whatever lies between
+    (Conv2d -> ReLU -> BatchNorm2d folded too)."""
+    for seq in [s for s in folded.modules() if isinstance(s, nn.Sequential)]:
+        last_conv = None
+        for i in range(len(seq)):
+            if isinstance(seq[i], nn.Conv2d):
+                last_conv = i
+            elif isinstance(seq[i], nn.BatchNorm2d) and last_conv is not None:
+                seq[last_conv] = fold(seq[last_conv], seq[i])
+                seq[i] = nn.Identity()
+                last_conv = None
+    return folded
+
+
 def _model_variant(make):
     """A wrong ``fold_model``'s outputs: ``make(model)`` -> the folded model it returns (the caller's untouched)."""
     def run(x, seed, kind=0):
         folded = make(_seeded_model(seed, kind))
-        out, ran = run_counting(folded, x)
+        out, ran = run_counting(folded, x, kind)
         return out, ran, NO_CHANGE.copy(), layers_in_training(folded)
     return run
 
@@ -215,6 +267,11 @@ def _model_mistakes() -> list[Mistake]:
                 _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], slip="unfolded")), id="removed-not-folded"),
         Mistake(*nested, _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], pairs=1)),
                 id="pairs-left-unfolded"),
+        Mistake("a batch norm after an activation folded into the conv before it (Conv2d -> ReLU -> BatchNorm2d)",
+                "only a batch norm DIRECTLY after a conv is folded: the ReLU between them is not linear, so "
+                "bn(relu(conv(x))) is not a conv; check that item i + 1 is the BatchNorm2d and leave the others as they are",
+                _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], also="through-activation")),
+                id="folded-through-activation"),
         Mistake("the module after each pair replaced too (its activation removed)",
                 "replace only the batch norm (seq[i + 1]) by nn.Identity(); the ReLU after it stays",
                 _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], also="next")), id="activation-removed"),
@@ -229,6 +286,9 @@ def _model_mistakes() -> list[Mistake]:
 
 # the fold_batchnorm slips a fold_model inherits when it folds each pair with a wrong fold
 _PAIR_SLIPS = (("eps-missing", "running variance without eps", "eps-missing", _EPS),
+               ("eps-hard-coded", "eps hard-coded to 1e-5", "eps-hard-coded",
+                "use the layer's own bn.eps: a BatchNorm may be built with another eps"),
+               ("multiplied-by-std", "multiplied by sqrt(var + eps) instead of divided by it", "multiplied-by-std", _EPS),
                ("eps-outside-sqrt", "eps outside the square root", "eps-outside-sqrt", _EPS),
                ("gamma-beta-swapped", "gamma and beta swapped", "gamma-beta-swapped", _EPS),
                *((id_, name, slip, hint) for id_, name, slip, hint in _FOLDING_OWN

@@ -50,6 +50,8 @@ SLIPS = {s.id: s for s in (
          "that formula cancels catastrophically when the mean is large; subtract the mean first: "
          "var = mean((x - mean)**2), or np.var"),
     Slip("mean-not-subtracted", "mean not subtracted", "centre first: x_hat = (x - mean) / sqrt(var + eps)"),
+    Slip("multiplied-by-std", "multiplied by sqrt(var + eps) instead of divided by it",
+         "normalizing DIVIDES by the standard deviation: scale = gamma / sqrt(var + eps)"),
     Slip("rms-norm", "RMS norm: divided by the root mean square without subtracting the mean",
          "normalize means centre AND scale: x_hat = (x - mean) / sqrt(var + eps), var = mean((x - mean)**2); "
          "x / sqrt(mean(x**2) + eps) is RMSNorm"),
@@ -170,6 +172,8 @@ def inv_std(var, eps, slip: str = ""):
         return 1 / _sqrt(var + 1e-5)
     if slip == "divided-by-variance":
         return 1 / (var + eps)
+    if slip == "multiplied-by-std":
+        return _sqrt(var + eps)
     if slip == "sqrt-of-std":
         return 1 / _sqrt(_sqrt(var) + eps)
     if slip == "not-divided-by-std":
