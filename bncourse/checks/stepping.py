@@ -33,6 +33,7 @@ DTYPE_FLAGS = "outputs in the input's dtype"
 _REGISTRATION = ("registered as buffers: running_mean, running_var; as parameters: weight, bias")
 _AS_PARAMETERS = "running_mean, running_var registered as parameters"
 _NUM_BATCHES = "has num_batches_tracked"
+BUFFERS_IN_PLACE = "running_mean, running_var still the module's own tensors after training (changed in place)"
 _NOT_COMPARED = (_NUM_BATCHES,)
 
 
@@ -114,6 +115,12 @@ def _registration(module, c: int) -> dict:
     }
 
 
+def _identity(module, name: str) -> tuple:
+    """Which tensor ``module.<name>`` is: the object and its storage (``.data = new`` keeps the object only)."""
+    t = getattr(module, name, None)
+    return (id(t), t.data_ptr()) if isinstance(t, torch.Tensor) else (id(t), None)
+
+
 def record(cls, step: Step, dtype, device) -> dict:
     """Run ``step`` on a fresh ``cls``: every recorded value, as numpy arrays. Raises what the module raises."""
     gen = torch.Generator().manual_seed(step.seed)
@@ -127,6 +134,7 @@ def record(cls, step: Step, dtype, device) -> dict:
         module.weight.copy_(torch.rand(c, generator=gen, dtype=torch.float64) * 1.5 + 0.5)
         module.bias.copy_(torch.randn(c, generator=gen, dtype=torch.float64))
     module.train()
+    own = [_identity(module, b) for b in ("running_mean", "running_var")]
     for k in range(1, step.steps + 1):
         x = _batch(gen, step.shape, dtype, device).requires_grad_(k == 1)
         with kept(x=x):  # the caller's batch stays as it was (an in-place x -= mean changes it)
@@ -146,6 +154,7 @@ def record(cls, step: Step, dtype, device) -> dict:
                 [bool(getattr(module, b).requires_grad) for b in ("running_mean", "running_var")])
         rec[f"step {k}: running_mean"] = to_numpy(module.running_mean)
         rec[f"step {k}: running_var"] = to_numpy(module.running_var)
+    rec[BUFFERS_IN_PLACE] = np.array([_identity(module, b) == o for b, o in zip(("running_mean", "running_var"), own)])
     module.eval()
     x = _batch(gen, step.shape, dtype, device)
     with torch.no_grad(), kept(x=x):

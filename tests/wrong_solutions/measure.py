@@ -1,4 +1,4 @@
-"""How many learner-style wrong solutions of notebooks 2-3 and 7-10 the checks reject, and how many they name.
+"""How many learner-style wrong solutions of notebooks 2-4 and 7-10 the checks reject, and how many they name.
 
     python -m tests.wrong_solutions.measure [--no-sync]      (from the repository's root)
 
@@ -12,7 +12,7 @@ import sys
 
 
 def check(exercise: str, fn):
-    from bncourse.checks import backward, folding, forward, norm_family, sync_batchnorm, what_bn_does
+    from bncourse.checks import backward, folding, forward, norm_family, pytorch, sync_batchnorm, what_bn_does
 
     checks = {
         "batchnorm_forward": forward.check_batchnorm_forward, "update_running_stats": forward.check_update_running_stats,
@@ -28,15 +28,16 @@ def check(exercise: str, fn):
         "layernorm_backward": norm_family.check_layernorm_backward,
         "groupnorm_forward": norm_family.check_groupnorm_forward,
         "groupnorm_backward": norm_family.check_groupnorm_backward,
+        "BatchNorm2d": lambda cls: pytorch.check_batchnorm2d(cls, device="cpu"),
         "fold_batchnorm": folding.check_fold_batchnorm, "fold_model": folding.check_fold_model,
     }
     return checks[exercise](*fn) if isinstance(fn, tuple) else checks[exercise](fn)
 
 
 def corpus(sync: bool = True):
-    from . import nb02_03, nb07, nb09, nb10
+    from . import nb02_03, nb04, nb07, nb09, nb10
 
-    modules = [("2-3", nb02_03), ("7", nb07), ("9", nb09), ("10", nb10)]
+    modules = [("2-3", nb02_03), ("4", nb04), ("7", nb07), ("9", nb09), ("10", nb10)]
     if sync:
         from . import nb08
         modules.insert(2, ("8", nb08))

@@ -81,6 +81,15 @@ class Correct(nn.Module):
         return self.affine((x - mean) / self.std(var), view)
 
 
+class _BuffersReplaced(Correct):
+    """The running statistics assigned anew each step (self.running_mean = ...) instead of written into."""
+
+    def blend_in(self, mean, var, n):
+        with torch.no_grad():
+            self.running_mean = blend(self.running_mean, mean.reshape(-1), self.momentum, self.slip)
+            self.running_var = blend(self.running_var, self.stored_var(var, n).reshape(-1), self.momentum, self.slip)
+
+
 class _NoUpdate(Correct):
     def update(self, mean, var, n):
         pass
@@ -175,6 +184,11 @@ def module_mistakes(spatial: bool) -> list[ModuleMistake]:
     right = ("dims (0, 2, 3): over the batch and every pixel, one mean and variance per channel" if spatial
              else "dim 0: over the batch, one mean and variance per feature")
     return [
+        ModuleMistake("running statistics replaced by new tensors instead of updated in place",
+                      "the buffers are the module's state (an optimizer, a state_dict view or another reference may "
+                      "hold them): write the new values into them, self.running_mean.copy_(new) or "
+                      "self.running_mean.mul_(1 - m).add_(m * mean) under torch.no_grad(), rather than "
+                      "self.running_mean = new", _BuffersReplaced, only=("changed in place",), id="buffers-replaced"),
         ModuleMistake("running statistics not updated",
                       "in training mode, update running_mean and running_var after each batch: "
                       "running = (1 - momentum) * running + momentum * batch_statistic", _NoUpdate),
