@@ -512,7 +512,8 @@ class Learner1dNoUpdate(Learner1d):
 
 
 class Learner1dReplacesBuffers(Learner1d):
-    """Replaces the float32 buffers with float64 tensors from numpy: right in float64, wrong dtype in float32."""
+    """Replaces the float32 buffers with float64 tensors from numpy: new tensors instead of the buffers changed in
+    place (the contract), and the wrong dtype in float32."""
 
     def forward(self, x):
         if self.training:
@@ -552,7 +553,7 @@ def test_does_a_correct_BatchNorm1d_module_pass_silently(cls, hidden, capfd):
 
 @pytest.mark.parametrize("cls, name", [(Learner1dIgnoresTraining, "ignores self.training"),
                                        (Learner1dNoUpdate, "running statistics not updated"),
-                                       (Learner1dReplacesBuffers, "float32 on the device does not"),
+                                       (Learner1dReplacesBuffers, "replaced by new tensors"),
                                        (course_nn.BatchNorm1dNumpy, "handed the work to bncourse.nn.BatchNorm1dNumpy")])
 def test_is_each_BatchNorm1d_module_mistake_rejected_by_name(cls, name):
     result = check_batchnorm1d_module(cls)
