@@ -359,3 +359,10 @@ def spatial_swap_c_and_w(x, gamma, beta, eps=1e-5):
 
 
 RIGHT += [("spatial_batchnorm_forward", spatial_swap_c_and_w)]
+
+
+def fwd_times_std(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) * np.sqrt(x.var(0) + eps) + beta, None
+
+
+WRONG += [("batchnorm_forward", ["multiplied by sqrt(var + eps)"], fwd_times_std)]

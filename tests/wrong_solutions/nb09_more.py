@@ -99,4 +99,13 @@ WRONG = [
     ("groupnorm_backward", ["divided by M twice"], (gn_forward, gn_bwd_means_then_over_m)),
     ("groupnorm_backward", ["divided by M twice"], (gn_forward, gn_bwd_sums_over_m_squared)),
 ]
+
+
+
+def ln_fwd_times_std(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=1, keepdims=True)
+    return gamma * (x - mu) * np.sqrt(x.var(axis=1, keepdims=True) + eps) + beta, None
+
+
+WRONG += [("layernorm_forward", ["multiplied by sqrt(var + eps)"], ln_fwd_times_std)]
 RIGHT = []

@@ -50,6 +50,7 @@ _FORWARD_MISTAKES = [
     mistake("beta-subtracted", _forward("beta-subtracted")),
     mistake("divided-by-gamma", _forward("divided-by-gamma")),
     mistake("divided-by-variance", _forward("divided-by-variance")),
+    mistake("multiplied-by-std", _forward("multiplied-by-std")),
     mistake("variance-computed-as-e-x-2", _forward("variance-computed-as-e-x-2")),
     mistake("mean-not-subtracted", _forward("mean-not-subtracted")),
     mistake("sqrt-of-std", _forward("sqrt-of-std")),

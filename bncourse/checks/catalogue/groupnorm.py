@@ -121,7 +121,7 @@ def _gn_forward_mistakes() -> list[Mistake]:
                 _gn("channels_last"), id="group-layout-channels-last"),
         mistake("sqrt-of-std", _gn(slip="sqrt-of-std"), hint="divide by np.sqrt(var + eps), var over each group"),
         *(mistake(slip, _gn(slip=slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
-                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted", "rms-norm", "rms-norm-eps-missing",
+                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted", "rms-norm", "rms-norm-eps-missing", "multiplied-by-std",
                                                      "variance-uncentred", "not-divided-by-std", "eps-added-to-x-hat",
                                                      "beta-scaled-by-gamma", "beta-subtracted", "divided-by-gamma")),
         mistake("affine-before-normalizing", _gn_affine_first),

@@ -39,7 +39,7 @@ def _ln_forward_mistakes() -> list[Mistake]:
                 hint="finish with out = gamma * x_hat + beta"),
         mistake("sqrt-of-std", _ln("sqrt-of-std"), hint="divide by np.sqrt(x.var(axis=1, keepdims=True) + eps)"),
         *(mistake(slip, _ln(slip)) for slip in ("gamma-not-applied-only-beta-added", "beta-not-added-only-gamma-applied",
-                                                "mean-not-subtracted", "variance-uncentred", "rms-norm", "rms-norm-eps-missing", "not-divided-by-std",
+                                                "mean-not-subtracted", "variance-uncentred", "rms-norm", "rms-norm-eps-missing", "multiplied-by-std", "not-divided-by-std",
                                                 "eps-added-to-x-hat",
                                                 "beta-scaled-by-gamma", "beta-subtracted", "divided-by-gamma")),
         mistake("affine-before-normalizing", _ln_affine_first),
