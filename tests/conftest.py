@@ -47,7 +47,7 @@ def pytest_terminal_summary(terminalreporter):
 # 2 workers on 2 cores). pytest-xdist hands whole files to its workers in collection order (the
 # README's addopts turn off xdist's own reordering by test count, which left these to the end), so
 # starting the long ones first keeps one worker from being left with a long file at the end while
-# the other idles; the many short files after them even out the two workers' ends.
+# the others idle; the many short files after them even out the workers' ends.
 LONGEST_FIRST = (
     "test_fail_closed.py",            # ~370 s: every notebook's fake class (and the library attackers)
     "test_browser.py",                # ~190 s: one learner session in JupyterLab
