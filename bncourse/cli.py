@@ -99,10 +99,11 @@ def _run_claims(args: argparse.Namespace, size) -> int:
 
     from bncourse.device import configure_cpu_threads
     from bncourse.experiments import claims
+    from bncourse.experiments.claims_catalogue import get_claim
 
     try:
         if args.only:
-            [claims.get_claim(i) for i in args.only]
+            [get_claim(i) for i in args.only]
     except KeyError as err:
         print(f"bncourse claims: {err.args[0]}", file=sys.stderr)
         return 2

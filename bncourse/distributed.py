@@ -13,7 +13,8 @@ calls ``fn(rank, world_size, *args)`` on each and returns the ranks' return valu
 
 A collective's tensors must live where its backend works: NCCL takes CUDA tensors only (a CPU
 tensor fails with "No backend type associated with device type cpu"), gloo takes CPU tensors.
-``rank_device()`` (inside a worker) and ``device_for(backend, rank)`` give that device.
+``rank_device()`` (inside a worker) and ``device_for(backend, rank)`` give that device
+(``bncourse.distributed_devices``; importable from here too).
 
 It is built to be safe to call from a JupyterLab kernel, nbgrader's grading kernel and pytest:
 
@@ -34,13 +35,15 @@ It is built to be safe to call from a JupyterLab kernel, nbgrader's grading kern
   standard error only inside a ``WorkerError``. Nothing reaches the kernel's stderr (nbgrader
   scores a test cell 0 when something does).
 
-The same worker function runs under ``torchrun`` as a script: see ``main_under_torchrun``.
+This module is the caller's side: start the ranks, wait, collect their values or the first failure.
+What each rank does (join the group, call ``fn``, write its value or error) is
+``bncourse.distributed_rank``. The same worker function runs under ``torchrun`` as a script: see
+``main_under_torchrun`` (there; importable from here too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import linecache
 import multiprocessing as mp
 import multiprocessing.connection
@@ -48,16 +51,17 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+# device_for, rank_device and main_under_torchrun live beside this module; learners import them from here.
+from bncourse.distributed_devices import default_backend, device_for, rank_device  # noqa: F401
+from bncourse.distributed_rank import main_under_torchrun, run_rank  # noqa: F401
 
 DEFAULT_TIMEOUT = 120.0  # seconds for a whole run; the grading kernel's cell timeout is 300 s
 # Imported once by the forkserver, so each worker starts with them loaded (torch takes seconds).
@@ -109,42 +113,6 @@ class _Rank:
     captured: dict = field(default_factory=dict)
 
 
-def default_backend(world_size: int) -> str:
-    """``"nccl"`` when every one of ``world_size`` workers can have its own CUDA GPU, else ``"gloo"``."""
-    import torch
-    import torch.distributed as dist
-
-    if torch.cuda.is_available() and torch.cuda.device_count() >= world_size and dist.is_nccl_available():
-        return "nccl"
-    return "gloo"
-
-
-def device_for(backend: str, rank: int = 0):
-    """The device a rank's collective tensors must live on under ``backend``.
-
-    ``"nccl"``: the rank's own GPU, ``cuda:(rank mod the number of GPUs)`` (NCCL refuses CPU
-    tensors, and two ranks on one GPU deadlock it); ``"gloo"`` (or anything else): the CPU.
-    """
-    import torch
-
-    if backend == "nccl":
-        count = torch.cuda.device_count()
-        if count < 1:
-            raise ValueError("the NCCL backend needs a CUDA GPU per rank, but torch sees none here")
-        return torch.device("cuda", int(rank) % count)
-    return torch.device("cpu")
-
-
-def rank_device():
-    """Inside a worker: the device this rank's tensors belong on (``cuda:rank`` with NCCL, else cpu)."""
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def _get_context():
     """multiprocessing's forkserver (torch imported once, in the server), or spawn without fork."""
     global _context
@@ -167,8 +135,8 @@ def _without_main_module():
 
     multiprocessing's forkserver and spawn run the parent's main module (a script, a notebook's
     kernel launcher) again in every child, which re-runs a script's top level or costs seconds.
-    The worker target lives in this module and the function travels by value, so the children
-    need no main module: leave it out of the start-up data.
+    The worker target lives in ``bncourse.distributed_rank`` and the function travels by value, so
+    the children need no main module: leave it out of the start-up data.
     """
     from multiprocessing import spawn
 
@@ -256,7 +224,7 @@ def run_distributed(
         for r in range(world_size):
             rk = _Rank(r, None, run_dir / f"rank{r}.out", run_dir / f"rank{r}.err",
                        run_dir / f"rank{r}.result", run_dir / f"rank{r}.error")
-            rk.process = ctx.Process(target=_worker, args=(r, world_size, str(run_dir), setup, payload),
+            rk.process = ctx.Process(target=run_rank, args=(r, world_size, str(run_dir), setup, payload),
                                      name=f"bncourse-rank{r}", daemon=True)
             ranks.append(rk)
         with _without_main_module():
@@ -372,119 +340,3 @@ def _show_output(ranks: list[_Rank]) -> None:
         text = rk.captured.get("stdout", "")
         for line in text.splitlines():
             print(f"[rank {rk.rank}] {line}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The worker side
-# ---------------------------------------------------------------------------------------------
-
-
-def _loopback_interface() -> str | None:
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except (OSError, AttributeError):
-        return None
-    for name in names:
-        if name == "lo" or name.startswith("lo"):
-            return name
-    return None
-
-
-def _redirect_fd(fd: int, path: Path):
-    f = open(path, "ab", buffering=0)
-    os.dup2(f.fileno(), fd)
-    f.close()
-
-
-def _where(tb) -> str:
-    """``line N: code`` of the last frame outside bncourse, torch and the standard library."""
-    skip = (os.sep + "bncourse" + os.sep, os.sep + "torch" + os.sep, os.sep + "multiprocessing" + os.sep)
-    frames = [f for f in traceback.extract_tb(tb) if not any(s in (f.filename or "") for s in skip)]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f"at line {f.lineno}: {f.line.strip()}" if f.line else f"at line {f.lineno} of {f.name}"
-
-
-def _worker(rank: int, world_size: int, run_dir: str, setup: dict, payload: bytes) -> None:
-    run = Path(run_dir)
-    _redirect_fd(1, run / f"rank{rank}.out")
-    _redirect_fd(2, run / f"rank{rank}.err")
-    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")
-    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
-    faulthandler.enable(file=sys.stderr, all_threads=True)
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
-    code = 0
-    try:
-        os.environ.clear()
-        os.environ.update(setup["environ"])
-        os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world_size)
-        os.environ["LOCAL_RANK"], os.environ["LOCAL_WORLD_SIZE"] = str(rank), str(world_size)
-        if "GLOO_SOCKET_IFNAME" not in os.environ and (lo := _loopback_interface()):
-            os.environ["GLOO_SOCKET_IFNAME"] = lo  # all ranks are on this machine
-        try:
-            os.chdir(setup["cwd"])
-        except OSError:
-            pass
-        sys.path[:] = setup["sys_path"]
-        linecache.cache.update(setup["lines"])
-
-        import torch
-        import torch.distributed as dist
-
-        torch.set_num_threads(max(1, setup["threads"]))
-        backend = setup["backend"]
-        if backend == "nccl":
-            torch.cuda.set_device(device_for(backend, rank))
-        dist.init_process_group(backend, init_method=(run / "store").as_uri(), rank=rank, world_size=world_size,
-                                timeout=timedelta(seconds=setup["timeout"]))
-        # Every rank finishes connecting before any runs the function: otherwise a rank whose function
-        # needs no collective can finish and exit while a peer is still connecting to it, and the
-        # peer fails with gloo's "connectFullMesh failed ... Connection closed by peer".
-        dist.barrier()
-        fn, args = pickle.loads(payload)
-        value = fn(rank, world_size, *args)
-        import cloudpickle
-
-        tmp = run / f"rank{rank}.result.tmp"
-        with open(tmp, "wb") as fh:
-            cloudpickle.dump(value, fh)
-        os.replace(tmp, run / f"rank{rank}.result")
-    except BaseException as exc:  # noqa: BLE001 - report everything, SystemExit included
-        code = 1
-        info = {"type": type(exc).__name__, "message": str(exc)[:2000], "time": time.time(),
-                "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                "where": _where(exc.__traceback__)}
-        tmp = run / f"rank{rank}.error.tmp"
-        with open(tmp, "wb") as fh:
-            pickle.dump(info, fh)
-        os.replace(tmp, run / f"rank{rank}.error")
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        # Skip interpreter shutdown: a process group a peer abandoned can block in its destructor.
-        os._exit(code)
-
-
-def main_under_torchrun(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(rank, world_size, *args)`` in a script started by ``torchrun`` (env:// rendezvous).
-
-        torchrun --standalone --nproc-per-node 2 my_script.py
-
-    Joins the group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...),
-    with NCCL when every local rank has a GPU, calls ``fn`` and leaves the group.
-    """
-    import torch
-    import torch.distributed as dist
-
-    world_size = int(os.environ["WORLD_SIZE"])
-    backend = default_backend(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
-    if backend == "nccl":
-        torch.cuda.set_device(device_for(backend, int(os.environ.get("LOCAL_RANK", 0))))
-    dist.init_process_group(backend)
-    try:
-        return fn(dist.get_rank(), dist.get_world_size(), *args)
-    finally:
-        dist.destroy_process_group()

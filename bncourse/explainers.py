@@ -1,6 +1,6 @@
 """The five explainer texts the course answers, by number and title, for every learner-facing output.
 
-The claims table (``bncourse.experiments.claims``) names the explainers that make each claim by
+The claims table (``bncourse.experiments.claims_catalogue``) names the explainers that make each claim by
 their file numbers ("000" to "004", from /work/shared/explainers/). A learner cannot know which
 text "004" is; ``explainer_title("004")`` and ``name_sources("000 002 (001)")`` say it in words.
 

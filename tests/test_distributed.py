@@ -114,7 +114,7 @@ def _fake_gpus(monkeypatch, count, nccl=True):
 @pytest.mark.parametrize("gpus, nccl, world_size, backend", [
     (0, False, 2, "gloo"), (1, True, 2, "gloo"), (2, True, 2, "nccl"), (1, True, 1, "nccl"), (4, False, 2, "gloo")])
 def test_is_nccl_chosen_only_when_every_rank_has_its_own_gpu(monkeypatch, gpus, nccl, world_size, backend):
-    from bncourse.distributed import default_backend, device_for
+    from bncourse.distributed_devices import default_backend, device_for
 
     _fake_gpus(monkeypatch, gpus, nccl)
     assert default_backend(world_size) == backend
@@ -124,7 +124,7 @@ def test_is_nccl_chosen_only_when_every_rank_has_its_own_gpu(monkeypatch, gpus, 
 
 
 def test_does_device_for_refuse_nccl_without_a_gpu(monkeypatch):
-    from bncourse.distributed import device_for
+    from bncourse.distributed_devices import device_for
 
     _fake_gpus(monkeypatch, 0, nccl=True)
     with pytest.raises(ValueError, match="NCCL backend needs a CUDA GPU"):

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from bncourse import cli
-from bncourse.experiments import claims
-from bncourse.experiments.harness import VERDICTS
+from bncourse.experiments import claims, claims_catalogue, claims_verdicts
+from bncourse.experiments.verdicts import VERDICTS
 
 # The ids of the course's claims list (every claim the five explainer texts make), in its order.
 SHARED_IDS = [
@@ -23,22 +23,23 @@ CHEAP = ["dropout-rate", "standardized-is-normal", "nlp-standard"]
 
 
 def _module_present(path: str) -> bool:
-    return importlib.util.find_spec(f"{claims.PACKAGE}.{path.partition(':')[0]}") is not None
+    return importlib.util.find_spec(f"{claims_verdicts.PACKAGE}.{path.partition(':')[0]}") is not None
 
 
 def test_does_the_table_hold_every_claim_id_exactly_once_in_order():
-    assert list(claims.CLAIM_IDS) == SHARED_IDS
+    assert list(claims_catalogue.CLAIM_IDS) == SHARED_IDS
 
 
 def test_does_every_claim_have_an_experiment_or_a_reason():
-    for c in claims.CLAIMS:
+    for c in claims_catalogue.CLAIMS:
         assert c.checks or c.untested, f"{c.id} has neither an experiment nor a reason it is untested"
         assert c.sources and c.notebook and c.claim, f"{c.id} lacks sources, notebook or claim text"
 
 
 def test_does_every_claim_declare_its_kind_and_the_literatures_finding():
-    for c in claims.CLAIMS:
-        assert c.kind in (claims.EXPERIMENT_KIND, claims.DEMONSTRATION_KIND, claims.BOTH_KINDS), c.id
+    for c in claims_catalogue.CLAIMS:
+        assert c.kind in (claims_catalogue.EXPERIMENT_KIND, claims_catalogue.DEMONSTRATION_KIND,
+                          claims_catalogue.BOTH_KINDS), c.id
         assert c.literature and c.literature_verdict in ("held", "contradicted", "mixed"), c.id
 
 
@@ -48,20 +49,20 @@ def test_does_a_trained_experiment_without_a_learning_guard_come_out_invalid(mon
     def unguarded(seeds=None, progress=False):
         return run_experiment("unguarded", lambda cfg, s: {"acc": cfg + 0.01 * s}, {"a": 0.9, "b": 0.5},
                               [Better("acc", "a", "b")], seeds=[0, 1, 2], progress=False)
-    fake = claims.Claim("x", "a claim", "000", "nowhere", (claims.Check("fake:unguarded"),))
+    fake = claims_catalogue.Claim("x", "a claim", "000", "nowhere", (claims_catalogue.Check("fake:unguarded"),))
     monkeypatch.setattr(claims, "CLAIMS", (fake,))
     monkeypatch.setattr(claims, "CLAIM_IDS", ("x",))
-    monkeypatch.setattr(claims, "resolve", lambda path: unguarded)
+    monkeypatch.setattr(claims_verdicts, "resolve", lambda path: unguarded)
     [row] = claims.run_claims()
     assert row.verdict == "invalid" and "no must_learn guard" in row.guard
 
 
-@pytest.mark.parametrize("claim", claims.CLAIMS, ids=lambda c: c.id)
+@pytest.mark.parametrize("claim", claims_catalogue.CLAIMS, ids=lambda c: c.id)
 def test_does_each_experiment_path_resolve_to_a_function(claim):
     for check in claim.checks:
         if not _module_present(check.path):
             pytest.skip(f"{check.path}: module not in this checkout yet")
-        func = claims.resolve(check.path)
+        func = claims_verdicts.resolve(check.path)
         assert callable(func)
 
 
@@ -71,7 +72,7 @@ def test_does_an_unknown_claim_id_name_the_valid_ones():
 
 
 def test_does_a_missing_experiment_module_make_the_claim_untested_with_the_reason(monkeypatch):
-    fake = claims.Claim("x", "a claim", "000", "nowhere", (claims.Check("no_such_module:f"),))
+    fake = claims_catalogue.Claim("x", "a claim", "000", "nowhere", (claims_catalogue.Check("no_such_module:f"),))
     monkeypatch.setattr(claims, "CLAIMS", (fake,))
     monkeypatch.setattr(claims, "CLAIM_IDS", ("x",))
     [row] = claims.run_claims()
@@ -81,7 +82,7 @@ def test_does_a_missing_experiment_module_make_the_claim_untested_with_the_reaso
 def test_does_claims_json_give_the_documented_keys_for_the_chosen_ids(capsys):
     assert cli.main(["claims", "--fast", "--json", "--only", *CHEAP]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["id"] for r in rows] == sorted(CHEAP, key=claims.CLAIM_IDS.index)  # in the table's order
+    assert [r["id"] for r in rows] == sorted(CHEAP, key=claims_catalogue.CLAIM_IDS.index)  # in the table's order
     for r in rows:
         assert {"id", "claim", "sources", "kind", "verdict", "effect", "spread", "seeds", "notebook", "literature",
                 "literature_verdict", "agrees", "values"} <= set(r)
@@ -101,7 +102,8 @@ def test_does_claims_json_give_the_documented_keys_for_the_chosen_ids(capsys):
 
 def test_does_the_text_table_show_kind_verdict_effect_seeds_and_notebook(monkeypatch, capsys):
     from bncourse.experiments import layer
-    from bncourse.experiments.harness import AtMost, run_experiment
+    from bncourse.experiments.harness import run_experiment
+    from bncourse.experiments.rules import AtMost
 
     def bounded_activations(seeds=None, progress=False):  # a stand-in experiment: the table is under test
         return run_experiment("bounded-activations", lambda config, seed: {"max_abs_normalized": 9.0 + seed},

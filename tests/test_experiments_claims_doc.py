@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bncourse.experiments import claims
+from bncourse.experiments import claims_catalogue
 from bncourse.experiments.claims_doc import render_markdown, source_titles
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -20,7 +20,7 @@ def test_is_docs_claims_md_the_rendering_of_the_recorded_run():
 
 def test_does_the_recorded_run_hold_every_claim_with_its_kind_and_the_literature():
     record = json.loads((DOCS / "claims-run.json").read_text())
-    assert [r["id"] for r in record["rows"]] == list(claims.CLAIM_IDS)
+    assert [r["id"] for r in record["rows"]] == list(claims_catalogue.CLAIM_IDS)
     assert record["mode"].startswith("full") and record["date"] and record["machine"] and record["wall_seconds"] > 0
     for r in record["rows"]:
         assert r["kind"] and r["literature"] and r["agrees"] in ("yes", "no", "-")

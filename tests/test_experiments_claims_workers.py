@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bncourse.experiments import claims
+from bncourse.experiments import claims, claims_catalogue
 from bncourse.experiments.claims_workers import jobs
 
 
 def test_do_claims_sharing_an_experiment_module_land_in_one_job():
-    groups = jobs(claims.CLAIMS)
+    groups = jobs(claims_catalogue.CLAIMS)
     where = {i: n for n, ids in enumerate(groups) for i in ids}
-    assert sorted(where) == sorted(claims.CLAIM_IDS)  # every claim exactly once
+    assert sorted(where) == sorted(claims_catalogue.CLAIM_IDS)  # every claim exactly once
     assert where["init-insensitive"] == where["stable-gradients"]  # inside.py runs once for both
     assert where["faster-convergence"] == where["higher-learning-rates"]
     assert where["regularizes"] == where["noise-like-dropout"]  # generalization's shared runs
@@ -19,7 +19,7 @@ def test_do_claims_sharing_an_experiment_module_land_in_one_job():
 
 
 def test_do_the_largest_jobs_start_first():
-    first = jobs(claims.CLAIMS)[0]
+    first = jobs(claims_catalogue.CLAIMS)[0]
     assert first == ["deeper-networks"]
 
 
@@ -39,6 +39,6 @@ def test_do_two_workers_give_the_same_rows_as_one(monkeypatch):
         torch.set_num_threads(threads)
     seen = []
     two = claims.run_claims(only=ids, workers=2, on_result=lambda row: seen.append(row.id))
-    assert [r.id for r in two] == [c.id for c in claims.CLAIMS if c.id in ids]  # the table's order
+    assert [r.id for r in two] == [c.id for c in claims_catalogue.CLAIMS if c.id in ids]  # the table's order
     assert sorted(seen) == sorted(ids)
     assert strip(two) == strip(one)

@@ -10,7 +10,7 @@ from bncourse.explainers import EXPLAINERS, explainer_title, name_sources
 
 
 def test_does_every_claims_row_name_its_explainers_in_words():
-    from bncourse.experiments.claims import CLAIMS
+    from bncourse.experiments.claims_catalogue import CLAIMS
 
     for claim in CLAIMS:
         words = name_sources(claim.sources)

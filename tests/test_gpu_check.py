@@ -98,7 +98,8 @@ def test_on_a_real_gpu_do_the_course_layers_match_pytorch_under_cuda_autocast(la
 def test_on_a_real_gpu_does_notebook_8s_hello_run_with_the_backend_each_device_needs():
     import torch.distributed as dist
 
-    from bncourse.distributed import default_backend, rank_device, run_distributed
+    from bncourse.distributed import run_distributed
+    from bncourse.distributed_devices import default_backend, rank_device
 
     world = min(2, torch.cuda.device_count())
 

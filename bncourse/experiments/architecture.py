@@ -24,7 +24,9 @@ from torch import nn
 
 from bncourse.experiments.common import harder_digits, mlp, tune_lr
 from bncourse.experiments.demonstration import Demonstration, demonstrate
-from bncourse.experiments.harness import Better, Differs, ExperimentResult, MustLearn, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, Differs, MustLearn
 from bncourse.runtime import pick
 
 

@@ -15,7 +15,8 @@ batch is at least 2 points, group norm's at most 2, and batch norm's exceeds gro
 
 from __future__ import annotations
 
-from bncourse.experiments.harness import ExperimentResult, MustLearn
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.rules import MustLearn
 from bncourse.runtime import pick
 
 

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from bncourse.experiments.harness import _fmt
+from bncourse.experiments.seed_summary import format_number
 
 # The five explainer texts, by title (the course's copies are numbered 000-004).
 EXPLAINERS = {
@@ -46,11 +46,11 @@ def _cell(text: str) -> str:
 def _value_text(v: dict) -> str:
     if "fact" in v:
         val = v["value"]
-        val = _fmt(val) if isinstance(val, float) else str(val)
+        val = format_number(val) if isinstance(val, float) else str(val)
         return f"{v['fact']}: {val}"
     mean, std = v.get("mean"), v.get("std")
-    mean_t = "nan" if mean is None or (isinstance(mean, float) and math.isnan(mean)) else _fmt(mean)
-    std_t = "nan" if std is None else _fmt(std)
+    mean_t = "nan" if mean is None or (isinstance(mean, float) and math.isnan(mean)) else format_number(mean)
+    std_t = "nan" if std is None else format_number(std)
     return f"{v['arm']}: {mean_t} ± {std_t} ({v['metric']})"
 
 
@@ -69,8 +69,9 @@ def render_markdown(record: dict) -> str:
         "",
         f"- Run: {record.get('mode', '?')} size, {record.get('date', '?')}, on {record.get('machine', '?')}",
         *([f"- Code: commit {record['commit']}"] if record.get("commit") else []),
-        f"- Time: {_fmt(record.get('wall_seconds', math.nan))} s wall, "
-        f"{_fmt(record.get('cpu_seconds', math.nan))} s CPU; command: `{record.get('command', 'bncourse claims')}`",
+        f"- Time: {format_number(record.get('wall_seconds', math.nan))} s wall, "
+        f"{format_number(record.get('cpu_seconds', math.nan))} s CPU; "
+        f"command: `{record.get('command', 'bncourse claims')}`",
         "- Verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(rows)} claims)",
         *([f"- Scaled down for the CPU (no GPU): " + "; ".join(f"{k} = {v['cpu']} (full: {v['full']})"
                                                               for k, v in record["cpu_sizes"].items())]

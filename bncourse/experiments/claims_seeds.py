@@ -20,7 +20,8 @@ import json
 import math
 from pathlib import Path
 
-from bncourse.experiments.harness import CONTRADICTED, HELD, _fmt
+from bncourse.experiments.seed_summary import format_number
+from bncourse.experiments.verdicts import CONTRADICTED, HELD
 
 SAME, MOVED, FLIPPED = "same", "moved", "FLIPPED"
 
@@ -62,7 +63,7 @@ def _effect(r: dict) -> str:
     e, s = r.get("effect"), r.get("spread")
     if e is None or (isinstance(e, float) and math.isnan(e)) or r.get("kind") == "demonstration":
         return ""
-    return f" ({_fmt(e)} ± {_fmt(s)})" if s is not None else f" ({_fmt(e)})"
+    return f" ({format_number(e)} ± {format_number(s)})" if s is not None else f" ({format_number(e)})"
 
 
 def render_markdown(data: dict) -> str:
@@ -83,7 +84,8 @@ def render_markdown(data: dict) -> str:
     ]
     for r in runs:
         lines.append(f"- **{r['name']}**: {r['mode']} size, seeds from {r['seed_base']}, {r['date']}, "
-                     f"{_fmt(r['wall_seconds'] or math.nan)} s wall, {_fmt(r['cpu_seconds'] or math.nan)} s CPU"
+                     f"{format_number(r['wall_seconds'] or math.nan)} s wall, "
+                     f"{format_number(r['cpu_seconds'] or math.nan)} s CPU"
                      + (f", commit {r['commit'][:10]}" if r.get("commit") else "") + f"; {r['machine']}")
     lines += ["", "| claim | " + " | ".join(r["name"] for r in runs) + " | " +
               " | ".join(f"{runs[i]['name']} vs {runs[j]['name']}" for i, j in pairs) + " |",

@@ -50,7 +50,7 @@ def default_workers() -> int:
 def jobs(claims: Sequence) -> list[list[str]]:
     """The claims' ids grouped into jobs (claims sharing an experiment module run together), largest first.
 
-    claims: ``claims.Claim``s. Returns lists of ids, each in the table's order.
+    claims: ``claims_catalogue.Claim``s. Returns lists of ids, each in the table's order.
     """
     parent: dict[str, str] = {}
 
@@ -84,14 +84,15 @@ def _job(ids: list[str], seeds, size: RunSize, threads: int) -> tuple[list, dict
     import torch
 
     from bncourse import runtime
-    from bncourse.experiments.claims import run_claims
+    from bncourse.experiments.claims_catalogue import get_claim
+    from bncourse.experiments.claims_verdicts import decide_claims
     from bncourse.run_size import use_size
 
     torch.set_num_threads(threads)
     c0 = time.process_time()
     # The experiments' notes (the CPU scale-down) go to the parent, which prints each once.
     with use_size(size), contextlib.redirect_stdout(io.StringIO()):
-        rows = run_claims(only=ids, seeds=seeds, progress=False, workers=1)
+        rows = decide_claims([get_claim(i) for i in ids], seeds=seeds, progress=False)
     return rows, runtime.cpu_scaled(), time.process_time() - c0
 
 
@@ -108,7 +109,8 @@ def run_in_workers(claims: Sequence, seeds=None, workers: int = 2, size: RunSize
     import multiprocessing
 
     from bncourse import runtime
-    from bncourse.experiments.claims import UNTESTED, ClaimRow
+    from bncourse.experiments.claims_verdicts import ClaimRow
+    from bncourse.experiments.verdicts import UNTESTED
     from bncourse.run_size import current_size
 
     size = current_size() if size is None else size

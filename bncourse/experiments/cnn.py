@@ -20,7 +20,9 @@ import copy
 
 import torch
 
-from bncourse.experiments.harness import Better, Differs, ExperimentResult, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, Differs
 
 VARIANTS = {
     "none": dict(norm="none"),
@@ -46,7 +48,8 @@ def cnn_variants(data, epochs: int, widths, batch: int, lr: float = 0.05, augmen
     censors the verdict.
     """
     from bncourse.experiments.common import he_init
-    from bncourse.experiments.harness import MustLearn, default_seeds
+    from bncourse.experiments.harness import default_seeds
+    from bncourse.experiments.rules import MustLearn
     from bncourse.models import SmallCNN
     from bncourse.train import TrainConfig, train
 

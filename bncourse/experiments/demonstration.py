@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from bncourse.experiments.harness import _COLOR, CONTRADICTED, DEMONSTRATION, HELD, Outcome, _fmt
+from bncourse.experiments.rules import Outcome
+from bncourse.experiments.seed_summary import format_number
+from bncourse.experiments.verdicts import CONTRADICTED, DEMONSTRATION, HELD, _COLOR
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Demonstration:
         return f"held if the computation shows that {self.expectation}; contradicted otherwise"
 
     def facts_text(self) -> str:
-        return "; ".join(f"{k} = {_fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v}"
+        return "; ".join(f"{k} = {format_number(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v}"
                          for k, v in self.facts.items())
 
     def to_dict(self) -> dict:

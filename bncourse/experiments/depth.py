@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bncourse.experiments.common import accuracy, harder_digits, mlp, tune_lr
-from bncourse.experiments.harness import Better, ExperimentResult, MustLearn, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, MustLearn
 from bncourse.runtime import pick
 
 ARMS = {

@@ -132,7 +132,7 @@ def train_on_rank(rank: int, world_size: int, config: DDPConfig, seed: int, data
     from torch.nn import functional as F
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from bncourse.distributed import rank_device
+    from bncourse.distributed_devices import rank_device
 
     device = rank_device()
     dtype = getattr(torch, config.dtype)
@@ -351,7 +351,7 @@ def main(argv=None) -> None:
     """Entry point under torchrun: train with DDP and synchronized batch norm, print rank 0's result."""
     import os
 
-    from bncourse.distributed import main_under_torchrun
+    from bncourse.distributed_rank import main_under_torchrun
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--norm", default="sync", choices=["batch", "sync", "torch_sync"])

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from bncourse.experiments.common import Task, fit, tune_lr
-from bncourse.experiments.harness import AtMost, Better, ExperimentResult, MustLearn, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import AtMost, Better, MustLearn
 
 ARMS = {"without BN": {"bn": False}, "with BN": {"bn": True}}
 LEARNS = 0.5  # "learns": final test accuracy above 50% (chance is 10%)

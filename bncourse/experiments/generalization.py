@@ -24,8 +24,11 @@ import numpy as np
 import torch
 
 from bncourse.experiments.common import harder_digits, mlp, trained_mlp, tune_lr
-from bncourse.experiments.harness import (
-    CONTRADICTED, HELD, INCONCLUSIVE, Better, ExperimentResult, MustLearn, Outcome, Rule, _fmt, run_experiment)
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, MustLearn, Outcome, Rule
+from bncourse.experiments.seed_summary import format_number
+from bncourse.experiments.verdicts import CONTRADICTED, HELD, INCONCLUSIVE
 from bncourse.runtime import pick
 
 ARMS = {
@@ -191,8 +194,8 @@ class NotWorse(Rule):
     k: float = 2.0
 
     def describe(self) -> str:
-        return (f"{self.metric}: {self.a} not lower than {self.b} by more than {_fmt(self.margin)}, "
-                f"{_fmt(self.k)}x the seed-to-seed spread of the difference included")
+        return (f"{self.metric}: {self.a} not lower than {self.b} by more than {format_number(self.margin)}, "
+                f"{format_number(self.k)}x the seed-to-seed spread of the difference included")
 
     def decide(self, result: ExperimentResult) -> Outcome:
         d = np.asarray(result.values(self.a, self.metric)) - np.asarray(result.values(self.b, self.metric))

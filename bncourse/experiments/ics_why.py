@@ -34,9 +34,11 @@ from torch import nn
 
 from bncourse.experiments.common import tune_lr
 from bncourse.experiments.deep_mlp import DeepMLP, Setup
-from bncourse.experiments.harness import ExperimentResult, MustLearn, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
 from bncourse.experiments.mnist1d_task import mnist1d
 from bncourse.experiments.optimization import NoiseKeepsBenefit, Requires
+from bncourse.experiments.rules import MustLearn
 from bncourse.runtime import pick
 
 ARMS = {"plain": {"norm": "none"}, "batch norm": {"norm": "batch"}, "noisy batch norm": {"norm": "noisy"}}

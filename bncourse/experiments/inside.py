@@ -51,7 +51,9 @@ from torch import nn
 
 from bncourse.diagnostics import Diagnostics, DiagnosticsReport
 from bncourse.experiments.common import Task, accuracy, harder_digits, mlp
-from bncourse.experiments.harness import Better, ExperimentResult, MustLearn, default_seeds, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import default_seeds, run_experiment
+from bncourse.experiments.rules import Better, MustLearn
 from bncourse.runtime import fast_mode, grading_mode, pick
 
 INITS = {"default": None, "gain 5/3": 5.0 / 3.0, "gain 3": 3.0}

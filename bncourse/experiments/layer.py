@@ -33,8 +33,10 @@ from torch import nn
 
 from bncourse.experiments.common import accuracy, harder_digits, he_init, trained_mlp, tune_lr
 from bncourse.experiments.demonstration import Demonstration, demonstrate
+from bncourse.experiments.experiment_result import ExperimentResult
 from bncourse.experiments.generalization import output_movement
-from bncourse.experiments.harness import AtMost, Better, ExperimentResult, MustLearn, Similar, run_experiment
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import AtMost, Better, MustLearn, Similar
 from bncourse.runtime import pick
 
 

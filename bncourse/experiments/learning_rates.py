@@ -23,7 +23,9 @@ import math
 import numpy as np
 
 from bncourse.experiments.common import harder_digits, mlp, tune_lr
-from bncourse.experiments.harness import Better, ExperimentResult, MustLearn, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, MustLearn
 from bncourse.runtime import pick
 
 TARGET = 0.75  # test accuracy on the harder digits (a good MLP ends near 85%)

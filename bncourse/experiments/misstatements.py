@@ -36,7 +36,8 @@ from torch import nn
 
 from bncourse.experiments.common import harder_digits, mlp
 from bncourse.experiments.demonstration import Demonstration, demonstrate
-from bncourse.experiments.harness import ExperimentResult, MustLearn
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.rules import MustLearn
 from bncourse.runtime import pick
 
 

@@ -26,7 +26,9 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from bncourse.experiments.harness import AtLeast, Better, ExperimentResult, MustLearn, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import AtLeast, Better, MustLearn
 
 KS = (1, 2, 10)
 ARMS = {"batch norm": {"norm": "batch"}, "layer norm": {"norm": "layer"}, "no norm": {"norm": "none"}}

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bncourse.data import ClassPairLoader, DataSplit, load_digits
-from bncourse.experiments.harness import AtMost, Better, ExperimentResult, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import AtMost, Better
 from bncourse.experiments.small_batches import one_torch_thread
 from bncourse.models import SmallCNN
 from bncourse.renorm import BatchRenorm

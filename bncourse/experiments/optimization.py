@@ -32,9 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bncourse.experiments.deep_mlp import DeepMLP, Setup, _digits, _fresh
-from bncourse.experiments.harness import (
-    CONTRADICTED, HELD, INCONCLUSIVE, Better, ExperimentResult, MustLearn, Outcome, Rule, _fmt, run_experiment)
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, MustLearn, Outcome, Rule
+from bncourse.experiments.seed_summary import format_number
 from bncourse.experiments.step_measures import _input_stats, along_gradient, input_drift, layer_gradient_change
+from bncourse.experiments.verdicts import CONTRADICTED, HELD, INCONCLUSIVE
 from bncourse.runtime import pick
 
 
@@ -272,8 +275,9 @@ class NoiseKeepsBenefit(Rule):
 
     def describe(self) -> str:
         return (f"fraction of {self.bn}'s {self.metric} benefit over {self.plain} that {self.noisy} keeps: "
-                f"below {_fmt(self.low)} (the claim held) or above {_fmt(self.high)} (the claim contradicted) "
-                f"by more than {_fmt(self.k)}x its seed-to-seed spread, when "
+                f"below {format_number(self.low)} (the claim held) "
+                f"or above {format_number(self.high)} (the claim contradicted) "
+                f"by more than {format_number(self.k)}x its seed-to-seed spread, when "
                 f"{'both preconditions hold' if self.drift else 'the precondition holds'}")
 
     def decide(self, result: ExperimentResult) -> Outcome:

@@ -32,7 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bncourse.experiments.common import harder_digits, mlp
-from bncourse.experiments.harness import AtLeast, AtMost, ExperimentResult, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import AtLeast, AtMost
 from bncourse.runtime import pick
 
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from bncourse.experiments.harness import _fmt
+from bncourse.experiments.seed_summary import format_number
 
 
 def number(x: float, percent: bool = False) -> str:
-    """``x`` as a percentage (one decimal) or with ``harness._fmt``'s significant digits."""
+    """``x`` as a percentage (one decimal) or with ``harness.format_number``'s significant digits."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "nan"
-    return f"{x:.1%}" if percent else _fmt(x)
+    return f"{x:.1%}" if percent else format_number(x)
 
 
 def value(result, arm: str, metric: str, percent: bool = False) -> str:

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from bncourse.experiments.common import fit, harder_digits, mlp, tune_lr
-from bncourse.experiments.harness import Better, ExperimentResult, MustLearn, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import Better, MustLearn
 from bncourse.runtime import pick
 
 

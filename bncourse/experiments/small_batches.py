@@ -43,7 +43,10 @@ from typing import Callable, Sequence
 import torch
 
 from bncourse.experiments.common import Task, fit, harder_digits, tune_lr
-from bncourse.experiments.harness import AtLeast, AtMost, Better, ExperimentResult, Summary, run_experiment
+from bncourse.experiments.experiment_result import ExperimentResult
+from bncourse.experiments.harness import run_experiment
+from bncourse.experiments.rules import AtLeast, AtMost, Better
+from bncourse.experiments.seed_summary import Summary
 from bncourse.models import SmallCNN
 
 __all__ = ["WU_HE_2018", "VARIANTS", "small_batch_task", "steps_per_batch", "lr_grid", "LRChoice",
