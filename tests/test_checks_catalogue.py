@@ -49,5 +49,6 @@ def test_is_every_synchronized_batch_norm_entry_named_as_itself():
         entries = catalogue.mistakes(exercise)
         for entry in entries:
             result = sb.check_function(exercise, entry.fn, reference, cases, entries, outputs=outputs[exercise],
-                                       rtol=sb.RTOL, atol=sb.ATOL, forbid_torch="")
+                                       rtol=sb.RTOL, atol=sb.ATOL, forbid_torch="",
+                                       explain_error=sb.explain_backward_shape)
             assert not result.passed and result.diagnosis.startswith(entry.name), (entry.name, result.diagnosis)

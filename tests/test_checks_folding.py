@@ -181,8 +181,9 @@ def test_is_every_fold_mistake_recognized_as_itself():
 def test_is_every_model_fold_mistake_recognized_as_itself():
     entries = catalogue.mistakes("fold_model")
     for mistake in [e for e in entries if hasattr(e, "fn")]:  # a Symptom reads outputs; no function to run
-        result = cf.check_function("fold_model", mistake.fn, cf._model_reference, cf._model_cases(False)[:1], entries,
-                                   outputs=cf.MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False, forbid_torch="")
+        result = cf.check_function("fold_model", mistake.fn, cf._model_reference, cf._model_cases(False), entries,
+                                   outputs=cf.MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False, forbid_torch="",
+                                   explain_error=cf.explain_fold_error)
         assert not result.passed and result.diagnosis.startswith(mistake.name), (mistake.name, result.diagnosis)
 
 

@@ -30,7 +30,7 @@ def _update(running_mean, running_var, mean, var_unbiased, momentum):
 def _finish(x, weight, bias, mean, var, n, eps):
     invstd = 1 / torch.sqrt(var + eps)
     x_hat = (x - mean) * invstd
-    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+    return (weight * x_hat + bias).to(weight.dtype), SyncBNCache(x_hat, invstd, weight, n)  # y in the input's dtype
 
 
 # ------------------------------------------------------------------ forward: right and wrong

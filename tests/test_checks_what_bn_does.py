@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bncourse.checks.catalogue import gradient_change as GC
 from bncourse.checks.catalogue import what_bn_does as WC
 from bncourse.checks import what_bn_does as W
 from bncourse.reference import what_bn_does as ref
@@ -92,7 +93,7 @@ def test_does_the_reference_pass_both_checks(hidden):
 
 
 @pytest.mark.parametrize("hidden", [False, True])
-@pytest.mark.parametrize("mistake", WC.gradient_mistakes(), ids=lambda m: m.name)
+@pytest.mark.parametrize("mistake", GC.gradient_mistakes(), ids=lambda m: m.name)
 def test_is_each_gradient_change_mistake_named(mistake, hidden):
     result = W.check_gradient_change(mistake.fn, hidden=hidden)
     assert not result.passed and result.diagnosis.startswith(mistake.name), result.diagnosis
@@ -106,7 +107,7 @@ def test_is_each_noisy_batchnorm_mistake_named(mistake, hidden):
 
 
 def test_are_there_at_least_five_distinct_mistakes_named_in_each_exercise():
-    for mistakes in (WC.drift_mistakes(), WC.gradient_mistakes(), WC.noisy_mistakes()):
+    for mistakes in (WC.drift_mistakes(), GC.gradient_mistakes(), WC.noisy_mistakes()):
         names = [m.name for m in mistakes]
         assert len(set(names)) == len(names) >= 5
 

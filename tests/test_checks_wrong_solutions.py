@@ -1,4 +1,4 @@
-"""Do the checks of notebooks 7, 9 and 10 reject every learner-style wrong solution, name its mistake,
+"""Do the checks of notebooks 2, 3, 7, 9 and 10 reject every learner-style wrong solution, name its mistake,
 and pass every right variant (einsum, float64 inside, keepdim statistics, an FX-based fold)?
 
 The solutions live in ``tests/wrong_solutions/`` (notebook 8's too: its checks start process
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from wrong_solutions import measure, nb07, nb09, nb10
+from wrong_solutions import measure, nb02_03, nb07, nb09, nb10
 
-WRONG = [w for module in (nb07, nb09, nb10) for w in module.WRONG]
-RIGHT = [r for module in (nb07, nb09, nb10) for r in module.RIGHT]
+WRONG = [w for module in (nb02_03, nb07, nb09, nb10) for w in module.WRONG]
+RIGHT = [r for module in (nb02_03, nb07, nb09, nb10) for r in module.RIGHT]
 
 
 def _id(fn) -> str:

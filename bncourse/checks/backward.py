@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks import catalogue
+from bncourse.checks.compare import explain_shapes
 from bncourse.checks.core import Case, CaseResult, CheckResult, check_function, safe_call
 from bncourse.checks.forward import X_IN_PLACE
 from bncourse.checks.inputs import affine, case_seed, features, images
@@ -83,6 +84,9 @@ def _check_backward(exercise: str, fn, hidden: bool) -> CheckResult:
         arg_names=("dout", "cache"), in_place={"dout": _DOUT_IN_PLACE, "cache": _CACHE_IN_PLACE},
         outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-4,
         check_dtype=False,  # the contract: the gradients in x's dtype or in float64
+        explain_error=explain_shapes("The contract: dout and dx are (N, D); the sums over the batch, dout.sum(axis=0) "
+                                     "and (dout * x_hat).sum(axis=0), and dgamma, dbeta, inv_std are (D,)",
+                                     per="feature"),
     )
 
 

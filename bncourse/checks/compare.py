@@ -71,14 +71,15 @@ def as_outputs(value: Any, names: Sequence[str]) -> tuple[dict[str, Any], str]:
     return dict(zip(names, value)), ""
 
 
-def explain_shapes(contract: str):
+def explain_shapes(contract: str, per: str = "row"):
     """An ``explain_error`` for a broadcast error: the shapes that met and the contract's (the catalogue reads them).
 
+    ``per``: what one statistic belongs to, "row" (layer/group norm) or "feature" (batch norm).
     In a solution-free build (no catalogue) the error stays as numpy said it."""
     def explain(error_type: str, text: str) -> str:
         try:
             from bncourse.checks.catalogue.shared import explain_broadcast
         except Exception:  # noqa: BLE001 - a grading kernel's stub of the catalogue
             return ""
-        return explain_broadcast(contract)(error_type, text)
+        return explain_broadcast(contract, per)(error_type, text)
     return explain

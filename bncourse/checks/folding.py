@@ -10,8 +10,8 @@ that take and return numpy arrays only, so the grader can re-judge a test cell f
   none), the folded layer's output on x, and what changed in the caller's layer and batch norm
   (``caller_changes``, below: nothing may). The reference is ``torch.nn.utils.fusion``'s
   ``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``.
-* ``fold_model``: the wrapper builds a small seeded ``SmallResNet`` (float64) with random running
-  statistics, hands it over in *training* mode (as a model is right after training), and returns
+* ``fold_model``: the wrapper builds a small seeded model (float64) with random running statistics
+  (a ``SmallResNet``, a plain ``nn.Sequential`` with two pairs, nested ``Sequential``s: ``MODEL_KINDS``), hands it over in *training* mode (as a model is right after training), and returns
   the folded model's output on x, how many batch-norm layers still *run* in its forward (a
   batch norm left registered but never called, as in an FX-based fold, is allowed), and what
   changed in the caller's model. The reference is the original model's output in eval mode.
@@ -168,11 +168,22 @@ def _torch_fuse(layer, bn):
     return (fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval)(layer, bn)
 
 
+# (error type, what torch or Python says, the catalogue entry whose mistake raises it: exercise, id)
+_ERRORS_NAMED = (("RuntimeError", "must match the size of tensor", "fold_batchnorm", "wrong-axis"),
+                 ("RuntimeError", "expects a tensor with <= 2 dimensions", "fold_batchnorm", "scale-shaped-for-conv"),
+                 ("RuntimeError", "mat1 and mat2", "fold_batchnorm", "scale-shaped-for-conv"),
+                 ("AttributeError", "has no attribute 'features'", "fold_model", "model-layout-assumed"),
+                 ("RuntimeError", "input to conv2d, but got input of size", "fold_model", "dotted-setattr"))
+
+
 def explain_fold_error(error_type: str, text: str) -> str:
-    """A fold that raised torch's broadcasting error scaled the weight along the wrong axis."""
-    if error_type == "RuntimeError" and "must match the size of tensor" in text:
-        wrong_axis = next(m for m in catalogue.mistakes("fold_batchnorm") if m.name.startswith("per-output-channel"))
-        return f"{wrong_axis.name}: {wrong_axis.hint} (torch said: {text.split(' (at')[0]})"
+    """An error raised inside a fold, named by the catalogue entry whose mistake raises it (the scale
+    along the wrong weight axis, shaped for a Conv2d on a Linear, the course model's layout assumed)."""
+    for kind, says, exercise, id_ in _ERRORS_NAMED:
+        if error_type == kind and says in text:
+            entry = next((m for m in catalogue.mistakes(exercise) if m.id == id_), None)
+            if entry is not None:
+                return f"{entry.name}: {entry.hint} (the error: {text.split(' (at')[0]})"
     return ""
 
 
@@ -190,13 +201,34 @@ def check_fold_batchnorm(fn, hidden: bool = False) -> CheckResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _seeded_model(seed: int) -> nn.Module:
+MODEL_KINDS = ("SmallResNet", "a plain nn.Sequential with two Conv2d -> BatchNorm2d pairs",
+               "nested nn.Sequentials, pairs at two depths")
+
+
+def _pair(c_in: int, c_out: int, bias: bool = False) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias), nn.BatchNorm2d(c_out)]
+
+
+def _build_model(kind: int) -> nn.Module:
+    """``MODEL_KINDS[kind]``: the course's SmallResNet (one pair per ConvBlock), or plain Sequentials
+    holding several pairs each (a fold that stops after a block's first pair, or folds only ConvBlocks,
+    shows there)."""
     from bncourse.models import SmallResNet
 
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)]
+    if kind == 1:
+        return nn.Sequential(*_pair(1, 4), nn.ReLU(), *_pair(4, 4, bias=True), nn.ReLU(), *head)
+    if kind == 2:
+        return nn.Sequential(nn.Sequential(*_pair(1, 4), nn.ReLU(), *_pair(4, 4)), nn.ReLU(),
+                             nn.Sequential(nn.Sequential(*_pair(4, 4, bias=True)), nn.ReLU()), *head)
+    return SmallResNet(in_channels=1, num_classes=3, widths=(4, 6, 6, 8))
+
+
+def _seeded_model(seed: int, kind: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = SmallResNet(in_channels=1, num_classes=3, widths=(4, 6, 6, 8)).double()
+        model = _build_model(int(kind)).double()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
@@ -207,19 +239,24 @@ def _seeded_model(seed: int) -> nn.Module:
     return model.train()  # as a model is right after training
 
 
-def _model_case(seed: int, n: int, size: int):
+def _model_case(seed: int, n: int, size: int, kind: int = 0):
     def make():
         rng = np.random.default_rng(seed)
-        return rng.normal(size=(n, 1, size, size)), seed
+        return rng.normal(size=(n, 1, size, size)), seed, kind
     return make
+
+
+_MODEL_VISIBLE = [("SmallResNet, 4 images 8x8", 20, 4, 8, 0), ("SmallResNet, 2 images 12x12", 21, 2, 12, 0),
+                  (f"{MODEL_KINDS[1]}, 2 images 6x6", 22, 2, 6, 1), (f"{MODEL_KINDS[2]}, 3 images 6x6", 23, 3, 6, 2)]
+_MODEL_HIDDEN = [("SmallResNet, 3 images 10x10", 0, 3, 10, 0), ("SmallResNet, 1 image 8x8", 0, 1, 8, 0),
+                 (f"{MODEL_KINDS[1]}, 1 image 5x5", 0, 1, 5, 1), (f"{MODEL_KINDS[2]}, 2 images 7x7", 0, 2, 7, 2)]
 
 
 def _model_cases(hidden: bool) -> list[Case]:
     if hidden:
-        return [Case(name, _model_case(case_seed("fold_model", name, 0, True), n, size))
-                for name, n, size in (("SmallResNet, 3 images 10x10", 3, 10), ("SmallResNet, 1 image 8x8", 1, 8))]
-    return [Case("SmallResNet, 4 images 8x8", _model_case(20, 4, 8)),
-            Case("SmallResNet, 2 images 12x12", _model_case(21, 2, 12))]
+        return [Case(name, _model_case(case_seed("fold_model", name, seed, True), n, size, kind))
+                for name, seed, n, size, kind in _MODEL_HIDDEN]
+    return [Case(name, _model_case(seed, n, size, kind)) for name, seed, n, size, kind in _MODEL_VISIBLE]
 
 
 def _eval_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -232,8 +269,8 @@ def _eval_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def _model_runner(fold_model):
-    def run(x, seed):
-        model = _seeded_model(seed)
+    def run(x, seed, kind=0):
+        model = _seeded_model(seed, kind)
         before = _snapshot(model)
         folded = fold_model(model)
         if not isinstance(folded, nn.Module):
@@ -285,8 +322,8 @@ def run_counting(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return out, np.array([float(max(len(ran), ops.count))])
 
 
-def _model_reference(x, seed):
-    model = _seeded_model(seed)
+def _model_reference(x, seed, kind=0):
+    model = _seeded_model(seed, kind)
     return _eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0])
 
 

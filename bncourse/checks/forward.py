@@ -97,7 +97,7 @@ def check_batchnorm_forward(fn, hidden: bool = False) -> CheckResult:
         arg_names=("x", "gamma", "beta"), in_place={"x": X_IN_PLACE},
         outputs=("out", "cache"), compare=("out",), rtol=1e-4, atol=1e-5,
         explain_error=explain_shapes("The contract: x is (N, D); the batch mean and variance are per feature, "
-                                     "x.mean(axis=0) of shape (D,); gamma, beta (D,); out (N, D)"),
+                                     "x.mean(axis=0) of shape (D,); gamma, beta (D,); out (N, D)", per="feature"),
     )
 
 
@@ -142,7 +142,7 @@ def check_update_running_stats(fn, hidden: bool = False) -> CheckResult:
         in_place={"x": X_IN_PLACE, "running_mean": _RUNNING_IN_PLACE, "running_var": _RUNNING_IN_PLACE},
         outputs=("new_running_mean", "new_running_var"), rtol=1e-5, atol=1e-6, check_dtype=False,
         explain_error=explain_shapes("The contract: x is (N, D); running_mean, running_var and the batch statistics "
-                                     "x.mean(axis=0), x.var(axis=0, ddof=1) are (D,)"),
+                                     "x.mean(axis=0), x.var(axis=0, ddof=1) are (D,)", per="feature"),
     )
 
 
@@ -189,5 +189,5 @@ def check_batchnorm_inference(fn, hidden: bool = False) -> CheckResult:
                   "running_var": _RUNNING_CHANGED_IN_INFERENCE},
         outputs=("out",), rtol=1e-4, atol=1e-5,
         explain_error=explain_shapes("The contract: x is (N, D); gamma, beta, running_mean and running_var are (D,) "
-                                     "and broadcast along the last axis; out (N, D)"),
+                                     "and broadcast along the last axis; out (N, D)", per="feature"),
     )

@@ -34,8 +34,22 @@ __all__ = [
 
 _LN_SHAPES = explain_shapes("The contract: x is (N, D); each row's mean and variance are (N, 1) (keepdims=True); gamma, beta, "
                      "dgamma and dbeta are (D,); out and dx are (N, D)")
-_GN_SHAPES = explain_shapes("The contract: x is (N, C, H, W), grouped as x.reshape(N, G, -1) with statistics (N, G, 1); gamma, "
+_GN_BROADCAST = explain_shapes("The contract: x is (N, C, H, W), grouped as x.reshape(N, G, -1) with statistics (N, G, 1); gamma, "
                      "beta, dgamma and dbeta are (C,), applied as gamma.reshape(1, C, 1, 1); out and dx are (N, C, H, W)")
+
+
+
+def _GN_SHAPES(error_type: str, text: str) -> str:
+    """Group norm's errors: gamma reshaped to one value per group (a reshape numpy refuses), else a broadcast."""
+    import re
+
+    found = re.search(r"cannot reshape array of size (\d+) into shape \(([\d, ]+)\)", text)
+    if error_type == "ValueError" and found:
+        return (f"gamma or beta reshaped to {tuple(int(d) for d in found.group(2).split(','))}: they have one entry "
+                f"per channel ({found.group(1)},), not per group; reshape x_hat back to (N, C, H, W) first, then "
+                f"x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1) (numpy said: {text.split(' (at ')[0]})")
+    return _GN_BROADCAST(error_type, text)
+
 
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 cases are computed in float32
 _LN_ARGS = ("x", "gamma", "beta", "eps")  # the arguments a case passes (the runner's, for a backward)

@@ -20,7 +20,9 @@ The contract, on every rank: ``y`` (M, C); ``running_mean``, ``running_var`` (C,
 ``cache.x_hat`` (M, C); ``cache.invstd`` (C,) or (1, C) (keepdim=True); ``cache.count`` the global N,
 a number or a one-element tensor. ``x``, ``weight`` and ``bias`` (forward), ``dy`` and every tensor of
 the cache (backward) unchanged: a worker compares them before and after and the check reports a
-change as an in-place change of that argument. Visible cases: uneven slices, momentum 0.3, eps 1e-2.
+change as an in-place change of that argument. Visible cases: uneven slices, momentum 0.3, eps 1e-2;
+a float32 case asks y in x's dtype (float32, ``Y_DTYPE``). A backward's dweight or dbias of another
+size than (C,) is refused on the rank (``explain_backward_shape`` names it).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 
 from bncourse.checks import catalogue
 from bncourse.checks.calls import InputChanged, snapshot, unchanged
-from bncourse.checks.core import Case, check_function, combine
+from bncourse.checks.core import Case, Symptom, check_function, combine
 from bncourse.checks.inputs import hidden_case_seed
 
 RTOL, ATOL = 1e-9, 1e-10
@@ -151,7 +153,8 @@ def _forward_on_rank(rank, world_size, fn, x, sizes, w, b, rm, rv, momentum, eps
         invstd = invstd.reshape(len(w))
     return {"y": _numpy(y, "y"), "running_mean": _numpy(running_mean, "running_mean"),
             "running_var": _numpy(running_var, "running_var"), "x_hat": _numpy(x_hat, "cache.x_hat"),
-            "invstd": invstd, "count": count, "log": log, "changed": changed}
+            "invstd": invstd, "count": count, "log": log, "changed": changed,
+            "y_dtype": str(getattr(y, "dtype", "")).replace("torch.", ""), "x_dtype": str(given["x"].dtype).replace("torch.", "")}
 
 
 def _backward_on_rank(rank, world_size, fn, x, sizes, w, dy, eps):
@@ -176,8 +179,12 @@ def _backward_on_rank(rank, world_size, fn, x, sizes, w, dy, eps):
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise TypeError(f"the backward should return (dx, dweight, dbias), got {type(out).__name__}")
     dx, dw, db = out
-    return {"dx": _numpy(dx, "dx"), "dweight": _numpy(dw, "dweight"), "dbias": _numpy(db, "dbias"), "log": log,
-            "changed": changed}
+    got = {"dx": _numpy(dx, "dx"), "dweight": _numpy(dw, "dweight"), "dbias": _numpy(db, "dbias")}
+    for name, want in (("dx", dy[sl].shape), ("dweight", (len(w),)), ("dbias", (len(w),))):
+        if got[name].size != int(np.prod(want)):  # a (1, C) from keepdim=True is the same numbers
+            raise ValueError(f"{name} has shape {tuple(got[name].shape)} on this rank, expected {want}")
+        got[name] = got[name].reshape(want)
+    return {**got, "log": log, "changed": changed}
 
 
 def _on_ranks(worker, n_ranks: int, args: tuple) -> list[dict]:
@@ -262,13 +269,25 @@ def _finish(result, runner: _Runner, what: str):
     return result
 
 
-def _check(exercise, fn, runner, reference, cases, mistakes, outputs, compare=None):
+def _check(exercise, fn, runner, reference, cases, mistakes, outputs, compare=None, explain_error=None):
     """``check_function`` on the wrapper that runs ``fn`` on the ranks (the grader answers it from receipts).
 
     torch is allowed (the ranks run torch on purpose); the course's own names stay forbidden.
     """
     return check_function(exercise, runner if callable(fn) else fn, reference, cases, mistakes, outputs=outputs,
-                          compare=compare, rtol=RTOL, atol=ATOL, forbid_torch="")
+                          compare=compare, rtol=RTOL, atol=ATOL, forbid_torch="", explain_error=explain_error)
+
+
+def explain_backward_shape(error_type: str, text: str) -> str:
+    """A dweight or dbias of one value per row (summed over dim 1), named by the catalogue entry that makes it."""
+    import re
+
+    found = re.search(r"(dweight|dbias) has shape \((\d+),?\) on this rank, expected \((\d+),\)", text)
+    if error_type != "ValueError" or not found:
+        return ""
+    what = f"{found.group(1)} has shape ({found.group(2)},) on a rank, expected one value per channel ({found.group(3)},)"
+    entry = next((m for m in catalogue.mistakes("sync_batch_norm_backward") if m.id == "dparams-wrong-axes"), None)
+    return f"{entry.name}: {entry.hint} ({what})" if entry else what
 
 
 def _hidden(which: str, i: int) -> int:
@@ -300,7 +319,7 @@ def check_sync_batchnorm_forward(fn, hidden: bool = False):
     result = _finish(result, runner, "forward")
     runner32 = _Runner(fn, _forward_on_rank, _assemble_float32)
     result32 = check_function("sync_batch_norm_forward", runner32 if callable(fn) else fn, _reference_float32,
-                              [_float32_case(hidden)], (), outputs=FLOAT32_OUTPUTS, rtol=1e-3, atol=1e-4,
+                              [_float32_case(hidden)], (Y_DTYPE,), outputs=FLOAT32_OUTPUTS, rtol=1e-3, atol=1e-4,
                               check_dtype=False, forbid_torch="")
     result32 = _finish(result32, runner32, "forward")
     tolerance = result.tolerance
@@ -309,7 +328,7 @@ def check_sync_batchnorm_forward(fn, hidden: bool = False):
     return result
 
 
-FLOAT32_OUTPUTS = ("y", "running_mean", "running_var", "reduced_in_float64")
+FLOAT32_OUTPUTS = ("y", "running_mean", "running_var", "reduced_in_float64", "y_in_x_dtype")
 _LOW = ("float32", "float16", "bfloat16")
 
 
@@ -329,13 +348,19 @@ def _float32_case(hidden: bool) -> Case:
 def _assemble_float32(ranks):
     low = any(d in _LOW for r in ranks for d in r["log"]["dtypes"])
     y, rm, rv = _assemble_forward(ranks)[:3]
-    return y, rm, rv, np.array([0.0 if low else 1.0])
+    same = all(r.get("y_dtype", r.get("x_dtype")) == r.get("x_dtype") for r in ranks)
+    return y, rm, rv, np.array([0.0 if low else 1.0]), np.array([1.0 if same else 0.0])
 
 
 def _reference_float32(x, sizes, w, b, rm, rv, momentum, eps):
     f64 = [np.asarray(a, np.float64) for a in (x, w, b, rm, rv)]
     y, rms, rvs = _reference_forward(f64[0], sizes, *f64[1:], momentum, eps)[:3]
-    return y, rms, rvs, np.array([1.0])
+    return y, rms, rvs, np.array([1.0]), np.array([1.0])
+
+
+Y_DTYPE = Symptom("y returned in another dtype than x (float64 for a float32 input)",
+                  "the contract keeps y in x's dtype: after computing in float64, cast back with y.to(x.dtype)",
+                  lambda got: float(np.asarray(got["y_in_x_dtype"]).ravel()[0]) == 0.0, id="output-dtype")
 
 
 def _backward_cases(hidden: bool) -> list[Case]:
@@ -353,5 +378,5 @@ def check_sync_batchnorm_backward(fn, hidden: bool = False):
     runner = _Runner(fn, _backward_on_rank, _assemble_backward)
     result = _check("sync_batch_norm_backward", fn, runner, _reference_backward, cases,
                     catalogue.lazy("sync_batch_norm_backward"),
-                    outputs=("dx", "dweight", "dbias"))
+                    outputs=("dx", "dweight", "dbias"), explain_error=explain_backward_shape)
     return _finish(result, runner, "backward")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks import catalogue
+from bncourse.checks.compare import explain_shapes
 from bncourse.checks.core import Case, CheckResult, check_function
 from bncourse.checks.inputs import case_seed
 from bncourse.reference import what_bn_does as ref
@@ -91,6 +92,9 @@ def check_input_drift(fn, hidden: bool = False) -> CheckResult:
     return check_function(
         "input_drift", learner_fn, _number_as_array(ref.input_drift), _drift_cases(hidden), catalogue.lazy("input_drift"),
         outputs=("drift",), rtol=1e-4, atol=1e-7, check_dtype=False, arg_names=("h_before", "h_after"),
+        explain_error=explain_shapes("The contract: h_before and h_after are (N, units); each unit's mean and std "
+                                     "are over the batch, axis=0, shape (units,); the drift is one number",
+                                     per="feature"),
     )
 
 
@@ -169,6 +173,8 @@ def check_gradient_change(fn, hidden: bool = False) -> CheckResult:
     return check_function(
         "gradient_change", learner_fn, _numbers_as_arrays(ref.gradient_change), _gradient_cases(hidden), catalogue.lazy("gradient_change"),
         outputs=GRADIENT_OUTPUTS, rtol=1e-4, atol=1e-7, check_dtype=False, arg_names=("g_before", "g_after"),
+        explain_error=explain_shapes("The contract: g_before and g_after are weight gradients of one shape; both "
+                                     "measures treat each as one flattened vector and return two numbers"),
     )
 
 
@@ -224,4 +230,7 @@ def check_noisy_batchnorm_forward(fn, hidden: bool = False) -> CheckResult:
         catalogue.lazy("noisy_batchnorm_forward"), rtol=1e-4, atol=1e-6,
         check_dtype=False,  # float32 input may be computed in float32 or float64
         arg_names=("x", "gamma", "beta", "scale", "shift"),
+        explain_error=explain_shapes("The contract: x is (N, D); the batch mean and variance are per feature, "
+                                     "x.mean(axis=0) of shape (D,); gamma, beta, scale, shift (D,); out (N, D)",
+                                     per="feature"),
     )

@@ -1,4 +1,4 @@
-"""How many held-out wrong solutions of notebooks 7-10 the checks reject, and how many they name.
+"""How many learner-style wrong solutions of notebooks 2-3 and 7-10 the checks reject, and how many they name.
 
     python -m tests.wrong_solutions.measure [--no-sync]      (from the repository's root)
 
@@ -12,9 +12,12 @@ import sys
 
 
 def check(exercise: str, fn):
-    from bncourse.checks import folding, norm_family, sync_batchnorm, what_bn_does
+    from bncourse.checks import backward, folding, forward, norm_family, sync_batchnorm, what_bn_does
 
     checks = {
+        "batchnorm_forward": forward.check_batchnorm_forward, "update_running_stats": forward.check_update_running_stats,
+        "batchnorm_inference": forward.check_batchnorm_inference, "batchnorm_backward": backward.check_batchnorm_backward,
+        "batchnorm_backward_staged": backward.check_batchnorm_backward_staged,
         "input_drift": what_bn_does.check_input_drift, "gradient_change": what_bn_does.check_gradient_change,
         "noisy_batchnorm_forward": what_bn_does.check_noisy_batchnorm_forward,
         "sync_batch_norm_forward": sync_batchnorm.check_sync_batchnorm_forward,
@@ -29,12 +32,12 @@ def check(exercise: str, fn):
 
 
 def corpus(sync: bool = True):
-    from . import nb07, nb09, nb10
+    from . import nb02_03, nb07, nb09, nb10
 
-    modules = [("7", nb07), ("9", nb09), ("10", nb10)]
+    modules = [("2-3", nb02_03), ("7", nb07), ("9", nb09), ("10", nb10)]
     if sync:
         from . import nb08
-        modules.insert(1, ("8", nb08))
+        modules.insert(2, ("8", nb08))
     return modules
 
 

@@ -312,3 +312,182 @@ WRONG += [
     ("noisy_batchnorm_forward", ["beta left out of the scaling"], noisy_beta_outside),
     ("noisy_batchnorm_forward", ["square root taken of the standard deviation"], noisy_sqrt_std),
 ]
+
+
+# issue 21, held-out set 4's failures and their neighbours
+def drift_std_change_signed(a, b):
+    dm = np.abs(b.mean(0) - a.mean(0)).mean()
+    ds = (b.std(0) - a.std(0)).mean()
+    return float((dm + ds) / a.std(0).mean())
+
+
+def drift_mean_change_signed(a, b):
+    return float(((b.mean(0) - a.mean(0)).mean() + np.abs(b.std(0) - a.std(0)).mean()) / a.std(0).mean())
+
+
+def drift_precedence(a, b):
+    dm = np.mean(np.abs(b.mean(axis=0) - a.mean(axis=0)))
+    ds = np.mean(np.abs(b.std(axis=0) - a.std(axis=0)))
+    return float(dm + ds / np.mean(a.std(axis=0)))
+
+
+def drift_precedence_means(a, b):
+    spread = a.std(0).mean()
+    return float(np.abs(b.mean(0) - a.mean(0)).mean() / spread + np.abs(b.std(0) - a.std(0)).mean())
+
+
+def drift_sorted_quantiles(a, b):
+    qa, qb = np.sort(a, axis=0), np.sort(b, axis=0)
+    return float(np.mean(np.abs(qb - qa)) / np.mean(a.std(axis=0)))
+
+
+def drift_sorted_flat(a, b):
+    return float(np.abs(np.sort(b.ravel()) - np.sort(a.ravel())).mean() / a.std(0).mean())
+
+
+def drift_over_abs_mean(a, b):
+    dm = np.abs(b.mean(0) - a.mean(0))
+    ds = np.abs(b.std(0) - a.std(0))
+    return float((dm.mean() + ds.mean()) / np.abs(a.mean(0)).mean())
+
+
+def grad_abs_cosine(a, b):
+    a, b = a.ravel(), b.ravel()
+    cos = abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(cos)
+
+
+def grad_rel_mean_norms(a, b):
+    na, nb_ = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.linalg.norm(b - a) / ((na + nb_) / 2)), float(np.sum(a * b) / (na * nb_))
+
+
+def grad_rel_max_norm(a, b):
+    na, nb_ = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.linalg.norm(b - a) / max(na, nb_)), float(np.sum(a * b) / (na * nb_))
+
+
+def noisy_pooled(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean()) / np.sqrt(x.var() + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+def noisy_var_pooled(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(axis=0)) / np.sqrt(np.var(x) + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+def noisy_beta_in_bracket(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+    return scale * (gamma * (x_hat + beta)) + shift
+
+
+WRONG += [
+    ("input_drift", ["signed change of the std"], drift_std_change_signed),
+    ("input_drift", ["signed change of the mean"], drift_mean_change_signed),
+    ("input_drift", ["operator precedence"], drift_precedence),
+    ("input_drift", ["operator precedence"], drift_precedence_means),
+    ("input_drift", ["sorted activations"], drift_sorted_quantiles),
+    ("input_drift", ["sorted activations"], drift_sorted_flat),
+    ("input_drift", ["mean |mean|"], drift_over_abs_mean),
+    ("gradient_change", ["absolute value of the cosine"], grad_abs_cosine),
+    ("gradient_change", ["mean of the two norms"], grad_rel_mean_norms),
+    ("gradient_change", ["larger of the two norms", "||g_after||"], grad_rel_max_norm),
+    ("noisy_batchnorm_forward", ["whole array"], noisy_pooled),
+    ("noisy_batchnorm_forward", ["whole array"], noisy_var_pooled),
+    ("noisy_batchnorm_forward", ["beta scaled by gamma"], noisy_beta_in_bracket),
+]
+
+
+def grad_np_dot_matrices(a, b):
+    na, nb_ = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.linalg.norm(b - a) / na), float(np.dot(a, b) / (na * nb_))
+
+
+def noisy_axis1_no_keepdims(x, gamma, beta, scale, shift, eps=1e-5):
+    x_hat = (x - x.mean(axis=1)) / np.sqrt(x.var(axis=1) + eps)
+    return scale * (gamma * x_hat + beta) + shift
+
+
+WRONG += [
+    ("gradient_change", ["matrix product"], grad_np_dot_matrices),
+    ("noisy_batchnorm_forward", ["wrong axis"], noisy_axis1_no_keepdims),
+]
+
+
+# more neighbours: what the measure is divided by, what it compares, what it returns
+def drift_over_mean_spread_before_after(a, b):
+    moved = np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(b.std(0) - a.std(0)).mean()
+    return float(moved / ((a.std(0).mean() + b.std(0).mean()) / 2))
+
+
+def drift_per_unit_array(a, b):
+    return (np.abs(b.mean(0) - a.mean(0)) + np.abs(b.std(0) - a.std(0))) / a.std(0).mean()
+
+
+def drift_variance_change(a, b):
+    return float((np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(b.var(0) - a.var(0)).mean()) / a.std(0).mean())
+
+
+def drift_stds_only(a, b):
+    return float(np.abs(b.std(0) - a.std(0)).mean() / a.std(0).mean())
+
+
+def grad_corrcoef(a, b):
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def grad_per_column(a, b):
+    rel = np.linalg.norm(b - a, axis=0) / np.linalg.norm(a, axis=0)
+    cos = (a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
+    return float(rel.mean()), float(cos.mean())
+
+
+def grad_squared_numerator(a, b):
+    return float(np.sum((b - a) ** 2) / np.linalg.norm(a)), float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def grad_cosine_squared_norms(a, b):
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(np.sum(a * b) / (np.sum(a * a) * np.sum(b * b)))
+
+
+def noisy_shift_multiplied(x, gamma, beta, scale, shift, eps=1e-5):
+    return scale * (gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta) * shift
+
+
+def noisy_divided_by_scale(x, gamma, beta, scale, shift, eps=1e-5):
+    return (gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta) / scale + shift
+
+
+WRONG += [
+    ("input_drift", ["spreads before and after"], drift_over_mean_spread_before_after),
+    ("input_drift", ["one value per unit"], drift_per_unit_array),
+    ("input_drift", ["change of the variances"], drift_variance_change),
+    ("input_drift", ["only the stds compared"], drift_stds_only),
+    ("gradient_change", ["Pearson correlation"], grad_corrcoef),
+    ("gradient_change", ["per column"], grad_per_column),
+    ("gradient_change", ["no square root in the numerator"], grad_squared_numerator),
+    ("gradient_change", ["squared norms"], grad_cosine_squared_norms),
+    ("noisy_batchnorm_forward", ["shift multiplied"], noisy_shift_multiplied),
+    ("noisy_batchnorm_forward", ["divided by the noise scale"], noisy_divided_by_scale),
+]
+
+
+def drift_abs_of_sum(a, b):
+    return float(np.mean(np.abs((b.mean(0) - a.mean(0)) + (b.std(0) - a.std(0)))) / np.mean(a.std(0)))
+
+
+def drift_rms_std(a, b):
+    sa, sb = np.sqrt(np.mean(a ** 2, axis=0)), np.sqrt(np.mean(b ** 2, axis=0))
+    return float((np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(sb - sa).mean()) / sa.mean())
+
+
+def grad_norm_ratio(a, b):
+    return float(np.linalg.norm(b) / np.linalg.norm(a)), float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+WRONG += [
+    ("input_drift", ["absolute value of the sum"], drift_abs_of_sum),
+    ("input_drift", ["without centring"], drift_rms_std),
+    ("gradient_change", ["ratio of the norms"], grad_norm_ratio),
+]

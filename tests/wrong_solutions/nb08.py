@@ -34,7 +34,7 @@ def fwd_right(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5
     _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
     invstd = 1 / torch.sqrt(var + eps)
     x_hat = (x - mean) * invstd
-    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+    return (weight * x_hat + bias).to(x.dtype), SyncBNCache(x_hat, invstd, weight, n)
 
 
 def fwd_keepdim(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
@@ -50,7 +50,7 @@ def fwd_keepdim(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e
     _update(running_mean, running_var, mean.reshape(C), var.reshape(C) * n / (n - 1), momentum)
     invstd = torch.rsqrt(var + eps)
     x_hat = (x - mean) * invstd
-    return weight * x_hat + bias, SyncBNCache(x_hat, invstd, weight, n)
+    return (weight * x_hat + bias).to(x.dtype), SyncBNCache(x_hat, invstd, weight, n)
 
 
 def fwd_local_count_in_cache(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
@@ -235,3 +235,111 @@ WRONG = [
 ]
 RIGHT = [("sync_batch_norm_forward", fwd_keepdim), ("sync_batch_norm_forward", fwd_count_tensor_float64_sums),
          ("sync_batch_norm_backward", bwd_einsum_keepdim)]
+
+
+# issue 21, held-out set 4's failures and their neighbours
+def fwd_y_float64(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """Everything in float64, y never cast back to x's dtype."""
+    x64 = x.double()
+    mean, var, n = _sums(x64)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x64 - mean) * invstd
+    return weight.double() * x_hat + bias.double(), SyncBNCache(x_hat.to(x.dtype), invstd.to(x.dtype), weight, n)
+
+
+def bwd_sum_dy_reduced_in_place_returned(dy, cache):
+    x_hat, invstd, weight, n = cache
+    sum_dy = dy.sum(0)
+    dist.all_reduce(sum_dy)
+    sum_dy_xhat = (dy * x_hat).sum(0)
+    dx = weight * invstd * (dy - sum_dy / n - x_hat * sum_dy_xhat / n)
+    return dx, sum_dy_xhat, sum_dy
+
+
+def bwd_sum_dy_reduced_local_mean(dy, cache):
+    x_hat, invstd, weight, n = cache
+    sum_dy = dy.sum(0).double()
+    dist.all_reduce(sum_dy)
+    dx = weight * invstd * (dy - sum_dy / n - x_hat * (dy * x_hat).mean(0))
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def bwd_no_invstd(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def bwd_params_dim1(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight * invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, (dy * x_hat).sum(1), dy.sum(1)
+
+
+def bwd_n_minus_1(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight * invstd * (dy - buf[:C] / (n - 1) - x_hat * buf[C:] / (n - 1))
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def bwd_times_std(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight / invstd * (dy - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+WRONG += [
+    ("sync_batch_norm_forward", ["another dtype"], fwd_y_float64),
+    ("sync_batch_norm_backward", ["only one of the two sums"], bwd_sum_dy_reduced_in_place_returned),
+    ("sync_batch_norm_backward", ["only one of the two sums"], bwd_sum_dy_reduced_local_mean),
+    ("sync_batch_norm_backward", ["invstd left out"], bwd_no_invstd),
+    ("sync_batch_norm_backward", ["summed over dim 1"], bwd_params_dim1),
+    ("sync_batch_norm_backward", ["N - 1"], bwd_n_minus_1),
+    ("sync_batch_norm_backward", ["standard deviation instead of invstd"], bwd_times_std),
+]
+
+
+def fwd_cache_xmu(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    xmu = x - mean
+    return (weight * xmu * invstd + bias).to(x.dtype), SyncBNCache(xmu, invstd, weight, n)
+
+
+def fwd_no_affine(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var, n = _sums(x)
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = 1 / torch.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    return x_hat.to(x.dtype), SyncBNCache(x_hat, invstd, weight, n)
+
+
+def bwd_weight_twice(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    g = dy * weight
+    buf = torch.cat([g.sum(0), (g * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    dx = weight * invstd * (g - buf[:C] / n - x_hat * buf[C:] / n)
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+WRONG += [
+    ("sync_batch_norm_forward", ["x - mean"], fwd_cache_xmu),
+    ("sync_batch_norm_forward", ["gamma and beta not applied"], fwd_no_affine),
+    ("sync_batch_norm_backward", ["applied twice"], bwd_weight_twice),
+]

@@ -478,3 +478,199 @@ WRONG += [
     ("groupnorm_backward", ["summed over the batch only"], (_gn_fwd_cached, _gn_bwd(dparams_axes=0))),
 ]
 RIGHT += [("groupnorm_backward", (_gn_fwd_cached, _gn_bwd()))]
+
+
+# issue 21, held-out set 4's failures and their neighbours
+def ln_fwd_uncentred_var(x, gamma, beta, eps=1e-5):
+    mu = np.mean(x, axis=1, keepdims=True)
+    var = np.mean(x ** 2, axis=1, keepdims=True)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
+
+
+def ln_fwd_beta_in_bracket(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + eps)
+    return gamma * (x_hat + beta), None
+
+
+def _ln_bwd_from(dx_of):
+    def backward(dout, cache):
+        x, x_hat, mu, var, gamma, eps = cache
+        dx = dx_of(dout, x_hat, 1.0 / np.sqrt(var + eps), gamma, x.shape[1])
+        return dx, (dout * x_hat).sum(0), dout.sum(0)
+    return backward
+
+
+def _closed(g, x_hat, D):
+    return D * g - g.sum(1, keepdims=True) - x_hat * (g * x_hat).sum(1, keepdims=True)
+
+
+ln_bwd_no_inv_std = _ln_bwd_from(lambda dout, xh, inv, gamma, D: _closed(dout * gamma, xh, D) / D)
+ln_bwd_gamma_at_end = _ln_bwd_from(lambda dout, xh, inv, gamma, D: gamma * inv / D * _closed(dout, xh, D))
+ln_bwd_d_minus_1 = _ln_bwd_from(lambda dout, xh, inv, gamma, D: inv / (D - 1) * _closed(dout * gamma, xh, D))
+ln_bwd_d_minus_1_everywhere = _ln_bwd_from(lambda dout, xh, inv, gamma, D: inv / (D - 1) * _closed(dout * gamma, xh, D - 1))
+ln_bwd_times_std = _ln_bwd_from(lambda dout, xh, inv, gamma, D: 1 / inv / D * _closed(dout * gamma, xh, D))
+
+
+def ln_bwd_mean_form_gamma_at_end(dout, cache):
+    x, x_hat, mu, var, gamma, eps = cache
+    inv = 1.0 / np.sqrt(var + eps)
+    dx = inv * (dout - dout.mean(1, keepdims=True) - x_hat * (dout * x_hat).mean(1, keepdims=True))
+    return dx * gamma, (dout * x_hat).sum(0), dout.sum(0)
+
+
+def _gn_bwd_from(M_of=lambda C, G, H, W: C // G * H * W, gamma_after=False):
+    def backward(dout, cache):
+        x, x_hat, var, gamma, G, eps = cache
+        N, C, H, W = x.shape
+        M = M_of(C, G, H, W)
+        g = dout if gamma_after else dout * gamma.reshape(1, C, 1, 1)
+        g = g.reshape(N, G, -1)
+        xh = x_hat.reshape(N, G, -1)
+        dx = 1.0 / np.sqrt(var + eps) / M * (M * g - g.sum(2, keepdims=True) - xh * (g * xh).sum(2, keepdims=True))
+        dx = dx.reshape(N, C, H, W)
+        if gamma_after:
+            dx = dx * gamma.reshape(1, C, 1, 1)
+        return dx, (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+    return backward
+
+
+def gn_fwd_uncentred_var(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    x_hat = ((xg - xg.mean(2, keepdims=True)) / np.sqrt((xg ** 2).mean(2, keepdims=True) + eps)).reshape(x.shape)
+    return x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), None
+
+
+WRONG += [
+    ("layernorm_forward", ["without subtracting the mean"], ln_fwd_uncentred_var),
+    ("layernorm_forward", ["beta scaled by gamma"], ln_fwd_beta_in_bracket),
+    ("layernorm_backward", ["missing the factor inv_std"], (ln_forward, ln_bwd_no_inv_std)),
+    ("layernorm_backward", ["gamma multiplied onto dx at the end"], (ln_forward, ln_bwd_gamma_at_end)),
+    ("layernorm_backward", ["gamma multiplied onto dx at the end"], (ln_forward, ln_bwd_mean_form_gamma_at_end)),
+    ("layernorm_backward", ["M - 1"], (ln_forward, ln_bwd_d_minus_1)),
+    ("layernorm_backward", ["M - 1"], (ln_forward, ln_bwd_d_minus_1_everywhere)),
+    ("layernorm_backward", ["multiplied by the standard deviation"], (ln_forward, ln_bwd_times_std)),
+    ("groupnorm_forward", ["without subtracting the mean"], gn_fwd_uncentred_var),
+    ("groupnorm_backward", ["C*H*W"], (gn_forward, _gn_bwd_from(lambda C, G, H, W: C * H * W))),
+    ("groupnorm_backward", ["gamma multiplied onto dx at the end"], (gn_forward, _gn_bwd_from(gamma_after=True))),
+    ("groupnorm_backward", ["M - 1"], (gn_forward, _gn_bwd_from(lambda C, G, H, W: C // G * H * W - 1))),
+]
+
+
+def gn_fwd_gamma_per_group_reshape(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    x_hat = (xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps)
+    return (x_hat * gamma.reshape(1, G, 1) + beta.reshape(1, G, 1)).reshape(x.shape), None
+
+
+def gn_fwd_gamma_unreshaped(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    x_hat = ((xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps)).reshape(x.shape)
+    return x_hat * gamma + beta, None
+
+
+def ln_fwd_no_keepdims_err(x, gamma, beta, eps=1e-5):
+    mu, var = x.mean(axis=1), x.var(axis=1)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
+
+
+WRONG += [
+    ("groupnorm_forward", ["not per group"], gn_fwd_gamma_per_group_reshape),
+    ("groupnorm_forward", ["(1, C, 1, 1)"], gn_fwd_gamma_unreshaped),
+    ("layernorm_forward", ["keepdims"], ln_fwd_no_keepdims_err),
+]
+
+
+# more neighbours: a step left out or turned, the sums and divisors of the backward
+def ln_fwd_not_divided(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(1, keepdims=True)) + beta, None
+
+
+def ln_fwd_eps_added_after(x, gamma, beta, eps=1e-5):
+    return gamma * ((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True) + eps) + beta, None
+
+
+def _ln_bwd_variant(dx_of, dparams=lambda dout, x_hat, gamma: ((dout * x_hat).sum(0), dout.sum(0))):
+    def backward(dout, cache):
+        x, x_hat, mu, var, gamma, eps = cache
+        return (dx_of(dout, x, x_hat, var, gamma, eps),) + tuple(dparams(dout, x_hat, gamma))
+    return backward
+
+
+def _ln_dx(dout, x, x_hat, var, gamma, eps, summed=None, outer=None, inv=None):
+    D = x.shape[1]
+    g = dout * gamma
+    s = g if summed is None else summed
+    inv = 1.0 / np.sqrt(var + eps) if inv is None else inv
+    return inv / D * (D * g - s.sum(1, keepdims=True) - (x_hat if outer is None else outer) * (s * x_hat).sum(1, keepdims=True))
+
+
+ln_bwd_dparams_not_summed = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e), lambda d, xh, g: (d * xh, d))
+ln_bwd_sums_of_dout = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e, summed=d))
+ln_bwd_sqrt_var_no_eps = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e, inv=1 / np.sqrt(v)))
+ln_bwd_x_for_x_hat = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e, outer=x))
+ln_bwd_dgamma_times_gamma = _ln_bwd_variant(lambda d, x, xh, v, g, e: _ln_dx(d, x, xh, v, g, e),
+                                            lambda d, xh, g: ((d * g * xh).sum(0), d.sum(0)))
+
+
+def _gn_stats(x, G):
+    xg = x.reshape(x.shape[0], G, -1)
+    return xg, xg.mean(2, keepdims=True), xg.var(2, keepdims=True)
+
+
+def _gn_finish(x, x_hat, gamma, beta):
+    C = x.shape[1]
+    return x_hat.reshape(x.shape) * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), None
+
+
+def gn_fwd_not_divided(x, gamma, beta, G, eps=1e-5):
+    xg, mu, var = _gn_stats(x, G)
+    return _gn_finish(x, xg - mu, gamma, beta)
+
+
+def gn_fwd_per_pixel(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, C // G, H, W)
+    return _gn_finish(x, (xg - xg.mean(2, keepdims=True)) / np.sqrt(xg.var(2, keepdims=True) + eps), gamma, beta)
+
+
+def gn_fwd_every_gth(x, gamma, beta, G, eps=1e-5):
+    xg = x.reshape(x.shape[0], -1, G)
+    return _gn_finish(x, (xg - xg.mean(1, keepdims=True)) / np.sqrt(xg.var(1, keepdims=True) + eps), gamma, beta)
+
+
+def gn_fwd_eps_added_after(x, gamma, beta, G, eps=1e-5):
+    xg, mu, var = _gn_stats(x, G)
+    return _gn_finish(x, (xg - mu) / np.sqrt(var) + eps, gamma, beta)
+
+
+def _gn_bwd_variant(inv_of=lambda var, eps: 1.0 / np.sqrt(var + eps), outer_x=False):
+    def backward(dout, cache):
+        x, x_hat, var, gamma, G, eps = cache
+        N, C, H, W = x.shape
+        g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+        xh = x_hat.reshape(N, G, -1)
+        M = g.shape[2]
+        outer = x.reshape(N, G, -1) if outer_x else xh
+        dx = inv_of(var, eps) / M * (M * g - g.sum(2, keepdims=True) - outer * (g * xh).sum(2, keepdims=True))
+        return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+    return backward
+
+
+WRONG += [
+    ("layernorm_forward", ["not divided by the standard deviation"], ln_fwd_not_divided),
+    ("layernorm_forward", ["eps added to x_hat"], ln_fwd_eps_added_after),
+    ("layernorm_backward", ["not summed"], (ln_forward, ln_bwd_dparams_not_summed)),
+    ("layernorm_backward", ["gamma only on the direct term"], (ln_forward, ln_bwd_sums_of_dout)),
+    ("layernorm_backward", ["without eps"], (ln_forward, ln_bwd_sqrt_var_no_eps)),
+    ("layernorm_backward", ["x in place of x_hat"], (ln_forward, ln_bwd_x_for_x_hat)),
+    ("layernorm_backward", ["dgamma multiplied by gamma"], (ln_forward, ln_bwd_dgamma_times_gamma)),
+    ("groupnorm_forward", ["not divided by the standard deviation"], gn_fwd_not_divided),
+    ("groupnorm_forward", ["at each pixel"], gn_fwd_per_pixel),
+    ("groupnorm_forward", ["every G-th"], gn_fwd_every_gth),
+    ("groupnorm_forward", ["eps added to x_hat"], gn_fwd_eps_added_after),
+    ("groupnorm_backward", ["without eps"], (gn_forward, _gn_bwd_variant(inv_of=lambda var, eps: 1 / np.sqrt(var)))),
+    ("groupnorm_backward", ["x in place of x_hat"], (gn_forward, _gn_bwd_variant(outer_x=True))),
+]

@@ -248,3 +248,151 @@ WRONG += [
     ("fold_model", ["left unfolded"], model_children_of_features_only),
     ("fold_model", ["fold that makes a mistake"], model_folded_without_eps),
 ]
+
+
+# issue 21, held-out set 4's failures and their neighbours
+def fold_linear_as_conv_shape(layer, bn):
+    """The scale always reshaped for a Conv2d: a Linear's weight comes back 4-d."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    new = copy.deepcopy(layer)
+    new.weight = nn.Parameter((layer.weight * scale.reshape(-1, 1, 1, 1)).detach())
+    b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    new.bias = nn.Parameter(((b - bn.running_mean) * scale + bn.bias).detach())
+    return new
+
+
+def fold_linear_as_conv_view(layer, bn):
+    scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+    new = copy.deepcopy(layer)
+    with torch.no_grad():
+        new.weight = nn.Parameter(layer.weight * scale.view(-1, 1, 1, 1))
+        bias = layer.bias if layer.bias is not None else 0.0
+        new.bias = nn.Parameter(scale * (bias - bn.running_mean) + bn.bias)
+    return new
+
+
+def model_first_pair_per_block(model):
+    m = copy.deepcopy(model).eval()
+    for block in m.modules():
+        if isinstance(block, nn.Sequential):
+            for i in range(len(block) - 1):
+                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                    block[i] = fold(block[i], block[i + 1])
+                    block[i + 1] = nn.Identity()
+                    break
+    return m
+
+
+def model_convblock_only(model):
+    from bncourse.models import ConvBlock
+
+    m = copy.deepcopy(model).eval()
+    for block in m.modules():
+        if isinstance(block, ConvBlock):
+            block[0], block[1] = fold(block[0], block[1]), nn.Identity()
+    return m
+
+
+def model_relu_replaced(model):
+    m = copy.deepcopy(model).eval()
+    for block in m.modules():
+        if isinstance(block, nn.Sequential):
+            for i in range(len(block) - 1):
+                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                    block[i] = fold(block[i], block[i + 1])
+                    if i + 2 < len(block):
+                        block[i + 2] = nn.Identity()
+    return m
+
+
+def model_top_children_only(model):
+    m = copy.deepcopy(model).eval()
+    for block in m.children():
+        if isinstance(block, nn.Sequential):
+            for i in range(len(block) - 1):
+                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                    block[i], block[i + 1] = fold(block[i], block[i + 1]), nn.Identity()
+    return m
+
+
+def model_recursive_right(model):
+    """Right: a recursive walk over named_children, rebuilding each Sequential's list."""
+    def walk(module):
+        for name, child in module.named_children():
+            walk(child)
+        if isinstance(module, nn.Sequential):
+            items = list(module)
+            for i in range(len(items) - 1):
+                if isinstance(items[i], nn.Conv2d) and isinstance(items[i + 1], nn.BatchNorm2d):
+                    module[i], module[i + 1] = fold(items[i], items[i + 1]), nn.Identity()
+    m = copy.deepcopy(model)
+    m.eval()
+    walk(m)
+    return m
+
+
+WRONG += [
+    ("fold_batchnorm", ["wrong weight axis", "4-d", "Linear"], fold_linear_as_conv_shape),
+    ("fold_batchnorm", ["wrong weight axis", "4-d", "Linear"], fold_linear_as_conv_view),
+    ("fold_model", ["first pair of each Sequential"], model_first_pair_per_block),
+    ("fold_model", ["ConvBlock"], model_convblock_only),
+    ("fold_model", ["instead of the batch norm"], model_relu_replaced),
+    ("fold_model", ["left unfolded"], model_top_children_only),
+]
+RIGHT += [("fold_model", model_recursive_right)]
+
+
+# more neighbours: a part of the fold left out or turned; a model folded through setattr with dotted names
+def _fold_bias(bias_of, scale_of=lambda bn: bn.weight / torch.sqrt(bn.running_var + bn.eps), weight=True):
+    def f(layer, bn):
+        scale = scale_of(bn)
+        new = copy.deepcopy(layer)
+        shape = [-1] + [1] * (layer.weight.dim() - 1)
+        if weight:
+            new.weight = nn.Parameter((layer.weight * scale.reshape(shape)).detach())
+        b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        new.bias = nn.Parameter(bias_of(b, bn, scale).detach())
+        return new
+    return f
+
+
+fold_weight_unscaled = _fold_bias(lambda b, bn, s: (b - bn.running_mean) * s + bn.bias, weight=False)
+fold_gamma_left_out = _fold_bias(lambda b, bn, s: (b - bn.running_mean) * s + bn.bias,
+                                 scale_of=lambda bn: 1 / torch.sqrt(bn.running_var + bn.eps))
+fold_beta_left_out = _fold_bias(lambda b, bn, s: (b - bn.running_mean) * s)
+fold_mean_added = _fold_bias(lambda b, bn, s: (b + bn.running_mean) * s + bn.bias)
+for _name in ("fold_weight_unscaled", "fold_gamma_left_out", "fold_beta_left_out", "fold_mean_added"):
+    globals()[_name].__name__ = _name
+
+
+def model_setattr_dotted(model):
+    m = copy.deepcopy(model).eval()
+    mods = list(m.named_modules())
+    for (n1, a), (n2, b) in zip(mods, mods[1:]):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            setattr(m, n1, fold(a, b))
+            setattr(m, n2, nn.Identity())
+    return m
+
+
+def model_setattr_through_parent(model):
+    """Right: named_modules() walked, each pair replaced through its parent module."""
+    m = copy.deepcopy(model).eval()
+    mods = list(m.named_modules())
+    for (n1, a), (n2, b) in zip(mods, mods[1:]):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            p1, _, c1 = n1.rpartition(".")
+            p2, _, c2 = n2.rpartition(".")
+            setattr(m.get_submodule(p1), c1, fold(a, b))
+            setattr(m.get_submodule(p2), c2, nn.Identity())
+    return m
+
+
+WRONG += [
+    ("fold_batchnorm", ["weight not scaled"], fold_weight_unscaled),
+    ("fold_batchnorm", ["gamma left out"], fold_gamma_left_out),
+    ("fold_batchnorm", ["beta left out"], fold_beta_left_out),
+    ("fold_batchnorm", ["added instead of subtracted"], fold_mean_added),
+    ("fold_model", ["dotted name"], model_setattr_dotted),
+]
+RIGHT += [("fold_model", model_setattr_through_parent)]

@@ -31,10 +31,10 @@ _WHERE = {
     "spatial_batchnorm_backward": "batchnorm_backward",
     "BatchNormFunction": "pytorch", "BatchNorm1dNumpy": "pytorch", "BatchNorm2d": "pytorch",
     "sigmoid_input_percentiles": "figure1", "recompute_bn_statistics": "recompute",
-    "input_drift": "what_bn_does", "gradient_change": "what_bn_does", "noisy_batchnorm_forward": "what_bn_does",
+    "input_drift": "what_bn_does", "gradient_change": "gradient_change", "noisy_batchnorm_forward": "what_bn_does",
     "sync_batch_norm_forward": "sync_batchnorm", "sync_batch_norm_backward": "sync_batchnorm",
     "layernorm_forward": "norm_family", "layernorm_backward": "norm_family",
-    "groupnorm_forward": "norm_family", "groupnorm_backward": "norm_family",
+    "groupnorm_forward": "groupnorm", "groupnorm_backward": "groupnorm",
     "fold_batchnorm": "folding", "fold_model": "folding",
     "saturated_fraction": "diagnostics", "update_to_data_ratio": "diagnostics",
 }

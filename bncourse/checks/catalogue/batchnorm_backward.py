@@ -19,9 +19,13 @@ def _dx(dout, c, slip=""):
     return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
 
 
-def _with_eps(c, eps):
-    """The cache as a backward sees it that recomputes the standard deviation from var with ``eps``."""
-    std = np.sqrt(c.var + eps)
+def _with_eps(c, eps, which="all"):
+    """The cache as a backward sees it that recomputes the standard deviation from var with ``eps``
+    (``which="inv_std"``: only the factor 1/std, x_hat still taken from the cache)."""
+    with np.errstate(all="ignore"):
+        std = np.sqrt(c.var + eps)
+    if which == "inv_std":
+        return c._replace(inv_std=1 / std)
     return c._replace(std=std, inv_std=1 / std, x_hat=c.xmu / std)
 
 
@@ -41,14 +45,46 @@ def _with(dx=_dx, dgamma=_dgamma, dbeta=lambda g, c: g.sum(0)):
     return backward
 
 
-def _staged(dout, c, *, two=2.0, sign=-1.0, var_share=True, mean_share=True):
-    """The notebook's staged backward, with one step's factor possibly gotten wrong."""
+def _staged(dout, c, *, two=2.0, sign=-1.0, var_share=True, mean_share=True, slip=""):
+    """The notebook's staged backward, with one step's factor possibly gotten wrong (``slip``: a step's
+    own slip, "dinv-not-summed", "dinv-from-x-hat", "dstd-over-std", "half-missing", "dxmu-overwritten",
+    "dmu-sign", "dx-overwritten")."""
     n = dout.shape[0]
     dx_hat = dout * c.gamma
-    dstd = sign * (dx_hat * c.xmu).sum(0) / c.std ** 2
-    dsq = dstd / (2 * c.std) / (n if var_share else 1)
-    dxmu = dx_hat * c.inv_std + two * c.xmu * dsq
-    return dxmu - dxmu.sum(0) / (n if mean_share else 1)
+    dinv = dx_hat * (c.x_hat if slip == "dinv-from-x-hat" else c.xmu)
+    dinv = dinv if slip == "dinv-not-summed" else dinv.sum(0)
+    dstd = sign * dinv / (c.std if slip == "dstd-over-std" else c.std ** 2)
+    dvar = dstd / (1 if slip == "half-missing" else 2) / c.std
+    dsq = dvar / (n if var_share else 1)
+    var_path = two * c.xmu * dsq
+    dxmu = var_path if slip == "dxmu-overwritten" else dx_hat * c.inv_std + var_path
+    dmu = (1 if slip == "dmu-sign" else -1) * dxmu.sum(0)
+    share = dmu / (n if mean_share else 1)
+    return share if slip == "dx-overwritten" else dxmu + share
+
+
+_STAGED_SLIPS = (  # (slip, name, hint): one step of the staged backward turned the way a learner turns it
+    ("dinv-not-summed", "dinv_std not summed over the batch (step 2)",
+     "inv_std is one number per feature, used by every row: dinv_std = (dx_hat * xmu).sum(axis=0)"),
+    ("dinv-from-x-hat", "dinv_std computed from x_hat instead of xmu (step 2)",
+     "x_hat = xmu * inv_std, so d x_hat / d inv_std = xmu: dinv_std = (dx_hat * xmu).sum(axis=0)"),
+    ("dstd-over-std", "the variance term scaled by std once too often (closed form: xmu in place of x_hat; staged "
+     "step 3: the square missing)", "closed form: dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma), with "
+     "x_hat = xmu * inv_std; staged: d(1/std)/d std = -1/std**2, dstd = -dinv_std / std**2"),
+    ("half-missing", "factor 1/2 of the square root's derivative missing (step 4)",
+     "std = sqrt(var + eps), so d std / d var = 1 / (2 * std): dvar = dstd / (2 * std)"),
+    ("dxmu-overwritten", "the direct path into xmu overwritten (step 6: = instead of +=)",
+     "xmu reaches the output twice, directly and through sq: dxmu = dx_hat * inv_std + 2 * xmu * dsq"),
+    ("dmu-sign", "sign of dmu flipped (step 7)", "xmu = x - mu, so dmu = -dxmu.sum(axis=0)"),
+    ("dx-overwritten", "the direct path into x overwritten (step 8: dx = dmu / N instead of dx += dmu / N)",
+     "x reaches xmu directly and through mu: dx = dxmu + dmu / N"),
+)
+
+
+def _x_for_x_hat(dout, c):
+    """The closed form with x where x_hat multiplies the variance term (dgamma itself still from x_hat)."""
+    n = dout.shape[0]
+    return c.gamma * c.inv_std / n * (n * dout - dout.sum(0) - c.x * (dout * c.x_hat).sum(0))
 
 
 def _closed_form_swapped(g, c):
@@ -95,6 +131,20 @@ _BACKWARD_MISTAKES = [
             _with(dgamma=lambda g, c: g.sum(0), dbeta=_dgamma)),
     mistake("dgamma-from-x", _with(dgamma=lambda g, c: (g * c.x).sum(0)),
             hint="out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)"),
+    Mistake("dgamma computed from x - mu instead of x_hat",
+            "gamma multiplies the NORMALIZED x_hat = (x - mu) / std: dgamma = sum(dout * x_hat, axis=0)",
+            _with(dgamma=lambda g, c: (g * c.xmu).sum(0)), only=("dgamma",)),
+    Mistake("dgamma multiplied by gamma",
+            "out = gamma * x_hat + beta, so d out / d gamma = x_hat: dgamma = sum(dout * x_hat, axis=0), no gamma",
+            _with(dgamma=lambda g, c: (g * c.x_hat).sum(0) * c.gamma), only=("dgamma",)),
+    Mistake("dbeta multiplied by gamma", "d out / d beta = 1: dbeta = dout.sum(axis=0), no gamma",
+            _with(dbeta=lambda g, c: g.sum(0) * c.gamma), only=("dbeta",)),
+    *(mistake(slip, _with(dx=_dx_slip(slip)))
+      for slip in ("std-instead-of-inv-std", "inv-std-squared", "inv-std-missing")),
+    mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5, "inv_std"))),
+            name="backward recomputed with eps=1e-5 instead of the forward's eps",
+            hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
+                 "np.sqrt(cache.var + 1e-5) assumes the default eps"),
     Mistake("factor 2 missing in the path through the square (step 6)",
             "sq = xmu**2, so its local derivative is 2 * xmu: dxmu += 2 * xmu * dsq",
             _with(dx=lambda g, c: _staged(g, c, two=1.0))),
@@ -107,16 +157,26 @@ _BACKWARD_MISTAKES = [
     Mistake("the mean's gradient not shared out over the N rows (step 8)",
             "mu = mean(x) averages N rows, so each row gets 1/N of it: dx += dmu / N",
             _with(dx=lambda g, c: _staged(g, c, mean_share=False))),
+    *(Mistake(name, hint, _with(dx=lambda g, c, s=slip: _staged(g, c, slip=s)), id=f"staged-{slip}")
+      for slip, name, hint in _STAGED_SLIPS),
     mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5))),
             name="backward recomputed with eps=1e-5 instead of the forward's eps",
             hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
                  "np.sqrt(cache.var + 1e-5) assumes the default eps"),
+    Mistake("x in place of x_hat in the variance term",
+            "the variance path multiplies by the NORMALIZED x_hat: dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
+            _with(dx=_x_for_x_hat), id="x-for-x-hat"),
+    *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("divisor-minus-one", "divisor-minus-one-outside")),
     mistake("missing-divisor", _with(dx=_dx_slip("missing-divisor")), name="closed form without the 1/N",
             hint="the mean and the variance average over N rows: "
                  "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)"),
     Mistake("dbeta and dgamma swapped inside the closed form",
             "the mean path subtracts dbeta = sum(dout), the variance path subtracts x_hat * dgamma: "
             "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)", _with(dx=_closed_form_swapped)),
+    *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
+              name=f"backward recomputed {what} without eps",
+              hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")
+      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
 ]
 
 

@@ -46,10 +46,15 @@ _FORWARD_MISTAKES = [
     mistake("gamma-and-beta-not-applied", _forward("gamma-and-beta-not-applied")),
     mistake("gamma-not-applied-only-beta-added", _forward("gamma-not-applied-only-beta-added")),
     mistake("beta-not-added-only-gamma-applied", _forward("beta-not-added-only-gamma-applied")),
+    mistake("beta-scaled-by-gamma", _forward("beta-scaled-by-gamma")),
+    mistake("beta-subtracted", _forward("beta-subtracted")),
+    mistake("divided-by-gamma", _forward("divided-by-gamma")),
     mistake("divided-by-variance", _forward("divided-by-variance")),
     mistake("variance-computed-as-e-x-2", _forward("variance-computed-as-e-x-2")),
     mistake("mean-not-subtracted", _forward("mean-not-subtracted")),
     mistake("sqrt-of-std", _forward("sqrt-of-std")),
+    mistake("not-divided-by-std", _forward("not-divided-by-std")),
+    mistake("eps-added-to-x-hat", _forward("eps-added-to-x-hat")),
     mistake("affine-before-normalizing", lambda x, g, b, eps=1e-5: _out(x, standardize(np.asarray(x, np.float64) * g + b,
                                                                                         0, eps))),
 ]
@@ -61,10 +66,18 @@ def _running(slip: str = ""):
         mean, var = x.mean(0), x.var(0, ddof=0 if slip == "biased" else 1)
         if slip == "std":
             var = np.sqrt(var)
+        if slip == "correction-inverted":
+            var = x.var(0) * (x.shape[0] - 1) / x.shape[0]
+        if slip == "batch-unweighted":  # (1 - momentum) * old + batch
+            return (1 - momentum) * np.asarray(rm) + mean, (1 - momentum) * np.asarray(rv) + var
         if slip == "not-updated":
             return np.asarray(rm), np.asarray(rv)
         if slip == "replaced":
             return np.asarray(x).mean(0), np.asarray(x).var(0, ddof=1)
+        if slip.startswith("around-"):  # the variance of the batch around a running mean, not its own mean
+            old = slip.startswith("around-old")
+            centre = np.asarray(rm) if old else blend(np.asarray(rm), mean, momentum)
+            var = ((np.asarray(x) - centre) ** 2).sum(0) / (x.shape[0] - (1 if slip.endswith("unbiased") else 0))
         new_m, new_v = blend(np.asarray(rm), mean, momentum, slip), blend(np.asarray(rv), var, momentum, slip)
         return (new_v, new_m) if slip == "swapped" else (new_m, new_v)
     return update
@@ -85,6 +98,17 @@ _RUNNING_MISTAKES = [
     Mistake("running_mean and running_var swapped", "return (new_running_mean, new_running_var) in that order",
             _running("swapped")),
     mistake("momentum-hard-coded", _running("momentum-hard-coded")),
+    Mistake("Bessel's correction inverted (var * (N - 1) / N instead of var * N / (N - 1))",
+            "the unbiased variance divides the squared deviations by N - 1: x.var(axis=0, ddof=1) = "
+            "x.var(axis=0) * N / (N - 1)", _running("correction-inverted"), only=("new_running_var",)),
+    Mistake("momentum missing on the batch's term ((1 - momentum) * old + batch)",
+            "the two weights add up to one: new = (1 - momentum) * old + momentum * batch",
+            _running("batch-unweighted")),
+    *(Mistake("running_var blended with the variance around the running mean, not the batch mean",
+              "the batch variance is taken around the batch's own mean: x.var(axis=0, ddof=1), i.e. "
+              "sum((x - x.mean(0))**2) / (N - 1); the running mean only enters the running_mean blend",
+              _running(f"around-{which}-{ddof}"), only=("new_running_var",))
+      for which in ("old", "new") for ddof in ("unbiased", "biased")),
 ]
 
 
@@ -99,10 +123,25 @@ def _inf_batch_stats(x, g, b, rm, rv, eps=1e-5):
     return as_dtype_of(x, affine(standardize(x, 0, eps), g, b))
 
 
+def _inf_batch_stats_unbiased(x, g, b, rm, rv, eps=1e-5):
+    return as_dtype_of(x, affine(standardize(x, 0, eps, "unbiased-variance"), g, b))
+
+
 def _inf_updated(x, g, b, rm, rv, eps=1e-5):
     with np.errstate(all="ignore"):  # N=1: the unbiased variance is nan, as in the learner's code
         m, v = blend(rm, x.mean(0), 0.1), blend(rv, x.var(0, ddof=1), 0.1)
         return as_dtype_of(x, g * (x - m) / np.sqrt(v + eps) + b)
+
+
+def _inf_mixed(mean_from: str):
+    """Half batch statistics, half running ones: the batch's mean with running_var, or the converse."""
+    def inference(x, g, b, rm, rv, eps=1e-5):
+        x = np.asarray(x)
+        with np.errstate(all="ignore"):
+            mean = x.mean(0) if mean_from == "batch" else rm
+            var = rv if mean_from == "batch" else x.var(0, ddof=1 if mean_from == "running-unbiased" else 0)
+            return as_dtype_of(x, g * (x - mean) / np.sqrt(var + eps) + b)
+    return inference
 
 
 def _inf_swapped_stats(x, g, b, rm, rv, eps=1e-5):
@@ -114,8 +153,17 @@ _INFERENCE_MISTAKES = [
     Mistake("batch statistics used in inference",
             "in inference normalize with running_mean and running_var, not with this batch's mean and "
             "variance (the output must not depend on the other rows of the batch)", _inf_batch_stats),
+    Mistake("batch statistics used in inference (with the unbiased variance)",
+            "in inference normalize with running_mean and running_var, not with this batch's mean and "
+            "variance (the output must not depend on the other rows of the batch)", _inf_batch_stats_unbiased),
     Mistake("running statistics updated in inference",
             "inference only reads running_mean and running_var; updating them belongs to training", _inf_updated),
+    Mistake("the batch's mean used with the running variance",
+            "in inference both statistics are the running ones: (x - running_mean) / sqrt(running_var + eps)",
+            _inf_mixed("batch")),
+    *(Mistake("the running mean used with the batch's variance",
+              "in inference both statistics are the running ones: (x - running_mean) / sqrt(running_var + eps)",
+              _inf_mixed(which)) for which in ("running", "running-unbiased")),
     mistake("eps-outside-sqrt", _inference("eps-outside-sqrt"), hint=_RUNNING_HINT),
     mistake("eps-hard-coded", _inference("eps-hard-coded")),  # before "eps missing": it also fits an eps=1e-3 case
     mistake("eps-missing", _inference("eps-missing"), hint=_RUNNING_HINT),
@@ -125,6 +173,11 @@ _INFERENCE_MISTAKES = [
             _inf_swapped_stats),
     mistake("gamma-not-applied-only-beta-added", _inference("gamma-not-applied-only-beta-added")),
     mistake("beta-not-added-only-gamma-applied", _inference("beta-not-added-only-gamma-applied")),
+    *(mistake(slip, _inference(slip)) for slip in ("gamma-and-beta-not-applied", "beta-scaled-by-gamma",
+                                                   "beta-subtracted", "sqrt-of-std", "not-divided-by-std")),
+    mistake("mean-not-subtracted", lambda x, g, b, rm, rv, eps=1e-5: as_dtype_of(x, affine(np.asarray(x) * inv_std(rv, eps),
+                                                                                          g, b)),
+            hint="subtract running_mean first: (x - running_mean) / sqrt(running_var + eps)"),
 ]
 
 

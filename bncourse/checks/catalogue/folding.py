@@ -28,14 +28,19 @@ def _manual_fold(how: str = ""):
             gamma, beta = beta, gamma
         if how in ("stats_ignored", "stats_ignored_plain"):  # as if the running statistics were 0 and 1
             mean, var = torch.zeros_like(mean), torch.ones_like(var)
+        if how == "gamma_left_out":
+            gamma = torch.ones_like(gamma)
         scale = gamma if how == "stats_ignored_plain" else gamma * inv_std(var, bn.eps, how)
         shape = (1, -1) if how == "wrong-axis" else (-1, 1)
-        new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2))
+        new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2) if how != "conv-shape" else (-1, 1, 1, 1))
+        if how == "weight_unscaled":
+            new_w = w
         bias_terms = {  # bias = scale * (b - mean) + beta, or a slip
             "gamma_twice": lambda: gamma * scale * (b - mean) + beta, "own_bias_ignored": lambda: beta - scale * mean,
             "mean_ignored": lambda: scale * b + beta, "scale_twice": lambda: scale * scale * (b - mean) + beta,
             "bias_unscaled": lambda: b - scale * mean + beta, "beta_scaled": lambda: scale * (b - mean + beta),
-            "mean_unscaled": lambda: scale * b - mean + beta}
+            "mean_unscaled": lambda: scale * b - mean + beta, "beta_left_out": lambda: scale * (b - mean),
+            "mean_added": lambda: scale * (b + mean) + beta}
         new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
         new = copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
@@ -81,11 +86,21 @@ _FOLDING_OWN = (
     ("wrong-axis", "per-output-channel scale broadcast along the wrong weight axis", "wrong-axis",
      "the scale belongs to output channel o, weight axis 0: multiply by scale.reshape(-1, 1, 1, 1) (Conv2d) or "
      "scale.reshape(-1, 1) (Linear); reshape(1, -1, ...) scales the input channels"),
+    ("scale-shaped-for-conv", "the scale reshaped to (-1, 1, 1, 1) for a Linear layer (its weight came back 4-d)",
+     "conv-shape", "a Linear's weight is (out, in), a Conv2d's (out, in, kH, kW): reshape the scale to one value per "
+     "output channel with as many trailing 1s as the weight has axes, scale.reshape(-1, *[1] * (w.dim() - 1))"),
     ("own-bias-ignored", "the layer's own bias left out", "own_bias_ignored",
      "the layer's bias b passes through batch norm too: " + _BIAS),
     ("own-bias-unscaled", "the layer's own bias not scaled", "bias_unscaled",
      "b passes through batch norm, so it is scaled too: " + _BIAS),
     ("running-mean-ignored", "running mean not subtracted", "mean_ignored", _BIAS),
+    ("running-mean-added", "running mean added instead of subtracted", "mean_added", _BIAS),
+    ("weight-unscaled", "the weight not scaled (only the bias folded)", "weight_unscaled",
+     "batch norm scales every output channel by scale = gamma / sqrt(running_var + eps): multiply the weight's "
+     "output channel o by scale[o] too"),
+    ("gamma-left-out", "gamma left out of the scale", "gamma_left_out",
+     "scale = bn.weight / sqrt(running_var + eps): bn.weight is gamma"),
+    ("beta-left-out", "beta left out of the bias", "beta_left_out", "the shift beta = bn.bias stays: " + _BIAS),
     ("running-stats-ignored", "running statistics ignored", "stats_ignored_plain", "in eval mode batch norm uses "
      "running_mean and running_var: scale = gamma / sqrt(running_var + eps), " + _BIAS),
     ("beta-scaled", "beta scaled along with the bias", "beta_scaled",
@@ -96,17 +111,19 @@ _FOLDING_OWN = (
 
 
 def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False, slip: str = "", pairs: int = 10 ** 9,
-                 also: str = "") -> nn.Module:
+                 also: str = "", per_block: int = 10 ** 9) -> nn.Module:
     """An eval-mode copy with Conv2d -> BatchNorm2d folded inside the blocks ``blocks(model)`` picks
     (``keep_bn``: the batch norm left in place after its conv, so it runs twice; ``slip``: each pair folded
     by a fold with that slip, "unfolded": the batch norm dropped and the conv kept as it was; ``pairs``: how
-    many pairs are folded before stopping; ``also="next"``: the module after the pair replaced too)."""
+    many pairs are folded before stopping, ``per_block`` how many in each block; ``also="next"``: the module
+    after the pair replaced too, by nn.Identity)."""
     folded = copy.deepcopy(model).eval()
     fold = _manual_fold("" if slip == "unfolded" else slip)
     for seq in blocks(folded):
+        in_block = per_block
         for i in range(len(seq) - 1):
-            if pairs and isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                pairs -= 1
+            if pairs and in_block and isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                pairs, in_block = pairs - 1, in_block - 1
                 if slip != "unfolded":
                     seq[i] = fold(seq[i], seq[i + 1])
                 if not keep_bn:
@@ -118,8 +135,8 @@ def _folded_copy(model: nn.Module, blocks, keep_bn: bool = False, slip: str = ""
 
 def _model_variant(make):
     """A wrong ``fold_model``'s outputs: ``make(model)`` -> the folded model it returns (the caller's untouched)."""
-    def run(x, seed):
-        folded = make(_seeded_model(seed))
+    def run(x, seed, kind=0):
+        folded = make(_seeded_model(seed, kind))
         out, ran = run_counting(folded, x)
         return out, ran, NO_CHANGE.copy(), layers_in_training(folded)
     return run
@@ -127,12 +144,28 @@ def _model_variant(make):
 
 _SEQUENTIALS = {"all": lambda m: [s for s in m.modules() if isinstance(s, nn.Sequential)],
                 "plain": lambda m: [s for s in m.modules() if type(s) is nn.Sequential],
-                "top": lambda m: [s for s in m.children() if isinstance(s, nn.Sequential)]}
+                "top": lambda m: [s for s in m.children() if isinstance(s, nn.Sequential)],
+                "self-and-top": lambda m: [m] * isinstance(m, nn.Sequential) + [s for s in m.children()
+                                                                               if isinstance(s, nn.Sequential)],
+                "convblock": lambda m: [s for s in m.modules() if type(s).__name__ == "ConvBlock"]}
 _model_train_mode = _model_variant(copy.deepcopy)
 _model_bn_kept = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], keep_bn=True))
 _model_plain_sequential_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["plain"]))
 _model_top_level_only = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["top"]))
 _model_left_training = _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"]).train())
+
+
+def _dotted_setattr(model: nn.Module) -> nn.Module:
+    """An eval-mode copy folded by ``setattr(copy, "a.b", ...)`` with the dotted names of named_modules():
+    a new module called "a.b" is added (at the end of a Sequential), the nested pair stays as it was."""
+    folded = copy.deepcopy(model).eval()
+    mods = list(folded.named_modules())
+    fold = _manual_fold()
+    for (n1, a), (n2, b) in zip(mods, mods[1:]):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            setattr(folded, n1, fold(a, b))
+            setattr(folded, n2, nn.Identity())
+    return folded
 
 
 def _model_mistakes() -> list[Mistake]:
@@ -145,6 +178,31 @@ def _model_mistakes() -> list[Mistake]:
                 "layer, dropout included, runs in eval mode", _model_left_training, id="returned-in-training-mode"),
         Mistake(*nested, _model_plain_sequential_only, id="pairs-left-unfolded"),
         Mistake(*nested, _model_top_level_only, id="pairs-left-unfolded"),
+        Mistake(*nested, _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["self-and-top"])), id="pairs-left-unfolded"),
+        Mistake("only the course's ConvBlock folded (other Sequentials left unfolded)",
+                "fold in every nn.Sequential (isinstance(block, nn.Sequential)), not only the course's ConvBlock "
+                "class: a model built from plain nn.Sequential layers has pairs too",
+                _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["convblock"])), id="pairs-left-unfolded"),
+        Mistake("the layout of SmallResNet assumed (model.features read)",
+                "fold_model receives any model: walk model.modules() and fold in every nn.Sequential, without "
+                "reading attributes only the course's SmallResNet has (a plain nn.Sequential has no .features); "
+                "otherwise pairs elsewhere are left unfolded",
+                _model_variant(lambda m: _folded_copy(m, lambda f: [s for s in f.features.modules()
+                                                                    if isinstance(s, nn.Sequential)])),
+                id="model-layout-assumed"),
+        Mistake("setattr with a dotted name (setattr(model, 'a.b', ...) adds a module, it does not replace the nested one)",
+                "replace a nested module through its parent: parent = model.get_submodule('a'); setattr(parent, 'b', "
+                "new), or block[i] = new while walking each nn.Sequential; a module added to a Sequential runs after "
+                "its other layers", _model_variant(_dotted_setattr), id="dotted-setattr"),
+        Mistake("only the first pair of each Sequential folded",
+                "keep walking the whole Sequential after folding a pair (no break/return inside the loop): a block "
+                "may hold several Conv2d -> BatchNorm2d pairs",
+                _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], per_block=1)), id="pairs-left-unfolded"),
+        Mistake("the module after the batch norm replaced by nn.Identity instead of the batch norm",
+                "replace the batch norm itself, seq[i + 1], by nn.Identity(): it is folded into the conv; the module "
+                "after it (the ReLU) stays, and the batch norm left in place normalizes a second time",
+                _model_variant(lambda m: _folded_copy(m, _SEQUENTIALS["all"], keep_bn=True, also="next")),
+                id="wrong-module-replaced"),
         Mistake("a model folded in training mode",
                 "its batch norms still normalize each batch with the batch's own statistics: call .eval() on "
                 "the copy before folding (folding bakes in the running statistics, which only eval mode uses), "
@@ -174,7 +232,7 @@ _PAIR_SLIPS = (("eps-missing", "running variance without eps", "eps-missing", _E
                ("eps-outside-sqrt", "eps outside the square root", "eps-outside-sqrt", _EPS),
                ("gamma-beta-swapped", "gamma and beta swapped", "gamma-beta-swapped", _EPS),
                *((id_, name, slip, hint) for id_, name, slip, hint in _FOLDING_OWN
-                 if slip not in ("bias_dropped", "wrong-axis", "own_bias_ignored", "bias_unscaled")))
+                 if slip not in ("bias_dropped", "wrong-axis", "own_bias_ignored", "bias_unscaled", "conv-shape")))
 # (a wrong-axis fold raises: explain_fold_error names it; the model's convs have no bias of their own)
 
 

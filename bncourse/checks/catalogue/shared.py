@@ -50,11 +50,17 @@ SLIPS = {s.id: s for s in (
          "that formula cancels catastrophically when the mean is large; subtract the mean first: "
          "var = mean((x - mean)**2), or np.var"),
     Slip("mean-not-subtracted", "mean not subtracted", "centre first: x_hat = (x - mean) / sqrt(var + eps)"),
+    Slip("variance-uncentred", "variance taken without subtracting the mean (mean of x**2)",
+         "the variance is the mean of the SQUARED DEVIATIONS: var = mean((x - mean)**2), not mean(x**2)"),
     # eps and the square root
     Slip("eps-outside-sqrt", "eps outside the square root", _EPS_HINT),
     Slip("eps-missing", "eps missing", _EPS_HINT),
     Slip("eps-hard-coded", "eps argument ignored", "use the eps passed to the function, not a fixed 1e-5"),
     Slip("divided-by-variance", "divided by the variance instead of the standard deviation", "divide by sqrt(var + eps)"),
+    Slip("not-divided-by-std", "not divided by the standard deviation (only centred)",
+         "normalize: divide the centred values by sqrt(var + eps), x_hat = (x - mean) / sqrt(var + eps)"),
+    Slip("eps-added-to-x-hat", "eps added to x_hat instead of to the variance",
+         "eps belongs inside the square root, added to the variance: (x - mean) / sqrt(var + eps)"),
     Slip("sqrt-of-std", "square root taken of the standard deviation (sqrt(std + eps))",
          "the standard deviation is already a square root: divide by sqrt(var + eps), not sqrt(std + eps)"),
     Slip("inv-std-squared", "dx multiplied by inv_std twice (1 / (var + eps) instead of 1 / sqrt(var + eps))",
@@ -70,6 +76,10 @@ SLIPS = {s.id: s for s in (
          "scale by gamma too: out = gamma * x_hat + beta"),
     Slip("beta-not-added-only-gamma-applied", "beta not added (only gamma applied)",
          "shift by beta too: out = gamma * x_hat + beta"),
+    Slip("beta-scaled-by-gamma", "beta scaled by gamma (gamma * (x_hat + beta))",
+         "beta is added after the scaling, not inside the bracket: out = gamma * x_hat + beta"),
+    Slip("beta-subtracted", "beta subtracted instead of added", "shift by beta: out = gamma * x_hat + beta"),
+    Slip("divided-by-gamma", "divided by gamma instead of multiplied", "gamma scales: out = gamma * x_hat + beta"),
     # the backward's dx
     Slip("mean-path-missing", "dx missing the path through the mean",
          "the mean depends on every x it averages: subtract the sum of g = gamma * dout over those values"),
@@ -82,6 +92,24 @@ SLIPS = {s.id: s for s in (
     Slip("sign-error-variance-path", "sign error on the path through the variance",
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)): the variance term is subtracted"),
     Slip("dx-without-gamma", "dx not multiplied by gamma", "the gradient reaching x_hat is gamma * dout"),
+    Slip("gamma-after-sums", "gamma multiplied onto dx at the end instead of into g before the sums",
+         "the gradient reaching x_hat is g = gamma * dout: form g first and take sum(g) and sum(g * x_hat) of it; "
+         "gamma varies along the summed axis, so it cannot be pulled out of the sums"),
+    Slip("sums-without-gamma", "gamma only on the direct term (the sums taken of dout, not of g = gamma * dout)",
+         "every term of dx uses g = gamma * dout: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("x-for-x-hat", "x in place of x_hat in the variance term",
+         "the variance path multiplies by the NORMALIZED input: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("inv-std-missing", "dx missing the factor inv_std = 1 / sqrt(var + eps)",
+         "every path from x to the output passes the division by the standard deviation: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("std-instead-of-inv-std", "dx multiplied by the standard deviation instead of divided by it",
+         "x_hat = (x - mean) / std, so dx carries 1 / std: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("divisor-minus-one-outside", "1/(M - 1) in front of dx instead of 1/M",
+         "the forward's mean and biased variance divide by M, so the backward does too: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("divisor-minus-one", "M - 1 used instead of M (the statistics average M values, biased)",
+         "the forward's mean and biased variance divide by M, so the backward does too: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
     # running statistics
     Slip("momentum-flipped", "momentum convention flipped",
          "in PyTorch momentum weighs the NEW batch: new = (1 - momentum) * old + momentum * batch "
@@ -107,6 +135,8 @@ def variance(v, axes, slip: str = "", mean=None):
     mean = v.mean(axis=axes, keepdims=True) if mean is None else mean
     if slip == "variance-computed-as-e-x-2":
         return (v * v).mean(axis=axes, keepdims=True) - mean ** 2
+    if slip == "variance-uncentred":
+        return (v * v).mean(axis=axes, keepdims=True)
     if slip == "unbiased-variance":
         return v.var(axis=axes, ddof=1, keepdims=True)
     return ((v - mean) ** 2).mean(axis=axes, keepdims=True)
@@ -130,6 +160,10 @@ def inv_std(var, eps, slip: str = ""):
         return 1 / (var + eps)
     if slip == "sqrt-of-std":
         return 1 / _sqrt(_sqrt(var) + eps)
+    if slip == "not-divided-by-std":
+        return 1.0 + 0 * var
+    if slip == "eps-added-to-x-hat":
+        return 1 / _sqrt(var)
     return 1 / _sqrt(var + eps)
 
 
@@ -138,7 +172,7 @@ def standardize(v, axes, eps, slip: str = ""):
     mean, var = statistics(v, axes, slip)
     centred = v if slip == "mean-not-subtracted" else v - mean
     with np.errstate(all="ignore"):
-        return centred * inv_std(var, eps, slip)
+        return centred * inv_std(var, eps, slip) + (eps if slip == "eps-added-to-x-hat" else 0.0)
 
 
 def affine(x_hat, gamma, beta, slip: str = ""):
@@ -149,25 +183,42 @@ def affine(x_hat, gamma, beta, slip: str = ""):
         gamma = 1.0
     if slip in ("gamma-and-beta-not-applied", "beta-not-added-only-gamma-applied"):
         beta = 0.0
+    if slip == "beta-scaled-by-gamma":
+        return (x_hat + beta) * gamma
+    if slip == "beta-subtracted":
+        return x_hat * gamma - beta
+    if slip == "divided-by-gamma":
+        return x_hat / gamma + beta
     return x_hat * gamma + beta
 
 
-def dx_from(g, x_hat, inv, axes, slip: str = "", count=None):
+def dx_from(g, x_hat, inv, axes, slip: str = "", count=None, dout=None, x=None):
     """dx of a normalization over ``axes`` from g = gamma * dout (the gradient reaching x_hat).
 
     ``inv`` is 1 / sqrt(var + eps), broadcastable to g; ``count`` the M of the formula (default: the
     number of values each statistic averages). Slips: a path missing, the 1/M missing, the variance
-    term's sign.
+    term's sign; with ``dout`` the sums taken of dout ("sums-without-gamma"), with ``x`` x multiplying
+    the variance term ("x-for-x-hat").
     """
     m = int(np.prod([g.shape[a] for a in np.atleast_1d(axes)])) if count is None else count
+    if slip == "divisor-minus-one":
+        m = m - 1
     dx = m * g
+    summed = dout if slip == "sums-without-gamma" and dout is not None else g
     if slip not in ("mean-path-missing", "mean-and-variance-paths-missing"):
-        dx = dx - g.sum(axis=axes, keepdims=True)
+        dx = dx - summed.sum(axis=axes, keepdims=True)
     if slip not in ("variance-path-missing", "mean-and-variance-paths-missing"):
         sign = 1.0 if slip == "sign-error-variance-path" else -1.0
-        dx = dx + sign * x_hat * (g * x_hat).sum(axis=axes, keepdims=True)
+        outer = x if slip == "x-for-x-hat" and x is not None else x_hat
+        dx = dx + sign * outer * (summed * x_hat).sum(axis=axes, keepdims=True)
     if slip == "inv-std-squared":
         inv = inv * inv
+    elif slip == "inv-std-missing":
+        inv = 1.0
+    elif slip == "std-instead-of-inv-std":
+        inv = 1 / inv
+    if slip == "divisor-minus-one-outside":
+        m = m - 1
     return inv * dx if slip == "missing-divisor" else inv / m * dx
 
 
@@ -192,14 +243,25 @@ def _shapes_in(text: str) -> list[tuple[int, ...]]:
     return found
 
 
-def explain_broadcast(contract: str):
+_PER_FEATURE = ("statistics (or sums) over the wrong axis: {what} has one value per row (reduced over axis 1, the features); "
+                "this exercise's statistics are per feature, over the batch: x.mean(axis=0), shape (D,)")
+
+
+def explain_broadcast(contract: str, per: str = "row"):
     """An ``explain_error`` for a broadcast error: which shapes met, the likely slip, and the contract's shapes.
 
-    ``contract`` says the exercise's shapes ("x is (N, D); gamma and beta (D,); ..."). The slip is read
-    off the shapes alone: a length-N vector against an (N, D) array is a statistic taken without
-    keepdims; a column (D, 1) against (N, D) is a per-feature parameter reshaped to one per row.
+    ``contract`` says the exercise's shapes ("x is (N, D); gamma and beta (D,); ..."); ``per`` what one
+    statistic belongs to: "row" (layer and group norm: reduced over the trailing axes, kept with
+    keepdims) or "feature" (batch norm: reduced over axis 0). The slip is read off the shapes alone: a
+    length-N vector against an (N, D) array is a statistic over axis 1 (the wrong axis for batch norm,
+    keepdims missing for layer norm); a column (D, 1) against (N, D) is a per-feature parameter reshaped
+    to one per row; numpy's "shapes not aligned" is a matrix product (np.dot, @) of two arrays.
     """
     def explain(error_type: str, text: str) -> str:
+        said = text.split(" (at ")[0]
+        if error_type == "ValueError" and "not aligned" in text:
+            return ("np.dot (or @) of two matrices is a matrix product, not a sum of products: flatten first, "
+                    f"a.ravel() @ b.ravel(), or take (a * b).sum(). (numpy said: {said})")
         if error_type not in ("ValueError", "RuntimeError") or not (
                 "broadcast" in text or "must match the size" in text):
             return ""
@@ -208,13 +270,18 @@ def explain_broadcast(contract: str):
         what = ""
         for small in shapes:
             if len(big) >= 2 and small != big and len(small) < len(big) and small[-1] != big[-1]:
-                if small == big[:len(small)]:
+                if small == big[:len(small)] and per == "feature" and len(big) == 2:
+                    what = _PER_FEATURE.format(what=f"an array of shape {small} met one of shape {big}: it")
+                elif small == big[:len(small)]:
                     what = (f"an array of shape {small} met one of shape {big}: numpy lines up the LAST axes, so a "
                             f"statistic reduced over the trailing axes needs keepdims=True (shape "
                             f"{small + (1,) * (len(big) - len(small))}) to broadcast back")
                 else:
                     what = (f"an array of shape {small} met one of shape {big}: reduced over the wrong axis, or kept "
                             f"without keepdims=True")
+            elif len(small) == 1 and len(big) == 4 and small[0] == big[1] and small[0] != big[-1]:
+                what = (f"a per-channel array of shape {small} met one of shape {big}: numpy lines up the LAST axes "
+                        f"(W), so reshape it to (1, C, 1, 1) = {(1, small[0], 1, 1)} to act on the channel axis")
             elif len(small) == len(big) and small != big and small[-1] == 1 and small[0] == big[-1]:
                 what = (f"a column of shape {small} met an array of shape {big}: a per-feature parameter reshaped to "
                         f"one value per row (reshape(-1, 1)); it broadcasts along the last axis as it is")
@@ -224,5 +291,5 @@ def explain_broadcast(contract: str):
                     f"wrong axis has the other axis' length")
         shown = " and ".join(str(s) for s in shapes) or "two shapes"
         return (f"shape mismatch: {what or f'arrays of shapes {shown} cannot be combined'}. {contract} "
-                f"(numpy said: {text.split(' (at ')[0]})")
+                f"(numpy said: {said})")
     return explain

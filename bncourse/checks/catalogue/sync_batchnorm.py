@@ -26,8 +26,8 @@ def _simulate_forward(x, sizes, w, b, rm, rv, momentum, eps, stats, slip="", loc
         inv = inv_std(var, eps, slip)
         xh = (xr - mean) * inv
         ys.append(affine(xh, w, b, slip))
-        xhs.append(xr if cache == "x" else xh)
-        invs.append(1 / inv if cache == "std" else inv)
+        xhs.append({"x": xr, "xmu": xr - mean}.get(cache, xh))
+        invs.append({"std": 1 / inv, "var": np.asarray(var, np.float64) + 0 * inv}.get(cache, inv))
         rms.append(blend(rm, run_mean, momentum, slip) if running else np.asarray(rm, np.float64))
         rvs.append(blend(rv, run_var, momentum, slip) if running else np.asarray(rv, np.float64))
     N = float(np.sum(sizes))
@@ -168,6 +168,15 @@ def _forward_mistakes() -> list[Mistake]:
         Mistake("cache.invstd holds the standard deviation",
                 "the backward multiplies by cache.invstd = 1 / sqrt(var + eps): store that, not sqrt(var + eps)",
                 _variant(_global_stats, cache="std"), id="cache-wrong-quantity"),
+        Mistake("cache.x_hat holds x - mean (not divided by the standard deviation)",
+                "the backward needs the normalized input: cache.x_hat = (x - mean) * invstd",
+                _variant(_global_stats, cache="xmu"), id="cache-wrong-quantity"),
+        Mistake("cache.invstd holds the variance",
+                "the backward multiplies by cache.invstd = 1 / sqrt(var + eps): store that, not var",
+                _variant(_global_stats, cache="var"), id="cache-wrong-quantity"),
+        *(mistake(slip, _variant(_global_stats, slip=slip))
+          for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
+                       "beta-not-added-only-gamma-applied", "beta-scaled-by-gamma", "not-divided-by-std")),
         Mistake("cache.x_hat holds the input x",
                 "the backward needs the normalized input: cache.x_hat = (x - mean) * invstd",
                 _variant(_global_stats, cache="x"), id="cache-wrong-quantity"),
@@ -182,7 +191,9 @@ def _backward_parts(x, sizes, w, dy, eps):
     return N, inv, xh, [sl for sl in _slices(sizes)]
 
 
-def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
+def _simulate_backward(x, sizes, w, dy, eps, kind="right", params="own"):
+    """Every rank's (dx, dweight, dbias) with one mistake ``kind``; ``params="as-used"``: dweight and dbias
+    are the sums dx used (a sum all-reduced in place and then returned is the global one)."""
     N, inv, xh, sls = _backward_parts(x, sizes, w, dy, eps)
     S, T = dy.sum(0), (dy * xh).sum(0)
     R = len(sls)
@@ -201,10 +212,20 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
             t = t_r
         elif kind == "only sum(dy * x_hat) reduced":
             s = s_r
+        elif kind == "only sum(dy) reduced, the other over the local count":
+            t = t_r * count / n
+        elif kind == "count minus one":
+            count = N - 1
+        elif kind == "no invstd":
+            scale = w
+        elif kind == "std instead of invstd":
+            scale = w / inv
         elif kind == "averaged sums":
             s, t = S / R, T / R
         elif kind == "no weight":
             scale = inv
+        elif kind == "weight twice":
+            scale = w * w * inv
         elif kind == "invstd squared":
             scale = w * inv * inv
         elif kind == "mean of the ranks' means":
@@ -216,12 +237,16 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right"):
         if kind == "mean-and-variance-paths-missing":
             dx = dx_from(w * dy[sl], xh[sl], inv, 0, kind)
         dw, db = t_r, s_r
+        if params == "as-used":
+            dw, db = (t * n / count if kind.endswith("local count") else t), s
         if kind == "parameter grads reduced":
             dw, db = T, S
         elif kind == "swapped":
             dw, db = s_r, t_r
         elif kind == "dweight from dy only":
             dw = s_r * xh[sl].mean(0)
+        elif kind == "dparams over dim 1":  # refused on the rank, as the check's workers refuse it
+            raise ValueError(f"dweight has shape ({int(n)},) on this rank, expected ({len(w)},)")
         dxs.append(dx)
         dws.append(dw)
         dbs.append(db)
@@ -232,8 +257,8 @@ def _reference_backward(x, sizes, w, dy, eps):
     return _simulate_backward(x, sizes, w, dy, eps)
 
 
-def _backward_variant(kind):
-    return lambda x, sizes, w, dy, eps: _simulate_backward(x, sizes, w, dy, eps, kind)
+def _backward_variant(kind, params="own"):
+    return lambda x, sizes, w, dy, eps: _simulate_backward(x, sizes, w, dy, eps, kind, params)
 
 
 def _backward_mistakes() -> list[Mistake]:
@@ -255,6 +280,28 @@ def _backward_mistakes() -> list[Mistake]:
         Mistake("only one of the two sums all-reduced (sum(dy) stayed local)",
                 "dx needs both sums over the whole batch: " + reduce, _backward_variant("only sum(dy * x_hat) reduced"),
                 id="one-sum-reduced"),
+        Mistake("only one of the two sums all-reduced (sum(dy * x_hat) stayed local, over the local count)",
+                "dx needs both sums over the whole batch, divided by the global N: " + reduce,
+                _backward_variant("only sum(dy) reduced, the other over the local count"), id="one-sum-reduced"),
+        *(Mistake(f"only one of the two sums all-reduced ({which} stayed local), and the all-reduced sum returned as "
+                  f"{param}", "dx needs both sums over the whole batch: " + reduce + f"; {param} is this rank's own sum "
+                  "(all_reduce works in place: reduce a copy)", _backward_variant(kind, "as-used"), id="one-sum-reduced")
+          for kind, which, param in (("only sum(dy) reduced", "sum(dy * x_hat)", "dbias"),
+                                     ("only sum(dy * x_hat) reduced", "sum(dy)", "dweight"))),
+        Mistake("dweight and dbias summed over dim 1 (the channels) instead of dim 0 (the rows)",
+                "weight and bias have one entry per channel, shared by the rows: dweight = (dy * x_hat).sum(0), "
+                "dbias = dy.sum(0), both of shape (C,)", _backward_variant("dparams over dim 1"), id="dparams-wrong-axes"),
+        Mistake("sums divided by N - 1 instead of N",
+                "the forward's mean and biased variance divide by N, so the backward's sums do too: "
+                "dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)",
+                _backward_variant("count minus one"), id="divisor-minus-one"),
+        Mistake("invstd left out of dx",
+                "x_hat = (x - mean) * invstd, so dx carries the factor invstd: "
+                "dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)",
+                _backward_variant("no invstd"), id="inv-std-missing"),
+        Mistake("dx multiplied by the standard deviation instead of invstd",
+                "cache.invstd is already 1 / sqrt(var + eps): multiply by it, do not divide",
+                _backward_variant("std instead of invstd"), id="std-instead-of-inv-std"),
         Mistake("sums averaged over the ranks (ReduceOp.AVG or / world_size)",
                 "the formula needs the sums over the whole batch: all_reduce with SUM, then divide by N only",
                 _backward_variant("averaged sums")),
@@ -266,6 +313,9 @@ def _backward_mistakes() -> list[Mistake]:
                 name="dx missing the terms that flow through the mean and the variance",
                 hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)"),
         Mistake("weight (gamma) left out of dx", "dx is multiplied by weight * invstd", _backward_variant("no weight")),
+        Mistake("weight (gamma) applied twice in dx",
+                "the weight enters dx once: either g = weight * dy in the sums and no weight in front, or sums of dy "
+                "and weight * invstd in front", _backward_variant("weight twice"), id="gamma-applied-twice"),
         Mistake("dweight and dbias swapped", "dweight = sum(dy * x_hat), dbias = sum(dy)", _backward_variant("swapped")),
         *(mistake(slip, _backward_variant(slip),
                   hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N), both sums all-reduced")

@@ -1,4 +1,4 @@
-"""The catalogue's entries for notebook 7: input_drift, gradient_change, noisy_batchnorm_forward.
+"""The catalogue's entries for notebook 7: input_drift and noisy_batchnorm_forward (gradient_change: its own module).
 
 Each entry is the measure or the layer as a learner might get it wrong (pooled or per unit,
 squared or not, relative to what, cosine or angle, the noise in the wrong place, ...).
@@ -10,7 +10,7 @@ import numpy as np
 
 from bncourse.checks.catalogue.shared import affine, mistake, standardize
 from bncourse.checks.core import Mistake
-from bncourse.checks.what_bn_does import _number_as_array, _numbers_as_arrays
+from bncourse.checks.what_bn_does import _number_as_array
 
 def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=True, pooled=False):
     # relative="per unit": each unit's change divided by its own spread, then averaged
@@ -22,8 +22,10 @@ def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=Tru
         ma, mb = a.mean(axis=ax), b.mean(axis=ax)
         sa, sb = a.std(axis=ax, ddof=ddof) ** power, b.std(axis=ax, ddof=ddof) ** power
         dm, ds = mb - ma, sb - sa
-        if absolute:
-            dm, ds = np.abs(dm), np.abs(ds)
+        if absolute in (True, "means"):
+            dm = np.abs(dm)
+        if absolute in (True, "stds"):
+            ds = np.abs(ds)
         if relative == "per unit":
             return float(np.mean((dm + (ds if stds else 0.0)) / sa))
         moved = np.mean(dm) + (np.mean(ds) if stds else 0.0)
@@ -31,6 +33,9 @@ def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=Tru
             return float(moved / np.mean(sa))
         if relative == "after":
             return float(moved / np.mean(sb))
+        if relative in ("stds only", "means only"):  # operator precedence: only one term divided
+            divided, kept = (np.mean(ds), np.mean(dm)) if relative == "stds only" else (np.mean(dm), np.mean(ds))
+            return float(kept + divided / np.mean(sa))
         return float(moved)
 
     return fn
@@ -40,6 +45,8 @@ _AGG = {"mean": np.mean, "max": np.max, "sum": np.sum, "l2": np.linalg.norm,
         "rms": lambda v: float(np.sqrt(np.mean(np.square(v))))}
 _MAGNITUDE = {"each": np.abs, "squared": np.square, "none": lambda v: v}
 _DENOM = {"before": lambda a, b: a.std(axis=0).mean(), "pooled-before": lambda a, b: a.std(),
+          "abs-mean-before": lambda a, b: np.abs(a.mean(axis=0)).mean(),
+          "before-and-after": lambda a, b: (a.std(axis=0).mean() + b.std(axis=0).mean()) / 2, "abs-pooled-mean-before": lambda a, b: abs(a.mean()),
           "after": lambda a, b: b.std(axis=0).mean(), "none": lambda a, b: 1.0,
           "variance-before": lambda a, b: a.var(axis=0).mean()}
 
@@ -76,6 +83,13 @@ _DRIFT_CHOICES = [  # (knob, value, name, hint): one choice of the measure turne
      "counts how far the units' means lie apart"),
     ("denom", "variance-before", "divided by the units' variance instead of their std",
      "divide by h_before.std(axis=0).mean(), in the same units as the changes"),
+    ("denom", "before-and-after", "divided by the mean of the spreads before and after instead of the spread before",
+     "divide by the spread before only, h_before.std(axis=0).mean(): the drift is measured against where the input was"),
+    ("denom", "abs-mean-before", "divided by the units' mean |mean| instead of their mean std",
+     "divide by the spread before, h_before.std(axis=0).mean(): the size of the means says nothing about the spread "
+     "(and is near zero for centred activations)"),
+    ("denom", "abs-pooled-mean-before", "divided by the layer's |mean| instead of the units' mean std",
+     "divide by the spread before, h_before.std(axis=0).mean(), not by the size of the mean"),
 ]
 
 
@@ -96,6 +110,38 @@ def _drift_choices() -> list[Mistake]:
             kept.append(m)
             seen.append(value)
     return kept
+
+
+def _drift_rms(h_before, h_after):
+    """The drift with each unit's "std" taken as sqrt(mean(h**2)), around zero instead of its mean."""
+    a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
+    sa, sb = np.sqrt((a * a).mean(0)), np.sqrt((b * b).mean(0))
+    return float((np.abs(b.mean(0) - a.mean(0)).mean() + np.abs(sb - sa).mean()) / sa.mean())
+
+
+def _per_unit_drift(h_before, h_after):
+    """(|d mean| + |d std|) / mean std before, one value per unit (the mean over units left out)."""
+    a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
+    return (np.abs(b.mean(0) - a.mean(0)) + np.abs(b.std(0) - a.std(0))) / a.std(0).mean()
+
+
+def _sorted_drift(axis):
+    """Activations sorted and compared quantile by quantile (a distance between distributions, not the measure)."""
+    def fn(h_before, h_after):
+        a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
+        if axis is None:
+            diff = np.sort(b, axis=None) - np.sort(a, axis=None)
+        else:
+            diff = np.sort(b, axis=axis) - np.sort(a, axis=axis)
+        return float(np.mean(np.abs(diff)) / a.std(axis=0).mean())
+    return fn
+
+
+_SORTED = ("sorted activations compared quantile by quantile{}, not the units' means and stds",
+           "the measure compares two numbers per unit: (mean |mean_after - mean_before| + mean |std_after - std_before|) "
+           "/ mean(std_before), with mean and std over the batch (axis=0)")
+_PRECEDENCE = ("only the {} change divided by the spread (operator precedence)",
+               "put both changes in brackets before dividing: (mean |d mean| + mean |d std|) / mean(std before)")
 
 
 def drift_mistakes() -> list[Mistake]:
@@ -122,6 +168,48 @@ def drift_mistakes() -> list[Mistake]:
             "signed changes (units moving up and down cancel)",
             "take the absolute value of each unit's change before averaging: np.abs(mean_after - mean_before)",
             _drift(absolute=False),
+        ),
+        Mistake(
+            "signed change of the std (no absolute value on the std's change)",
+            "take the absolute value of each unit's std change too: np.abs(std_after - std_before)",
+            _drift(absolute="means"), id="drift-signed",
+        ),
+        Mistake(
+            "signed change of the mean (no absolute value on the mean's change)",
+            "take the absolute value of each unit's mean change too: np.abs(mean_after - mean_before)",
+            _drift(absolute="stds"), id="drift-signed",
+        ),
+        *(Mistake(_PRECEDENCE[0].format(which), _PRECEDENCE[1], _drift(relative=f"{which}s only"), id="drift-precedence")
+          for which in ("std", "mean")),
+        *(Mistake(_SORTED[0].format(where), _SORTED[1], _sorted_drift(axis), id="drift-sorted")
+          for axis, where in ((0, " (each unit sorted over the batch)"), (None, " (the whole layer sorted)"),
+                              (-1, " (each example's units sorted)"))),
+        Mistake(
+            "one value per unit returned instead of one number",
+            "average over the units too: (mean over units of |d mean| + mean over units of |d std|) / mean(std before) "
+            "is a single number", lambda a, b: _per_unit_drift(a, b), id="drift-per-unit-array",
+        ),
+        Mistake(
+            "absolute value of the sum of the two changes (|d mean + d std| instead of |d mean| + |d std|)",
+            "take each change's absolute value on its own: mean |mean_after - mean_before| + mean |std_after - std_before|; "
+            "a mean moving up and a std moving down must not cancel",
+            lambda a, b: float(np.mean(np.abs(np.mean(b, 0) - np.mean(a, 0) + np.std(b, 0) - np.std(a, 0)))
+                               / np.mean(np.std(a, 0))), id="drift-signed"),
+        Mistake(
+            "std computed without centring (root mean square of the activations)",
+            "the standard deviation is taken around each unit's mean: np.std(h, axis=0), not sqrt(mean(h**2))",
+            _drift_rms, id="drift-std-uncentred"),
+        Mistake(
+            "only the stds compared (the change of the means left out)",
+            "add the mean change of each unit's mean: a distribution can move without widening",
+            lambda a, b: float(np.mean(np.abs(np.std(b, 0) - np.std(a, 0))) / np.mean(np.std(a, 0))), id="drift-one-term",
+        ),
+        Mistake(
+            "the change of the variances, with the stds' spread as the denominator",
+            "compare standard deviations, in the units of the activations: |std_after - std_before| "
+            "(np.std), not |var_after - var_before|",
+            lambda a, b: float((np.mean(np.abs(np.mean(b, 0) - np.mean(a, 0))) + np.mean(np.abs(np.var(b, 0) - np.var(a, 0))))
+                               / np.mean(np.std(a, 0))), id="drift-variance",
         ),
         Mistake(
             "not relative to the input's spread",
@@ -156,136 +244,6 @@ def drift_mistakes() -> list[Mistake]:
         ),
         *_drift_choices(),
     ]
-
-
-def _l2(a) -> float:
-    a = np.asarray(a, dtype=np.float64).ravel()
-    return float(np.sqrt(a @ a))
-
-
-def _dot(a, b) -> float:
-    return float(np.asarray(a, dtype=np.float64).ravel() @ np.asarray(b, dtype=np.float64).ravel())
-
-
-def _per_row(a, b):
-    """Relative change and cosine of each row (output unit), then averaged over the rows."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    rel = np.linalg.norm(b - a, axis=1) / na
-    cos = (a * b).sum(axis=1) / (na * nb)
-    return float(rel.mean()), float(cos.mean())
-
-
-def _spectral(a, b):
-    """Every norm taken as np.linalg.norm(M, 2): for a matrix, the largest singular value."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    na, nb = np.linalg.norm(a, 2), np.linalg.norm(b, 2)
-    return float(np.linalg.norm(b - a, 2) / na), float((a * b).sum() / (na * nb))
-
-
-def gradient_mistakes() -> list[Mistake]:
-    """The known wrong ways to measure a layer's gradient change, each written as a learner would."""
-    cos = lambda a, b: _dot(a, b) / (_l2(a) * _l2(b))  # noqa: E731
-    rel = lambda a, b: _l2(np.asarray(b, float) - np.asarray(a, float)) / _l2(a)  # noqa: E731
-    return [
-        Mistake(
-            "cosine not normalized (a plain dot product)",
-            "divide the dot product by the product of the two norms, ||g_before|| * ||g_after||",
-            lambda a, b: (rel(a, b), _dot(a, b)),
-        ),
-        Mistake(
-            "cosine divided by ||g_before|| twice",
-            "the cosine divides by both norms: ||g_before|| * ||g_after||",
-            lambda a, b: (rel(a, b), _dot(a, b) / _l2(a) ** 2),
-        ),
-        Mistake(
-            "norms per row instead of over the flattened gradient",
-            "treat the whole weight gradient as one vector (g.ravel(), or np.linalg.norm(g) with no axis); "
-            "averaging one value per row (output unit) weighs small and large rows alike",
-            _per_row,
-        ),
-        Mistake(
-            "one value per row returned instead of one number",
-            "flatten the gradients (g.ravel()) and return two single numbers, not an array per output unit",
-            lambda a, b: (np.linalg.norm(np.asarray(b, float) - np.asarray(a, float), axis=1)
-                          / np.linalg.norm(np.asarray(a, float), axis=1),
-                          (np.asarray(a, float) * np.asarray(b, float)).sum(axis=1)
-                          / (np.linalg.norm(np.asarray(a, float), axis=1) * np.linalg.norm(np.asarray(b, float), axis=1))),
-        ),
-        Mistake(
-            "matrix 2-norm (largest singular value) instead of the l2 norm of all entries",
-            "np.linalg.norm(g, 2) of a matrix is its spectral norm; use np.linalg.norm(g) (Frobenius: "
-            "the l2 norm of the flattened gradient)",
-            _spectral,
-        ),
-        Mistake(
-            "relative change divided by the wrong norm (||g_after||)",
-            "relative to the gradient before the update: ||g_after - g_before|| / ||g_before||",
-            lambda a, b: (_l2(np.asarray(b, float) - np.asarray(a, float)) / _l2(b), cos(a, b)),
-        ),
-        Mistake(
-            "absolute change instead of relative change",
-            "divide ||g_after - g_before|| by ||g_before||, so layers with large and small gradients compare",
-            lambda a, b: (_l2(np.asarray(b, float) - np.asarray(a, float)), cos(a, b)),
-        ),
-        Mistake(
-            "difference of the norms instead of the norm of the difference",
-            "||g_after - g_before|| sees a change of direction; ||g_after|| - ||g_before|| only sees a change of length",
-            lambda a, b: ((_l2(b) - _l2(a)) / _l2(a), cos(a, b)),
-        ),
-        Mistake(
-            "squared norms (no square root)",
-            "the l2 norm is the square root of the sum of squares",
-            lambda a, b: (rel(a, b) ** 2, cos(a, b)),
-        ),
-        Mistake(
-            "the angle (arccos) returned instead of the cosine",
-            "return the cosine itself, dot / (||g_before|| * ||g_after||), not np.arccos of it",
-            lambda a, b: (rel(a, b), float(np.arccos(np.clip(cos(a, b), -1, 1)))), id="angle-instead-of-cosine",
-        ),
-        Mistake(
-            "the angle in degrees returned instead of the cosine",
-            "return the cosine itself, dot / (||g_before|| * ||g_after||), not the angle",
-            lambda a, b: (rel(a, b), float(np.degrees(np.arccos(np.clip(cos(a, b), -1, 1))))),
-            id="angle-instead-of-cosine",
-        ),
-        Mistake(
-            "cosine distance (1 - cosine) returned instead of the cosine",
-            "return the cosine similarity, dot / (||g_before|| * ||g_after||), not 1 minus it",
-            lambda a, b: (rel(a, b), 1 - cos(a, b)), id="cosine-distance",
-        ),
-        Mistake(
-            "the two values returned in the wrong order",
-            "return (relative_change, cosine)",
-            lambda a, b: (cos(a, b), rel(a, b)),
-        ),
-        Mistake("relative change divided by ||g_before|| + ||g_after||",
-                "relative to the gradient before the update only: ||g_after - g_before|| / ||g_before||",
-                lambda a, b: (_l2(np.asarray(b, float) - np.asarray(a, float)) / (_l2(a) + _l2(b)), cos(a, b)),
-                id="relative-to-wrong-norm"),
-        Mistake("relative change taken element by element (mean of |b - a| / |a|)",
-                "compare whole vectors: ||g_after - g_before|| / ||g_before||; element-wise ratios explode where "
-                "a gradient entry is near zero",
-                lambda a, b: (float(np.mean(np.abs(np.ravel(b) - np.ravel(a)) / (np.abs(np.ravel(a)) + 1e-12))),
-                              cos(a, b)), id="relative-elementwise"),
-        Mistake("l1 norms (sums of absolute values) instead of l2 norms",
-                "use the l2 norm, np.linalg.norm(g.ravel()) = sqrt(sum(g**2)), in both the relative change and "
-                "the cosine", lambda a, b: _with_norm(a, b, lambda v: float(np.abs(v).sum())), id="wrong-norm"),
-        Mistake("the relative change in l1 norms (sums of absolute values) instead of l2",
-                "use the l2 norm, np.linalg.norm(g.ravel()) = sqrt(sum(g**2))",
-                lambda a, b: (_with_norm(a, b, lambda v: float(np.abs(v).sum()))[0], cos(a, b)), id="wrong-norm"),
-        Mistake("max norms (largest absolute entry) instead of l2 norms",
-                "use the l2 norm, np.linalg.norm(g.ravel()) = sqrt(sum(g**2))",
-                lambda a, b: (_with_norm(a, b, lambda v: float(np.abs(v).max()))[0], cos(a, b)), id="wrong-norm"),
-    ]
-
-
-def _with_norm(a, b, norm):
-    """(relative change, cosine) with ``norm`` in place of the l2 norm."""
-    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
-    return norm(b - a) / norm(a), float(a @ b) / (norm(a) * norm(b))
 
 
 def _bn(x, gamma, beta, eps=1e-5, axis=0, slip=""):
@@ -339,6 +297,15 @@ def noisy_mistakes() -> list[Mistake]:
         ),
         mistake("wrong-axis", _noisy(axis=1),
                 hint="each feature (column) is normalized over the batch: mean and variance over axis=0"),
+        Mistake("one mean and variance for the whole array (not per feature)",
+                "each feature (column) has its own mean and variance over the batch: pass axis=0",
+                _noisy(axis=None), id="wrong-axis"),
+        Mistake("variance over the whole array (axis missing in the variance)",
+                "the mean is per feature, but the variance was taken over the whole array: pass axis=0 to the "
+                "variance too", lambda x, g, b, s, m, eps=1e-5: s * (g * (np.asarray(x, float) - np.mean(x, 0))
+                                                                    / np.sqrt(np.var(x) + eps) + b) + m,
+                id="wrong-axis"),
+        mistake("beta-scaled-by-gamma", _noisy("beta-scaled-by-gamma")),
         mistake("unbiased-variance", _noisy("unbiased-variance"),
                 hint="batch norm normalizes with the biased batch variance (divide by N, np.var's default ddof=0)"),
         mistake("eps-outside-sqrt", _noisy("eps-outside-sqrt"),
@@ -351,6 +318,12 @@ def noisy_mistakes() -> list[Mistake]:
         mistake("sqrt-of-std", _noisy("sqrt-of-std")),
         *(mistake(slip, _noisy(slip)) for slip in ("gamma-and-beta-not-applied", "gamma-not-applied-only-beta-added",
                                                     "beta-not-added-only-gamma-applied", "mean-not-subtracted")),
+        Mistake("shift multiplied instead of added",
+                "scale multiplies, shift is added: scale * bn(x) + shift",
+                lambda x, g, b, s, m, eps=1e-5: s * _bn(x, g, b, eps) * m, id="noise-order"),
+        Mistake("divided by the noise scale instead of multiplied",
+                "scale multiplies batch norm's output: scale * bn(x) + shift",
+                lambda x, g, b, s, m, eps=1e-5: _bn(x, g, b, eps) / s + m, id="noise-order"),
         Mistake("shift added before scaling (scale * (bn(x) + shift))",
                 "scale batch norm's output first, then add the shift: scale * bn(x) + shift",
                 lambda x, g, b, s, m, eps=1e-5: s * (_bn(x, g, b, eps) + m), id="noise-order"),
@@ -361,9 +334,9 @@ def noisy_mistakes() -> list[Mistake]:
 
 
 def _wrapped(entries, wrap):
+    """The entries with each wrong implementation's result shaped as the check compares it."""
     return [Mistake(m.name, m.hint, wrap(m.fn), m.only, m.id) for m in entries]
 
 
 ENTRIES = {"input_drift": lambda: _wrapped(drift_mistakes(), _number_as_array),
-           "gradient_change": lambda: _wrapped(gradient_mistakes(), _numbers_as_arrays),
            "noisy_batchnorm_forward": noisy_mistakes}
