@@ -3,7 +3,10 @@
 One learner session, recorded once per test run (the ``learner`` fixture), then asked questions:
 ``bncourse start`` on a fresh workspace; every notebook opened; a correct solution typed into each
 exercise of notebooks 1 to 4 and 11 and Run All; one wrong solution typed; saved; the server stopped and
-started again with a second ``bncourse start``. Kernels run in fast mode (BNCOURSE_FAST=1). An
+started again with a second ``bncourse start``. Kernels run at the grading size (BNCOURSE_GRADING=1: the
+fast size, with experiments whose outputs earn no points shrunk further): notebooks 1 to 4 have no value
+of that size, so they run exactly as in fast mode; notebook 11's experiment trains 60 steps instead of
+100 (what is asked of it here is that its cells run and its plots show, not what they show). An
 instructor's JupyterLab in the course folder is checked for the formgrader.
 
 Screenshots of each notebook go to $BNCOURSE_SCREENSHOTS or a temporary folder; the folder is
@@ -27,6 +30,7 @@ from lab_browser import (
     wait_until_run,
 )
 
+from bncourse.run_size import RunSize
 from conftest import COURSE, GENERATED
 
 CHROMIUM = find_chromium()
@@ -39,6 +43,7 @@ if CHROMIUM is None or sync_playwright is None:
 
 pytestmark = pytest.mark.slow
 
+GRADING_SIZE = RunSize.GRADING.kernel_env()  # {"BNCOURSE_FAST": "1", "BNCOURSE_GRADING": "1"}
 SOLVED = ("01_why_normalize", "02_batchnorm_forward", "03_batchnorm_backward", "04_batchnorm_pytorch",
           "11_inside_the_network")  # 11: its layer-by-layer histograms must show as images
 WIDGET = ".jp-OutputArea-output .widget-progress, .jp-OutputArea-output .widget-hprogress"
@@ -90,7 +95,7 @@ def learner(tmp_path_factory, browser, screenshots) -> dict:
     """A learner's session, recorded: what the page showed, the server logs, the files."""
     root = tmp_path_factory.mktemp("learner")
     ws = root / "bncourse-workspace"
-    env = learner_environment(BNCOURSE_FAST="1")
+    env = learner_environment(**GRADING_SIZE)
     rec: dict = {"ws": ws, "shots": [], "notebooks": {}, "typed": {}}
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
