@@ -86,6 +86,7 @@ WORKERS_PER_CORE = 2
 GB_PER_WORKER = 3  # a worker grading a class: its kernels, nbgrader, the browser or PostgreSQL
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and harmless) under -p no:xdist
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: two workers per core, as memory allows.
 
