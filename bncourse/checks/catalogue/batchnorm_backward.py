@@ -167,6 +167,9 @@ _BACKWARD_MISTAKES = [
             "the variance path multiplies by the NORMALIZED x_hat: dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
             _with(dx=_x_for_x_hat), id="x-for-x-hat"),
     *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("divisor-minus-one", "divisor-minus-one-outside")),
+    mistake("direct-term-without-m", _with(dx=_dx_slip("direct-term-without-m")),
+            name="the factor N missing on dout in the closed form (dout where N * dout belongs)",
+            hint="dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma): the direct term is N * dout"),
     mistake("missing-divisor", _with(dx=_dx_slip("missing-divisor")), name="closed form without the 1/N",
             hint="the mean and the variance average over N rows: "
                  "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)"),
@@ -297,6 +300,12 @@ _SPATIAL_BACKWARD_MISTAKES = [
             _reference_then(lambda dx, dg, db, dout, c: (dx, dg / (dout.size / dout.shape[1]),
                                                          db / (dout.size / dout.shape[1]))),
             id="dparams-averaged"),
+    Mistake("dx's count taken as the batch size N instead of N*H*W",
+            "each channel's statistics average N*H*W values (one per row of the (N*H*W, C) view): "
+            "dx = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma) with M = N*H*W",
+            _reference_then(lambda dx, dg, db, dout, c: (ref._from_rows(dx_from(
+                ref._to_rows(np.asarray(dout, np.float64)) * c.cache.gamma, c.cache.x_hat, c.cache.inv_std, 0,
+                count=c.shape[0]), c.shape), dg, db)), id="wrong-divisor"),
     Mistake("dx missing the terms that flow through the mean and the variance",
             "call the full (N, D) backward on the (N*H*W, C) rows",
             _reference_then(lambda dx, dg, db, dout, c: (dout * _per_channel(c.cache.gamma * c.cache.inv_std), dg, db))),

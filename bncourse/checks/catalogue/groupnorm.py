@@ -222,7 +222,7 @@ def _gn_backward_mistakes() -> list[Mistake]:
         *(mistake(slip, _gn_backward(slip))
           for slip in ("inv-std-squared", "inv-std-missing", "std-instead-of-inv-std", "divisor-minus-one",
                        "divisor-minus-one-outside", "gamma-after-sums", "sums-without-gamma", "x-for-x-hat",
-                       "divisor-twice", "sums-divided-twice")),
+                       "divisor-twice", "sums-divided-twice", "xmu-for-x-hat", "direct-term-without-m")),
         mistake("eps-missing", _gn_backward("eps-missing"), name="backward recomputed 1 / std without eps",
                 hint="use the eps the forward used (keep it, or inv_std itself, in the cache): np.sqrt(var) leaves it out"),
         *dparam_mistakes(_gn_backward(), (0, 2, 3), "channel"),

@@ -97,6 +97,9 @@ SLIPS = {s.id: s for s in (
          "the statistics are functions of x too: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
     Slip("missing-divisor", "dx missing the 1/M",
          "the mean and variance average over M values: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("direct-term-without-m", "the factor M missing on the direct term (g where M * g belongs)",
+         "inside the bracket the direct term is M * g, the sums are not divided: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)), or inv_std * (g - mean(g) - x_hat * mean(g * x_hat))"),
     Slip("sign-error-variance-path", "sign error on the path through the variance",
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)): the variance term is subtracted"),
     Slip("dx-without-gamma", "dx not multiplied by gamma", "the gradient reaching x_hat is gamma * dout"),
@@ -107,6 +110,9 @@ SLIPS = {s.id: s for s in (
          "every term of dx uses g = gamma * dout: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
     Slip("x-for-x-hat", "x in place of x_hat in the variance term",
          "the variance path multiplies by the NORMALIZED input: dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
+    Slip("xmu-for-x-hat", "x - mu in place of x_hat in the variance term",
+         "the variance path multiplies by the NORMALIZED input x_hat = (x - mu) * inv_std, not x - mu: "
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
     Slip("inv-std-missing", "dx missing the factor inv_std = 1 / sqrt(var + eps)",
          "every path from x to the output passes the division by the standard deviation: "
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat))"),
@@ -219,7 +225,7 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None, dout=None, x=None):
     m = int(np.prod([g.shape[a] for a in np.atleast_1d(axes)])) if count is None else count
     if slip == "divisor-minus-one":
         m = m - 1
-    dx = m * g
+    dx = g if slip == "direct-term-without-m" else m * g
     summed = dout if slip == "sums-without-gamma" and dout is not None else g
     if slip == "sums-divided-twice":
         summed = summed / m
@@ -228,6 +234,8 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None, dout=None, x=None):
     if slip not in ("variance-path-missing", "mean-and-variance-paths-missing"):
         sign = 1.0 if slip == "sign-error-variance-path" else -1.0
         outer = x if slip == "x-for-x-hat" and x is not None else x_hat
+        if slip == "xmu-for-x-hat":
+            outer = x_hat / inv
         dx = dx + sign * outer * (summed * x_hat).sum(axis=axes, keepdims=True)
     if slip == "divisor-twice":
         inv = inv / m
