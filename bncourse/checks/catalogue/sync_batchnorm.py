@@ -93,6 +93,13 @@ def _local_count_running(xs, r):
     return mean, var, mean, var * n / (n - 1)
 
 
+def _running_var_precedence(xs, r):
+    """var * N / N - 1 (operator precedence: the - 1 outside the division) in the running variance."""
+    mean, var, _, _ = _global_stats(xs, r)
+    N = sum(len(x) for x in xs)
+    return mean, var, mean, var * N / N - 1
+
+
 def _biased_running(xs, r):
     mean, var, _, _ = _global_stats(xs, r)
     return mean, var, mean, var
@@ -143,6 +150,9 @@ def _forward_mistakes() -> list[Mistake]:
         Mistake("local count in the unbiased running variance",
                 "running_var gets var * N / (N - 1) with N the global count, not this rank's",
                 _variant(_local_count_running)),
+        Mistake("running_var's correction written var * N / N - 1 (operator precedence: the parentheses missing)",
+                "var * n / n - 1 is var - 1: write var * n / (n - 1), with n the global count",
+                _variant(_running_var_precedence)),
         Mistake("running_var updated with the biased variance",
                 "PyTorch stores the unbiased variance var * N / (N - 1) in running_var (and normalizes with the biased one)",
                 _variant(_biased_running)),
@@ -241,6 +251,8 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right", params="own"):
             dw, db = (t * n / count if kind.endswith("local count") else t), s
         if kind == "parameter grads reduced":
             dw, db = T, S
+        elif kind == "parameter grads averaged":
+            dw, db = T / R, S / R
         elif kind == "swapped":
             dw, db = s_r, t_r
         elif kind == "dweight from dy only":
@@ -309,6 +321,11 @@ def _backward_mistakes() -> list[Mistake]:
                 "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
                 "gradients over the ranks itself, so an all_reduce here counts them world_size times over",
                 _backward_variant("parameter grads reduced")),
+        Mistake("dweight and dbias all-reduced and averaged over the ranks (divided by world_size)",
+                "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
+                "gradients over the ranks itself; all-reducing and dividing by world_size here hands every rank the "
+                "mean of the ranks' sums instead of its own", _backward_variant("parameter grads averaged"),
+                id="dweight-dbias-all-reduced"),
         mistake("mean-and-variance-paths-missing", _backward_variant("mean-and-variance-paths-missing"),
                 name="dx missing the terms that flow through the mean and the variance",
                 hint="dx = weight * invstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)"),

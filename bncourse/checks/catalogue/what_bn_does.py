@@ -41,14 +41,14 @@ def _drift(axis=0, ddof=0, absolute=True, relative="before", power=1.0, stds=Tru
     return fn
 
 
-_AGG = {"mean": np.mean, "max": np.max, "sum": np.sum, "l2": np.linalg.norm,
+_AGG = {"mean": np.mean, "median": np.median, "max": np.max, "sum": np.sum, "l2": np.linalg.norm,
         "rms": lambda v: float(np.sqrt(np.mean(np.square(v))))}
 _MAGNITUDE = {"each": np.abs, "squared": np.square, "none": lambda v: v}
 _DENOM = {"before": lambda a, b: a.std(axis=0).mean(), "pooled-before": lambda a, b: a.std(),
           "abs-mean-before": lambda a, b: np.abs(a.mean(axis=0)).mean(),
           "before-and-after": lambda a, b: (a.std(axis=0).mean() + b.std(axis=0).mean()) / 2, "abs-pooled-mean-before": lambda a, b: abs(a.mean()),
           "after": lambda a, b: b.std(axis=0).mean(), "none": lambda a, b: 1.0,
-          "variance-before": lambda a, b: a.var(axis=0).mean()}
+          "variance-before": lambda a, b: a.var(axis=0).mean(), "median-before": lambda a, b: np.median(a.std(axis=0))}
 
 
 def _drift_measure(agg="mean", magnitude="each", denom="before"):
@@ -68,6 +68,8 @@ def _drift_measure(agg="mean", magnitude="each", denom="before"):
 _DRIFT_CHOICES = [  # (knob, value, name, hint): one choice of the measure turned the way a learner turns it
     ("agg", "max", "the largest change over the units instead of the mean",
      "average each unit's |change| over the units (np.mean): the measure describes the whole layer, not its worst unit"),
+    ("agg", "median", "the median of the changes over the units instead of their mean",
+     "average each unit's |change| over the units (np.mean): the median ignores how far the units that moved most moved"),
     ("agg", "l2", "the l2 norm of the changes over the units instead of their mean",
      "average each unit's |change| over the units (np.mean), so the measure does not grow with the number of units"),
     ("agg", "sum", "the changes summed over the units instead of averaged",
@@ -81,6 +83,8 @@ _DRIFT_CHOICES = [  # (knob, value, name, hint): one choice of the measure turne
     ("denom", "pooled-before", "divided by the spread of the whole array instead of the units' mean std",
      "divide by the mean over units of each unit's std before, h_before.std(axis=0).mean(); h_before.std() also "
      "counts how far the units' means lie apart"),
+    ("denom", "median-before", "divided by the units' median std instead of their mean std",
+     "divide by the mean over units of each unit's std before, h_before.std(axis=0).mean()"),
     ("denom", "variance-before", "divided by the units' variance instead of their std",
      "divide by h_before.std(axis=0).mean(), in the same units as the changes"),
     ("denom", "before-and-after", "divided by the mean of the spreads before and after instead of the spread before",
