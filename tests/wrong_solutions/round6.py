@@ -64,6 +64,46 @@ def ln_bwd_xmu_in_variance_term(dout, cache):
     return dx, (dout * x_hat).sum(0), dout.sum(0)
 
 
+def gn_forward(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    mu, var = xg.mean(2, keepdims=True), xg.var(2, keepdims=True)
+    x_hat = ((xg - mu) / np.sqrt(var + eps)).reshape(N, C, H, W)
+    return x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1), (x, x_hat, var, gamma, G, eps)
+
+
+def gn_bwd_sums_over_batch(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    N, C, H, W = x.shape
+    g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, C // G, H, W)
+    xh = x_hat.reshape(N, G, C // G, H, W)
+    M = C // G * H * W
+    inv_std = (1 / np.sqrt(var + eps)).reshape(N, G, 1, 1, 1)
+    dx = inv_std / M * (M * g - g.sum((0, 2, 3, 4), keepdims=True) - xh * (g * xh).sum((0, 2, 3, 4), keepdims=True))
+    return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
+def gn_forward_strided(x, gamma, beta, G, eps=1e-5):
+    """Channel c in group c % G: the channels viewed as (C // G, G)."""
+    N, C, H, W = x.shape
+    xg = x.reshape(N, C // G, G, H, W)
+    mu, var = xg.mean((1, 3, 4), keepdims=True), xg.var((1, 3, 4), keepdims=True)
+    x_hat = (xg - mu) / np.sqrt(var + eps)
+    out = x_hat.reshape(x.shape) * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1)
+    return out, (x, x_hat, var, gamma, G, eps)
+
+
+def gn_bwd_strided(dout, cache):
+    x, x_hat, var, gamma, G, eps = cache
+    N, C, H, W = x.shape
+    g = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, C // G, G, H, W)
+    M = C // G * H * W
+    dx = 1 / np.sqrt(var + eps) / M * (M * g - g.sum((1, 3, 4), keepdims=True)
+                                        - x_hat * (g * x_hat).sum((1, 3, 4), keepdims=True))
+    x_hat = x_hat.reshape(x.shape)
+    return dx.reshape(x.shape), (dout * x_hat).sum((0, 2, 3)), dout.sum((0, 2, 3))
+
+
 # ------------------------------------------------------------------------------ notebook 7
 
 
@@ -85,7 +125,10 @@ WRONG_BY_NB = {
         ("spatial_batchnorm_forward", ["wrong permutation", "inverse"], spatial_fwd_same_transpose_back),
         ("spatial_batchnorm_backward", ["batch size", "n*h*w"], (spatial_fwd_rows, spatial_bwd_divides_by_n)),
     ],
-    "9": [("layernorm_backward", ["x - mu in place of x_hat"], (ln_forward, ln_bwd_xmu_in_variance_term))],
+    "9": [("layernorm_backward", ["x - mu in place of x_hat"], (ln_forward, ln_bwd_xmu_in_variance_term)),
+          ("groupnorm_backward", ["over the batch as well"], (gn_forward, gn_bwd_sums_over_batch)),
+          ("groupnorm_backward", ["non-adjacent channels"], (gn_forward_strided, gn_bwd_strided)),
+          ("groupnorm_forward", ["non-adjacent channels"], gn_forward_strided)],
     "7": [
         ("input_drift", ["median"], drift_median_over_units),
         ("gradient_change", ["elementwise", "element-wise"], grad_change_elementwise_relative),

@@ -173,6 +173,30 @@ def _gn_backward(slip: str = "", per_channel: bool = False, dgamma_per_group: bo
     return backward
 
 
+def _gn_backward_over_batch(count: str = "M"):
+    """dx's sums over the batch as well: the grouped view (N, G, C/G, H, W) summed over (0, 2, 3, 4)
+    (``count="NM"``: divided by N*M to match)."""
+    def backward(x, gamma, beta, G, eps, dout):
+        c = gref.groupnorm_forward(x, gamma, beta, G, eps)[1]
+        n, ch, h, w = x.shape
+        g = (np.asarray(dout, np.float64) * gamma.reshape(1, ch, 1, 1)).reshape(n, G, -1)
+        m = g.shape[2] * (n if count == "NM" else 1)
+        dx = dx_from(g, c.x_hat.astype(np.float64), c.inv_std, (0, 2), count=m)
+        xh4 = c.x_hat.reshape(x.shape)
+        return dx.reshape(x.shape).astype(x.dtype, copy=False), (dout * xh4).sum((0, 2, 3)), dout.sum((0, 2, 3))
+    return backward
+
+
+def _gn_backward_strided(x, gamma, beta, G, eps, dout):
+    """Forward and backward with channel c in group c % G: the right pair run on the channels reordered."""
+    ch = x.shape[1]
+    order = np.argsort(np.arange(ch) % G, kind="stable")
+    back = np.argsort(order)
+    out, cache = gref.groupnorm_forward(x[:, order], gamma[order], beta[order], G, eps)
+    dx, dgamma, dbeta = gref.groupnorm_backward(np.asarray(dout)[:, order], cache)
+    return dx[:, back], dgamma[back], dbeta[back]
+
+
 _GN_DX = "with g = gamma * dout grouped to (N, G, M), dx = inv_std / M * (M * g - g.sum(2) - x_hat * (g * x_hat).sum(2))"
 
 
@@ -187,6 +211,13 @@ def _gn_backward_mistakes() -> list[Mistake]:
         mistake("mean-and-variance-paths-missing", _gn_backward("mean-and-variance-paths-missing"),
                 name="dx missing the paths through the group mean and variance",
                 hint="the group statistics are functions of x: " + _GN_DX),
+        *(Mistake("dx's sums taken over the batch as well (the grouped view summed over (0, 2, 3, 4))",
+                  "each image has its own group statistics: dx's sums run over each group's C/G*H*W values of ONE "
+                  "image, axes (2, 3, 4) of the (N, G, C/G, H, W) view, never over N; " + _GN_DX,
+                  _gn_backward_over_batch(count), id="dx-sums-over-batch") for count in ("M", "NM")),
+        Mistake("groups formed from non-adjacent channels (channel c in group c % G)",
+                "group g is the C/G ADJACENT channels g*C/G ... (g+1)*C/G - 1: x.reshape(N, G, C // G, H, W), "
+                "not x.reshape(N, C // G, G, H, W)", _gn_backward_strided, id="group-layout-strided"),
         Mistake("dx summed per channel instead of per group (instance norm's backward)",
                 "the sums in dx run over each group's M = C/G*H*W values, the same groups as the forward",
                 _gn_backward(per_channel=True)),
