@@ -402,3 +402,31 @@ from .nb10_more import RIGHT as _MORE_RIGHT, WRONG as _MORE  # noqa: E402 - the 
 
 WRONG += _MORE
 RIGHT += _MORE_RIGHT
+
+
+# a sixth held-out round's misses: the scale inverted, the mean times gamma in the bias, a fold by the variance
+
+
+fold_scale_inverted = _fold_with(lambda s, b, bn: (b - bn.running_mean) * s + bn.bias,
+                                 lambda bn: torch.sqrt(bn.running_var + bn.eps) / bn.weight)
+fold_scale_inverted.__name__ = "fold_scale_inverted"
+fold_bias_mean_times_gamma = _fold_with(lambda s, b, bn: bn.bias - bn.weight * bn.running_mean + s * b)
+fold_bias_mean_times_gamma.__name__ = "fold_bias_mean_times_gamma"
+_fold_by_variance = _fold_with(lambda s, b, bn: (b - bn.running_mean) * s + bn.bias,
+                               lambda bn: bn.weight / (bn.running_var + bn.eps))
+
+
+def model_fold_by_variance(model):
+    m = copy.deepcopy(model).eval()
+    for seq in [s for s in m.modules() if isinstance(s, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i], seq[i + 1] = _fold_by_variance(seq[i], seq[i + 1]), nn.Identity()
+    return m
+
+
+WRONG += [
+    ("fold_batchnorm", ["scale inverted"], fold_scale_inverted),
+    ("fold_batchnorm", ["mean multiplied by gamma"], fold_bias_mean_times_gamma),
+    ("fold_model", ["divided by the variance"], model_fold_by_variance),
+]

@@ -31,6 +31,8 @@ def _manual_fold(how: str = ""):
         if how == "gamma_left_out":
             gamma = torch.ones_like(gamma)
         scale = gamma if how == "stats_ignored_plain" else gamma * inv_std(var, bn.eps, how)
+        if how == "scale_inverted":  # std / gamma
+            scale = 1 / scale
         shape = (1, -1) if how == "wrong-axis" else (-1, 1)
         new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2) if how != "conv-shape" else (-1, 1, 1, 1))
         if how == "weight_unscaled":
@@ -40,7 +42,8 @@ def _manual_fold(how: str = ""):
             "mean_ignored": lambda: scale * b + beta, "scale_twice": lambda: scale * scale * (b - mean) + beta,
             "bias_unscaled": lambda: b - scale * mean + beta, "beta_scaled": lambda: scale * (b - mean + beta),
             "mean_unscaled": lambda: scale * b - mean + beta, "beta_left_out": lambda: scale * (b - mean),
-            "mean_added": lambda: scale * (b + mean) + beta}
+            "mean_added": lambda: scale * (b + mean) + beta, "mean_times_gamma": lambda: beta - gamma * mean + scale * b,
+            "bias_gamma_for_scale": lambda: gamma * (b - mean) + beta}
         new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
         new = _fresh_layer(layer, how) if how.startswith("fresh_") else copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
@@ -138,6 +141,12 @@ _FOLDING_OWN = (
     ("beta-left-out", "beta left out of the bias", "beta_left_out", "the shift beta = bn.bias stays: " + _BIAS),
     ("running-stats-ignored", "running statistics ignored", "stats_ignored_plain", "in eval mode batch norm uses "
      "running_mean and running_var: scale = gamma / sqrt(running_var + eps), " + _BIAS),
+    ("scale-inverted", "the scale inverted (std / gamma instead of gamma / std)", "scale_inverted",
+     "batch norm multiplies by gamma and divides by the std: scale = gamma / sqrt(running_var + eps)"),
+    ("bias-mean-times-gamma", "the running mean multiplied by gamma, not by the scale, in the bias",
+     "mean_times_gamma", "the mean is divided by the std along with everything else: " + _BIAS),
+    ("bias-gamma-for-scale", "gamma in place of the scale in the bias (the std left out of the bias)",
+     "bias_gamma_for_scale", "the bias passes through the division by the std too: " + _BIAS),
     ("beta-scaled", "beta scaled along with the bias", "beta_scaled",
      "beta is added after batch norm's scaling, so it is not scaled: " + _BIAS),
     ("running-mean-unscaled", "the running mean subtracted after scaling (not scaled)", "mean_unscaled",
@@ -290,6 +299,8 @@ _PAIR_SLIPS = (("eps-missing", "running variance without eps", "eps-missing", _E
                 "use the layer's own bn.eps: a BatchNorm may be built with another eps"),
                ("multiplied-by-std", "multiplied by sqrt(var + eps) instead of divided by it", "multiplied-by-std", _EPS),
                ("eps-outside-sqrt", "eps outside the square root", "eps-outside-sqrt", _EPS),
+               ("divided-by-variance", "divided by the variance instead of the standard deviation", "divided-by-variance",
+                "scale = gamma / torch.sqrt(running_var + eps)"),
                ("gamma-beta-swapped", "gamma and beta swapped", "gamma-beta-swapped", _EPS),
                *((id_, name, slip, hint) for id_, name, slip, hint in _FOLDING_OWN
                  if slip not in ("bias_dropped", "wrong-axis", "own_bias_ignored", "bias_unscaled", "conv-shape")))
