@@ -34,6 +34,7 @@ _REGISTRATION = ("registered as buffers: running_mean, running_var; as parameter
 _AS_PARAMETERS = "running_mean, running_var registered as parameters"
 _NUM_BATCHES = "has num_batches_tracked"
 BUFFERS_IN_PLACE = "running_mean, running_var still the module's own tensors after training (changed in place)"
+EVAL_BACKPROPAGATES = "eval mode: the output has a gradient history (a module in eval mode still backpropagates)"
 _NOT_COMPARED = (_NUM_BATCHES,)
 
 
@@ -156,12 +157,17 @@ def record(cls, step: Step, dtype, device) -> dict:
         rec[f"step {k}: running_var"] = to_numpy(module.running_var)
     rec[BUFFERS_IN_PLACE] = np.array([_identity(module, b) == o for b, o in zip(("running_mean", "running_var"), own)])
     module.eval()
-    x = _batch(gen, step.shape, dtype, device)
-    with torch.no_grad(), kept(x=x):
+    x = _batch(gen, step.shape, dtype, device).requires_grad_(True)
+    with kept(x=x):
         out = module(x)
     if not isinstance(out, torch.Tensor):
         raise ProtocolError(f"forward returned {type(out).__name__} in eval mode, expected a tensor")
     rec["eval: output"] = to_numpy(out)
+    # a module in eval mode still backpropagates (fine-tuning a frozen-statistics model, saliency maps)
+    rec[EVAL_BACKPROPAGATES] = np.array([out.grad_fn is not None])
+    if out.grad_fn is not None:
+        out.backward(torch.randn(step.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype))
+    rec["eval: dx"] = to_numpy(x.grad) if x.grad is not None else np.zeros(step.shape, rec["eval: output"].dtype)
     rec["eval: running_mean afterwards"] = to_numpy(module.running_mean)
     rec["eval: running_var afterwards"] = to_numpy(module.running_var)
     rec[DTYPE_FLAGS] = np.array([rec[k].dtype == np.dtype(str(dtype).split(".")[-1])
@@ -227,6 +233,10 @@ def _symptoms(steps: int) -> list[Symptom]:
         Symptom("weight or bias is not an nn.Parameter",
                 "make weight (gamma) and bias (beta) nn.Parameter so the optimizer trains them",
                 lambda got: not got[_REGISTRATION][2:].all()),
+        Symptom("eval mode computed outside autograd (no gradient flows back to x in eval mode)",
+                "a module in eval mode still backpropagates (fine-tuning with frozen statistics, gradients with "
+                "respect to the input): compute the eval map weight * (x - running_mean) / sqrt(running_var + eps) "
+                "+ bias in torch operations, not in numpy", lambda got: not got.get(EVAL_BACKPROPAGATES, np.array([True])).all()),
         Symptom("the running statistics track gradients",
                 "update them without autograd, inside `with torch.no_grad():` (or from mean.detach()), else every "
                 "step extends the graph", lambda got: got["buffers track gradients"].any()),

@@ -1,6 +1,7 @@
 """Wrong (and right) solutions of notebook 4's BatchNorm2d module, written as learners write them: the running
 statistics replaced by new tensors each step instead of written into the buffers."""
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,3 +63,32 @@ WRONG = [
     ("BatchNorm2d", ["replaced by new tensors"], BN2dLerpNotInPlace),
 ]
 RIGHT = [("BatchNorm2d", BN2dInPlace)]
+
+
+# a sixth held-out round's miss: BatchNorm1dNumpy's eval mode computed in numpy, outside autograd
+
+
+class BN1dEvalInNumpy(nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x):
+        from .right_nb02_04 import FunctionTorchKeepdim
+
+        if self.training:
+            with torch.no_grad():
+                self.running_mean.lerp_(x.mean(0), self.momentum)
+                self.running_var.lerp_(x.var(0, unbiased=True), self.momentum)
+            return FunctionTorchKeepdim.apply(x, self.weight, self.bias, self.eps)
+        xn, m, v = (t.detach().cpu().numpy() for t in (x, self.running_mean, self.running_var))
+        w, b = self.weight.detach().numpy(), self.bias.detach().numpy()
+        out = w * (xn - m) / np.sqrt(v + self.eps) + b
+        return torch.from_numpy(out).to(x.dtype)
+
+
+WRONG += [("BatchNorm1dNumpy", ["outside autograd"], BN1dEvalInNumpy)]
