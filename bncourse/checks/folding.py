@@ -38,7 +38,7 @@ from bncourse.checks.inputs import case_seed
 
 __all__ = ["check_fold_batchnorm", "check_fold_model"]
 
-FOLD_OUTPUTS = ("weight", "bias", "out", "caller_changes")
+FOLD_OUTPUTS = ("weight", "bias", "out", "caller_changes", "parameters")
 MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes", "training_layers")
 NO_CHANGE = np.zeros(3)
 
@@ -80,6 +80,11 @@ def _describe_changes(got) -> str:
 CALLER_CHANGED = Symptom("the caller's module changed (in place or through an alias)", "",
                          lambda got: bool(np.any(np.asarray(got["caller_changes"]) != 0)), describe=_describe_changes,
                          id="caller-module-changed")
+
+NOT_PARAMETERS = Symptom("the folded weight or bias stored as a plain tensor, not an nn.Parameter",
+                         "the folded layer is a layer like any other (in parameters() and state_dict(), ready to "
+                         "fine-tune): new.weight = nn.Parameter(w_folded), new.bias = nn.Parameter(b_folded)",
+                         lambda got: bool(np.any(np.asarray(got["parameters"]) == 0)), id="fold-not-parameters")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +170,9 @@ def _pair_runner(fold):
         with torch.no_grad():
             out = folded(torch.tensor(x, dtype=torch.float64))
         b = folded.bias if folded.bias is not None else torch.zeros(folded.weight.shape[0], dtype=torch.float64)
-        return _np(folded.weight), _np(b), _np(out), caller_changes(before, layer, bn)
+        parameters = np.array([isinstance(folded.weight, nn.Parameter),
+                               folded.bias is None or isinstance(folded.bias, nn.Parameter)], dtype=np.float64)
+        return _np(folded.weight), _np(b), _np(out), caller_changes(before, layer, bn), parameters
     return run
 
 
@@ -200,7 +207,8 @@ def check_fold_batchnorm(fn, hidden: bool = False) -> CheckResult:
     if not callable(fn):
         return check_function("fold_batchnorm", fn, None, [])
     return check_function("fold_batchnorm", _pair_runner(fn), _pair_runner(_torch_fuse), _pair_cases(hidden),
-                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_batchnorm")], outputs=FOLD_OUTPUTS,
+                          lambda: [CALLER_CHANGED, NOT_PARAMETERS, *catalogue.mistakes("fold_batchnorm")],
+                          outputs=FOLD_OUTPUTS,
                           rtol=1e-9, atol=1e-10, forbid_torch="folding", explain_error=explain_fold_error)
 
 

@@ -430,3 +430,18 @@ WRONG += [
     ("fold_batchnorm", ["mean multiplied by gamma"], fold_bias_mean_times_gamma),
     ("fold_model", ["divided by the variance"], model_fold_by_variance),
 ]
+
+
+def fold_plain_tensors(layer, bn):
+    """Right values, but the folded weight and bias put back as plain tensors (del, then assign)."""
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        new = copy.deepcopy(layer)
+        w = layer.weight * scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1))
+        del new.weight, new.bias
+        new.weight, new.bias = w.clone(), scale * (b - bn.running_mean) + bn.bias
+    return new
+
+
+WRONG += [("fold_batchnorm", ["not an nn.Parameter"], fold_plain_tensors)]
