@@ -165,9 +165,11 @@ def record(cls, step: Step, dtype, device) -> dict:
     rec["eval: output"] = to_numpy(out)
     # a module in eval mode still backpropagates (fine-tuning a frozen-statistics model, saliency maps)
     rec[EVAL_BACKPROPAGATES] = np.array([out.grad_fn is not None])
-    if out.grad_fn is not None:
-        out.backward(torch.randn(step.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype))
-    rec["eval: dx"] = to_numpy(x.grad) if x.grad is not None else np.zeros(step.shape, rec["eval: output"].dtype)
+    dx = None
+    if out.grad_fn is not None:  # the gradient reaching x only (a graph kept by tracked buffers is not walked)
+        dout = torch.randn(step.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+        dx = torch.autograd.grad(out, x, dout, allow_unused=True)[0]
+    rec["eval: dx"] = to_numpy(dx) if dx is not None else np.zeros(step.shape, rec["eval: output"].dtype)
     rec["eval: running_mean afterwards"] = to_numpy(module.running_mean)
     rec["eval: running_var afterwards"] = to_numpy(module.running_var)
     rec[DTYPE_FLAGS] = np.array([rec[k].dtype == np.dtype(str(dtype).split(".")[-1])
