@@ -35,6 +35,20 @@ def spatial_fwd_rows(x, gamma, beta, eps=1e-5):
     return out, (x_hat, inv_std, gamma, x.shape)
 
 
+def spatial_fwd_not_transposed_back(x, gamma, beta, eps=1e-5):
+    """The (N, H, W, C) result returned as it is (right shape only when H = W = C)."""
+    n, c, h, w = x.shape
+    out, cache = ref.batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, c), gamma, beta, eps)
+    return out.reshape(n, h, w, c), cache
+
+
+def spatial_fwd_channels_first_back(x, gamma, beta, eps=1e-5):
+    """(N, H, W, C) transposed with (3, 0, 1, 2): channels moved in front of the batch."""
+    n, c, h, w = x.shape
+    out, cache = ref.batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, c), gamma, beta, eps)
+    return out.reshape(n, h, w, c).transpose(3, 0, 1, 2), cache
+
+
 def spatial_bwd_divides_by_n(dout, cache):
     """Closed form on the (N*H*W, C) rows with the batch size N as the count."""
     x_hat, inv_std, gamma, shape = cache
@@ -123,6 +137,8 @@ WRONG_BY_NB = {
     "2-3": [
         ("batchnorm_backward", ["n * dout", "factor n on dout", "n*dout"], bwd_n_missing_on_dout),
         ("spatial_batchnorm_forward", ["wrong permutation", "inverse"], spatial_fwd_same_transpose_back),
+        ("spatial_batchnorm_forward", ["wrong permutation", "inverse"], spatial_fwd_not_transposed_back),
+        ("spatial_batchnorm_forward", ["wrong permutation", "inverse"], spatial_fwd_channels_first_back),
         ("spatial_batchnorm_backward", ["batch size", "n*h*w"], (spatial_fwd_rows, spatial_bwd_divides_by_n)),
     ],
     "9": [("layernorm_backward", ["x - mu in place of x_hat"], (ln_forward, ln_bwd_xmu_in_variance_term)),

@@ -5,6 +5,8 @@ Each entry is a small wrong implementation that reproduces one mistake as a lear
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from bncourse.checks.backward import _reference_then
@@ -215,6 +217,11 @@ def _spatial_transposed_back_with(perm):
     return forward
 
 
+# every order of the four axes but the inverse (0, 3, 1, 2): the first four are the common ones
+_WRONG_PERMUTATIONS = ((0, 2, 3, 1), (0, 3, 2, 1), (0, 2, 1, 3), (0, 1, 3, 2),
+                       *(p for p in itertools.permutations(range(4))
+                         if p not in ((0, 3, 1, 2), (0, 2, 3, 1), (0, 3, 2, 1), (0, 2, 1, 3), (0, 1, 3, 2))))
+
 _UNDO_TRANSPOSE = ("output transposed back with the wrong permutation",
                    "the rows are in (N, H, W, C) order: reshape to (N, H, W, C), then undo (0, 2, 3, 1) with its "
                    "INVERSE, .transpose(0, 3, 1, 2) (or np.moveaxis(out, -1, 1)); applying (0, 2, 3, 1) again "
@@ -236,7 +243,7 @@ _SPATIAL_FORWARD_MISTAKES = [
             "the rows are in (N, H, W, C) order: reshape them to (N, H, W, C), then transpose to "
             "(N, C, H, W); out.reshape(N, C, H, W) alone scrambles pixels and channels", _spatial_no_transpose_back),
     *(Mistake(*_UNDO_TRANSPOSE, _spatial_transposed_back_with(perm), id="spatial-wrong-inverse-transpose")
-      for perm in ((0, 2, 3, 1), (0, 3, 2, 1), (0, 2, 1, 3), (0, 1, 3, 2))),
+      for perm in _WRONG_PERMUTATIONS),
     Mistake("unbiased variance used to normalize", "normalize with the biased variance (divide by N*H*W)",
             _normalized_over((0, 2, 3), "unbiased-variance")),
     Mistake("gamma and beta swapped", "gamma scales and beta shifts",
