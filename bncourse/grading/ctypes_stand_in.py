@@ -1,6 +1,6 @@
 """The ``ctypes`` a grading kernel imports: no foreign-function interface, only ``dlopen`` of the environment's libraries.
 
-Never imported by the grader: ``bncourse.grading.sandbox.ffi_stand_in()`` copies this file as
+Never imported by the grader: ``bncourse.grading.sandbox_view.ffi_stand_in()`` copies this file as
 ``ctypes/__init__.py`` into a folder put first on the sandboxed kernel's ``PYTHONPATH``. In the
 sandbox the real FFI modules (``_ctypes``, ``_cffi_backend``) are masked by an empty file, so the
 standard library's ``ctypes`` cannot be imported at all, however it is reached; this stand-in only

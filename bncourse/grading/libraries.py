@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import os
 import py_compile
 import re
 import shutil
@@ -49,7 +48,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bncourse.grading.sandbox import publish_for_sandbox
+from bncourse.grading.sandbox_view import publish_for_sandbox
 
 __all__ = ["LIBRARY_RULES", "OVERLAID", "blocked_for", "neutralized_source", "overlays", "sandbox_options",
            "torch_blocks_for"]

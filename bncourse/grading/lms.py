@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import sys
 from dataclasses import dataclass
 from datetime import timedelta

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 import bncourse
-from bncourse.grading.sandbox import publish_for_sandbox
+from bncourse.grading.sandbox_view import publish_for_sandbox
 
 __all__ = ["STUBBED", "NotAvailableWhileGrading", "build", "cache_dir", "given_names", "is_stubbed", "stub_source"]
 

@@ -56,7 +56,7 @@ def init_overlay(blocks) -> tuple[tuple[str, str], ...]:
     ``()`` without torch or blocks. Built once per torch and blocks, in the grading cache."""
     import importlib.util
 
-    from bncourse.grading.sandbox import publish_for_sandbox
+    from bncourse.grading.sandbox_view import publish_for_sandbox
     from bncourse.grading.solution_free import cache_dir
 
     spec = importlib.util.find_spec("torch")
