@@ -38,7 +38,97 @@ def running_only_batch_weighted(x, running_mean, running_var, momentum=0.1):
     return momentum * x.mean(0), momentum * x.var(0, ddof=1)
 
 
+# ------------------------------------------------------------------------------ notebook 3
+
+
+def bwd_mean_term_added(dout, cache):
+    n = dout.shape[0]
+    dxhat = dout * cache.gamma
+    dx = (n * dxhat + dxhat.sum(0) - cache.x_hat * (dxhat * cache.x_hat).sum(0)) * cache.inv_std / n
+    return dx, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def bwd_dx_negated(dout, cache):
+    n = dout.shape[0]
+    dxhat = dout * cache.gamma
+    dx = cache.inv_std / n * (dxhat.sum(0) + cache.x_hat * (dxhat * cache.x_hat).sum(0) - n * dxhat)
+    return dx, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def staged_var_node_n_minus_1(dout, cache):
+    n = dout.shape[0]
+    dx_hat = dout * cache.gamma
+    dinv_std = (dx_hat * cache.xmu).sum(0)
+    dstd = -dinv_std / cache.std ** 2
+    dvar = dstd / (2 * cache.std)
+    dsq = np.ones_like(dout) * dvar / (n - 1)
+    dxmu = dx_hat * cache.inv_std + 2 * cache.xmu * dsq
+    dmu = -dxmu.sum(0)
+    return dxmu + dmu / n, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def staged_gamma_twice(dout, cache):
+    n = dout.shape[0]
+    dx_hat = dout * cache.gamma
+    dinv_std = (dx_hat * cache.xmu).sum(0)
+    dvar = -dinv_std / cache.std ** 2 / (2 * cache.std)
+    dxmu = dx_hat * cache.inv_std + 2 * cache.xmu * dvar / n
+    dx = dxmu - dxmu.sum(0) / n
+    return dx * cache.gamma, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def spatial_fwd_per_image(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=(1, 2, 3), keepdims=True)
+    var = x.var(axis=(1, 2, 3), keepdims=True)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    out = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+    return out, (x_hat, var, gamma)
+
+
+def spatial_fwd_gamma_last_axis(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    return gamma * x_hat + beta, (x_hat, var, gamma)
+
+
+def spatial_fwd_4d(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    g = gamma.reshape(1, -1, 1, 1)
+    return g * x_hat + beta.reshape(1, -1, 1, 1), (x_hat, 1 / np.sqrt(var + eps), g)
+
+
+def _spatial_bwd(kind):
+    def backward(dout, cache):
+        x_hat, inv_std, g = cache
+        m = dout.size // dout.shape[1]
+        axes = (2, 3) if kind == "per-image" else (0, 2, 3)
+        dgamma, dbeta = (dout * x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
+        dxhat = dout * g
+        if kind == "per-image":
+            m = dout.shape[2] * dout.shape[3]
+        mean_term = 0 if kind == "no-mean" else dxhat.sum(axis=axes, keepdims=True)
+        var_term = x_hat * (dxhat * x_hat).sum(axis=axes, keepdims=True)
+        if kind == "plus-var":
+            var_term = -var_term
+        return inv_std / m * (m * dxhat - mean_term - var_term), dgamma, dbeta
+    backward.__name__ = f"spatial_bwd_{kind.replace('-', '_')}"
+    return backward
+
+
 WRONG_BY_NB = {"2-3": [
+    ("batchnorm_backward", ["sign error on the path through the mean"], bwd_mean_term_added),
+    ("batchnorm_backward", ["wrong sign"], bwd_dx_negated),
+    ("batchnorm_backward_staged", ["N - 1"], staged_var_node_n_minus_1),
+    ("batchnorm_backward_staged", ["gamma applied twice"], staged_gamma_twice),
+    ("spatial_batchnorm_forward", ["per image"], spatial_fwd_per_image),
+    ("spatial_batchnorm_forward", ["last axis"], spatial_fwd_gamma_last_axis),
+    ("spatial_batchnorm_backward", ["through the mean"], (spatial_fwd_4d, _spatial_bwd("no-mean"))),
+    ("spatial_batchnorm_backward", ["sign error on the path through the variance"],
+     (spatial_fwd_4d, _spatial_bwd("plus-var"))),
+    ("spatial_batchnorm_backward", ["per image"], (spatial_fwd_4d, _spatial_bwd("per-image"))),
     ("batchnorm_forward", ["gamma is applied before normalizing"], fwd_gamma_before_normalizing),
     ("batchnorm_forward", ["before normalizing"], fwd_gamma_and_beta_before_subtracting),
     ("batchnorm_forward", ["before normalizing"], fwd_scaled_then_standardized),
