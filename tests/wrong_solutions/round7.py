@@ -118,7 +118,32 @@ def _spatial_bwd(kind):
     return backward
 
 
-WRONG_BY_NB = {"2-3": [
+# ------------------------------------------------------------------------------ notebook 7
+
+
+def drift_pooled_std(h_before, h_after):
+    d_mean = np.abs(h_after.mean(axis=0) - h_before.mean(axis=0)).mean()
+    d_std = abs(h_after.std() - h_before.std())
+    return float((d_mean + d_std) / h_before.std(axis=0).mean())
+
+
+def drift_pooled_std_everywhere(h_before, h_after):
+    d_mean = np.mean(np.abs(np.mean(h_after, 0) - np.mean(h_before, 0)))
+    return float((d_mean + np.abs(np.std(h_after) - np.std(h_before))) / np.std(h_before))
+
+
+def gradient_cosine_mean(g_before, g_after):
+    a, b = g_before.ravel(), g_after.ravel()
+    rel = np.linalg.norm(b - a) / np.linalg.norm(a)
+    cos = np.mean(a * b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    return float(rel), float(cos)
+
+
+WRONG_BY_NB = {"7": [
+    ("input_drift", ["one std over all entries", "pooled"], drift_pooled_std),
+    ("input_drift", ["one std over all entries", "pooled"], drift_pooled_std_everywhere),
+    ("gradient_change", ["inner product a mean"], gradient_cosine_mean),
+], "2-3": [
     ("batchnorm_backward", ["sign error on the path through the mean"], bwd_mean_term_added),
     ("batchnorm_backward", ["wrong sign"], bwd_dx_negated),
     ("batchnorm_backward_staged", ["N - 1"], staged_var_node_n_minus_1),
