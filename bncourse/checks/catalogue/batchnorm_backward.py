@@ -85,8 +85,7 @@ _STAGED_UNBIASED = (  # a node's gradient shared out over N - 1 rows: the unbias
      "the forward's variance is the BIASED mean of sq over N rows, so each row gets 1/N of its gradient: dsq = dvar / N"),
     ("mean-node-unbiased", "the mean node's gradient shared over N - 1 rows (step 8: dmu / (N - 1))",
      "mu = mean(x) averages N rows, so each row gets 1/N of its gradient: dx += dmu / N"),
-    ("both-nodes-unbiased", "the mean and variance nodes' gradients shared over N - 1 rows (steps 5 and 8)",
-     "the forward's mean and biased variance average N rows: dsq = dvar / N and dx += dmu / N"),
+    # both nodes over N - 1 is the closed form's "M - 1 used instead of M" (divisor-minus-one)
 )
 
 
@@ -114,8 +113,12 @@ _BACKWARD_MISTAKES = [
             hint="the mean depends on x too: add the path through mu (the -mean(dout) term)"),
     mistake("dx-without-gamma", _with(dx=_dx_slip("dx-without-gamma")), name="dx missing the factor gamma",
             hint="out = gamma * x_hat + beta, so dx_hat = dout * gamma"),
-    *(mistake(slip, _with(dx=_dx_slip(slip)))
-      for slip in ("sign-error-variance-path", "sign-error-mean-path", "dx-negated", "gamma-twice")),
+    *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("sign-error-variance-path", "dx-negated", "gamma-twice")),
+    mistake("sign-error-mean-path", _with(dx=_dx_slip("sign-error-mean-path")),
+            name="sign error on the path through the mean (closed form: + sum(g) where - sum(g) belongs; staged: the "
+                 "sign of dmu flipped, step 7)",
+            hint="xmu = x - mu, so the mean's path is subtracted: dmu = -dxmu.sum(axis=0), and in the closed form "
+                 "dx = inv_std / N * (N * g - sum(g) - x_hat * sum(g * x_hat))"),
     Mistake("dgamma not summed over the batch",
             "gamma is shared by all N rows: dgamma = sum over axis 0 of dout * x_hat, shape (D,)",
             _with(dgamma=lambda g, c: g * c.x_hat)),

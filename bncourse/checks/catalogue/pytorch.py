@@ -168,15 +168,15 @@ def _detached(which: str) -> type:
 
 
 _DETACHED = (  # (which, name, hint)
-    ("mean var", "dx missing the paths through the batch mean and variance (the statistics .detach()ed, or left out "
-                 "of the backward)",
+    ("mean var", "dx missing the paths through the mean and the variance (the batch statistics .detach()ed, or left "
+                 "out of the backward)",
      "the statistics are functions of x: keep them in the graph (no .detach(), no torch.no_grad()) while computing "
      "the output, detaching only what updates the running buffers; a hand-written backward needs the -sum(g) and "
      "-x_hat * sum(g * x_hat) terms"),
-    ("var", "dx missing the path through the batch variance (the variance .detach()ed, or left out of the backward)",
+    ("var", "dx missing the path through the variance (the batch variance .detach()ed, or left out of the backward)",
      "the variance is a function of x: keep it in the graph while computing the output; detach only for the "
      "running buffers' update"),
-    ("mean", "dx missing the path through the batch mean (the mean .detach()ed, or left out of the backward)",
+    ("mean", "dx missing the path through the mean (the batch mean .detach()ed, or left out of the backward)",
      "the mean is a function of x: keep it in the graph while computing the output; detach only for the running "
      "buffers' update"),
 )
