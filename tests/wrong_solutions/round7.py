@@ -161,3 +161,33 @@ WRONG_BY_NB = {"7": [
     ("update_running_stats", ["not decayed"], running_old_times_momentum),
     ("update_running_stats", ["not decayed"], running_only_batch_weighted),
 ]}
+
+
+# neighbours: the backward recomputing an unbiased variance, the precedence slip, dx's M taken as H*W
+def bwd_recomputed_unbiased(dout, cache):
+    n = dout.shape[0]
+    std = np.sqrt(cache.xmu.var(axis=0, ddof=1) + cache.eps)
+    x_hat = cache.xmu / std
+    dxhat = dout * cache.gamma
+    dx = (n * dxhat - dxhat.sum(0) - x_hat * (dxhat * x_hat).sum(0)) / (n * std)
+    return dx, (dout * cache.x_hat).sum(0), dout.sum(0)
+
+
+def fwd_precedence(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0) / np.sqrt(x.var(0) + eps)) + beta, None
+
+
+def _spatial_bwd_count_hw(dout, cache):
+    x_hat, inv_std, g = cache
+    m = dout.shape[2] * dout.shape[3]
+    dxhat = dout * g
+    dx = inv_std / m * (m * dxhat - dxhat.sum(axis=(0, 2, 3), keepdims=True)
+                        - x_hat * (dxhat * x_hat).sum(axis=(0, 2, 3), keepdims=True))
+    return dx, (dout * x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
+
+
+WRONG_BY_NB["2-3"] += [
+    ("batchnorm_backward", ["unbiased variance"], bwd_recomputed_unbiased),
+    ("batchnorm_forward", ["precedence"], fwd_precedence),
+    ("spatial_batchnorm_backward", ["H*W instead of N*H*W"], (spatial_fwd_4d, _spatial_bwd_count_hw)),
+]

@@ -18,6 +18,14 @@ def _dx(dout, c, slip=""):
     return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
 
 
+def _with_unbiased_var(c, which="all"):
+    """The cache as a backward sees it that recomputes the variance unbiased (divided by N - 1, torch's x.var
+    default) and the standard deviation from it (``which="inv_std"``: x_hat still taken from the cache)."""
+    n = c.x.shape[0]
+    var = c.var * n / max(n - 1, 1)
+    return _with_eps(c._replace(var=var), c.eps, which)
+
+
 def _with_eps(c, eps, which="all"):
     """The cache as a backward sees it that recomputes the standard deviation from var with ``eps``
     (``which="inv_std"``: only the factor 1/std, x_hat still taken from the cache)."""
@@ -192,6 +200,11 @@ _BACKWARD_MISTAKES = [
     Mistake("dbeta and dgamma swapped inside the closed form",
             "the mean path subtracts dbeta = sum(dout), the variance path subtracts x_hat * dgamma: "
             "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)", _with(dx=_closed_form_swapped)),
+    *(Mistake(f"backward recomputed {what} from the unbiased variance (N - 1)",
+              "the forward normalized with the biased variance (divide by N): use the cache's inv_std and x_hat; "
+              "torch's x.var(dim) and np.var(ddof=1) divide by N - 1", _with(dx=lambda g, c, w=which: _dx(
+                  g, _with_unbiased_var(c, w))), id="unbiased-variance")
+      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
     *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
               name=f"backward recomputed {what} without eps",
               hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")

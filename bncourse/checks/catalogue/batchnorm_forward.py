@@ -38,6 +38,8 @@ def _gamma_first(form: str):
                 y = standardize(g * x64, 0, eps) + b
             elif form == "gx-minus-gmu-over-std-of-gx":  # gamma * (x - mu) / std(gamma * x) + beta
                 y = g * (x64 - mu) / np.sqrt((g * x64).var(0) + eps) + b
+            elif form == "precedence":  # gamma * (x - mu / std) + beta
+                y = g * (x64 - mu / np.sqrt(var + eps)) + b
             else:  # "beta-before-dividing": (gamma * (x - mu) + beta) / std
                 y = (g * (x64 - mu) + b) / np.sqrt(var + eps)
         return _out(x, y)
@@ -85,6 +87,9 @@ _FORWARD_MISTAKES = [
                                                                                         0, eps))),
     *(Mistake(*_GAMMA_FIRST, _gamma_first(form), id="gamma-before-normalizing")
       for form in ("gx-stats-of-x", "gx-plus-beta-stats-of-x", "gx-own-stats", "gx-minus-gmu-over-std-of-gx")),
+    Mistake("only the mean divided by the standard deviation (operator precedence: x - mean / std)",
+            "put the subtraction in brackets: (x - mean) / sqrt(var + eps); x - mean / sqrt(var + eps) divides only "
+            "the mean", _gamma_first("precedence"), id="precedence-x-minus-mean-over-std"),
     Mistake("beta added before dividing by the standard deviation",
             "shift after normalizing: out = gamma * (x - mean) / sqrt(var + eps) + beta; (gamma * (x - mean) + beta) "
             "/ std divides beta too", _gamma_first("beta-before-dividing")),

@@ -114,13 +114,15 @@ def _spatial_bwd_dout_unmoved_dx_too(x, gamma, beta, eps, dout):
     return dx_rows.reshape(x.shape), dgamma, dbeta
 
 
-def _sums_over(axes, whole_count: bool):
-    """The closed-form dx with its sums (and, unless ``whole_count``, its M) over ``axes`` instead of (N, H, W)."""
+def _sums_over(axes, whole_count):
+    """The closed-form dx with its sums over ``axes`` instead of (N, H, W), and its M over ``whole_count``'s axes
+    (True: N, H and W; False: ``axes``; a tuple: those)."""
     def run(x, gamma, beta, eps, dout):
         _, cache = ref.spatial_batchnorm_forward(x, gamma, beta, eps)
         _, dg, db = ref.spatial_batchnorm_backward(dout, cache)
         g = np.asarray(dout, np.float64) * _per_channel(cache.cache.gamma)
-        count = int(np.prod([x.shape[a] for a in (0, 2, 3)])) if whole_count else None
+        over = (0, 2, 3) if whole_count is True else whole_count or None
+        count = int(np.prod([x.shape[a] for a in over])) if over else None
         return dx_from(g, _x_hat_images(cache), _per_channel(cache.cache.inv_std), axes, count=count), dg, db
     return run
 
@@ -179,6 +181,10 @@ _SPATIAL_BACKWARD_MISTAKES = [
               "sum(g) and sum(g * x_hat) run over axes (0, 2, 3) (axis 0 of the (N*H*W, C) rows), with M = N*H*W",
               _sums_over(axes, whole), id="spatial-sums-wrong-axes")
       for axes, where in _SUMS_OVER.items() for whole in (False, True)),
+    Mistake("dx's count taken as H*W instead of N*H*W",
+            "each channel's statistics average N*H*W values (one per row of the (N*H*W, C) view): "
+            "dx = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma) with M = N*H*W",
+            _sums_over((0, 2, 3), (2, 3)), id="wrong-divisor"),
     # every (N, D) backward mistake, made on the (N*H*W, C) rows
     *(Mistake(m.name, m.hint, _through_rows(m.fn), only=m.only, id=m.id) for m in _BACKWARD_MISTAKES),
 ]
