@@ -130,3 +130,29 @@ WRONG = [
     ("BatchNorm2d", ["wrong dimensions", "wrong axes"], BN2dOverDims02),
     ("BatchNorm2d", ["wrong dimensions", "wrong axes"], BN2dOverDims02View),
 ]
+
+
+class FunctionBackwardEpsOutside(torch.autograd.Function):
+    """Right forward; the backward recomputes the standard deviation with eps outside the root."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps=1e-5):
+        mu, var = x.mean(0), x.var(0, unbiased=False)
+        x_hat = (x - mu) / torch.sqrt(var + eps)
+        ctx.save_for_backward(x, gamma)
+        ctx.eps = eps
+        return gamma * x_hat + beta
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, gamma = ctx.saved_tensors
+        n = x.shape[0]
+        xmu = x - x.mean(0)
+        std = xmu.pow(2).mean(0).sqrt() + ctx.eps
+        x_hat = xmu / std
+        g = dout * gamma
+        dx = (n * g - g.sum(0) - x_hat * (g * x_hat).sum(0)) / (n * std)
+        return dx, (dout * x_hat).sum(0), dout.sum(0), None
+
+
+WRONG += [("BatchNormFunction", ["eps outside the square root"], FunctionBackwardEpsOutside)]

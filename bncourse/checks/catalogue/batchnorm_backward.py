@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bncourse.checks.catalogue.shared import affine, dx_from, mistake, standardize
+from bncourse.checks.catalogue.shared import dx_from, inv_std, mistake
 from bncourse.checks.core import Mistake
-from bncourse.checks.inputs import as_dtype_of
-from bncourse.reference import batchnorm as ref
 
 def _dx(dout, c, slip=""):
     """dx from the cache: the shared backward core over the batch axis, with one slip."""
@@ -24,6 +22,15 @@ def _with_unbiased_var(c, which="all"):
     n = c.x.shape[0]
     var = c.var * n / max(n - 1, 1)
     return _with_eps(c._replace(var=var), c.eps, which)
+
+
+def _with_slip(c, slip, which="all"):
+    """The cache as a backward sees it that recomputes 1 / std from var with a shared slip of the square root."""
+    with np.errstate(all="ignore"):
+        inv = inv_std(c.var, c.eps, slip)
+    if which == "inv_std":
+        return c._replace(inv_std=inv)
+    return c._replace(std=1 / inv, inv_std=inv, x_hat=c.xmu * inv)
 
 
 def _with_eps(c, eps, which="all"):
@@ -204,6 +211,10 @@ _BACKWARD_MISTAKES = [
               "the forward normalized with the biased variance (divide by N): use the cache's inv_std and x_hat; "
               "torch's x.var(dim) and np.var(ddof=1) divide by N - 1", _with(dx=lambda g, c, w=which: _dx(
                   g, _with_unbiased_var(c, w))), id="unbiased-variance")
+      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
+    *(mistake("eps-outside-sqrt", _with(dx=lambda g, c, w=which: _dx(g, _with_slip(c, "eps-outside-sqrt", w))),
+              name=f"backward recomputed {what} with eps outside the square root",
+              hint="use the cache's inv_std (or std = sqrt(var + eps)): eps belongs inside the root")
       for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
     *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
               name=f"backward recomputed {what} without eps",
