@@ -89,7 +89,9 @@ _STAGED_SLIPS = (  # (slip, name, hint): one step of the staged backward turned 
      "std = sqrt(var + eps), so d std / d var = 1 / (2 * std): dvar = dstd / (2 * std)"),
     ("dxmu-overwritten", "the direct path into xmu overwritten (step 6: = instead of +=)",
      "xmu reaches the output twice, directly and through sq: dxmu = dx_hat * inv_std + 2 * xmu * dsq"),
-    ("dmu-sign", "sign of dmu flipped (step 7)", "xmu = x - mu, so dmu = -dxmu.sum(axis=0)"),
+    ("dmu-sign", "sign of dmu flipped (step 7; in the closed form + sum(g) where - sum(g) belongs: a sign error on "
+     "the path through the mean)", "xmu = x - mu, so dmu = -dxmu.sum(axis=0); in the closed form the mean's term is "
+     "subtracted: dx = inv_std / N * (N * g - sum(g) - x_hat * sum(g * x_hat)), g = gamma * dout"),
     ("dx-overwritten", "the direct path into x overwritten (step 8: dx = dmu / N instead of dx += dmu / N)",
      "x reaches xmu directly and through mu: dx = dxmu + dmu / N"),
 )
@@ -128,12 +130,9 @@ _BACKWARD_MISTAKES = [
             hint="the mean depends on x too: add the path through mu (the -mean(dout) term)"),
     mistake("dx-without-gamma", _with(dx=_dx_slip("dx-without-gamma")), name="dx missing the factor gamma",
             hint="out = gamma * x_hat + beta, so dx_hat = dout * gamma"),
-    *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("sign-error-variance-path", "dx-negated", "gamma-twice")),
-    mistake("sign-error-mean-path", _with(dx=_dx_slip("sign-error-mean-path")),
-            name="sign error on the path through the mean (closed form: + sum(g) where - sum(g) belongs; staged: the "
-                 "sign of dmu flipped, step 7)",
-            hint="xmu = x - mu, so the mean's path is subtracted: dmu = -dxmu.sum(axis=0), and in the closed form "
-                 "dx = inv_std / N * (N * g - sum(g) - x_hat * sum(g * x_hat))"),
+    # the sign errors on the mean's and the variance's paths: the staged entries below (step 7, step 3), named
+    # in the closed form's words too
+    *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("dx-negated", "gamma-twice")),
     Mistake("dgamma not summed over the batch",
             "gamma is shared by all N rows: dgamma = sum over axis 0 of dout * x_hat, shape (D,)",
             _with(dgamma=lambda g, c: g * c.x_hat)),
@@ -177,8 +176,10 @@ _BACKWARD_MISTAKES = [
     Mistake("factor 2 missing in the path through the square (step 6)",
             "sq = xmu**2, so its local derivative is 2 * xmu: dxmu += 2 * xmu * dsq",
             _with(dx=lambda g, c: _staged(g, c, two=1.0))),
-    Mistake("sign of the path through 1/std flipped (step 3)",
-            "the derivative of 1/std is -1/std**2: dstd = -dinv_std / std**2",
+    Mistake("sign of the path through 1/std flipped (step 3; in the closed form + x_hat * sum(g * x_hat): a sign "
+            "error on the path through the variance)",
+            "the derivative of 1/std is -1/std**2: dstd = -dinv_std / std**2; in the closed form the variance's term "
+            "is subtracted: dx = inv_std / N * (N * g - sum(g) - x_hat * sum(g * x_hat))",
             _with(dx=lambda g, c: _staged(g, c, sign=1.0))),
     Mistake("the variance's gradient not shared out over the N rows (step 5)",
             "var = mean(sq) averages N rows, so each row gets 1/N of it: dsq = dvar / N",
