@@ -191,3 +191,12 @@ WRONG_BY_NB["2-3"] += [
     ("batchnorm_forward", ["precedence"], fwd_precedence),
     ("spatial_batchnorm_backward", ["H*W instead of N*H*W"], (spatial_fwd_4d, _spatial_bwd_count_hw)),
 ]
+
+
+def gradient_rel_rms_numerator(g_before, g_after):
+    a, b = g_before.ravel(), g_after.ravel()
+    rel = np.sqrt(np.mean((b - a) ** 2)) / np.linalg.norm(a)
+    return float(rel), float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+WRONG_BY_NB["7"] += [("gradient_change", ["root-mean-square"], gradient_rel_rms_numerator)]

@@ -68,3 +68,15 @@ WRONG = [
     ("fold_model", ["own bias"], _model_with(fold_own_bias_dropped)),
     ("fold_model", ["bias"], _model_with(fold_bias_set_to_none)),
 ]
+
+
+def fold_bias_without_gamma(conv, bn):
+    std = (bn.running_var + bn.eps).sqrt()
+    fused = copy.deepcopy(conv)
+    b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.weight = nn.Parameter((conv.weight * (bn.weight / std).view(-1, *[1] * (conv.weight.dim() - 1))).detach())
+    fused.bias = nn.Parameter(((b - bn.running_mean) / std + bn.bias).detach())
+    return fused
+
+
+WRONG += [("fold_batchnorm", ["gamma left out of the bias"], fold_bias_without_gamma)]

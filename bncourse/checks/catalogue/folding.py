@@ -35,6 +35,8 @@ def _manual_fold(how: str = ""):
             scale = 1 / scale
         shape = (1, -1) if how == "wrong-axis" else (-1, 1)
         new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2) if how != "conv-shape" else (-1, 1, 1, 1))
+        if how == "weight_without_gamma":
+            new_w = w * (scale / gamma).reshape((-1,) + (1,) * (w.dim() - 1))
         if how in ("weight_gamma_twice", "gamma_twice_both"):
             new_w = w * (scale * gamma).reshape((-1,) + (1,) * (w.dim() - 1))
         if how == "weight_unscaled":
@@ -47,7 +49,7 @@ def _manual_fold(how: str = ""):
             "mean_added": lambda: scale * (b + mean) + beta, "mean_times_gamma": lambda: beta - gamma * mean + scale * b,
             "bias_gamma_for_scale": lambda: gamma * (b - mean) + beta,
             "gamma_twice_both": lambda: gamma * scale * (b - mean) + beta, "bias_no_scale": lambda: b - mean + beta,
-            "beta_minus_mean": lambda: beta - mean}
+            "beta_minus_mean": lambda: beta - mean, "bias_without_gamma": lambda: scale / gamma * (b - mean) + beta}
         new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
         new = _fresh_layer(layer, how) if how.startswith("fresh_") else copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
@@ -166,6 +168,10 @@ _FOLDING_OWN = (
      "scale = gamma / sqrt(running_var + eps) already contains gamma: weight * scale, not weight * scale * gamma"),
     ("gamma-applied-twice", "gamma applied twice: to the weight and the bias (scale already holds gamma)",
      "gamma_twice_both", "scale = gamma / sqrt(running_var + eps) already contains gamma: weight * scale and " + _BIAS),
+    ("gamma-left-out", "gamma left out of the bias ((b - running_mean) / std + beta)", "bias_without_gamma",
+     "the bias passes through batch norm's scale, gamma included: " + _BIAS),
+    ("gamma-left-out", "gamma left out of the weight (weight / std only)", "weight_without_gamma",
+     "the weight is scaled by scale = gamma / sqrt(running_var + eps), gamma included"),
     ("bias-set-to-none", "the folded layer's bias dropped (bias None)", "bias_none",
      "the folded layer needs a bias even when the old one had none: batch norm's shift lives there, " + _BIAS),
 )
