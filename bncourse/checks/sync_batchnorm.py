@@ -13,7 +13,8 @@ outputs concatenated or stacked), so the grader can re-judge the test cell from 
 reference is one process running batch norm on the concatenated batch: outputs, running statistics
 and gradients must agree on every rank to about 1e-10.
 
-Known mistakes are simulated in numpy, one rank at a time; an all-reduce in float32 is seen in the
+The low-precision cases (float32, bfloat16) are in ``sync_precision``. Known mistakes are simulated
+in numpy, one rank at a time; an all-reduce in float32 is seen in the
 workers (the dtype of what was reduced). ``hidden=True`` runs other seeds, shapes and rank counts.
 
 The contract, on every rank: ``y`` (M, C); ``running_mean``, ``running_var`` (C,) updated in place;

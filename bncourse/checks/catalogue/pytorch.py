@@ -1,7 +1,9 @@
 """The catalogue's entries for notebook 4: the autograd.Function and the BatchNorm1d/2d modules.
 
 Known wrong ``autograd.Function`` classes (the numpy forward and backward inside one, with one part
-wrong), and known wrong batch-norm modules: one small subclass per mistake.
+wrong), and known wrong batch-norm modules: one small subclass per mistake. The Function's entries
+and the modules' training backward also take notebook 3's (N, D) backward entries and notebook 2's
+forward entries as they are declared there (``catalogue.mistakes``), not copies.
 
 ``Correct`` is batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces
 learners get wrong (reduction dims, the batch variance, what running_var stores, the momentum's
