@@ -411,7 +411,7 @@ def bwd_staged_with(two=2.0, dstd_sign=-1.0, dsq_over_n=True, dmu_over_n=True):
 
 BACKWARD_MISTAKES = [
     (bwd_staged_with(two=1.0), "factor 2 missing in the path through the square (step 6)"),
-    (bwd_staged_with(dstd_sign=1.0), "sign of the path through 1/std flipped (step 3)"),
+    (bwd_staged_with(dstd_sign=1.0), "sign of the path through 1/std flipped (step 3"),
     (bwd_staged_with(dsq_over_n=False), "the variance's gradient not shared out over the N rows (step 5)"),
     (bwd_staged_with(dmu_over_n=False), "the mean's gradient not shared out over the N rows (step 8)"),
     (bwd_closed_form_without_1_over_n, "closed form without the 1/N"),

@@ -160,10 +160,11 @@ def test_is_each_shared_slip_written_once():
     import tokenize
 
     from bncourse.checks.catalogue import batchnorm_backward, batchnorm_forward, folding, groupnorm, norm_family
-    from bncourse.checks.catalogue import sync_batchnorm
+    from bncourse.checks.catalogue import spatial_batchnorm, sync_batchnorm
     from bncourse.checks.catalogue import what_bn_does as wbd
 
-    for module in (batchnorm_backward, batchnorm_forward, folding, groupnorm, norm_family, sync_batchnorm, wbd):
+    for module in (batchnorm_backward, batchnorm_forward, folding, groupnorm, norm_family, spatial_batchnorm,
+                   sync_batchnorm, wbd):
         tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(module)).readline)
         code = " ".join(t.string for t in tokens if t.type not in (tokenize.STRING, tokenize.COMMENT))
         assert not re.search(r"sqrt \( [\w.]+ \) \+ eps|/ \( [\w.]+ \+ eps \)", code), module.__name__

@@ -38,6 +38,19 @@ def _finish(x, weight, bias, mean, var, n, eps):
 
 def forward_right(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
     C = x.shape[1]
+    rows = torch.tensor([x.shape[0]], dtype=torch.float64)  # not in x's dtype: bfloat16 reads 257 as 256
+    buf = torch.cat([x.sum(0).double(), (x * x).sum(0).double(), rows])
+    dist.all_reduce(buf)
+    n = buf[-1].item()
+    mean = buf[:C] / n
+    var = buf[C:2 * C] / n - mean ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    return _finish(x, weight, bias, mean, var, n, eps)
+
+
+def forward_count_in_x_dtype(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """Right but for the row count, built in x's dtype (for a bfloat16 x, 257 rows count as 256)."""
+    C = x.shape[1]
     buf = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])]).double()
     dist.all_reduce(buf)
     n = buf[-1].item()
@@ -234,6 +247,7 @@ FORWARD_MISTAKES = [
     (forward_in_x_dtype, "all-reduced in float32"),
     (forward_running_rebound, "running statistics not updated in place"),
     (forward_cache_std, "cache.invstd holds the standard deviation"),
+    (forward_count_in_x_dtype, "the row count built in x's dtype"),
 ]
 
 

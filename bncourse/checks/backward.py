@@ -204,12 +204,17 @@ def _spatial_cases(hidden: bool, with_dout: bool = False) -> list[Case]:
             if with_dout or not opt.get("backward_only")]
 
 
+_SPATIAL_SHAPES = explain_shapes(
+    "The contract: x is (N, C, H, W); gamma, beta and each channel's mean and variance are (C,), one per channel: "
+    "reshape them to (1, C, 1, 1) to broadcast over the channel axis, or work on the (N*H*W, C) rows", per="channel")
+
+
 def check_spatial_batchnorm_forward(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(x, gamma, beta, eps)`` normalize each channel of (N, C, H, W) over N, H and W?"""
     return check_function(
         "spatial_batchnorm_forward", fn, ref.spatial_batchnorm_forward, _spatial_cases(hidden),
         catalogue.lazy("spatial_batchnorm_forward"), arg_names=("x", "gamma", "beta"), in_place={"x": X_IN_PLACE},
-        outputs=("out", "cache"), compare=("out",), rtol=1e-4, atol=1e-5,
+        outputs=("out", "cache"), compare=("out",), rtol=1e-4, atol=1e-5, explain_error=_SPATIAL_SHAPES,
     )
 
 
@@ -243,7 +248,7 @@ def check_spatial_batchnorm_backward(forward_fn, backward_fn, hidden: bool = Fal
         _spatial_cases(hidden, with_dout=True), catalogue.lazy("spatial_batchnorm_backward"),
         arg_names=("x", "gamma", "beta", "eps", "dout"), in_place={"x": X_IN_PLACE, "dout": _DOUT_IN_PLACE},
         outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-5, check_dtype=False,  # x's dtype or float64
-        forbidden=("spatial_batchnorm_forward", "spatial_batchnorm_backward"),
+        forbidden=("spatial_batchnorm_forward", "spatial_batchnorm_backward"), explain_error=_SPATIAL_SHAPES,
     )
     if not result.passed and not check_spatial_batchnorm_forward(forward_fn, hidden).passed:
         result.notes.append("your spatial forward does not pass its check yet; the backward uses its cache, "

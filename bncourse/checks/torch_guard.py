@@ -86,6 +86,10 @@ _ERRORS: list[tuple[str, str]] = [
     (r"non-singleton dimension 3",
      "the (C,) statistics or parameters were broadcast against the last dimension (W) instead of the channels: "
      "reshape them to (1, C, 1, 1), e.g. mean[None, :, None, None] or mean.view(1, -1, 1, 1)"),
+    (r"non-singleton dimension [0-2]|Mismatch in shape: grad_output|shape '\[1, -1(, 1)*\]' is invalid",
+     "statistics over the wrong dimensions: a per-channel statistic (or parameter) has another shape than one value "
+     "per channel where it meets x. Reduce over dims (0, 2, 3) for BatchNorm2d (dim 0 for (N, D)), one mean and "
+     "variance per channel, and view them as (1, C, 1, 1) (or keep the dims with keepdim=True)"),
     (r"__init__\(\) got an unexpected keyword argument|__init__\(\) takes",
      "the constructor should be __init__(self, num_features, eps=1e-5, momentum=0.1), like nn.BatchNorm2d's"),
     ("has no attribute 'running_mean'|has no attribute 'running_var'",

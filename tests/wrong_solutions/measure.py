@@ -29,7 +29,7 @@ def check(exercise: str, fn):
         "groupnorm_forward": norm_family.check_groupnorm_forward,
         "groupnorm_backward": norm_family.check_groupnorm_backward,
         "BatchNorm2d": lambda cls: pytorch.check_batchnorm2d(cls, device="cpu"),
-        "BatchNorm1dNumpy": pytorch.check_batchnorm1d_module,
+        "BatchNorm1dNumpy": pytorch.check_batchnorm1d_module, "BatchNormFunction": pytorch.check_batchnorm_function,
         "fold_batchnorm": folding.check_fold_batchnorm, "fold_model": folding.check_fold_model,
     }
     return checks[exercise](*fn) if isinstance(fn, tuple) else checks[exercise](fn)

@@ -373,3 +373,20 @@ WRONG += [
     ("sync_batch_norm_backward", ["averaged over the ranks"], bwd_params_averaged),
     ("sync_batch_norm_forward", ["operator precedence"], fwd_running_var_precedence),
 ]
+
+
+# a seventh held-out round's miss: the row count built in x's dtype (bfloat16 reads 257 rows as 256)
+def fwd_count_in_x_dtype(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    C, xd = x.shape[1], x.double()
+    buf = torch.cat([xd.sum(0), (xd * xd).sum(0), torch.full((1,), x.shape[0], dtype=x.dtype).double()])
+    dist.all_reduce(buf)
+    n = buf[-1]
+    mean = buf[:C] / n
+    var = buf[C:2 * C] / n - mean ** 2
+    _update(running_mean, running_var, mean, var * n / (n - 1), momentum)
+    invstd = torch.rsqrt(var + eps)
+    x_hat = ((xd - mean) * invstd).to(x.dtype)
+    return (weight * x_hat + bias).to(x.dtype), SyncBNCache(x_hat, invstd.to(x.dtype), weight, n)
+
+
+WRONG += [("sync_batch_norm_forward", ["count built in x's dtype"], fwd_count_in_x_dtype)]

@@ -1,24 +1,36 @@
-"""The catalogue's entries for notebook 3: the (N, D) backward and the spatial forward and backward.
+"""The catalogue's entries for notebook 3's (N, D) backward (the spatial forward and backward: ``spatial_batchnorm``).
 
 Each entry is a small wrong implementation that reproduces one mistake as a learner makes it.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
-from bncourse.checks.backward import _reference_then
-from bncourse.checks.catalogue.shared import affine, dx_from, mistake, standardize
+from bncourse.checks.catalogue.shared import dx_from, inv_std, mistake
 from bncourse.checks.core import Mistake
-from bncourse.checks.inputs import as_dtype_of
-from bncourse.reference import batchnorm as ref
 
 def _dx(dout, c, slip=""):
     """dx from the cache: the shared backward core over the batch axis, with one slip."""
-    g = dout if slip == "dx-without-gamma" else dout * c.gamma
+    g = dout if slip == "dx-without-gamma" else dout * c.gamma * (c.gamma if slip == "gamma-twice" else 1)
     return dx_from(g, c.x_hat, c.inv_std, 0, slip).reshape(dout.shape)
+
+
+def _with_unbiased_var(c, which="all"):
+    """The cache as a backward sees it that recomputes the variance unbiased (divided by N - 1, torch's x.var
+    default) and the standard deviation from it (``which="inv_std"``: x_hat still taken from the cache)."""
+    n = c.x.shape[0]
+    var = c.var * n / max(n - 1, 1)
+    return _with_eps(c._replace(var=var), c.eps, which)
+
+
+def _with_slip(c, slip, which="all"):
+    """The cache as a backward sees it that recomputes 1 / std from var with a shared slip of the square root."""
+    with np.errstate(all="ignore"):
+        inv = inv_std(c.var, c.eps, slip)
+    if which == "inv_std":
+        return c._replace(inv_std=inv)
+    return c._replace(std=1 / inv, inv_std=inv, x_hat=c.xmu * inv)
 
 
 def _with_eps(c, eps, which="all"):
@@ -47,7 +59,7 @@ def _with(dx=_dx, dgamma=_dgamma, dbeta=lambda g, c: g.sum(0)):
     return backward
 
 
-def _staged(dout, c, *, two=2.0, sign=-1.0, var_share=True, mean_share=True, slip=""):
+def _staged(dout, c, *, two=2.0, sign=-1.0, var_share=True, mean_share=True, slip="", count_less=0):
     """The notebook's staged backward, with one step's factor possibly gotten wrong (``slip``: a step's
     own slip, "dinv-not-summed", "dinv-from-x-hat", "dstd-over-std", "half-missing", "dxmu-overwritten",
     "dmu-sign", "dx-overwritten")."""
@@ -57,11 +69,11 @@ def _staged(dout, c, *, two=2.0, sign=-1.0, var_share=True, mean_share=True, sli
     dinv = dinv if slip == "dinv-not-summed" else dinv.sum(0)
     dstd = sign * dinv / (c.std if slip == "dstd-over-std" else c.std ** 2)
     dvar = dstd / (1 if slip == "half-missing" else 2) / c.std
-    dsq = dvar / (n if var_share else 1)
+    dsq = dvar / ((n - count_less if slip != "mean-node-unbiased" else n) if var_share else 1)
     var_path = two * c.xmu * dsq
     dxmu = var_path if slip == "dxmu-overwritten" else dx_hat * c.inv_std + var_path
     dmu = (1 if slip == "dmu-sign" else -1) * dxmu.sum(0)
-    share = dmu / (n if mean_share else 1)
+    share = dmu / ((n - count_less if slip != "var-node-unbiased" else n) if mean_share else 1)
     return share if slip == "dx-overwritten" else dxmu + share
 
 
@@ -77,9 +89,20 @@ _STAGED_SLIPS = (  # (slip, name, hint): one step of the staged backward turned 
      "std = sqrt(var + eps), so d std / d var = 1 / (2 * std): dvar = dstd / (2 * std)"),
     ("dxmu-overwritten", "the direct path into xmu overwritten (step 6: = instead of +=)",
      "xmu reaches the output twice, directly and through sq: dxmu = dx_hat * inv_std + 2 * xmu * dsq"),
-    ("dmu-sign", "sign of dmu flipped (step 7)", "xmu = x - mu, so dmu = -dxmu.sum(axis=0)"),
+    ("dmu-sign", "sign of dmu flipped (step 7; in the closed form + sum(g) where - sum(g) belongs: a sign error on "
+     "the path through the mean)", "xmu = x - mu, so dmu = -dxmu.sum(axis=0); in the closed form the mean's term is "
+     "subtracted: dx = inv_std / N * (N * g - sum(g) - x_hat * sum(g * x_hat)), g = gamma * dout"),
     ("dx-overwritten", "the direct path into x overwritten (step 8: dx = dmu / N instead of dx += dmu / N)",
      "x reaches xmu directly and through mu: dx = dxmu + dmu / N"),
+)
+
+
+_STAGED_UNBIASED = (  # a node's gradient shared out over N - 1 rows: the unbiased count where the forward divides by N
+    ("var-node-unbiased", "the variance node's gradient shared over N - 1 rows (step 5: dsq = dvar / (N - 1))",
+     "the forward's variance is the BIASED mean of sq over N rows, so each row gets 1/N of its gradient: dsq = dvar / N"),
+    ("mean-node-unbiased", "the mean node's gradient shared over N - 1 rows (step 8: dmu / (N - 1))",
+     "mu = mean(x) averages N rows, so each row gets 1/N of its gradient: dx += dmu / N"),
+    # both nodes over N - 1 is the closed form's "M - 1 used instead of M" (divisor-minus-one)
 )
 
 
@@ -107,6 +130,9 @@ _BACKWARD_MISTAKES = [
             hint="the mean depends on x too: add the path through mu (the -mean(dout) term)"),
     mistake("dx-without-gamma", _with(dx=_dx_slip("dx-without-gamma")), name="dx missing the factor gamma",
             hint="out = gamma * x_hat + beta, so dx_hat = dout * gamma"),
+    # the sign errors on the mean's and the variance's paths: the staged entries below (step 7, step 3), named
+    # in the closed form's words too
+    *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("dx-negated", "gamma-twice")),
     Mistake("dgamma not summed over the batch",
             "gamma is shared by all N rows: dgamma = sum over axis 0 of dout * x_hat, shape (D,)",
             _with(dgamma=lambda g, c: g * c.x_hat)),
@@ -150,8 +176,10 @@ _BACKWARD_MISTAKES = [
     Mistake("factor 2 missing in the path through the square (step 6)",
             "sq = xmu**2, so its local derivative is 2 * xmu: dxmu += 2 * xmu * dsq",
             _with(dx=lambda g, c: _staged(g, c, two=1.0))),
-    Mistake("sign of the path through 1/std flipped (step 3)",
-            "the derivative of 1/std is -1/std**2: dstd = -dinv_std / std**2",
+    Mistake("sign of the path through 1/std flipped (step 3; in the closed form + x_hat * sum(g * x_hat): a sign "
+            "error on the path through the variance)",
+            "the derivative of 1/std is -1/std**2: dstd = -dinv_std / std**2; in the closed form the variance's term "
+            "is subtracted: dx = inv_std / N * (N * g - sum(g) - x_hat * sum(g * x_hat))",
             _with(dx=lambda g, c: _staged(g, c, sign=1.0))),
     Mistake("the variance's gradient not shared out over the N rows (step 5)",
             "var = mean(sq) averages N rows, so each row gets 1/N of it: dsq = dvar / N",
@@ -161,6 +189,8 @@ _BACKWARD_MISTAKES = [
             _with(dx=lambda g, c: _staged(g, c, mean_share=False))),
     *(Mistake(name, hint, _with(dx=lambda g, c, s=slip: _staged(g, c, slip=s)), id=f"staged-{slip}")
       for slip, name, hint in _STAGED_SLIPS),
+    *(Mistake(name, hint, _with(dx=lambda g, c, s=slip: _staged(g, c, slip=s, count_less=1)), id="staged-node-unbiased")
+      for slip, name, hint in _STAGED_UNBIASED),
     mistake("eps-hard-coded", _with(dx=lambda g, c: _dx(g, _with_eps(c, 1e-5))),
             name="backward recomputed with eps=1e-5 instead of the forward's eps",
             hint="use the cache's inv_std (or std), which the forward computed with the eps it was given; "
@@ -178,6 +208,15 @@ _BACKWARD_MISTAKES = [
     Mistake("dbeta and dgamma swapped inside the closed form",
             "the mean path subtracts dbeta = sum(dout), the variance path subtracts x_hat * dgamma: "
             "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)", _with(dx=_closed_form_swapped)),
+    *(Mistake(f"backward recomputed {what} from the unbiased variance (N - 1)",
+              "the forward normalized with the biased variance (divide by N): use the cache's inv_std and x_hat; "
+              "torch's x.var(dim) and np.var(ddof=1) divide by N - 1", _with(dx=lambda g, c, w=which: _dx(
+                  g, _with_unbiased_var(c, w))), id="unbiased-variance")
+      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
+    *(mistake("eps-outside-sqrt", _with(dx=lambda g, c, w=which: _dx(g, _with_slip(c, "eps-outside-sqrt", w))),
+              name=f"backward recomputed {what} with eps outside the square root",
+              hint="use the cache's inv_std (or std = sqrt(var + eps)): eps belongs inside the root")
+      for which, what in (("inv_std", "1 / std"), ("all", "the standard deviation and x_hat"))),
     *(mistake("eps-missing", _with(dx=lambda g, c, w=which: _dx(g, _with_eps(c, 0.0, w))),
               name=f"backward recomputed {what} without eps",
               hint="use the cache's inv_std (or std = sqrt(var + eps)): np.sqrt(cache.var) leaves eps out")
@@ -185,139 +224,4 @@ _BACKWARD_MISTAKES = [
 ]
 
 
-def _per_channel(a):
-    return np.reshape(a, (1, -1, 1, 1))
-
-
-def _normalized_over(axes, slip=""):
-    """Spatial batch norm with statistics over ``axes`` (the reference: (0, 2, 3)) and one shared slip."""
-    def forward(x, gamma, beta, eps=1e-5):
-        y = affine(standardize(x, axes, eps, slip), _per_channel(gamma), _per_channel(beta), slip)
-        return as_dtype_of(x, y), None
-    return forward
-
-
-def _spatial_no_transpose(x, gamma, beta, eps=1e-5):
-    out, _ = ref.batchnorm_forward(x.reshape(-1, x.shape[1]), gamma, beta, eps)
-    return out.reshape(x.shape), None
-
-
-def _spatial_no_transpose_back(x, gamma, beta, eps=1e-5):
-    out, _ = ref.batchnorm_forward(np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]), gamma, beta, eps)
-    return out.reshape(x.shape), None
-
-
-def _spatial_transposed_back_with(perm):
-    """Spatial forward through (N*H*W, C) rows whose (N, H, W, C) result is transposed with ``perm``
-    instead of the inverse (0, 3, 1, 2)."""
-    def forward(x, gamma, beta, eps=1e-5):
-        n, c, h, w = x.shape
-        out, _ = ref.batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, c), gamma, beta, eps)
-        return out.reshape(n, h, w, c).transpose(perm), None
-    return forward
-
-
-# every order of the four axes but the inverse (0, 3, 1, 2): the first four are the common ones
-_WRONG_PERMUTATIONS = ((0, 2, 3, 1), (0, 3, 2, 1), (0, 2, 1, 3), (0, 1, 3, 2),
-                       *(p for p in itertools.permutations(range(4))
-                         if p not in ((0, 3, 1, 2), (0, 2, 3, 1), (0, 3, 2, 1), (0, 2, 1, 3), (0, 1, 3, 2))))
-
-_UNDO_TRANSPOSE = ("output transposed back with the wrong permutation",
-                   "the rows are in (N, H, W, C) order: reshape to (N, H, W, C), then undo (0, 2, 3, 1) with its "
-                   "INVERSE, .transpose(0, 3, 1, 2) (or np.moveaxis(out, -1, 1)); applying (0, 2, 3, 1) again "
-                   "gives (N, W, C, H)")
-
-_SPATIAL_FORWARD_MISTAKES = [
-    Mistake("statistics per pixel position instead of per channel",
-            "each channel has ONE mean and variance over N, H and W; move C last and reshape to "
-            "(N*H*W, C) before calling the (N, D) forward", _normalized_over((0,))),
-    Mistake("statistics per image (over H and W only)",
-            "batch norm pools over the batch too: each channel's statistics are over N, H and W",
-            _normalized_over((2, 3))),
-    Mistake("statistics over the wrong axes", "each channel's statistics are over N, H and W, axes (0, 2, 3)",
-            _normalized_over((0, 1))),
-    Mistake("reshaped to (N*H*W, C) without moving C last",
-            "x.reshape(-1, C) mixes channels; transpose to (N, H, W, C) first, and back afterwards",
-            _spatial_no_transpose),
-    Mistake("output reshaped back without the inverse transpose",
-            "the rows are in (N, H, W, C) order: reshape them to (N, H, W, C), then transpose to "
-            "(N, C, H, W); out.reshape(N, C, H, W) alone scrambles pixels and channels", _spatial_no_transpose_back),
-    *(Mistake(*_UNDO_TRANSPOSE, _spatial_transposed_back_with(perm), id="spatial-wrong-inverse-transpose")
-      for perm in _WRONG_PERMUTATIONS),
-    Mistake("unbiased variance used to normalize", "normalize with the biased variance (divide by N*H*W)",
-            _normalized_over((0, 2, 3), "unbiased-variance")),
-    Mistake("gamma and beta swapped", "gamma scales and beta shifts",
-            _normalized_over((0, 2, 3), "gamma-beta-swapped")),
-    *(mistake(slip, _normalized_over((0, 2, 3), slip))
-      for slip in ("eps-outside-sqrt", "eps-hard-coded", "eps-missing", "divided-by-variance")),
-]
-
-
-def _x_hat_images(cache):
-    return ref._from_rows(cache.cache.x_hat, cache.shape)
-
-
-def _spatial_bwd_no_transpose(x, gamma, beta, eps, dout):
-    _, cache = ref.spatial_batchnorm_forward(x, gamma, beta, eps)
-    dx_rows, dgamma, dbeta = ref.batchnorm_backward(ref._to_rows(np.asarray(dout)), cache.cache)
-    return dx_rows.reshape(cache.shape), dgamma, dbeta
-
-
-def _spatial_bwd_dout_unmoved(x, gamma, beta, eps, dout):
-    """dout reshaped to (-1, C) without moving C last first (dx moved back correctly)."""
-    _, cache = ref.spatial_batchnorm_forward(x, gamma, beta, eps)
-    n, c, h, w = x.shape
-    dx_rows, dgamma, dbeta = ref.batchnorm_backward(np.asarray(dout).reshape(-1, c), cache.cache)
-    return dx_rows.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
-
-
-def _spatial_bwd_dout_unmoved_dx_too(x, gamma, beta, eps, dout):
-    """dout reshaped to (-1, C) without moving C last, and dx reshaped back the same way."""
-    _, cache = ref.spatial_batchnorm_forward(x, gamma, beta, eps)
-    dx_rows, dgamma, dbeta = ref.batchnorm_backward(np.asarray(dout).reshape(-1, x.shape[1]), cache.cache)
-    return dx_rows.reshape(x.shape), dgamma, dbeta
-
-
-_DOUT_UNMOVED = ("dout reshaped to (N*H*W, C) without moving C last",
-                 "dout must be laid out like the forward's rows: dout.transpose(0, 2, 3, 1).reshape(-1, C); "
-                 "dout.reshape(-1, C) pairs each gradient with the wrong pixel and channel")
-
-_SPATIAL_BACKWARD_MISTAKES = [
-    Mistake("dgamma and dbeta summed over N only (not H and W)",
-            "gamma and beta are shared by every pixel of a channel: sum over axes (0, 2, 3), shape (C,)",
-            _reference_then(lambda dx, dg, db, dout, c: (dx, (dout * _x_hat_images(c)).sum(0), dout.sum(0)))),
-    Mistake("dgamma and dbeta not summed over N",
-            "gamma and beta are shared by every image and pixel of a channel: sum over axes (0, 2, 3), shape (C,)",
-            _reference_then(lambda dx, dg, db, dout, c: (dx, (dout * _x_hat_images(c)).sum((2, 3)),
-                                                         dout.sum((2, 3))))),
-    Mistake("dx reshaped back without the inverse transpose",
-            "undo the forward's reshape exactly: (N*H*W, C) -> (N, H, W, C) -> transpose to (N, C, H, W)",
-            _spatial_bwd_no_transpose),
-    Mistake(*_DOUT_UNMOVED, _spatial_bwd_dout_unmoved, id="spatial-dout-not-transposed"),
-    Mistake(*_DOUT_UNMOVED, _spatial_bwd_dout_unmoved_dx_too, id="spatial-dout-not-transposed"),
-    Mistake("dgamma and dbeta averaged over the pixels (divided by H*W)",
-            "gamma and beta are shared by every image and pixel of a channel: their gradients are the SUMS over "
-            "axes (0, 2, 3), with no division by H*W",
-            _reference_then(lambda dx, dg, db, dout, c: (dx, dg / (dout.shape[2] * dout.shape[3]),
-                                                         db / (dout.shape[2] * dout.shape[3]))),
-            id="dparams-averaged"),
-    Mistake("dgamma and dbeta averaged (divided by N*H*W)",
-            "gamma and beta are shared by every image and pixel of a channel: their gradients are the SUMS over "
-            "axes (0, 2, 3), not the means",
-            _reference_then(lambda dx, dg, db, dout, c: (dx, dg / (dout.size / dout.shape[1]),
-                                                         db / (dout.size / dout.shape[1]))),
-            id="dparams-averaged"),
-    Mistake("dx's count taken as the batch size N instead of N*H*W",
-            "each channel's statistics average N*H*W values (one per row of the (N*H*W, C) view): "
-            "dx = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma) with M = N*H*W",
-            _reference_then(lambda dx, dg, db, dout, c: (ref._from_rows(dx_from(
-                ref._to_rows(np.asarray(dout, np.float64)) * c.cache.gamma, c.cache.x_hat, c.cache.inv_std, 0,
-                count=c.shape[0]), c.shape), dg, db)), id="wrong-divisor"),
-    Mistake("dx missing the terms that flow through the mean and the variance",
-            "call the full (N, D) backward on the (N*H*W, C) rows",
-            _reference_then(lambda dx, dg, db, dout, c: (dout * _per_channel(c.cache.gamma * c.cache.inv_std), dg, db))),
-]
-
-
-ENTRIES = {"batchnorm_backward": _BACKWARD_MISTAKES, "spatial_batchnorm_forward": _SPATIAL_FORWARD_MISTAKES,
-           "spatial_batchnorm_backward": _SPATIAL_BACKWARD_MISTAKES}
+ENTRIES = {"batchnorm_backward": _BACKWARD_MISTAKES}

@@ -24,6 +24,33 @@ def _forward(slip: str = "", axes=0):
     return forward
 
 
+def _gamma_first(form: str):
+    """gamma (and maybe beta) applied to x before normalizing; ``form`` says which statistics and where beta goes."""
+    def forward(x, g, b, eps=1e-5):
+        x64 = np.asarray(x, np.float64)
+        mu, var = x64.mean(0), x64.var(0)
+        with np.errstate(all="ignore"):
+            if form == "gx-stats-of-x":  # (gamma * x - mu) / std + beta
+                y = (g * x64 - mu) / np.sqrt(var + eps) + b
+            elif form == "gx-plus-beta-stats-of-x":  # (gamma * x + beta - mu) / std
+                y = (g * x64 + b - mu) / np.sqrt(var + eps)
+            elif form == "gx-own-stats":  # standardize(gamma * x) + beta
+                y = standardize(g * x64, 0, eps) + b
+            elif form == "gx-minus-gmu-over-std-of-gx":  # gamma * (x - mu) / std(gamma * x) + beta
+                y = g * (x64 - mu) / np.sqrt((g * x64).var(0) + eps) + b
+            elif form == "precedence":  # gamma * (x - mu / std) + beta
+                y = g * (x64 - mu / np.sqrt(var + eps)) + b
+            else:  # "beta-before-dividing": (gamma * (x - mu) + beta) / std
+                y = (g * (x64 - mu) + b) / np.sqrt(var + eps)
+        return _out(x, y)
+    return forward
+
+
+_GAMMA_FIRST = ("gamma is applied before normalizing",
+                "normalize x first, then scale and shift the normalized values: x_hat = (x - mean) / sqrt(var + eps), "
+                "out = gamma * x_hat + beta (gamma * x - mean mixes a scaled x with the mean of the unscaled one)")
+
+
 def _fwd_var_all(x, g, b, eps=1e-5):  # the mean per feature, the variance of the whole array
     return _out(x, g * (x - x.mean(0)) / np.sqrt(x.var() + eps) + b)
 
@@ -58,6 +85,14 @@ _FORWARD_MISTAKES = [
     mistake("eps-added-to-x-hat", _forward("eps-added-to-x-hat")),
     mistake("affine-before-normalizing", lambda x, g, b, eps=1e-5: _out(x, standardize(np.asarray(x, np.float64) * g + b,
                                                                                         0, eps))),
+    *(Mistake(*_GAMMA_FIRST, _gamma_first(form), id="gamma-before-normalizing")
+      for form in ("gx-stats-of-x", "gx-plus-beta-stats-of-x", "gx-own-stats", "gx-minus-gmu-over-std-of-gx")),
+    Mistake("only the mean divided by the standard deviation (operator precedence: x - mean / std)",
+            "put the subtraction in brackets: (x - mean) / sqrt(var + eps); x - mean / sqrt(var + eps) divides only "
+            "the mean", _gamma_first("precedence"), id="precedence-x-minus-mean-over-std"),
+    Mistake("beta added before dividing by the standard deviation",
+            "shift after normalizing: out = gamma * (x - mean) / sqrt(var + eps) + beta; (gamma * (x - mean) + beta) "
+            "/ std divides beta too", _gamma_first("beta-before-dividing")),
 ]
 
 
@@ -71,6 +106,9 @@ def _running(slip: str = ""):
             var = x.var(0) * (x.shape[0] - 1) / x.shape[0]
         if slip == "batch-unweighted":  # (1 - momentum) * old + batch
             return (1 - momentum) * np.asarray(rm) + mean, (1 - momentum) * np.asarray(rv) + var
+        if slip in _NOT_DECAYED:  # the two weights do not add up to one
+            w_old, w_new = _NOT_DECAYED[slip](momentum)
+            return w_old * np.asarray(rm) + w_new * mean, w_old * np.asarray(rv) + w_new * var
         if slip == "not-updated":
             return np.asarray(rm), np.asarray(rv)
         if slip == "replaced":
@@ -83,6 +121,24 @@ def _running(slip: str = ""):
         return (new_v, new_m) if slip == "swapped" else (new_m, new_v)
     return update
 
+
+# slip -> (weight of the old value, weight of the batch's) as functions of momentum: none adds up to one
+_NOT_DECAYED = {
+    "not-decayed": lambda m: (1.0, m),                 # running + momentum * batch
+    "not-decayed-flipped": lambda m: (1.0, 1 - m),     # running + (1 - momentum) * batch
+    "old-times-momentum": lambda m: (m, 1.0),          # momentum * running + batch
+    "old-plus-batch": lambda m: (1.0, 1.0),            # running + batch
+    "old-dropped": lambda m: (0.0, m),                 # momentum * batch
+    "old-dropped-flipped": lambda m: (0.0, 1 - m),     # (1 - momentum) * batch
+    "both-momentum": lambda m: (m, m),                 # momentum * (running + batch)
+    "both-one-minus": lambda m: (1 - m, 1 - m),        # (1 - momentum) * (running + batch)
+}
+_NOT_DECAYED_SAID = {
+    "not-decayed": "running + momentum * batch", "not-decayed-flipped": "running + (1 - momentum) * batch",
+    "old-times-momentum": "momentum * running + batch", "old-plus-batch": "running + batch",
+    "old-dropped": "momentum * batch, the old value dropped", "old-dropped-flipped": "(1 - momentum) * batch, the old value dropped",
+    "both-momentum": "momentum * running + momentum * batch", "both-one-minus": "(1 - momentum) * running + (1 - momentum) * batch",
+}
 
 _RUNNING_MISTAKES = [
     mistake("momentum-flipped", _running("momentum-flipped")),
@@ -105,6 +161,10 @@ _RUNNING_MISTAKES = [
     Mistake("momentum missing on the batch's term ((1 - momentum) * old + batch)",
             "the two weights add up to one: new = (1 - momentum) * old + momentum * batch",
             _running("batch-unweighted")),
+    *(Mistake(f"running statistics not decayed: {said}",
+              "the old value and the batch are weighed so the weights add up to one: "
+              "new = (1 - momentum) * running + momentum * batch", _running(slip), id="running-not-decayed")
+      for slip, said in _NOT_DECAYED_SAID.items()),
     *(Mistake("running_var blended with the variance around the running mean, not the batch mean",
               "the batch variance is taken around the batch's own mean: x.var(axis=0, ddof=1), i.e. "
               "sum((x - x.mean(0))**2) / (N - 1); the running mean only enters the running_mean blend",

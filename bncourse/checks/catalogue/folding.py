@@ -35,6 +35,10 @@ def _manual_fold(how: str = ""):
             scale = 1 / scale
         shape = (1, -1) if how == "wrong-axis" else (-1, 1)
         new_w = w * scale.reshape(shape + (1,) * (w.dim() - 2) if how != "conv-shape" else (-1, 1, 1, 1))
+        if how == "weight_without_gamma":
+            new_w = w * (scale / gamma).reshape((-1,) + (1,) * (w.dim() - 1))
+        if how in ("weight_gamma_twice", "gamma_twice_both"):
+            new_w = w * (scale * gamma).reshape((-1,) + (1,) * (w.dim() - 1))
         if how == "weight_unscaled":
             new_w = w
         bias_terms = {  # bias = scale * (b - mean) + beta, or a slip
@@ -43,12 +47,16 @@ def _manual_fold(how: str = ""):
             "bias_unscaled": lambda: b - scale * mean + beta, "beta_scaled": lambda: scale * (b - mean + beta),
             "mean_unscaled": lambda: scale * b - mean + beta, "beta_left_out": lambda: scale * (b - mean),
             "mean_added": lambda: scale * (b + mean) + beta, "mean_times_gamma": lambda: beta - gamma * mean + scale * b,
-            "bias_gamma_for_scale": lambda: gamma * (b - mean) + beta}
+            "bias_gamma_for_scale": lambda: gamma * (b - mean) + beta,
+            "gamma_twice_both": lambda: gamma * scale * (b - mean) + beta, "bias_no_scale": lambda: b - mean + beta,
+            "beta_minus_mean": lambda: beta - mean, "bias_without_gamma": lambda: scale / gamma * (b - mean) + beta}
         new_b = bias_terms.get(how, lambda: scale * (b - mean) + beta)()
         new = _fresh_layer(layer, how) if how.startswith("fresh_") else copy.deepcopy(layer)
         new.weight = nn.Parameter(new_w.clone())
         if how == "bias_dropped":
             new.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        elif how == "bias_none":
+            new.bias = None
         else:
             new.bias = nn.Parameter(new_b.clone())
         return new
@@ -151,6 +159,21 @@ _FOLDING_OWN = (
      "beta is added after batch norm's scaling, so it is not scaled: " + _BIAS),
     ("running-mean-unscaled", "the running mean subtracted after scaling (not scaled)", "mean_unscaled",
      "the mean is subtracted before batch norm scales: " + _BIAS),
+    ("bias-without-scale", "the bias without the scale (b - running_mean + beta: neither b nor the mean scaled)",
+     "bias_no_scale", "batch norm divides (b - running_mean) by the std and multiplies by gamma before adding beta: "
+     + _BIAS),
+    ("bias-without-scale", "the bias without the scale and the layer's own bias left out (beta - running_mean)",
+     "beta_minus_mean", "the layer's bias b and the mean both pass through batch norm's scaling: " + _BIAS),
+    ("gamma-applied-twice", "gamma applied twice: to the weight (scale already holds gamma)", "weight_gamma_twice",
+     "scale = gamma / sqrt(running_var + eps) already contains gamma: weight * scale, not weight * scale * gamma"),
+    ("gamma-applied-twice", "gamma applied twice: to the weight and the bias (scale already holds gamma)",
+     "gamma_twice_both", "scale = gamma / sqrt(running_var + eps) already contains gamma: weight * scale and " + _BIAS),
+    ("gamma-left-out", "gamma left out of the bias ((b - running_mean) / std + beta)", "bias_without_gamma",
+     "the bias passes through batch norm's scale, gamma included: " + _BIAS),
+    ("gamma-left-out", "gamma left out of the weight (weight / std only)", "weight_without_gamma",
+     "the weight is scaled by scale = gamma / sqrt(running_var + eps), gamma included"),
+    ("bias-set-to-none", "the folded layer's bias dropped (bias None)", "bias_none",
+     "the folded layer needs a bias even when the old one had none: batch norm's shift lives there, " + _BIAS),
 )
 
 
@@ -303,8 +326,8 @@ _PAIR_SLIPS = (("eps-missing", "running variance without eps", "eps-missing", _E
                 "scale = gamma / torch.sqrt(running_var + eps)"),
                ("gamma-beta-swapped", "gamma and beta swapped", "gamma-beta-swapped", _EPS),
                *((id_, name, slip, hint) for id_, name, slip, hint in _FOLDING_OWN
-                 if slip not in ("bias_dropped", "wrong-axis", "own_bias_ignored", "bias_unscaled", "conv-shape")))
-# (a wrong-axis fold raises: explain_fold_error names it; the model's convs have no bias of their own)
+                 if slip not in ("bias_dropped", "wrong-axis", "conv-shape")))
+# (a wrong-axis fold raises: explain_fold_error names it; some models' convs have a bias of their own)
 
 
 ENTRIES = {"fold_batchnorm": _fold_mistakes, "fold_model": _model_mistakes}

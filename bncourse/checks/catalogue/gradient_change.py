@@ -162,6 +162,20 @@ def gradient_mistakes() -> list[Mistake]:
                 "a gradient entry is near zero",
                 lambda a, b: (float(np.mean(np.abs(np.ravel(b) - np.ravel(a)) / (np.abs(np.ravel(a)) + 1e-12))),
                               cos(a, b)), id="relative-elementwise"),
+        Mistake("the cosine's inner product a mean (np.mean(a * b)) instead of a sum",
+                "the cosine is the dot product, a SUM over entries, divided by the two l2 norms: "
+                "np.sum(a * b) / (||a|| * ||b||); np.mean divides it by the number of entries again",
+                lambda a, b: (rel(a, b), float(np.mean(np.ravel(a) * np.ravel(b))) / (_l2(a) * _l2(b))),
+                id="cosine-inner-product-mean"),
+        *(Mistake(f"the relative change's {which} a root-mean-square (np.sqrt(np.mean(v**2))) while the other is a norm",
+                  "both are l2 norms, sqrt(sum of squares): ||g_after - g_before|| / ||g_before||, "
+                  "np.linalg.norm of the flattened gradients; a mean inside one of them divides by the size",
+                  lambda a, b, f=factor: (rel(a, b) * f(np.size(a)), cos(a, b)), id="relative-mean-and-sum-mixed")
+          for which, factor in (("numerator", lambda n: n ** -0.5), ("denominator", lambda n: n ** 0.5))),
+        Mistake("the cosine's norms root-mean-squares while its inner product is a sum",
+                "the cosine is np.sum(a * b) / (||a|| * ||b||) with l2 norms sqrt(np.sum(a**2)); sums and means must "
+                "not be mixed (mean over mean with root-mean-squares gives the same cosine)",
+                lambda a, b: (rel(a, b), _dot(a, b) / (_l2(a) * _l2(b)) * np.size(a)), id="cosine-inner-product-mean"),
         Mistake("l1 norms (sums of absolute values) instead of l2 norms",
                 "use the l2 norm, np.linalg.norm(g.ravel()) = sqrt(sum(g**2)), in both the relative change and "
                 "the cosine", lambda a, b: _with_norm(a, b, lambda v: float(np.abs(v).sum())), id="wrong-norm"),

@@ -1,7 +1,9 @@
 """The catalogue's entries for notebook 4: the autograd.Function and the BatchNorm1d/2d modules.
 
 Known wrong ``autograd.Function`` classes (the numpy forward and backward inside one, with one part
-wrong), and known wrong batch-norm modules: one small subclass per mistake.
+wrong), and known wrong batch-norm modules: one small subclass per mistake. The Function's entries
+and the modules' training backward also take notebook 3's (N, D) backward entries and notebook 2's
+forward entries as they are declared there (``catalogue.mistakes``), not copies.
 
 ``Correct`` is batch norm over (N, D) or (N, C, H, W) in torch operations, split into the pieces
 learners get wrong (reduction dims, the batch variance, what running_var stores, the momentum's
@@ -32,6 +34,7 @@ class Correct(nn.Module):
     """
 
     slip = ""
+    detached = ""  # "mean", "var" or both: statistics .detach()ed, so the gradient skips them
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
@@ -74,6 +77,7 @@ class Correct(nn.Module):
         if self.batch_statistics():
             dims = self.dims(x)
             mean, var = x.mean(dim=dims, keepdim=True), self.batch_var(x, dims)
+            mean, var = (mean.detach() if "mean" in self.detached else mean), (var.detach() if "var" in self.detached else var)
             if dims == ((0,) if x.dim() == 2 else (0, 2, 3)):
                 self.update(mean, var, x.numel() // x.shape[1])
         else:
@@ -161,6 +165,56 @@ class _StdInRunningVar(Correct):
         return (var * n / (n - 1)) ** 0.5
 
 
+def _detached(which: str) -> type:
+    return type(f"_Detached[{which}]", (Correct,), {"detached": which})
+
+
+_DETACHED = (  # (which, name, hint)
+    ("mean var", "dx missing the paths through the mean and the variance (the batch statistics .detach()ed, or left "
+                 "out of the backward)",
+     "the statistics are functions of x: keep them in the graph (no .detach(), no torch.no_grad()) while computing "
+     "the output, detaching only what updates the running buffers; a hand-written backward needs the -sum(g) and "
+     "-x_hat * sum(g * x_hat) terms"),
+    ("var", "dx missing the path through the variance (the batch variance .detach()ed, or left out of the backward)",
+     "the variance is a function of x: keep it in the graph while computing the output; detach only for the "
+     "running buffers' update"),
+    ("mean", "dx missing the path through the mean (the batch mean .detach()ed, or left out of the backward)",
+     "the mean is a function of x: keep it in the graph while computing the output; detach only for the running "
+     "buffers' update"),
+)
+
+
+def _backward_module(backward) -> type:
+    """``Correct`` whose training forward runs a Function with ``backward`` (an (N, D) backward entry) on the
+    (N, D) rows (BatchNorm1dNumpy over its Function; BatchNorm2d's channels as the rows' features)."""
+    function = _backward_function(backward)
+
+    def forward(self, x):
+        if not self.training:
+            return Correct.forward(self, x)
+        dims = self.dims(x)
+        mean, var = x.mean(dim=dims, keepdim=True), self.batch_var(x, dims)
+        self.update(mean, var, x.numel() // x.shape[1])
+        rows = x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        out = function.apply(rows, self.weight, self.bias, self.eps)
+        return out if x.dim() == 2 else out.reshape(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)
+    return type("_BackwardModule", (Correct,), {"forward": forward})
+
+
+# an (N, D) backward entry's outputs, as a module's recorded gradients
+_MODULE_GRADIENTS = {"dx": "step 1: dx", "dgamma": "step 1: dweight", "dbeta": "step 1: dbias"}
+
+
+def _backward_module_mistakes() -> list[ModuleMistake]:
+    """Every (N, D) backward entry of notebook 3 (``catalogue.mistakes("batchnorm_backward")``), made by a
+    module's training backward."""
+    from bncourse.checks.catalogue import mistakes
+
+    return [ModuleMistake(m.name, m.hint, _backward_module(m.fn), only=tuple(_MODULE_GRADIENTS[k] for k in
+                                                                             (m.only or _MODULE_GRADIENTS)), id=m.id)
+            for m in mistakes("batchnorm_backward")]
+
+
 def _wrong_dims(dims: tuple) -> type:
     return type(f"_Dims{dims}", (Correct,), {"dims": lambda self, x: dims})
 
@@ -229,7 +283,9 @@ def module_mistakes(spatial: bool) -> list[ModuleMistake]:
                       "in eval mode normalize with running_mean and running_var (check self.training); the batch's "
                       "own statistics are for training only", _BatchStatsInEval, only=("eval: output",)),
     ] + [ModuleMistake(f"statistics over the wrong dimensions ({label})", f"reduce over {right}", _wrong_dims(dims),
-                       only=("step 1: output",)) for label, dims in wrong_dims]
+                       only=("step 1: output",)) for label, dims in wrong_dims] + [
+        ModuleMistake(name, hint, _detached(which), only=("step 1: dx",), id="statistics-detached")
+        for which, name, hint in _DETACHED]
 
 
 class _NumpyFunction(torch.autograd.Function):
@@ -282,7 +338,32 @@ class _DoutAsDx(_NumpyFunction):
         return dout.copy(), dgamma, dbeta
 
 
-_FUNCTION_MISTAKES = [
+def _backward_function(backward) -> type:
+    """The numpy Function whose backward is ``backward(dout, cache)`` (an (N, D) backward entry of notebook 3)."""
+    return type("_Backward", (_NumpyFunction,), {"numpy_backward": classmethod(lambda cls, dout, cache: backward(dout, cache))})
+
+
+def _forward_only(forward):
+    """The Function's outputs as far as a wrong forward ``forward(x, gamma, beta, eps) -> (out, cache)`` decides
+    them: out (its gradients are whatever the learner's backward made of that forward's cache)."""
+    def run(x, gamma, beta, dout, eps):
+        return forward(x, gamma, beta, eps)[0], None, None, None
+    return run
+
+
+def _function_mistakes() -> list:
+    """The Function's own mistakes, then every (N, D) backward entry of notebook 3 run as its backward, then every
+    forward entry of notebook 2 as its forward (declared once, in those notebooks' catalogue modules)."""
+    from bncourse.checks.catalogue import mistakes
+
+    return (_FUNCTION_OWN
+            + [Mistake(m.name, m.hint, _function_runner(_backward_function(m.fn)), only=m.only, id=m.id)
+               for m in mistakes("batchnorm_backward")]
+            + [Mistake(m.name, m.hint, _forward_only(m.fn), only=("out",), id=m.id)
+               for m in mistakes("batchnorm_forward")])
+
+
+_FUNCTION_OWN = [
     Mistake("eps not passed on",
             "call your forward with the eps that apply() received, batchnorm_forward(x, gamma, beta, eps)",
             _function_runner(_EpsNotPassed)),
@@ -297,6 +378,6 @@ _FUNCTION_MISTAKES = [
 ]
 
 
-ENTRIES = {"BatchNormFunction": _FUNCTION_MISTAKES,
-           "BatchNorm1dNumpy": lambda: [IGNORES_TRAINING, *module_mistakes(spatial=False)],
-           "BatchNorm2d": lambda: [IGNORES_TRAINING, *module_mistakes(spatial=True)]}
+ENTRIES = {"BatchNormFunction": _function_mistakes,
+           "BatchNorm1dNumpy": lambda: [IGNORES_TRAINING, *module_mistakes(spatial=False), *_backward_module_mistakes()],
+           "BatchNorm2d": lambda: [IGNORES_TRAINING, *module_mistakes(spatial=True), *_backward_module_mistakes()]}

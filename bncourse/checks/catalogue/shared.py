@@ -102,6 +102,14 @@ SLIPS = {s.id: s for s in (
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)), or inv_std * (g - mean(g) - x_hat * mean(g * x_hat))"),
     Slip("sign-error-variance-path", "sign error on the path through the variance",
          "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)): the variance term is subtracted"),
+    Slip("sign-error-mean-path", "sign error on the path through the mean (+ sum(g) where - sum(g) belongs)",
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)): the mean term is subtracted"),
+    Slip("dx-negated", "dx has the wrong sign (the whole gradient negated)",
+         "dx = inv_std / M * (M * g - sum(g) - x_hat * sum(g * x_hat)), with g = gamma * dout: the direct term "
+         "M * g enters with a plus sign"),
+    Slip("gamma-twice", "gamma applied twice in dx (gamma**2 * dout where gamma * dout belongs)",
+         "the gradient reaching x_hat is g = gamma * dout, multiplied by gamma once: if g already holds gamma, "
+         "do not multiply dx by gamma again"),
     Slip("dx-without-gamma", "dx not multiplied by gamma", "the gradient reaching x_hat is gamma * dout"),
     Slip("gamma-after-sums", "gamma multiplied onto dx at the end instead of into g before the sums",
          "the gradient reaching x_hat is g = gamma * dout: form g first and take sum(g) and sum(g * x_hat) of it; "
@@ -230,7 +238,7 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None, dout=None, x=None):
     if slip == "sums-divided-twice":
         summed = summed / m
     if slip not in ("mean-path-missing", "mean-and-variance-paths-missing"):
-        dx = dx - summed.sum(axis=axes, keepdims=True)
+        dx = dx + (1.0 if slip == "sign-error-mean-path" else -1.0) * summed.sum(axis=axes, keepdims=True)
     if slip not in ("variance-path-missing", "mean-and-variance-paths-missing"):
         sign = 1.0 if slip == "sign-error-variance-path" else -1.0
         outer = x if slip == "x-for-x-hat" and x is not None else x_hat
@@ -247,6 +255,8 @@ def dx_from(g, x_hat, inv, axes, slip: str = "", count=None, dout=None, x=None):
         inv = 1 / inv
     if slip == "divisor-minus-one-outside":
         m = m - 1
+    if slip == "dx-negated":
+        dx = -dx
     return inv * dx if slip == "missing-divisor" else inv / m * dx
 
 
@@ -297,6 +307,11 @@ def explain_broadcast(contract: str, per: str = "row"):
         big = max(shapes, key=lambda s: (len(s), int(np.prod(s))), default=())
         what = ""
         for small in shapes:
+            if len(small) == 1 and len(big) == 4 and small[0] == big[1] and small[0] != big[-1]:
+                what = (f"a per-channel array of shape {small} (gamma, beta or a channel's statistic) met one of shape "
+                        f"{big}: numpy lines up the LAST axes, so it was broadcast along the last axis (W), not the "
+                        f"channel axis; reshape it to (1, C, 1, 1) = {(1, small[0], 1, 1)} to act on the channels")
+                break
             if len(big) >= 2 and small != big and len(small) < len(big) and small[-1] != big[-1]:
                 if small == big[:len(small)] and per == "feature" and len(big) == 2:
                     what = _PER_FEATURE.format(what=f"an array of shape {small} met one of shape {big}: it")
@@ -307,9 +322,6 @@ def explain_broadcast(contract: str, per: str = "row"):
                 else:
                     what = (f"an array of shape {small} met one of shape {big}: reduced over the wrong axis, or kept "
                             f"without keepdims=True")
-            elif len(small) == 1 and len(big) == 4 and small[0] == big[1] and small[0] != big[-1]:
-                what = (f"a per-channel array of shape {small} met one of shape {big}: numpy lines up the LAST axes "
-                        f"(W), so reshape it to (1, C, 1, 1) = {(1, small[0], 1, 1)} to act on the channel axis")
             elif len(small) == len(big) and small != big and small[-1] == 1 and small[0] == big[-1]:
                 what = (f"a column of shape {small} met an array of shape {big}: a per-feature parameter reshaped to "
                         f"one value per row (reshape(-1, 1)); it broadcasts along the last axis as it is")

@@ -51,12 +51,14 @@ _DENOM = {"before": lambda a, b: a.std(axis=0).mean(), "pooled-before": lambda a
           "variance-before": lambda a, b: a.var(axis=0).mean(), "median-before": lambda a, b: np.median(a.std(axis=0))}
 
 
-def _drift_measure(agg="mean", magnitude="each", denom="before"):
+def _drift_measure(agg="mean", magnitude="each", denom="before", stds="per-unit"):
     """input_drift built from three choices: how the units' changes are summed up (``agg``), how a change
     is made positive (``magnitude``: "after" takes |.| of the aggregate), and what it is divided by."""
     def fn(h_before, h_after):
         a, b = np.asarray(h_before, np.float64), np.asarray(h_after, np.float64)
         dm, ds = b.mean(axis=0) - a.mean(axis=0), b.std(axis=0) - a.std(axis=0)
+        if stds == "pooled":  # one std over every entry of the layer (np.std without axis)
+            ds = np.atleast_1d(b.std() - a.std())
         if magnitude == "after":
             moved = abs(_AGG[agg](dm)) + abs(_AGG[agg](ds))
         else:
@@ -66,6 +68,9 @@ def _drift_measure(agg="mean", magnitude="each", denom="before"):
 
 
 _DRIFT_CHOICES = [  # (knob, value, name, hint): one choice of the measure turned the way a learner turns it
+    ("stds", "pooled", "one std over all entries (pooled, np.std without axis) instead of one std per unit",
+     "take each unit's std over the batch, h.std(axis=0), and average the units' |std change|; the std of the whole "
+     "array also counts how far the units' means lie apart"),
     ("agg", "max", "the largest change over the units instead of the mean",
      "average each unit's |change| over the units (np.mean): the measure describes the whole layer, not its worst unit"),
     ("agg", "median", "the median of the changes over the units instead of their mean",
