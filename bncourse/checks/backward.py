@@ -83,6 +83,7 @@ def _check_backward(exercise: str, fn, hidden: bool) -> CheckResult:
         exercise, fn, ref.batchnorm_backward, _backward_cases(hidden), catalogue.lazy("batchnorm_backward"),
         arg_names=("dout", "cache"), in_place={"dout": _DOUT_IN_PLACE, "cache": _CACHE_IN_PLACE},
         outputs=("dx", "dgamma", "dbeta"), rtol=1e-4, atol=1e-4,
+        forbidden=("batchnorm_forward",),  # a backward never runs the forward (red team 5's F1: differences)
         check_dtype=False,  # the contract: the gradients in x's dtype or in float64
         explain_error=explain_shapes("The contract: dout and dx are (N, D); the sums over the batch, dout.sum(axis=0) "
                                      "and (dout * x_hat).sum(axis=0), and dgamma, dbeta, inv_std are (D,)",
