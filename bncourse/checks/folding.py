@@ -18,7 +18,7 @@ that take and return numpy arrays only, so the grader can re-judge a test cell f
   changed in the caller's model, and the weights and biases of the Conv2d/Linear layers that run
   (``folded_layers``: a multiset, so an FX ``GraphModule`` holding the folded convs passes; a batch
   norm replaced by its affine map, convs untouched, does not: red team 5's F4). The reference is the
-  original model's output in eval mode and its pairs folded by hand (``reference_folded_layers``).
+  original model's output in eval mode and its pairs folded by hand (``_reference_folded_layers``).
 
 ``caller_changes`` is (parameters and buffers changed, modules whose training mode changed,
 batch-norm layers removed) over every module the function received: an in-place change, one
@@ -352,7 +352,7 @@ def folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
                          for m in ran])
 
 
-def reference_folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
+def _reference_folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """``folded_layers`` of ``model`` folded by hand (eval mode, each batch norm that takes a conv's
     output folded into that conv; torch's fusion is not needed, so this runs in a grading kernel too)."""
     model = model.eval()
@@ -414,7 +414,7 @@ def run_counting(model: nn.Module, x: np.ndarray, kind: int = 0) -> tuple[np.nda
 def _model_reference(x, seed, kind=0):
     model = _seeded_model(seed, kind)
     return (_eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0]),
-            reference_folded_layers(_seeded_model(seed, kind), x))
+            _reference_folded_layers(_seeded_model(seed, kind), x))
 
 
 def _model_unfolded(x, seed, kind=0):
