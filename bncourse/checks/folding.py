@@ -14,8 +14,11 @@ that take and return numpy arrays only, so the grader can re-judge a test cell f
   (a ``SmallResNet``, a plain ``nn.Sequential`` with two pairs, nested ``Sequential``s: ``MODEL_KINDS``), hands it over in *training* mode (as a model is right after training), and returns
   the folded model's output on x, how many batch-norm layers still *run* in its forward beyond
   those that stay (``BATCHNORMS_KEPT``: a batch norm after an activation is not folded; a batch
-  norm left registered but never called, as in an FX-based fold, is allowed), and what
-  changed in the caller's model. The reference is the original model's output in eval mode.
+  norm left registered but never called, as in an FX-based fold, is allowed), what
+  changed in the caller's model, and the weights and biases of the Conv2d/Linear layers that run
+  (``folded_layers``: a multiset, so an FX ``GraphModule`` holding the folded convs passes; a batch
+  norm replaced by its affine map, convs untouched, does not: red team 5's F4). The reference is the
+  original model's output in eval mode and its pairs folded by hand (``_reference_folded_layers``).
 
 ``caller_changes`` is (parameters and buffers changed, modules whose training mode changed,
 batch-norm layers removed) over every module the function received: an in-place change, one
@@ -33,13 +36,13 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bncourse.checks import catalogue
-from bncourse.checks.core import Case, CheckResult, Symptom, check_function
+from bncourse.checks.core import Case, CheckResult, Mistake, Symptom, check_function
 from bncourse.checks.inputs import case_seed
 
 __all__ = ["check_fold_batchnorm", "check_fold_model"]
 
 FOLD_OUTPUTS = ("weight", "bias", "out", "caller_changes", "parameters")
-MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes", "training_layers")
+MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes", "training_layers", "folded_layers")
 NO_CHANGE = np.zeros(3)
 
 
@@ -303,8 +306,67 @@ def _model_runner(fold_model):
         if not isinstance(folded, nn.Module):
             raise TypeError(f"fold_model should return an nn.Module, got {type(folded).__name__}")
         out, ran = run_counting(folded, x, kind)  # in whatever mode fold_model left it
-        return out, ran, caller_changes(before, model), layers_in_training(folded)
+        return out, ran, caller_changes(before, model), layers_in_training(folded), folded_layers(folded, x)
     return run
+
+
+def _layers_that_run(model: nn.Module, x: np.ndarray, pairs: bool = False):
+    """The Conv/Linear modules that run in ``model``'s forward on x, in order (each once), and, with
+    ``pairs``, ``{conv: batch norm}`` for each batch norm whose input is that conv's output."""
+    ran, outputs, paired = [], [], {}
+
+    def layer_hook(m, i, o):
+        if all(m is not r for r in ran):
+            ran.append(m)
+        outputs.append((o, m))
+
+    def bn_hook(m, i, o):
+        conv = next((c for t, c in outputs if i and i[0] is t and isinstance(c, nn.Conv2d)), None)
+        if conv is not None:
+            paired[conv] = m
+
+    hooks = [m.register_forward_hook(layer_hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks += [m.register_forward_hook(bn_hook) for m in model.modules() if pairs and _is_bn(m)]
+    try:
+        with torch.no_grad():
+            model(torch.tensor(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    return ran, paired
+
+
+def _fingerprint(layers) -> np.ndarray:
+    """(weight, bias) pairs as one array: per layer its size, then weight and bias, layers sorted by
+    (size, sum): equal arrays mean equal multisets of layers."""
+    rows = [np.concatenate([_np(w).ravel(), _np(b).ravel()]).astype(np.float64) for w, b in layers]
+    rows.sort(key=lambda r: (r.size, float(r.sum())))
+    return np.concatenate([np.concatenate([[float(r.size)], r]) for r in rows]) if rows else np.zeros(0)
+
+
+def folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """The weights and biases of the Conv2d/Linear layers that run in ``model``'s forward (a bias of None as
+    zeros), as one array in an order of their own (``_fingerprint``): what a fold must have changed."""
+    ran, _ = _layers_that_run(model, x)
+    return _fingerprint([(m.weight, m.bias if m.bias is not None else torch.zeros(m.weight.shape[0], dtype=m.weight.dtype))
+                         for m in ran])
+
+
+def _reference_folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """``folded_layers`` of ``model`` folded by hand (eval mode, each batch norm that takes a conv's
+    output folded into that conv; torch's fusion is not needed, so this runs in a grading kernel too)."""
+    model = model.eval()
+    ran, paired = _layers_that_run(model, x, pairs=True)
+    layers = []
+    for m in ran:
+        w = m.weight.detach()
+        b = m.bias.detach() if m.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+        bn = paired.get(m)
+        if bn is not None:
+            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            w, b = w * scale.reshape(-1, *[1] * (w.dim() - 1)), (b - bn.running_mean) * scale + bn.bias.detach()
+        layers.append((w, b))
+    return _fingerprint(layers)
 
 
 def layers_in_training(model: nn.Module) -> np.ndarray:
@@ -351,7 +413,22 @@ def run_counting(model: nn.Module, x: np.ndarray, kind: int = 0) -> tuple[np.nda
 
 def _model_reference(x, seed, kind=0):
     model = _seeded_model(seed, kind)
-    return _eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0])
+    return (_eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0]),
+            _reference_folded_layers(_seeded_model(seed, kind), x))
+
+
+def _model_unfolded(x, seed, kind=0):
+    """A ``fold_model`` whose convs keep their weights (each batch norm replaced by its affine map, or kept)."""
+    model = _seeded_model(seed, kind).eval()
+    return (_eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0]), folded_layers(model, x))
+
+
+NOT_FOLDED = Mistake("the batch norm was not folded into the convolution: its weights are unchanged",
+                     "the model's output is right, but each Conv2d before a batch norm holds the weights it had: a "
+                     "batch norm replaced by another layer (its affine map x * scale + shift) is not folded. Fold "
+                     "it into the conv's weight and bias (fold_batchnorm) and replace the batch norm by "
+                     "nn.Identity(): the folded model runs one layer less per pair",
+                     _model_unfolded, only=("folded_layers",), id="batchnorm-not-folded")
 
 
 def check_fold_model(fn, hidden: bool = False) -> CheckResult:
@@ -359,5 +436,5 @@ def check_fold_model(fn, hidden: bool = False) -> CheckResult:
     if not callable(fn):
         return check_function("fold_model", fn, None, [])
     return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden),
-                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model")], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
+                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model"), NOT_FOLDED], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
                           forbidden=("fold_batchnorm",), forbid_torch="folding", explain_error=explain_fold_error)

@@ -78,9 +78,11 @@ _LN_VISIBLE = [("N=4, D=5", 0, 4, 5, {}), ("N=1, D=6: a batch of one", 1, 1, 6, 
                ("N=8, D=16, float32", 2, 8, 16, {"dtype": np.float32}),
                ("N=6, D=4, a row with std 1e-3 (eps matters)", 3, 6, 4, {"tiny": True}),
                ("N=5, D=3, eps=1e-2 passed in", 4, 5, 3, {"tiny": True, "eps": 1e-2})]
-_LN_HIDDEN = [("N=3, D=9", 100, 3, 9, {}), ("N=10, D=2, float32", 101, 10, 2, {"dtype": np.float32}),
+# float32 rows of D=8, not 2: with D=2 the exact dx is inv_std / 2 * (g1 - g2) * eps / (var + eps), a
+# cancellation float32 gets to a few digits only: a solution computed in float64 failed (red team 5's F3)
+_LN_HIDDEN = [("N=3, D=9", 100, 3, 9, {}), ("N=10, D=8, float32", 101, 10, 8, {"dtype": np.float32}),
               ("N=7, D=5, large mean (1e4), eps=1e-3", 102, 7, 5, {"loc": 1e4, "tiny": True, "eps": 1e-3}),
-              ("N=2, D=50000: long rows", 103, 2, 50_000, {"backward_only": True})]  # too large for finite differences (N5)
+              ("N=2, D=50000: long rows", 103, 2, 50_000, {"backward_only": True})]  # too large for entry-wise differences (N5)
 
 
 def _cases(exercise: str, table, hidden: bool, with_dout: bool, inputs) -> list[Case]:
@@ -116,7 +118,7 @@ _GN_VISIBLE = [("N=2, C=6, H=3, W=4, G=3", 10, (2, 6, 3, 4), 3, {}),
 _GN_HIDDEN = [("N=3, C=12, H=2, W=2, G=3", 110, (3, 12, 2, 2), 3, {}),
               ("N=2, C=8, H=1, W=4, G=2, float32", 111, (2, 8, 1, 4), 2, {"dtype": np.float32}),
               ("N=4, C=6, H=2, W=3, G=3, eps=1e-3", 112, (4, 6, 2, 3), 3, {"tiny": True, "eps": 1e-3}),
-              ("N=1, C=4, H=100, W=250, G=1: a large group", 113, (1, 4, 100, 250), 1, {"backward_only": True})]  # (N5)
+              ("N=1, C=4, H=100, W=250, G=1: a large group", 113, (1, 4, 100, 250), 1, {"backward_only": True})]  # (N5; two-pass differences: the source report)
 
 
 def _images(rng, shape, dtype, tiny=False):

@@ -209,7 +209,9 @@ def check_batchnorm2d(cls, hidden: bool = False, device=None) -> CheckResult:
     """Does ``cls(C)`` behave like ``nn.BatchNorm2d(C)`` in float64 and on ``device`` (default: the current one)?"""
     return check_module("BatchNorm2d", cls, nn.BatchNorm2d, _steps_2d(hidden), catalogue.lazy("BatchNorm2d"),
                         device_step=Step("N=8, C=3, H=4, W=4", (8, 3, 4, 4),
-                                         hidden_case_seed("BatchNorm2d", "device") if hidden else 221), device=device)
+                                         hidden_case_seed("BatchNorm2d", "device") if hidden else 221), device=device,
+                        # "in torch operations only": not exercise 1's numpy reference (red team 5's F2)
+                        forbidden=("batchnorm_forward", "batchnorm_backward", "update_running_stats"))
 
 
 # Every mistake each check can name (tests write each one the way a learner would and expect its name).

@@ -33,12 +33,13 @@ SEED_BITS = 62
 
 
 def _outputless(nb) -> dict:
-    """The notebook as a dict without outputs, execution counts or timings (what the student wrote)."""
+    """The notebook as a dict without outputs or execution counts. Every cell's metadata counts, its
+    ``execution`` timings included: the kernel can read them from its working copy of the file, so data
+    stored there changes the seed (red team 5); they are the submission's, written before this run."""
     data = json.loads(json.dumps(nb, default=str))
     for cell in data.get("cells", []):
         cell.pop("outputs", None)
         cell.pop("execution_count", None)
-        cell.get("metadata", {}).pop("execution", None)  # nbclient's timings of the last run
     return data
 
 

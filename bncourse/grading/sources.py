@@ -147,6 +147,15 @@ class Program:
             walker.refs.update(walker.global_name(name))
         return walker.refs
 
+    def forwards_reached(self, name: str) -> list[str]:
+        """The forward functions ``name`` reaches, directly or through helpers: the learner's own, the
+        instructor's cells' or an imported one (a name with ``forward`` in it). A backward that evaluates
+        a forward may be finite differences of it (red team 5's F1), which no check can tell by value."""
+        walker = _Walker(self)
+        walker.refs.update(walker.global_name(name))
+        reached = (walker.refs | walker.bound) - {name}
+        return sorted(r for r in reached if "forward" in r.rsplit(".", 1)[-1].lower())
+
 
 class _Walker(ast.NodeVisitor):
     def __init__(self, program: Program):
@@ -154,6 +163,7 @@ class _Walker(ast.NodeVisitor):
         self.refs: set[str] = set()
         self.seen: set[int] = set()
         self.locals: list[dict[str, list[str]]] = [{}]  # per function: local name -> dotted names (imports)
+        self.bound: set[str] = set()  # module-level names of the notebook's own code that were followed
 
     # -- names ------------------------------------------------------------------------------
 
@@ -161,6 +171,8 @@ class _Walker(ast.NodeVisitor):
         """Follow a module-level name: walk learner definitions; return the dotted names it may stand for."""
         for scope in (self.p.learner, self.p.instructor):
             if name in scope.defs or name in scope.aliases:
+                if name in scope.defs:
+                    self.bound.add(name)
                 found = set(scope.aliases.get(name, ()))
                 for node in scope.defs.get(name, []):
                     self.walk(node)

@@ -167,7 +167,8 @@ def _report_source_findings(nb, log) -> None:
         except SyntaxError as exc:
             findings[grade_id] = [f"<unparsable: {exc.msg} (line {exc.lineno})>"]
             continue
-        reached = sorted(r for r in program.references(names) if _noteworthy(r)) + [
+        reached = _backwards_evaluating_forwards(program, names) + sorted(
+            r for r in program.references(names) if _noteworthy(r)) + [
             f"<opaque: {found}>" for found in opaque.opaque_code(cell.source)]  # hidden code, named
         if reached:
             findings[grade_id] = reached
@@ -175,6 +176,17 @@ def _report_source_findings(nb, log) -> None:
         nb.metadata[SOURCE_FINDINGS] = findings
         for grade_id, reached in findings.items():
             log.warning("Source report, %s: %s", grade_id, ", ".join(reached[:8]))
+
+
+def _backwards_evaluating_forwards(program, names) -> list[str]:
+    """``<a backward that evaluates a forward: b -> f>`` for each backward function among ``names`` that
+    reaches a forward (the learner's own or the course's). An honest backward uses the forward's cache;
+    one that runs a forward may be finite differences (two passes suffice: the Jacobian is gamma times a
+    symmetric matrix), which passes every check by value (red team 5's F1): the instructor judges it."""
+    found = []
+    for name in sorted(n for n in names if "backward" in n.lower()):
+        found += [f"<a backward that evaluates a forward: {name} -> {f}>" for f in program.forwards_reached(name)]
+    return found
 
 
 def _noteworthy(reference: str) -> bool:

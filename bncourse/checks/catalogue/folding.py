@@ -14,7 +14,8 @@ from bncourse.checks.catalogue.shared import inv_std, mistake
 import numpy as np
 
 from bncourse.checks.core import Mistake, Symptom
-from bncourse.checks.folding import NO_CHANGE, _np, _pair_runner, _seeded_model, layers_in_training, run_counting
+from bncourse.checks.folding import (NO_CHANGE, _np, _pair_runner, _seeded_model, folded_layers, layers_in_training,
+                                     run_counting)
 
 
 def _manual_fold(how: str = ""):
@@ -222,7 +223,7 @@ def _model_variant(make):
     def run(x, seed, kind=0):
         folded = make(_seeded_model(seed, kind))
         out, ran = run_counting(folded, x, kind)
-        return out, ran, NO_CHANGE.copy(), layers_in_training(folded)
+        return out, ran, NO_CHANGE.copy(), layers_in_training(folded), folded_layers(folded, x)
     return run
 
 
