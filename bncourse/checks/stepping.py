@@ -136,6 +136,10 @@ def record(cls, step: Step, dtype, device) -> dict:
         module.bias.copy_(torch.randn(c, generator=gen, dtype=torch.float64))
     module.train()
     own = [_identity(module, b) for b in ("running_mean", "running_var")]
+    # Hold the original storages until the comparison: freed, their addresses could be reused by a
+    # new buffer (a `.data = new` module then looked in place, now and then).
+    own_storages = [getattr(module, b).untyped_storage() for b in ("running_mean", "running_var")
+                    if isinstance(getattr(module, b, None), torch.Tensor)]
     for k in range(1, step.steps + 1):
         x = _batch(gen, step.shape, dtype, device).requires_grad_(k == 1)
         with kept(x=x):  # the caller's batch stays as it was (an in-place x -= mean changes it)
@@ -156,6 +160,7 @@ def record(cls, step: Step, dtype, device) -> dict:
         rec[f"step {k}: running_mean"] = to_numpy(module.running_mean)
         rec[f"step {k}: running_var"] = to_numpy(module.running_var)
     rec[BUFFERS_IN_PLACE] = np.array([_identity(module, b) == o for b, o in zip(("running_mean", "running_var"), own)])
+    del own_storages
     module.eval()
     x = _batch(gen, step.shape, dtype, device).requires_grad_(True)
     with kept(x=x):
