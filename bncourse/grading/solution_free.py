@@ -18,10 +18,8 @@ Builds are cached by content (``cache_dir()/<digest>``): one per package version
 from __future__ import annotations
 
 import ast
-import compileall
 import hashlib
 import os
-import py_compile
 import re
 import shutil
 import tempfile
@@ -87,7 +85,7 @@ RECORDING_NEEDS: frozenset[str] = frozenset()
 # In the other modules of bncourse.checks (needed to record: case tables, runners, check_*), the
 # module-level functions that compute an exercise's expected answer are stubbed by name.
 CHECK_REFERENCE = re.compile(r"_(?:\w+_)?reference(?:_\w+)?")
-_VERSION = "11"  # bump when the transform changes (11: bytecode compiled into the build)
+_VERSION = "10"  # bump when the transform changes
 
 
 class NotAvailableWhileGrading(RuntimeError):
@@ -315,9 +313,6 @@ def build(given: Iterable[str] = (), where: Path | None = None) -> Path:
             '    """What a stubbed lambda calls."""\n'
             "    raise NotAvailableWhileGrading(f\"{what} is not available while grading: the grader's kernel \"\n"
             '                                   "holds no solution; your notebook must do this work itself")\n')
-        # Bytecode beside the sources: a grading kernel cannot write it (read-only, PYTHONDONTWRITEBYTECODE),
-        # so without it every kernel compiled each bncourse module it imports (about 1 s of CPU for all).
-        compileall.compile_dir(str(tmp), quiet=2, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
         publish_for_sandbox(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
