@@ -64,7 +64,7 @@ def work_unit(nodeid: str) -> str:
 
 
 # Units that take a minute or more, with their seconds in the fresh-clone run of 2026-12-08 (4 workers,
-# the machine shared: about twice the idle figures). They start longest first: pytest-xdist hands out
+# the machine shared with other work: the computing units took up to twice their idle time). They start longest first: pytest-xdist hands out
 # units in collection order (the README's addopts turn off its reordering by test count, which left
 # these to the end), so no worker is left with a long unit at the end while the others idle; the many
 # short ones after them even out the workers' ends.
