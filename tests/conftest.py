@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -43,43 +44,83 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"browser screenshots in {value}")
 
 
-# The files that take minutes, longest first (seconds measured in CI's fresh-clone run of 2026-12-07,
-# 2 workers on 2 cores). pytest-xdist hands whole files to its workers in collection order (the
-# README's addopts turn off xdist's own reordering by test count, which left these to the end), so
-# starting the long ones first keeps one worker from being left with a long file at the end while
-# the others idle; the many short files after them even out the workers' ends.
-LONGEST_FIRST = (
-    "test_fail_closed.py",            # ~370 s: every notebook's fake class (and the library attackers)
-    "test_browser.py",                # ~190 s: one learner session in JupyterLab
-    "test_postgres.py",               # ~175 s
-    "test_grading.py",                # ~120 s
-    "test_grading_hardening.py",      # ~100 s
-    "what_batchnorm_does.ipynb",      # ~90 s under nbval
-    "test_instructor_guide.py",       # ~90 s
-    "figure1.ipynb",                  # ~85 s
-    "test_cluster.py",                # ~60 s
-    "cnns_gpu.ipynb",
-    "test_checks_sync_batchnorm.py",
-    "test_attacks.py",                # ~45 s
-    "test_grading_no_reference.py",   # ~43 s
-    "test_attacks_redteam2.py",       # ~40 s
-    "inside_the_network.ipynb",       # ~40 s
-    "test_experiments_distributed_bn.py",
-    "batchnorm_across_devices.ipynb",
-    "test_roundtrip.py",              # ~30 s
-    "test_grading_size.py",           # ~26 s
-    "test_roundtrip_distributed.py",
-    "test_distributed.py",
-    "test_checks_pytorch.py",
-    "test_checks_wrong_solutions.py",
-    "test_checks_batchnorm.py",
-    "beyond_batchnorm.ipynb",
-    "batchnorm_pytorch.ipynb",
-    "test_checks_hidden_seed.py",
-    "test_workspace.py",
-    "folding.ipynb",
-    "test_experiments_claims.py",
-)
+# Work units: pytest-xdist hands a whole file to one worker (`--dist loadfile`: a module's fixtures are
+# built once), except the files below, whose slow tests share nothing a worker could reuse: there each
+# slow part is a unit of its own, so no worker is left with a chain of them while the others idle.
+# test_fail_closed.py grades one fake class per assignment (its tests of that class stay together, by
+# the assignment in their parameters); test_postgres.py's three grading runs each start their server.
+SPLIT_FILES = {
+    "tests/test_fail_closed.py": re.compile(r"\[(\d\d_[a-z0-9_]+?)[-\]]"),  # the assignment parameter
+    "tests/test_postgres.py": re.compile(r"::(test_does_the_instructor_round_trip\w*|test_do_parallel_autograde\w*"
+                                         r"|test_does_a_grading_process_killed\w*)"),
+}
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test is handed out in: its file, or a part of one of ``SPLIT_FILES``."""
+    path = nodeid.split("::", 1)[0]
+    part = SPLIT_FILES[path].search(nodeid) if path in SPLIT_FILES else None
+    return f"{path}::{part.group(1)}" if part else path
+
+
+# Units that take a minute or more, with their seconds in the fresh-clone run of 2026-12-08 (4 workers,
+# the machine shared with other work: the computing units took up to twice their idle time). They start longest first: pytest-xdist hands out
+# units in collection order (the README's addopts turn off its reordering by test count, which left
+# these to the end), so no worker is left with a long unit at the end while the others idle; the many
+# short ones after them even out the workers' ends.
+LONGEST_FIRST = {
+    "tests/test_instructor_guide.py": 497,
+    "tests/test_cluster.py": 236,
+    "tests/test_fail_closed.py::08_batchnorm_across_devices": 231,
+    "tests/test_checks_sync_batchnorm.py": 229,
+    "tests/test_postgres.py::test_do_parallel_autograde_and_a_grader_in_the_formgrader_share_one_postgres_"
+    "gradebook_without_losing_a_grade": 221,
+    "tests/test_browser.py": 220,
+    "tests/test_postgres.py::test_does_the_instructor_round_trip_on_postgresql_give_the_same_scores_as_on_sqlite":
+        208,
+    "tests/test_checks_folding.py": 200,
+    "tests/test_grading.py": 199,
+    "tests/test_grading_no_reference.py": 197,
+    "tests/test_grading_hardening.py": 185,
+    "tests/test_postgres.py::test_does_a_grading_process_killed_mid_write_leave_every_student_either_old_or_new":
+        184,
+    "notebooks/source/05_figure1/figure1.ipynb": 141,
+    "tests/test_fail_closed.py::10_folding": 140,
+    "notebooks/source/07_what_batchnorm_does/what_batchnorm_does.ipynb": 135,
+    "tests/test_roundtrip.py": 126,
+    "tests/test_fail_closed.py::06_cnns_gpu": 125,
+    "tests/test_attacks.py": 124,
+    "tests/test_attacks_native.py": 109,
+    "tests/test_attacks_redteam2.py": 101,
+    "tests/test_grading_sandbox.py": 94,
+    "tests/test_grading_size.py": 78,
+    "tests/test_fail_closed.py::04_batchnorm_pytorch": 77,
+    "tests/test_experiments_claims_workers.py": 75,
+    "tests/test_fail_closed.py::05_figure1": 69,
+    "notebooks/source/06_cnns_gpu/cnns_gpu.ipynb": 66,
+    "tests/test_experiments_distributed_bn.py": 66,
+    "notebooks/source/11_inside_the_network/inside_the_network.ipynb": 61,
+    "tests/test_checks_pytorch.py": 57,
+    "notebooks/source/08_batchnorm_across_devices/batchnorm_across_devices.ipynb": 53,
+    "tests/test_fail_closed.py::11_inside_the_network": 52,
+    "tests/test_fail_closed.py::09_beyond_batchnorm": 49,
+    "tests/test_fail_closed.py::07_what_batchnorm_does": 47,
+    "tests/test_roundtrip_distributed.py": 43,
+    "tests/test_distributed.py": 42,
+    "tests/test_workspace.py": 42,
+    "tests/test_attacks_shipped_code.py": 41,
+    "notebooks/source/09_beyond_batchnorm/beyond_batchnorm.ipynb": 38,
+    "tests/test_checks_hidden_seed.py": 37,
+    "tests/test_experiments_norm_family.py": 35,
+    "tests/test_diagnostics.py": 34,
+    "tests/test_fail_closed.py::03_batchnorm_backward": 33,
+    "tests/test_checks_norm_family.py": 29,
+    "tests/test_rejudging.py": 28,
+    "tests/test_fail_closed.py::01_why_normalize": 27,
+    "tests/test_checks_wrong_solutions.py": 24,
+    "tests/test_checks_batchnorm.py": 23,
+    "tests/test_lms.py": 23,
+}
 
 
 WORKERS_PER_CORE = 2
@@ -105,9 +146,27 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(WORKERS_PER_CORE * cores, by_memory))
 
 
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+@pytest.hookimpl(optionalhook=True)  # an xdist hook, as above
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the units of ``work_unit`` (a file, or a part of one of ``SPLIT_FILES``)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
 
-    items.sort(key=rank)  # stable: the order inside a file is kept (nbval's cells must run in order)
+    class WorkUnitScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    first_seen: dict[str, int] = {}
+    for item in items:
+        first_seen.setdefault(work_unit(item.nodeid), len(first_seen))
+
+    def rank(item) -> tuple[int, int]:
+        unit = work_unit(item.nodeid)
+        return -LONGEST_FIRST.get(unit, 0), first_seen[unit]
+
+    items.sort(key=rank)  # stable: the order inside a unit is kept (nbval's cells must run in order)

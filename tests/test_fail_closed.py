@@ -311,7 +311,8 @@ def test_is_it_the_sandbox_that_refuses_each_library_attempt_and_does_the_feedba
 
 
 @needs_bwrap
-def test_does_notebook_9_s_setup_cell_say_why_torch_is_missing_while_grading(tmp_path_factory):
-    graded = graded_class("09_beyond_batchnorm", tmp_path_factory)
-    nb = nbformat.read(graded["course"] / "autograded" / "solution" / "09_beyond_batchnorm" / "beyond_batchnorm.ipynb", 4)
-    assert "torch is not available while grading 09_beyond_batchnorm" in _outputs(nb.cells[1])
+@pytest.mark.parametrize("assignment", ["09_beyond_batchnorm"])  # named in the id: tests/conftest.py's work_unit
+def test_does_notebook_9_s_setup_cell_say_why_torch_is_missing_while_grading(tmp_path_factory, assignment):
+    graded = graded_class(assignment, tmp_path_factory)
+    nb = nbformat.read(graded["course"] / "autograded" / "solution" / assignment / "beyond_batchnorm.ipynb", 4)
+    assert f"torch is not available while grading {assignment}" in _outputs(nb.cells[1])
