@@ -36,7 +36,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bncourse.checks import catalogue
-from bncourse.checks.core import Case, CheckResult, Mistake, Symptom, check_function
+from bncourse.checks.core import Case, CheckResult, Symptom, check_function
 from bncourse.checks.inputs import case_seed
 
 __all__ = ["check_fold_batchnorm", "check_fold_model"]
@@ -417,24 +417,11 @@ def _model_reference(x, seed, kind=0):
             _reference_folded_layers(_seeded_model(seed, kind), x))
 
 
-def _model_unfolded(x, seed, kind=0):
-    """A ``fold_model`` whose convs keep their weights (each batch norm replaced by its affine map, or kept)."""
-    model = _seeded_model(seed, kind).eval()
-    return (_eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0]), folded_layers(model, x))
-
-
-NOT_FOLDED = Mistake("the batch norm was not folded into the convolution: its weights are unchanged",
-                     "the model's output is right, but each Conv2d before a batch norm holds the weights it had: a "
-                     "batch norm replaced by another layer (its affine map x * scale + shift) is not folded. Fold "
-                     "it into the conv's weight and bias (fold_batchnorm) and replace the batch norm by "
-                     "nn.Identity(): the folded model runs one layer less per pair",
-                     _model_unfolded, only=("folded_layers",), id="batchnorm-not-folded")
-
-
 def check_fold_model(fn, hidden: bool = False) -> CheckResult:
     """Does ``fn(model)`` return a copy of the model, batch norm folded away, with the eval-mode outputs?"""
     if not callable(fn):
         return check_function("fold_model", fn, None, [])
     return check_function("fold_model", _model_runner(fn), _model_reference, _model_cases(hidden),
-                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model"), NOT_FOLDED], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10, check_dtype=False,
+                          lambda: [CALLER_CHANGED, *catalogue.mistakes("fold_model")], outputs=MODEL_OUTPUTS, rtol=1e-8, atol=1e-10,
+                          check_dtype=False,
                           forbidden=("fold_batchnorm",), forbid_torch="folding", explain_error=explain_fold_error)

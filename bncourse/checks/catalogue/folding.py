@@ -14,8 +14,8 @@ from bncourse.checks.catalogue.shared import inv_std, mistake
 import numpy as np
 
 from bncourse.checks.core import Mistake, Symptom
-from bncourse.checks.folding import (NO_CHANGE, _np, _pair_runner, _seeded_model, folded_layers, layers_in_training,
-                                     run_counting)
+from bncourse.checks.folding import (NO_CHANGE, _eval_out, _pair_runner, _seeded_model, folded_layers,
+                                     layers_in_training, run_counting)
 
 
 def _manual_fold(how: str = ""):
@@ -253,6 +253,12 @@ def _dotted_setattr(model: nn.Module) -> nn.Module:
     return folded
 
 
+def _model_unfolded(x, seed, kind=0):
+    """A ``fold_model`` whose convs keep their weights (each batch norm replaced by its affine map, or kept)."""
+    model = _seeded_model(seed, kind).eval()
+    return (_eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0]), folded_layers(model, x))
+
+
 def _model_mistakes() -> list[Mistake]:
     nested = ("some Conv2d -> BatchNorm2d pairs left unfolded",
               "walk every module (model.modules()), including blocks that subclass nn.Sequential or sit inside "
@@ -314,6 +320,12 @@ def _model_mistakes() -> list[Mistake]:
         Symptom(nested[0], "", lambda got: float(np.asarray(got["batchnorms_run"]).ravel()[0]) > 0,
                 describe=lambda got: f"{nested[0]}: {int(np.asarray(got['batchnorms_run']).ravel()[0])} batch norms "
                                      f"still run in the folded model's forward. {nested[1]}", id="pairs-left-unfolded"),
+        Mistake("the batch norm was not folded into the convolution: its weights are unchanged",
+                "the model's output is right, but each Conv2d before a batch norm holds the weights it had: a "
+                "batch norm replaced by another layer (its affine map x * scale + shift) is not folded. Fold "
+                "it into the conv's weight and bias (fold_batchnorm) and replace the batch norm by "
+                "nn.Identity(): the folded model runs one layer less per pair",
+                _model_unfolded, only=("folded_layers",), id="batchnorm-not-folded"),
     ]
 
 
