@@ -313,6 +313,8 @@ def _model_runner(fold_model):
 def _layers_that_run(model: nn.Module, x: np.ndarray, pairs: bool = False):
     """The Conv/Linear modules that run in ``model``'s forward on x, in order (each once), and, with
     ``pairs``, ``{conv: batch norm}`` for each batch norm whose input is that conv's output."""
+    if isinstance(model, torch.jit.ScriptModule):  # no hooks in TorchScript: its Conv2d/Linear submodules, by name
+        return [m for m in model.modules() if getattr(m, "original_name", "") in ("Conv2d", "Linear")], {}
     ran, outputs, paired = [], [], {}
 
     def layer_hook(m, i, o):

@@ -21,7 +21,8 @@ import ast
 import builtins
 from typing import Iterable
 
-__all__ = ["Program", "as_python", "defined_names", "learner_and_instructor_sources"]
+__all__ = ["RUN_TIME_ROUTES", "Program", "as_python", "defined_names", "learner_and_instructor_sources",
+           "run_time_route"]
 
 _DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "setattr", "delattr"}
 # Libraries that hold no implementation of any exercise and no way to the course's: a computed name
@@ -29,6 +30,25 @@ _DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__", "globals", "locals", 
 # ``numpy.<computed>``, not as code the grader cannot read.
 PLAIN_LIBRARIES = frozenset({"numpy", "math", "cmath", "statistics", "operator", "random", "itertools",
                              "functools", "collections", "string"})
+
+
+# The interpreter's registries and frames hand out any loaded module or object without naming it
+# (red team 6: os.sys.modules[...], from sys import modules, gc.get_objects()).
+RUN_TIME_ROUTES = ("sys.modules", "sys._getframe", "sys._current_frames", "gc.get_objects", "gc.get_referrers",
+                   "gc.get_referents", "inspect.currentframe", "inspect.stack", "inspect.trace",
+                   "inspect.getouterframes")
+
+
+def run_time_route(reference: str) -> str:
+    """The ``RUN_TIME_ROUTES`` entry a dotted reference goes through, at any depth ('' if none):
+    ``os.sys.modules.get`` -> ``sys.modules``."""
+    parts = reference.split(".")
+    for i in range(len(parts)):
+        tail = ".".join(parts[i:])
+        for route in RUN_TIME_ROUTES:
+            if tail == route or tail.startswith(route + "."):
+                return route
+    return ""
 
 
 def as_python(source: str) -> str:
@@ -141,11 +161,14 @@ class Program:
                     self.unparsable.append(source)
 
     def references(self, names: Iterable[str]) -> set[str]:
-        """Everything the objects ``names`` (as the learner's code binds them) reach."""
+        """Everything the objects ``names`` (as the learner's code binds them) reach; a route through the
+        interpreter's own registries or frames (``RUN_TIME_ROUTES``), by whatever module it is spelled
+        (``os.sys.modules``, ``from sys import modules``), is also ``<dynamic:...>``."""
         walker = _Walker(self)
         for name in names:
             walker.refs.update(walker.global_name(name))
-        return walker.refs
+        routes = {route for route in map(run_time_route, walker.refs) if route}
+        return walker.refs | {f"<dynamic:{route}>" for route in routes}
 
     def forwards_reached(self, name: str) -> list[str]:
         """The forward functions ``name`` reaches, directly or through helpers: the learner's own, the

@@ -320,6 +320,10 @@ def _model_mistakes() -> list[Mistake]:
         Symptom(nested[0], "", lambda got: float(np.asarray(got["batchnorms_run"]).ravel()[0]) > 0,
                 describe=lambda got: f"{nested[0]}: {int(np.asarray(got['batchnorms_run']).ravel()[0])} batch norms "
                                      f"still run in the folded model's forward. {nested[1]}", id="pairs-left-unfolded"),
+        Symptom("no Conv2d or Linear layer could be read in the returned model",
+                "a frozen TorchScript module (torch.jit.freeze) keeps its weights as constants, so nobody can "
+                "see what was folded: return the folded nn.Module itself (script or freeze it afterwards, "
+                "for deployment)", lambda got: np.asarray(got["folded_layers"]).size == 0, id="layers-unreadable"),
         Mistake("the batch norm was not folded into the convolution: its weights are unchanged",
                 "the model's output is right, but each Conv2d before a batch norm holds the weights it had: a "
                 "batch norm replaced by another layer (its affine map x * scale + shift) is not folded. Fold "
