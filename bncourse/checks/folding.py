@@ -350,8 +350,13 @@ def folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """The weights and biases of the Conv2d/Linear layers that run in ``model``'s forward (a bias of None as
     zeros), as one array in an order of their own (``_fingerprint``): what a fold must have changed."""
     ran, _ = _layers_that_run(model, x)
-    return _fingerprint([(m.weight, m.bias if m.bias is not None else torch.zeros(m.weight.shape[0], dtype=m.weight.dtype))
-                         for m in ran])
+    return _fingerprint([_weight_and_bias(m) for m in ran])
+
+
+def _weight_and_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Conv2d's or Linear's weight and bias, detached (a bias of None as zeros)."""
+    w = layer.weight.detach()
+    return w, layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
 
 
 def _reference_folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -361,8 +366,7 @@ def _reference_folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
     ran, paired = _layers_that_run(model, x, pairs=True)
     layers = []
     for m in ran:
-        w = m.weight.detach()
-        b = m.bias.detach() if m.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+        w, b = _weight_and_bias(m)
         bn = paired.get(m)
         if bn is not None:
             scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
@@ -415,8 +419,7 @@ def run_counting(model: nn.Module, x: np.ndarray, kind: int = 0) -> tuple[np.nda
 
 def _model_reference(x, seed, kind=0):
     model = _seeded_model(seed, kind)
-    return (_eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0]),
-            _reference_folded_layers(_seeded_model(seed, kind), x))
+    return _eval_out(model, x), np.array([0.0]), NO_CHANGE.copy(), np.array([0.0]), _reference_folded_layers(model, x)
 
 
 def check_fold_model(fn, hidden: bool = False) -> CheckResult:
