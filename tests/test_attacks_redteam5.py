@@ -97,6 +97,82 @@ def test_does_batchnorm2d_through_the_handed_out_numpy_reference_earn_nothing(mo
     assert verdict == "delegated" and reason.startswith("bncourse.reference.batchnorm."), (verdict, reason)
 
 
+# F2 by value: the same layer through numpy code the reading cannot tie to the handed-out names (here
+# pasted; a route the reading does not know is the same to the grader). Autograd differentiates a layer
+# of torch operations twice; a numpy round trip inside a Function it cannot differentiate at all.
+NB4_BN2D_PASTED_NUMPY = '''
+import numpy as np
+
+
+def _forward_rows(x, g, b, eps):
+    mu = x.mean(0)
+    std = np.sqrt(x.var(0) + eps)
+    xhat = (x - mu) / std
+    return xhat * g + b, (xhat, g, std)
+
+
+def _backward_rows(d, cache):
+    xhat, g, std = cache
+    dxhat = d * g
+    dx = (len(d) * dxhat - dxhat.sum(0) - xhat * (dxhat * xhat).sum(0)) / (len(d) * std)
+    return dx, (d * xhat).sum(0), d.sum(0)
+
+
+class _Rows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g, b, eps):
+        out, ctx.cache = _forward_rows(*(t.detach().double().numpy() for t in (x, g, b)), eps)
+        return torch.from_numpy(out).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, d):
+        return tuple(torch.from_numpy(a).to(d.dtype) for a in _backward_rows(d.detach().double().numpy(),
+                                                                          ctx.cache)) + (None,)
+
+
+class BatchNorm2d(nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1)
+        if not self.training:
+            return ((x - self.running_mean.view(shape)) / torch.sqrt(self.running_var.view(shape) + self.eps)
+                    * self.weight.view(shape) + self.bias.view(shape))
+        N, C, H, W = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, C)
+        with torch.no_grad():
+            n = rows.shape[0]
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * rows.mean(0))
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * rows.var(0, unbiased=False) * n / (n - 1))
+        out = _Rows.apply(rows, self.weight, self.bias, self.eps)
+        return out.reshape(N, H, W, C).permute(0, 3, 1, 2)
+'''
+
+
+def test_does_batchnorm2d_through_numpy_code_of_ones_own_earn_nothing(monkeypatch):
+    from bncourse.checks.pytorch import check_batchnorm2d
+
+    nb = notebook(NB4, {"batchnorm2d": NB4_BN2D_PASTED_NUMPY})
+    ns = run_up_to(nb, ["batchnorm_function", "batchnorm1d_module", "batchnorm2d"])
+    live = check_batchnorm2d(ns["BatchNorm2d"], hidden=True)
+    assert not live.passed and "autograd cannot differentiate it again" in live.diagnosis, live.diagnosis
+    assert graded(nb, "batchnorm2d_tests", ns, monkeypatch)[0] == "fail"
+
+
+def test_does_the_handed_out_reference_route_fail_by_value_where_the_reading_is_blind(monkeypatch):
+    """F2's layer, re-judged with the reading's references left out (a route it does not know)."""
+    nb = notebook(NB4, {"batchnorm2d": NB4_BN2D})
+    ns = run_up_to(nb, ["batchnorm_function", "batchnorm1d_module", "batchnorm2d"])
+    monkeypatch.setattr(sources.Program, "references", lambda self, names: set())
+    assert graded(nb, "batchnorm2d_tests", ns, monkeypatch)[0] == "fail"
+
+
 def test_does_the_instructors_batchnorm2d_still_pass_as_graded(monkeypatch):
     nb = notebook(NB4, {})
     ns = run_up_to(nb, ["batchnorm_function", "batchnorm1d_module", "batchnorm2d"])

@@ -211,7 +211,10 @@ def check_batchnorm2d(cls, hidden: bool = False, device=None) -> CheckResult:
                         device_step=Step("N=8, C=3, H=4, W=4", (8, 3, 4, 4),
                                          hidden_case_seed("BatchNorm2d", "device") if hidden else 221), device=device,
                         # "in torch operations only": not exercise 1's numpy reference (red team 5's F2)
-                        forbidden=("batchnorm_forward", "batchnorm_backward", "update_running_stats"))
+                        forbidden=("batchnorm_forward", "batchnorm_backward", "update_running_stats"),
+                        # and by value, whatever route reaches numpy: autograd differentiates torch operations
+                        # twice, a numpy round trip not at all
+                        second_order=True)
 
 
 # Every mistake each check can name (tests write each one the way a learner would and expect its name).

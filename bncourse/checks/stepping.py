@@ -35,6 +35,10 @@ _AS_PARAMETERS = "running_mean, running_var registered as parameters"
 _NUM_BATCHES = "has num_batches_tracked"
 BUFFERS_IN_PLACE = "running_mean, running_var still the module's own tensors after training (changed in place)"
 EVAL_BACKPROPAGATES = "eval mode: the output has a gradient history (a module in eval mode still backpropagates)"
+# Second order: a layer of torch operations gets it from autograd for free; a numpy round trip inside a
+# Function of one's own cannot give it (red team 5's F2 by value, not by name).
+SECOND_ORDER = "step 1: d(dx . v)/dx (autograd's second derivative)"
+DIFFERENTIABLE_GRADIENT = "step 1: dx has a gradient history (autograd can differentiate it again)"
 _NOT_COMPARED = (_NUM_BATCHES,)
 
 
@@ -122,8 +126,12 @@ def _identity(module, name: str) -> tuple:
     return (id(t), t.data_ptr()) if isinstance(t, torch.Tensor) else (id(t), None)
 
 
-def record(cls, step: Step, dtype, device) -> dict:
-    """Run ``step`` on a fresh ``cls``: every recorded value, as numpy arrays. Raises what the module raises."""
+def record(cls, step: Step, dtype, device, second_order: bool = False) -> dict:
+    """Run ``step`` on a fresh ``cls``: every recorded value, as numpy arrays. Raises what the module raises.
+
+    ``second_order``: also record autograd's derivative of the first batch's dx (along a seeded v)
+    with respect to x, a Hessian-vector product: (N, C, ...) like x.
+    """
     gen = torch.Generator().manual_seed(step.seed)
     c = step.shape[1]
     module = cls(c, **step.kwargs)
@@ -151,6 +159,8 @@ def record(cls, step: Step, dtype, device) -> dict:
             dout = torch.randn(step.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
             if out.grad_fn is None:
                 raise ProtocolError("the output has no gradient: nothing connects it to x, weight and bias")
+            if second_order:
+                rec.update(_second_order(out, x, dout, gen))
             out.backward(dout)
             rec["step 1: dx"] = to_numpy(x.grad)
             rec["step 1: dweight"] = to_numpy(module.weight.grad)
@@ -182,11 +192,24 @@ def record(cls, step: Step, dtype, device) -> dict:
     return rec
 
 
+def _second_order(out, x, dout, gen: torch.Generator) -> dict:
+    """d(dx . v)/dx for dx = the gradient of out . dout: zeros, and the flag False, when dx has no history."""
+    dx = torch.autograd.grad(out, x, dout, create_graph=True, allow_unused=True)[0]
+    v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    differentiable = dx is not None and dx.requires_grad
+    hvp = torch.autograd.grad(dx, x, v, allow_unused=True, retain_graph=True)[0] if differentiable else None
+    return {DIFFERENTIABLE_GRADIENT: np.array([differentiable]),
+            SECOND_ORDER: to_numpy(hvp) if hvp is not None else np.zeros(tuple(x.shape), to_numpy(out).dtype)}
+
+
 def runner(cls, dtype, device, keys: Sequence[str], guard: bool = True):
-    """(seed, shape, steps, eps, momentum) -> the recorded values for ``keys``, as a tuple of arrays."""
+    """(seed, shape, steps, eps, momentum) -> the recorded values for ``keys``, as a tuple of arrays.
+
+    Records the second order when ``keys`` asks for it."""
     def run(seed, shape, steps, eps, momentum):
         with (no_builtin_batchnorm() if guard else _nothing()), quiet():
-            rec = record(cls, Step.from_args(seed, shape, steps, eps, momentum), dtype, device)
+            rec = record(cls, Step.from_args(seed, shape, steps, eps, momentum), dtype, device,
+                         second_order=SECOND_ORDER in keys)
         return tuple(rec.get(k) for k in keys)
     return run
 
@@ -208,10 +231,10 @@ class _KeysOnly(nn.Module):
         return x * self.weight.view(shape) + self.bias.view(shape)
 
 
-def _keys_of(reference_cls, step: Step, dtype, device) -> list[str]:
+def _keys_of(reference_cls, step: Step, dtype, device, second_order: bool = False) -> list[str]:
     """The values ``record`` yields for ``reference_cls`` (from a stand-in while only recording)."""
     cls = _KeysOnly if replay.recording_only() else reference_cls
-    return list(record(cls, step, dtype, device))
+    return list(record(cls, step, dtype, device, second_order))
 
 
 class _nothing:
@@ -244,6 +267,11 @@ def _symptoms(steps: int) -> list[Symptom]:
                 "a module in eval mode still backpropagates (fine-tuning with frozen statistics, gradients with "
                 "respect to the input): compute the eval map weight * (x - running_mean) / sqrt(running_var + eps) "
                 "+ bias in torch operations, not in numpy", lambda got: not got.get(EVAL_BACKPROPAGATES, np.array([True])).all()),
+        Symptom("the layer's gradient is not built from torch operations (autograd cannot differentiate it again)",
+                "write the layer with torch operations only (mean, var, sqrt, arithmetic, view): then autograd "
+                "derives its backward, and the backward of that, by itself. A numpy round trip inside a Function "
+                "(exercise 1's BatchNormFunction, or the numpy batchnorm_forward) gives a gradient autograd cannot "
+                "differentiate", lambda got: not got.get(DIFFERENTIABLE_GRADIENT, np.array([True])).all()),
         Symptom("the running statistics track gradients",
                 "update them without autograd, inside `with torch.no_grad():` (or from mean.detach()), else every "
                 "step extends the graph", lambda got: got["buffers track gradients"].any()),
@@ -278,10 +306,12 @@ def _explanations(first: Sequence[ModuleMistake], mistakes, keys: Sequence[str],
 def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mistakes=(), *,
                  first: Sequence[ModuleMistake] = (),
                  rtol: float = 1e-6, atol: float = 1e-8, device_step: Step | None = None, device=None,
-                 rtol32: float = 1e-3, atol32: float = 1e-4, forbidden: Sequence[str] = ()) -> CheckResult:
+                 rtol32: float = 1e-3, atol32: float = 1e-4, forbidden: Sequence[str] = (),
+                 second_order: bool = False) -> CheckResult:
     """Step the learner's module class and ``reference_cls`` through the same training and eval protocol.
 
     ``first``: mistakes to try before the symptom "running statistics updated in eval mode".
+    ``second_order``: also compare autograd's second derivative (a layer of torch operations only).
 
     ``steps`` run in float64 on the CPU (tight tolerance, mistakes diagnosed there); ``device_step``
     runs once more in float32 on ``device`` (default: the current one) against the reference there.
@@ -293,7 +323,7 @@ def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mista
     cpu = torch.device("cpu")
     results = []
     for step in steps:
-        keys = [k for k in _keys_of(reference_cls, step, torch.float64, cpu) if k not in (DTYPE_FLAGS,)]
+        keys = [k for k in _keys_of(reference_cls, step, torch.float64, cpu, second_order) if k not in (DTYPE_FLAGS,)]
         compare = [k for k in keys if k not in _NOT_COMPARED]
         results.append(check_function(
             exercise, runner(cls, torch.float64, cpu, keys), runner(reference_cls, torch.float64, cpu, keys, False),
@@ -302,7 +332,8 @@ def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mista
             forbid_torch="batch_norm", explain_error=explain))
     if device_step is not None:
         dev = torch.device(device) if device is not None else _default_device()
-        keys = [k for k in _keys_of(reference_cls, device_step, torch.float32, dev) if k not in _NOT_COMPARED]
+        keys = [k for k in _keys_of(reference_cls, device_step, torch.float32, dev, second_order)
+                if k not in _NOT_COMPARED]
         results.append(check_function(
             exercise, runner(cls, torch.float32, dev, keys), runner(reference_cls, torch.float32, dev, keys, False),
             [Case(f"float32 on {dev}, {device_step.name}", device_step.args)], _device_symptoms(dev),
