@@ -43,8 +43,9 @@ HELPERS = re.compile("|".join([
     r"bncourse\.checks\.sync_batchnorm\._(batch|slices|sums_of)",
     r"bncourse\.checks\.norm_family\._(affine|rows|images|ln_inputs|gn_inputs)",
     r"bncourse\.checks\.catalogue\.shared\.Slip",  # a mistake's id, name and hint (strings), no code
-    r"bncourse\.checks\.folding\._(build_pair|build_model|is_bn|np|snapshot|eval_out|seeded_model|layers_that_run"
-    r"|fingerprint|weight_and_bias)",  # the runner's too: which Conv/Linear layers run, their weights as one array (no fold)
+    r"bncourse\.checks\.folding\._(build_pair|build_model|snapshot|eval_out|seeded_model)",
+    # which Conv/Linear layers run, their weights as one array (no fold)
+    r"bncourse\.checks\.layers_that_run\.(is_batchnorm|to_array|layers_that_run|fingerprint|weight_and_bias)",
     r"bncourse\.checks\.folding\.caller_changes",
     r"bncourse\.checks\.what_bn_does\._as_float_arrays",
     r"bncourse\.checks\.forward\._x",

@@ -33,21 +33,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from bncourse.checks import catalogue
 from bncourse.checks.core import Case, CheckResult, Symptom, check_function
 from bncourse.checks.inputs import case_seed
+from bncourse.checks.layers_that_run import (fingerprint, folded_layers, is_batchnorm, layers_in_training,
+                                             layers_that_run, run_counting, to_array, weight_and_bias)
 
 __all__ = ["check_fold_batchnorm", "check_fold_model"]
 
 FOLD_OUTPUTS = ("weight", "bias", "out", "caller_changes", "parameters")
 MODEL_OUTPUTS = ("out", "batchnorms_run", "caller_changes", "training_layers", "folded_layers")
 NO_CHANGE = np.zeros(3)
-
-
-def _is_bn(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
 def _snapshot(*modules: nn.Module) -> dict:
@@ -58,7 +55,7 @@ def _snapshot(*modules: nn.Module) -> dict:
             tensors[f"{i}.{name}"] = t.detach().clone()
         for name, m in module.named_modules():
             modes[f"{i}.{name}"] = m.training
-    return {"tensors": tensors, "modes": modes, "bns": sum(_is_bn(m) for mod in modules for m in mod.modules())}
+    return {"tensors": tensors, "modes": modes, "bns": sum(is_batchnorm(m) for mod in modules for m in mod.modules())}
 
 
 def caller_changes(before: dict, *modules: nn.Module) -> np.ndarray:
@@ -158,10 +155,6 @@ def _build_pair(weight, bias, gamma, beta, mean, var, eps, stride=1):
     return layer.eval(), bn.eval()
 
 
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().numpy().copy()
-
-
 def _pair_runner(fold):
     """Arrays in, arrays out: the learner's ``fold(layer, bn)`` on a freshly built eval-mode pair."""
     def run(weight, bias, gamma, beta, mean, var, eps, x, stride=1):
@@ -175,7 +168,7 @@ def _pair_runner(fold):
         b = folded.bias if folded.bias is not None else torch.zeros(folded.weight.shape[0], dtype=torch.float64)
         parameters = np.array([isinstance(folded.weight, nn.Parameter),
                                folded.bias is None or isinstance(folded.bias, nn.Parameter)], dtype=np.float64)
-        return _np(folded.weight), _np(b), _np(out), caller_changes(before, layer, bn), parameters
+        return to_array(folded.weight), to_array(b), to_array(out), caller_changes(before, layer, bn), parameters
     return run
 
 
@@ -293,7 +286,7 @@ def _eval_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
     was = model.training
     model.eval()
     with torch.no_grad():
-        out = _np(model(torch.tensor(x)))
+        out = to_array(model(torch.tensor(x)))
     model.train(was)
     return out
 
@@ -305,116 +298,25 @@ def _model_runner(fold_model):
         folded = fold_model(model)
         if not isinstance(folded, nn.Module):
             raise TypeError(f"fold_model should return an nn.Module, got {type(folded).__name__}")
-        out, ran = run_counting(folded, x, kind)  # in whatever mode fold_model left it
+        out, ran = run_counting(folded, x, BATCHNORMS_KEPT.get(int(kind), 0))  # in whatever mode fold_model left it
         return out, ran, caller_changes(before, model), layers_in_training(folded), folded_layers(folded, x)
     return run
-
-
-def _layers_that_run(model: nn.Module, x: np.ndarray, pairs: bool = False):
-    """The Conv/Linear modules that run in ``model``'s forward on x, in order (each once), and, with
-    ``pairs``, ``{conv: batch norm}`` for each batch norm whose input is that conv's output."""
-    if isinstance(model, torch.jit.ScriptModule):  # no hooks in TorchScript: its Conv2d/Linear submodules, by name
-        return [m for m in model.modules() if getattr(m, "original_name", "") in ("Conv2d", "Linear")], {}
-    ran, outputs, paired = [], [], {}
-
-    def layer_hook(m, i, o):
-        if all(m is not r for r in ran):
-            ran.append(m)
-        outputs.append((o, m))
-
-    def bn_hook(m, i, o):
-        conv = next((c for t, c in outputs if i and i[0] is t and isinstance(c, nn.Conv2d)), None)
-        if conv is not None:
-            paired[conv] = m
-
-    hooks = [m.register_forward_hook(layer_hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    hooks += [m.register_forward_hook(bn_hook) for m in model.modules() if pairs and _is_bn(m)]
-    try:
-        with torch.no_grad():
-            model(torch.tensor(x))
-    finally:
-        for h in hooks:
-            h.remove()
-    return ran, paired
-
-
-def _fingerprint(layers) -> np.ndarray:
-    """(weight, bias) pairs as one array: per layer its size, then weight and bias, layers sorted by
-    (size, sum): equal arrays mean equal multisets of layers."""
-    rows = [np.concatenate([_np(w).ravel(), _np(b).ravel()]).astype(np.float64) for w, b in layers]
-    rows.sort(key=lambda r: (r.size, float(r.sum())))
-    return np.concatenate([np.concatenate([[float(r.size)], r]) for r in rows]) if rows else np.zeros(0)
-
-
-def folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    """The weights and biases of the Conv2d/Linear layers that run in ``model``'s forward (a bias of None as
-    zeros), as one array in an order of their own (``_fingerprint``): what a fold must have changed."""
-    ran, _ = _layers_that_run(model, x)
-    return _fingerprint([_weight_and_bias(m) for m in ran])
-
-
-def _weight_and_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """A Conv2d's or Linear's weight and bias, detached (a bias of None as zeros)."""
-    w = layer.weight.detach()
-    return w, layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
 
 
 def _reference_folded_layers(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """``folded_layers`` of ``model`` folded by hand (eval mode, each batch norm that takes a conv's
     output folded into that conv; torch's fusion is not needed, so this runs in a grading kernel too)."""
     model = model.eval()
-    ran, paired = _layers_that_run(model, x, pairs=True)
+    ran, paired = layers_that_run(model, x, pairs=True)
     layers = []
     for m in ran:
-        w, b = _weight_and_bias(m)
+        w, b = weight_and_bias(m)
         bn = paired.get(m)
         if bn is not None:
             scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
             w, b = w * scale.reshape(-1, *[1] * (w.dim() - 1)), (b - bn.running_mean) * scale + bn.bias.detach()
         layers.append((w, b))
-    return _fingerprint(layers)
-
-
-def layers_in_training(model: nn.Module) -> np.ndarray:
-    """How many of ``model``'s layers with parameters of their own are in training mode, as a (1,) array.
-
-    A folded model is for inference: its layers are in eval mode. Only layers holding parameters
-    count (an ``nn.Identity()`` put in after ``.eval()``, or an FX ``GraphModule``'s own flag, is harmless)."""
-    return np.array([float(sum(m.training for m in model.modules()
-                               if next(m.parameters(recurse=False), None) is not None))])
-
-
-_BN_OP_NAMES = ("batch_norm",)  # native_batch_norm, _native_batch_norm_legit*, _batch_norm_with_update, cudnn_/miopen_...
-
-
-class _BatchNormOps(TorchDispatchMode):
-    """Counts the batch-norm aten ops that run, whatever module (or none) calls them."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if any(n in func.name() for n in _BN_OP_NAMES):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
-def run_counting(model: nn.Module, x: np.ndarray, kind: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(model's output on x, how many batch norms ran beyond the ``BATCHNORMS_KEPT[kind]`` that stay, as a (1,) array).
-
-    Counted twice, the larger count kept: forward hooks on the ``_BatchNorm`` modules of
-    ``model.modules()`` and the batch-norm aten ops dispatched during the forward (red team 2's
-    N4: a wrapper that keeps a batch norm out of the module tree runs it with no hook firing)."""
-    ran: set = set()
-    hooks = [m.register_forward_hook(lambda m, i, o: ran.add(id(m))) for m in model.modules() if _is_bn(m)]
-    try:
-        with torch.no_grad(), _BatchNormOps() as ops:
-            out = _np(model(torch.tensor(x)))
-    finally:
-        for h in hooks:
-            h.remove()
-    return out, np.array([float(max(len(ran), ops.count)) - BATCHNORMS_KEPT.get(int(kind), 0)])
+    return fingerprint(layers)
 
 
 def _model_reference(x, seed, kind=0):

@@ -14,8 +14,8 @@ from bncourse.checks.catalogue.shared import inv_std, mistake
 import numpy as np
 
 from bncourse.checks.core import Mistake, Symptom
-from bncourse.checks.folding import (NO_CHANGE, _eval_out, _pair_runner, _seeded_model, folded_layers,
-                                     layers_in_training, run_counting)
+from bncourse.checks.folding import BATCHNORMS_KEPT, NO_CHANGE, _eval_out, _pair_runner, _seeded_model
+from bncourse.checks.layers_that_run import folded_layers, layers_in_training, run_counting
 
 
 def _manual_fold(how: str = ""):
@@ -222,7 +222,7 @@ def _model_variant(make):
     """A wrong ``fold_model``'s outputs: ``make(model)`` -> the folded model it returns (the caller's untouched)."""
     def run(x, seed, kind=0):
         folded = make(_seeded_model(seed, kind))
-        out, ran = run_counting(folded, x, kind)
+        out, ran = run_counting(folded, x, BATCHNORMS_KEPT.get(int(kind), 0))
         return out, ran, NO_CHANGE.copy(), layers_in_training(folded), folded_layers(folded, x)
     return run
 
