@@ -13,9 +13,10 @@ import test_checks_batchnorm as bn
 import test_checks_folding as fo
 import test_checks_norm_family as nf
 import test_checks_normalize as no
+import test_checks_pytorch as tp
 import test_checks_what_bn_does as wb
 
-from bncourse.checks import (backward, diagnostics, figure1, folding, forward, inputs, norm_family, normalize,
+from bncourse.checks import (backward, diagnostics, figure1, folding, forward, inputs, norm_family, normalize, pytorch,
                              what_bn_does)
 
 SEEDS = range(50)
@@ -53,6 +54,8 @@ NUMPY_CHECKS = {
     "groupnorm_backward": lambda: norm_family.check_groupnorm_backward(nf.gn_forward, nf.gn_backward, hidden=True),
 }
 TORCH_CHECKS = {
+    # its float64 steps compare autograd's second derivative too (50 seeds passed when it was added)
+    "batchnorm2d": lambda: pytorch.check_batchnorm2d(tp.LearnerBN2dPermute, hidden=True, device="cpu"),
     "fold_batchnorm": lambda: folding.check_fold_batchnorm(fo.fold_batchnorm, hidden=True),
     "saturated_fraction": lambda: diagnostics.check_saturated_fraction(_saturated_fraction, hidden=True),
     "update_to_data_ratio": lambda: diagnostics.check_update_to_data_ratio(

@@ -311,7 +311,8 @@ def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mista
     """Step the learner's module class and ``reference_cls`` through the same training and eval protocol.
 
     ``first``: mistakes to try before the symptom "running statistics updated in eval mode".
-    ``second_order``: also compare autograd's second derivative (a layer of torch operations only).
+    ``second_order``: also compare autograd's second derivative in the float64 steps (a layer of torch
+    operations only).
 
     ``steps`` run in float64 on the CPU (tight tolerance, mistakes diagnosed there); ``device_step``
     runs once more in float32 on ``device`` (default: the current one) against the reference there.
@@ -332,8 +333,8 @@ def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mista
             forbid_torch="batch_norm", explain_error=explain))
     if device_step is not None:
         dev = torch.device(device) if device is not None else _default_device()
-        keys = [k for k in _keys_of(reference_cls, device_step, torch.float32, dev, second_order)
-                if k not in _NOT_COMPARED]
+        # first order only: float32's second derivative (1/var^2 terms, cancellations) is too rough to compare
+        keys = [k for k in _keys_of(reference_cls, device_step, torch.float32, dev) if k not in _NOT_COMPARED]
         results.append(check_function(
             exercise, runner(cls, torch.float32, dev, keys), runner(reference_cls, torch.float32, dev, keys, False),
             [Case(f"float32 on {dev}, {device_step.name}", device_step.args)], _device_symptoms(dev),
