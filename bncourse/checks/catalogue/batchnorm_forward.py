@@ -79,6 +79,7 @@ _FORWARD_MISTAKES = [
     mistake("divided-by-variance", _forward("divided-by-variance")),
     mistake("multiplied-by-std", _forward("multiplied-by-std")),
     mistake("variance-computed-as-e-x-2", _forward("variance-computed-as-e-x-2")),
+    mistake("variance-uncentred", _forward("variance-uncentred")),
     mistake("mean-not-subtracted", _forward("mean-not-subtracted")),
     mistake("sqrt-of-std", _forward("sqrt-of-std")),
     mistake("not-divided-by-std", _forward("not-divided-by-std")),
