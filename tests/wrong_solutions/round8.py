@@ -125,6 +125,20 @@ def gn_affine_grouped_mean(x, gamma, beta, G, eps=1e-5):
     return (x_hat * g + b).reshape(N, C, H, W), None
 
 
+def gn_affine_grouped_reshaped(x, gamma, beta, G, eps=1e-5):
+    """gamma and beta reshaped to (1, G, C/G) to meet the (N, G, M) layout: numpy refuses the broadcast."""
+    N, C, H, W = x.shape
+    x_hat = _grouped_x_hat(x, G, eps)
+    return (x_hat * gamma.reshape(1, G, -1) + beta.reshape(1, G, -1)).reshape(N, C, H, W), None
+
+
+def gn_affine_grouped_channel_column(x, gamma, beta, G, eps=1e-5):
+    N, C, H, W = x.shape
+    x_hat = _grouped_x_hat(x, G, eps)
+    out = x_hat * gamma[None, :, None] + beta[None, :, None]
+    return out.reshape(N, C, H, W), None
+
+
 # ------------------------------------------------------------------------------ notebook 8
 
 
@@ -198,6 +212,8 @@ WRONG_BY_NB = {
     "9": [
         ("groupnorm_forward", ["grouped (N, G, M) layout"], gn_affine_grouped_tiled),
         ("groupnorm_forward", ["per group instead of per channel"], gn_affine_grouped_mean),
+        ("groupnorm_forward", ["grouped (N, G, M) layout"], gn_affine_grouped_reshaped),
+        ("groupnorm_forward", ["grouped (N, G, M) layout"], gn_affine_grouped_channel_column),
     ],
     "8": [
         ("sync_batch_norm_forward", ["without subtracting"], sync_fwd_var_mean_of_squares),
