@@ -37,6 +37,22 @@ def fwd_var_sum_of_squares_over_n(x, gamma, beta, eps=1e-5):
     return gamma * ((x - mu) / np.sqrt(var + eps)) + beta, None
 
 
+def fwd_rms_no_centring(x, gamma, beta, eps=1e-5):
+    """Neither the variance nor x centred: RMS norm."""
+    return gamma * x / np.sqrt(np.mean(x ** 2, axis=0) + eps) + beta, None
+
+
+def running_var_uncentred(x, running_mean, running_var, momentum=0.1):
+    n = x.shape[0]
+    new_mean = (1 - momentum) * running_mean + momentum * x.mean(0)
+    new_var = (1 - momentum) * running_var + momentum * (x ** 2).sum(0) / (n - 1)
+    return new_mean, new_var
+
+
+def running_var_mean_of_squares(x, running_mean, running_var, momentum=0.1):
+    return (1 - momentum) * running_mean + momentum * x.mean(0), (1 - momentum) * running_var + momentum * np.mean(x**2, 0)
+
+
 # ------------------------------------------------------------------------------ notebook 3: N read from axis 1
 
 
@@ -185,6 +201,16 @@ def sync_bwd_sums_over_world(dy, cache):
     return dx.to(dy.dtype), (dy * x_hat).sum(0), dy.sum(0)
 
 
+def sync_bwd_sums_over_world_as_means(dy, cache):
+    x_hat, invstd, weight, n = cache
+    C = dy.shape[1]
+    buf = torch.cat([dy.sum(0), (dy * x_hat).sum(0)]).double()
+    dist.all_reduce(buf)
+    buf /= dist.get_world_size()
+    dx = weight * invstd * (dy - buf[:C] - x_hat * buf[C:])
+    return dx.to(dy.dtype), (dy * x_hat).sum(0), dy.sum(0)
+
+
 def sync_bwd_sums_over_world_local_count(dy, cache):
     x_hat, invstd, weight, n = cache
     sum_dy, sum_dy_xhat = dy.sum(0).double(), (dy * x_hat).sum(0).double()
@@ -201,6 +227,9 @@ WRONG_BY_NB = {
         ("batchnorm_forward", ["without subtracting the mean"], fwd_var_mean_of_squares),
         ("batchnorm_forward", ["without subtracting the mean"], fwd_var_mean_of_squares_minus_zero),
         ("batchnorm_forward", ["without subtracting the mean"], fwd_var_sum_of_squares_over_n),
+        ("batchnorm_forward", ["rms norm"], fwd_rms_no_centring),
+        ("update_running_stats", ["mean of x**2"], running_var_uncentred),
+        ("update_running_stats", ["mean of x**2"], running_var_mean_of_squares),
         ("batchnorm_backward", ["dout.shape[1]"], bwd_n_from_axis_1),
         ("batchnorm_backward", ["dout.shape[1]"], bwd_n_unpacked_wrong),
         ("batchnorm_backward_staged", ["dout.shape[1]"], staged_n_from_axis_1),
@@ -220,5 +249,6 @@ WRONG_BY_NB = {
         ("sync_batch_norm_forward", ["without subtracting"], sync_fwd_var_q_over_n_separate),
         ("sync_batch_norm_backward", ["world_size"], sync_bwd_sums_over_world),
         ("sync_batch_norm_backward", ["world_size"], sync_bwd_sums_over_world_local_count),
+        ("sync_batch_norm_backward", ["world_size"], sync_bwd_sums_over_world_as_means),
     ],
 }

@@ -247,6 +247,8 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right", params="own"):
             s, t = S / R, T / R
         elif kind == "averaged sums, local count":
             s, t, count = S / R, T / R, n
+        elif kind == "averaged sums as means":
+            s, t, count = S / R, T / R, 1.0
         elif kind == "no weight":
             scale = inv
         elif kind == "weight twice":
@@ -336,6 +338,10 @@ def _backward_mistakes() -> list[Mistake]:
                 "sum / world_size / dy.shape[0] is only the global mean when every rank holds as many rows; "
                 "all_reduce with SUM, then divide by the global count N (cache.count)",
                 _backward_variant("averaged sums, local count"), id=slug("sums averaged over the ranks (ReduceOp.AVG")),
+        Mistake("sums divided by world_size and used as the means (never divided by the global count N)",
+                "sum / world_size is the mean of the ranks' sums, not the mean over the batch: all_reduce with SUM, "
+                "then divide by the global count N (cache.count): mean(dy) = sum(dy) / N",
+                _backward_variant("averaged sums as means"), id=slug("sums averaged over the ranks (ReduceOp.AVG")),
         Mistake("dweight and dbias all-reduced",
                 "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
                 "gradients over the ranks itself, so an all_reduce here counts them world_size times over",
