@@ -426,6 +426,21 @@ def test_do_the_right_variants_of_notebook_8_pass():
         assert result.passed, f"{fn.__name__}: {result}"
 
 
+def _round8_sync():
+    from wrong_solutions import round8
+
+    return round8.WRONG_BY_NB["8"]
+
+
+@pytest.mark.parametrize("exercise, words, fn", _round8_sync(), ids=[fn.__name__ for _, _, fn in _round8_sync()])
+def test_is_an_eighth_round_wrong_solution_rejected_and_named(exercise, words, fn):
+    """The global variance as sum_sq / N (no mean**2 subtracted); the backward's sums divided by world_size."""
+    from wrong_solutions import measure
+
+    result = measure.check(exercise, fn)
+    assert not result.passed and measure.named(result, words), f"{fn.__name__}: {result}"
+
+
 def test_is_a_right_forward_storing_the_local_count_in_its_cache_named_so_and_not_as_no_all_reduce():
     from wrong_solutions import measure, nb08
 

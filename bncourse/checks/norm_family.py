@@ -39,7 +39,9 @@ _GN_BROADCAST = explain_shapes("The contract: x is (N, C, H, W), grouped as x.re
 
 
 def _GN_SHAPES(error_type: str, text: str) -> str:
-    """Group norm's errors: gamma reshaped to one value per group (a reshape numpy refuses), else a broadcast."""
+    """Group norm's errors: gamma reshaped to one value per group (a reshape numpy refuses), gamma or beta applied in
+    the grouped (N, G, M) layout (a broadcast numpy refuses: a (1, ., .) array against the grouped values), else a
+    broadcast."""
     import re
 
     found = re.search(r"cannot reshape array of size (\d+) into shape \(([\d, ]+)\)", text)
@@ -47,6 +49,17 @@ def _GN_SHAPES(error_type: str, text: str) -> str:
         return (f"gamma or beta reshaped to {tuple(int(d) for d in found.group(2).split(','))}: they have one entry "
                 f"per channel ({found.group(1)},), not per group; reshape x_hat back to (N, C, H, W) first, then "
                 f"x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1) (numpy said: {text.split(' (at ')[0]})")
+    said = text.split(" (at ")[0]
+    grouped = [tuple(int(d) for d in inner.split(",") if d.strip())
+               for inner in re.findall(r"\(([\d,\s]+)\)", said)] if "broadcast" in said else []
+    grouped = [shape for shape in grouped if len(shape) == 3]
+    values = max(grouped, key=lambda shape: shape[0] * shape[1] * shape[2], default=())
+    per_channel = [shape for shape in grouped if shape[0] == 1 and shape != values]
+    if error_type == "ValueError" and len(grouped) >= 2 and per_channel:
+        return (f"gamma or beta applied in the grouped (N, G, M) layout: an array of shape {per_channel[0]} met the "
+                f"grouped values {values}, and a per-channel array has no place in that layout (each group's M "
+                f"values run channel by channel); reshape x_hat back to (N, C, H, W) first, then "
+                f"x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1) (numpy said: {said})")
     return _GN_BROADCAST(error_type, text)
 
 

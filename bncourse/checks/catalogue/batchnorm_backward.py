@@ -112,6 +112,11 @@ def _x_for_x_hat(dout, c):
     return c.gamma * c.inv_std / n * (n * dout - dout.sum(0) - c.x * (dout * c.x_hat).sum(0))
 
 
+def _dx_count_from_axis_1(dout, c):
+    """The closed form (or the staged one: the same dx) with N read from dout.shape[1], the number of features."""
+    return dx_from(dout * c.gamma, c.x_hat, c.inv_std, 0, count=dout.shape[1])
+
+
 def _closed_form_swapped(g, c):
     n = g.shape[0]
     return c.gamma * c.inv_std / n * (n * g - (g * c.x_hat).sum(0) - c.x_hat * g.sum(0))
@@ -199,6 +204,10 @@ _BACKWARD_MISTAKES = [
             "the variance path multiplies by the NORMALIZED x_hat: dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)",
             _with(dx=_x_for_x_hat), id="x-for-x-hat"),
     *(mistake(slip, _with(dx=_dx_slip(slip))) for slip in ("divisor-minus-one", "divisor-minus-one-outside")),
+    Mistake("N taken from dout.shape[1] (the number of features D) instead of dout.shape[0] (the rows)",
+            "dout is (N, D): the batch size is N = dout.shape[0]; the mean and variance average the N rows, so "
+            "dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma) (staged: dsq = dvar / N, dx += dmu / N)",
+            _with(dx=_dx_count_from_axis_1), id="n-from-the-feature-axis"),
     mistake("direct-term-without-m", _with(dx=_dx_slip("direct-term-without-m")),
             name="the factor N missing on dout in the closed form (dout where N * dout belongs)",
             hint="dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma): the direct term is N * dout"),

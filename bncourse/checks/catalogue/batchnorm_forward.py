@@ -79,6 +79,8 @@ _FORWARD_MISTAKES = [
     mistake("divided-by-variance", _forward("divided-by-variance")),
     mistake("multiplied-by-std", _forward("multiplied-by-std")),
     mistake("variance-computed-as-e-x-2", _forward("variance-computed-as-e-x-2")),
+    mistake("variance-uncentred", _forward("variance-uncentred")),
+    mistake("rms-norm", _forward("rms-norm")),  # without eps too: mean(x**2) dwarfs eps in every case
     mistake("mean-not-subtracted", _forward("mean-not-subtracted")),
     mistake("sqrt-of-std", _forward("sqrt-of-std")),
     mistake("not-divided-by-std", _forward("not-divided-by-std")),
@@ -97,13 +99,16 @@ _FORWARD_MISTAKES = [
 
 
 def _running(slip: str = ""):
-    """The running update with one slip; slips of its own: "biased", "std", "not-updated", "replaced", "swapped"."""
+    """The running update with one slip; slips of its own: "biased", "std", "not-updated", "replaced", "swapped",
+    "uncentred-unbiased" and "uncentred-biased" (sum(x**2) over N - 1 or N)."""
     def update(x, rm, rv, momentum=0.1):
         mean, var = x.mean(0), x.var(0, ddof=0 if slip == "biased" else 1)
         if slip == "std":
             var = np.sqrt(var)
         if slip == "correction-inverted":
             var = x.var(0) * (x.shape[0] - 1) / x.shape[0]
+        if slip.startswith("uncentred-"):  # the mean of x**2 (over N - 1 or N): the mean never subtracted
+            var = (np.asarray(x) ** 2).sum(0) / (x.shape[0] - (1 if slip == "uncentred-unbiased" else 0))
         if slip == "batch-unweighted":  # (1 - momentum) * old + batch
             return (1 - momentum) * np.asarray(rm) + mean, (1 - momentum) * np.asarray(rv) + var
         if slip in _NOT_DECAYED:  # the two weights do not add up to one
@@ -165,6 +170,10 @@ _RUNNING_MISTAKES = [
               "the old value and the batch are weighed so the weights add up to one: "
               "new = (1 - momentum) * running + momentum * batch", _running(slip), id="running-not-decayed")
       for slip, said in _NOT_DECAYED_SAID.items()),
+    *(Mistake("running_var blended with the mean of x**2 (the variance taken without subtracting the mean)",
+              "the batch variance is the mean of the SQUARED DEVIATIONS from the batch mean: x.var(axis=0, ddof=1) "
+              "= sum((x - x.mean(0))**2) / (N - 1), not sum(x**2) / (N - 1)", _running(f"uncentred-{ddof}"),
+              only=("new_running_var",), id="variance-uncentred") for ddof in ("unbiased", "biased")),
     *(Mistake("running_var blended with the variance around the running mean, not the batch mean",
               "the batch variance is taken around the batch's own mean: x.var(axis=0, ddof=1), i.e. "
               "sum((x - x.mean(0))**2) / (N - 1); the running mean only enters the running_mean blend",

@@ -64,6 +64,12 @@ def _gn_per_group_affine(which: str):
         x_hat = standardize(x.reshape(n, G, -1), 2, eps)
         if which == "first_G":  # gamma[:G], beta[:G] as if they had one entry per group
             g, b = gamma[:G].reshape(1, G, 1), beta[:G].reshape(1, G, 1)
+        elif which == "group_mean":  # each group takes the mean of its channels' gamma and beta
+            g, b = gamma.reshape(G, -1).mean(1).reshape(1, G, 1), beta.reshape(G, -1).mean(1).reshape(1, G, 1)
+        elif which == "tiled":  # np.tile(gamma, H * W).reshape(1, G, -1): channel c at every C-th position
+            g, b = np.tile(gamma, h * w).reshape(1, G, -1), np.tile(beta, h * w).reshape(1, G, -1)
+        elif which == "tiled_in_group":  # each group's C/G entries tiled over its M values
+            g, b = (np.tile(p.reshape(G, -1), (1, h * w))[None] for p in (gamma, beta))
         else:  # each group takes its first channel's gamma and beta
             g, b = gamma[:: c // G].reshape(1, G, 1), beta[:: c // G].reshape(1, G, 1)
         return (x_hat * g + b).reshape(x.shape).astype(x.dtype, copy=False), None
@@ -73,6 +79,12 @@ def _gn_per_group_affine(which: str):
 _PER_GROUP_AFFINE = ("gamma and beta per group instead of per channel",
                      "gamma and beta have one entry per channel (C,): reshape x_hat back to (N, C, H, W) first, "
                      "then out = x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1)")
+
+
+_TILED_AFFINE = ("gamma and beta applied in the grouped (N, G, M) layout, tiled onto the wrong channels",
+                 "in the (N, G, M) layout a group's M values run channel by channel, H*W values each, so a tiled "
+                 "gamma (np.tile) lands on the wrong channels: reshape x_hat back to (N, C, H, W) first, then "
+                 "out = x_hat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1)")
 
 
 def _gn_forward_mistakes() -> list[Mistake]:
@@ -88,6 +100,9 @@ def _gn_forward_mistakes() -> list[Mistake]:
                 "not x.reshape(N, C // G, G, H, W)", _gn("strided")),
         Mistake(*_PER_GROUP_AFFINE, _gn_per_group_affine("first_G")),
         Mistake(*_PER_GROUP_AFFINE, _gn_per_group_affine("first_of_group")),
+        Mistake(*_PER_GROUP_AFFINE, _gn_per_group_affine("group_mean")),
+        *(Mistake(*_TILED_AFFINE, _gn_per_group_affine(which), id="affine-in-grouped-layout")
+          for which in ("tiled", "tiled_in_group")),
         Mistake("the reshape back done without undoing the grouping",
                 "you grouped a transposed (channel-last) array: transpose back to (N, C, H, W) before the "
                 "reshape, or group with x.reshape(N, G, -1) directly", _gn("no_transpose_back")),

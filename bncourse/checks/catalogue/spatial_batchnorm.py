@@ -50,6 +50,24 @@ def _spatial_transposed_back_with(perm):
     return forward
 
 
+def _spatial_rows_built_with(built, back):
+    """Spatial forward whose rows come from ``x.transpose(built)`` and are reshaped back as if they had been built
+    with ``back`` (both put C last; the right pair is (0, 2, 3, 1) twice), then transposed to (N, C, H, W)."""
+    def forward(x, gamma, beta, eps=1e-5):
+        out, _ = ref.batchnorm_forward(x.transpose(built).reshape(-1, x.shape[1]), gamma, beta, eps)
+        return out.reshape([x.shape[a] for a in back]).transpose(np.argsort(back)), None
+    return forward
+
+
+# the orders of N, H and W before C: the rows are built in one and read back in another
+_ROW_ORDERS = tuple(p + (1,) for p in itertools.permutations((0, 2, 3)))
+_ROW_ORDER_PAIRS = tuple((built, back) for built in _ROW_ORDERS for back in _ROW_ORDERS if built != back)
+
+_ROWS_ORDER = ("output reshaped back in another order than the rows were built in",
+               "the statistics are right, but the pixels come back in the wrong places: the reshape back must undo "
+               "the transpose that built the rows. Build them as x.transpose(0, 2, 3, 1).reshape(-1, C), i.e. in "
+               "(N, H, W, C) order, and undo that with out.reshape(N, H, W, C).transpose(0, 3, 1, 2) (its inverse)")
+
 # every order of the four axes but the inverse (0, 3, 1, 2): the first four are the common ones
 _WRONG_PERMUTATIONS = ((0, 2, 3, 1), (0, 3, 2, 1), (0, 2, 1, 3), (0, 1, 3, 2),
                        *(p for p in itertools.permutations(range(4))
@@ -80,6 +98,8 @@ _SPATIAL_FORWARD_MISTAKES = [
             "(N, C, H, W); out.reshape(N, C, H, W) alone scrambles pixels and channels", _spatial_no_transpose_back),
     *(Mistake(*_UNDO_TRANSPOSE, _spatial_transposed_back_with(perm), id="spatial-wrong-inverse-transpose")
       for perm in _WRONG_PERMUTATIONS),
+    *(Mistake(*_ROWS_ORDER, _spatial_rows_built_with(built, back), id="spatial-rows-order-not-undone")
+      for built, back in _ROW_ORDER_PAIRS),
     Mistake("unbiased variance used to normalize", "normalize with the biased variance (divide by N*H*W)",
             _normalized_over((0, 2, 3), "unbiased-variance")),
     Mistake("gamma and beta swapped", "gamma scales and beta shifts",

@@ -11,6 +11,7 @@ import numpy as np
 
 from bncourse.checks.catalogue.shared import affine, blend, dx_from, inv_std, mistake
 from bncourse.checks.core import Mistake
+from bncourse.checks.results import slug
 from bncourse.checks.sync_batchnorm import _slices
 
 
@@ -116,6 +117,14 @@ def _running_from_local(xs, r):
     return mean, var, lm, lv
 
 
+def _uncentred(xs, r):
+    """The global variance taken as sum_sq / N, the mean of the squares, without subtracting mean**2."""
+    x = np.concatenate(xs)
+    N = len(x)
+    var = (x * x).mean(0)
+    return x.mean(0), var, x.mean(0), var * N / (N - 1)
+
+
 def _equal_slices(xs, r):
     """N taken as this rank's rows times the world size (every slice assumed as long as this one)."""
     x = np.concatenate(xs)
@@ -159,6 +168,10 @@ def _forward_mistakes() -> list[Mistake]:
         Mistake("unbiased variance used to normalize",
                 "normalize with the biased variance (divide by N); only running_var gets the N / (N - 1) correction",
                 _variant(_unbiased_normalize)),
+        Mistake("global variance taken as sum_sq / N without subtracting mean**2 (the mean of x**2)",
+                "sum_sq / N is the mean of the squares; the variance is that minus the squared mean: "
+                "var = sum_sq / N - mean**2 (the same for running_var before the N / (N - 1) correction)",
+                _variant(_uncentred), id="variance-uncentred"),
         Mistake("running statistics from this rank's slice only",
                 "update running_mean and running_var with the global mean and variance, so every rank keeps the same",
                 _variant(_running_from_local)),
@@ -232,6 +245,10 @@ def _simulate_backward(x, sizes, w, dy, eps, kind="right", params="own"):
             scale = w / inv
         elif kind == "averaged sums":
             s, t = S / R, T / R
+        elif kind == "averaged sums, local count":
+            s, t, count = S / R, T / R, n
+        elif kind == "averaged sums as means":
+            s, t, count = S / R, T / R, 1.0
         elif kind == "no weight":
             scale = inv
         elif kind == "weight twice":
@@ -317,6 +334,14 @@ def _backward_mistakes() -> list[Mistake]:
         Mistake("sums averaged over the ranks (ReduceOp.AVG or / world_size)",
                 "the formula needs the sums over the whole batch: all_reduce with SUM, then divide by N only",
                 _backward_variant("averaged sums")),
+        Mistake("sums averaged over the ranks (divided by world_size) and then by the local count",
+                "sum / world_size / dy.shape[0] is only the global mean when every rank holds as many rows; "
+                "all_reduce with SUM, then divide by the global count N (cache.count)",
+                _backward_variant("averaged sums, local count"), id=slug("sums averaged over the ranks (ReduceOp.AVG")),
+        Mistake("sums divided by world_size and used as the means (never divided by the global count N)",
+                "sum / world_size is the mean of the ranks' sums, not the mean over the batch: all_reduce with SUM, "
+                "then divide by the global count N (cache.count): mean(dy) = sum(dy) / N",
+                _backward_variant("averaged sums as means"), id=slug("sums averaged over the ranks (ReduceOp.AVG")),
         Mistake("dweight and dbias all-reduced",
                 "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
                 "gradients over the ranks itself, so an all_reduce here counts them world_size times over",
