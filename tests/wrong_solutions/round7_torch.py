@@ -156,3 +156,23 @@ class FunctionBackwardEpsOutside(torch.autograd.Function):
 
 
 WRONG += [("BatchNormFunction", ["eps outside the square root"], FunctionBackwardEpsOutside)]
+
+
+class BN1dEpsInRunningVar(_BN1dOver):
+    """A right Function; eps blended into running_var during training, and added again in eval (the heldout7
+    attempt named "eps outside the square root" before the catalogue had this entry)."""
+
+    function = _function("")
+
+    def forward(self, x):
+        if self.training:
+            n = x.shape[0]
+            with torch.no_grad():
+                self.running_mean.mul_(1 - self.momentum).add_(self.momentum * x.mean(0))
+                var = x.var(0, unbiased=False) * n / (n - 1) + self.eps
+                self.running_var.mul_(1 - self.momentum).add_(self.momentum * var)
+            return self.function.apply(x, self.weight, self.bias, self.eps)
+        return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps) * self.weight + self.bias
+
+
+WRONG += [("BatchNorm1dNumpy", ["eps stored in running_var"], BN1dEpsInRunningVar)]

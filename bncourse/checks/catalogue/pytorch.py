@@ -160,6 +160,13 @@ class _CorrectionWithImages(Correct):
         return var * self._images / (self._images - 1)
 
 
+class _EpsInRunningVar(Correct):
+    """eps blended into running_var during training, then added again under the square root in eval."""
+
+    def stored_var(self, var, n):
+        return var * n / (n - 1) + self.eps
+
+
 class _StdInRunningVar(Correct):
     def stored_var(self, var, n):
         return (var * n / (n - 1)) ** 0.5
@@ -271,6 +278,11 @@ def module_mistakes(spatial: bool) -> list[ModuleMistake]:
         ModuleMistake("eps missing in eval mode",
                       "eval mode normalizes with sqrt(running_var + eps), the same eps as training",
                       _EpsMissingInEval, only=("eval: output",)),
+        # (N, D) only: in BatchNorm2d's visible cases it is not told apart from "eps missing in eval mode"
+        *([ModuleMistake("eps stored in running_var during training and added again in eval",
+                         "running_var holds the unbiased batch variance alone: blend in var * n / (n - 1); eps is "
+                         "added only where the square root is taken, sqrt(running_var + eps)", _EpsInRunningVar)]
+          if not spatial else []),
         ModuleMistake("weight and bias not applied",
                       "after normalizing, scale by weight (gamma) and shift by bias (beta), per channel", _NoAffine),
         ModuleMistake("running_var updated with the standard deviation",
