@@ -170,6 +170,7 @@ def run_distributed(
     world_size: int = 2,
     args: Sequence[Any] = (),
     *,
+    rank_args: Sequence[Sequence[Any]] | None = None,
     backend: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     threads: int = 1,
@@ -182,6 +183,8 @@ def run_distributed(
             (``dist.all_reduce`` ...) directly: the group is initialized before it is called.
         world_size: the number of processes (ranks 0 .. world_size - 1).
         args: further positional arguments, the same for every rank (sent by value).
+        rank_args: instead of ``args``, each rank's own arguments (``rank_args[r]`` for rank r, one
+            sequence per rank): a rank then holds only its own data (a rank's slice of a batch).
         backend: ``"gloo"`` or ``"nccl"``; default ``default_backend(world_size)``.
         timeout: seconds the whole run may take; then the workers are stopped and ``WorkerError``
             names the ranks that had not finished.
@@ -205,10 +208,16 @@ def run_distributed(
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
 
+    if rank_args is not None:
+        if args:
+            raise ValueError("give either args (the same for every rank) or rank_args (one per rank), not both")
+        if len(rank_args) != world_size:
+            raise ValueError(f"rank_args needs one sequence of arguments per rank ({world_size}), got {len(rank_args)}")
     import cloudpickle
 
     try:
-        payload = cloudpickle.dumps((fn, tuple(args)))
+        payloads = [cloudpickle.dumps((fn, tuple(rank_args[r] if rank_args is not None else args)))
+                    for r in range(world_size)]
     except Exception as exc:  # noqa: BLE001 - say which object could not travel
         raise TypeError(f"the function or its arguments cannot be sent to the workers: {type(exc).__name__}: {exc}") from exc
     from bncourse.run_size import current_size
@@ -224,7 +233,7 @@ def run_distributed(
         for r in range(world_size):
             rk = _Rank(r, None, run_dir / f"rank{r}.out", run_dir / f"rank{r}.err",
                        run_dir / f"rank{r}.result", run_dir / f"rank{r}.error")
-            rk.process = ctx.Process(target=run_rank, args=(r, world_size, str(run_dir), setup, payload),
+            rk.process = ctx.Process(target=run_rank, args=(r, world_size, str(run_dir), setup, payloads[r]),
                                      name=f"bncourse-rank{r}", daemon=True)
             ranks.append(rk)
         with _without_main_module():

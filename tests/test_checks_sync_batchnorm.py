@@ -446,3 +446,41 @@ def test_is_a_right_forward_storing_the_local_count_in_its_cache_named_so_and_no
 
     result = measure.check("sync_batch_norm_forward", nb08.fwd_local_count_in_cache)
     assert not result.passed and result.diagnosis.startswith("cache.count holds this rank's row count"), str(result)
+
+
+# ------------------------------------------------------------------ what a rank holds (red team 7's R4)
+
+
+def _more_rows_than_mine(rows: int) -> list[str]:
+    """Every array or tensor of more rows than this rank's, in the locals of the frames that called us."""
+    import inspect
+
+    import numpy as np
+
+    found = []
+    for info in inspect.stack()[2:]:
+        for name, value in info.frame.f_locals.items():
+            if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 2 and value.shape[0] > rows:
+                found.append(f"{info.function}: {name} {tuple(value.shape)}")
+    return found
+
+
+def forward_looking_for_the_whole_batch(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5):
+    if seen := _more_rows_than_mine(x.shape[0]):
+        raise AssertionError(f"this rank holds other ranks' rows: {seen}")
+    return forward_right(x, weight, bias, running_mean, running_var, momentum, eps)
+
+
+def backward_looking_for_the_whole_batch(dy, cache):
+    if seen := _more_rows_than_mine(dy.shape[0]):
+        raise AssertionError(f"this rank holds other ranks' rows: {seen}")
+    return backward_right(dy, cache)
+
+
+def test_does_each_rank_hold_only_its_own_rows_of_the_batch():
+    """A rank handed the whole batch (and dy) could normalize over it without any collective (red team 7's
+    R4: read from the check worker's frame): the check gives each rank its own rows only."""
+    forward = check_sync_batchnorm_forward(forward_looking_for_the_whole_batch)
+    assert forward.passed, forward.message
+    backward = check_sync_batchnorm_backward(backward_looking_for_the_whole_batch)
+    assert backward.passed, backward.message

@@ -29,6 +29,11 @@ def test_does_every_rank_run_in_its_own_process_and_return_its_value(capsys):
     assert "[rank 2] rank 2 of 3" in printed.out and printed.err == ""
 
 
+def test_does_each_rank_get_only_its_own_arguments_with_rank_args():
+    out = run_distributed(_sum_of_ranks, 2, rank_args=[(10,), (20,)], backend="gloo", show_output=False)
+    assert [r["sum"] for r in out] == [31.0, 31.0]  # 10 + 0 on rank 0, 20 + 1 on rank 1
+
+
 def _raise_on_rank_1(rank, world_size):
     if rank == 1:
         raise ValueError("the learner's bug")
@@ -103,6 +108,10 @@ def test_is_bad_input_named():
         run_distributed(3, 2)
     with pytest.raises(ValueError, match="backend must be 'gloo' or 'nccl', got 'mpi'"):
         run_distributed(_sum_of_ranks, 2, backend="mpi")
+    with pytest.raises(ValueError, match=r"rank_args needs one sequence of arguments per rank \(2\), got 1"):
+        run_distributed(_sum_of_ranks, 2, rank_args=[(1,)])
+    with pytest.raises(ValueError, match="either args .* or rank_args"):
+        run_distributed(_sum_of_ranks, 2, args=(1,), rank_args=[(1,), (2,)])
 
 
 def _fake_gpus(monkeypatch, count, nccl=True):

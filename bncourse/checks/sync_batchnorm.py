@@ -130,17 +130,23 @@ def _numpy(value, what: str) -> np.ndarray:
     raise TypeError(f"{what} should be a torch tensor, got {type(value).__name__}")
 
 
-def _forward_on_rank(rank, world_size, fn, x, sizes, w, b, rm, rv, momentum, eps, dtype: str = ""):
-    """``dtype``: the tensors handed over in another dtype than the arrays' ("bfloat16": numpy has none)."""
+def _forward_rank_args(x, sizes, w, b, rm, rv, momentum, eps, dtype: str = "") -> list[tuple]:
+    """Each rank's arguments: its own rows of x only (a rank handed the whole batch could normalize over it
+    without any collective: red team 7's R4), the shared parameters and running statistics."""
+    return [(x[sl], w, b, rm, rv, momentum, eps, dtype) for sl in _slices(sizes)]
+
+
+def _forward_on_rank(rank, world_size, fn, x, w, b, rm, rv, momentum, eps, dtype: str = ""):
+    """x: this rank's rows. ``dtype``: the tensors handed over in another dtype than the arrays' ("bfloat16":
+    numpy has none)."""
     import torch
 
     _switch_off_reference()
     _enforce_rule()
     log = {"calls": 0, "dtypes": []}
     _watch_collectives(log)
-    sl = _slices(sizes)[rank]
     running_mean, running_var = torch.tensor(rm), torch.tensor(rv)
-    given = {"x": torch.tensor(x[sl]), "weight": torch.tensor(w), "bias": torch.tensor(b)}  # the running stats may change
+    given = {"x": torch.tensor(x), "weight": torch.tensor(w), "bias": torch.tensor(b)}  # the running stats may change
     if dtype:
         given = {k: v.to(getattr(torch, dtype)) for k, v in given.items()}
         running_mean, running_var = running_mean.to(getattr(torch, dtype)), running_var.to(getattr(torch, dtype))
@@ -159,26 +165,31 @@ def _forward_on_rank(rank, world_size, fn, x, sizes, w, b, rm, rv, momentum, eps
         invstd = invstd.reshape(len(w))
     return {"y": _numpy(y, "y"), "running_mean": _numpy(running_mean, "running_mean"),
             "running_var": _numpy(running_var, "running_var"), "x_hat": _numpy(x_hat, "cache.x_hat"),
-            "invstd": invstd, "count": count, "rows": int(sl.stop - sl.start), "log": log, "changed": changed,
+            "invstd": invstd, "count": count, "rows": int(len(x)), "log": log, "changed": changed,
             "y_dtype": str(getattr(y, "dtype", "")).replace("torch.", ""), "x_dtype": str(given["x"].dtype).replace("torch.", "")}
 
 
-def _backward_on_rank(rank, world_size, fn, x, sizes, w, dy, eps):
+def _backward_rank_args(x, sizes, w, dy, eps) -> list[tuple]:
+    """Each rank's arguments: the forward's cache of its own rows (x_hat from the whole batch's statistics,
+    computed here in numpy: the course's sync forward is not needed, so the grading kernel holds none)
+    and its own rows of dy; no rank sees another's rows (red team 7's R4)."""
+    mean, var = x.mean(0), x.var(0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    return [((x[sl] - mean) * invstd, invstd, w, float(len(x)), dy[sl]) for sl in _slices(sizes)]
+
+
+def _backward_on_rank(rank, world_size, fn, x_hat, invstd, w, count, dy):
+    """x_hat, dy: this rank's rows; invstd, w: (C,); count: the global N."""
     import torch
 
     from bncourse.nn_sync import SyncBNCache
 
-    # The forward's cache from the whole batch this worker was given (numpy, no all_reduce): the
-    # course's sync forward is not needed here, so the grading kernel holds none.
-    sl = _slices(sizes)[rank]
-    mean, var = x.mean(0), x.var(0)
-    invstd = 1.0 / np.sqrt(var + eps)
-    cache = SyncBNCache(torch.tensor((x[sl] - mean) * invstd), torch.tensor(invstd), torch.tensor(w), float(len(x)))
+    cache = SyncBNCache(torch.tensor(x_hat), torch.tensor(invstd), torch.tensor(w), count)
     _switch_off_reference()
     _enforce_rule()
     log = {"calls": 0, "dtypes": []}
     _watch_collectives(log)
-    given = {"dy": torch.tensor(dy[sl]), "cache": cache}
+    given = {"dy": torch.tensor(dy), "cache": cache}
     before = {k: snapshot(v) for k, v in given.items()}
     out = fn(*given.values())
     changed = [k for k, v in given.items() if not unchanged(before[k], v)]
@@ -186,19 +197,21 @@ def _backward_on_rank(rank, world_size, fn, x, sizes, w, dy, eps):
         raise TypeError(f"the backward should return (dx, dweight, dbias), got {type(out).__name__}")
     dx, dw, db = out
     got = {"dx": _numpy(dx, "dx"), "dweight": _numpy(dw, "dweight"), "dbias": _numpy(db, "dbias")}
-    for name, want in (("dx", dy[sl].shape), ("dweight", (len(w),)), ("dbias", (len(w),))):
+    for name, want in (("dx", dy.shape), ("dweight", (len(w),)), ("dbias", (len(w),))):
         if got[name].size != int(np.prod(want)):  # a (1, C) from keepdim=True is the same numbers
             raise ValueError(f"{name} has shape {tuple(got[name].shape)} on this rank, expected {want}")
         got[name] = got[name].reshape(want)
     return {**got, "log": log, "changed": changed}
 
 
-def _on_ranks(worker, n_ranks: int, args: tuple) -> list[dict]:
-    """Run ``worker`` on ``n_ranks`` gloo processes; a rank's error comes back as one line."""
+def _on_ranks(worker, rank_args: list[tuple]) -> list[dict]:
+    """Run ``worker(rank, world_size, *rank_args[rank])`` on one gloo process per rank; a rank's error comes
+    back as one line."""
     from bncourse.distributed import WorkerError, run_distributed
 
     try:
-        return run_distributed(worker, n_ranks, args=args, backend="gloo", timeout=TIMEOUT, show_output=False)
+        return run_distributed(worker, len(rank_args), rank_args=rank_args, backend="gloo", timeout=TIMEOUT,
+                               show_output=False)
     except WorkerError as err:
         text = f"on rank {err.rank}: {err.summary}"
         cls = getattr(builtins, err.exc_type, None) if err.exc_type else None
@@ -215,12 +228,12 @@ def _on_ranks(worker, n_ranks: int, args: tuple) -> list[dict]:
 class _Runner:
     """The numpy-in, numpy-out function check_function calls; remembers what the ranks reduced."""
 
-    def __init__(self, fn, worker, assemble):
-        self.fn, self.worker, self.assemble = fn, worker, assemble
+    def __init__(self, fn, worker, assemble, rank_args):
+        self.fn, self.worker, self.assemble, self.rank_args = fn, worker, assemble, rank_args
         self.logs: list[dict] = []
 
     def __call__(self, x, sizes, *rest):
-        ranks = _on_ranks(self.worker, len(sizes), (self.fn, x, sizes, *rest))
+        ranks = _on_ranks(self.worker, [(self.fn, *a) for a in self.rank_args(x, sizes, *rest)])
         self.logs.extend(r["log"] for r in ranks)
         changed = sorted({name for r in ranks for name in r.get("changed", ())})
         if changed:  # reported as an in-place change of those arguments (kind "mutated")
@@ -318,7 +331,7 @@ def check_sync_batchnorm_forward(fn, hidden: bool = False):
     statistics in float32) compares y and the running statistics to float32's precision and asks that
     what was all-reduced was float64, as the contract says (``reduced_in_float64``)."""
     cases = _forward_cases(hidden)
-    runner = _Runner(fn, _forward_on_rank, _assemble_forward)
+    runner = _Runner(fn, _forward_on_rank, _assemble_forward, _forward_rank_args)
     result = _check("sync_batch_norm_forward", fn, runner, _reference_forward, cases,
                     catalogue.lazy("sync_batch_norm_forward"),
                     outputs=("y", "running_mean", "running_var", "cache.x_hat", "cache.invstd", "cache.count"))
@@ -343,7 +356,7 @@ def _backward_cases(hidden: bool) -> list[Case]:
 def check_sync_batchnorm_backward(fn, hidden: bool = False):
     """Check the learner's ``fn(dy, cache) -> (dx, dweight, dbias)``; dweight, dbias: this rank's own sums."""
     cases = _backward_cases(hidden)
-    runner = _Runner(fn, _backward_on_rank, _assemble_backward)
+    runner = _Runner(fn, _backward_on_rank, _assemble_backward, _backward_rank_args)
     result = _check("sync_batch_norm_backward", fn, runner, _reference_backward, cases,
                     catalogue.lazy("sync_batch_norm_backward"),
                     outputs=("dx", "dweight", "dbias"), explain_error=explain_backward_shape)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from bncourse.checks.core import Case, Symptom, check_function
-from bncourse.checks.sync_batchnorm import (_assemble_forward, _finish, _forward_case, _forward_on_rank, _hidden,
-                                            _reference_forward, _Runner)
+from bncourse.checks.sync_batchnorm import (_assemble_forward, _finish, _forward_case, _forward_on_rank,
+                                            _forward_rank_args, _hidden, _reference_forward, _Runner)
 
 __all__ = ["check_float32", "check_bfloat16_count", "FLOAT32_OUTPUTS", "Y_DTYPE", "LOW_PRECISION_COUNT"]
 
@@ -53,7 +53,7 @@ Y_DTYPE = Symptom("y returned in another dtype than x (float64 for a float32 inp
 
 
 def check_float32(fn, hidden: bool):
-    runner32 = _Runner(fn, _forward_on_rank, _assemble_float32)
+    runner32 = _Runner(fn, _forward_on_rank, _assemble_float32, _forward_rank_args)
     result32 = check_function("sync_batch_norm_forward", runner32 if callable(fn) else fn, _reference_float32,
                               [_float32_case(hidden)], (Y_DTYPE,), outputs=FLOAT32_OUTPUTS, rtol=1e-3, atol=1e-4,
                               check_dtype=False, forbid_torch="")
@@ -85,7 +85,7 @@ LOW_PRECISION_COUNT = Symptom(
 
 def check_bfloat16_count(fn, hidden: bool):
     """The cache's count on every rank minus the true number of rows (all ranks' together): zero."""
-    runner = _Runner(fn, _forward_on_rank, _assemble_count)
+    runner = _Runner(fn, _forward_on_rank, _assemble_count, _forward_rank_args)
     result = check_function("sync_batch_norm_forward", runner if callable(fn) else fn, _reference_bfloat16_count,
                             [_bfloat16_case(hidden)], (LOW_PRECISION_COUNT,), outputs=("count_minus_rows",),
                             rtol=0.0, atol=0.5, check_dtype=False, forbid_torch="")
