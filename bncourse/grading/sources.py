@@ -21,8 +21,8 @@ import ast
 import builtins
 from typing import Iterable
 
-__all__ = ["RUN_TIME_ROUTES", "Program", "as_python", "defined_names", "learner_and_instructor_sources",
-           "run_time_route"]
+__all__ = ["FRAME_ATTRIBUTES", "RUN_TIME_ROUTES", "Program", "as_python", "defined_names",
+           "learner_and_instructor_sources", "run_time_route"]
 
 _DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "setattr", "delattr"}
 # Libraries that hold no implementation of any exercise and no way to the course's: a computed name
@@ -36,7 +36,13 @@ PLAIN_LIBRARIES = frozenset({"numpy", "math", "cmath", "statistics", "operator",
 # (red team 6: os.sys.modules[...], from sys import modules, gc.get_objects()).
 RUN_TIME_ROUTES = ("sys.modules", "sys._getframe", "sys._current_frames", "gc.get_objects", "gc.get_referrers",
                    "gc.get_referents", "inspect.currentframe", "inspect.stack", "inspect.trace",
-                   "inspect.getouterframes")
+                   "inspect.getouterframes",
+                   "__main__")  # the notebook's own namespace as a module (red team 7: __main__.batchnorm_forward)
+# Attributes that hand out a namespace or a frame (red team 7: f.__globals__[name], a traceback's
+# tb_frame.f_globals): no exercise needs them, and the reading cannot follow what is taken from them.
+FRAME_ATTRIBUTES = frozenset({"__globals__", "__builtins__", "f_globals", "f_locals", "f_builtins", "f_back",
+                              "tb_frame", "tb_next", "gi_frame", "cr_frame", "ag_frame", "__closure__",
+                              "cell_contents"})
 
 
 def run_time_route(reference: str) -> str:
@@ -113,6 +119,11 @@ class _Scope:
             for target in ast.walk(stmt):
                 if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store):
                     self.defs.setdefault(target.id, []).append(stmt)
+                elif isinstance(target, (ast.Attribute, ast.Subscript)) and isinstance(target.ctx, ast.Store):
+                    self._mutated(target, stmt)
+        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) \
+                and isinstance(stmt.value.func, ast.Attribute):
+            self._mutated(stmt.value.func, stmt)  # registry.update(name=f), items.append(f): more in the object
             if isinstance(stmt, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
                 for inner in ast.iter_child_nodes(stmt):
                     if isinstance(inner, ast.stmt):
@@ -134,6 +145,19 @@ class _Scope:
                     continue  # a function's locals() reads what its own code bound; it binds nothing
                 elif node.func.id not in ("setattr", "delattr"):
                     self.dynamic.append(node.func.id)
+
+
+    def _mutated(self, target, stmt) -> None:
+        """``X.attr = v``, ``X[k] = v``, ``X.update(...)`` at module level put more into X: X is bound by
+        ``stmt`` too (red team 7: a dict of given functions filled by ``_GIVEN.update(...)``); and
+        ``__main__.name = v`` binds ``name`` (the name the test cell calls, not the function it reads)."""
+        base = target
+        while isinstance(base, (ast.Attribute, ast.Subscript)):
+            base = base.value
+        if isinstance(base, ast.Name):
+            self.defs.setdefault(base.id, []).append(stmt)
+            if isinstance(target, ast.Attribute) and "__main__" in self.aliases.get(base.id, ()):
+                self.defs.setdefault(target.attr, []).append(stmt)
 
 
 def _imports(stmt) -> list[tuple[str, str]]:
@@ -276,6 +300,8 @@ class _Walker(ast.NodeVisitor):
             self.refs.update(self.resolve(node.id))
 
     def visit_Attribute(self, node):
+        if node.attr in FRAME_ATTRIBUTES:
+            self.refs.add(f"<dynamic:{node.attr}>")
         chain, base = [], node
         while isinstance(base, ast.Attribute):
             chain.append(base.attr)
