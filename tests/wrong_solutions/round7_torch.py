@@ -176,3 +176,23 @@ class BN1dEpsInRunningVar(_BN1dOver):
 
 
 WRONG += [("BatchNorm1dNumpy", ["eps stored in running_var"], BN1dEpsInRunningVar)]
+
+
+class BN2dEpsInRunningVar(_BN2d):
+    """As BN1dEpsInRunningVar, for images (heldout7's attempt was this one: named "eps missing in eval mode")."""
+
+    def forward(self, x):
+        if self.training:
+            mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+            n = x.numel() / x.shape[1]
+            with torch.no_grad():
+                self.running_mean.copy_((1 - self.momentum) * self.running_mean + self.momentum * mean)
+                stored = var * n / (n - 1) + self.eps
+                self.running_var.copy_((1 - self.momentum) * self.running_var + self.momentum * stored)
+        else:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        return self.weight[None, :, None, None] * x_hat + self.bias[None, :, None, None]
+
+
+WRONG += [("BatchNorm2d", ["eps stored in running_var"], BN2dEpsInRunningVar)]
