@@ -114,6 +114,13 @@ def spatial_fwd_back_reshaped_only(x, gamma, beta, eps=1e-5):
     return out.reshape(N, C, H, W), cache
 
 
+def spatial_fwd_rows_w_last(x, gamma, beta, eps=1e-5):
+    """C moved with (0, 3, 1, 2), the inverse permutation: W ends up last, and undone correctly."""
+    N, C, H, W = x.shape
+    out, cache = ref.batchnorm_forward(x.transpose(0, 3, 1, 2).reshape(-1, C), gamma, beta, eps)
+    return out.reshape(N, W, C, H).transpose(0, 2, 3, 1), cache
+
+
 # ------------------------------------------------------------------------------ notebook 9: the affine step grouped
 
 
@@ -237,6 +244,7 @@ WRONG_BY_NB = {
         ("spatial_batchnorm_forward", ["another order than the rows were built in"], spatial_fwd_back_as_w_before_h),
         ("spatial_batchnorm_forward", ["wrong permutation", "inverse"], spatial_fwd_back_same_transpose),
         ("spatial_batchnorm_forward", ["wrong permutation", "inverse"], spatial_fwd_back_reshaped_only),
+        ("spatial_batchnorm_forward", ["another axis than c last"], spatial_fwd_rows_w_last),
     ],
     "9": [
         ("groupnorm_forward", ["grouped (N, G, M) layout"], gn_affine_grouped_tiled),

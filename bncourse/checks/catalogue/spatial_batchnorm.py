@@ -52,7 +52,7 @@ def _spatial_transposed_back_with(perm):
 
 def _spatial_rows_built_with(built, back):
     """Spatial forward whose rows come from ``x.transpose(built)`` and are reshaped back as if they had been built
-    with ``back`` (both put C last; the right pair is (0, 2, 3, 1) twice), then transposed to (N, C, H, W)."""
+    with ``back`` (the right pair is (0, 2, 3, 1) twice), then transposed to (N, C, H, W)."""
     def forward(x, gamma, beta, eps=1e-5):
         out, _ = ref.batchnorm_forward(x.transpose(built).reshape(-1, x.shape[1]), gamma, beta, eps)
         return out.reshape([x.shape[a] for a in back]).transpose(np.argsort(back)), None
@@ -62,6 +62,13 @@ def _spatial_rows_built_with(built, back):
 # the orders of N, H and W before C: the rows are built in one and read back in another
 _ROW_ORDERS = tuple(p + (1,) for p in itertools.permutations((0, 2, 3)))
 _ROW_ORDER_PAIRS = tuple((built, back) for built in _ROW_ORDERS for back in _ROW_ORDERS if built != back)
+
+# permutations that put another axis than C last (the identity is "without moving C last", named apart)
+_NOT_CHANNELS_LAST = tuple(p for p in itertools.permutations(range(4)) if p[-1] != 1 and p != (0, 1, 2, 3))
+_NOT_CHANNELS_LAST_NAME = ("rows built with another axis than C last",
+                           "the (N*H*W, C) rows need the channels as columns: x.transpose(0, 2, 3, 1).reshape(-1, C). "
+                           "(0, 3, 1, 2) is the inverse permutation, for the way back: it moves W last, so each column "
+                           "mixes channels and pixels")
 
 _ROWS_ORDER = ("output reshaped back in another order than the rows were built in",
                "the statistics are right, but the pixels come back in the wrong places: the reshape back must undo "
@@ -100,6 +107,8 @@ _SPATIAL_FORWARD_MISTAKES = [
       for perm in _WRONG_PERMUTATIONS),
     *(Mistake(*_ROWS_ORDER, _spatial_rows_built_with(built, back), id="spatial-rows-order-not-undone")
       for built, back in _ROW_ORDER_PAIRS),
+    *(Mistake(*_NOT_CHANNELS_LAST_NAME, _spatial_rows_built_with(perm, perm), id="spatial-rows-not-channels-last")
+      for perm in _NOT_CHANNELS_LAST),
     Mistake("unbiased variance used to normalize", "normalize with the biased variance (divide by N*H*W)",
             _normalized_over((0, 2, 3), "unbiased-variance")),
     Mistake("gamma and beta swapped", "gamma scales and beta shifts",
