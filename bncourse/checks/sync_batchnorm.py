@@ -130,6 +130,14 @@ def _numpy(value, what: str) -> np.ndarray:
     raise TypeError(f"{what} should be a torch tensor, got {type(value).__name__}")
 
 
+def _only_in_a_rank() -> None:
+    """A rank worker installs notebook 8's rule for good in its process: never outside a rank's process group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("a rank worker runs only in a process of run_distributed's group")
+
+
 def _forward_rank_args(x, sizes, w, b, rm, rv, momentum, eps, dtype: str = "") -> list[tuple]:
     """Each rank's arguments: its own rows of x only (a rank handed the whole batch could normalize over it
     without any collective: red team 7's R4), the shared parameters and running statistics."""
@@ -140,6 +148,8 @@ def _forward_on_rank(rank, world_size, fn, x, w, b, rm, rv, momentum, eps, dtype
     """x: this rank's rows. ``dtype``: the tensors handed over in another dtype than the arrays' ("bfloat16":
     numpy has none)."""
     import torch
+
+    _only_in_a_rank()
 
     _switch_off_reference()
     _enforce_rule()
@@ -181,6 +191,8 @@ def _backward_rank_args(x, sizes, w, dy, eps) -> list[tuple]:
 def _backward_on_rank(rank, world_size, fn, x_hat, invstd, w, count, dy):
     """x_hat, dy: this rank's rows; invstd, w: (C,); count: the global N."""
     import torch
+
+    _only_in_a_rank()
 
     from bncourse.nn_sync import SyncBNCache
 
