@@ -194,8 +194,13 @@ def record(cls, step: Step, dtype, device, second_order: bool = False) -> dict:
 
 def _second_order(out, x, dout, gen: torch.Generator) -> dict:
     """d(dx . v)/dx for dx = the gradient of out . dout: zeros, and the flag False, when dx has no history."""
-    dx = torch.autograd.grad(out, x, dout, create_graph=True, allow_unused=True)[0]
     v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    try:
+        dx = torch.autograd.grad(out, x, dout, create_graph=True, allow_unused=True)[0]
+    except RuntimeError as err:  # torch.utils.checkpoint(use_reentrant=True) refuses .grad(): no second order
+        if "reentrant" not in str(err):
+            raise
+        dx = None
     differentiable = dx is not None and dx.requires_grad
     hvp = torch.autograd.grad(dx, x, v, allow_unused=True, retain_graph=True)[0] if differentiable else None
     return {DIFFERENTIABLE_GRADIENT: np.array([differentiable]),
@@ -245,6 +250,16 @@ class _nothing:
         return False
 
 
+# Tried last (the catalogue's mistakes first: detached statistics also make the second derivative zero):
+# a Function's forward runs outside autograd, so a backward written by hand from what it saved has a
+# second derivative of zero with respect to x.
+SECOND_ORDER_ZERO = Symptom(
+    "the layer's gradient comes from a backward written by hand (its second derivative is zero)",
+    "let autograd trace the whole layer in torch operations (mean, var, sqrt, arithmetic, view) instead of a "
+    "Function of your own: autograd then derives the backward, and the backward of that, by itself",
+    lambda got: SECOND_ORDER in got and not np.any(got[SECOND_ORDER]))
+
+
 def _symptoms(steps: int) -> list[Symptom]:
     last = f"step {steps}"
 
@@ -269,9 +284,10 @@ def _symptoms(steps: int) -> list[Symptom]:
                 "+ bias in torch operations, not in numpy", lambda got: not got.get(EVAL_BACKPROPAGATES, np.array([True])).all()),
         Symptom("the layer's gradient is not built from torch operations (autograd cannot differentiate it again)",
                 "write the layer with torch operations only (mean, var, sqrt, arithmetic, view): then autograd "
-                "derives its backward, and the backward of that, by itself. A numpy round trip inside a Function "
-                "(exercise 1's BatchNormFunction, or the numpy batchnorm_forward) gives a gradient autograd cannot "
-                "differentiate", lambda got: not got.get(DIFFERENTIABLE_GRADIENT, np.array([True])).all()),
+                "derives its backward, and the backward of that, by itself. A gradient autograd cannot "
+                "differentiate comes from a Function of your own (a numpy round trip such as exercise 1's "
+                "BatchNormFunction, or a backward written by hand) or from torch.utils.checkpoint with "
+                "use_reentrant=True", lambda got: not got.get(DIFFERENTIABLE_GRADIENT, np.array([True])).all()),
         Symptom("the running statistics track gradients",
                 "update them without autograd, inside `with torch.no_grad():` (or from mean.detach()), else every "
                 "step extends the graph", lambda got: got["buffers track gradients"].any()),
@@ -300,7 +316,7 @@ def _explanations(first: Sequence[ModuleMistake], mistakes, keys: Sequence[str],
 
     early = [m for i, m in enumerate(entries) if i < len(first) or m.first]
     late = [m for m in entries if m not in early]
-    return structural + [as_mistake(m) for m in early] + [in_eval] + [as_mistake(m) for m in late]
+    return structural + [as_mistake(m) for m in early] + [in_eval] + [as_mistake(m) for m in late] + [SECOND_ORDER_ZERO]
 
 
 def check_module(exercise: str, cls, reference_cls, steps: Sequence[Step], mistakes=(), *,

@@ -40,6 +40,11 @@ RUN_TIME_ROUTES = ("sys.modules", "sys._getframe", "sys._current_frames", "gc.ge
                    "__main__")  # the notebook's own namespace as a module (red team 7: __main__.batchnorm_forward)
 # Attributes that hand out a namespace or a frame (red team 7: f.__globals__[name], a traceback's
 # tb_frame.f_globals): no exercise needs them, and the reading cannot follow what is taken from them.
+# Methods that put more into the object they are called on (a registry of functions filled at module level).
+_MUTATING_METHODS = frozenset({"update", "append", "extend", "insert", "setdefault", "add", "appendleft",
+                               "__setitem__"})
+# Modules whose attributes are names any code can call by their plain name.
+_NAMESPACE_MODULES = frozenset({"__main__", "builtins"})
 FRAME_ATTRIBUTES = frozenset({"__globals__", "__builtins__", "f_globals", "f_locals", "f_builtins", "f_back",
                               "tb_frame", "tb_next", "gi_frame", "cr_frame", "ag_frame", "__closure__",
                               "cell_contents"})
@@ -114,20 +119,25 @@ class _Scope:
                     self.aliases.setdefault(local, set()).add(dotted)
         elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             self.defs.setdefault(stmt.name, []).append(stmt)
-        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With, ast.If, ast.Try,
-                               ast.While)):
-            for target in ast.walk(stmt):
+            for node in ast.walk(stmt):  # `global g` in a function: what it assigns to g binds the module's g
+                if isinstance(node, ast.Global):
+                    for name in node.names:
+                        self.defs.setdefault(name, []).append(stmt)
+        else:
+            for target in ast.walk(stmt):  # every binding: assignments, loop and with targets, :=, match captures
                 if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store):
                     self.defs.setdefault(target.id, []).append(stmt)
+                elif isinstance(target, (ast.MatchAs, ast.MatchStar)) and target.name:
+                    self.defs.setdefault(target.name, []).append(stmt)
                 elif isinstance(target, (ast.Attribute, ast.Subscript)) and isinstance(target.ctx, ast.Store):
                     self._mutated(target, stmt)
-        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) \
-                and isinstance(stmt.value.func, ast.Attribute):
-            self._mutated(stmt.value.func, stmt)  # registry.update(name=f), items.append(f): more in the object
-            if isinstance(stmt, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
-                for inner in ast.iter_child_nodes(stmt):
-                    if isinstance(inner, ast.stmt):
-                        self._statement(inner)
+            call = stmt.value if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) else None
+            if call is not None and isinstance(call.func, ast.Attribute) and call.func.attr in _MUTATING_METHODS:
+                self._mutated(call.func.value, stmt)  # registry.update(name=f), items.append(f): more in the object
+            if call is not None and isinstance(call.func, ast.Name) and call.func.id == "setattr" and call.args:
+                self._set_attribute(call, stmt)
+            for inner in _child_statements(stmt):  # the bodies of if, for, while, with, try, match
+                self._statement(inner)
         for node in ast.walk(stmt):  # exec of a constant string at module level is read as code
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
                     and node.func.attr in ("run_cell_magic", "run_line_magic")):
@@ -148,16 +158,40 @@ class _Scope:
 
 
     def _mutated(self, target, stmt) -> None:
-        """``X.attr = v``, ``X[k] = v``, ``X.update(...)`` at module level put more into X: X is bound by
-        ``stmt`` too (red team 7: a dict of given functions filled by ``_GIVEN.update(...)``); and
-        ``__main__.name = v`` binds ``name`` (the name the test cell calls, not the function it reads)."""
+        """``X.attr = v``, ``X[k] = v``, ``X.update(...)`` at module level put more into X, an object of the
+        learner's own (not an imported module): X is bound by ``stmt`` too (red team 7: a dict of given
+        functions filled by ``_GIVEN.update(...)``). ``__main__.name = v`` and ``builtins.name = v`` bind
+        ``name`` (the name the test cell calls, not the function the reading would read)."""
         base = target
         while isinstance(base, (ast.Attribute, ast.Subscript)):
             base = base.value
-        if isinstance(base, ast.Name):
+        if not isinstance(base, ast.Name):
+            return
+        imported = self.aliases.get(base.id, set())
+        if isinstance(target, ast.Attribute) and imported & _NAMESPACE_MODULES and base is target.value:
+            self.defs.setdefault(target.attr, []).append(stmt)
+        elif not imported:
             self.defs.setdefault(base.id, []).append(stmt)
-            if isinstance(target, ast.Attribute) and "__main__" in self.aliases.get(base.id, ()):
-                self.defs.setdefault(target.attr, []).append(stmt)
+
+    def _set_attribute(self, call: ast.Call, stmt) -> None:
+        """``setattr(__main__, "name", v)`` binds name; with a computed name, any name: code it cannot read."""
+        owner = call.args[0]
+        if isinstance(owner, ast.Name) and self.aliases.get(owner.id, set()) & _NAMESPACE_MODULES:
+            name = _const_str(call.args[1]) if len(call.args) > 1 else None
+            if name is not None:
+                self.defs.setdefault(name, []).append(stmt)
+            else:
+                self.dynamic.append("setattr")
+
+
+def _child_statements(stmt) -> list:
+    """The statements in the bodies of a compound statement (not of a def or class: their own scope)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return []
+    inner = [s for field in ("body", "orelse", "finalbody") for s in (getattr(stmt, field, None) or [])]
+    inner += [s for handler in (getattr(stmt, "handlers", None) or []) for s in handler.body]
+    inner += [s for case in (getattr(stmt, "cases", None) or []) for s in case.body]
+    return inner
 
 
 def _imports(stmt) -> list[tuple[str, str]]:
@@ -221,10 +255,14 @@ class _Walker(ast.NodeVisitor):
                 if name in scope.defs:
                     self.bound.add(name)
                 found = set(scope.aliases.get(name, ()))
-                for node in scope.defs.get(name, []):
-                    self.walk(node)
-                    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-                        found.update(self.dotted(node.value))
+                outer, self.locals = self.locals, [{}]  # module-level code sees no function's locals
+                try:
+                    for node in scope.defs.get(name, []):
+                        self.walk(node)
+                        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                            found.update(self.dotted(node.value))
+                finally:
+                    self.locals = outer
                 return sorted(found)
             if scope.stars and not hasattr(builtins, name):
                 return [f"{m}.{name}" for m in scope.stars]
