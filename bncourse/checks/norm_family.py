@@ -15,7 +15,6 @@ grader can re-judge it from receipts. Each check names the known mistakes of the
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from bncourse.checks import catalogue

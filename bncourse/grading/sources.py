@@ -38,13 +38,13 @@ RUN_TIME_ROUTES = ("sys.modules", "sys._getframe", "sys._current_frames", "gc.ge
                    "gc.get_referents", "inspect.currentframe", "inspect.stack", "inspect.trace",
                    "inspect.getouterframes",
                    "__main__")  # the notebook's own namespace as a module (red team 7: __main__.batchnorm_forward)
-# Attributes that hand out a namespace or a frame (red team 7: f.__globals__[name], a traceback's
-# tb_frame.f_globals): no exercise needs them, and the reading cannot follow what is taken from them.
 # Methods that put more into the object they are called on (a registry of functions filled at module level).
 _MUTATING_METHODS = frozenset({"update", "append", "extend", "insert", "setdefault", "add", "appendleft",
                                "__setitem__"})
 # Modules whose attributes are names any code can call by their plain name.
 _NAMESPACE_MODULES = frozenset({"__main__", "builtins"})
+# Attributes that hand out a namespace or a frame (red team 7: f.__globals__[name], a traceback's
+# tb_frame.f_globals): no exercise needs them, and the reading cannot follow what is taken from them.
 FRAME_ATTRIBUTES = frozenset({"__globals__", "__builtins__", "f_globals", "f_locals", "f_builtins", "f_back",
                               "tb_frame", "tb_next", "gi_frame", "cr_frame", "ag_frame", "__closure__",
                               "cell_contents"})
@@ -155,7 +155,6 @@ class _Scope:
                     continue  # a function's locals() reads what its own code bound; it binds nothing
                 elif node.func.id not in ("setattr", "delattr"):
                     self.dynamic.append(node.func.id)
-
 
     def _mutated(self, target, stmt) -> None:
         """``X.attr = v``, ``X[k] = v``, ``X.update(...)`` at module level put more into X, an object of the

@@ -11,7 +11,6 @@ import numpy as np
 
 from bncourse.checks.catalogue.shared import affine, blend, dx_from, inv_std, mistake
 from bncourse.checks.core import Mistake
-from bncourse.checks.results import slug
 from bncourse.checks.sync_batchnorm import _slices
 
 
@@ -290,6 +289,9 @@ def _backward_variant(kind, params="own"):
     return lambda x, sizes, w, dy, eps: _simulate_backward(x, sizes, w, dy, eps, kind, params)
 
 
+_AVERAGED_SUMS = "sums-averaged-over-the-ranks-reduceop"  # one id (one hint) for the three forms
+
+
 def _backward_mistakes() -> list[Mistake]:
     reduce = ("all-reduce torch.cat([dy.sum(0), (dy * x_hat).sum(0)]) and divide by the global count N "
               "(cache.count)")
@@ -333,15 +335,15 @@ def _backward_mistakes() -> list[Mistake]:
                 _backward_variant("std instead of invstd"), id="std-instead-of-inv-std"),
         Mistake("sums averaged over the ranks (ReduceOp.AVG or / world_size)",
                 "the formula needs the sums over the whole batch: all_reduce with SUM, then divide by N only",
-                _backward_variant("averaged sums")),
+                _backward_variant("averaged sums"), id=_AVERAGED_SUMS),
         Mistake("sums averaged over the ranks (divided by world_size) and then by the local count",
                 "sum / world_size / dy.shape[0] is only the global mean when every rank holds as many rows; "
                 "all_reduce with SUM, then divide by the global count N (cache.count)",
-                _backward_variant("averaged sums, local count"), id=slug("sums averaged over the ranks (ReduceOp.AVG")),
+                _backward_variant("averaged sums, local count"), id=_AVERAGED_SUMS),
         Mistake("sums divided by world_size and used as the means (never divided by the global count N)",
                 "sum / world_size is the mean of the ranks' sums, not the mean over the batch: all_reduce with SUM, "
                 "then divide by the global count N (cache.count): mean(dy) = sum(dy) / N",
-                _backward_variant("averaged sums as means"), id=slug("sums averaged over the ranks (ReduceOp.AVG")),
+                _backward_variant("averaged sums as means"), id=_AVERAGED_SUMS),
         Mistake("dweight and dbias all-reduced",
                 "return this rank's own sums for dweight and dbias: DistributedDataParallel averages parameter "
                 "gradients over the ranks itself, so an all_reduce here counts them world_size times over",
